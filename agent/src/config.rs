@@ -1,0 +1,408 @@
+//! The agent's TOML configuration (SPEC section 3).
+//!
+//! Parsing goes through `serde_path_to_error` so that a bad value is reported with
+//! the exact key it sits under (`process[1].stop_timeout`), because an operator
+//! fixing a config on a remote host only gets the one line the agent prints.
+//!
+//! Relative paths: `cwd`, `log_file` and a `command` that contains a `/` are
+//! resolved against the directory of the config file, not against the agent's
+//! working directory, so the same config works wherever the agent was started
+//! from. A bare `command` (no `/`) is looked up in `PATH`.
+//!
+//! Beyond the keys of the SPEC, a process may set `start_timeout` (default 30s):
+//! how long a start waits for its `ports` to listen before it counts as failed.
+//! Without `log_file`, the process's output is discarded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Deserializer, de::Error as _};
+
+/// A config problem, shown as the single line the agent exits with.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub agent: AgentSection,
+    pub processes: Vec<ProcessSpec>,
+}
+
+/// `[agent]`: what GetAgentInfo reports. Defaults: the crate version, and the config
+/// file's directory for both homes, since that is where a packaged agent lives.
+#[derive(Debug, Clone)]
+pub struct AgentSection {
+    pub version: String,
+    pub install_home: String,
+    pub log_home: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The agent's base processes: bulk calls act on them and they start at boot.
+    #[default]
+    Basic,
+    /// Only per-process calls touch it.
+    Work,
+}
+
+/// One `[[process]]`, with defaults applied and paths resolved.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub alias: String,
+    pub command: String,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<String>,
+    pub kind: Kind,
+    pub proxy: bool,
+    pub operable: bool,
+    pub ports: Vec<u16>,
+    pub log_file: Option<PathBuf>,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub min_live: Duration,
+    pub start_timeout: Duration,
+    pub autorestart: bool,
+}
+
+impl ProcessSpec {
+    /// The command line as configured, as ProcessInfo.start_command reports it.
+    pub fn start_command(&self) -> String {
+        std::iter::once(self.command.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    agent: RawAgent,
+    #[serde(default)]
+    process: Vec<RawProcess>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    version: Option<String>,
+    install_home: Option<String>,
+    log_home: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    alias: String,
+    command: String,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    cwd: Option<PathBuf>,
+    user: Option<String>,
+    #[serde(default)]
+    kind: Kind,
+    #[serde(default)]
+    proxy: bool,
+    #[serde(default = "yes")]
+    operable: bool,
+    #[serde(default)]
+    ports: Vec<u16>,
+    log_file: Option<PathBuf>,
+    #[serde(default = "default_signal", deserialize_with = "signal")]
+    stop_signal: Signal,
+    #[serde(default = "default_stop_timeout", deserialize_with = "duration")]
+    stop_timeout: Duration,
+    #[serde(default = "default_min_live", deserialize_with = "duration")]
+    min_live: Duration,
+    #[serde(default = "default_start_timeout", deserialize_with = "duration")]
+    start_timeout: Duration,
+    #[serde(default = "yes")]
+    autorestart: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_signal() -> Signal {
+    Signal::SIGTERM
+}
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_min_live() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_start_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+fn signal<'de, D: Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_signal(&text).ok_or_else(|| {
+        D::Error::custom(format!(
+            "invalid signal {text:?}: expected one of TERM, INT, HUP, QUIT, KILL, USR1, USR2"
+        ))
+    })
+}
+
+/// Accepts the names operators write in supervisor configs, with or without `SIG`.
+pub fn parse_signal(text: &str) -> Option<Signal> {
+    let upper = text.trim().to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    Some(match name {
+        "TERM" => Signal::SIGTERM,
+        "INT" => Signal::SIGINT,
+        "HUP" => Signal::SIGHUP,
+        "QUIT" => Signal::SIGQUIT,
+        "KILL" => Signal::SIGKILL,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => return None,
+    })
+}
+
+impl Config {
+    /// Reads and validates the config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, problem: String| ConfigError {
+            file: file.clone(),
+            key: key.to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
+        let absolute = std::path::absolute(path).map_err(|e| err("(file)", e.to_string()))?;
+        let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
+        Config::parse(&text, &base).map_err(|(key, problem)| err(&key, problem))
+    }
+
+    /// Parses config text; relative paths resolve against `base`.
+    /// The error is (key, problem).
+    pub fn parse(text: &str, base: &Path) -> Result<Config, (String, String)> {
+        let de = toml::Deserializer::parse(text).map_err(|e| syntax_error(text, &e))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let key = if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            };
+            (key, e.inner().message().to_string())
+        })?;
+        let base_str = base.display().to_string();
+        let agent = AgentSection {
+            version: raw
+                .agent
+                .version
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
+            install_home: raw.agent.install_home.unwrap_or_else(|| base_str.clone()),
+            log_home: raw.agent.log_home.unwrap_or(base_str),
+        };
+        let mut processes = Vec::with_capacity(raw.process.len());
+        for (i, p) in raw.process.into_iter().enumerate() {
+            let spec = validate(i, p, base)?;
+            check_against_earlier(i, &spec, &processes)?;
+            processes.push(spec);
+        }
+        Ok(Config { agent, processes })
+    }
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> (String, String) {
+    let key = match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "(syntax)".to_string(),
+    };
+    (key, e.message().trim().replace('\n', " "))
+}
+
+fn validate(i: usize, p: RawProcess, base: &Path) -> Result<ProcessSpec, (String, String)> {
+    let key = |k: &str| format!("process[{i}].{k}");
+    let valid_alias = !p.alias.is_empty()
+        && !p.alias.starts_with('.')
+        && p.alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid_alias {
+        return Err((
+            key("alias"),
+            format!(
+                "invalid alias {:?}: use letters, digits, '_', '-' and '.' (it names files under --data-dir)",
+                p.alias
+            ),
+        ));
+    }
+    if p.command.trim().is_empty() {
+        return Err((key("command"), "must not be empty".into()));
+    }
+    if p.proxy && p.kind == Kind::Work {
+        return Err((
+            key("proxy"),
+            "a work process cannot be the proxy (only basic ones)".into(),
+        ));
+    }
+    if p.ports.contains(&0) {
+        return Err((
+            key("ports"),
+            "port 0 is not a port one can listen on".into(),
+        ));
+    }
+    if p.user.as_deref().is_some_and(str::is_empty) {
+        return Err((
+            key("user"),
+            "must not be empty; leave it out instead".into(),
+        ));
+    }
+    if let Some(k) = p.env.keys().find(|k| k.is_empty() || k.contains('=')) {
+        return Err((key("env"), format!("invalid variable name {k:?}")));
+    }
+    if p.start_timeout.is_zero() && !p.ports.is_empty() {
+        return Err((key("start_timeout"), "must be more than 0s".into()));
+    }
+    let command = if p.command.contains('/') {
+        base.join(&p.command).display().to_string()
+    } else {
+        p.command
+    };
+    Ok(ProcessSpec {
+        alias: p.alias,
+        command,
+        args: p.args,
+        env: p.env,
+        cwd: p.cwd.map(|c| base.join(c)),
+        user: p.user,
+        kind: p.kind,
+        proxy: p.proxy,
+        operable: p.operable,
+        ports: p.ports,
+        log_file: p.log_file.map(|l| base.join(l)),
+        stop_signal: p.stop_signal,
+        stop_timeout: p.stop_timeout,
+        min_live: p.min_live,
+        start_timeout: p.start_timeout,
+        autorestart: p.autorestart,
+    })
+}
+
+fn check_against_earlier(
+    i: usize,
+    spec: &ProcessSpec,
+    earlier: &[ProcessSpec],
+) -> Result<(), (String, String)> {
+    if let Some(j) = earlier.iter().position(|e| e.alias == spec.alias) {
+        return Err((
+            format!("process[{i}].alias"),
+            format!("duplicate alias {:?} (also process[{j}])", spec.alias),
+        ));
+    }
+    if let Some(j) = earlier.iter().position(|e| e.proxy && spec.proxy) {
+        return Err((
+            format!("process[{i}].proxy"),
+            format!("more than one proxy (process[{j}] is one already)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, (String, String)> {
+        Config::parse(text, Path::new("/etc/ocp"))
+    }
+
+    #[test]
+    fn defaults_and_relative_paths() {
+        let c = parse(
+            "[[process]]\nalias = \"a\"\ncommand = \"bin/a\"\nlog_file = \"log/a.log\"\ncwd = \".\"\n",
+        )
+        .expect("valid config");
+        let p = &c.processes[0];
+        assert_eq!(p.command, "/etc/ocp/bin/a");
+        assert_eq!(p.log_file.as_deref(), Some(Path::new("/etc/ocp/log/a.log")));
+        assert_eq!(p.cwd.as_deref(), Some(Path::new("/etc/ocp/.")));
+        assert_eq!(p.kind, Kind::Basic);
+        assert!(p.operable && p.autorestart && !p.proxy);
+        assert_eq!(p.stop_signal, Signal::SIGTERM);
+        assert_eq!(p.stop_timeout, Duration::from_secs(10));
+        assert_eq!(p.min_live, Duration::from_secs(1));
+        assert_eq!(c.agent.install_home, "/etc/ocp");
+    }
+
+    #[test]
+    fn reports_key_of_bad_values() {
+        let bad = |extra: &str| {
+            parse(&format!(
+                "[[process]]\nalias = \"a\"\ncommand = \"a\"\n[[process]]\nalias = \"b\"\ncommand = \"b\"\n{extra}\n"
+            ))
+            .expect_err("invalid config")
+        };
+        let (key, problem) = bad("stop_timeout = \"10x\"");
+        assert_eq!(key, "process[1].stop_timeout");
+        assert!(problem.starts_with("invalid duration \"10x\""), "{problem}");
+        assert_eq!(bad("stop_signal = \"FOO\"").0, "process[1].stop_signal");
+        assert_eq!(bad("bogus = 1").0, "process[1].bogus");
+        assert!(bad("bogus = 1").1.contains("bogus"));
+        assert_eq!(bad("kind = \"work\"\nproxy = true").0, "process[1].proxy");
+        assert_eq!(bad("ports = [\"x\"]").0, "process[1].ports[0]");
+    }
+
+    #[test]
+    fn rejects_duplicates_and_two_proxies() {
+        let two = "[[process]]\nalias = \"a\"\ncommand = \"a\"\nproxy = true\n[[process]]\nalias = \"b\"\ncommand = \"b\"\nproxy = true\n";
+        assert_eq!(parse(two).expect_err("two proxies").0, "process[1].proxy");
+        let dup = "[[process]]\nalias = \"a\"\ncommand = \"a\"\n[[process]]\nalias = \"a\"\ncommand = \"b\"\n";
+        assert_eq!(parse(dup).expect_err("dup").0, "process[1].alias");
+        let empty = "[[process]]\nalias = \"a\"\ncommand = \" \"\n";
+        assert_eq!(parse(empty).expect_err("empty").0, "process[0].command");
+        assert!(parse("[agent]\nfoo = 1\n").is_err());
+        assert!(
+            parse("[[process]]\nalias = \n")
+                .expect_err("syntax")
+                .0
+                .starts_with("line")
+        );
+    }
+
+    #[test]
+    fn signal_names() {
+        for (name, sig) in [
+            ("TERM", Signal::SIGTERM),
+            ("SIGTERM", Signal::SIGTERM),
+            ("INT", Signal::SIGINT),
+            ("HUP", Signal::SIGHUP),
+            ("QUIT", Signal::SIGQUIT),
+            ("KILL", Signal::SIGKILL),
+            ("USR1", Signal::SIGUSR1),
+            ("USR2", Signal::SIGUSR2),
+        ] {
+            assert_eq!(parse_signal(name), Some(sig));
+        }
+        assert_eq!(parse_signal("STOP"), None);
+    }
+}

@@ -1,0 +1,22 @@
+//! ocp-agent: a process supervisor for one host, served over gRPC
+//! (`ocp.agent.v1.AgentService`, see SPEC section 3).
+//!
+//! [`Agent::start`] is the whole agent, usable from tests: it serves on the given
+//! address (port 0 for a free one) until its cancellation token fires.
+
+pub mod config;
+mod group;
+mod policy;
+mod procfs;
+mod ready;
+mod reconcile;
+mod server;
+mod service;
+mod sockdiag;
+mod spawn;
+mod state;
+mod supervisor;
+mod view;
+
+pub use config::{Config, ConfigError};
+pub use server::{Agent, AgentError, AgentOptions};

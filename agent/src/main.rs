@@ -1,0 +1,56 @@
+//! ocp-agent: parses the command line, sets up logging and runs the library until
+//! SIGTERM or SIGINT.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent::{Agent, AgentOptions};
+use clap::Parser;
+
+/// The per-host process supervisor of OCP, served over gRPC.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    /// Address to serve gRPC on.
+    #[arg(long, env = "OCP_AGENT_LISTEN", default_value = "127.0.0.1:62888")]
+    listen: SocketAddr,
+    /// The TOML config naming the processes to supervise.
+    #[arg(long, env = "OCP_AGENT_CONFIG", default_value = "agent.toml")]
+    config: PathBuf,
+    /// Where desired state, pid files and the lock live.
+    #[arg(long, env = "OCP_AGENT_DATA_DIR", default_value = "./ocp-agent-data")]
+    data_dir: PathBuf,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the library's errors already name their causes.
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let options = AgentOptions {
+        listen: cli.listen,
+        config_path: cli.config,
+        data_dir: cli.data_dir,
+    };
+    Agent::run_until_signal(options).await?;
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! What the OS says about a process, read from `/proc`.
+//!
+//! Everything the agent reports about a running process (owner, ports, age) comes
+//! from here rather than from the agent's own bookkeeping, so that a report stays
+//! true when a process changed user, closed a port or was replaced behind the
+//! agent's back. A file that vanished or cannot be read means "not there": a
+//! process can die between any two reads, which is not an error.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::killpg;
+use nix::unistd::{Pid, Uid, User};
+
+use crate::sockdiag;
+
+/// The fields of `/proc/<pid>/stat` the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub state: char,
+    pub pgrp: i32,
+    /// Clock ticks after boot; with the pid, it identifies one process for good.
+    pub start_ticks: u64,
+}
+
+impl Stat {
+    /// A zombie already died; it only waits for its parent to reap it.
+    pub fn is_alive(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The command name may hold spaces and parentheses, so fields are counted from the last `)`.
+fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// The real uid, from the `Uid:` line of `/proc/<pid>/status`.
+pub fn uid(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The user name, or the number when the uid has no passwd entry.
+pub fn user_name(uid: u32) -> String {
+    match User::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(user)) => user.name,
+        _ => uid.to_string(),
+    }
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+/// How long a process with this start time has lived, from `/proc/uptime`.
+pub fn elapsed(start_ticks: u64) -> Option<Duration> {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let started = start_ticks as f64 / clock_ticks() as f64;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
+}
+
+/// The living members of each asked process group, from one scan of `/proc`.
+pub fn group_members(pgids: &HashSet<i32>) -> HashMap<i32, Vec<i32>> {
+    let mut members: HashMap<i32, Vec<i32>> = HashMap::new();
+    if pgids.is_empty() {
+        return members;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return members;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(s) = stat(pid).filter(|s| pgids.contains(&s.pgrp) && s.is_alive()) {
+            members.entry(s.pgrp).or_default().push(pid);
+        }
+    }
+    members
+}
+
+/// Whether any living process is left in the group. `killpg(0)` answers the common
+/// case (nobody left) without a scan; zombies keep a group "existing" for the
+/// kernel until reaped, which may never happen under a non-reaping init, so they
+/// are excluded by a scan.
+pub fn group_alive(pgid: i32) -> bool {
+    if pgid <= 1 {
+        return false;
+    }
+    match killpg(Pid::from_raw(pgid), None) {
+        Err(Errno::ESRCH) => false,
+        _ => group_members(&HashSet::from([pgid])).contains_key(&pgid),
+    }
+}
+
+/// LISTEN sockets of this network namespace: socket inode to port.
+pub struct ListenTable(HashMap<u64, u16>);
+
+impl ListenTable {
+    /// From netlink `sock_diag` (see [`crate::sockdiag`] for why), else from the
+    /// LISTEN (`0A`) lines of `/proc/net/tcp` and `/proc/net/tcp6`.
+    pub fn read() -> ListenTable {
+        match sockdiag::listening() {
+            Ok(found) => return ListenTable(found.into_iter().collect()),
+            Err(e) => tracing::debug!(error = %e, "sock_diag failed; reading /proc/net/tcp"),
+        }
+        let mut table = HashMap::new();
+        for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(text) = std::fs::read_to_string(file) {
+                table.extend(text.lines().skip(1).filter_map(parse_listen_line));
+            }
+        }
+        ListenTable(table)
+    }
+
+    pub fn has_port(&self, port: u16) -> bool {
+        self.0.values().any(|&p| p == port)
+    }
+
+    /// The ports that sockets held by these processes listen on, sorted, without repeats.
+    pub fn ports_of(&self, pids: &[i32]) -> Vec<u32> {
+        let mut ports: Vec<u32> = pids
+            .iter()
+            .flat_map(|&pid| socket_inodes(pid))
+            .filter_map(|inode| self.0.get(&inode).map(|&p| u32::from(p)))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    }
+}
+
+/// `sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode ...`
+fn parse_listen_line(line: &str) -> Option<(u64, u16)> {
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    if *fields.get(3)? != "0A" {
+        return None;
+    }
+    let port = u16::from_str_radix(fields.get(1)?.rsplit(':').next()?, 16).ok()?;
+    let inode = fields.get(9)?.parse().ok()?;
+    Some((inode, port))
+}
+
+fn socket_inodes(pid: i32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| socket_inode(&target))
+        .collect()
+}
+
+fn socket_inode(target: &Path) -> Option<u64> {
+    target
+        .to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// The ports the living members of a group listen on.
+pub fn group_ports(pgid: i32) -> Vec<u32> {
+    let members = group_members(&HashSet::from([pgid]));
+    let pids = members.get(&pgid).map(Vec::as_slice).unwrap_or_default();
+    ListenTable::read().ports_of(pids)
+}
+
+/// Whether every wanted port listens on a socket of the group. The cheap global
+/// check comes first, since readiness is polled often while nothing listens yet.
+pub fn ports_ready(pgid: i32, wanted: &[u16]) -> bool {
+    if wanted.is_empty() {
+        return true;
+    }
+    let table = ListenTable::read();
+    if !wanted.iter().all(|&p| table.has_port(p)) {
+        return false;
+    }
+    let members = group_members(&HashSet::from([pgid]));
+    let pids = members.get(&pgid).map(Vec::as_slice).unwrap_or_default();
+    let held = table.ports_of(pids);
+    wanted.iter().all(|&p| held.contains(&u32::from(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_names() {
+        let line = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        let s = parse_stat(line).expect("parses");
+        assert_eq!(
+            s,
+            Stat {
+                state: 'S',
+                pgrp: 42,
+                start_ticks: 98765
+            }
+        );
+    }
+
+    #[test]
+    fn parses_listen_lines() {
+        let listen = "   0: 0100007F:F2A8 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(parse_listen_line(listen), Some((123456, 0xF2A8)));
+        let established = listen.replace(" 0A ", " 01 ");
+        assert_eq!(parse_listen_line(&established), None);
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id() as i32;
+        let s = stat(me).expect("own stat");
+        assert!(s.is_alive());
+        assert!(elapsed(s.start_ticks).is_some());
+        assert_eq!(uid(me), Some(nix::unistd::getuid().as_raw()));
+    }
+
+    #[test]
+    fn finds_own_listening_port() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let me = std::process::id() as i32;
+        assert!(
+            ListenTable::read()
+                .ports_of(&[me])
+                .contains(&u32::from(port))
+        );
+    }
+}

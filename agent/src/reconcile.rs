@@ -1,0 +1,57 @@
+//! Leftovers of an earlier agent run, found through pid files, are TERMINATED and
+//! then started afresh, not adopted.
+//!
+//! Why not adopt: an adopted process is not this agent's child, so the agent could
+//! not `wait()` for it (no exit status, no reaping, only polling `/proc`), and its
+//! output may still go to a log file the operator since moved. Terminating it gives
+//! a single code path for every running process at the cost of one restart per
+//! agent restart, which OCP operators already expect from "Restart OCP agent".
+//!
+//! Before anything is signalled, the pid must still belong to the same program: the
+//! start time recorded in the pid file has to match `/proc/<pid>/stat`. A pid that
+//! was reused by an unrelated program is left alone. When the leader is gone but
+//! members of its group live on, the group is still ours: a group id cannot be
+//! handed out again while any member lives.
+//!
+//! This runs in each process's supervisor before its first start, so a process
+//! never runs twice. The pid file is written right after spawn; a process spawned
+//! by an agent killed in between is the one case it cannot find.
+
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::group::{self, StopError};
+use crate::procfs;
+use crate::state::{ProcessFiles, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeftoverError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("stopping leftover: {0}")]
+    Stop(#[from] StopError),
+}
+
+/// Returns the pid of the leftover it terminated, if there was one.
+pub async fn terminate_leftover(
+    files: &ProcessFiles,
+    sig: Signal,
+    stop_timeout: Duration,
+) -> Result<Option<i32>, LeftoverError> {
+    let Some(record) = files.pid_record()? else {
+        return Ok(None);
+    };
+    let ours = match procfs::stat(record.pid) {
+        Some(stat) => stat.start_ticks == record.start_ticks && stat.pgrp == record.pid,
+        None => procfs::group_alive(record.pid),
+    };
+    let terminated = if ours && procfs::group_alive(record.pid) {
+        group::terminate_group(record.pid, sig, stop_timeout).await?;
+        Some(record.pid)
+    } else {
+        None
+    };
+    files.remove_pid()?;
+    Ok(terminated)
+}

@@ -1,0 +1,384 @@
+//! `ocp.agent.v1.AgentService`: every call waits for its outcome, up to a deadline.
+//!
+//! Operability: OCP's `operable = false` means "the user may not operate this
+//! process", so the per-process calls (Start/Stop/RestartProcess) refuse it with
+//! FAILED_PRECONDITION, while the bulk calls (StartAll, StopAll, RestartProxy),
+//! which are the agent's own lifecycle, still act on it.
+//!
+//! Errors: [`CallError`] is the one error of this module, mapped to a gRPC status
+//! in exactly one place (its `From` impl). A single-process operation that did
+//! not get there is ABORTED (with the reason) or DEADLINE_EXCEEDED; a bulk call is
+//! OK and lists, in `failures`, the processes that did not get there and why.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use proto::agent::v1::agent_service_server::AgentService;
+use proto::agent::v1::{
+    AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest,
+    ListProcessesResponse, ProcessFailure, ProcessRequest, ProcessResponse, ProcessStatus,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response};
+use tracing::Instrument;
+
+use crate::config::{AgentSection, Kind};
+use crate::supervisor::{Handle, Op, SupervisorError};
+use crate::view;
+
+/// Used when a request leaves `timeout_ms` at 0 and sends no shorter grpc-timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no process with alias {0:?}")]
+    NotFound(String),
+    #[error("process {0:?} is not operable")]
+    NotOperable(String),
+    #[error("{op} {alias}: {reason}")]
+    Failed {
+        op: Op,
+        alias: String,
+        reason: String,
+    },
+    #[error("{op} {alias}: not done within {}; it is {state}", humantime::format_duration(*.waited))]
+    Deadline {
+        op: Op,
+        alias: String,
+        waited: Duration,
+        state: String,
+    },
+    #[error("the agent is shutting down")]
+    ShuttingDown,
+}
+
+impl From<CallError> for tonic::Status {
+    fn from(e: CallError) -> tonic::Status {
+        let message = e.to_string();
+        match e {
+            CallError::NotFound(_) => tonic::Status::not_found(message),
+            CallError::NotOperable(_) => tonic::Status::failed_precondition(message),
+            CallError::Failed { .. } => tonic::Status::aborted(message),
+            CallError::Deadline { .. } => tonic::Status::deadline_exceeded(message),
+            CallError::ShuttingDown => tonic::Status::unavailable(message),
+        }
+    }
+}
+
+impl CallError {
+    /// The reason as a bulk response's failure lists it, without the alias.
+    fn reason(&self) -> String {
+        match self {
+            CallError::Failed { reason, .. } => reason.clone(),
+            CallError::Deadline { waited, state, .. } => format!(
+                "not done within {}; it is {state}",
+                humantime::format_duration(*waited)
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub struct Agent {
+    section: AgentSection,
+    handles: Vec<Handle>,
+    by_alias: HashMap<String, usize>,
+    started: Instant,
+    shutdown: CancellationToken,
+}
+
+/// The gRPC face; cheap to clone.
+#[derive(Clone)]
+pub struct AgentServiceImpl(Arc<Agent>);
+
+impl AgentServiceImpl {
+    pub fn new(
+        section: AgentSection,
+        handles: Vec<Handle>,
+        shutdown: CancellationToken,
+    ) -> AgentServiceImpl {
+        let by_alias = handles
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.spec.alias.clone(), i))
+            .collect();
+        AgentServiceImpl(Arc::new(Agent {
+            section,
+            handles,
+            by_alias,
+            started: Instant::now(),
+            shutdown,
+        }))
+    }
+}
+
+impl Agent {
+    fn operable(&self, alias: &str) -> Result<&Handle, CallError> {
+        let handle = self
+            .by_alias
+            .get(alias)
+            .and_then(|&i| self.handles.get(i))
+            .ok_or_else(|| CallError::NotFound(alias.to_string()))?;
+        if !handle.spec.operable {
+            return Err(CallError::NotOperable(alias.to_string()));
+        }
+        Ok(handle)
+    }
+
+    fn basic(&self) -> Vec<&Handle> {
+        self.handles
+            .iter()
+            .filter(|h| h.spec.kind == Kind::Basic)
+            .collect()
+    }
+
+    async fn act(&self, handle: &Handle, op: Op, limit: Duration) -> Result<(), CallError> {
+        let alias = || handle.spec.alias.clone();
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(CallError::ShuttingDown),
+            outcome = tokio::time::timeout(limit, handle.call(op)) => match outcome {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(SupervisorError::Failed(reason))) => {
+                    Err(CallError::Failed { op, alias: alias(), reason })
+                }
+                Ok(Err(SupervisorError::Gone(_))) => Err(CallError::ShuttingDown),
+                Err(_) => {
+                    let status = handle.status();
+                    let mut state = format!("{:?}", status.state).to_uppercase();
+                    if !status.last_error.is_empty() {
+                        state = format!("{state}: {}", status.last_error);
+                    }
+                    Err(CallError::Deadline { op, alias: alias(), waited: limit, state })
+                }
+            },
+        }
+    }
+
+    async fn one(
+        &self,
+        op: Op,
+        req: ProcessRequest,
+        meta: &MetadataMap,
+    ) -> Result<ProcessResponse, CallError> {
+        let handle = self.operable(&req.alias)?;
+        self.act(handle, op, deadline(req.timeout_ms, meta)).await?;
+        Ok(ProcessResponse {
+            process: view::snapshot(&[handle]).pop(),
+        })
+    }
+
+    async fn bulk(&self, op: Op, handles: Vec<&Handle>, limit: Duration) -> BulkResponse {
+        let outcomes = join_all(handles.iter().map(|h| self.act(h, op, limit))).await;
+        let failures = handles
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(h, outcome)| {
+                outcome.err().map(|e| ProcessFailure {
+                    alias: h.spec.alias.clone(),
+                    reason: e.reason(),
+                })
+            })
+            .collect();
+        BulkResponse {
+            processes: view::snapshot(&handles),
+            failures,
+        }
+    }
+
+    fn info(&self) -> AgentInfo {
+        let all_started = self.basic().into_iter().all(view::is_started);
+        AgentInfo {
+            version: self.section.version.clone(),
+            install_home: self.section.install_home.clone(),
+            log_home: self.section.log_home.clone(),
+            hostname: hostname(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            status: if all_started {
+                ProcessStatus::Started
+            } else {
+                ProcessStatus::Stopped
+            } as i32,
+            pid: std::process::id(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The request's own timeout, or the default, unless the gRPC deadline is shorter.
+fn deadline(timeout_ms: u64, meta: &MetadataMap) -> Duration {
+    let asked = match timeout_ms {
+        0 => DEFAULT_TIMEOUT,
+        ms => Duration::from_millis(ms),
+    };
+    grpc_timeout(meta).map_or(asked, |t| t.min(asked))
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(meta: &MetadataMap) -> Option<Duration> {
+    let value = meta.get("grpc-timeout")?.to_str().ok()?;
+    let unit = value.chars().last()?;
+    let amount: u64 = value.get(..value.len() - unit.len_utf8())?.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount.saturating_mul(3600)),
+        'M' => Duration::from_secs(amount.saturating_mul(60)),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Runs one call in a span carrying the controller's trace, task and subtask ids,
+/// so the agent's log lines can be matched to the request that caused them.
+async fn traced<T, F>(
+    method: &'static str,
+    meta: &MetadataMap,
+    call: F,
+) -> Result<Response<T>, tonic::Status>
+where
+    F: Future<Output = Result<T, CallError>>,
+{
+    let get = |key: &str| {
+        meta.get(key)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let span = tracing::info_span!(
+        "rpc",
+        method,
+        trace_id = %get("x-trace-id"),
+        task_id = %get("x-task-id"),
+        subtask_id = %get("x-subtask-id"),
+    );
+    async move {
+        let started = Instant::now();
+        let outcome = call.await;
+        let ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(_) => tracing::info!(ms, "ok"),
+            Err(e) => tracing::warn!(ms, error = %e, "failed"),
+        }
+        outcome.map(Response::new).map_err(tonic::Status::from)
+    }
+    .instrument(span)
+    .await
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentServiceImpl {
+    async fn get_agent_info(
+        &self,
+        request: Request<GetAgentInfoRequest>,
+    ) -> Result<Response<AgentInfo>, tonic::Status> {
+        traced("GetAgentInfo", request.metadata(), async {
+            Ok(self.0.info())
+        })
+        .await
+    }
+
+    async fn list_processes(
+        &self,
+        request: Request<ListProcessesRequest>,
+    ) -> Result<Response<ListProcessesResponse>, tonic::Status> {
+        traced("ListProcesses", request.metadata(), async {
+            let all: Vec<&Handle> = self.0.handles.iter().collect();
+            Ok(ListProcessesResponse {
+                processes: view::snapshot(&all),
+            })
+        })
+        .await
+    }
+
+    async fn start_process(
+        &self,
+        request: Request<ProcessRequest>,
+    ) -> Result<Response<ProcessResponse>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("StartProcess", &meta, self.0.one(Op::Start, req, &meta)).await
+    }
+
+    async fn stop_process(
+        &self,
+        request: Request<ProcessRequest>,
+    ) -> Result<Response<ProcessResponse>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("StopProcess", &meta, self.0.one(Op::Stop, req, &meta)).await
+    }
+
+    async fn restart_process(
+        &self,
+        request: Request<ProcessRequest>,
+    ) -> Result<Response<ProcessResponse>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("RestartProcess", &meta, self.0.one(Op::Restart, req, &meta)).await
+    }
+
+    async fn start_all(
+        &self,
+        request: Request<BulkRequest>,
+    ) -> Result<Response<BulkResponse>, tonic::Status> {
+        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
+        traced("StartAll", request.metadata(), async {
+            Ok(self.0.bulk(Op::Start, self.0.basic(), limit).await)
+        })
+        .await
+    }
+
+    async fn stop_all(
+        &self,
+        request: Request<BulkRequest>,
+    ) -> Result<Response<BulkResponse>, tonic::Status> {
+        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
+        traced("StopAll", request.metadata(), async {
+            Ok(self.0.bulk(Op::Stop, self.0.basic(), limit).await)
+        })
+        .await
+    }
+
+    async fn restart_proxy(
+        &self,
+        request: Request<BulkRequest>,
+    ) -> Result<Response<BulkResponse>, tonic::Status> {
+        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
+        traced("RestartProxy", request.metadata(), async {
+            let proxy = self
+                .0
+                .basic()
+                .into_iter()
+                .filter(|h| h.spec.proxy)
+                .collect();
+            Ok(self.0.bulk(Op::Restart, proxy, limit).await)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_header_wins_when_shorter() {
+        let mut meta = MetadataMap::new();
+        assert_eq!(deadline(0, &meta), DEFAULT_TIMEOUT);
+        assert_eq!(deadline(500, &meta), Duration::from_millis(500));
+        meta.insert("grpc-timeout", "200m".parse().expect("ascii"));
+        assert_eq!(deadline(500, &meta), Duration::from_millis(200));
+        assert_eq!(deadline(100, &meta), Duration::from_millis(100));
+        meta.insert("grpc-timeout", "2S".parse().expect("ascii"));
+        assert_eq!(deadline(0, &meta), Duration::from_secs(2));
+        meta.insert("grpc-timeout", "x".parse().expect("ascii"));
+        assert_eq!(deadline(0, &meta), DEFAULT_TIMEOUT);
+    }
+}

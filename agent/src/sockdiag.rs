@@ -1,0 +1,183 @@
+//! LISTEN sockets through netlink `sock_diag`, the kernel interface behind `ss -l`.
+//!
+//! It holds the same facts as the LISTEN (`0A`) lines of `/proc/net/tcp{,6}`, but
+//! asks the kernel for listening sockets only, where reading `/proc/net/tcp` walks
+//! every TCP hash bucket and costs milliseconds even on an idle host. Readiness is
+//! polled every few milliseconds and a thousand agents may share a host, so this
+//! matters; [`crate::procfs::ListenTable`] falls back to `/proc` when it fails.
+
+use std::io;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const TCP_LISTEN: u32 = 10;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct NlMsgHdr {
+    len: u32,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    pid: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SockId {
+    sport: [u8; 2],
+    dport: [u8; 2],
+    src: [u32; 4],
+    dst: [u32; 4],
+    ifindex: u32,
+    cookie: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Request {
+    hdr: NlMsgHdr,
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    pad: u8,
+    states: u32,
+    id: SockId,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct DiagMsg {
+    family: u8,
+    state: u8,
+    timer: u8,
+    retrans: u8,
+    id: SockId,
+    expires: u32,
+    rqueue: u32,
+    wqueue: u32,
+    uid: u32,
+    inode: u32,
+}
+
+/// (socket inode, port) of every TCP socket in LISTEN, IPv4 and IPv6.
+pub fn listening() -> io::Result<Vec<(u64, u16)>> {
+    // SAFETY: plain socket(2); the result is checked before it is owned.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut found = Vec::new();
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        dump(&fd, family as u8, &mut found)?;
+    }
+    Ok(found)
+}
+
+fn dump(fd: &OwnedFd, family: u8, found: &mut Vec<(u64, u16)>) -> io::Result<()> {
+    let request = Request {
+        hdr: NlMsgHdr {
+            len: size_of::<Request>() as u32,
+            kind: SOCK_DIAG_BY_FAMILY,
+            flags: NLM_F_REQUEST | NLM_F_DUMP,
+            seq: 1,
+            pid: 0,
+        },
+        family,
+        protocol: libc::IPPROTO_TCP as u8,
+        ext: 0,
+        pad: 0,
+        states: 1 << TCP_LISTEN,
+        id: SockId {
+            sport: [0; 2],
+            dport: [0; 2],
+            src: [0; 4],
+            dst: [0; 4],
+            ifindex: 0,
+            cookie: [0; 2],
+        },
+    };
+    // SAFETY: zeroed sockaddr_nl is valid; the kernel is address 0.
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: the pointers and lengths describe live, properly sized values.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            (&request as *const Request).cast(),
+            size_of::<Request>(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if parse(&buf[..n as usize], found)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads one datagram of replies; true once the dump is complete.
+fn parse(mut data: &[u8], found: &mut Vec<(u64, u16)>) -> io::Result<bool> {
+    let header = size_of::<NlMsgHdr>();
+    while data.len() >= header {
+        // SAFETY: at least `header` bytes remain; NlMsgHdr is plain old data.
+        let hdr: NlMsgHdr = unsafe { std::ptr::read_unaligned(data.as_ptr().cast()) };
+        let len = hdr.len as usize;
+        if len < header || len > data.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "bad netlink length",
+            ));
+        }
+        match hdr.kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => return Err(io::Error::other("sock_diag refused the request")),
+            SOCK_DIAG_BY_FAMILY if len >= header + size_of::<DiagMsg>() => {
+                // SAFETY: the length check above covers a whole DiagMsg.
+                let msg: DiagMsg =
+                    unsafe { std::ptr::read_unaligned(data[header..].as_ptr().cast()) };
+                if u32::from(msg.state) == TCP_LISTEN {
+                    found.push((u64::from(msg.inode), u16::from_be_bytes(msg.id.sport)));
+                }
+            }
+            _ => {}
+        }
+        data = data.get((len + 3) & !3..).unwrap_or_default();
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sees_a_listening_socket() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let found = super::listening().expect("sock_diag works here");
+        assert!(found.iter().any(|&(_, p)| p == port), "{found:?}");
+    }
+}

@@ -1,0 +1,156 @@
+//! Starting one configured process: its own process group, its args, env, cwd and
+//! user, and stdout and stderr appended to its log file.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::unistd::{Gid, Uid, User, geteuid};
+use tokio::process::{Child, Command};
+
+use crate::config::ProcessSpec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("no such file: {0}")]
+    NoSuchFile(String),
+    #[error("no such directory: {0}")]
+    NoSuchDir(String),
+    #[error("cannot open log file {path}: {source}")]
+    LogFile { path: PathBuf, source: io::Error },
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    #[error("cannot look up user {user:?}: {source}")]
+    UserLookup { user: String, source: nix::Error },
+    #[error("cannot run as user {0:?}: the agent is not root")]
+    NotRoot(String),
+    #[error("cannot start {command}: {source}")]
+    Io { command: String, source: io::Error },
+}
+
+/// A started process; it leads its own group, so its pid is also the group id.
+pub struct Spawned {
+    pub child: Child,
+    pub pid: i32,
+}
+
+/// Who to become in the child, computed before fork because the child may only
+/// make async-signal-safe calls.
+struct Identity {
+    uid: Uid,
+    gid: Gid,
+    groups: Vec<libc::gid_t>,
+    name: String,
+    home: PathBuf,
+}
+
+pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+    if let Some(cwd) = spec.cwd.as_ref().filter(|c| !c.is_dir()) {
+        return Err(SpawnError::NoSuchDir(cwd.display().to_string()));
+    }
+    if spec.command.contains('/') && !Path::new(&spec.command).exists() {
+        return Err(SpawnError::NoSuchFile(spec.command.clone()));
+    }
+    let identity = identity(spec)?;
+    let (stdout, stderr) = output(spec)?;
+
+    let mut cmd = Command::new(&spec.command);
+    cmd.args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0)
+        .kill_on_drop(false);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    if let Some(id) = &identity {
+        cmd.env("USER", &id.name)
+            .env("LOGNAME", &id.name)
+            .env("HOME", &id.home);
+    }
+    cmd.envs(&spec.env);
+    if let Some(id) = identity {
+        let (uid, gid, groups) = (id.uid, id.gid, id.groups);
+        // SAFETY: the closure runs between fork and exec and only makes
+        // async-signal-safe system calls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                    || libc::setgid(gid.as_raw()) != 0
+                    || libc::setuid(uid.as_raw()) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let child = cmd.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NoSuchFile(spec.command.clone()),
+        _ => SpawnError::Io {
+            command: spec.command.clone(),
+            source,
+        },
+    })?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    Ok(Spawned { child, pid })
+}
+
+/// `None` when no switch is needed: no `user`, or the agent already is that user.
+fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnError> {
+    let Some(name) = &spec.user else {
+        return Ok(None);
+    };
+    let user = User::from_name(name)
+        .map_err(|source| SpawnError::UserLookup {
+            user: name.clone(),
+            source,
+        })?
+        .ok_or_else(|| SpawnError::UnknownUser(name.clone()))?;
+    let me = geteuid();
+    if user.uid == me {
+        return Ok(None);
+    }
+    if !me.is_root() {
+        return Err(SpawnError::NotRoot(name.clone()));
+    }
+    let cname =
+        std::ffi::CString::new(name.as_str()).map_err(|_| SpawnError::UnknownUser(name.clone()))?;
+    let groups = nix::unistd::getgrouplist(&cname, user.gid)
+        .map_err(|source| SpawnError::UserLookup {
+            user: name.clone(),
+            source,
+        })?
+        .into_iter()
+        .map(Gid::as_raw)
+        .collect();
+    Ok(Some(Identity {
+        uid: user.uid,
+        gid: user.gid,
+        groups,
+        name: user.name,
+        home: user.dir,
+    }))
+}
+
+fn output(spec: &ProcessSpec) -> Result<(Stdio, Stdio), SpawnError> {
+    let Some(path) = &spec.log_file else {
+        return Ok((Stdio::null(), Stdio::null()));
+    };
+    let log_err = |source| SpawnError::LogFile {
+        path: path.clone(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(log_err)?;
+    }
+    let file: File = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(log_err)?;
+    let copy = file.try_clone().map_err(log_err)?;
+    Ok((Stdio::from(file), Stdio::from(copy)))
+}

@@ -1,0 +1,453 @@
+//! One actor per configured process.
+//!
+//! Every change to a process (operator commands, its unexpected exit, a retry after
+//! backoff, agent shutdown) happens inside its actor, one at a time, so calls on
+//! the same process are serialised rather than interleaved: a stop racing a start
+//! ends in whichever state was asked last. The actor publishes its state through a
+//! `watch` channel, so that listing processes never queues behind a slow start.
+//!
+//! A start request is answered when the process gets to RUNNING, or when it cannot:
+//! FATAL after repeated quick exits (see [`crate::policy`]), or a later stop.
+//! Start failures are retried with backoff whether or not `autorestart` is set
+//! (like supervisord's `startretries`); `autorestart` only decides what happens
+//! when a RUNNING process exits.
+
+use std::io;
+use std::process::ExitStatus;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+
+use crate::config::ProcessSpec;
+use crate::group;
+use crate::policy::{Decision, MAX_QUICK_EXITS, RestartPolicy};
+use crate::procfs;
+use crate::ready::{await_ready, describe_exit};
+use crate::reconcile::terminate_leftover;
+use crate::spawn::{Spawned, spawn};
+use crate::state::{PidRecord, ProcessFiles};
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Start => "start",
+            Op::Stop => "stop",
+            Op::Restart => "restart",
+        })
+    }
+}
+
+struct Command {
+    op: Op,
+    reply: Reply,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Fatal,
+}
+
+/// What the actor knows; what the OS says is read separately, by [`crate::view`].
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: State,
+    /// 0 when no process runs.
+    pub pid: i32,
+    pub desired_running: bool,
+    pub last_error: String,
+    /// Unix ms when the process was last known alive; 0 if never.
+    pub last_alive_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("the supervisor of {0} has stopped")]
+    Gone(String),
+}
+
+/// The way to talk to one actor; cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    pub spec: Arc<ProcessSpec>,
+    commands: mpsc::Sender<Command>,
+    status: watch::Receiver<Status>,
+}
+
+impl Handle {
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Sends the command and waits for its outcome; dropping the future (a caller's
+    /// deadline) leaves the command to complete in the actor.
+    pub async fn call(&self, op: Op) -> Result<(), SupervisorError> {
+        let gone = || SupervisorError::Gone(self.spec.alias.clone());
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(Command { op, reply })
+            .await
+            .map_err(|_| gone())?;
+        outcome
+            .await
+            .map_err(|_| gone())?
+            .map_err(SupervisorError::Failed)
+    }
+}
+
+/// Starts the actor of one process on `tracker`; it runs until `cancel`, then stops
+/// its process without recording that as the operator's wish.
+pub fn launch(
+    spec: ProcessSpec,
+    files: ProcessFiles,
+    cancel: CancellationToken,
+    tracker: &TaskTracker,
+) -> Handle {
+    let desired_running = match files.desired_running() {
+        Ok(Some(desired)) => desired,
+        Ok(None) => spec.kind == crate::config::Kind::Basic,
+        Err(e) => {
+            warn!(alias = %spec.alias, error = %e, "cannot read desired state; using the default");
+            spec.kind == crate::config::Kind::Basic
+        }
+    };
+    let (status_tx, status_rx) = watch::channel(Status {
+        state: State::Stopped,
+        pid: 0,
+        desired_running,
+        last_error: String::new(),
+        last_alive_ms: 0,
+    });
+    let (commands_tx, commands_rx) = mpsc::channel(8);
+    let spec = Arc::new(spec);
+    let span = tracing::info_span!("process", alias = %spec.alias);
+    let actor = Actor {
+        policy: RestartPolicy::new(spec.min_live),
+        spec: spec.clone(),
+        files,
+        status: status_tx,
+        child: None,
+        retry_at: None,
+        waiters: Vec::new(),
+        cancel,
+    };
+    tracker.spawn(actor.run(commands_rx).instrument(span));
+    Handle {
+        spec,
+        commands: commands_tx,
+        status: status_rx,
+    }
+}
+
+struct Running {
+    child: Child,
+    pid: i32,
+    spawned_at: Instant,
+}
+
+struct Actor {
+    spec: Arc<ProcessSpec>,
+    files: ProcessFiles,
+    status: watch::Sender<Status>,
+    policy: RestartPolicy,
+    child: Option<Running>,
+    retry_at: Option<Instant>,
+    /// Start requests waiting for RUNNING or for the reason it will not get there.
+    waiters: Vec<Reply>,
+    cancel: CancellationToken,
+}
+
+impl Actor {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        match terminate_leftover(&self.files, self.spec.stop_signal, self.spec.stop_timeout).await {
+            Ok(Some(pid)) => info!(pid, "terminated the leftover of an earlier agent run"),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot reconcile the leftover of an earlier agent run"),
+        }
+        if self.status.borrow().desired_running && !self.cancel.is_cancelled() {
+            self.attempt().await;
+        }
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                waited = wait_child(&mut self.child) => self.exited(waited).await,
+                _ = sleep_until_some(self.retry_at) => {
+                    self.retry_at = None;
+                    self.attempt().await;
+                }
+            }
+        }
+        self.settle(Err("the agent is shutting down".into()));
+        if let Err(e) = self.stop().await {
+            warn!(error = %e, "cannot stop at shutdown");
+        }
+    }
+
+    async fn handle(&mut self, Command { op, reply }: Command) {
+        match op {
+            Op::Start => {
+                self.want_running(true);
+                if self.child.is_some() {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                self.waiters.push(reply);
+                self.attempt_now().await;
+            }
+            Op::Stop => {
+                self.want_running(false);
+                self.settle(Err("stopped by a later request".into()));
+                self.retry_at = None;
+                self.policy.reset();
+                let _ = reply.send(self.stop().await);
+            }
+            Op::Restart => {
+                self.want_running(true);
+                if let Err(e) = self.stop().await {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                self.waiters.push(reply);
+                self.attempt_now().await;
+            }
+        }
+    }
+
+    /// An operator's start: earlier failures (and FATAL) no longer count.
+    async fn attempt_now(&mut self) {
+        self.policy.reset();
+        self.retry_at = None;
+        self.attempt().await;
+    }
+
+    /// One try to get to RUNNING; on failure, BACKOFF or FATAL as the policy says.
+    async fn attempt(&mut self) {
+        self.update(|s| {
+            s.state = State::Starting;
+            s.pid = 0;
+        });
+        let reason = match self.start_once().await {
+            Ok(()) => {
+                self.update(|s| {
+                    s.state = State::Running;
+                    s.last_error.clear();
+                });
+                info!(pid = self.status.borrow().pid, "running");
+                self.settle(Ok(()));
+                return;
+            }
+            Err(reason) => reason,
+        };
+        warn!(%reason, "start failed");
+        if self.cancel.is_cancelled() {
+            self.update(|s| {
+                s.state = State::Stopped;
+                s.last_error = reason;
+            });
+            return;
+        }
+        match self.policy.start_failed() {
+            Decision::RetryAfter(delay) => self.back_off(delay, reason),
+            Decision::Fatal => self.fatal(reason),
+        }
+    }
+
+    async fn start_once(&mut self) -> Result<(), String> {
+        let Spawned { mut child, pid } = spawn(&self.spec).map_err(|e| e.to_string())?;
+        let spawned_at = Instant::now();
+        self.policy.spawned(spawned_at);
+        match procfs::stat(pid) {
+            Some(stat) => {
+                let record = PidRecord {
+                    pid,
+                    start_ticks: stat.start_ticks,
+                };
+                if let Err(e) = self.files.write_pid(record) {
+                    warn!(error = %e, "cannot write pid file");
+                }
+            }
+            None => warn!(pid, "gone before its pid file could be written"),
+        }
+        self.update(|s| {
+            s.pid = pid;
+            s.last_alive_ms = unix_ms();
+        });
+        match await_ready(&mut child, pid, &self.spec, &self.cancel).await {
+            Ok(()) => {
+                self.child = Some(Running {
+                    child,
+                    pid,
+                    spawned_at,
+                });
+                Ok(())
+            }
+            Err(reason) => {
+                let stopped = group::stop_child(
+                    &mut child,
+                    pid,
+                    self.spec.stop_signal,
+                    self.spec.stop_timeout,
+                )
+                .await;
+                match stopped {
+                    Ok(_) => self.forget_pid(),
+                    Err(e) => warn!(error = %e, "cannot clean up after a failed start"),
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// The process died without being asked to.
+    async fn exited(&mut self, waited: io::Result<ExitStatus>) {
+        let Some(running) = self.child.take() else {
+            return;
+        };
+        let now = Instant::now();
+        let reason = match waited {
+            Ok(status) => describe_exit(status, now - running.spawned_at),
+            Err(e) => format!("cannot wait for pid {}: {e}", running.pid),
+        };
+        warn!(pid = running.pid, %reason, "exited unexpectedly");
+        if let Err(e) =
+            group::terminate_group(running.pid, self.spec.stop_signal, self.spec.stop_timeout).await
+        {
+            warn!(error = %e, "cannot stop what is left of the process group");
+        }
+        self.forget_pid();
+        self.update(|s| s.last_error = reason.clone());
+        if !(self.status.borrow().desired_running && self.spec.autorestart) {
+            self.update(|s| s.state = State::Stopped);
+            return;
+        }
+        match self.policy.exited(now) {
+            Decision::RetryAfter(delay) => self.back_off(delay, reason),
+            Decision::Fatal => self.fatal(reason),
+        }
+    }
+
+    /// Stops the process, if one runs, and reports STOPPED once it is really gone.
+    async fn stop(&mut self) -> Result<(), String> {
+        let Some(mut running) = self.child.take() else {
+            self.update(|s| s.state = State::Stopped);
+            return Ok(());
+        };
+        self.update(|s| s.state = State::Stopping);
+        let stopped = group::stop_child(
+            &mut running.child,
+            running.pid,
+            self.spec.stop_signal,
+            self.spec.stop_timeout,
+        )
+        .await;
+        match stopped {
+            Ok(status) => {
+                info!(pid = running.pid, %status, "stopped");
+                self.forget_pid();
+                self.update(|s| s.state = State::Stopped);
+                Ok(())
+            }
+            Err(e) => {
+                self.child = Some(running);
+                self.update(|s| {
+                    s.state = State::Running;
+                    s.last_error = e.to_string();
+                });
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn back_off(&mut self, delay: Duration, reason: String) {
+        self.retry_at = Some(Instant::now() + delay);
+        self.update(|s| {
+            s.state = State::Backoff;
+            s.last_error = reason;
+        });
+    }
+
+    fn fatal(&mut self, reason: String) {
+        warn!(%reason, "giving up: FATAL");
+        self.update(|s| {
+            s.state = State::Fatal;
+            s.last_error = format!("{reason} ({MAX_QUICK_EXITS} quick exits in a row)");
+        });
+        self.settle(Err(reason));
+    }
+
+    /// Answers every waiting start request.
+    fn settle(&mut self, outcome: Result<(), String>) {
+        for waiter in self.waiters.drain(..) {
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+
+    fn want_running(&mut self, running: bool) {
+        if self.status.borrow().desired_running == running {
+            return;
+        }
+        if let Err(e) = self.files.set_desired_running(running) {
+            warn!(error = %e, "cannot record the desired state");
+        }
+        self.update(|s| s.desired_running = running);
+    }
+
+    fn forget_pid(&mut self) {
+        if let Err(e) = self.files.remove_pid() {
+            warn!(error = %e, "cannot remove pid file");
+        }
+        self.update(|s| {
+            s.pid = 0;
+            s.last_alive_ms = unix_ms();
+        });
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Status)) {
+        self.status.send_modify(change);
+    }
+}
+
+async fn wait_child(child: &mut Option<Running>) -> io::Result<ExitStatus> {
+    match child {
+        Some(running) => running.child.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

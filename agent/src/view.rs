@@ -1,0 +1,105 @@
+//! ProcessInfo as the gRPC contract reports it: the actor's state, completed with
+//! what the OS says right now. A pid the actor still holds but that `/proc` shows
+//! dead (or a zombie) is reported as not running.
+
+use std::collections::HashSet;
+
+use proto::agent::v1::{ProcessInfo, ProcessKind, ProcessState, ProcessStatus};
+
+use crate::config::Kind;
+use crate::procfs::{self, ListenTable};
+use crate::supervisor::{Handle, State, Status, unix_ms};
+
+/// One scan of `/proc` and of the socket tables serves the whole list.
+pub fn snapshot(handles: &[&Handle]) -> Vec<ProcessInfo> {
+    let statuses: Vec<Status> = handles.iter().map(|h| h.status()).collect();
+    let pgids: HashSet<i32> = statuses.iter().map(|s| s.pid).filter(|&p| p > 0).collect();
+    let groups = procfs::group_members(&pgids);
+    let table = if pgids.is_empty() {
+        None
+    } else {
+        Some(ListenTable::read())
+    };
+    handles
+        .iter()
+        .zip(statuses)
+        .map(|(handle, status)| {
+            let members = groups
+                .get(&status.pid)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let ports = table
+                .as_ref()
+                .map(|t| t.ports_of(members))
+                .unwrap_or_default();
+            process_info(handle, &status, ports)
+        })
+        .collect()
+}
+
+fn process_info(handle: &Handle, status: &Status, ports: Vec<u32>) -> ProcessInfo {
+    let spec = &handle.spec;
+    let stat = (status.pid > 0)
+        .then(|| procfs::stat(status.pid))
+        .flatten()
+        .filter(procfs::Stat::is_alive);
+    let alive = stat.is_some();
+    let pid = if alive { status.pid } else { 0 };
+    let user = stat
+        .and_then(|_| procfs::uid(pid))
+        .map(procfs::user_name)
+        .unwrap_or_default();
+    let elapsed = stat
+        .and_then(|s| procfs::elapsed(s.start_ticks))
+        .map_or(0, |d| d.as_secs());
+    let running = alive && status.state == State::Running;
+    ProcessInfo {
+        alias: spec.alias.clone(),
+        pid: u32::try_from(pid).unwrap_or(0),
+        user,
+        start_command: spec.start_command(),
+        ports: if alive { ports } else { Vec::new() },
+        elapsed_time_secs: elapsed,
+        last_active_time_ms: if alive {
+            unix_ms()
+        } else {
+            status.last_alive_ms
+        },
+        status: if running {
+            ProcessStatus::Started
+        } else {
+            ProcessStatus::Stopped
+        } as i32,
+        state: proto_state(status.state) as i32,
+        operable: spec.operable,
+        log_file_pattern: spec
+            .log_file
+            .as_ref()
+            .map(|l| format!("{}*", l.display()))
+            .unwrap_or_default(),
+        kind: match spec.kind {
+            Kind::Basic => ProcessKind::Basic,
+            Kind::Work => ProcessKind::Work,
+        } as i32,
+        proxy: spec.proxy,
+        last_error: status.last_error.clone(),
+        desired_running: status.desired_running,
+    }
+}
+
+pub fn proto_state(state: State) -> ProcessState {
+    match state {
+        State::Starting => ProcessState::Starting,
+        State::Running => ProcessState::Running,
+        State::Backoff => ProcessState::Backoff,
+        State::Stopping => ProcessState::Stopping,
+        State::Stopped => ProcessState::Stopped,
+        State::Fatal => ProcessState::Fatal,
+    }
+}
+
+/// Whether the process runs, by the same rule as the reported `status`.
+pub fn is_started(handle: &Handle) -> bool {
+    let status = handle.status();
+    status.state == State::Running && procfs::stat(status.pid).is_some_and(|s| s.is_alive())
+}

@@ -1,0 +1,299 @@
+//! Helpers for the agent's integration tests: a real `ocp-agent` binary with real
+//! `ocp-demo-proc` children, checked over gRPC and against `/proc`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proto::agent::v1::agent_service_client::AgentServiceClient;
+use proto::agent::v1::{ListProcessesRequest, ProcessInfo, ProcessRequest};
+use tokio::time::{Instant, sleep};
+use tonic::transport::Channel;
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_ocp-agent");
+pub const DEMO: &str = env!("CARGO_BIN_EXE_ocp-demo-proc");
+
+/// Generous, so a slow machine does not fail a test; conditions are polled, so a
+/// fast one does not wait for it.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub type Client = AgentServiceClient<Channel>;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A `[[process]]` running ocp-demo-proc with `args`, plus extra TOML lines.
+pub fn demo_process(alias: &str, args: &[&str], extra: &str) -> String {
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[process]]\nalias = {alias:?}\ncommand = {DEMO:?}\nargs = [{}]\nlog_file = \"log/{alias}.log\"\n{extra}\n",
+        args.join(", ")
+    )
+}
+
+/// A temp dir holding `agent.toml` and the data dir.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new(config: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("agent.toml"), config).expect("write config");
+        Setup { dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the binary and waits until it serves.
+    pub async fn start(&self) -> RunningAgent {
+        let mut agent = self.spawn();
+        let addr = agent.wait_addr().await;
+        let client = connect(addr).await;
+        RunningAgent { agent, client }
+    }
+
+    pub fn spawn(&self) -> AgentProcess {
+        let mut child = Command::new(AGENT)
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(self.config())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ocp-agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let reader = child.stderr.take().map(|stderr| {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            })
+        });
+        AgentProcess {
+            child,
+            lines,
+            reader,
+        }
+    }
+}
+
+pub struct AgentProcess {
+    pub child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AgentProcess {
+    pub fn stderr(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    async fn wait_addr(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let found = self.stderr().iter().find_map(|l| {
+                let rest = l.split("addr=").nth(1)?;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ocp-agent exited with {status}: {:?}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "ocp-agent did not start serving");
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits for the exit and for everything the agent wrote to stderr.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                while self.reader.as_ref().is_some_and(|r| !r.is_finished()) {
+                    assert!(Instant::now() < deadline, "stderr never closed");
+                    sleep(Duration::from_millis(5)).await;
+                }
+                return status;
+            }
+            assert!(Instant::now() < deadline, "ocp-agent did not exit");
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+}
+
+impl Drop for AgentProcess {
+    /// A failing test still stops its agent and, through it, its children.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGTERM);
+            let deadline = std::time::Instant::now() + WAIT;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+        }
+    }
+}
+
+pub struct RunningAgent {
+    pub agent: AgentProcess,
+    pub client: Client,
+}
+
+pub async fn connect(addr: SocketAddr) -> Client {
+    AgentServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to ocp-agent")
+}
+
+pub fn request(alias: &str) -> ProcessRequest {
+    ProcessRequest {
+        alias: alias.to_string(),
+        timeout_ms: 0,
+    }
+}
+
+pub async fn list(client: &mut Client) -> Vec<ProcessInfo> {
+    client
+        .list_processes(ListProcessesRequest {})
+        .await
+        .expect("ListProcesses")
+        .into_inner()
+        .processes
+}
+
+pub async fn get(client: &mut Client, alias: &str) -> ProcessInfo {
+    list(client)
+        .await
+        .into_iter()
+        .find(|p| p.alias == alias)
+        .expect("alias listed")
+}
+
+/// Polls ListProcesses until `cond` holds for `alias`; panics after [`WAIT`].
+pub async fn wait_for(
+    client: &mut Client,
+    alias: &str,
+    what: &str,
+    cond: impl Fn(&ProcessInfo) -> bool,
+) -> ProcessInfo {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = get(client, alias).await;
+        if cond(&info) {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{alias} never got {what}: {info:?}"
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn wait_running(client: &mut Client, alias: &str) -> ProcessInfo {
+    use proto::agent::v1::ProcessState;
+    wait_for(client, alias, "RUNNING", |p| {
+        p.state == ProcessState::Running as i32 && p.pid > 0
+    })
+    .await
+}
+
+/// Polls a condition on the OS until it holds; false after [`WAIT`].
+pub async fn eventually(cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+/// Alive means present in /proc and not a zombie: a zombie has died and only waits
+/// for a parent (maybe a non-reaping init) to collect it.
+pub fn alive(pid: u32) -> bool {
+    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
+}
+
+fn stat(pid: u32) -> Option<(char, u32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let pgrp = fields.nth(1)?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Living members of a process group.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| stat(pid).is_some_and(|(s, g)| g == pgid && s != 'Z' && s != 'X'))
+        .collect()
+}
+
+/// Living processes whose command line holds `tag`.
+pub fn tagged(tag: &str) -> Vec<u32> {
+    all_pids()
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|arg| arg == tag.as_bytes()))
+                .unwrap_or(false)
+                && alive(pid)
+        })
+        .collect()
+}
+
+/// A tag unique to one test, to count its processes in the whole machine.
+pub fn unique_tag(name: &str, dir: &Path) -> String {
+    format!("{name}-{}", dir.display())
+}
