@@ -1,0 +1,157 @@
+//! One gRPC channel per agent, and the translation of what agents say into the model.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use proto::agent::v1::agent_service_client::AgentServiceClient;
+use proto::agent::v1::{AgentInfo, ProcessInfo, ProcessStatus};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::model::{AgentSummary, Host, Millis, ProcessSnapshot, now_millis};
+
+/// Who a call to an agent is made for: carried as gRPC metadata so that the agent's
+/// log lines of that call can be found from the task, and the other way round.
+#[derive(Debug, Clone, Default)]
+pub struct CallOrigin {
+    pub trace_id: String,
+    pub task_id: Option<i64>,
+    pub subtask_id: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("invalid agent address {address}: {reason}")]
+    BadAddress { address: String, reason: String },
+}
+
+/// Channels are made lazily and kept, so a thousand hosts cost a thousand idle
+/// HTTP/2 connections at most, and a restarted agent is reconnected by tonic itself.
+#[derive(Default)]
+pub struct AgentPool {
+    channels: Mutex<HashMap<String, Channel>>,
+    /// When each host's agent last answered any call. An agent busy with a fleet-wide
+    /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
+    /// those answers count as signs of life too.
+    answered: Mutex<HashMap<i64, Millis>>,
+}
+
+impl AgentPool {
+    pub fn answered(&self, host_id: i64) {
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host_id, now_millis());
+    }
+
+    pub fn last_answer(&self, host_id: i64) -> Option<Millis> {
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host_id)
+            .copied()
+    }
+
+    pub fn client(&self, host: &Host) -> Result<AgentServiceClient<Channel>, AgentError> {
+        let uri = host.agent_uri();
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(&uri) {
+            return Ok(AgentServiceClient::new(channel.clone()));
+        }
+        let channel = Endpoint::from_shared(uri.clone())
+            .map_err(|e| AgentError::BadAddress {
+                address: uri.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+            .connect_lazy();
+        channels.insert(uri, channel.clone());
+        Ok(AgentServiceClient::new(channel))
+    }
+
+    pub fn forget(&self, host: &Host) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&host.agent_uri());
+    }
+}
+
+/// A request to an agent, bounded by `timeout` on the wire (grpc-timeout) as well as in
+/// the body, and tagged with where it comes from.
+pub fn request<T>(message: T, timeout: Duration, origin: &CallOrigin) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    let metadata = request.metadata_mut();
+    if let Ok(v) = origin.trace_id.parse() {
+        metadata.insert("x-trace-id", v);
+    }
+    if let Some(Ok(v)) = origin.task_id.map(|id| id.to_string().parse()) {
+        metadata.insert("x-task-id", v);
+    }
+    if let Some(Ok(v)) = origin.subtask_id.map(|id| id.to_string().parse()) {
+        metadata.insert("x-subtask-id", v);
+    }
+    request
+}
+
+pub fn timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Errors worth another try: the agent may be restarting or the network hiccuped.
+pub fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}
+
+pub fn snapshot(info: &ProcessInfo) -> ProcessSnapshot {
+    let status = if info.status() == ProcessStatus::Started {
+        "STARTED"
+    } else {
+        "STOPPED"
+    };
+    ProcessSnapshot {
+        alias: info.alias.clone(),
+        pid: i64::from(info.pid),
+        user: info.user.clone(),
+        start_command: info.start_command.clone(),
+        ports: info
+            .ports
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        elapsed_time: i64::try_from(info.elapsed_time_secs).unwrap_or(i64::MAX),
+        last_active_time: (info.last_active_time_ms > 0).then_some(info.last_active_time_ms),
+        status: status.to_string(),
+        operable: info.operable,
+        log_file_pattern: info.log_file_pattern.clone(),
+    }
+}
+
+/// The words of an agent's status, as OCP shows them.
+pub fn agent_status_word(status: ProcessStatus) -> &'static str {
+    match status {
+        ProcessStatus::Started => "STARTED",
+        ProcessStatus::Stopped => "STOPPED",
+        ProcessStatus::Unspecified => "UNKNOWN",
+    }
+}
+
+pub fn summary(info: &AgentInfo) -> AgentSummary {
+    AgentSummary {
+        version: info.version.clone(),
+        install_home: info.install_home.clone(),
+        log_home: info.log_home.clone(),
+        status: agent_status_word(info.status()).to_string(),
+    }
+}

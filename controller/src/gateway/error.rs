@@ -1,0 +1,210 @@
+//! The one mapping of failures to HTTP statuses and OCP error codes.
+//!
+//! Bad input is always a 4xx. Only what the caller cannot fix by changing the request
+//! is a 5xx: an agent that cannot be reached (503) and the store failing (500).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::json::{ErrorBody, SubError};
+use crate::auth::AuthError;
+use crate::service::CoreError;
+
+/// OCP's error codes, and the project's own where OCP documents none.
+pub mod codes {
+    /// Project choice: an unexpected server-side failure (the store).
+    pub const INTERNAL: i32 = 10000;
+    pub const ILLEGAL_ARGUMENT: i32 = 10001;
+    pub const NOT_FOUND: i32 = 10002;
+    pub const TASK_NOT_FOUND: i32 = 20000;
+    /// The operation is not allowed in the task's or subtask's state.
+    pub const ILLEGAL_TASK_STATE: i32 = 20003;
+    pub const ROLLBACK_PROHIBITED: i32 = 20004;
+    /// Project choice: missing or wrong credentials (HTTP 401).
+    pub const UNAUTHENTICATED: i32 = 30001;
+    pub const NOT_PERMITTED: i32 = 30014;
+    pub const AGENT_STATE: i32 = 40000;
+}
+
+/// A failed request, before the envelope middleware adds the request's trace id,
+/// timing and path.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: i32,
+    pub message: String,
+    pub sub_errors: Vec<SubError>,
+    /// Ask for Basic credentials (`WWW-Authenticate`).
+    pub challenge: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: i32, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            sub_errors: Vec::new(),
+            challenge: false,
+        }
+    }
+
+    /// A 400 about one field, naming the value that was refused.
+    pub fn invalid(field: &str, rejected: Value, message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        ApiError {
+            sub_errors: vec![SubError {
+                field: field.to_string(),
+                rejected_value: rejected,
+                message: message.clone(),
+            }],
+            ..ApiError::new(
+                StatusCode::BAD_REQUEST,
+                codes::ILLEGAL_ARGUMENT,
+                format!("{field}: {message}"),
+            )
+        }
+    }
+
+    /// What a bare status from the framework (no route, wrong method, body too large)
+    /// means to a caller.
+    pub fn from_status(status: StatusCode, method: &str, path: &str) -> ApiError {
+        match status {
+            StatusCode::NOT_FOUND => ApiError::new(
+                status,
+                codes::NOT_FOUND,
+                format!("no route {method} {path}: see /api/v2/openapi.json for the routes"),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                status,
+                codes::ILLEGAL_ARGUMENT,
+                format!(
+                    "{path} does not accept {method}: see the Allow header or /api/v2/openapi.json"
+                ),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                status,
+                codes::ILLEGAL_ARGUMENT,
+                format!(
+                    "the request body is larger than {} bytes",
+                    super::BODY_LIMIT
+                ),
+            ),
+            s if s.is_server_error() => ApiError::new(
+                s,
+                codes::INTERNAL,
+                "the controller failed to handle the request; see its log under this traceId",
+            ),
+            s => ApiError::new(
+                s,
+                codes::ILLEGAL_ARGUMENT,
+                format!(
+                    "the request was refused: {}",
+                    s.canonical_reason().unwrap_or("bad request")
+                ),
+            ),
+        }
+    }
+
+    pub fn body(&self, target: &str) -> ErrorBody {
+        ErrorBody {
+            code: self.code,
+            message: self.message.clone(),
+            target: Some(target.to_string()),
+            sub_errors: self.sub_errors.clone(),
+        }
+    }
+}
+
+/// The envelope middleware turns the error into the error envelope; the response
+/// carries it as an extension until then.
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        if self.challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ocp\", charset=\"UTF-8\""),
+            );
+        }
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::Unauthenticated => ApiError {
+                challenge: true,
+                ..ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    codes::UNAUTHENTICATED,
+                    e.to_string(),
+                )
+            },
+            AuthError::Forbidden { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, codes::NOT_PERMITTED, e.to_string())
+            }
+        }
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            CoreError::InvalidArgument {
+                field,
+                rejected,
+                message,
+            } => ApiError::invalid(&field, Value::String(rejected), message),
+            CoreError::HostsNotFound(ids) => ApiError {
+                sub_errors: ids
+                    .iter()
+                    .map(|id| SubError {
+                        field: "hostIds".to_string(),
+                        rejected_value: Value::from(*id),
+                        message: format!("host {id} does not exist"),
+                    })
+                    .collect(),
+                ..ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+            },
+            CoreError::HostNotFound(_)
+            | CoreError::ProcessNotFound { .. }
+            | CoreError::SubtaskNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+            }
+            CoreError::IllegalState(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::ILLEGAL_TASK_STATE, message)
+            }
+            CoreError::RollbackProhibited(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::ROLLBACK_PROHIBITED, message)
+            }
+            CoreError::TaskNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, codes::TASK_NOT_FOUND, message)
+            }
+            // The address is the conflicting argument: the caller must pick another.
+            CoreError::HostExists { .. } => {
+                ApiError::new(StatusCode::CONFLICT, codes::ILLEGAL_ARGUMENT, message)
+            }
+            CoreError::HostBusy { .. }
+            | CoreError::HostJustReleased(_)
+            | CoreError::AgentRefused { .. } => {
+                ApiError::new(StatusCode::CONFLICT, codes::AGENT_STATE, message)
+            }
+            CoreError::AgentUnavailable { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::AGENT_STATE, message)
+            }
+            CoreError::Store(_) => {
+                tracing::error!("{message}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    codes::INTERNAL,
+                    "the controller's store failed; see its log under this traceId",
+                )
+            }
+        }
+    }
+}

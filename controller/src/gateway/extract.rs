@@ -1,0 +1,318 @@
+//! Extractors that turn every way a request can be wrong into an `ApiError` that says
+//! which field to fix, instead of axum's plain-text rejections.
+//!
+//! Handlers list them in this order, which is the order of the checks a caller sees:
+//! credentials (401), permission (403), path ids and query (400), body (400/413).
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::GatewayState;
+use super::error::ApiError;
+use crate::auth::{Permission, Principal};
+use crate::model::PageRequest;
+use crate::service::Caller;
+
+/// The request's trace id, put in place by the envelope middleware for the handlers
+/// to pass on to the core (and so to the store and the agents).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub trace_id: Arc<str>,
+}
+
+impl RequestContext {
+    pub fn of(parts: &Parts) -> RequestContext {
+        parts
+            .extensions
+            .get::<RequestContext>()
+            .cloned()
+            .unwrap_or_else(|| RequestContext {
+                trace_id: crate::trace::new_trace_id().into(),
+            })
+    }
+}
+
+/// What a route demands of its caller, as a type so that the check happens in
+/// extraction, before the body is even read.
+pub trait Requirement: Send + Sync + 'static {
+    const PERMISSION: Option<Permission>;
+}
+
+pub struct HostViewer;
+pub struct HostManager;
+pub struct TaskViewer;
+pub struct TaskManager;
+/// Any authenticated user; the handler decides (a task's creator may read it).
+pub struct AnyUser;
+
+impl Requirement for HostViewer {
+    const PERMISSION: Option<Permission> = Some(Permission::HostViewer);
+}
+impl Requirement for HostManager {
+    const PERMISSION: Option<Permission> = Some(Permission::HostManager);
+}
+impl Requirement for TaskViewer {
+    const PERMISSION: Option<Permission> = Some(Permission::TaskViewer);
+}
+impl Requirement for TaskManager {
+    const PERMISSION: Option<Permission> = Some(Permission::TaskManager);
+}
+impl Requirement for AnyUser {
+    const PERMISSION: Option<Permission> = None;
+}
+
+/// An authenticated caller who holds `R`.
+pub struct Authed<R> {
+    pub principal: Principal,
+    pub caller: Caller,
+    _requirement: PhantomData<R>,
+}
+
+impl<R: Requirement> FromRequestParts<GatewayState> for Authed<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &GatewayState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let principal = state.users.authenticate(header).await?;
+        if let Some(p) = R::PERMISSION {
+            principal.require(p)?;
+        }
+        let caller = Caller {
+            name: principal.name.clone(),
+            trace_id: RequestContext::of(parts).trace_id.to_string(),
+        };
+        Ok(Authed {
+            principal,
+            caller,
+            _requirement: PhantomData,
+        })
+    }
+}
+
+/// The path's named segments, parsed on demand so a bad one is reported by its name.
+pub struct PathIds(HashMap<String, String>);
+
+impl PathIds {
+    pub fn id(&self, name: &str) -> Result<i64, ApiError> {
+        let raw = self.0.get(name).map(String::as_str).unwrap_or_default();
+        raw.parse::<i64>().map_err(|_| {
+            ApiError::invalid(
+                name,
+                Value::String(raw.to_string()),
+                "must be a 64-bit integer id",
+            )
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<HashMap<String, String>>::from_request_parts(parts, state).await {
+            Ok(Path(map)) => Ok(PathIds(map)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                super::error::codes::ILLEGAL_ARGUMENT,
+                format!("the path cannot be read: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+/// The query string as name/value pairs. Each handler names what it accepts with
+/// [`QueryParams::only`]: a misspelt filter (`?hostid=3`) silently ignored would answer
+/// with every task instead of that host's, so an unknown name is refused.
+pub struct QueryParams(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Query(pairs)) => Ok(QueryParams(pairs)),
+            Err(e) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                super::error::codes::ILLEGAL_ARGUMENT,
+                format!("the query string cannot be read: {}", e.body_text()),
+            )),
+        }
+    }
+}
+
+impl QueryParams {
+    /// Refuses the first name that is not in `accepted`, listing what is.
+    pub fn only(self, accepted: &[&str]) -> Result<Self, ApiError> {
+        if let Some((name, value)) = self.0.iter().find(|(k, _)| !accepted.contains(&k.as_str())) {
+            return Err(ApiError::invalid(
+                name,
+                Value::String(value.clone()),
+                format!(
+                    "unknown query parameter; this route accepts {}",
+                    if accepted.is_empty() {
+                        "none".to_string()
+                    } else {
+                        accepted.join(", ")
+                    }
+                ),
+            ));
+        }
+        Ok(self)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        valid: impl Fn(&T) -> bool,
+        expected: &str,
+    ) -> Result<Option<T>, ApiError> {
+        match self.get(name) {
+            None | Some("") => Ok(None),
+            Some(raw) => raw
+                .parse::<T>()
+                .ok()
+                .filter(|v| valid(v))
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(name, Value::String(raw.to_string()), expected)),
+        }
+    }
+
+    /// An event sequence number to resume after; 0 when absent.
+    pub fn seq(&self, name: &str) -> Result<i64, ApiError> {
+        Ok(self
+            .number::<i64>(name, |n| *n >= 0, "must be an event seq, 0 or more")?
+            .unwrap_or(0))
+    }
+
+    /// `page` from 1, `size` from 1 to 2000, 10 when absent.
+    pub fn page(&self) -> Result<PageRequest, ApiError> {
+        let number = self
+            .number::<u32>(
+                "page",
+                |n| (1..=i32::MAX as u32).contains(n),
+                "must be a page number from 1 to 2147483647",
+            )?
+            .unwrap_or(1);
+        let max = PageRequest::MAX_SIZE;
+        let size = self
+            .number::<u32>(
+                "size",
+                |n| (1..=max).contains(n),
+                &format!("must be a page size from 1 to {max}"),
+            )?
+            .unwrap_or(PageRequest::DEFAULT_SIZE);
+        Ok(PageRequest { number, size })
+    }
+
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
+    }
+
+    pub fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.number::<i64>(name, |n| *n > 0, "must be a positive 64-bit integer id")
+    }
+}
+
+/// A JSON body. Errors name the field by its JSON path and quote the refused value.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            let mut error = ApiError::new(
+                status,
+                super::error::codes::ILLEGAL_ARGUMENT,
+                format!("the request body cannot be read: {}", e.body_text()),
+            );
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                error.message = format!(
+                    "the request body is larger than {} bytes",
+                    super::BODY_LIMIT
+                );
+            }
+            error
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::invalid(
+                "body",
+                Value::Null,
+                "the request body is missing: send a JSON object",
+            ));
+        }
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::invalid("body", Value::Null, format!("is not valid JSON: {e}"))
+        })?;
+        serde_path_to_error::deserialize(&value)
+            .map(JsonBody)
+            .map_err(|e| body_error(&value, e))
+    }
+}
+
+fn body_error(value: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_path_to_error::Segment;
+    let mut field = String::new();
+    let mut pointer = String::new();
+    for segment in e.path().iter() {
+        match segment {
+            Segment::Seq { index } => {
+                field.push_str(&format!("[{index}]"));
+                pointer.push_str(&format!("/{index}"));
+            }
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(key);
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Unknown => {}
+        }
+    }
+    let message = e.inner().to_string();
+    let at_path = value.pointer(&pointer).cloned().unwrap_or(Value::Null);
+    // serde names a missing field (and, depending on the type, an unknown one) in the
+    // message while the path stops at the parent: complete the field from the message.
+    let named = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"))
+        .filter(|name| !field.ends_with(name));
+    let rejected = match named {
+        Some(_) if message.starts_with("missing field") => Value::Null,
+        Some(name) => at_path.get(name).cloned().unwrap_or(Value::Null),
+        None => at_path,
+    };
+    if let Some(name) = named {
+        if !field.is_empty() {
+            field.push('.');
+        }
+        field.push_str(name);
+    }
+    if field.is_empty() {
+        field.push_str("body");
+    }
+    ApiError::invalid(&field, rejected, message)
+}

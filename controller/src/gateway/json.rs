@@ -1,0 +1,426 @@
+//! The JSON documents of OCP's host-agent API, field for field as its pages show them.
+//!
+//! A value OCP would have as null is left out rather than sent as null or "", because
+//! that is what the seeds do (a PENDING subtask has no `executor` or `startTime`, a
+//! batch task no `hostId`, a RUNNING task no `finishTime`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext};
+use crate::service::HostAgentView;
+use crate::time::format_millis;
+
+/// Every answer, success or failure, travels in this envelope.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    pub data: T,
+    #[serde(flatten)]
+    pub meta: Meta,
+}
+
+/// A failed request: no `data`, and `error` says what to fix.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorEnvelope {
+    #[serde(flatten)]
+    pub meta: Meta,
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub successful: bool,
+    /// When the server completed the request: RFC 3339, milliseconds, server's offset.
+    #[schema(example = "2021-09-03T14:20:26.257+08:00")]
+    pub timestamp: String,
+    /// Milliseconds spent on the request.
+    pub duration: u64,
+    /// The HTTP status.
+    pub status: u16,
+    /// 16 lowercase hex digits; also the `X-Trace-Id` response header.
+    #[schema(example = "135b61d1965d4be3")]
+    pub trace_id: String,
+    /// The controller's advertised address.
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBody {
+    /// OCP's error code: 10001 illegal argument, 10002 not found, 20000 task does not
+    /// exist, 30001 unauthenticated, 30014 not permitted, 40000 agent state or host busy.
+    pub code: i32,
+    pub message: String,
+    /// The request path the error is about.
+    pub target: Option<String>,
+    pub sub_errors: Vec<SubError>,
+}
+
+/// One offending field of a request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubError {
+    pub field: String,
+    /// The value as it was sent: any JSON value.
+    pub rejected_value: serde_json::Value,
+    pub message: String,
+}
+
+/// Body of the batch routes. The documented example spells the field `hostids`;
+/// both spellings are accepted as the same field.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchHostsRequest {
+    #[serde(alias = "hostids")]
+    #[schema(example = json!([1001, 1002]))]
+    pub host_ids: Vec<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AddHostRequest {
+    #[schema(example = "10.0.0.11")]
+    pub inner_ip_address: String,
+    #[schema(example = 62888)]
+    pub agent_port: u32,
+    /// Defaults to the address.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageInfo {
+    pub total_elements: i64,
+    pub total_pages: i64,
+    /// 1-based.
+    pub number: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PageOf<T> {
+    pub contents: Vec<T>,
+    pub page: PageInfo,
+}
+
+impl<T> PageOf<T> {
+    pub fn from_page<M>(page: &Page<M>, each: impl Fn(&M) -> T) -> PageOf<T> {
+        PageOf {
+            contents: page.contents.iter().map(each).collect(),
+            page: PageInfo {
+                total_elements: page.total_elements,
+                total_pages: page.total_pages(),
+                number: page.number,
+                size: page.size,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostJson {
+    pub id: i64,
+    pub name: String,
+    pub inner_ip_address: String,
+    pub agent_port: u16,
+    /// NEW, ONLINE or OFFLINE.
+    pub status: String,
+    pub create_time: String,
+    pub update_time: String,
+}
+
+impl From<&Host> for HostJson {
+    fn from(h: &Host) -> Self {
+        HostJson {
+            id: h.id,
+            name: h.name.clone(),
+            inner_ip_address: h.inner_ip_address.clone(),
+            agent_port: h.agent_port,
+            status: h.status.to_string(),
+            create_time: format_millis(h.create_time),
+            update_time: format_millis(h.update_time),
+        }
+    }
+}
+
+/// OCP's HostAgentProcess, all fourteen fields.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostAgentProcessJson {
+    pub id: i64,
+    pub host_id: i64,
+    pub alias: String,
+    pub pid: i32,
+    pub user: String,
+    pub start_command: String,
+    /// Listening ports, comma-separated.
+    pub ports: String,
+    /// Seconds alive.
+    pub elapsed_time: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_time: Option<String>,
+    /// STARTED or STOPPED.
+    pub status: String,
+    pub operable: bool,
+    pub log_file_pattern: String,
+    pub create_time: String,
+    pub update_time: String,
+}
+
+impl From<&AgentProcess> for HostAgentProcessJson {
+    fn from(p: &AgentProcess) -> Self {
+        let s = &p.snapshot;
+        HostAgentProcessJson {
+            id: p.id,
+            host_id: p.host_id,
+            alias: s.alias.clone(),
+            // A pid beyond i32 does not exist on Linux; 0 is OCP's "no process".
+            pid: i32::try_from(s.pid).unwrap_or(0),
+            user: s.user.clone(),
+            start_command: s.start_command.clone(),
+            ports: s.ports.clone(),
+            elapsed_time: s.elapsed_time,
+            last_active_time: s.last_active_time.map(format_millis),
+            status: s.status.clone(),
+            operable: s.operable,
+            log_file_pattern: s.log_file_pattern.clone(),
+            create_time: format_millis(p.create_time),
+            update_time: format_millis(p.update_time),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostAgentJson {
+    /// One agent per host: the agent is known by its host's id.
+    pub id: i64,
+    pub host_id: i64,
+    pub host_inner_ip_address: String,
+    pub version: String,
+    pub install_home: String,
+    pub log_home: String,
+    /// STARTED, STOPPED, or UNKNOWN before the agent was first reached.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_available_time: Option<String>,
+    pub processes: Vec<HostAgentProcessJson>,
+    pub create_time: String,
+    pub update_time: String,
+}
+
+impl From<&HostAgentView> for HostAgentJson {
+    fn from(view: &HostAgentView) -> Self {
+        let h = &view.host;
+        HostAgentJson {
+            id: h.id,
+            host_id: h.id,
+            host_inner_ip_address: h.inner_ip_address.clone(),
+            version: h.agent.version.clone(),
+            install_home: h.agent.install_home.clone(),
+            log_home: h.agent.log_home.clone(),
+            status: h.agent.status.clone(),
+            last_available_time: h.last_available_time.map(format_millis),
+            processes: view.processes.iter().map(Into::into).collect(),
+            create_time: format_millis(h.create_time),
+            update_time: format_millis(h.update_time),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskContextJson {
+    /// `host_ids`: the task's hosts, as strings.
+    pub list_map: BTreeMap<String, Vec<String>>,
+    /// `prohibit_rollback`, and `host_id` on single-host tasks.
+    pub string_map: BTreeMap<String, String>,
+    pub parallel: bool,
+    pub parallel_idx: i32,
+}
+
+impl From<&TaskContext> for TaskContextJson {
+    fn from(c: &TaskContext) -> Self {
+        TaskContextJson {
+            list_map: c.list_map.clone(),
+            string_map: c.string_map.clone(),
+            parallel: c.parallel,
+            parallel_idx: c.parallel_idx,
+        }
+    }
+}
+
+/// A task without its subtasks, as task lists show it (OCP's BasicTaskInstance).
+/// Whether it may be rolled back is `context.stringMap.prohibit_rollback`, which is
+/// where the seeds carry it; a rolled-back task has `stringMap.rolled_back = "true"`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicTaskJson {
+    pub id: i64,
+    pub name: String,
+    pub creator: String,
+    pub executor: String,
+    /// Only on single-host tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<i64>,
+    /// EXECUTE, RETRY, ROLLBACK, SKIP, ROLLBACK_SKIP or CANCEL.
+    pub operation: String,
+    /// RUNNING, FAILED or SUCCESSFUL.
+    pub status: String,
+    /// Always MANUAL.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Always -1: these tasks come from no stored definition.
+    pub task_definition_id: i64,
+    pub start_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    pub context: TaskContextJson,
+}
+
+/// A DAG task with its subtasks.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskJson {
+    #[serde(flatten)]
+    pub task: BasicTaskJson,
+    pub subtasks: Vec<SubtaskJson>,
+}
+
+impl From<&Task> for BasicTaskJson {
+    fn from(t: &Task) -> Self {
+        BasicTaskJson {
+            id: t.id,
+            name: t.name.clone(),
+            creator: t.creator.clone(),
+            executor: t.executor.clone(),
+            host_id: t.host_id,
+            operation: t.operation.to_string(),
+            status: t.status.to_string(),
+            kind: "MANUAL".to_string(),
+            task_definition_id: -1,
+            start_time: format_millis(t.start_time),
+            finish_time: t.finish_time.map(format_millis),
+            context: (&t.context).into(),
+        }
+    }
+}
+
+impl From<&Task> for TaskJson {
+    fn from(t: &Task) -> Self {
+        TaskJson {
+            task: t.into(),
+            subtasks: t.subtasks.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A subtask's log: timestamped lines of what the step did, each agent call with its
+/// trace id, and every error in full.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubtaskLogJson {
+    pub log: String,
+}
+
+/// One server-sent event of a task's stream, as its fields arrive on the wire.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskEventSse {
+    /// The event's seq: what `Last-Event-ID` resumes after.
+    pub id: String,
+    /// Always `transition`.
+    pub event: String,
+    /// A `TaskEventJson`, as JSON text.
+    pub data: String,
+}
+
+/// One transition, as the task's event stream sends it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEventJson {
+    /// Resume after this one with `?after=` or `Last-Event-ID`.
+    pub seq: i64,
+    pub task_id: i64,
+    /// Absent on the task's own transitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subtask_id: Option<i64>,
+    pub status: String,
+    pub operation: String,
+    pub time: String,
+    pub message: String,
+}
+
+impl From<&crate::store::TaskEvent> for TaskEventJson {
+    fn from(e: &crate::store::TaskEvent) -> Self {
+        TaskEventJson {
+            seq: e.seq,
+            task_id: e.task_id,
+            subtask_id: e.subtask_id,
+            status: e.status.clone(),
+            operation: e.operation.to_string(),
+            time: format_millis(e.at),
+            message: e.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubtaskJson {
+    pub id: i64,
+    pub series_id: i32,
+    pub name: String,
+    pub description: String,
+    /// A stable identifier of the step's implementation.
+    pub class_name: String,
+    /// Always JAVA_TASK.
+    pub node_type: String,
+    pub operation: String,
+    /// PENDING, READY, RUNNING, CANCELING, FAILED or SUCCESSFUL.
+    pub status: String,
+    /// The host's index in the batch, -1 on barriers and single-host tasks.
+    pub parallel_idx: i32,
+    /// Seconds.
+    pub timeout: i64,
+    /// Attempts, from 1.
+    pub run_time: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_time: Option<String>,
+    pub prohibit_rollback: bool,
+    pub upstreams: Vec<i64>,
+    pub downstreams: Vec<i64>,
+}
+
+impl From<&Subtask> for SubtaskJson {
+    fn from(s: &Subtask) -> Self {
+        SubtaskJson {
+            id: s.id,
+            series_id: s.series_id,
+            name: s.name.clone(),
+            description: s.description.clone(),
+            class_name: s.class_name.clone(),
+            node_type: "JAVA_TASK".to_string(),
+            operation: s.operation.to_string(),
+            status: s.status.to_string(),
+            parallel_idx: s.parallel_idx,
+            timeout: s.timeout_secs,
+            run_time: s.run_time,
+            executor: s.executor.clone(),
+            start_time: s.start_time.map(format_millis),
+            finish_time: s.finish_time.map(format_millis),
+            prohibit_rollback: s.prohibit_rollback,
+            upstreams: s.upstreams.clone(),
+            downstreams: s.downstreams.clone(),
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The REST gateway: OCP's documented paths and JSON over the service core.
+//!
+//! Handlers only translate: they extract (credentials, ids, body), call `Core`, and
+//! return either `Data` or an `ApiError`. One middleware then wraps every answer, also
+//! the framework's own (unknown route, wrong method, body too large, a panic), in OCP's
+//! envelope with the request's trace id, timing and the advertised server.
+
+pub mod error;
+pub mod extract;
+pub mod hosts;
+pub mod json;
+pub mod openapi;
+pub mod tasks;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::{Extension, Router};
+use futures::FutureExt;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Users;
+use crate::service::Core;
+use error::ApiError;
+use extract::RequestContext;
+use json::{Envelope, ErrorEnvelope, Meta};
+pub use openapi::Failures;
+
+/// Requests with a larger body are refused with 413.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+pub static X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
+
+#[derive(Clone)]
+pub struct GatewayState {
+    pub core: Core,
+    pub users: Users,
+    /// The controller's advertised address, the envelope's `server`.
+    pub server: Arc<str>,
+}
+
+/// A handler's successful answer, serialized into the envelope's `data`.
+pub struct Data<T>(pub T);
+
+pub type ApiResult<T> = Result<Data<T>, ApiError>;
+
+/// `data`, already serialized, on its way to the envelope middleware.
+#[derive(Clone)]
+struct Payload(Box<RawValue>);
+
+impl<T: Serialize> IntoResponse for Data<T> {
+    fn into_response(self) -> Response {
+        match serde_json::value::to_raw_value(&self.0) {
+            Ok(raw) => {
+                let mut response = StatusCode::OK.into_response();
+                response.extensions_mut().insert(Payload(raw));
+                response
+            }
+            Err(e) => {
+                tracing::error!("serializing a response: {e}");
+                ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, "", "").into_response()
+            }
+        }
+    }
+}
+
+/// Every route of SPEC section 2, at its documented path and under `/api/v2`.
+pub fn router(state: GatewayState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(hosts::batch_restart_agents))
+        .routes(routes!(hosts::batch_stop_agents))
+        .routes(routes!(hosts::batch_start_agents))
+        .routes(routes!(hosts::restart_agent))
+        .routes(routes!(hosts::stop_agent))
+        .routes(routes!(hosts::start_agent))
+        .routes(routes!(hosts::restart_agent_process))
+        .routes(routes!(hosts::stop_agent_process))
+        .routes(routes!(hosts::start_agent_process))
+        .routes(routes!(hosts::get_host_agent))
+        .routes(routes!(hosts::list_host_agent_processes))
+        .routes(routes!(hosts::add_host, hosts::list_hosts))
+        .routes(routes!(hosts::get_host, hosts::delete_host))
+        .routes(routes!(tasks::list_tasks))
+        .routes(routes!(tasks::get_task))
+        .routes(routes!(tasks::retry_task))
+        .routes(routes!(tasks::rollback_task))
+        .routes(routes!(tasks::retry_subtask))
+        .routes(routes!(tasks::skip_subtask))
+        .routes(routes!(tasks::cancel_subtask))
+        .routes(routes!(tasks::subtask_log))
+        .routes(routes!(tasks::task_events))
+        .split_for_parts();
+    let document = match serde_json::to_vec(&doc) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            tracing::error!("serializing the OpenAPI document: {e}");
+            Bytes::new()
+        }
+    };
+    Router::new()
+        .route("/api/v2/openapi.json", get(openapi::openapi_json))
+        .merge(api.clone())
+        .nest("/api/v2", api)
+        .layer(Extension(openapi::Document(document)))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            envelope,
+        ))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("setting TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+async fn envelope(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let trace_id: Arc<str> = crate::trace::accept(
+        request
+            .headers()
+            .get(&X_TRACE_ID)
+            .and_then(|v| v.to_str().ok()),
+    )
+    .into();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    request.extensions_mut().insert(RequestContext {
+        trace_id: trace_id.clone(),
+    });
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let span = tracing::info_span!("http", trace_id = %trace_id, %method, %path);
+    let mut response = if declared_length.is_some_and(|n| n > BODY_LIMIT as u64) {
+        // Refused before routing, so that routes which ignore their body refuse it too.
+        ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, method.as_str(), &path).into_response()
+    } else {
+        match AssertUnwindSafe(next.run(request).instrument(span.clone()))
+            .catch_unwind()
+            .await
+        {
+            Ok(response) => response,
+            Err(_) => {
+                span.in_scope(|| tracing::error!("a handler panicked"));
+                ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, method.as_str(), &path)
+                    .into_response()
+            }
+        }
+    };
+
+    let meta = |status: StatusCode| Meta {
+        successful: status.is_success(),
+        timestamp: crate::time::format_millis(crate::model::now_millis()),
+        duration: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        status: status.as_u16(),
+        trace_id: trace_id.to_string(),
+        server: state.server.to_string(),
+    };
+    let payload = response.extensions_mut().remove::<Payload>();
+    let error = response.extensions_mut().remove::<ApiError>().or_else(|| {
+        let status = response.status();
+        (payload.is_none() && (status.is_client_error() || status.is_server_error()))
+            .then(|| ApiError::from_status(status, method.as_str(), &path))
+    });
+    let body = match (payload, error) {
+        (Some(Payload(data)), _) => Some(serde_json::to_vec(&Envelope {
+            data: &*data,
+            meta: meta(response.status()),
+        })),
+        (None, Some(error)) => {
+            *response.status_mut() = error.status;
+            span.in_scope(|| {
+                if error.status.is_server_error() {
+                    tracing::warn!(status = error.status.as_u16(), "{}", error.message);
+                } else {
+                    tracing::debug!(status = error.status.as_u16(), "{}", error.message);
+                }
+            });
+            Some(serde_json::to_vec(&ErrorEnvelope {
+                meta: meta(error.status),
+                error: error.body(&path),
+            }))
+        }
+        (None, None) => None,
+    };
+    match body {
+        Some(Ok(bytes)) => {
+            *response.body_mut() = Body::from(bytes);
+            let headers = response.headers_mut();
+            headers.remove(header::CONTENT_LENGTH);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        Some(Err(e)) => {
+            span.in_scope(|| tracing::error!("serializing the envelope: {e}"));
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            *response.body_mut() = Body::empty();
+        }
+        None => {}
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        response.headers_mut().insert(X_TRACE_ID.clone(), v);
+    }
+    span.in_scope(|| {
+        tracing::debug!(
+            status = response.status().as_u16(),
+            duration_ms = started.elapsed().as_millis(),
+            "served"
+        );
+    });
+    response
+}

@@ -1,0 +1,85 @@
+//! `GET /api/v2/openapi.json`: the OpenAPI document, collected from the handlers'
+//! `#[utoipa::path]` attributes and the served types' `ToSchema` derives as the router
+//! is built, so it cannot drift from what is served.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::json::ErrorEnvelope;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ocp-controller REST gateway",
+        description = "OCP's host-agent and task API. Every route is served both at the path shown \
+            and under /api/v2. Every answer is an envelope {data, successful, timestamp, duration, \
+            status, traceId, server}; a failure has no data and an error {code, message, target, \
+            subErrors}. Authentication is HTTP Basic against the controller's users file.",
+    ),
+    paths(openapi_json),
+    components(schemas(ErrorEnvelope)),
+    modifiers(&BasicAuth),
+    tags(
+        (name = "hosts", description = "host inventory and agent operations"),
+        (name = "tasks", description = "DAG tasks"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BasicAuth;
+
+impl Modify for BasicAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "basic",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Basic)),
+            );
+    }
+}
+
+/// The failures every authenticated route can answer with.
+#[derive(utoipa::IntoResponses)]
+pub enum Failures {
+    /// Illegal argument (10001): malformed JSON, a wrong type, an id that does not parse;
+    /// `subErrors` names the field and the refused value.
+    #[response(status = 400)]
+    BadRequest(ErrorEnvelope),
+    /// Missing or wrong credentials (30001).
+    #[response(status = 401)]
+    Unauthorized(ErrorEnvelope),
+    /// The user lacks the permission the route needs (30014).
+    #[response(status = 403)]
+    Forbidden(ErrorEnvelope),
+    /// No such host or process (10002), or task (20000).
+    #[response(status = 404)]
+    NotFound(ErrorEnvelope),
+    /// The host is held by an unfinished task, or the agent refused (40000); or a host
+    /// with that address already exists (10001).
+    #[response(status = 409)]
+    Conflict(ErrorEnvelope),
+    /// The request body is larger than 1 MiB.
+    #[response(status = 413)]
+    TooLarge(ErrorEnvelope),
+    /// The host's agent cannot be reached (40000).
+    #[response(status = 503)]
+    Unavailable(ErrorEnvelope),
+}
+
+/// The serialized document, made once when the router is built.
+#[derive(Clone)]
+pub struct Document(pub Bytes);
+
+/// This document. It is the one answer not wrapped in the envelope, so that OpenAPI
+/// tools can read it as it is.
+#[utoipa::path(get, path = "/api/v2/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi_json(Extension(Document(doc)): Extension<Document>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], doc)
+}

@@ -1,0 +1,238 @@
+//! `/tasks/instances/...`: the DAG tasks and the operator's operations on them.
+
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+
+use super::error::ApiError;
+use super::extract::{AnyUser, Authed, PathIds, QueryParams, TaskManager, TaskViewer};
+use super::json::{
+    BasicTaskJson, Envelope, PageOf, SubtaskLogJson, TaskEventJson, TaskEventSse, TaskJson,
+};
+use super::{ApiResult, Data, Failures, GatewayState};
+use crate::model::Task;
+use crate::service::{SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+
+/// A page of tasks without their subtasks, newest first unless `sort` says otherwise.
+#[utoipa::path(get, path = "/tasks/instances", tag = "tasks",
+    params(("page" = Option<u32>, Query, description = "page number, from 1"),
+        ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000"),
+        ("status" = Option<String>, Query, description = "RUNNING, FAILED or SUCCESSFUL"),
+        ("name" = Option<String>, Query, description = "the task's name"),
+        ("hostId" = Option<i64>, Query, description = "tasks that act on this host"),
+        ("createdAfter" = Option<String>, Query, description = "RFC 3339: created at or after"),
+        ("createdBefore" = Option<String>, Query, description = "RFC 3339: created at or before"),
+        ("sort" = Option<String>, Query, description = "id, startTime, finishTime, name or status, with ,asc or ,desc (default id,desc)")),
+    responses((status = 200, description = "the tasks", body = Envelope<PageOf<BasicTaskJson>>), Failures),
+    security(("basic" = ["TASK_VIEWER"])))]
+pub async fn list_tasks(
+    State(state): State<GatewayState>,
+    _auth: Authed<TaskViewer>,
+    query: QueryParams,
+) -> ApiResult<PageOf<BasicTaskJson>> {
+    let query = query.only(&[
+        "page",
+        "size",
+        "status",
+        "name",
+        "hostId",
+        "createdAfter",
+        "createdBefore",
+        "sort",
+    ])?;
+    let page = query.page()?;
+    let filter = task_filter(&TaskQuery {
+        status: query.get("status"),
+        name: query.get("name"),
+        host_id: query.id("hostId")?,
+        created_after: query.get("createdAfter"),
+        created_before: query.get("createdBefore"),
+        sort: query.get("sort"),
+    })?;
+    let tasks = state.core.list_tasks(&filter, page).await?;
+    Ok(Data(PageOf::from_page(&tasks, |t| t.into())))
+}
+
+/// The task if this caller may read it: TASK_VIEWER reads any task, its creator may always.
+async fn readable(state: &GatewayState, auth: &Authed<AnyUser>, id: i64) -> Result<Task, ApiError> {
+    Ok(auth.principal.visible(state.core.get_task(id).await)??)
+}
+
+/// One task with its subtasks. TASK_VIEWER reads any task; its creator may always read it.
+#[utoipa::path(get, path = "/tasks/instances/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "task id")),
+    responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_VIEWER"])))]
+pub async fn get_task(
+    State(state): State<GatewayState>,
+    auth: Authed<AnyUser>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    let task = readable(&state, &auth, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
+}
+
+async fn task_op(
+    state: &GatewayState,
+    auth: &Authed<TaskManager>,
+    ids: &PathIds,
+    op: TaskOp,
+) -> ApiResult<TaskJson> {
+    let task = state.core.task_op(op, ids.id("id")?, &auth.caller).await?;
+    Ok(Data((&task).into()))
+}
+
+async fn subtask_op(
+    state: &GatewayState,
+    auth: &Authed<TaskManager>,
+    ids: &PathIds,
+    op: SubtaskOp,
+) -> ApiResult<TaskJson> {
+    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
+    let task = state
+        .core
+        .subtask_op(op, task_id, subtask_id, &auth.caller)
+        .await?;
+    Ok(Data((&task).into()))
+}
+
+/// Runs every FAILED subtask of a FAILED task again (operation RETRY, runTime + 1).
+#[utoipa::path(post, path = "/tasks/instances/{id}/retry", tag = "tasks",
+    params(("id" = i64, Path, description = "task id")),
+    responses((status = 200, description = "the task, RUNNING again", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn retry_task(
+    State(state): State<GatewayState>,
+    auth: Authed<TaskManager>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    task_op(&state, &auth, &ids, TaskOp::Retry).await
+}
+
+/// Undoes what a FAILED task did, backwards through its DAG, and lets its hosts go. It
+/// ends SUCCESSFUL with operation ROLLBACK (as OCP reports it) and
+/// `context.stringMap.rolled_back = "true"`.
+#[utoipa::path(post, path = "/tasks/instances/{id}/rollback", tag = "tasks",
+    params(("id" = i64, Path, description = "task id")),
+    responses((status = 200, description = "the task, RUNNING its rollback", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn rollback_task(
+    State(state): State<GatewayState>,
+    auth: Authed<TaskManager>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    task_op(&state, &auth, &ids, TaskOp::Rollback).await
+}
+
+/// Runs one FAILED subtask again.
+#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/retry", tag = "tasks",
+    params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
+    responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn retry_subtask(
+    State(state): State<GatewayState>,
+    auth: Authed<TaskManager>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    subtask_op(&state, &auth, &ids, SubtaskOp::Retry).await
+}
+
+/// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so that the DAG goes on.
+#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/skip", tag = "tasks",
+    params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
+    responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn skip_subtask(
+    State(state): State<GatewayState>,
+    auth: Authed<TaskManager>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    subtask_op(&state, &auth, &ids, SubtaskOp::Skip).await
+}
+
+/// Cancels a RUNNING subtask: its agent call is dropped and it ends FAILED with operation
+/// CANCEL; answers once that is recorded.
+#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/cancel", tag = "tasks",
+    params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
+    responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn cancel_subtask(
+    State(state): State<GatewayState>,
+    auth: Authed<TaskManager>,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    subtask_op(&state, &auth, &ids, SubtaskOp::Cancel).await
+}
+
+/// What a subtask did: timestamped lines, each agent call with its trace id, every error.
+#[utoipa::path(get, path = "/tasks/instances/{id}/subtasks/{subtaskId}/log", tag = "tasks",
+    params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
+    responses((status = 200, description = "the log", body = Envelope<SubtaskLogJson>), Failures),
+    security(("basic" = ["TASK_VIEWER"])))]
+pub async fn subtask_log(
+    State(state): State<GatewayState>,
+    auth: Authed<AnyUser>,
+    ids: PathIds,
+) -> ApiResult<SubtaskLogJson> {
+    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
+    readable(&state, &auth, task_id).await?;
+    let lines = state.core.subtask_log(task_id, subtask_id).await?;
+    Ok(Data(SubtaskLogJson {
+        log: log_text(&lines),
+    }))
+}
+
+/// Every transition of the task as server-sent events (`id:` the event's seq, `event:
+/// transition`, `data:` a TaskEvent), from `?after=` or `Last-Event-ID`, ending once
+/// the task is no longer RUNNING.
+#[utoipa::path(get, path = "/tasks/instances/{id}/events", tag = "tasks",
+    params(("id" = i64, Path, description = "task id"),
+        ("after" = Option<i64>, Query, description = "the last seq seen; 0 or absent: from the start"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "what EventSource sends on reconnect")),
+    responses((status = 200, description = "text/event-stream: each event's data is a TaskEventJson", body = TaskEventSse, content_type = "text/event-stream"), Failures),
+    security(("basic" = ["TASK_VIEWER"])))]
+pub async fn task_events(
+    State(state): State<GatewayState>,
+    auth: Authed<AnyUser>,
+    ids: PathIds,
+    query: QueryParams,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let task_id = ids.id("id")?;
+    readable(&state, &auth, task_id).await?;
+    // Both are validated even when both are given, so a bad `after` is never silently
+    // ignored behind a reconnecting client's header.
+    let after = query.only(&["after"])?.seq("after")?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ApiError::invalid(
+                    "Last-Event-ID",
+                    serde_json::Value::String(v.to_string()),
+                    "must be an event seq",
+                )
+            })
+        })
+        .transpose()?;
+    let after = resume.unwrap_or(after);
+    let events = state.core.watch(task_id, after).await?;
+    let stream = events.map(|item| {
+        Ok::<Event, Infallible>(match item {
+            Ok(e) => Event::default()
+                .id(e.seq.to_string())
+                .event("transition")
+                .json_data(TaskEventJson::from(&e))
+                .unwrap_or_else(|_| Event::default().event("error").data("unserializable event")),
+            Err(e) => Event::default().event("error").data(e.to_string()),
+        })
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

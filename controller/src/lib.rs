@@ -1,0 +1,17 @@
+//! ocp-controller: host inventory, durable DAG tasks, and their gRPC and REST faces.
+
+pub mod agents;
+pub mod auth;
+pub mod engine;
+pub mod gateway;
+pub mod grpc;
+pub mod heartbeat;
+pub mod model;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod templates;
+pub mod time;
+pub mod trace;
+
+pub use server::{Controller, ControllerOptions, StartError};

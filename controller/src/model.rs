@@ -1,0 +1,383 @@
+//! The controller's domain: hosts, their agent processes, and DAG tasks.
+//!
+//! Enumerations carry OCP's own words (`RUNNING`, `EXECUTE`, ...) as their
+//! string form, because both faces and the store speak them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Unix milliseconds: the store's and the engine's notion of a moment.
+pub type Millis = i64;
+
+pub fn now_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+macro_rules! words {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $word)] $variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $word),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownWord;
+            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+                match s {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(UnknownWord { kind: stringify!($name), word: s.to_string() }),
+                }
+            }
+        }
+    };
+}
+
+/// A word read from the store or a request that names no known value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} {word:?}")]
+pub struct UnknownWord {
+    pub kind: &'static str,
+    pub word: String,
+}
+
+words!(
+    /// ONLINE/OFFLINE come from heartbeats; NEW until the first one.
+    HostStatus { New = "NEW", Online = "ONLINE", Offline = "OFFLINE" }
+);
+
+words!(TaskStatus {
+    Running = "RUNNING",
+    Failed = "FAILED",
+    Successful = "SUCCESSFUL",
+});
+
+words!(SubtaskStatus {
+    Pending = "PENDING",
+    Ready = "READY",
+    Running = "RUNNING",
+    Canceling = "CANCELING",
+    Failed = "FAILED",
+    Successful = "SUCCESSFUL",
+});
+
+words!(Operation {
+    Execute = "EXECUTE",
+    Retry = "RETRY",
+    Rollback = "ROLLBACK",
+    Skip = "SKIP",
+    RollbackSkip = "ROLLBACK_SKIP",
+    Cancel = "CANCEL",
+});
+
+words!(
+    /// What a subtask does when it runs; `className` is derived from it.
+    Step {
+        PrepareRestart = "PREPARE_RESTART",
+        PrepareStop = "PREPARE_STOP",
+        PrepareStart = "PREPARE_START",
+        RestartProxy = "RESTART_PROXY",
+        StopAll = "STOP_ALL",
+        StartAll = "START_ALL",
+        Finish = "FINISH",
+        Wait = "WAIT",
+    }
+);
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::PrepareRestart => "Prepare restart OCP agent",
+            Step::PrepareStop => "Prepare stop OCP agent",
+            Step::PrepareStart => "Prepare start OCP agent",
+            Step::RestartProxy => "Restart pos proxy",
+            Step::StopAll => "Stop all OCP agent processes",
+            Step::StartAll => "Start all OCP agent processes",
+            Step::Finish => "Finish OCP agent operation",
+            Step::Wait => "Wait node",
+        }
+    }
+
+    pub fn class_name(self) -> &'static str {
+        match self {
+            Step::PrepareRestart => "ocp.agent.PrepareRestartAgent",
+            Step::PrepareStop => "ocp.agent.PrepareStopAgent",
+            Step::PrepareStart => "ocp.agent.PrepareStartAgent",
+            Step::RestartProxy => "ocp.agent.RestartPosProxy",
+            Step::StopAll => "ocp.agent.StopAllProcesses",
+            Step::StartAll => "ocp.agent.StartAllProcesses",
+            Step::Finish => "ocp.agent.FinishAgentOperation",
+            Step::Wait => "ocp.task.WaitNode",
+        }
+    }
+
+    /// How many times the step calls its agent after a transient error (unavailable,
+    /// deadline exceeded) before it fails, with a jittered doubling pause between calls.
+    pub fn transient_retries(self) -> u32 {
+        match self {
+            Step::StopAll
+            | Step::StartAll
+            | Step::PrepareRestart
+            | Step::PrepareStop
+            | Step::PrepareStart => 8,
+            Step::RestartProxy | Step::Finish => 5,
+            Step::Wait => 0,
+        }
+    }
+
+    /// Seconds, as OCP's templates give them.
+    pub fn timeout_secs(self) -> i64 {
+        match self {
+            Step::StopAll | Step::StartAll => 600,
+            Step::Wait => 30,
+            _ => 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    pub id: i64,
+    pub name: String,
+    pub inner_ip_address: String,
+    pub agent_port: u16,
+    pub status: HostStatus,
+    pub last_available_time: Option<Millis>,
+    pub agent: AgentSummary,
+    pub create_time: Millis,
+    pub update_time: Millis,
+}
+
+impl Host {
+    /// The agent's gRPC endpoint.
+    pub fn agent_uri(&self) -> String {
+        if self.inner_ip_address.contains(':') {
+            format!("http://[{}]:{}", self.inner_ip_address, self.agent_port)
+        } else {
+            format!("http://{}:{}", self.inner_ip_address, self.agent_port)
+        }
+    }
+}
+
+/// What the host's agent last said about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentSummary {
+    pub version: String,
+    pub install_home: String,
+    pub log_home: String,
+    /// STARTED, STOPPED, or UNKNOWN before the agent was first reached.
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewHost {
+    pub name: String,
+    pub inner_ip_address: String,
+    pub agent_port: u16,
+}
+
+/// One supervised process of a host, with the stable id the controller gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProcess {
+    pub id: i64,
+    pub host_id: i64,
+    pub snapshot: ProcessSnapshot,
+    pub create_time: Millis,
+    pub update_time: Millis,
+}
+
+/// A process as the agent reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessSnapshot {
+    pub alias: String,
+    pub pid: i64,
+    pub user: String,
+    pub start_command: String,
+    /// Comma-separated, as OCP shows them.
+    pub ports: String,
+    pub elapsed_time: i64,
+    pub last_active_time: Option<Millis>,
+    /// STARTED or STOPPED.
+    pub status: String,
+    pub operable: bool,
+    pub log_file_pattern: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskContext {
+    pub list_map: BTreeMap<String, Vec<String>>,
+    pub string_map: BTreeMap<String, String>,
+    pub parallel: bool,
+    pub parallel_idx: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: i64,
+    pub name: String,
+    pub creator: String,
+    pub executor: String,
+    pub host_id: Option<i64>,
+    pub operation: Operation,
+    pub status: TaskStatus,
+    pub prohibit_rollback: bool,
+    pub context: TaskContext,
+    pub trace_id: String,
+    pub start_time: Millis,
+    pub finish_time: Option<Millis>,
+    pub subtasks: Vec<Subtask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subtask {
+    pub id: i64,
+    pub task_id: i64,
+    pub series_id: i32,
+    pub step: Step,
+    pub name: String,
+    pub description: String,
+    pub class_name: String,
+    /// The host a per-host step acts on; None for barriers.
+    pub host_id: Option<i64>,
+    pub operation: Operation,
+    pub status: SubtaskStatus,
+    pub parallel_idx: i32,
+    pub timeout_secs: i64,
+    pub run_time: i32,
+    pub executor: Option<String>,
+    pub start_time: Option<Millis>,
+    pub finish_time: Option<Millis>,
+    pub prohibit_rollback: bool,
+    pub upstreams: Vec<i64>,
+    pub downstreams: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubtaskLogLine {
+    pub at: Millis,
+    pub trace_id: String,
+    pub line: String,
+}
+
+/// A page request as both faces take it: 1-based, size bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub number: u32,
+    pub size: u32,
+}
+
+impl PageRequest {
+    pub const DEFAULT_SIZE: u32 = 10;
+    pub const MAX_SIZE: u32 = 2000;
+
+    pub fn offset(self) -> i64 {
+        i64::from(self.number.saturating_sub(1)) * i64::from(self.size)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub contents: Vec<T>,
+    pub total_elements: i64,
+    pub number: u32,
+    pub size: u32,
+}
+
+impl<T> Page<T> {
+    pub fn total_pages(&self) -> i64 {
+        if self.size == 0 {
+            return 0;
+        }
+        (self.total_elements + i64::from(self.size) - 1) / i64::from(self.size)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub name: Option<String>,
+    pub host_id: Option<i64>,
+    /// Created at or after.
+    pub created_from: Option<Millis>,
+    /// Created at or before.
+    pub created_to: Option<Millis>,
+    pub sort: TaskSort,
+}
+
+words!(
+    /// What a task list is ordered by; OCP's field names.
+    TaskSortKey {
+        Id = "id",
+        StartTime = "startTime",
+        FinishTime = "finishTime",
+        Name = "name",
+        Status = "status",
+    }
+);
+
+impl TaskSortKey {
+    pub fn column(self) -> &'static str {
+        match self {
+            TaskSortKey::Id => "id",
+            TaskSortKey::StartTime => "start_time",
+            TaskSortKey::FinishTime => "finish_time",
+            TaskSortKey::Name => "name",
+            TaskSortKey::Status => "status",
+        }
+    }
+}
+
+/// Newest first unless asked otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSort {
+    pub key: TaskSortKey,
+    pub ascending: bool,
+}
+
+impl Default for TaskSort {
+    fn default() -> Self {
+        TaskSort {
+            key: TaskSortKey::Id,
+            ascending: false,
+        }
+    }
+}
+
+impl FromStr for TaskSort {
+    type Err = UnknownWord;
+
+    /// `key` or `key,asc|desc`, as Spring-style OCP clients send `sort`.
+    fn from_str(s: &str) -> Result<TaskSort, UnknownWord> {
+        let (key, direction) = s.split_once(',').unwrap_or((s, "desc"));
+        let ascending = match direction.trim().to_ascii_lowercase().as_str() {
+            "asc" => true,
+            "desc" => false,
+            other => {
+                return Err(UnknownWord {
+                    kind: "sort direction",
+                    word: other.to_string(),
+                });
+            }
+        };
+        Ok(TaskSort {
+            key: key.trim().parse()?,
+            ascending,
+        })
+    }
+}

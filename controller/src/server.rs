@@ -1,0 +1,220 @@
+//! Assembles a running controller: store, engine, heartbeat, the gRPC server and the
+//! REST gateway, and takes them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::ocp::v1::host_agent_service_server::HostAgentServiceServer;
+use proto::ocp::v1::task_service_server::TaskServiceServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agents::AgentPool;
+use crate::auth::Users;
+use crate::engine::{Engine, EngineOptions};
+use crate::gateway::{self, GatewayState};
+use crate::grpc::{HostAgentGrpc, TaskGrpc};
+use crate::heartbeat::{Heartbeat, HeartbeatOptions};
+use crate::service::{Core, CoreOptions};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub grpc_addr: SocketAddr,
+    /// The REST gateway's address; `None` serves gRPC only.
+    pub http_addr: Option<SocketAddr>,
+    /// Who may call either face.
+    pub users: Users,
+    pub database_url: String,
+    /// This controller's address as written in tasks (`executor`) and responses (`server`).
+    pub advertise: String,
+    pub task_concurrency: usize,
+    pub max_subtask_timeout: Option<Duration>,
+    pub heartbeat: HeartbeatOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A running controller. Dropping it does not stop it: call `shutdown`.
+pub struct Controller {
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    core: Core,
+    engine: Engine,
+    store: Store,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Controller {
+    pub async fn start(options: ControllerOptions) -> Result<Controller, StartError> {
+        let store = Store::connect(&options.database_url).await?;
+        let agents = Arc::new(AgentPool::default());
+        let cancel = CancellationToken::new();
+        let engine = Engine::new(
+            store.clone(),
+            agents.clone(),
+            EngineOptions {
+                executor: options.advertise.clone(),
+                task_concurrency: options.task_concurrency,
+                max_subtask_timeout: options.max_subtask_timeout,
+            },
+            cancel.clone(),
+        );
+        let core = Core::new(
+            store.clone(),
+            engine.clone(),
+            agents.clone(),
+            CoreOptions {
+                executor: options.advertise.clone(),
+                ..CoreOptions::default()
+            },
+        );
+
+        let listener = TcpListener::bind(options.grpc_addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.grpc_addr,
+                source,
+            })?;
+        let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: options.grpc_addr,
+            source,
+        })?;
+
+        let http = match options.http_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                Some((listener, local))
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().map(|(_, addr)| *addr);
+
+        let tracker = TaskTracker::new();
+        let router = grpc_router(core.clone(), options.users.clone()).await?;
+        let shutdown = cancel.clone();
+        tracker.spawn(async move {
+            // Without TCP_NODELAY, small unary answers wait on delayed ACKs (~40 ms each).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+            {
+                tracing::error!("gRPC server failed: {e}");
+            }
+        });
+
+        if let Some((listener, addr)) = http {
+            let router = gateway::router(GatewayState {
+                core: core.clone(),
+                users: options.users.clone(),
+                server: options.advertise.as_str().into(),
+            });
+            let shutdown = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(e) = gateway::serve(listener, router, shutdown).await {
+                    tracing::error!("REST gateway failed: {e}");
+                }
+            });
+            tracing::info!(http_addr = %addr, "controller serving REST");
+        }
+
+        let resumed = engine.resume().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished tasks");
+        }
+        let heartbeat = Heartbeat {
+            store: store.clone(),
+            agents,
+            options: options.heartbeat,
+            wake: core.host_added(),
+        };
+        tracker.spawn(heartbeat.run(cancel.clone()));
+        tracing::info!(%grpc_addr, "controller serving gRPC");
+        Ok(Controller {
+            grpc_addr,
+            http_addr,
+            core,
+            engine,
+            store,
+            cancel,
+            tracker,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// Where the REST gateway listens, when it was asked for.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Stops serving, stops every task runner (their running steps stay RUNNING in the
+    /// store, to be rerun by the next start) and waits for all of it to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.engine.drained().await;
+        self.store.close().await;
+    }
+}
+
+async fn grpc_router(
+    core: Core,
+    users: Users,
+) -> Result<tonic::transport::server::Router, StartError> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<HostAgentServiceServer<HostAgentGrpc>>()
+        .await;
+    health_reporter
+        .set_serving::<TaskServiceServer<TaskGrpc>>()
+        .await;
+    // Advertise only what this server serves: the descriptor set also holds the agent's API.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("ocp.v1.HostAgentService")
+            .with_service_name("ocp.v1.TaskService")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(HostAgentServiceServer::new(HostAgentGrpc::new(
+            core.clone(),
+            users.clone(),
+        )))
+        .add_service(TaskServiceServer::new(TaskGrpc::new(core, users))))
+}

@@ -1,0 +1,311 @@
+//! The operator's task operations: retry, rollback, skip, cancel, the subtask log, and
+//! watching a task's transitions.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::Stream;
+
+use super::{Caller, Core, CoreError, check_id};
+use crate::engine::{CancelRefused, Start};
+use crate::model::{
+    SubtaskLogLine, SubtaskStatus, Task, TaskFilter, TaskSort, TaskStatus, now_millis,
+};
+use crate::store::{Store, TaskEvent};
+
+/// How often a watcher reads the store when no wake-up came: what another controller
+/// sharing the store writes is seen this late at worst.
+const WATCH_POLL: Duration = Duration::from_secs(1);
+
+/// What an operator asks of a whole task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOp {
+    /// Every FAILED subtask runs again (operation RETRY, one more attempt).
+    Retry,
+    /// What the FAILED task did is undone, backwards through its DAG, and its hosts are let
+    /// go. It then ends SUCCESSFUL with operation ROLLBACK, as OCP reports it, and
+    /// `context.stringMap.rolled_back = "true"`.
+    Rollback,
+}
+
+/// What an operator asks of one subtask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubtaskOp {
+    /// A FAILED subtask runs again.
+    Retry,
+    /// A FAILED subtask counts as done (SUCCESSFUL, operation SKIP) and the DAG goes on.
+    Skip,
+    /// A RUNNING subtask's agent call is dropped and it ends FAILED with operation CANCEL.
+    Cancel,
+}
+
+impl Core {
+    pub async fn task_op(
+        &self,
+        op: TaskOp,
+        task_id: i64,
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
+        check_id("id", task_id)?;
+        let at = now_millis();
+        match op {
+            TaskOp::Retry => {
+                self.store.retry_task(task_id, &caller.name, at).await?;
+            }
+            TaskOp::Rollback => self.store.begin_rollback(task_id, &caller.name, at).await?,
+        }
+        // After the change: a read that started before it cannot cache the old task now.
+        self.finished.forget(task_id);
+        self.engine.drive(task_id, Start::Fresh);
+        self.get_task(task_id).await
+    }
+
+    pub async fn subtask_op(
+        &self,
+        op: SubtaskOp,
+        task_id: i64,
+        subtask_id: i64,
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
+        check_ids(task_id, subtask_id)?;
+        let at = now_millis();
+        match op {
+            SubtaskOp::Retry => {
+                self.store
+                    .retry_subtask(task_id, subtask_id, &caller.name, at)
+                    .await?
+            }
+            SubtaskOp::Skip => {
+                self.store
+                    .skip_subtask(task_id, subtask_id, &caller.name, at)
+                    .await?
+            }
+            SubtaskOp::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
+        }
+        self.finished.forget(task_id);
+        self.engine.drive(task_id, Start::Fresh);
+        self.get_task(task_id).await
+    }
+
+    /// Stops a RUNNING subtask: its agent call is dropped, and it ends FAILED with
+    /// operation CANCEL. Answers once that is recorded.
+    async fn cancel_subtask(
+        &self,
+        task_id: i64,
+        subtask_id: i64,
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
+        let task = self.get_task(task_id).await?;
+        let subtask = task.subtasks.iter().find(|s| s.id == subtask_id).ok_or(
+            CoreError::SubtaskNotFound {
+                task_id,
+                subtask_id,
+            },
+        )?;
+        if subtask.status != SubtaskStatus::Running {
+            return Err(CoreError::IllegalState(format!(
+                "subtask {subtask_id} of task {task_id} is {} (operation {}): cancel needs a RUNNING subtask",
+                subtask.status, subtask.operation
+            )));
+        }
+        match self.engine.cancel(task_id, subtask_id, &caller.name).await {
+            Ok(()) => self.get_task(task_id).await,
+            Err(CancelRefused::Store(e)) => Err(e.into()),
+            Err(CancelRefused::NotRunning(_)) => Err(CoreError::IllegalState(format!(
+                "subtask {subtask_id} of task {task_id} is not running here any more (it just ended, or \
+                 another controller drives the task): read the task again"
+            ))),
+        }
+    }
+
+    pub async fn subtask_log(
+        &self,
+        task_id: i64,
+        subtask_id: i64,
+    ) -> Result<Vec<SubtaskLogLine>, CoreError> {
+        check_ids(task_id, subtask_id)?;
+        let task = self.get_task(task_id).await?;
+        if !task.subtasks.iter().any(|s| s.id == subtask_id) {
+            return Err(CoreError::SubtaskNotFound {
+                task_id,
+                subtask_id,
+            });
+        }
+        Ok(self.store.subtask_log(subtask_id).await?)
+    }
+
+    /// Every transition of the task after event `after` (0: from its creation), in order,
+    /// ending once the task is no longer RUNNING and everything was delivered. A client
+    /// that reconnects passes the last `seq` it saw and misses nothing.
+    pub async fn watch(
+        &self,
+        task_id: i64,
+        after: i64,
+    ) -> Result<impl Stream<Item = Result<TaskEvent, CoreError>> + use<>, CoreError> {
+        check_id("id", task_id)?;
+        if after < 0 {
+            return Err(CoreError::InvalidArgument {
+                field: "after".to_string(),
+                rejected: after.to_string(),
+                message: "must be an event sequence number, 0 or more".to_string(),
+            });
+        }
+        self.store
+            .task_status(task_id)
+            .await?
+            .ok_or(CoreError::TaskNotFound(task_id))?;
+        let watcher = Watcher {
+            news: self.store.subscribe(),
+            store: self.store.clone(),
+            task_id,
+            after,
+            buffer: VecDeque::new(),
+            ended: false,
+        };
+        Ok(futures::stream::unfold(watcher, |mut w| async move {
+            let next = w.next().await;
+            next.map(|item| (item, w))
+        }))
+    }
+}
+
+struct Watcher {
+    store: Store,
+    news: tokio::sync::broadcast::Receiver<i64>,
+    task_id: i64,
+    after: i64,
+    buffer: VecDeque<TaskEvent>,
+    ended: bool,
+}
+
+impl Watcher {
+    async fn next(&mut self) -> Option<Result<TaskEvent, CoreError>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.after = event.seq;
+                return Some(Ok(event));
+            }
+            if self.ended {
+                return None;
+            }
+            // The status is read before the events, so a task that ends in between
+            // still has its last events read on the next turn.
+            let status = match self.store.task_status(self.task_id).await {
+                Ok(status) => status,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match self.store.events_after(self.task_id, self.after, 500).await {
+                Ok(events) if !events.is_empty() => {
+                    self.buffer.extend(events);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => return Some(Err(e.into())),
+            }
+            if status != Some(TaskStatus::Running) {
+                self.ended = true;
+                continue;
+            }
+            let _ = tokio::time::timeout(WATCH_POLL, self.wait_for_news()).await;
+        }
+    }
+
+    async fn wait_for_news(&mut self) {
+        loop {
+            match self.news.recv().await {
+                Ok(id) if id == self.task_id => return,
+                Ok(_) => {}
+                // Missed some: read the store to be sure.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+fn check_ids(task_id: i64, subtask_id: i64) -> Result<(), CoreError> {
+    check_id("id", task_id)?;
+    check_id("subtaskId", subtask_id)
+}
+
+/// A task list's filter as either face receives it: strings, unchecked.
+#[derive(Debug, Clone, Default)]
+pub struct TaskQuery<'a> {
+    pub status: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub host_id: Option<i64>,
+    pub created_after: Option<&'a str>,
+    pub created_before: Option<&'a str>,
+    pub sort: Option<&'a str>,
+}
+
+/// Checks a task list's filter once for both faces, naming the field that is wrong.
+pub fn task_filter(q: &TaskQuery<'_>) -> Result<TaskFilter, CoreError> {
+    let invalid = |field: &str, rejected: &str, message: String| CoreError::InvalidArgument {
+        field: field.to_string(),
+        rejected: rejected.to_string(),
+        message,
+    };
+    let status = match q.status.filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(s.parse::<TaskStatus>().map_err(|_| {
+            invalid(
+                "status",
+                s,
+                "must be one of RUNNING, FAILED, SUCCESSFUL".to_string(),
+            )
+        })?),
+    };
+    let time = |field: &str, value: Option<&str>| -> Result<Option<i64>, CoreError> {
+        match value.filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => chrono::DateTime::parse_from_rfc3339(v)
+                .map(|t| Some(t.timestamp_millis()))
+                .map_err(|e| {
+                    invalid(
+                        field,
+                        v,
+                        format!("must be an RFC 3339 time like 2021-09-03T14:20:26.243+08:00: {e}"),
+                    )
+                }),
+        }
+    };
+    let sort = match q.sort.filter(|s| !s.is_empty()) {
+        None => TaskSort::default(),
+        Some(s) => s.parse().map_err(|e| {
+            invalid(
+                "sort",
+                s,
+                format!("{e}: use id, startTime, finishTime, name or status, optionally with ,asc or ,desc"),
+            )
+        })?,
+    };
+    if let Some(id) = q.host_id {
+        check_id("hostId", id)?;
+    }
+    Ok(TaskFilter {
+        status,
+        name: q.name.filter(|n| !n.is_empty()).map(str::to_string),
+        host_id: q.host_id,
+        created_from: time("createdAfter", q.created_after)?,
+        created_to: time("createdBefore", q.created_before)?,
+        sort,
+    })
+}
+
+/// A subtask's log as one text, a line per entry: time, trace id, what happened.
+pub fn log_text(lines: &[SubtaskLogLine]) -> String {
+    lines
+        .iter()
+        .map(|l| {
+            format!(
+                "{} [{}] {}\n",
+                crate::time::format_millis(l.at),
+                l.trace_id,
+                l.line
+            )
+        })
+        .collect()
+}

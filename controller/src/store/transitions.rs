@@ -1,0 +1,625 @@
+//! Every change of a task's or subtask's state after creation: the engine's progress and
+//! the operator's retry, skip, rollback and cancel.
+//!
+//! Each method is one transaction that also records its events. Operator operations
+//! update with the expected state in the `WHERE` clause first, so two racing requests
+//! cannot both succeed, and only explain a refusal afterwards.
+
+use sqlx::Row;
+
+use super::events::{self, NewEvent};
+use super::{Store, StoreError, get_word};
+use crate::model::{Millis, Operation, SubtaskStatus, TaskContext, TaskStatus};
+
+/// Why an operator's operation does not apply to the task as it is.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransitionRefused {
+    #[error("task {task_id} is {status} (operation {operation}): {action} needs a {needed} task")]
+    TaskState {
+        task_id: i64,
+        status: TaskStatus,
+        operation: Operation,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error(
+        "subtask {subtask_id} of task {task_id} is {status} (operation {operation}): {action} needs a {needed} subtask"
+    )]
+    SubtaskState {
+        task_id: i64,
+        subtask_id: i64,
+        status: SubtaskStatus,
+        operation: Operation,
+        action: &'static str,
+        needed: &'static str,
+    },
+    #[error("task {0} does not exist")]
+    NoTask(i64),
+    #[error("task {task_id} has no subtask {subtask_id}")]
+    NoSubtask { task_id: i64, subtask_id: i64 },
+    #[error("task {0} was created with prohibit_rollback: it cannot be rolled back")]
+    RollbackProhibited(i64),
+}
+
+/// How one subtask's run ended, as the engine records it.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: i64,
+    pub status: SubtaskStatus,
+    pub operation: Operation,
+    /// Written to the subtask's log with the transition, e.g. why it failed.
+    pub log: Option<String>,
+}
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+async fn event(
+    tx: &mut Tx<'_>,
+    task_id: i64,
+    subtask_id: Option<i64>,
+    status: &str,
+    operation: Operation,
+    at: Millis,
+    message: &str,
+) -> Result<(), StoreError> {
+    events::insert(
+        tx,
+        task_id,
+        at,
+        NewEvent {
+            subtask_id,
+            status,
+            operation,
+            message,
+        },
+    )
+    .await
+}
+
+impl Store {
+    pub async fn running_task_ids(&self) -> Result<Vec<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM tasks WHERE status = $1 ORDER BY id")
+                .bind(TaskStatus::Running.as_str())
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// After a crash: a subtask that was running runs again, as a new attempt; one that
+    /// was being cancelled counts as cancelled, since its agent call is gone anyway.
+    pub async fn requeue_interrupted(&self, task_id: i64, at: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT id, status, operation FROM subtasks WHERE task_id = $1 AND status IN ($2, $3)",
+        )
+        .bind(task_id)
+        .bind(SubtaskStatus::Running.as_str())
+        .bind(SubtaskStatus::Canceling.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            let status: SubtaskStatus = get_word(row, "subtasks", "status")?;
+            let operation: Operation = get_word(row, "subtasks", "operation")?;
+            if status == SubtaskStatus::Canceling {
+                sqlx::query("UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4")
+                    .bind(SubtaskStatus::Failed.as_str())
+                    .bind(Operation::Cancel.as_str())
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                let message = "cancelled: the controller stopped while cancelling";
+                event(
+                    &mut tx,
+                    task_id,
+                    Some(id),
+                    "FAILED",
+                    Operation::Cancel,
+                    at,
+                    message,
+                )
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE subtasks SET status = $1, run_time = run_time + 1, start_time = NULL WHERE id = $2",
+                )
+                .bind(SubtaskStatus::Ready.as_str())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                let message = "queued again: the controller stopped while it ran";
+                event(&mut tx, task_id, Some(id), "READY", operation, at, message).await?;
+            }
+        }
+        tx.commit().await?;
+        if !rows.is_empty() {
+            self.announce(task_id);
+        }
+        Ok(rows.len() as u64)
+    }
+
+    /// Marks subtasks RUNNING under `operation` (EXECUTE, RETRY or ROLLBACK), in one
+    /// transaction: a stage of many hosts starts with one commit, not one per host.
+    pub async fn start_subtasks(
+        &self,
+        task_id: i64,
+        starts: &[(i64, Operation)],
+        executor: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for &(id, operation) in starts {
+            sqlx::query(
+                "UPDATE subtasks SET status = $1, operation = $2, executor = $3, start_time = $4, \
+                 finish_time = NULL WHERE id = $5",
+            )
+            .bind(SubtaskStatus::Running.as_str())
+            .bind(operation.as_str())
+            .bind(executor)
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            event(&mut tx, task_id, Some(id), "RUNNING", operation, at, "").await?;
+        }
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// Records finished subtasks, and the downstreams they made READY, in one
+    /// transaction, so the store never shows a success without its consequences.
+    pub async fn record_outcomes(
+        &self,
+        task_id: i64,
+        trace_id: &str,
+        at: Millis,
+        outcomes: &[Outcome],
+        ready: &[(i64, Operation)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        for o in outcomes {
+            sqlx::query(
+                "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4",
+            )
+            .bind(o.status.as_str())
+            .bind(o.operation.as_str())
+            .bind(at)
+            .bind(o.id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(line) = &o.log {
+                sqlx::query(
+                    "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(task_id)
+                .bind(o.id)
+                .bind(at)
+                .bind(trace_id)
+                .bind(line)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let message = o.log.as_deref().unwrap_or_default();
+            event(
+                &mut tx,
+                task_id,
+                Some(o.id),
+                o.status.as_str(),
+                o.operation,
+                at,
+                message,
+            )
+            .await?;
+        }
+        for &(id, operation) in ready {
+            sqlx::query("UPDATE subtasks SET status = $1 WHERE id = $2 AND status = $3")
+                .bind(SubtaskStatus::Ready.as_str())
+                .bind(id)
+                .bind(SubtaskStatus::Pending.as_str())
+                .execute(&mut *tx)
+                .await?;
+            event(&mut tx, task_id, Some(id), "READY", operation, at, "").await?;
+        }
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// Ends the task; a successful one lets go of every host it still holds, a failed
+    /// one keeps them so that nothing else interleaves with its half-done work. A
+    /// rolled-back task ends SUCCESSFUL, as OCP reports it, with `rolled_back` in its
+    /// context so that no client mistakes it for a task that did its work.
+    pub async fn finish_task(
+        &self,
+        id: i64,
+        status: TaskStatus,
+        operation: Operation,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE tasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4")
+            .bind(status.as_str())
+            .bind(operation.as_str())
+            .bind(at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let rolled_back = status == TaskStatus::Successful && operation == Operation::Rollback;
+        if rolled_back {
+            let text: String = sqlx::query_scalar("SELECT context FROM tasks WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut context: TaskContext =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    table: "tasks",
+                    detail: format!("context: {e}"),
+                })?;
+            context
+                .string_map
+                .insert("rolled_back".to_string(), "true".to_string());
+            let text = serde_json::to_string(&context).map_err(|e| StoreError::Corrupt {
+                table: "tasks",
+                detail: e.to_string(),
+            })?;
+            sqlx::query("UPDATE tasks SET context = $1 WHERE id = $2")
+                .bind(text)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if status == TaskStatus::Successful {
+            sqlx::query("DELETE FROM host_locks WHERE task_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let message = if rolled_back { "rolled back" } else { "" };
+        event(&mut tx, id, None, status.as_str(), operation, at, message).await?;
+        tx.commit().await?;
+        self.announce(id);
+        Ok(())
+    }
+
+    pub async fn release_host_lock(&self, task_id: i64, host_id: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM host_locks WHERE task_id = $1 AND host_id = $2")
+            .bind(task_id)
+            .bind(host_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the host back for a rollback if nobody took it meanwhile; returns the
+    /// other task that holds it otherwise.
+    pub async fn reacquire_host_lock(
+        &self,
+        task_id: i64,
+        host_id: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("INSERT INTO host_locks (host_id, task_id) VALUES ($1, $2) ON CONFLICT (host_id) DO NOTHING")
+            .bind(host_id)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?;
+        let holder: i64 = sqlx::query_scalar("SELECT task_id FROM host_locks WHERE host_id = $1")
+            .bind(host_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((holder != task_id).then_some(holder))
+    }
+
+    /// Runs every FAILED subtask again as a new attempt, and the task with them.
+    pub async fn retry_task(
+        &self,
+        task_id: i64,
+        by: &str,
+        at: Millis,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        self.reopen(
+            &mut tx,
+            task_id,
+            Operation::Retry,
+            "retry",
+            at,
+            &format!("retried by {by}"),
+        )
+        .await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM subtasks WHERE task_id = $1 AND status = $2 ORDER BY id",
+        )
+        .bind(task_id)
+        .bind(SubtaskStatus::Failed.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for &id in &ids {
+            retry_one(&mut tx, task_id, id, at).await?;
+        }
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(ids)
+    }
+
+    /// Runs one FAILED subtask again; the task runs again with it.
+    pub async fn retry_subtask(
+        &self,
+        task_id: i64,
+        subtask_id: i64,
+        by: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        // The subtask's state first: it is what the operator pointed at.
+        self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "retry")
+            .await?;
+        self.reopen(
+            &mut tx,
+            task_id,
+            Operation::Retry,
+            "retry",
+            at,
+            &format!("subtask {subtask_id} retried by {by}"),
+        )
+        .await?;
+        retry_one(&mut tx, task_id, subtask_id, at).await?;
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so the DAG goes on.
+    pub async fn skip_subtask(
+        &self,
+        task_id: i64,
+        subtask_id: i64,
+        by: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let message = format!("subtask {subtask_id} skipped by {by}");
+        self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "skip")
+            .await?;
+        let (_, operation) = self.task_state(&mut tx, task_id).await?;
+        self.reopen(&mut tx, task_id, operation, "skip", at, &message)
+            .await?;
+        sqlx::query(
+            "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4",
+        )
+        .bind(SubtaskStatus::Successful.as_str())
+        .bind(Operation::Skip.as_str())
+        .bind(at)
+        .bind(subtask_id)
+        .execute(&mut *tx)
+        .await?;
+        event(
+            &mut tx,
+            task_id,
+            Some(subtask_id),
+            "SUCCESSFUL",
+            Operation::Skip,
+            at,
+            &message,
+        )
+        .await?;
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// Turns a FAILED task around: it runs again, backwards, as a rollback. Subtasks
+    /// that were READY but never ran go back to PENDING: they have nothing to undo.
+    pub async fn begin_rollback(
+        &self,
+        task_id: i64,
+        by: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let prohibited: Option<i64> =
+            sqlx::query_scalar("SELECT prohibit_rollback FROM tasks WHERE id = $1")
+                .bind(task_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match prohibited {
+            None => return Err(TransitionRefused::NoTask(task_id).into()),
+            Some(p) if p != 0 => return Err(TransitionRefused::RollbackProhibited(task_id).into()),
+            Some(_) => {}
+        }
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = $1, operation = $2, finish_time = NULL WHERE id = $3 AND status = $4",
+        )
+        .bind(TaskStatus::Running.as_str())
+        .bind(Operation::Rollback.as_str())
+        .bind(task_id)
+        .bind(TaskStatus::Failed.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let (status, operation) = self.task_state(&mut tx, task_id).await?;
+            return Err(TransitionRefused::TaskState {
+                task_id,
+                status,
+                operation,
+                action: "rollback",
+                needed: "FAILED",
+            }
+            .into());
+        }
+        sqlx::query("UPDATE subtasks SET status = $1 WHERE task_id = $2 AND status = $3")
+            .bind(SubtaskStatus::Pending.as_str())
+            .bind(task_id)
+            .bind(SubtaskStatus::Ready.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let message = format!("rollback requested by {by}");
+        event(
+            &mut tx,
+            task_id,
+            None,
+            "RUNNING",
+            Operation::Rollback,
+            at,
+            &message,
+        )
+        .await?;
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// The first half of a cancel: the subtask is CANCELING while its step is stopped.
+    pub async fn mark_canceling(
+        &self,
+        task_id: i64,
+        subtask_id: i64,
+        by: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        self.expect_subtask(
+            &mut tx,
+            task_id,
+            subtask_id,
+            SubtaskStatus::Running,
+            "cancel",
+        )
+        .await?;
+        sqlx::query("UPDATE subtasks SET status = $1 WHERE id = $2")
+            .bind(SubtaskStatus::Canceling.as_str())
+            .bind(subtask_id)
+            .execute(&mut *tx)
+            .await?;
+        let message = format!("cancel requested by {by}");
+        event(
+            &mut tx,
+            task_id,
+            Some(subtask_id),
+            "CANCELING",
+            Operation::Cancel,
+            at,
+            &message,
+        )
+        .await?;
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
+    /// A FAILED task that is not a failed rollback becomes RUNNING again under `operation`.
+    async fn reopen(
+        &self,
+        tx: &mut Tx<'_>,
+        task_id: i64,
+        operation: Operation,
+        action: &'static str,
+        at: Millis,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE tasks SET status = $1, operation = $2, finish_time = NULL \
+             WHERE id = $3 AND status = $4 AND operation <> $5",
+        )
+        .bind(TaskStatus::Running.as_str())
+        .bind(operation.as_str())
+        .bind(task_id)
+        .bind(TaskStatus::Failed.as_str())
+        .bind(Operation::Rollback.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            let (status, operation) = self.task_state(tx, task_id).await?;
+            return Err(TransitionRefused::TaskState {
+                task_id,
+                status,
+                operation,
+                action,
+                needed: "FAILED (and not rolled back)",
+            }
+            .into());
+        }
+        event(tx, task_id, None, "RUNNING", operation, at, message).await
+    }
+
+    async fn task_state(
+        &self,
+        tx: &mut Tx<'_>,
+        task_id: i64,
+    ) -> Result<(TaskStatus, Operation), StoreError> {
+        let row = sqlx::query("SELECT status, operation FROM tasks WHERE id = $1")
+            .bind(task_id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(TransitionRefused::NoTask(task_id))?;
+        Ok((
+            get_word(&row, "tasks", "status")?,
+            get_word(&row, "tasks", "operation")?,
+        ))
+    }
+
+    async fn expect_subtask(
+        &self,
+        tx: &mut Tx<'_>,
+        task_id: i64,
+        subtask_id: i64,
+        needed: SubtaskStatus,
+        action: &'static str,
+    ) -> Result<(), StoreError> {
+        let row =
+            sqlx::query("SELECT status, operation FROM subtasks WHERE id = $1 AND task_id = $2")
+                .bind(subtask_id)
+                .bind(task_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .ok_or(TransitionRefused::NoSubtask {
+                    task_id,
+                    subtask_id,
+                })?;
+        let status: SubtaskStatus = get_word(&row, "subtasks", "status")?;
+        if status != needed {
+            return Err(TransitionRefused::SubtaskState {
+                task_id,
+                subtask_id,
+                status,
+                operation: get_word(&row, "subtasks", "operation")?,
+                action,
+                needed: needed.as_str(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+async fn retry_one(
+    tx: &mut Tx<'_>,
+    task_id: i64,
+    subtask_id: i64,
+    at: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE subtasks SET status = $1, operation = $2, run_time = run_time + 1, finish_time = NULL WHERE id = $3",
+    )
+    .bind(SubtaskStatus::Ready.as_str())
+    .bind(Operation::Retry.as_str())
+    .bind(subtask_id)
+    .execute(&mut **tx)
+    .await?;
+    event(
+        tx,
+        task_id,
+        Some(subtask_id),
+        "READY",
+        Operation::Retry,
+        at,
+        "",
+    )
+    .await
+}

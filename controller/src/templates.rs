@@ -1,0 +1,328 @@
+//! The DAG shapes of OCP's agent operations, node for node as its API pages show them.
+//!
+//! A template is a chain of slots; a per-host slot becomes one subtask per host
+//! (`parallelIdx` = the host's index), and in batch templates a barrier ("Wait node")
+//! sits between two per-host slots so that a stage starts only when every host
+//! finished the one before.
+//!
+//! `seriesId` in OCP's examples is not the chain order but a fixed permutation of it;
+//! each template keeps the seed's permutation as the slots' ranks. For N hosts, slots
+//! are numbered in rank order and a per-host slot takes N consecutive numbers, so that
+//! the one-host batch is exactly the seed and every N gets unique ids `0..len`.
+
+use crate::model::{Step, SubtaskStatus, TaskContext};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentOperation {
+    Restart,
+    Stop,
+    Start,
+}
+
+impl AgentOperation {
+    fn slots(self, batch: bool) -> &'static [(Slot, i32)] {
+        use Slot::{PerHost as H, Wait as W};
+        match (self, batch) {
+            (AgentOperation::Restart, false) => &[
+                (H(Step::PrepareRestart), 2),
+                (H(Step::RestartProxy), 0),
+                (H(Step::StopAll), 4),
+                (H(Step::StartAll), 1),
+                (H(Step::Finish), 3),
+            ],
+            (AgentOperation::Restart, true) => &[
+                (H(Step::PrepareRestart), 2),
+                (W, 0),
+                (H(Step::RestartProxy), 8),
+                (W, 4),
+                (H(Step::StopAll), 1),
+                (W, 7),
+                (H(Step::StartAll), 5),
+                (W, 3),
+                (H(Step::Finish), 6),
+            ],
+            (AgentOperation::Stop, false) => &[
+                (H(Step::PrepareStop), 2),
+                (H(Step::StopAll), 1),
+                (H(Step::Finish), 0),
+            ],
+            (AgentOperation::Stop, true) => &[
+                (H(Step::PrepareStop), 4),
+                (W, 0),
+                (H(Step::StopAll), 3),
+                (W, 1),
+                (H(Step::Finish), 2),
+            ],
+            (AgentOperation::Start, false) => &[
+                (H(Step::PrepareStart), 2),
+                (H(Step::StartAll), 1),
+                (H(Step::Finish), 0),
+            ],
+            (AgentOperation::Start, true) => &[
+                (H(Step::PrepareStart), 4),
+                (W, 0),
+                (H(Step::StartAll), 3),
+                (W, 1),
+                (H(Step::Finish), 2),
+            ],
+        }
+    }
+
+    pub fn task_name(self, batch: bool) -> &'static str {
+        match (self, batch) {
+            (AgentOperation::Restart, false) => "Restart OCP agent",
+            (AgentOperation::Stop, false) => "Stop OCP agent",
+            (AgentOperation::Start, false) => "Start OCP agent",
+            (AgentOperation::Restart, true) => "Batch restart OCP agent",
+            (AgentOperation::Stop, true) => "Batch stop OCP agent",
+            (AgentOperation::Start, true) => "Batch start OCP agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    PerHost(Step),
+    Wait,
+}
+
+/// A task as it is about to be stored: nodes in chain order, edges by node index.
+#[derive(Debug, Clone)]
+pub struct TaskPlan {
+    pub name: String,
+    /// Set on single-host tasks.
+    pub host_id: Option<i64>,
+    /// Every host the task operates on, locked with its creation.
+    pub host_ids: Vec<i64>,
+    pub context: TaskContext,
+    pub nodes: Vec<PlannedSubtask>,
+    pub edges: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedSubtask {
+    pub step: Step,
+    pub host_id: Option<i64>,
+    pub parallel_idx: i32,
+    pub series_id: i32,
+    pub status: SubtaskStatus,
+}
+
+/// The single-host task: a plain chain, every `parallelIdx` -1.
+pub fn single_host(op: AgentOperation, host_id: i64) -> TaskPlan {
+    let slots = op.slots(false);
+    let nodes: Vec<PlannedSubtask> = slots
+        .iter()
+        .enumerate()
+        .map(|(i, (slot, rank))| PlannedSubtask {
+            step: slot.step(),
+            host_id: Some(host_id),
+            parallel_idx: -1,
+            series_id: *rank,
+            status: if i == 0 {
+                SubtaskStatus::Ready
+            } else {
+                SubtaskStatus::Pending
+            },
+        })
+        .collect();
+    let edges = (1..nodes.len()).map(|i| (i - 1, i)).collect();
+    let mut context = base_context();
+    context
+        .string_map
+        .insert("host_id".to_string(), host_id.to_string());
+    TaskPlan {
+        name: op.task_name(false).to_string(),
+        host_id: Some(host_id),
+        host_ids: vec![host_id],
+        context,
+        nodes,
+        edges,
+    }
+}
+
+/// The batch task over `host_ids` (already validated: non-empty, distinct).
+pub fn batch(op: AgentOperation, host_ids: &[i64]) -> TaskPlan {
+    let slots = op.slots(true);
+    let n = host_ids.len() as i32;
+    let series_base = series_bases(slots, n);
+    let mut nodes = Vec::new();
+    let mut edges = Vec::new();
+    // Node indexes of the previous slot, to link the next one to.
+    let mut previous: Vec<usize> = Vec::new();
+    for (slot_idx, (slot, _)) in slots.iter().enumerate() {
+        let current: Vec<usize> = match slot {
+            Slot::Wait => {
+                nodes.push(PlannedSubtask {
+                    step: Step::Wait,
+                    host_id: None,
+                    parallel_idx: -1,
+                    series_id: series_base[slot_idx],
+                    status: SubtaskStatus::Pending,
+                });
+                vec![nodes.len() - 1]
+            }
+            Slot::PerHost(step) => host_ids
+                .iter()
+                .enumerate()
+                .map(|(i, &host_id)| {
+                    nodes.push(PlannedSubtask {
+                        step: *step,
+                        host_id: Some(host_id),
+                        parallel_idx: i as i32,
+                        series_id: series_base[slot_idx] + i as i32,
+                        status: if slot_idx == 0 {
+                            SubtaskStatus::Ready
+                        } else {
+                            SubtaskStatus::Pending
+                        },
+                    });
+                    nodes.len() - 1
+                })
+                .collect(),
+        };
+        for &up in &previous {
+            for &down in &current {
+                // Per-host stages only meet through barriers: Prepare_i never feeds RestartPosProxy_j.
+                edges.push((up, down));
+            }
+        }
+        previous = current;
+    }
+    let mut context = base_context();
+    context.list_map.insert(
+        "host_ids".to_string(),
+        host_ids.iter().map(i64::to_string).collect(),
+    );
+    TaskPlan {
+        name: op.task_name(true).to_string(),
+        host_id: None,
+        host_ids: host_ids.to_vec(),
+        context,
+        nodes,
+        edges,
+    }
+}
+
+impl Slot {
+    fn step(self) -> Step {
+        match self {
+            Slot::PerHost(step) => step,
+            Slot::Wait => Step::Wait,
+        }
+    }
+
+    fn width(self, hosts: i32) -> i32 {
+        match self {
+            Slot::PerHost(_) => hosts,
+            Slot::Wait => 1,
+        }
+    }
+}
+
+/// The first `seriesId` of each slot: slots take numbers in the order of their ranks.
+fn series_bases(slots: &[(Slot, i32)], hosts: i32) -> Vec<i32> {
+    let mut by_rank: Vec<usize> = (0..slots.len()).collect();
+    by_rank.sort_by_key(|&i| slots[i].1);
+    let mut bases = vec![0; slots.len()];
+    let mut next = 0;
+    for i in by_rank {
+        bases[i] = next;
+        next += slots[i].0.width(hosts);
+    }
+    bases
+}
+
+fn base_context() -> TaskContext {
+    let mut context = TaskContext {
+        parallel_idx: -1,
+        ..TaskContext::default()
+    };
+    context
+        .string_map
+        .insert("prohibit_rollback".to_string(), "false".to_string());
+    context
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_restart_has_5n_plus_4_nodes_with_barriers_between_stages() {
+        let plan = batch(AgentOperation::Restart, &[10, 11, 12]);
+        assert_eq!(plan.nodes.len(), 5 * 3 + 4);
+        let waits: Vec<usize> = (0..plan.nodes.len())
+            .filter(|&i| plan.nodes[i].step == Step::Wait)
+            .collect();
+        assert_eq!(waits.len(), 4);
+        for w in waits {
+            let ups = plan.edges.iter().filter(|e| e.1 == w).count();
+            let downs = plan.edges.iter().filter(|e| e.0 == w).count();
+            assert_eq!((ups, downs), (3, 3), "each barrier joins every host");
+        }
+        let mut series: Vec<i32> = plan.nodes.iter().map(|n| n.series_id).collect();
+        series.sort();
+        assert_eq!(series, (0..19).collect::<Vec<_>>());
+        let ready = plan
+            .nodes
+            .iter()
+            .filter(|n| n.status == SubtaskStatus::Ready)
+            .count();
+        assert_eq!(ready, 3, "only the Prepare steps start READY");
+    }
+
+    #[test]
+    fn one_host_batch_restart_matches_the_seed_series_ids() {
+        let plan = batch(AgentOperation::Restart, &[2]);
+        let got: Vec<(&str, i32, i32)> = plan
+            .nodes
+            .iter()
+            .map(|n| (n.step.name(), n.series_id, n.parallel_idx))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Prepare restart OCP agent", 2, 0),
+                ("Wait node", 0, -1),
+                ("Restart pos proxy", 8, 0),
+                ("Wait node", 4, -1),
+                ("Stop all OCP agent processes", 1, 0),
+                ("Wait node", 7, -1),
+                ("Start all OCP agent processes", 5, 0),
+                ("Wait node", 3, -1),
+                ("Finish OCP agent operation", 6, 0),
+            ]
+        );
+        assert_eq!(plan.context.list_map["host_ids"], vec!["2".to_string()]);
+    }
+
+    #[test]
+    fn batch_stop_is_3n_plus_2() {
+        assert_eq!(batch(AgentOperation::Stop, &[1, 2, 3, 4]).nodes.len(), 14);
+        assert_eq!(batch(AgentOperation::Start, &[1]).nodes.len(), 5);
+    }
+
+    #[test]
+    fn single_restart_is_the_seed_chain() {
+        let plan = single_host(AgentOperation::Restart, 2);
+        let got: Vec<(&str, i32)> = plan
+            .nodes
+            .iter()
+            .map(|n| (n.step.name(), n.series_id))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("Prepare restart OCP agent", 2),
+                ("Restart pos proxy", 0),
+                ("Stop all OCP agent processes", 4),
+                ("Start all OCP agent processes", 1),
+                ("Finish OCP agent operation", 3),
+            ]
+        );
+        assert_eq!(plan.edges, vec![(0, 1), (1, 2), (2, 3), (3, 4)]);
+        assert_eq!(plan.context.string_map["host_id"], "2");
+        assert!(plan.nodes.iter().all(|n| n.parallel_idx == -1));
+    }
+}

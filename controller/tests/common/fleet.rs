@@ -1,0 +1,304 @@
+//! A real controller and real agents for the controller's integration tests: agents run
+//! in this process through the agent library, each supervising real `ocp-demo-proc`
+//! children on free ports, and the controller is reached over gRPC like any client.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use controller::auth::{BasicAuth, Users};
+use controller::heartbeat::HeartbeatOptions;
+use controller::store::Store;
+use controller::{Controller, ControllerOptions};
+use proto::agent::v1::agent_service_client::AgentServiceClient;
+use proto::agent::v1::{ListProcessesRequest, ProcessInfo};
+use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
+use proto::ocp::v1::task_service_client::TaskServiceClient;
+use proto::ocp::v1::{AddHostRequest, GetTaskRequest, Task};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+/// Generous so that a slow machine passes; every wait polls a condition, so a fast
+/// one does not sit out the whole of it.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A binary of the workspace, built by `cargo test --workspace` (the agent package's
+/// own tests need them).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p agent --bins` (or `cargo test --workspace`)",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One host's agent, serving until dropped or stopped.
+pub struct TestAgent {
+    pub addr: SocketAddr,
+    pub ports: Vec<u16>,
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<Result<(), agent::AgentError>>>,
+    dir: tempfile::TempDir,
+}
+
+/// The demo processes: a basic listener, a basic proxy, and a work process.
+/// `start_delay` slows the listener's start-up, to widen a test's window.
+pub async fn start_agent(start_delay: Duration) -> TestAgent {
+    let demo = workspace_bin("ocp-demo-proc");
+    let port = free_port();
+    let delay = start_delay.as_millis().to_string();
+    let processes = format!(
+        r#"[[process]]
+alias = "listener"
+command = {demo:?}
+args = ["--listen", "{port}", "--startup-delay", "{delay}"]
+ports = [{port}]
+log_file = "log/listener.log"
+stop_timeout = "5s"
+min_live = "0s"
+
+[[process]]
+alias = "proxy"
+command = {demo:?}
+proxy = true
+log_file = "log/proxy.log"
+stop_timeout = "5s"
+min_live = "0s"
+
+[[process]]
+alias = "worker"
+command = {demo:?}
+kind = "work"
+log_file = "log/worker.log"
+min_live = "0s"
+"#
+    );
+    let mut agent = start_agent_with(&processes).await;
+    agent.ports = vec![port];
+    agent
+}
+
+/// An agent supervising the `[[process]]` tables given.
+pub async fn start_agent_with(processes: &str) -> TestAgent {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = format!("[agent]\nversion = \"4.2.1-test\"\n\n{processes}");
+    std::fs::write(dir.path().join("agent.toml"), config).expect("write agent config");
+    let listen: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let (addr, cancel, handle) = serve_agent(&dir, listen).await;
+    TestAgent {
+        addr,
+        ports: Vec::new(),
+        cancel,
+        handle: Some(handle),
+        dir,
+    }
+}
+
+async fn serve_agent(
+    dir: &tempfile::TempDir,
+    listen: SocketAddr,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    JoinHandle<Result<(), agent::AgentError>>,
+) {
+    let cancel = CancellationToken::new();
+    let (addr, handle) = agent::Agent::start(
+        agent::AgentOptions {
+            listen,
+            config_path: dir.path().join("agent.toml"),
+            data_dir: dir.path().join("data"),
+        },
+        cancel.clone(),
+    )
+    .await
+    .expect("agent starts");
+    (addr, cancel, handle)
+}
+
+impl TestAgent {
+    pub async fn client(&self) -> AgentServiceClient<Channel> {
+        AgentServiceClient::connect(format!("http://{}", self.addr))
+            .await
+            .expect("connect to agent")
+    }
+
+    pub async fn processes(&self) -> Vec<ProcessInfo> {
+        self.client()
+            .await
+            .list_processes(ListProcessesRequest {})
+            .await
+            .expect("list processes")
+            .into_inner()
+            .processes
+    }
+
+    /// Stops serving and stops its children, as SIGTERM to the agent would.
+    pub async fn stop(&mut self) {
+        self.cancel.cancel();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// Starts it again on the same address and data dir, after `stop`.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let (addr, cancel, handle) = serve_agent(&self.dir, self.addr).await;
+        assert_eq!(addr, self.addr);
+        self.cancel = cancel;
+        self.handle = Some(handle);
+    }
+}
+
+impl Drop for TestAgent {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+pub struct TestController {
+    pub controller: Option<Controller>,
+    pub grpc: SocketAddr,
+    pub data_dir: tempfile::TempDir,
+}
+
+/// The test controllers' only user, with every permission.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// A channel to the controller that presents the admin's credentials.
+pub type Authed = InterceptedService<Channel, BasicAuth>;
+
+pub fn admin_auth() -> BasicAuth {
+    BasicAuth::new("admin", ADMIN_PASSWORD).expect("credentials")
+}
+
+pub fn controller_options(
+    data_dir: &std::path::Path,
+    max_subtask_timeout: Option<Duration>,
+) -> ControllerOptions {
+    ControllerOptions {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        http_addr: None,
+        users: Users::single_admin(ADMIN_PASSWORD).expect("users"),
+        database_url: Store::sqlite_url(data_dir),
+        advertise: "127.0.0.1".to_string(),
+        task_concurrency: 256,
+        max_subtask_timeout,
+        heartbeat: HeartbeatOptions {
+            interval: Duration::from_secs(1),
+            ..HeartbeatOptions::default()
+        },
+    }
+}
+
+pub async fn start_controller(max_subtask_timeout: Option<Duration>) -> TestController {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let controller = Controller::start(controller_options(data_dir.path(), max_subtask_timeout))
+        .await
+        .expect("controller starts");
+    TestController {
+        grpc: controller.grpc_addr(),
+        controller: Some(controller),
+        data_dir,
+    }
+}
+
+impl TestController {
+    pub async fn shutdown(&mut self) {
+        if let Some(c) = self.controller.take() {
+            c.shutdown().await;
+        }
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to controller")
+}
+
+pub async fn hosts_client(addr: SocketAddr) -> HostAgentServiceClient<Authed> {
+    HostAgentServiceClient::with_interceptor(channel(addr).await, admin_auth())
+}
+
+pub async fn tasks_client(addr: SocketAddr) -> TaskServiceClient<Authed> {
+    TaskServiceClient::with_interceptor(channel(addr).await, admin_auth())
+}
+
+/// Registers each agent as a host and returns the host ids, in order.
+pub async fn register(controller: SocketAddr, agents: &[&TestAgent]) -> Vec<i64> {
+    let mut client = hosts_client(controller).await;
+    let mut ids = Vec::new();
+    for agent in agents {
+        let host = client
+            .add_host(AddHostRequest {
+                inner_ip_address: agent.addr.ip().to_string(),
+                agent_port: u32::from(agent.addr.port()),
+                name: String::new(),
+            })
+            .await
+            .expect("add host")
+            .into_inner();
+        ids.push(host.id);
+    }
+    ids
+}
+
+/// Polls the task until it is no longer RUNNING.
+pub async fn wait_for_end(controller: SocketAddr, task_id: i64) -> Task {
+    wait_for_task(controller, task_id, |t| t.status != "RUNNING").await
+}
+
+pub async fn wait_for_task(
+    controller: SocketAddr,
+    task_id: i64,
+    done: impl Fn(&Task) -> bool,
+) -> Task {
+    let mut client = tasks_client(controller).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let task = client
+            .get_task(GetTaskRequest { id: task_id })
+            .await
+            .expect("get task")
+            .into_inner();
+        if done(&task) {
+            return task;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "task {task_id} did not reach the condition in {WAIT:?}: {task:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process with this pid exists (a zombie counts as gone: it was reaped or will be).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

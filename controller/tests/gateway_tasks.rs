@@ -1,0 +1,188 @@
+//! The task routes over HTTP: lists filtered and sorted as OCP's BasicTaskInstance,
+//! subtask logs, and the server-sent event stream resumed with Last-Event-ID.
+
+mod gateway_support;
+
+use gateway_support::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+/// The `seq`s of an SSE body, in order.
+fn event_ids(body: &str) -> Vec<i64> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .filter_map(|id| id.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_lists_filter_sort_and_leave_subtasks_out() {
+    let h = Harness::start(true).await;
+    let host = h.add_agent_host().await;
+    let mut ids = Vec::new();
+    for path in [
+        "/compute/hosts/batchStopAgents",
+        "/compute/hosts/batchStartAgents",
+    ] {
+        let id = h.post(path, json!({"hostIds": [host]})).await.json["data"]["id"]
+            .as_i64()
+            .expect("task id");
+        h.wait_task(id).await;
+        ids.push(id);
+    }
+
+    let list = h.get("/api/v2/tasks/instances?sort=id,asc").await;
+    list.expect(StatusCode::OK);
+    let contents = list.json["data"]["contents"].as_array().expect("contents");
+    let got: Vec<i64> = contents.iter().filter_map(|t| t["id"].as_i64()).collect();
+    assert_eq!(got, ids);
+    assert!(
+        contents.iter().all(|t| t.get("subtasks").is_none()),
+        "{}",
+        list.text
+    );
+    assert_eq!(contents[0]["name"], "Batch stop OCP agent");
+
+    let named = h
+        .get("/tasks/instances?name=Batch%20start%20OCP%20agent&status=SUCCESSFUL")
+        .await;
+    assert_eq!(
+        named.json["data"]["page"]["totalElements"], 1,
+        "{}",
+        named.text
+    );
+    let future = h
+        .get("/tasks/instances?createdAfter=2999-01-01T00:00:00.000%2B08:00")
+        .await;
+    assert_eq!(
+        future.json["data"]["page"]["totalElements"], 0,
+        "{}",
+        future.text
+    );
+
+    for (query, field) in [
+        ("sort=color,asc", "sort"),
+        ("sort=id,sideways", "sort"),
+        ("createdAfter=yesterday", "createdAfter"),
+        ("status=DONE", "status"),
+    ] {
+        let r = h.get(&format!("/api/v2/tasks/instances?{query}")).await;
+        r.expect(StatusCode::BAD_REQUEST).assert_envelope();
+        assert_eq!(
+            r.json["error"]["subErrors"][0]["field"], field,
+            "{}",
+            r.text
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_resume_after_the_last_event_id_and_logs_tell_what_ran() {
+    let h = Harness::start(true).await;
+    let host = h.add_agent_host().await;
+    let task = h
+        .post(
+            "/compute/hosts/batchRestartAgents",
+            json!({"hostIds": [host]}),
+        )
+        .await
+        .json["data"]
+        .clone();
+    let id = task["id"].as_i64().expect("task id");
+    let done = h.wait_task(id).await;
+    assert_eq!(done["status"], "SUCCESSFUL");
+
+    let all = h.get(&format!("/api/v2/tasks/instances/{id}/events")).await;
+    all.expect(StatusCode::OK);
+    let seqs = event_ids(&all.text);
+    assert!(seqs.len() > 10, "{}", all.text);
+    assert!(all.text.contains("event: transition"));
+
+    let cut = seqs[seqs.len() / 2];
+    let resumed = h
+        .http
+        .request(
+            Method::GET,
+            h.url(&format!("/api/v2/tasks/instances/{id}/events")),
+        )
+        .header(
+            "authorization",
+            controller::auth::basic_header(ADMIN, PASSWORD),
+        )
+        .header("last-event-id", cut.to_string())
+        .send()
+        .await
+        .expect("answer");
+    let resumed = Reply::read(resumed).await;
+    let expected: Vec<i64> = seqs.iter().copied().filter(|s| *s > cut).collect();
+    assert_eq!(event_ids(&resumed.text), expected);
+
+    // A reconnecting client's header does not hide a malformed `after`.
+    let bad_after = h
+        .http
+        .request(
+            Method::GET,
+            h.url(&format!(
+                "/api/v2/tasks/instances/{id}/events?after=-5.2e-164"
+            )),
+        )
+        .header(
+            "authorization",
+            controller::auth::basic_header(ADMIN, PASSWORD),
+        )
+        .header("last-event-id", cut.to_string())
+        .send()
+        .await
+        .expect("answer");
+    let bad_after = Reply::read(bad_after).await;
+    bad_after.expect(StatusCode::BAD_REQUEST).assert_envelope();
+    assert_eq!(
+        bad_after.json["error"]["subErrors"][0]["field"], "after",
+        "{}",
+        bad_after.text
+    );
+
+    let stop_all = done["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .find(|s| s["name"] == "Stop all OCP agent processes")
+        .expect("stop all");
+    let log = h
+        .get(&format!(
+            "/tasks/instances/{id}/subtasks/{}/log",
+            stop_all["id"]
+        ))
+        .await;
+    log.expect(StatusCode::OK);
+    let text = log.json["data"]["log"].as_str().expect("log text");
+    assert!(
+        text.contains("StopAll: "),
+        "what the agent answered: {text}"
+    );
+    for line in text.lines() {
+        // "<RFC 3339 time> [<trace id>] <what happened>"
+        let (time, rest) = line.split_at(29);
+        assert!(
+            time.ends_with(":00") || time.contains('+') || time.contains('-'),
+            "{line}"
+        );
+        let trace = rest
+            .trim_start()
+            .strip_prefix('[')
+            .and_then(|r| r.split(']').next());
+        assert!(trace.is_some_and(controller::trace::is_valid), "{line}");
+    }
+
+    let missing = h
+        .send(
+            Method::GET,
+            &format!("/tasks/instances/{id}/subtasks/987654/log"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    missing.expect(StatusCode::NOT_FOUND).assert_envelope();
+    h.stop().await;
+}

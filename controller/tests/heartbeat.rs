@@ -1,0 +1,104 @@
+//! Heartbeats: a silent agent's host goes OFFLINE after the grace, steps aimed at it
+//! fail at once, and one answer brings it back ONLINE.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fleet::*;
+use controller::Controller;
+use controller::heartbeat::HeartbeatOptions;
+use proto::ocp::v1::{HostRequest, SubtaskRequest};
+
+async fn wait_host_status(
+    controller: std::net::SocketAddr,
+    host_id: i64,
+    status: &str,
+) -> proto::ocp::v1::Host {
+    let mut client = hosts_client(controller).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let host = client
+            .get_host(HostRequest { host_id })
+            .await
+            .expect("get host")
+            .into_inner();
+        if host.status == status {
+            return host;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "host never {status}: {host:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
+    let mut agent = start_agent(Duration::ZERO).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = controller_options(dir.path(), None);
+    options.heartbeat = HeartbeatOptions {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
+        offline_grace: Duration::from_millis(800),
+        concurrency: 16,
+    };
+    let controller = Controller::start(options).await.expect("controller");
+    let grpc = controller.grpc_addr();
+    let host = register(grpc, &[&agent]).await[0];
+    let online = wait_host_status(grpc, host, "ONLINE").await;
+
+    let cut = tokio::time::Instant::now();
+    agent.stop().await;
+    wait_host_status(grpc, host, "OFFLINE").await;
+    let took = cut.elapsed();
+    // The grace counts from the last answer, which came at most one interval before the cut.
+    assert!(
+        took >= Duration::from_millis(800 - 200),
+        "not before the grace: {took:?}"
+    );
+    let agent_view = hosts_client(grpc)
+        .await
+        .get_host_agent(HostRequest { host_id: host })
+        .await
+        .expect("host agent")
+        .into_inner();
+    assert!(
+        !agent_view.last_available_time.is_empty(),
+        "lastAvailableTime is kept"
+    );
+    assert!(online.update_time <= agent_view.update_time);
+
+    // A step aimed at the OFFLINE host fails at once, saying so, not after its 60 s.
+    let submitted = tokio::time::Instant::now();
+    let task = hosts_client(grpc)
+        .await
+        .restart_agent(HostRequest { host_id: host })
+        .await
+        .expect("submit")
+        .into_inner();
+    let done = wait_for_end(grpc, task.id).await;
+    assert_eq!(done.status, "FAILED");
+    assert!(
+        submitted.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        submitted.elapsed()
+    );
+    let log = tasks_client(grpc)
+        .await
+        .get_subtask_log(SubtaskRequest {
+            task_id: task.id,
+            subtask_id: done.subtasks[0].id,
+        })
+        .await
+        .expect("log")
+        .into_inner()
+        .log;
+    assert!(log.contains("is OFFLINE"), "{log}");
+
+    agent.restart().await;
+    wait_host_status(grpc, host, "ONLINE").await;
+    controller.shutdown().await;
+}

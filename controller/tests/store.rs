@@ -1,0 +1,437 @@
+//! The store's contract, checked on every backend the same way.
+
+mod common;
+
+use common::stores::test_stores;
+use controller::model::{
+    AgentSummary, HostStatus, NewHost, Operation, PageRequest, ProcessSnapshot, SubtaskStatus,
+    TaskFilter, TaskStatus,
+};
+use controller::store::{Store, StoreError, TaskOrigin};
+use controller::templates::{self, AgentOperation};
+
+async fn add_hosts(store: &Store, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let host = store
+            .insert_host(&NewHost {
+                name: format!("h{i}"),
+                inner_ip_address: format!("127.0.0.{}", i + 2),
+                agent_port: 62888,
+            })
+            .await
+            .expect("insert host");
+        ids.push(host.id);
+    }
+    ids
+}
+
+fn origin() -> TaskOrigin<'static> {
+    TaskOrigin {
+        creator: "admin",
+        executor: "127.0.0.1",
+        trace_id: "135b61d1965d4be3",
+        at: 1_630_650_026_243,
+    }
+}
+
+#[tokio::test]
+async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 3).await;
+        let first = store
+            .create_task(
+                &templates::batch(AgentOperation::Restart, &hosts[..2]),
+                &origin(),
+            )
+            .await
+            .expect("first task");
+        let refused = store
+            .create_task(
+                &templates::batch(AgentOperation::Stop, &hosts[1..]),
+                &origin(),
+            )
+            .await;
+        match refused {
+            Err(StoreError::HostBusy { host_id, task_id }) => {
+                assert_eq!((host_id, task_id), (hosts[1], first), "{}", t.name)
+            }
+            other => panic!("{}: expected HostBusy, got {other:?}", t.name),
+        }
+        let all = store
+            .list_tasks(
+                &TaskFilter::default(),
+                PageRequest {
+                    number: 1,
+                    size: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            all.total_elements, 1,
+            "{}: the refused task left nothing",
+            t.name
+        );
+        assert_eq!(
+            store.lock_holder(hosts[2]).await.unwrap(),
+            None,
+            "{}",
+            t.name
+        );
+
+        store
+            .finish_task(first, TaskStatus::Failed, Operation::Execute, 1)
+            .await
+            .unwrap();
+        let holder = store
+            .lock_holder(hosts[0])
+            .await
+            .unwrap()
+            .expect("failed task keeps its hosts");
+        assert_eq!(holder.status, TaskStatus::Failed, "{}", t.name);
+
+        store
+            .finish_task(first, TaskStatus::Successful, Operation::Execute, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.lock_holder(hosts[0]).await.unwrap(),
+            None,
+            "{}",
+            t.name
+        );
+        store
+            .create_task(&templates::batch(AgentOperation::Stop, &hosts), &origin())
+            .await
+            .expect("hosts free again");
+    }
+}
+
+#[tokio::test]
+async fn a_task_reads_back_with_its_dag() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 2).await;
+        let plan = templates::batch(AgentOperation::Restart, &hosts);
+        let id = store.create_task(&plan, &origin()).await.unwrap();
+        let task = store.get_task(id).await.unwrap().expect("task");
+        assert_eq!(task.name, "Batch restart OCP agent", "{}", t.name);
+        assert_eq!(task.status, TaskStatus::Running);
+        assert_eq!(task.subtasks.len(), 5 * 2 + 4, "{}", t.name);
+        assert_eq!(task.context, plan.context, "{}", t.name);
+        let edges: usize = task.subtasks.iter().map(|s| s.downstreams.len()).sum();
+        assert_eq!(edges, plan.edges.len(), "{}", t.name);
+        for s in &task.subtasks {
+            for d in &s.downstreams {
+                let down = task.subtasks.iter().find(|x| x.id == *d).unwrap();
+                assert!(
+                    down.upstreams.contains(&s.id),
+                    "{}: edges agree both ways",
+                    t.name
+                );
+            }
+        }
+        let ready: Vec<_> = task
+            .subtasks
+            .iter()
+            .filter(|s| s.status == SubtaskStatus::Ready)
+            .collect();
+        assert_eq!(ready.len(), 2, "{}", t.name);
+        assert!(ready.iter().all(|s| s.upstreams.is_empty()));
+        assert!(store.get_task(id + 1000).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_subtask_is_requeued_as_a_new_attempt() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 1).await;
+        let id = store
+            .create_task(
+                &templates::single_host(AgentOperation::Stop, hosts[0]),
+                &origin(),
+            )
+            .await
+            .unwrap();
+        let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].clone();
+        store
+            .start_subtasks(id, &[(first.id, Operation::Execute)], "127.0.0.1", 5)
+            .await
+            .unwrap();
+        assert_eq!(store.running_task_ids().await.unwrap(), vec![id]);
+        assert_eq!(
+            store.requeue_interrupted(id, 6).await.unwrap(),
+            1,
+            "{}",
+            t.name
+        );
+        let again = store.get_task(id).await.unwrap().unwrap().subtasks[0].clone();
+        assert_eq!(
+            (again.status, again.run_time),
+            (SubtaskStatus::Ready, 2),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn process_ids_stay_stable_across_refreshes() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let host = add_hosts(store, 1).await[0];
+        let snap = |alias: &str, pid: i64| ProcessSnapshot {
+            alias: alias.to_string(),
+            pid,
+            status: "STARTED".to_string(),
+            operable: true,
+            ..ProcessSnapshot::default()
+        };
+        let first = store
+            .record_inventory(
+                host,
+                &AgentSummary::default(),
+                &[snap("a", 10), snap("b", 11)],
+                None,
+            )
+            .await
+            .unwrap();
+        let second = store
+            .record_inventory(
+                host,
+                &AgentSummary::default(),
+                &[snap("b", 21), snap("c", 22)],
+                None,
+            )
+            .await
+            .unwrap();
+        let b1 = first.iter().find(|p| p.snapshot.alias == "b").unwrap();
+        let b2 = second.iter().find(|p| p.snapshot.alias == "b").unwrap();
+        assert_eq!(b1.id, b2.id, "{}: same alias, same id", t.name);
+        assert_eq!(b2.snapshot.pid, 21, "{}", t.name);
+        let aliases: Vec<_> = second.iter().map(|p| p.snapshot.alias.as_str()).collect();
+        assert_eq!(
+            aliases,
+            vec!["b", "c"],
+            "{}: a process the agent dropped is gone",
+            t.name
+        );
+        let one = store.record_process(host, &snap("c", 33)).await.unwrap();
+        assert_eq!(one.id, second[1].id, "{}", t.name);
+        assert_eq!(
+            store
+                .get_process(host, one.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .snapshot
+                .pid,
+            33
+        );
+    }
+}
+
+#[tokio::test]
+async fn hosts_are_unique_by_address_and_busy_ones_cannot_be_deleted() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let host = add_hosts(store, 1).await[0];
+        let dup = store
+            .insert_host(&NewHost {
+                name: "again".to_string(),
+                inner_ip_address: "127.0.0.2".to_string(),
+                agent_port: 62888,
+            })
+            .await;
+        assert!(
+            matches!(dup, Err(StoreError::HostExists { existing_id, .. }) if existing_id == host),
+            "{}: {dup:?}",
+            t.name
+        );
+        store
+            .set_host_status(host, HostStatus::Online, Some(42))
+            .await
+            .unwrap();
+        let got = store.get_host(host).await.unwrap().unwrap();
+        assert_eq!(
+            (got.status, got.last_available_time),
+            (HostStatus::Online, Some(42))
+        );
+        let task = store
+            .create_task(
+                &templates::single_host(AgentOperation::Start, host),
+                &origin(),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.delete_host(host).await,
+            Err(StoreError::HostBusy { task_id, .. }) if task_id == task
+        ));
+        store.release_host_lock(task, host).await.unwrap();
+        assert_eq!(
+            store.delete_host(host).await.unwrap().map(|h| h.id),
+            Some(host)
+        );
+        assert!(store.get_host(host).await.unwrap().is_none(), "{}", t.name);
+    }
+}
+
+#[tokio::test]
+async fn tasks_list_newest_first_with_filters_and_pages() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 3).await;
+        let mut ids = Vec::new();
+        for &h in &hosts {
+            ids.push(
+                store
+                    .create_task(
+                        &templates::single_host(AgentOperation::Restart, h),
+                        &origin(),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        store
+            .finish_task(ids[0], TaskStatus::Successful, Operation::Execute, 9)
+            .await
+            .unwrap();
+        let page = store
+            .list_tasks(&TaskFilter::default(), PageRequest { number: 1, size: 2 })
+            .await
+            .unwrap();
+        assert_eq!(page.total_elements, 3);
+        assert_eq!(page.total_pages(), 2);
+        assert_eq!(
+            page.contents.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![ids[2], ids[1]]
+        );
+        let running = store
+            .list_tasks(
+                &TaskFilter {
+                    status: Some(TaskStatus::Running),
+                    host_id: Some(hosts[1]),
+                    ..TaskFilter::default()
+                },
+                PageRequest {
+                    number: 1,
+                    size: 10,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            running.contents.iter().map(|t| t.id).collect::<Vec<_>>(),
+            vec![ids[1]],
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cancelled() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let host = add_hosts(store, 1).await[0];
+        let id = store
+            .create_task(
+                &templates::single_host(AgentOperation::Stop, host),
+                &origin(),
+            )
+            .await
+            .unwrap();
+        let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].id;
+        store
+            .start_subtasks(id, &[(first, Operation::Execute)], "127.0.0.1", 5)
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                store.retry_task(id, "ops", 6).await,
+                Err(StoreError::Refused(_))
+            ),
+            "{}: a RUNNING task is not retried",
+            t.name
+        );
+        store.mark_canceling(id, first, "ops", 7).await.unwrap();
+        // The controller stops here; on its next start the cancel counts as done.
+        store.requeue_interrupted(id, 8).await.unwrap();
+        let cancelled = store.get_task(id).await.unwrap().unwrap().subtasks[0].clone();
+        assert_eq!(
+            (cancelled.status, cancelled.operation),
+            (SubtaskStatus::Failed, Operation::Cancel),
+            "{}",
+            t.name
+        );
+        store
+            .finish_task(id, TaskStatus::Failed, Operation::Execute, 9)
+            .await
+            .unwrap();
+        assert_eq!(store.retry_task(id, "ops", 10).await.unwrap(), vec![first]);
+        let retried = store.get_task(id).await.unwrap().unwrap();
+        assert_eq!(
+            (retried.status, retried.operation),
+            (TaskStatus::Running, Operation::Retry)
+        );
+        assert_eq!(
+            (retried.subtasks[0].status, retried.subtasks[0].run_time),
+            (SubtaskStatus::Ready, 2),
+            "{}",
+            t.name
+        );
+        let events = store.events_after(id, 0, 100).await.unwrap();
+        let words: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+        assert_eq!(
+            words,
+            [
+                "RUNNING",
+                "RUNNING",
+                "CANCELING",
+                "FAILED",
+                "FAILED",
+                "RUNNING",
+                "READY"
+            ],
+            "{}: every transition, in order",
+            t.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_large_batch_is_written_whole_across_statement_chunks() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 250).await;
+        let plan = templates::batch(AgentOperation::Restart, &hosts);
+        let id = store.create_task(&plan, &origin()).await.unwrap();
+        let task = store.get_task(id).await.unwrap().expect("task");
+        assert_eq!(task.subtasks.len(), 5 * 250 + 4, "{}", t.name);
+        for (stored, planned) in task.subtasks.iter().zip(&plan.nodes) {
+            assert_eq!(
+                (
+                    stored.step,
+                    stored.host_id,
+                    stored.series_id,
+                    stored.parallel_idx
+                ),
+                (
+                    planned.step,
+                    planned.host_id,
+                    planned.series_id,
+                    planned.parallel_idx
+                ),
+                "{}: subtasks keep the plan's order",
+                t.name
+            );
+        }
+        let edges: usize = task.subtasks.iter().map(|s| s.upstreams.len()).sum();
+        assert_eq!(edges, plan.edges.len(), "{}", t.name);
+    }
+}
