@@ -1,0 +1,167 @@
+//! Scenario 1: a batch restart of a whole fleet of real agents, timed from the POST to
+//! SUCCESSFUL, split into what the agents spent and what the engine added.
+
+use std::collections::BTreeMap;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::BenchError;
+use super::report::{FleetRun, StoreFill};
+use super::sys;
+use crate::fleet::Fleet;
+use crate::rest::Rest;
+
+/// Registers every host of the fleet with the controller; their ids, in host order.
+pub fn register(fleet: &Fleet, rest: &Rest) -> Result<Vec<i64>, BenchError> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let host = rest.post(
+                "/api/v2/compute/hosts",
+                json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
+            )?;
+            host["id"]
+                .as_i64()
+                .ok_or_else(|| BenchError::Failed(format!("no host id in {host}")))
+        })
+        .collect()
+}
+
+fn millis(at: &Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// Polls a task until it ends. Large tasks are big JSON documents, so they are polled
+/// less often: the wall time comes from the task's own finishTime, not from the poll.
+pub fn wait_task(rest: &Rest, id: i64, every: Duration) -> Result<Value, BenchError> {
+    loop {
+        let task = rest.get(&format!("/api/v2/tasks/instances/{id}"))?;
+        if task["status"] != "RUNNING" {
+            return Ok(task);
+        }
+        thread::sleep(every);
+    }
+}
+
+fn mean_rss(pids: &[u32]) -> f64 {
+    let sum: f64 = pids.iter().map(|&p| sys::memory(p).rss_mb).sum();
+    sum / pids.len().max(1) as f64
+}
+
+pub fn measure(
+    fleet: &Fleet,
+    rest: &Rest,
+    host_ids: &[i64],
+    fleet_start: Duration,
+) -> Result<FleetRun, BenchError> {
+    let controller = fleet
+        .controller_pid()
+        .ok_or_else(|| BenchError::Failed("the controller is not running".into()))?;
+    let agents = fleet.agent_pids();
+    let agent_idle = mean_rss(&agents);
+    let cpu_before = sys::cpu_seconds(controller);
+    let posted = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let task = rest.post(
+        "/api/v2/compute/hosts/batchRestartAgents",
+        json!({ "hostIds": host_ids }),
+    )?;
+    let id = task["id"]
+        .as_i64()
+        .ok_or_else(|| BenchError::Failed(format!("no task id in {task}")))?;
+    let every = Duration::from_millis(if host_ids.len() > 50 { 500 } else { 20 });
+    let task = wait_task(rest, id, every)?;
+    let cpu = sys::cpu_seconds(controller) - cpu_before;
+    if task["status"] != "SUCCESSFUL" {
+        return Err(BenchError::Failed(format!(
+            "batch restart task {id} ended {}; see the controller's log",
+            task["status"]
+        )));
+    }
+    let finished = millis(&task["finishTime"])
+        .ok_or_else(|| BenchError::Failed(format!("task {id} has no finishTime")))?;
+    let wall = (finished - posted) as f64;
+    let subtasks = task["subtasks"].as_array().cloned().unwrap_or_default();
+    // Per stage (a step name; the Wait nodes are the engine's own), the slowest host.
+    let mut stages: BTreeMap<String, i64> = BTreeMap::new();
+    for s in &subtasks {
+        let name = s["name"].as_str().unwrap_or_default();
+        if name.contains("Wait") {
+            continue;
+        }
+        let spent = millis(&s["finishTime"]).unwrap_or(0) - millis(&s["startTime"]).unwrap_or(0);
+        let slowest = stages.entry(name.to_string()).or_default();
+        *slowest = (*slowest).max(spent);
+    }
+    let agents_ms = stages.values().sum::<i64>() as f64;
+    let levels = (2 * stages.len()).saturating_sub(1).max(1);
+    let overhead = wall - agents_ms;
+    Ok(FleetRun {
+        hosts: host_ids.len(),
+        subtasks: subtasks.len(),
+        levels,
+        wall_ms: wall,
+        agents_ms,
+        overhead_ms: overhead,
+        overhead_per_level_ms: overhead / levels as f64,
+        controller_cpu_s: cpu,
+        controller_peak_rss_mb: sys::memory(controller).peak_mb,
+        agent_mean_rss_idle_mb: agent_idle,
+        agent_mean_rss_after_mb: mean_rss(&agents),
+        fleet_start_s: fleet_start.as_secs_f64(),
+    })
+}
+
+/// Fills the store with finished tasks the way an operator would over weeks: single
+/// host restarts, one per host at a time (a host belongs to one operation at once).
+pub fn fill_store(
+    fleet: &Fleet,
+    rest: &Rest,
+    host_ids: &[i64],
+    tasks: usize,
+) -> Result<StoreFill, BenchError> {
+    let started = Instant::now();
+    let mut done = 0;
+    while done < tasks {
+        let round = host_ids.len().min(tasks - done);
+        let mut ids = Vec::with_capacity(round);
+        for host in &host_ids[..round] {
+            let task = rest.post(
+                &format!("/api/v2/compute/hosts/{host}/agent/restart"),
+                json!({}),
+            )?;
+            ids.extend(task["id"].as_i64());
+        }
+        // Every task of the round is done once none is RUNNING.
+        loop {
+            let page = rest.get("/api/v2/tasks/instances?status=RUNNING&size=1")?;
+            if page["page"]["totalElements"].as_i64() == Some(0) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        done += ids.len();
+        println!(
+            "  store: {done}/{tasks} finished tasks ({:.0} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let controller = fleet
+        .controller_pid()
+        .ok_or_else(|| BenchError::Failed("the controller is not running".into()))?;
+    let memory = sys::memory(controller);
+    Ok(StoreFill {
+        hosts: host_ids.len(),
+        finished_tasks: done,
+        fill_s: started.elapsed().as_secs_f64(),
+        controller_rss_mb: memory.rss_mb,
+        controller_peak_rss_mb: memory.peak_mb,
+    })
+}

@@ -1,0 +1,424 @@
+//! `cargo xtask bench`: what the product exists for, measured on this machine against
+//! what an operator would use instead (Ansible, supervisord), with one command.
+//!
+//! Everything runs from release binaries: a debug xtask builds them, itself included,
+//! and hands over to the release xtask so that the load tool is not the bottleneck.
+
+mod ansible;
+mod chart;
+mod fleet_restart;
+mod python;
+pub mod report;
+mod restart;
+mod supervisord;
+mod sys;
+mod throughput;
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+use crate::fleet::{AgentProfile, Fleet, FleetError, FleetSpec};
+use crate::rest::{Rest, RestError};
+use python::Python;
+use report::Results;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Fleet sizes of the batch restart and of the Ansible comparison, e.g. 10,100,1000.
+    #[arg(long, value_delimiter = ',')]
+    pub hosts: Option<Vec<usize>>,
+    /// Small fleets and short runs, as CI runs it: under 3 minutes once built.
+    #[arg(long)]
+    pub quick: bool,
+    /// Single-process restarts per contender (default 200; quick 50).
+    #[arg(long)]
+    pub restarts: Option<usize>,
+    /// Seconds each throughput target is driven (default 10; quick 3).
+    #[arg(long)]
+    pub load_seconds: Option<f64>,
+    /// Finished tasks to put in the store with the largest fleet of 1,000 hosts or
+    /// more, before reading the controller's memory (default 10000; 0 skips).
+    #[arg(long)]
+    pub fill_tasks: Option<usize>,
+    /// Skip Ansible above this many hosts (it needs about 1 s of CPU per host).
+    #[arg(long)]
+    pub ansible_max_hosts: Option<usize>,
+    /// Skip the Ansible and supervisord comparisons (no Python needed).
+    #[arg(long)]
+    pub no_python: bool,
+    /// The controller's --task-concurrency (default: the controller's own, 256).
+    #[arg(long)]
+    pub task_concurrency: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
+    #[error(transparent)]
+    Rest(#[from] RestError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {status}")]
+    Grpc {
+        what: String,
+        status: Box<tonic::Status>,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+const GRPC: &str = "127.0.0.1:47051";
+const HTTP: &str = "127.0.0.1:47080";
+const AGENT_PORT: u16 = 47100;
+const HANDED_OVER: &str = "OCP_BENCH_RELEASE";
+
+/// Host i of a fleet: 127.0.x.y with x from 1 and y in 2..=254, so that a thousand
+/// agents each have an address of their own and the same ports.
+fn host_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        1 + (i / 253) as u8,
+        2 + (i % 253) as u8,
+    ))
+}
+
+struct Bench {
+    /// target/bench: results, the venv (kept between runs) and run/ (redone each run).
+    out: PathBuf,
+    bin_dir: PathBuf,
+    rt: tokio::runtime::Runtime,
+    quick: bool,
+    restarts: usize,
+    load_seconds: f64,
+    controller_args: Vec<String>,
+}
+
+impl Bench {
+    fn spec(&self, name: &str, hosts: usize) -> FleetSpec {
+        FleetSpec {
+            root: self.out.join("run").join(name),
+            bin_dir: self.bin_dir.clone(),
+            grpc: GRPC.parse().expect("a valid address"),
+            http: HTTP.parse().expect("a valid address"),
+            agent_ips: (0..hosts).map(host_ip).collect(),
+            agent_port: AGENT_PORT,
+            profile: AgentProfile::Bench,
+            controller_args: self.controller_args.clone(),
+        }
+    }
+
+    fn start(
+        &self,
+        name: &str,
+        hosts: usize,
+    ) -> Result<(Fleet, Rest, Vec<i64>, Duration), BenchError> {
+        let started = Instant::now();
+        let fleet = Fleet::start(self.spec(name, hosts))?;
+        let took = started.elapsed();
+        let rest = Rest::new(&format!("http://{HTTP}"), "admin", &fleet.admin_password);
+        let ids = fleet_restart::register(&fleet, &rest)?;
+        Ok((fleet, rest, ids, took))
+    }
+
+    fn demo_proc(&self) -> PathBuf {
+        self.bin_dir.join("ocp-demo-proc")
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo_build(root: &Path, packages: &[&str]) -> Result<(), BenchError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(root)
+        .args(["build", "--release", "--bins"]);
+    for p in packages {
+        build.args(["-p", p]);
+    }
+    let status = build.status().map_err(io("running cargo build"))?;
+    if !status.success() {
+        return Err(BenchError::Failed(format!(
+            "cargo build --release failed ({status})"
+        )));
+    }
+    Ok(())
+}
+
+/// Builds the release binaries; from a debug xtask, also the release xtask, which then
+/// runs the bench. Returns the exit code when it handed over.
+fn build_or_hand_over(root: &Path) -> Result<Option<i32>, BenchError> {
+    if std::env::var_os(HANDED_OVER).is_some() {
+        return Ok(None);
+    }
+    println!("Building the release binaries (the first time takes a few minutes)...");
+    if !cfg!(debug_assertions) {
+        cargo_build(root, &["agent", "controller"])?;
+        return Ok(None);
+    }
+    cargo_build(root, &["agent", "controller", "xtask"])?;
+    let status = Command::new(root.join("target/release/xtask"))
+        .args(std::env::args_os().skip(1))
+        .env(HANDED_OVER, "1")
+        .status()
+        .map_err(io("running the release xtask"))?;
+    Ok(Some(status.code().unwrap_or(130)))
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gb = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} CPUs, {mem_gb:.1} GB RAM, Linux {}", kernel.trim())
+}
+
+pub fn run(args: BenchArgs) -> Result<(), BenchError> {
+    let root = workspace_root();
+    if let Some(code) = build_or_hand_over(&root)? {
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
+    sys::install_interrupt_cleanup();
+    let files = sys::raise_open_files();
+    let quick = args.quick;
+    let mut sizes =
+        args.hosts
+            .clone()
+            .unwrap_or(if quick { vec![10] } else { vec![10, 100, 1000] });
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes.retain(|&n| n > 0);
+    if let Some(&n) = sizes.iter().find(|&&n| n > 253 * 254) {
+        return Err(BenchError::Failed(format!(
+            "{n} hosts: at most {} addresses",
+            253 * 254
+        )));
+    }
+    let out = root.join("target").join("bench");
+    let _ = fs::remove_dir_all(out.join("run"));
+    fs::create_dir_all(out.join("run")).map_err(io(format!("creating {}", out.display())))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io("starting a tokio runtime"))?;
+    let mut controller_args: Vec<String> = Vec::new();
+    if let Some(c) = args.task_concurrency {
+        controller_args.extend(["--task-concurrency".to_string(), c.to_string()]);
+    }
+    let bench = Bench {
+        out: out.clone(),
+        bin_dir: root.join("target").join("release"),
+        rt,
+        quick,
+        restarts: args.restarts.unwrap_or(if quick { 50 } else { 200 }),
+        load_seconds: args.load_seconds.unwrap_or(if quick { 3.0 } else { 10.0 }),
+        controller_args,
+    };
+    let mut results = Results {
+        quick,
+        machine: format!("{}, open files {files}", machine()),
+        ..Results::default()
+    };
+    let python = if args.no_python {
+        results
+            .skipped
+            .push("Ansible and supervisord: --no-python".into());
+        None
+    } else {
+        match Python::ensure(&out) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                let line = format!("Ansible and supervisord: could not install them ({why})");
+                println!("skipping {line}");
+                results.skipped.push(line);
+                None
+            }
+        }
+    };
+    let started = Instant::now();
+    single_host(&bench, python.as_ref(), &mut results)?;
+    for &n in &sizes {
+        fleet(&bench, &args, python.as_ref(), n, &mut results)?;
+    }
+    results.judge();
+    println!("\n{}", results.table());
+    let json = out.join("results.json");
+    let text =
+        serde_json::to_string_pretty(&results).map_err(|e| BenchError::Failed(e.to_string()))?;
+    fs::write(&json, text).map_err(io(format!("writing {}", json.display())))?;
+    let svg = out.join("chart.svg");
+    chart::draw(&results, &svg)?;
+    println!(
+        "Wrote {} and {} ({:.0} s of measuring).",
+        json.display(),
+        svg.display(),
+        started.elapsed().as_secs_f64()
+    );
+    let _ = fs::remove_dir_all(out.join("run"));
+    Ok(())
+}
+
+/// One host: the 1-host DAG overhead, one process restart our two ways and
+/// supervisord's two ways, and the throughput of the gateway and of gRPC.
+fn single_host(
+    bench: &Bench,
+    python: Option<&Python>,
+    results: &mut Results,
+) -> Result<(), BenchError> {
+    println!("\n== one host: batch restart, process restarts, throughput");
+    let (fleet, rest, ids, took) = bench.start("single", 1)?;
+    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+    println!(
+        "  batch restart of 1 host: {:.0} ms, overhead {:.1} ms per level",
+        run.wall_ms, run.overhead_per_level_ms
+    );
+    results.fleet.push(run);
+    let tasks = rest.get("/api/v2/tasks/instances?size=1")?;
+    let task_id = tasks["contents"][0]["id"]
+        .as_i64()
+        .ok_or_else(|| BenchError::Failed(format!("no task in {tasks}")))?;
+
+    let agent = fleet.hosts[0].addr;
+    let grpc = restart::agent_grpc(&bench.rt, agent, "listener", bench.restarts)?;
+    println!("  {}: median {:.2} ms", grpc.name, grpc.median_ms);
+    results.restart.push(grpc);
+    let via_rest = restart::controller_rest(&rest, ids[0], "listener", bench.restarts)?;
+    println!("  {}: median {:.2} ms", via_rest.name, via_rest.median_ms);
+    results.restart.push(via_rest);
+
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", fleet.admin_password))
+    );
+    let base = format!("http://{HTTP}");
+    let seconds = bench.load_seconds;
+    for path in [
+        format!("/api/v2/tasks/instances/{task_id}"),
+        format!("/api/v2/compute/hosts/{}/agent/processes", ids[0]),
+    ] {
+        let load = throughput::http(&bench.rt, &base, &path, &authorization, seconds)?;
+        println!(
+            "  {} ({}): {:.0} req/s, p99 {:.2} ms",
+            load.target, load.tool, load.per_second, load.p99_ms
+        );
+        results.load.push(load);
+        match throughput::wrk(&base, &path, &authorization, seconds) {
+            Some(load) => {
+                println!(
+                    "  {} (wrk): {:.0} req/s, p99 {:.2} ms",
+                    load.target, load.per_second, load.p99_ms
+                );
+                results.load.push(load);
+            }
+            None if !results.skipped.iter().any(|s| s.starts_with("wrk")) => results
+                .skipped
+                .push("wrk: not installed (apt-get install wrk); the own load tool ran".into()),
+            None => {}
+        }
+    }
+    let grpc_addr: SocketAddr = GRPC.parse().expect("a valid address");
+    let load = throughput::grpc_get_task(&bench.rt, grpc_addr, &authorization, task_id, seconds)?;
+    println!(
+        "  {} ({}): {:.0} req/s, p99 {:.2} ms",
+        load.target, load.tool, load.per_second, load.p99_ms
+    );
+    results.load.push(load);
+    drop(fleet);
+
+    if let Some(python) = python {
+        // supervisord sometimes waits stopwaitsecs (5 s) on a stop that follows a start
+        // closely (the SIGTERM lands before the child's exec), so a quick run does fewer.
+        let rounds = if bench.quick { 10 } else { bench.restarts };
+        let dir = bench.out.join("run").join("supervisord");
+        match supervisord::measure(python, &dir, &bench.demo_proc(), rounds, rounds) {
+            Ok(latencies) => {
+                for l in latencies {
+                    println!("  {}: median {:.2} ms", l.name, l.median_ms);
+                    results.restart.push(l);
+                }
+            }
+            Err(e) => results.skipped.push(format!("supervisord: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// N hosts: the batch restart (and, with 1,000 or more, the store filled with finished
+/// tasks), then Ansible doing the same on the same addresses once the agents are gone.
+fn fleet(
+    bench: &Bench,
+    args: &BenchArgs,
+    python: Option<&Python>,
+    n: usize,
+    results: &mut Results,
+) -> Result<(), BenchError> {
+    println!("\n== {n} hosts: starting {n} agents and a controller");
+    let (fleet, rest, ids, took) = bench.start(&format!("fleet-{n}"), n)?;
+    println!("  started in {:.1} s; batch restart...", took.as_secs_f64());
+    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+    println!(
+        "  batch restart of {n} hosts: {:.0} ms (agents {:.0} ms, overhead {:.0} ms)",
+        run.wall_ms, run.agents_ms, run.overhead_ms
+    );
+    let ours = run.wall_ms;
+    results.fleet.push(run);
+    let fill = args
+        .fill_tasks
+        .unwrap_or(if args.quick { 0 } else { 10_000 });
+    if n >= 1000 && fill > 0 {
+        println!("  filling the store with {fill} finished tasks...");
+        results.store = Some(fleet_restart::fill_store(&fleet, &rest, &ids, fill)?);
+    }
+    let hosts = fleet.hosts.clone();
+    drop(fleet);
+    let Some(python) = python else { return Ok(()) };
+    if args.ansible_max_hosts.is_some_and(|max| n > max) {
+        results
+            .skipped
+            .push(format!("Ansible at {n} hosts: above --ansible-max-hosts"));
+        return Ok(());
+    }
+    println!("  ansible-playbook over {n} hosts...");
+    let dir = bench.out.join("run").join(format!("ansible-{n}"));
+    match ansible::measure(python, &dir, &bench.demo_proc(), &hosts) {
+        Ok(mut a) => {
+            a.ratio = Some(a.wall_ms / ours);
+            println!(
+                "  ansible: {:.0} ms, {:.1}x ours",
+                a.wall_ms,
+                a.ratio.unwrap_or(0.0)
+            );
+            results.ansible.push(a);
+        }
+        Err(e) => results.skipped.push(format!("Ansible at {n} hosts: {e}")),
+    }
+    Ok(())
+}

@@ -1,0 +1,334 @@
+//! The figures of one bench run, the table a human reads, the goals of issue 8 next to
+//! what was measured, and `results.json`, so that runs can be compared by a script.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One batch restart of a whole fleet (scenario 1).
+#[derive(Debug, Clone, Serialize)]
+pub struct FleetRun {
+    pub hosts: usize,
+    pub subtasks: usize,
+    pub levels: usize,
+    /// From just before the POST to the task's own finishTime.
+    pub wall_ms: f64,
+    /// Per stage, the slowest host's step, summed: what the agents themselves spent.
+    pub agents_ms: f64,
+    pub overhead_ms: f64,
+    pub overhead_per_level_ms: f64,
+    /// Controller CPU (user + system) from the POST to the end of the task.
+    pub controller_cpu_s: f64,
+    pub controller_peak_rss_mb: f64,
+    pub agent_mean_rss_idle_mb: f64,
+    pub agent_mean_rss_after_mb: f64,
+    /// How long starting the agents (in batches, until each serves) took.
+    pub fleet_start_s: f64,
+}
+
+/// The same stop-then-start by ansible-playbook (scenario 2).
+#[derive(Debug, Clone, Serialize)]
+pub struct AnsibleRun {
+    pub hosts: usize,
+    pub forks: usize,
+    pub wall_ms: f64,
+    /// Ansible's wall time over ours for the same hosts: how many times faster we are.
+    pub ratio: Option<f64>,
+}
+
+/// A latency distribution of one kind of call.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub name: String,
+    pub samples: usize,
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn of(name: &str, mut samples: Vec<Duration>) -> Latency {
+        samples.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let at = |q: f64| {
+            samples
+                .get(((samples.len().saturating_sub(1)) as f64 * q).round() as usize)
+                .copied()
+                .map_or(0.0, ms)
+        };
+        Latency {
+            name: name.to_string(),
+            samples: samples.len(),
+            median_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: at(1.0),
+        }
+    }
+}
+
+/// Requests per second and tail latency of one route under load (scenario 4).
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    pub target: String,
+    pub tool: String,
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The controller's memory with the largest fleet and many finished tasks in its store.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreFill {
+    pub hosts: usize,
+    pub finished_tasks: usize,
+    pub fill_s: f64,
+    pub controller_rss_mb: f64,
+    pub controller_peak_rss_mb: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub figure: String,
+    /// None when the run did not measure it (e.g. a quick run).
+    pub met: Option<bool>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Results {
+    pub quick: bool,
+    pub machine: String,
+    pub fleet: Vec<FleetRun>,
+    pub ansible: Vec<AnsibleRun>,
+    pub restart: Vec<Latency>,
+    pub load: Vec<Load>,
+    pub store: Option<StoreFill>,
+    pub goals: Vec<Goal>,
+    /// Scenarios that did not run, and why.
+    pub skipped: Vec<String>,
+}
+
+impl Results {
+    fn restart(&self, prefix: &str) -> Option<&Latency> {
+        self.restart.iter().find(|l| l.name.starts_with(prefix))
+    }
+
+    /// Puts each goal of the issue next to the figure that answers it.
+    pub fn judge(&mut self) {
+        let mut goals = Vec::new();
+        let mut goal = |goal: &str, figure: String, met: Option<bool>| {
+            goals.push(Goal {
+                goal: goal.to_string(),
+                figure,
+                met,
+            })
+        };
+        let largest = self.fleet.iter().max_by_key(|f| f.hosts);
+        match largest.filter(|f| f.hosts >= 1000) {
+            Some(f) => goal(
+                "engine overhead, 1,000 hosts: < 1 s",
+                format!("{:.0} ms ({} hosts)", f.overhead_ms, f.hosts),
+                Some(f.overhead_ms < 1000.0),
+            ),
+            None => goal(
+                "engine overhead, 1,000 hosts: < 1 s",
+                largest.map_or("not measured".into(), |f| {
+                    format!("not measured; {:.0} ms at {} hosts", f.overhead_ms, f.hosts)
+                }),
+                None,
+            ),
+        }
+        match self.fleet.iter().find(|f| f.hosts == 1) {
+            Some(f) => goal(
+                "engine overhead, 1 host: < 20 ms per DAG level",
+                format!("{:.1} ms per level", f.overhead_per_level_ms),
+                Some(f.overhead_per_level_ms < 20.0),
+            ),
+            None => goal(
+                "engine overhead, 1 host: < 20 ms per DAG level",
+                "not measured".into(),
+                None,
+            ),
+        }
+        let best = self
+            .ansible
+            .iter()
+            .filter(|a| a.ratio.is_some())
+            .max_by_key(|a| a.hosts);
+        match best {
+            Some(a) => goal(
+                "batch restart, 1,000 hosts: >= 20x faster than Ansible",
+                format!("{:.1}x at {} hosts", a.ratio.unwrap_or(0.0), a.hosts),
+                (a.hosts >= 1000).then(|| a.ratio.unwrap_or(0.0) >= 20.0),
+            ),
+            None => goal(
+                "batch restart, 1,000 hosts: >= 20x faster than Ansible",
+                "not measured".into(),
+                None,
+            ),
+        }
+        let ours = self.restart("agent gRPC");
+        for (theirs, label) in [
+            ("supervisord XML-RPC", "supervisord XML-RPC"),
+            ("supervisorctl", "supervisorctl restart"),
+        ] {
+            if let (Some(o), Some(t)) = (ours, self.restart(theirs)) {
+                let ratio = o.median_ms / t.median_ms;
+                goal(
+                    &format!("one process restart vs {label}: ratio <= 1.0"),
+                    format!(
+                        "{ratio:.2} (median {:.2} ms vs {:.2} ms)",
+                        o.median_ms, t.median_ms
+                    ),
+                    Some(ratio <= 1.0),
+                );
+            }
+        }
+        if let Some(f) = self.fleet.iter().min_by_key(|f| f.hosts) {
+            goal(
+                "idle agent: < 10 MB RSS",
+                format!("{:.1} MB mean", f.agent_mean_rss_idle_mb),
+                Some(f.agent_mean_rss_idle_mb < 10.0),
+            );
+        }
+        match &self.store {
+            Some(s) => goal(
+                "controller, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS",
+                format!(
+                    "{:.0} MB RSS, {:.0} MB peak ({} hosts, {} tasks)",
+                    s.controller_rss_mb, s.controller_peak_rss_mb, s.hosts, s.finished_tasks
+                ),
+                (s.hosts >= 1000 && s.finished_tasks >= 10_000)
+                    .then_some(s.controller_peak_rss_mb < 150.0),
+            ),
+            None => goal(
+                "controller, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS",
+                largest.map_or("not measured".into(), |f| {
+                    format!(
+                        "not measured; {:.0} MB peak at {} hosts",
+                        f.controller_peak_rss_mb, f.hosts
+                    )
+                }),
+                None,
+            ),
+        }
+        for l in self.load.iter().filter(|l| l.target.starts_with("GET")) {
+            goal(
+                &format!("{} ({}): > 10,000 req/s, p99 < 10 ms", l.target, l.tool),
+                format!("{:.0} req/s, p99 {:.2} ms", l.per_second, l.p99_ms),
+                Some(l.per_second > 10_000.0 && l.p99_ms < 10.0),
+            );
+        }
+        self.goals = goals;
+    }
+
+    pub fn table(&self) -> String {
+        let mut t = String::new();
+        let _ = writeln!(t, "machine: {}", self.machine);
+        let _ = writeln!(
+            t,
+            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL)\n{:>6} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "hosts",
+            "subtasks",
+            "wall_ms",
+            "agents_ms",
+            "overhead_ms",
+            "ms/level",
+            "ctl_cpu",
+            "ctl_peak",
+            "agent_mb",
+            "start_s"
+        );
+        for f in &self.fleet {
+            let _ = writeln!(
+                t,
+                "{:>6} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
+                f.hosts,
+                f.subtasks,
+                f.wall_ms,
+                f.agents_ms,
+                f.overhead_ms,
+                f.overhead_per_level_ms,
+                f.controller_cpu_s,
+                f.controller_peak_rss_mb,
+                f.agent_mean_rss_idle_mb,
+                f.fleet_start_s
+            );
+        }
+        if !self.ansible.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n2. ansible-playbook, same stop-then-start\n{:>6} {:>6} {:>10} {:>12}",
+                "hosts", "forks", "wall_ms", "ansible/ours"
+            );
+            for a in &self.ansible {
+                let ratio = a.ratio.map_or("-".into(), |r| format!("{r:.1}x"));
+                let _ = writeln!(
+                    t,
+                    "{:>6} {:>6} {:>10.0} {:>12}",
+                    a.hosts, a.forks, a.wall_ms, ratio
+                );
+            }
+        }
+        if !self.restart.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n3. one process restart\n{:<34} {:>7} {:>10} {:>10} {:>10}",
+                "how", "samples", "median_ms", "p99_ms", "max_ms"
+            );
+            for l in &self.restart {
+                let _ = writeln!(
+                    t,
+                    "{:<34} {:>7} {:>10.2} {:>10.2} {:>10.2}",
+                    l.name, l.samples, l.median_ms, l.p99_ms, l.max_ms
+                );
+            }
+        }
+        if !self.load.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n4. throughput\n{:<44} {:<10} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8}",
+                "target", "tool", "conns", "requests", "errors", "req/s", "p50_ms", "p99_ms"
+            );
+            for l in &self.load {
+                let _ = writeln!(
+                    t,
+                    "{:<44} {:<10} {:>5} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
+                    l.target,
+                    l.tool,
+                    l.connections,
+                    l.requests,
+                    l.errors,
+                    l.per_second,
+                    l.p50_ms,
+                    l.p99_ms
+                );
+            }
+        }
+        if let Some(s) = &self.store {
+            let _ = writeln!(
+                t,
+                "\ncontroller with {} hosts and {} finished tasks (filled in {:.0} s): RSS {:.1} MB, peak {:.1} MB",
+                s.hosts, s.finished_tasks, s.fill_s, s.controller_rss_mb, s.controller_peak_rss_mb
+            );
+        }
+        let _ = writeln!(t, "\ngoals");
+        for g in &self.goals {
+            let verdict = match g.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "-",
+            };
+            let _ = writeln!(t, "  [{verdict:^6}] {:<66} {}", g.goal, g.figure);
+        }
+        for s in &self.skipped {
+            let _ = writeln!(t, "  skipped: {s}");
+        }
+        t
+    }
+}

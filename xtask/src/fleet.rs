@@ -1,0 +1,412 @@
+//! A controller and agents run as separate processes of the real binaries, exactly as
+//! an operator would start them, each logging to a file under the fleet's directory.
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} is already in use: is another demo or controller running? Stop it (Ctrl-C in its terminal) and try again"
+    )]
+    AddressInUse(SocketAddr),
+    #[error("{name} did not start within {secs}s; its log, {log}, says:\n{tail}")]
+    NotReady {
+        name: String,
+        secs: u64,
+        log: String,
+        tail: String,
+    },
+    #[error("{name} exited at start-up ({status}); its log, {log}, says:\n{tail}")]
+    Exited {
+        name: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
+    let what = what.into();
+    move |source| FleetError::Io { what, source }
+}
+
+/// Where everything of one fleet goes and which addresses it takes.
+#[derive(Debug, Clone)]
+pub struct FleetSpec {
+    /// Data, configs and logs; created if missing.
+    pub root: PathBuf,
+    /// Where `ocp-controller`, `ocp-agent` and `ocp-demo-proc` are.
+    pub bin_dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    /// One agent host per address.
+    pub agent_ips: Vec<IpAddr>,
+    /// The agent's port on every host; the demo processes take the next three.
+    pub agent_port: u16,
+    /// What every agent supervises.
+    pub profile: AgentProfile,
+    /// Extra flags of `ocp-controller`, e.g. heartbeat timings.
+    pub controller_args: Vec<String>,
+}
+
+/// The processes each agent of a fleet supervises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentProfile {
+    /// Two basic processes (one the proxy) and a work process, each listening.
+    Demo,
+    /// The benchmark's host: a tiny listener and a sleeper, both basic, no proxy,
+    /// `min_live = "0s"` so that a start is done as soon as the port listens.
+    Bench,
+}
+
+/// The controller flags of the demo and the end-to-end test: heartbeats fast enough
+/// that a stopped agent shows as OFFLINE within seconds.
+pub fn demo_controller_args() -> Vec<String> {
+    ["--heartbeat-interval", "2s", "--offline-grace", "6s"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// How many agents start at once: enough to overlap their start-up, few enough that a
+/// thousand of them do not stampede two cores.
+const START_BATCH: usize = 64;
+
+/// One host's agent: where it listens and what it supervises.
+#[derive(Debug, Clone)]
+pub struct AgentHost {
+    pub ip: IpAddr,
+    pub addr: SocketAddr,
+    /// The basic process listening on a port, the proxy, and the work process.
+    pub listener_port: u16,
+    pub proxy_port: u16,
+    pub worker_port: u16,
+}
+
+pub struct Fleet {
+    pub spec: FleetSpec,
+    pub hosts: Vec<AgentHost>,
+    pub admin_password: String,
+    controller: Option<Child>,
+    agents: Vec<Child>,
+}
+
+impl FleetSpec {
+    pub fn binary(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{name}.log"))
+    }
+}
+
+impl Fleet {
+    /// Starts the agents, then the controller, and waits until every one serves.
+    /// What was started is stopped again if a later one fails.
+    pub fn start(spec: FleetSpec) -> Result<Fleet, FleetError> {
+        let hosts: Vec<AgentHost> = spec
+            .agent_ips
+            .iter()
+            .map(|&ip| AgentHost {
+                ip,
+                addr: SocketAddr::new(ip, spec.agent_port),
+                listener_port: spec.agent_port + 1,
+                proxy_port: spec.agent_port + 2,
+                worker_port: spec.agent_port + 3,
+            })
+            .collect();
+        let listening = match spec.profile {
+            AgentProfile::Demo => 3,
+            AgentProfile::Bench => 2,
+        };
+        for addr in [spec.grpc, spec.http]
+            .into_iter()
+            .chain(hosts.iter().flat_map(|h| {
+                [
+                    h.addr,
+                    SocketAddr::new(h.ip, h.listener_port),
+                    SocketAddr::new(h.ip, h.proxy_port),
+                ]
+                .into_iter()
+                .take(listening)
+            }))
+        {
+            if std::net::TcpListener::bind(addr).is_err() {
+                return Err(FleetError::AddressInUse(addr));
+            }
+        }
+        fs::create_dir_all(spec.root.join("logs"))
+            .map_err(io(format!("creating {}", spec.root.display())))?;
+        let mut fleet = Fleet {
+            spec,
+            hosts,
+            admin_password: String::new(),
+            controller: None,
+            agents: Vec::new(),
+        };
+        let hosts = fleet.hosts.clone();
+        for batch in hosts.chunks(START_BATCH) {
+            let first = fleet.agents.len();
+            for host in batch {
+                let child = fleet.spawn_agent(host)?;
+                fleet.agents.push(child);
+            }
+            for (i, host) in batch.iter().enumerate() {
+                let name = format!("agent-{}", host.ip);
+                wait_ready(
+                    &name,
+                    &fleet.spec.log(&name),
+                    &mut fleet.agents[first + i],
+                    host.addr,
+                )?;
+            }
+        }
+        let child = fleet.spawn_controller()?;
+        let controller = fleet.controller.insert(child);
+        wait_ready(
+            "controller",
+            &fleet.spec.log("controller"),
+            controller,
+            fleet.spec.http,
+        )?;
+        let password_file = fleet.spec.root.join("controller").join("admin-password");
+        fleet.admin_password = fs::read_to_string(&password_file)
+            .map_err(io(format!("reading {}", password_file.display())))?
+            .trim()
+            .to_string();
+        Ok(fleet)
+    }
+
+    /// The controller's pid, for reading its CPU time and memory from /proc.
+    pub fn controller_pid(&self) -> Option<u32> {
+        self.controller.as_ref().map(Child::id)
+    }
+
+    /// The agents' pids, in host order.
+    pub fn agent_pids(&self) -> Vec<u32> {
+        self.agents.iter().map(Child::id).collect()
+    }
+
+    pub fn password_file(&self) -> PathBuf {
+        self.spec.root.join("controller").join("admin-password")
+    }
+
+    fn spawn_agent(&self, host: &AgentHost) -> Result<Child, FleetError> {
+        let name = format!("agent-{}", host.ip);
+        let dir = self.spec.root.join(&name);
+        fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let config = match self.spec.profile {
+            AgentProfile::Demo => self.demo_config(host, &dir),
+            AgentProfile::Bench => self.bench_config(host, &dir),
+        };
+        let config_path = dir.join("agent.toml");
+        fs::write(&config_path, config)
+            .map_err(io(format!("writing {}", config_path.display())))?;
+        spawn_logged(
+            Command::new(self.spec.binary("ocp-agent"))
+                .arg("--listen")
+                .arg(host.addr.to_string())
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--data-dir")
+                .arg(dir.join("data")),
+            &self.spec.log(&name),
+        )
+    }
+
+    fn bench_config(&self, host: &AgentHost, dir: &Path) -> String {
+        let demo = self.spec.binary("ocp-demo-proc");
+        format!(
+            r#"# A benchmark host: a tiny listener and a sleeper, both basic.
+[agent]
+version = "bench"
+install_home = "{home}"
+log_home = "{home}"
+
+[[process]]
+alias = "listener"
+command = {demo:?}
+args = ["--listen", "{ip}:{port}"]
+ports = [{port}]
+stop_timeout = "5s"
+min_live = "0s"
+
+[[process]]
+alias = "sleeper"
+command = {demo:?}
+args = ["--sleep"]
+stop_timeout = "5s"
+min_live = "0s"
+"#,
+            home = dir.display(),
+            ip = host.ip,
+            port = host.listener_port,
+        )
+    }
+
+    fn demo_config(&self, host: &AgentHost, dir: &Path) -> String {
+        let demo = self.spec.binary("ocp-demo-proc");
+        let ip = host.ip;
+        format!(
+            r#"# A demo host: two basic processes (one of them the proxy) and a work process.
+[agent]
+version = "4.2.1-demo"
+install_home = "{home}"
+log_home = "{home}/log"
+
+[[process]]
+alias = "ocp_monagent"
+command = {demo:?}
+args = ["--listen", "{ip}:{listener}"]
+ports = [{listener}]
+log_file = "log/ocp_monagent.log"
+stop_timeout = "5s"
+min_live = "200ms"
+
+[[process]]
+alias = "pos_proxy"
+command = {demo:?}
+args = ["--listen", "{ip}:{proxy}"]
+ports = [{proxy}]
+proxy = true
+log_file = "log/pos_proxy.log"
+stop_timeout = "5s"
+min_live = "200ms"
+
+[[process]]
+alias = "ob_cleaner"
+command = {demo:?}
+args = ["--listen", "{ip}:{worker}"]
+ports = [{worker}]
+kind = "work"
+log_file = "log/ob_cleaner.log"
+min_live = "200ms"
+"#,
+            home = dir.display(),
+            listener = host.listener_port,
+            proxy = host.proxy_port,
+            worker = host.worker_port,
+        )
+    }
+
+    fn spawn_controller(&self) -> Result<Child, FleetError> {
+        spawn_logged(
+            Command::new(self.spec.binary("ocp-controller"))
+                .arg("--grpc-addr")
+                .arg(self.spec.grpc.to_string())
+                .arg("--http-addr")
+                .arg(self.spec.http.to_string())
+                .arg("--data-dir")
+                .arg(self.spec.root.join("controller"))
+                .args(&self.spec.controller_args),
+            &self.spec.log("controller"),
+        )
+    }
+
+    /// SIGTERM to every process, the controller first, then a bounded wait, then SIGKILL.
+    pub fn stop(&mut self) {
+        let mut children: Vec<Child> = self.controller.take().into_iter().collect();
+        children.append(&mut self.agents);
+        for child in &children {
+            terminate(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for mut child in children {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() < deadline => {
+                        thread::sleep(Duration::from_millis(20))
+                    }
+                    Ok(None) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn terminate(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: plain kill(2) on a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child, FleetError> {
+    let file = fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
+    let err = file
+        .try_clone()
+        .map_err(io(format!("opening {}", log.display())))?;
+    command
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        )
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(io(format!("starting {:?}", command.get_program())))
+}
+
+fn wait_ready(
+    name: &str,
+    log: &Path,
+    child: &mut Child,
+    addr: SocketAddr,
+) -> Result<(), FleetError> {
+    let limit = Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(FleetError::Exited {
+                name: name.to_string(),
+                status: status.to_string(),
+                log: log.display().to_string(),
+                tail: tail(log),
+            });
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(FleetError::NotReady {
+                name: name.to_string(),
+                secs: limit.as_secs(),
+                log: log.display().to_string(),
+                tail: tail(log),
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last lines of a log, for an error message.
+pub fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

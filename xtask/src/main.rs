@@ -1,0 +1,33 @@
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Developer tasks of the ocp-rs workspace"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build, start a controller and three agents on 127.0.0.2-4, run a batch restart
+    /// while showing its DAG, print ready-to-paste commands, and run until Ctrl-C.
+    Demo(xtask::demo::DemoArgs),
+    /// Build in release mode and measure: fleet batch restarts, against Ansible and
+    /// supervisord, and the gateway's throughput; writes target/bench/results.json and chart.svg.
+    Bench(xtask::bench::BenchArgs),
+}
+
+fn main() {
+    let args = Args::parse();
+    let result = match args.command {
+        Command::Demo(demo) => xtask::demo::run(demo),
+        Command::Bench(bench) => xtask::bench::run(bench).map_err(anyhow::Error::from),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}

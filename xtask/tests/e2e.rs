@@ -1,0 +1,360 @@
+//! End to end, as a user would: the real `ocp-controller` and three real `ocp-agent`
+//! processes, driven over HTTP with Basic auth and discovered over gRPC reflection the
+//! way grpcurl does, with every claim checked against the OS.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde_json::{Value, json};
+use tokio_stream::StreamExt;
+use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, demo_controller_args};
+use xtask::rest::Rest;
+
+fn bin_dir() -> PathBuf {
+    // target/debug/deps/e2e-... -> target/debug
+    let exe = std::env::current_exe().expect("test binary");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn free_port(ip: IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fleet on 127.0.0.12-14, away from the demo's addresses; ports are picked free, and
+/// picked again if another program took one in between.
+fn start_fleet(root: PathBuf) -> Fleet {
+    let bins = bin_dir();
+    for name in ["ocp-controller", "ocp-agent", "ocp-demo-proc"] {
+        assert!(
+            bins.join(name).exists(),
+            "{name} is missing in {}: run `cargo build --workspace --bins` (cargo test --workspace builds them)",
+            bins.display()
+        );
+    }
+    let ips: Vec<IpAddr> = (12..=14)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for _ in 0..5 {
+        let spec = FleetSpec {
+            root: root.clone(),
+            bin_dir: bins.clone(),
+            grpc: SocketAddr::new(local, free_port(local)),
+            http: SocketAddr::new(local, free_port(local)),
+            agent_ips: ips.clone(),
+            agent_port: free_port(ips[0]).min(65000),
+            profile: AgentProfile::Demo,
+            controller_args: demo_controller_args(),
+        };
+        match Fleet::start(spec) {
+            Ok(fleet) => return fleet,
+            Err(FleetError::AddressInUse(addr)) => {
+                eprintln!("{addr} was taken; picking other ports")
+            }
+            Err(e) => panic!("the fleet did not start: {e}"),
+        }
+    }
+    panic!("no free ports after 5 tries");
+}
+
+fn pid_alive(pid: i64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// alias -> (id, pid, status) of a host's processes, from the REST list.
+fn processes(rest: &Rest, host: i64) -> HashMap<String, (i64, i64, String)> {
+    let page = rest
+        .get(&format!(
+            "/api/v2/compute/hosts/{host}/agent/processes?size=100"
+        ))
+        .expect("process list");
+    page["contents"]
+        .as_array()
+        .expect("contents")
+        .iter()
+        .map(|p| {
+            (
+                p["alias"].as_str().unwrap_or_default().to_string(),
+                (
+                    p["id"].as_i64().unwrap_or(0),
+                    p["pid"].as_i64().unwrap_or(0),
+                    p["status"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn wait_task(rest: &Rest, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = rest.get(&format!("/tasks/instances/{id}")).expect("task");
+        if task["status"] != "RUNNING" {
+            return task;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} still running: {task:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const BASIC: [&str; 2] = ["ocp_monagent", "pos_proxy"];
+
+#[test]
+fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut fleet = start_fleet(dir.path().join("fleet"));
+    let rest = Rest::new(
+        &format!("http://{}", fleet.spec.http),
+        "admin",
+        &fleet.admin_password,
+    );
+
+    let mut hosts = Vec::new();
+    for h in &fleet.hosts {
+        let host = rest
+            .post(
+                "/api/v2/compute/hosts",
+                json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
+            )
+            .expect("add host");
+        hosts.push(host["id"].as_i64().expect("id"));
+    }
+    let before: Vec<_> = hosts.iter().map(|&h| processes(&rest, h)).collect();
+    for ps in &before {
+        for alias in BASIC {
+            assert!(pid_alive(ps[alias].1), "{alias} runs at start: {ps:?}");
+        }
+    }
+
+    // Batch restart, with the documented lower-case body.
+    let task = rest
+        .post(
+            "/compute/hosts/batchRestartAgents",
+            json!({"hostids": hosts}),
+        )
+        .expect("batch restart");
+    assert_eq!(task["subtasks"].as_array().map(Vec::len), Some(5 * 3 + 4));
+    let done = wait_task(&rest, task["id"].as_i64().expect("task id"));
+    assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
+    for (host, old) in hosts.iter().zip(&before) {
+        let new = processes(&rest, *host);
+        for alias in BASIC {
+            let (old_pid, new_pid) = (old[alias].1, new[alias].1);
+            assert_ne!(old_pid, new_pid, "{alias} got a new pid");
+            assert!(!pid_alive(old_pid), "{alias}: old pid {old_pid} is gone");
+            assert!(pid_alive(new_pid), "{alias}: new pid {new_pid} runs");
+        }
+    }
+
+    // One process: start the work process, then restart it.
+    let (worker, _, status) = processes(&rest, hosts[0])["ob_cleaner"].clone();
+    assert_eq!(status, "STOPPED", "a work process waits to be asked");
+    let started = rest
+        .post(
+            &format!(
+                "/api/v2/compute/hosts/{}/agent/processes/{worker}/start",
+                hosts[0]
+            ),
+            json!({}),
+        )
+        .expect("start one process");
+    let first_pid = started["pid"].as_i64().expect("pid");
+    assert!(pid_alive(first_pid));
+    let restarted = rest
+        .post(
+            &format!(
+                "/compute/hosts/{}/agent/processes/{worker}/restart",
+                hosts[0]
+            ),
+            json!({}),
+        )
+        .expect("restart one process");
+    assert_eq!(restarted["status"], "STARTED");
+    assert_eq!(
+        restarted["id"].as_i64(),
+        Some(worker),
+        "the process keeps its id"
+    );
+    let second_pid = restarted["pid"].as_i64().expect("pid");
+    assert!(second_pid != first_pid && pid_alive(second_pid) && !pid_alive(first_pid));
+    assert_eq!(
+        restarted.as_object().map(|o| o.len()),
+        Some(14),
+        "{restarted:#}"
+    );
+
+    // Batch stop: the basic processes are really gone.
+    let stop = rest
+        .post(
+            "/api/v2/compute/hosts/batchStopAgents",
+            json!({"hostIds": hosts}),
+        )
+        .expect("batch stop");
+    let done = wait_task(&rest, stop["id"].as_i64().expect("task id"));
+    assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
+    let mut stopped_pids = Vec::new();
+    for &host in &hosts {
+        let ps = processes(&rest, host);
+        for alias in BASIC {
+            assert_eq!(
+                (ps[alias].1, ps[alias].2.as_str()),
+                (0, "STOPPED"),
+                "{alias}"
+            );
+        }
+        stopped_pids.extend(BASIC.iter().map(|a| ps[*a].1));
+    }
+
+    let grpc = fleet.spec.grpc;
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(discover_like_grpcurl(grpc));
+
+    fleet.stop();
+    assert!(
+        !pid_alive(second_pid),
+        "stopping the fleet stops the work process too"
+    );
+}
+
+/// `grpcurl list`, `grpcurl describe` and a health check, over reflection v1 and v1alpha.
+async fn discover_like_grpcurl(addr: SocketAddr) {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let ask = |message_request| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(message_request),
+    };
+    let mut client = ServerReflectionClient::new(channel.clone());
+    let mut replies = client
+        .server_reflection_info(tokio_stream::iter([ask(MessageRequest::ListServices(
+            String::new(),
+        ))]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = replies
+        .next()
+        .await
+        .expect("reply")
+        .expect("ok")
+        .message_response
+    else {
+        panic!("not a service list");
+    };
+    let services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for wanted in [
+        "ocp.v1.HostAgentService",
+        "ocp.v1.TaskService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.iter().any(|s| s == wanted),
+            "{wanted} in {services:?}"
+        );
+    }
+
+    // describe: every method of both services resolves, with its input and output types.
+    for (service, methods) in [("ocp.v1.HostAgentService", 15), ("ocp.v1.TaskService", 2)] {
+        let mut replies = client
+            .server_reflection_info(tokio_stream::iter([ask(
+                MessageRequest::FileContainingSymbol(service.to_string()),
+            )]))
+            .await
+            .expect("file containing symbol")
+            .into_inner();
+        let Some(MessageResponse::FileDescriptorResponse(files)) = replies
+            .next()
+            .await
+            .expect("reply")
+            .expect("ok")
+            .message_response
+        else {
+            panic!("no descriptor for {service}");
+        };
+        let short = service.rsplit('.').next().expect("name");
+        let described = files
+            .file_descriptor_proto
+            .iter()
+            .filter_map(|bytes| prost_types::FileDescriptorProto::decode(bytes.as_slice()).ok())
+            .flat_map(|f| f.service)
+            .find(|s| s.name() == short)
+            .unwrap_or_else(|| panic!("{service} described"));
+        assert!(
+            described.method.len() >= methods,
+            "{service}: {:?}",
+            described.method
+        );
+        assert!(
+            described
+                .method
+                .iter()
+                .all(|m| m.input_type().starts_with(".ocp.v1."))
+        );
+    }
+
+    // v1alpha, which older grpcurl builds use.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut replies = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            }]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) = replies
+            .next()
+            .await
+            .expect("reply")
+            .expect("ok")
+            .message_response
+        else {
+            panic!("not a service list");
+        };
+        assert!(list.service.iter().any(|s| s.name == "ocp.v1.TaskService"));
+    }
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+}
