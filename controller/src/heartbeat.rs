@@ -2,27 +2,35 @@
 //!
 //! A host whose agent stops answering stays as it was for `offline_grace` (a restart of
 //! the agent is not an outage), then goes OFFLINE; one answer brings it back ONLINE.
-//! Checks run concurrently, bounded, so a large fleet is covered within one interval.
+//!
+//! A check waits for its answer as long as the grace, not a short deadline: an agent
+//! starved of CPU during a fleet-wide restart answers late but answers, and a late
+//! answer is a sign of life. A host with a check still out gets no second one, so a
+//! slow agent is never buried under queued checks; the rule "no answer for the whole
+//! grace" is applied on every round all the same, so a partitioned host, whose check
+//! simply hangs, goes OFFLINE on time. Checks run concurrently, bounded, so a large
+//! fleet is covered within one interval.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use proto::agent::v1::GetAgentInfoRequest;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agents::{self, AgentPool, CallOrigin};
-use crate::model::{Host, HostStatus, now_millis};
+use crate::model::{Host, HostStatus, Millis, now_millis};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct HeartbeatOptions {
     pub interval: Duration,
-    /// How long one check may take.
-    pub timeout: Duration,
+    /// How long an agent may stay silent before its host is OFFLINE; also how long one
+    /// check waits for its answer.
     pub offline_grace: Duration,
-    /// How many hosts are checked at once.
+    /// How many checks may be out at once.
     pub concurrency: usize,
 }
 
@@ -30,7 +38,6 @@ impl Default for HeartbeatOptions {
     fn default() -> Self {
         HeartbeatOptions {
             interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(3),
             offline_grace: Duration::from_secs(30),
             concurrency: 1024,
         }
@@ -45,74 +52,121 @@ pub struct Heartbeat {
     pub wake: Arc<Notify>,
 }
 
+/// What the loop and the checks it spawned share.
+struct Checks {
+    store: Store,
+    agents: Arc<AgentPool>,
+    options: HeartbeatOptions,
+    /// Hosts whose check has not come back yet.
+    out: Mutex<HashSet<i64>>,
+    permits: Semaphore,
+}
+
 impl Heartbeat {
     pub async fn run(self, cancel: CancellationToken) {
+        let checks = Arc::new(Checks {
+            permits: Semaphore::new(self.options.concurrency.max(1)),
+            store: self.store,
+            agents: self.agents,
+            options: self.options,
+            out: Mutex::new(HashSet::new()),
+        });
+        let tracker = TaskTracker::new();
         loop {
-            if let Err(e) = self.check_all().await {
+            if let Err(e) = checks.round(&tracker, &cancel).await {
                 tracing::warn!("heartbeat round failed: {e}");
             }
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.options.interval) => {}
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(checks.options.interval) => {}
                 _ = self.wake.notified() => {}
             }
         }
+        tracker.close();
+        tracker.wait().await;
     }
+}
 
-    async fn check_all(&self) -> Result<(), StoreError> {
-        let hosts = self.store.all_hosts().await?;
-        futures::stream::iter(hosts)
-            .for_each_concurrent(self.options.concurrency.max(1), |host| async move {
-                if let Err(e) = self.check(&host).await {
-                    tracing::warn!(host_id = host.id, "recording heartbeat failed: {e}");
+impl Checks {
+    /// Judges every host by its last answer and sends a check to each host that has
+    /// none out.
+    async fn round(
+        self: &Arc<Self>,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        for host in self.store.all_hosts().await? {
+            let waiting = !self.lock_out().insert(host.id);
+            if waiting {
+                self.judge(&host, "its last check is still unanswered")
+                    .await?;
+                continue;
+            }
+            let checks = Arc::clone(self);
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    result = checks.check(&host) => if let Err(e) = result {
+                        tracing::warn!(host_id = host.id, "recording heartbeat failed: {e}");
+                    }
                 }
-            })
-            .await;
+                checks.lock_out().remove(&host.id);
+            });
+        }
         Ok(())
     }
 
+    fn lock_out(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     async fn check(&self, host: &Host) -> Result<(), StoreError> {
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Ok(());
+        };
+        let wait = self.options.offline_grace;
         let answer = match self.agents.client(host) {
             Ok(mut client) => {
-                let request = agents::request(
-                    GetAgentInfoRequest {},
-                    self.options.timeout,
-                    &CallOrigin::default(),
-                );
-                match tokio::time::timeout(self.options.timeout, client.get_agent_info(request))
-                    .await
-                {
+                let request = agents::request(GetAgentInfoRequest {}, wait, &CallOrigin::default());
+                match tokio::time::timeout(wait, client.get_agent_info(request)).await {
                     Ok(Ok(info)) => Ok(info.into_inner()),
                     Ok(Err(status)) => Err(status.message().to_string()),
-                    Err(_) => Err("no answer in time".to_string()),
+                    Err(_) => Err(format!("no answer in {}", humantime::format_duration(wait))),
                 }
             }
             Err(e) => Err(e.to_string()),
         };
-        let now = now_millis();
         match answer {
             Ok(info) => {
+                self.agents.answered(host.id);
                 if host.status != HostStatus::Online {
                     tracing::info!(host_id = host.id, "host is ONLINE");
                 }
                 self.store
-                    .record_heartbeat(host.id, &agents::summary(&info), now)
-                    .await?;
+                    .record_heartbeat(host.id, &agents::summary(&info), now_millis())
+                    .await
             }
-            Err(reason) => {
-                let since = host
-                    .last_available_time
-                    .max(self.agents.last_answer(host.id))
-                    .unwrap_or(host.create_time);
-                let grace =
-                    i64::try_from(self.options.offline_grace.as_millis()).unwrap_or(i64::MAX);
-                if now.saturating_sub(since) >= grace && host.status != HostStatus::Offline {
-                    tracing::warn!(host_id = host.id, "host is OFFLINE: {reason}");
-                    self.store
-                        .set_host_status(host.id, HostStatus::Offline, None)
-                        .await?;
-                }
-            }
+            Err(reason) => match self.store.get_host(host.id).await? {
+                Some(host) => self.judge(&host, &reason).await,
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// OFFLINE once nothing was heard from the agent for the whole grace, counted from
+    /// its last answer to anything (a heartbeat or a step's call).
+    async fn judge(&self, host: &Host, reason: &str) -> Result<(), StoreError> {
+        let since: Millis = host
+            .last_available_time
+            .max(self.agents.last_answer(host.id))
+            .unwrap_or(host.create_time);
+        let grace = i64::try_from(self.options.offline_grace.as_millis()).unwrap_or(i64::MAX);
+        if now_millis().saturating_sub(since) >= grace && host.status != HostStatus::Offline {
+            tracing::warn!(host_id = host.id, "host is OFFLINE: {reason}");
+            self.store
+                .set_host_status(host.id, HostStatus::Offline, None)
+                .await?;
         }
         Ok(())
     }

@@ -41,7 +41,6 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     let mut options = controller_options(dir.path(), None);
     options.heartbeat = HeartbeatOptions {
         interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
         offline_grace: Duration::from_millis(800),
         concurrency: 16,
     };
@@ -101,4 +100,79 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     agent.restart().await;
     wait_host_status(grpc, host, "ONLINE").await;
     controller.shutdown().await;
+}
+
+/// An agent starved of CPU answers late but answers. Behind a link that delivers its
+/// every answer 1.5 s late (more than any short deadline would allow), its host becomes
+/// and stays ONLINE, and lastAvailableTime moves on; once it is silent for longer than
+/// the grace (frozen by SIGSTOP) the host goes OFFLINE all the same, and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_answers_late_stays_online() {
+    let tag = common::proc_agent::unique_tag();
+    let demo = workspace_bin("ocp-demo-proc");
+    let config = format!(
+        "[[process]]\nalias = \"monagent\"\ncommand = {demo:?}\nargs = [\"--tag\", \"{tag}-monagent\"]\nmin_live = \"0s\"\n"
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let agent = common::proc_agent::ProcAgent::start(addr, &[], tag, &config).await;
+    let pid = libc::pid_t::try_from(agent.pid().expect("agent pid")).expect("pid");
+    let link = common::slow_link::SlowLink::start(addr, Duration::from_millis(1500)).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = controller_options(dir.path(), None);
+    options.heartbeat = HeartbeatOptions {
+        interval: Duration::from_millis(200),
+        offline_grace: Duration::from_secs(4),
+        concurrency: 16,
+    };
+    let controller = Controller::start(options).await.expect("controller");
+    let grpc = controller.grpc_addr();
+    let host = hosts_client(grpc)
+        .await
+        .add_host(proto::ocp::v1::AddHostRequest {
+            inner_ip_address: link.addr.ip().to_string(),
+            agent_port: u32::from(link.addr.port()),
+            name: String::new(),
+        })
+        .await
+        .expect("add host")
+        .into_inner()
+        .id;
+    wait_host_status(grpc, host, "ONLINE").await;
+    let last_available = || async move {
+        hosts_client(grpc)
+            .await
+            .get_host_agent(HostRequest { host_id: host })
+            .await
+            .expect("host agent")
+            .into_inner()
+            .last_available_time
+    };
+    let before = last_available().await;
+    let watched = tokio::time::Instant::now();
+    while watched.elapsed() < Duration::from_secs(6) {
+        let status = hosts_client(grpc)
+            .await
+            .get_host(HostRequest { host_id: host })
+            .await
+            .expect("get host")
+            .into_inner()
+            .status;
+        assert_eq!(status, "ONLINE", "a slow agent's host");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(before, last_available().await, "late answers are recorded");
+
+    let signal = |sig| assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal the agent");
+    signal(libc::SIGSTOP);
+    let frozen = tokio::time::Instant::now();
+    wait_host_status(grpc, host, "OFFLINE").await;
+    signal(libc::SIGCONT);
+    assert!(
+        frozen.elapsed() >= Duration::from_secs(2),
+        "OFFLINE only after the grace: {:?}",
+        frozen.elapsed()
+    );
+    wait_host_status(grpc, host, "ONLINE").await;
+    drop(agent);
 }

@@ -4,4 +4,5 @@
 pub mod fleet;
 pub mod netns;
 pub mod proc_agent;
+pub mod slow_link;
 pub mod stores;
