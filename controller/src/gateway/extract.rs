@@ -7,11 +7,12 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -238,22 +239,8 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            let status = e.status();
-            let mut error = ApiError::new(
-                status,
-                super::error::codes::ILLEGAL_ARGUMENT,
-                format!("the request body cannot be read: {}", e.body_text()),
-            );
-            if status == StatusCode::PAYLOAD_TOO_LARGE {
-                error.message = format!(
-                    "the request body is larger than {} bytes",
-                    super::BODY_LIMIT
-                );
-            }
-            error
-        })?;
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid(
                 "body",
@@ -268,6 +255,47 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .map(JsonBody)
             .map_err(|e| body_error(&value, e))
     }
+}
+
+/// How much of an oversized body is still read, and for how long, before answering
+/// 413: a client still sending when the server closes gets a reset instead of the
+/// answer, and would never learn what was wrong (what nginx calls a lingering close).
+const DRAIN_LIMIT: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+/// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
+async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
+    let unreadable = |e: axum::Error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            super::error::codes::ILLEGAL_ARGUMENT,
+            format!("the request body cannot be read: {e}"),
+        )
+    };
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(unreadable)?;
+        if body.len() + chunk.len() > super::BODY_LIMIT {
+            let drained = async {
+                let mut seen = body.len() + chunk.len();
+                while let Some(Ok(chunk)) = stream.next().await {
+                    seen += chunk.len();
+                    if seen > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                super::error::codes::ILLEGAL_ARGUMENT,
+                format!("the request body is larger than {} bytes", super::BODY_LIMIT),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn body_error(value: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
