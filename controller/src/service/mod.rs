@@ -161,6 +161,9 @@ pub struct Core {
     host_added: Arc<Notify>,
     /// When each host's inventory was last read from its agent.
     refreshed: Arc<Mutex<HashMap<i64, Instant>>>,
+    /// One refresh per host at a time: readers that find the inventory stale while a
+    /// refresh is out wait for it instead of all calling the agent at once.
+    refreshing: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
     finished: Arc<finished::FinishedTasks>,
 }
 
@@ -183,6 +186,7 @@ impl Core {
             options,
             host_added: Arc::new(Notify::new()),
             refreshed: Arc::new(Mutex::new(HashMap::new())),
+            refreshing: Arc::new(Mutex::new(HashMap::new())),
             finished,
         }
     }
@@ -266,6 +270,10 @@ impl Core {
             Ok(Some(host)) => {
                 self.agents.forget(&host);
                 self.lock_refreshed().remove(&id);
+                self.refreshing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 Ok(host)
             }
             Ok(None) => Err(CoreError::HostNotFound(id)),
@@ -456,26 +464,44 @@ impl Core {
         caller: &Caller,
     ) -> Result<HostAgentView, CoreError> {
         let host = self.get_host(host_id).await?;
-        let fresh = self
-            .lock_refreshed()
-            .get(&host_id)
-            .is_some_and(|at| at.elapsed() < self.options.refresh_ttl);
-        let processes = if fresh {
-            self.store.list_processes(host_id).await?
-        } else {
-            match self.refresh(&host, caller).await {
-                Ok(processes) => {
-                    self.lock_refreshed().insert(host_id, Instant::now());
-                    processes
-                }
-                Err(e) => {
-                    tracing::info!(host_id, "showing stored inventory: {e}");
-                    self.store.list_processes(host_id).await?
-                }
+        if self.fresh(host_id) {
+            let processes = self.store.list_processes(host_id).await?;
+            return Ok(HostAgentView { host, processes });
+        }
+        let gate = Arc::clone(
+            self.refreshing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(host_id)
+                .or_default(),
+        );
+        let _refreshing = gate.lock().await;
+        if self.fresh(host_id) {
+            let processes = self.store.list_processes(host_id).await?;
+            return Ok(HostAgentView {
+                host: self.get_host(host_id).await?,
+                processes,
+            });
+        }
+        let processes = match self.refresh(&host, caller).await {
+            Ok(processes) => {
+                self.lock_refreshed().insert(host_id, Instant::now());
+                processes
+            }
+            Err(e) => {
+                tracing::info!(host_id, "showing stored inventory: {e}");
+                self.store.list_processes(host_id).await?
             }
         };
+        // The refresh may have changed the host's agent summary and status.
         let host = self.get_host(host_id).await?;
         Ok(HostAgentView { host, processes })
+    }
+
+    fn fresh(&self, host_id: i64) -> bool {
+        self.lock_refreshed()
+            .get(&host_id)
+            .is_some_and(|at| at.elapsed() < self.options.refresh_ttl)
     }
 
     pub async fn host_processes(
