@@ -34,8 +34,10 @@ struct Args {
     /// This controller's address as tasks and responses show it; defaults to the gRPC address's IP.
     #[arg(long, env = "OCP_ADVERTISE")]
     advertise: Option<String>,
-    /// How many subtasks of one task run at once.
-    #[arg(long, env = "OCP_TASK_CONCURRENCY", default_value_t = 256)]
+    /// How many subtasks of one task run at once: enough for every host of a
+    /// 1,000-host batch to run its stage together.
+    #[arg(long, env = "OCP_TASK_CONCURRENCY", default_value_t = 1024,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     task_concurrency: usize,
     /// Caps every subtask's timeout, e.g. "30s".
     #[arg(long, env = "OCP_MAX_SUBTASK_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -54,8 +56,35 @@ enum Command {
     HashPassword,
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    limit_malloc_arenas();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ocp-controller: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    runtime.block_on(async_main());
+}
+
+/// glibc gives each thread that allocates its own arena, up to eight per core, and
+/// keeps what each one freed. With the runtime's workers, the blocking pool and one
+/// thread per SQLite connection, a 1,000-host batch restart left the controller at
+/// 188 MB RSS for 108 MB of peak heap (heaptrack); two arenas brought it to 138 MB.
+/// Must run before any thread starts.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+async fn async_main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// Skip the Ansible and supervisord comparisons (no Python needed).
     #[arg(long)]
     pub no_python: bool,
-    /// The controller's --task-concurrency (default: the controller's own, 256).
+    /// The controller's --task-concurrency (default: the controller's own, 1024).
     #[arg(long)]
     pub task_concurrency: Option<usize>,
 }
