@@ -299,9 +299,22 @@ min_live = "200ms"
         )
     }
 
+    /// `OCP_CONTROLLER_WRAPPER` (e.g. `heaptrack -o /tmp/ctl`) runs the controller under
+    /// a profiler; the figures measured from its pid are then the wrapper's.
     fn spawn_controller(&self) -> Result<Child, FleetError> {
+        let binary = self.spec.binary("ocp-controller");
+        let wrapper = std::env::var("OCP_CONTROLLER_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(&binary);
+                c
+            }
+            None => Command::new(&binary),
+        };
         spawn_logged(
-            Command::new(self.spec.binary("ocp-controller"))
+            command
                 .arg("--grpc-addr")
                 .arg(self.spec.grpc.to_string())
                 .arg("--http-addr")
