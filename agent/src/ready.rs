@@ -1,9 +1,11 @@
 //! When a spawned process counts as started: it lived `min_live` and every one of
 //! its `ports` listens on a socket of its group.
 //!
-//! The wait races the child's exit against a short, growing port poll (1 ms up to
-//! 10 ms), so a process that is ready quickly is seen as ready quickly, and one
-//! that dies is seen dying at once rather than at the end of a fixed sleep.
+//! The wait races the child's exit against a short port poll (every 1 ms for the
+//! first 10 ms, then growing to 10 ms), so a process that is ready quickly is seen as
+//! ready quickly, and one that dies is seen dying at once rather than at the end of a
+//! fixed sleep. Most processes bind within a few milliseconds: a poll that doubled
+//! from the start found a port bound at 3.5 ms only at 7 ms.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -18,6 +20,7 @@ use crate::config::ProcessSpec;
 use crate::procfs;
 
 const FIRST_POLL: Duration = Duration::from_millis(1);
+const FAST_POLLING: Duration = Duration::from_millis(10);
 const MAX_POLL: Duration = Duration::from_millis(10);
 
 /// Waits until the process is started; the error says why it is not.
@@ -51,7 +54,7 @@ pub async fn await_ready(
             }
             _ = sleep_until(next.min(give_up_at)) => {}
         }
-        if now >= live_at {
+        if now >= live_at + FAST_POLLING {
             poll = (poll * 2).min(MAX_POLL);
         }
     }
