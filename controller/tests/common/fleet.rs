@@ -168,9 +168,38 @@ impl TestAgent {
 }
 
 impl Drop for TestAgent {
+    /// Cancelling starts the agent's own graceful stop, but the test's runtime may end
+    /// before it is done (a process that ignores SIGTERM takes its whole stop_timeout),
+    /// which would leave processes behind on the machine: every group the agent's pid
+    /// files still name is killed as well.
     fn drop(&mut self) {
         self.cancel.cancel();
+        let Ok(files) = std::fs::read_dir(self.dir.path().join("data").join("processes")) else {
+            return;
+        };
+        for file in files.flatten() {
+            if file.path().extension().is_none_or(|e| e != "pid") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file.path()).unwrap_or_default();
+            let mut words = text.split_whitespace();
+            let (Some(Ok(pid)), Some(ticks)) = (words.next().map(str::parse::<i32>), words.next())
+            else {
+                continue;
+            };
+            if start_ticks(pid).as_deref() == Some(ticks) {
+                // SAFETY: signals a process group this test's agent started.
+                unsafe { libc::killpg(pid, libc::SIGKILL) };
+            }
+        }
     }
+}
+
+/// Field 22 of /proc/<pid>/stat: with the pid, it names one process for good.
+fn start_ticks(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19).map(str::to_string)
 }
 
 pub struct TestController {
