@@ -290,7 +290,10 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 super::error::codes::ILLEGAL_ARGUMENT,
-                format!("the request body is larger than {} bytes", super::BODY_LIMIT),
+                format!(
+                    "the request body is larger than {} bytes",
+                    super::BODY_LIMIT
+                ),
             ));
         }
         body.extend_from_slice(&chunk);
