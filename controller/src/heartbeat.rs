@@ -3,9 +3,10 @@
 //! A host whose agent stops answering stays as it was for `offline_grace` (a restart of
 //! the agent is not an outage), then goes OFFLINE; one answer brings it back ONLINE.
 //!
-//! A check waits for its answer as long as the grace, not a short deadline: an agent
-//! starved of CPU during a fleet-wide restart answers late but answers, and a late
-//! answer is a sign of life. A host with a check still out gets no second one, so a
+//! A check has a short deadline (`timeout`); one not answered by then is reported as
+//! missed, but is still awaited until the grace is over: an agent starved of CPU
+//! during a fleet-wide restart answers late but answers, and a late answer is a sign
+//! of life. A host with a check still out gets no second one, so a
 //! slow agent is never buried under queued checks; the rule "no answer for the whole
 //! grace" is applied on every round all the same, so a partitioned host, whose check
 //! simply hangs, goes OFFLINE on time. Checks run concurrently, bounded, so a large
@@ -27,6 +28,8 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone)]
 pub struct HeartbeatOptions {
     pub interval: Duration,
+    /// When a check that has not been answered is reported as missed.
+    pub timeout: Duration,
     /// How long an agent may stay silent before its host is OFFLINE; also how long one
     /// check waits for its answer.
     pub offline_grace: Duration,
@@ -38,6 +41,7 @@ impl Default for HeartbeatOptions {
     fn default() -> Self {
         HeartbeatOptions {
             interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(3),
             offline_grace: Duration::from_secs(30),
             concurrency: 1024,
         }
@@ -129,7 +133,20 @@ impl Checks {
         let answer = match self.agents.client(host) {
             Ok(mut client) => {
                 let request = agents::request(GetAgentInfoRequest {}, wait, &CallOrigin::default());
-                match tokio::time::timeout(wait, client.get_agent_info(request)).await {
+                let mut call = std::pin::pin!(client.get_agent_info(request));
+                let short = self.options.timeout.min(wait);
+                let answered = match tokio::time::timeout(short, &mut call).await {
+                    Ok(answered) => Ok(answered),
+                    Err(_) => {
+                        tracing::info!(
+                            host_id = host.id,
+                            "heartbeat missed: no answer in {}; still waiting",
+                            humantime::format_duration(short)
+                        );
+                        tokio::time::timeout(wait.saturating_sub(short), call).await
+                    }
+                };
+                match answered {
                     Ok(Ok(info)) => Ok(info.into_inner()),
                     Ok(Err(status)) => Err(status.message().to_string()),
                     Err(_) => Err(format!("no answer in {}", humantime::format_duration(wait))),

@@ -388,6 +388,7 @@ async fn a_host_cut_off_during_start_all_goes_offline_and_a_retry_finishes() {
     let mut options = controller_options(data_dir.path(), Some(PARTITION_STEP_CAP));
     options.heartbeat = controller::heartbeat::HeartbeatOptions {
         interval: Duration::from_millis(300),
+        timeout: Duration::from_secs(1),
         offline_grace: Duration::from_millis(1500),
         ..Default::default()
     };

@@ -41,6 +41,7 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     let mut options = controller_options(dir.path(), None);
     options.heartbeat = HeartbeatOptions {
         interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
         offline_grace: Duration::from_millis(800),
         concurrency: 16,
     };
@@ -122,6 +123,7 @@ async fn an_agent_that_answers_late_stays_online() {
     let mut options = controller_options(dir.path(), None);
     options.heartbeat = HeartbeatOptions {
         interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
         offline_grace: Duration::from_secs(4),
         concurrency: 16,
     };
