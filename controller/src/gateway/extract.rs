@@ -265,6 +265,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 /// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
 async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let unreadable = |e: axum::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -287,13 +288,10 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
                 }
             };
             let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
-            return Err(ApiError::new(
+            return Err(ApiError::from_status(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                super::error::codes::ILLEGAL_ARGUMENT,
-                format!(
-                    "the request body is larger than {} bytes",
-                    super::BODY_LIMIT
-                ),
+                method.as_str(),
+                &path,
             ));
         }
         body.extend_from_slice(&chunk);
