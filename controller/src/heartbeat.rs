@@ -6,11 +6,11 @@
 //! A check has a short deadline (`timeout`); one not answered by then is reported as
 //! missed, but is still awaited until the grace is over: an agent starved of CPU
 //! during a fleet-wide restart answers late but answers, and a late answer is a sign
-//! of life. A host with a check still out gets no second one, so a
-//! slow agent is never buried under queued checks; the rule "no answer for the whole
-//! grace" is applied on every round all the same, so a partitioned host, whose check
-//! simply hangs, goes OFFLINE on time. Checks run concurrently, bounded, so a large
-//! fleet is covered within one interval.
+//! of life. A host with a check still out gets no second one, so a slow agent is never
+//! buried under queued checks; the rule "no answer for the whole grace" is applied on
+//! every round all the same, so a partitioned host, whose check simply hangs, goes
+//! OFFLINE on time. Checks run concurrently, bounded, so a large fleet is covered
+//! within one interval.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -270,10 +270,7 @@ impl Core {
             Ok(Some(host)) => {
                 self.agents.forget(&host);
                 self.lock_refreshed().remove(&id);
-                self.refreshing
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                self.lock_refreshing().remove(&id);
                 Ok(host)
             }
             Ok(None) => Err(CoreError::HostNotFound(id)),
@@ -463,39 +460,30 @@ impl Core {
         host_id: i64,
         caller: &Caller,
     ) -> Result<HostAgentView, CoreError> {
-        let host = self.get_host(host_id).await?;
-        if self.fresh(host_id) {
-            let processes = self.store.list_processes(host_id).await?;
-            return Ok(HostAgentView { host, processes });
-        }
-        let gate = Arc::clone(
-            self.refreshing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(host_id)
-                .or_default(),
-        );
-        let _refreshing = gate.lock().await;
-        if self.fresh(host_id) {
-            let processes = self.store.list_processes(host_id).await?;
-            return Ok(HostAgentView {
-                host: self.get_host(host_id).await?,
-                processes,
-            });
-        }
-        let processes = match self.refresh(&host, caller).await {
-            Ok(processes) => {
-                self.lock_refreshed().insert(host_id, Instant::now());
-                processes
+        let mut host = self.get_host(host_id).await?;
+        if !self.fresh(host_id) {
+            let gate = Arc::clone(self.lock_refreshing().entry(host_id).or_default());
+            let _refreshing = gate.lock().await;
+            if !self.fresh(host_id) {
+                match self.refresh(&host, caller).await {
+                    Ok(()) => {
+                        self.lock_refreshed().insert(host_id, Instant::now());
+                    }
+                    Err(e) => tracing::info!(host_id, "showing stored inventory: {e}"),
+                }
             }
-            Err(e) => {
-                tracing::info!(host_id, "showing stored inventory: {e}");
-                self.store.list_processes(host_id).await?
-            }
-        };
-        // The refresh may have changed the host's agent summary and status.
-        let host = self.get_host(host_id).await?;
+            // This refresh, or the one waited for, may have changed the agent's summary
+            // and the host's status.
+            host = self.get_host(host_id).await?;
+        }
+        let processes = self.store.list_processes(host_id).await?;
         Ok(HostAgentView { host, processes })
+    }
+
+    fn lock_refreshing(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<tokio::sync::Mutex<()>>>> {
+        self.refreshing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn fresh(&self, host_id: i64) -> bool {
@@ -530,7 +518,8 @@ impl Core {
         self.refreshed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn refresh(&self, host: &Host, caller: &Caller) -> Result<Vec<AgentProcess>, CoreError> {
+    /// Asks the agent for its summary and processes and records them.
+    async fn refresh(&self, host: &Host, caller: &Caller) -> Result<(), CoreError> {
         let timeout = self.options.refresh_timeout;
         let origin = CallOrigin {
             trace_id: caller.trace_id.clone(),
@@ -546,10 +535,10 @@ impl Core {
             .agent_call(host, client.list_processes(list_request))
             .await?;
         let snapshots: Vec<_> = list.processes.iter().map(agents::snapshot).collect();
-        Ok(self
-            .store
+        self.store
             .record_inventory(host.id, &agents::summary(&info), &snapshots, None)
-            .await?)
+            .await?;
+        Ok(())
     }
 
     fn client(
