@@ -123,18 +123,18 @@ fn subtree_members(pgid: i32) -> Option<Vec<i32>> {
         return None;
     }
     let mut found = Vec::new();
-    if pgid <= 1 || !stat(pgid).is_some_and(|s| s.is_alive() && s.pgrp == pgid) {
-        return Some(found);
-    }
     let mut queue = vec![pgid];
     let mut walked = 0;
     while let Some(pid) = queue.pop() {
         walked += 1;
-        if walked > MAX_WALK {
+        if pgid <= 1 || walked > MAX_WALK {
             break;
         }
         if stat(pid).is_some_and(|s| s.is_alive() && s.pgrp == pgid) {
             found.push(pid);
+        } else if pid == pgid {
+            // A dead leader's subtree was reparented away: only a scan finds the rest.
+            break;
         }
         queue.extend(children(pid));
     }
