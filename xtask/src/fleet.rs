@@ -299,8 +299,11 @@ min_live = "200ms"
         )
     }
 
-    /// `OCP_CONTROLLER_WRAPPER` (e.g. `heaptrack -o /tmp/ctl`) runs the controller under
-    /// a profiler; the figures measured from its pid are then the wrapper's.
+    /// `OCP_CONTROLLER_WRAPPER` runs the controller under a profiler, e.g. `env
+    /// LD_PRELOAD=/usr/lib/heaptrack/libheaptrack_preload.so DUMP_HEAPTRACK_OUTPUT=F`.
+    /// The wrapper must exec the controller (as `env` does): `stop` signals the pid it
+    /// started, and the `heaptrack` script would neither pass SIGTERM on nor be the
+    /// process whose memory is measured.
     fn spawn_controller(&self) -> Result<Child, FleetError> {
         let binary = self.spec.binary("ocp-controller");
         let wrapper = std::env::var("OCP_CONTROLLER_WRAPPER").unwrap_or_default();
