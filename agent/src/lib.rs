@@ -20,3 +20,4 @@ mod view;
 
 pub use config::{Config, ConfigError};
 pub use server::{Agent, AgentError, AgentOptions};
+pub use trust::ServerTlsFiles;

@@ -22,6 +22,19 @@ struct Cli {
     /// Where desired state, pid files and the lock live.
     #[arg(long, env = "OCP_AGENT_DATA_DIR", default_value = "./ocp-agent-data")]
     data_dir: PathBuf,
+    /// This agent's certificate (PEM), from `ocp-controller pki issue`; re-read on SIGHUP.
+    #[arg(long, env = "OCP_AGENT_TLS_CERT", requires_all = ["tls_key", "tls_client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "OCP_AGENT_TLS_KEY", requires_all = ["tls_cert", "tls_client_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The fleet's CA (PEM): only clients holding a controller certificate it issued are served.
+    #[arg(long, env = "OCP_AGENT_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_client_ca: Option<PathBuf>,
+    /// Serve plaintext on a non-loopback address: anyone who reaches the port can stop
+    /// this host's processes.
+    #[arg(long, env = "OCP_AGENT_INSECURE_PLAINTEXT", conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -50,6 +63,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen: cli.listen,
         config_path: cli.config,
         data_dir: cli.data_dir,
+        tls: match (cli.tls_cert, cli.tls_key, cli.tls_client_ca) {
+            (Some(cert), Some(key), Some(client_ca)) => Some(agent::ServerTlsFiles {
+                cert,
+                key,
+                client_ca: Some(client_ca),
+            }),
+            _ => None,
+        },
+        insecure_plaintext: cli.insecure_plaintext,
     };
     Agent::run_until_signal(options).await?;
     Ok(())

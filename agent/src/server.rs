@@ -1,6 +1,10 @@
 //! Serving the agent, and the order of its shutdown: stop taking calls first, then
 //! stop every process (without recording that as the operator's wish, so the next
 //! agent run starts them again), then release the data dir.
+//!
+//! Who may call it (SPEC section 7): over TLS, only a client holding the controller's
+//! certificate; without TLS, only clients on this machine (a loopback address), unless
+//! the operator insists with `--insecure-plaintext`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +16,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use futures::future::BoxFuture;
+use tokio::net::TcpListener;
 use tonic::transport::Server;
+use trust::{ServerTls, ServerTlsFiles, TlsIncoming};
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
 
@@ -28,6 +35,10 @@ pub struct AgentOptions {
     pub listen: SocketAddr,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
+    /// Serve over TLS, to the controller only; re-read on SIGHUP.
+    pub tls: Option<ServerTlsFiles>,
+    /// Serve plaintext on a non-loopback address all the same.
+    pub insecure_plaintext: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +47,14 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     DataDir(#[from] StateError),
+    #[error(
+        "refusing to serve plaintext on {0}: anyone who reaches it could stop this host's processes; \
+         give --tls-cert, --tls-key and --tls-client-ca (see `ocp-controller pki issue`), \
+         listen on a loopback address, or pass --insecure-plaintext"
+    )]
+    PlaintextExposed(SocketAddr),
+    #[error(transparent)]
+    Tls(#[from] trust::TrustError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: io::Error },
     #[error("gRPC reflection: {0}")]
@@ -61,16 +80,24 @@ impl Agent {
         options: AgentOptions,
         cancel: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<Result<(), AgentError>>), AgentError> {
+        if options.tls.is_none() && !options.insecure_plaintext && !options.listen.ip().is_loopback()
+        {
+            return Err(AgentError::PlaintextExposed(options.listen));
+        }
         let config = Config::load(&options.config_path)?;
+        let tls = match options.tls.clone() {
+            Some(files) => Some(ServerTls::load(files, &[b"h2"]).await?),
+            None => None,
+        };
         let data = DataDir::open(&options.data_dir)?;
         let listen_err = |source| AgentError::Listen {
             addr: options.listen,
             source,
         };
-        let incoming = TcpIncoming::bind(options.listen)
-            .map_err(listen_err)?
-            .with_nodelay(Some(true));
-        let addr = incoming.local_addr().map_err(listen_err)?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(listen_err)?;
+        let addr = listener.local_addr().map_err(listen_err)?;
 
         let tracker = TaskTracker::new();
         let supervisors = CancellationToken::new();
@@ -96,13 +123,30 @@ impl Agent {
                 .with_service_name("ocp.agent.v1.AgentService")
                 .with_service_name("grpc.health.v1.Health")
         };
-        let server = Server::builder()
+        let router = Server::builder()
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(AgentServiceServer::new(service))
-            .serve_with_incoming_shutdown(incoming, cancel.clone().cancelled_owned());
-        info!(%addr, config = %options.config_path.display(), "ocp-agent serving");
+            .add_service(AgentServiceServer::new(service));
+        let shutdown = cancel.clone().cancelled_owned();
+        let server: BoxFuture<'static, Result<(), tonic::transport::Error>> = match &tls {
+            Some(tls) => {
+                let incoming = TlsIncoming::new(listener, tls.clone()).map_err(listen_err)?;
+                tokio::spawn(reload_on_sighup(tls.clone(), cancel.clone()));
+                info!(%addr, config = %options.config_path.display(), "ocp-agent serving over TLS, to the controller only");
+                Box::pin(router.serve_with_incoming_shutdown(incoming.into_stream(), shutdown))
+            }
+            None => {
+                // Without TCP_NODELAY, small unary answers wait on delayed ACKs.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                if addr.ip().is_loopback() {
+                    info!(%addr, config = %options.config_path.display(), "ocp-agent serving plaintext on loopback");
+                } else {
+                    warn!(%addr, "ocp-agent serving PLAINTEXT to anyone who reaches it (--insecure-plaintext)");
+                }
+                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
 
         let join = tokio::spawn(async move {
             tokio::pin!(server);
@@ -142,5 +186,26 @@ impl Agent {
         }
         cancel.cancel();
         served.await?
+    }
+}
+
+/// SIGHUP re-reads the certificate, key and client CA; connections made from then on
+/// use them, those already open keep theirs. A failed reload keeps the files in use.
+async fn reload_on_sighup(tls: ServerTls, cancel: CancellationToken) {
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            warn!("cannot handle SIGHUP, certificates will not be reloaded: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = hup.recv() => match tls.reload().await {
+                Ok(()) => info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificate, key and client CA reloaded"),
+                Err(e) => warn!("SIGHUP: TLS files not reloaded, the previous ones stay in use: {e}"),
+            },
+        }
     }
 }

@@ -34,6 +34,8 @@ async fn in_process(
         listen: "127.0.0.1:0".parse().expect("addr"),
         config_path: setup.config(),
         data_dir: setup.data_dir(),
+        tls: None,
+        insecure_plaintext: false,
     };
     let (addr, served) = Agent::start(options, cancel.clone())
         .await

@@ -1,4 +1,5 @@
-//! One gRPC channel per agent, and the translation of what agents say into the model.
+//! One gRPC channel per agent, mutual TLS when the controller has a PKI, and the
+//! translation of what agents say (and why they could not be reached) into the model.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{AgentInfo, ProcessInfo, ProcessStatus};
 use tonic::transport::{Channel, Endpoint};
+use trust::ClientTls;
 
 use crate::model::{AgentSummary, Host, Millis, ProcessSnapshot, now_millis};
 
@@ -23,12 +25,19 @@ pub struct CallOrigin {
 pub enum AgentError {
     #[error("invalid agent address {address}: {reason}")]
     BadAddress { address: String, reason: String },
+    #[error("no TLS connection can be made to {address}: {source}")]
+    Tls {
+        address: String,
+        source: trust::TrustError,
+    },
 }
 
 /// Channels are made lazily and kept, so a thousand hosts cost a thousand idle
 /// HTTP/2 connections at most, and a restarted agent is reconnected by tonic itself.
 #[derive(Default)]
 pub struct AgentPool {
+    /// Every agent channel is mutual TLS when set; see SPEC section 7.
+    tls: Option<ClientTls>,
     channels: Mutex<HashMap<String, Channel>>,
     /// When each host's agent last answered any call. An agent busy with a fleet-wide
     /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
@@ -37,6 +46,27 @@ pub struct AgentPool {
 }
 
 impl AgentPool {
+    pub fn new(tls: Option<ClientTls>) -> AgentPool {
+        AgentPool {
+            tls,
+            ..AgentPool::default()
+        }
+    }
+
+    /// Re-reads the CA, certificate and key, and drops every channel so that the next
+    /// call to each agent connects, and is verified, with what was just read.
+    pub async fn reload_tls(&self) -> Result<bool, trust::TrustError> {
+        let Some(tls) = &self.tls else {
+            return Ok(false);
+        };
+        tls.reload().await?;
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(true)
+    }
+
     pub fn answered(&self, host_id: i64) {
         self.answered
             .lock()
@@ -53,12 +83,12 @@ impl AgentPool {
     }
 
     pub fn client(&self, host: &Host) -> Result<AgentServiceClient<Channel>, AgentError> {
-        let uri = host.agent_uri();
+        let uri = self.uri(host);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(channel) = channels.get(&uri) {
             return Ok(AgentServiceClient::new(channel.clone()));
         }
-        let channel = Endpoint::from_shared(uri.clone())
+        let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| AgentError::BadAddress {
                 address: uri.clone(),
                 reason: e.to_string(),
@@ -66,8 +96,21 @@ impl AgentPool {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = match &self.tls {
+            // The agent must present a certificate for the address the host is
+            // registered with, the same address that is dialled.
+            Some(tls) => {
+                let connector =
+                    tls.connector(&host.inner_ip_address)
+                        .map_err(|source| AgentError::Tls {
+                            address: uri.clone(),
+                            source,
+                        })?;
+                endpoint.connect_with_connector_lazy(connector)
+            }
+            None => endpoint.connect_lazy(),
+        };
         channels.insert(uri, channel.clone());
         Ok(AgentServiceClient::new(channel))
     }
@@ -76,7 +119,12 @@ impl AgentPool {
         self.channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&host.agent_uri());
+            .remove(&self.uri(host));
+    }
+
+    /// The agent's endpoint as this pool dials it.
+    pub fn uri(&self, host: &Host) -> String {
+        host.agent_uri(self.tls.is_some())
     }
 }
 
@@ -98,13 +146,26 @@ pub fn request<T>(message: T, timeout: Duration, origin: &CallOrigin) -> tonic::
     request
 }
 
+/// Why TLS between the controller and the agent failed, in plain words, when it did
+/// ("the agent at 10.0.0.5 presented a certificate for 10.0.0.6").
+pub fn tls_refusal(status: &tonic::Status) -> Option<String> {
+    trust::refusal(status)
+}
+
+/// Why a call failed, as a step log or a host's reason says it.
+pub fn reason(status: &tonic::Status) -> String {
+    tls_refusal(status).unwrap_or_else(|| status.message().to_string())
+}
+
 pub fn timeout_ms(timeout: Duration) -> u64 {
     u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Errors worth another try: the agent may be restarting or the network hiccuped.
+/// Not a refused certificate: that does not mend itself between two attempts.
 pub fn is_transient(status: &tonic::Status) -> bool {
-    matches!(
+    tls_refusal(status).is_none()
+        && matches!(
         status.code(),
         tonic::Code::Unavailable
             | tonic::Code::DeadlineExceeded

@@ -148,7 +148,7 @@ impl Checks {
                 };
                 match answered {
                     Ok(Ok(info)) => Ok(info.into_inner()),
-                    Ok(Err(status)) => Err(status.message().to_string()),
+                    Ok(Err(status)) => Err(agents::reason(&status)),
                     Err(_) => Err(format!("no answer in {}", humantime::format_duration(wait))),
                 }
             }
@@ -164,10 +164,15 @@ impl Checks {
                     .record_heartbeat(host.id, &agents::summary(&info), now_millis())
                     .await
             }
-            Err(reason) => match self.store.get_host(host.id).await? {
-                Some(host) => self.judge(&host, &reason).await,
-                None => Ok(()),
-            },
+            Err(reason) => {
+                // Shown at once, before the grace is over: a refused certificate will
+                // not mend by waiting, and the operator should not wait to learn of it.
+                self.store.set_host_reason(host.id, &reason).await?;
+                match self.store.get_host(host.id).await? {
+                    Some(host) => self.judge(&host, &reason).await,
+                    None => Ok(()),
+                }
+            }
         }
     }
 

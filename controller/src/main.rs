@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use controller::auth::{self, Users};
 use controller::heartbeat::HeartbeatOptions;
 use controller::store::Store;
+use controller::server::Reloaded;
 use controller::{Controller, ControllerOptions};
+use trust::{ClientTlsFiles, ServerTlsFiles, pki};
 
 /// ocp-controller: keeps the host inventory and DAG tasks, and drives the agents.
 #[derive(Debug, Parser)]
@@ -48,12 +50,76 @@ struct Args {
     /// How long an agent may stay silent before its host is OFFLINE.
     #[arg(long, env = "OCP_OFFLINE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     offline_grace: Duration,
+    /// The folder `pki init` wrote: dial every agent over mutual TLS with its ca.pem,
+    /// controller.pem and controller-key.pem. Re-read on SIGHUP.
+    #[arg(long, env = "OCP_PKI_DIR", conflicts_with_all = ["agent_ca", "agent_cert", "agent_key"])]
+    pki_dir: Option<PathBuf>,
+    /// The CA agents' certificates must chain to (instead of --pki-dir).
+    #[arg(long, env = "OCP_AGENT_CA", requires_all = ["agent_cert", "agent_key"])]
+    agent_ca: Option<PathBuf>,
+    /// The certificate the controller presents to agents (issued for the controller).
+    #[arg(long, env = "OCP_AGENT_CERT", requires_all = ["agent_ca", "agent_key"])]
+    agent_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "OCP_AGENT_KEY", requires_all = ["agent_ca", "agent_cert"])]
+    agent_key: Option<PathBuf>,
+    /// Serve the REST gateway over HTTPS and gRPC over TLS with this certificate
+    /// (e.g. the PKI's controller.pem). Re-read on SIGHUP.
+    #[arg(long, env = "OCP_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert.
+    #[arg(long, env = "OCP_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Reads a password on stdin and prints its argon2id PHC string for the users file.
     HashPassword,
+    /// The fleet's certificates: a CA, the controller's certificate, one per agent.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Writes a new CA (ca.pem, ca-key.pem) and the controller's certificate
+    /// (controller.pem, controller-key.pem) into --dir.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// A name or IP address the controller is reached at; repeat for several.
+        /// Default: this machine's hostname and 127.0.0.1.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Days the controller's certificate stays valid.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Days the CA stays valid.
+        #[arg(long, default_value_t = 3650)]
+        ca_days: i64,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Writes agent.pem and agent-key.pem for one agent into --out, signed by the CA
+    /// in --dir, with ca.pem beside them.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The agent host's address as registered (innerIpAddress), and any other
+        /// name or address it is reached at; repeat for several.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificate stays valid.
+        #[arg(long, default_value_t = 825)]
+        days: i64,
+        /// Replace files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() {
@@ -94,6 +160,7 @@ async fn async_main() {
     let args = Args::parse();
     let result = match args.command {
         Some(Command::HashPassword) => hash_password(),
+        Some(Command::Pki(command)) => pki(command),
         None => run(args).await,
     };
     if let Err(e) = result {
@@ -119,6 +186,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             users
         }
     };
+    let agent_tls = match (args.pki_dir, args.agent_ca, args.agent_cert, args.agent_key) {
+        (Some(dir), ..) => Some(ClientTlsFiles {
+            ca: dir.join(pki::CA_CERT),
+            identity: Some((dir.join(pki::CONTROLLER_CERT), dir.join(pki::CONTROLLER_KEY))),
+        }),
+        (None, Some(ca), Some(cert), Some(key)) => Some(ClientTlsFiles {
+            ca,
+            identity: Some((cert, key)),
+        }),
+        _ => {
+            tracing::warn!(
+                "no --pki-dir: agents are dialled in plaintext, so each must listen on loopback \
+                 or run with --insecure-plaintext; see `ocp-controller pki init`"
+            );
+            None
+        }
+    };
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTlsFiles {
+            cert,
+            key,
+            client_ca: None,
+        }),
+        _ => None,
+    };
     let options = ControllerOptions {
         grpc_addr: args.grpc_addr,
         http_addr: Some(args.http_addr),
@@ -134,12 +226,88 @@ async fn run(args: Args) -> anyhow::Result<()> {
             offline_grace: args.offline_grace,
             ..HeartbeatOptions::default()
         },
+        agent_tls,
+        tls,
     };
     let controller = Controller::start(options).await?;
-    shutdown_signal().await?;
+    until_shutdown(&controller).await?;
     tracing::info!("shutting down");
     controller.shutdown().await;
     Ok(())
+}
+
+fn pki(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init {
+            dir,
+            mut hosts,
+            days,
+            ca_days,
+            force,
+        } => {
+            if hosts.is_empty() {
+                hosts = default_controller_hosts();
+            }
+            let written = pki::init(
+                &dir,
+                &hosts,
+                pki::Validity::days(ca_days)?,
+                pki::Validity::days(days)?,
+                force,
+            )?;
+            report(&written);
+            let d = dir.display();
+            println!("\nThe controller's certificate names: {}", hosts.join(", "));
+            println!("Next, issue a certificate for each agent host, named by its innerIpAddress:");
+            println!("  ocp-controller pki issue --dir {d} --host 10.0.0.5 --out {d}/agents/10.0.0.5");
+            println!("then start the controller with it:");
+            println!(
+                "  ocp-controller --pki-dir {d} --tls-cert {d}/{} --tls-key {d}/{} ...",
+                pki::CONTROLLER_CERT,
+                pki::CONTROLLER_KEY
+            );
+        }
+        PkiCommand::Issue {
+            dir,
+            hosts,
+            out,
+            days,
+            force,
+        } => {
+            let written = pki::issue(&dir, &hosts, &out, pki::Validity::days(days)?, force)?;
+            report(&written);
+            let o = out.display();
+            println!("\nThe agent's certificate names: {}", hosts.join(", "));
+            println!("Next, copy {o} to that host (keep agent-key.pem 0600) and start its agent with:");
+            println!(
+                "  ocp-agent --listen 0.0.0.0:62888 --tls-cert {o}/{} --tls-key {o}/{} --tls-client-ca {o}/{} ...",
+                pki::AGENT_CERT,
+                pki::AGENT_KEY,
+                pki::CA_CERT
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(written: &[pki::Written]) {
+    for file in written {
+        println!("wrote {}  ({})", file.path.display(), file.what);
+    }
+}
+
+/// This machine's hostname and 127.0.0.1: enough for a controller and a client on
+/// the same machine, and for a first try.
+fn default_controller_hosts() -> Vec<String> {
+    let mut hosts = Vec::new();
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim();
+        if !name.is_empty() && name != "localhost" {
+            hosts.push(name.to_string());
+        }
+    }
+    hosts.push("127.0.0.1".to_string());
+    hosts
 }
 
 fn hash_password() -> anyhow::Result<()> {
@@ -159,12 +327,26 @@ fn hash_password() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
+/// Until SIGINT or SIGTERM; SIGHUP meanwhile re-reads certificates and keys.
+async fn until_shutdown(controller: &Controller) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => match controller.reload_tls().await {
+                Ok(reloaded) if reloaded == Reloaded::default() => {
+                    tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                }
+                Ok(reloaded) => tracing::info!(
+                    agents = reloaded.agent_tls,
+                    faces = reloaded.faces_tls,
+                    "SIGHUP: certificates and keys reloaded; new connections use them"
+                ),
+                Err(e) => tracing::warn!("SIGHUP: {e}; the certificates in use stay"),
+            },
+        }
     }
-    Ok(())
 }

@@ -161,15 +161,18 @@ pub struct Host {
     pub agent: AgentSummary,
     pub create_time: Millis,
     pub update_time: Millis,
+    /// Why its agent could not be reached at the last check; `None` once it answered.
+    pub status_reason: Option<String>,
 }
 
 impl Host {
-    /// The agent's gRPC endpoint.
-    pub fn agent_uri(&self) -> String {
+    /// The agent's gRPC endpoint, over TLS or not.
+    pub fn agent_uri(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
         if self.inner_ip_address.contains(':') {
-            format!("http://[{}]:{}", self.inner_ip_address, self.agent_port)
+            format!("{scheme}://[{}]:{}", self.inner_ip_address, self.agent_port)
         } else {
-            format!("http://{}:{}", self.inner_ip_address, self.agent_port)
+            format!("{scheme}://{}:{}", self.inner_ip_address, self.agent_port)
         }
     }
 }

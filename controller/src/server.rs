@@ -1,5 +1,5 @@
 //! Assembles a running controller: store, engine, heartbeat, the gRPC server and the
-//! REST gateway, and takes them down in order.
+//! REST gateway, and takes them down in order; holds the TLS that SIGHUP reloads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use proto::ocp::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use trust::{ClientTls, ClientTlsFiles, Role, ServerTls, ServerTlsFiles, TlsIncoming};
 
 use crate::agents::AgentPool;
 use crate::auth::Users;
@@ -33,6 +34,11 @@ pub struct ControllerOptions {
     pub task_concurrency: usize,
     pub max_subtask_timeout: Option<Duration>,
     pub heartbeat: HeartbeatOptions,
+    /// Mutual TLS to every agent (`--pki-dir` or `--agent-ca/--agent-cert/--agent-key`);
+    /// `None` dials agents in plaintext.
+    pub agent_tls: Option<ClientTlsFiles>,
+    /// HTTPS and gRPC over TLS on the controller's own ports (`--tls-cert/--tls-key`).
+    pub tls: Option<ServerTlsFiles>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,15 @@ pub enum StartError {
     },
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Tls(#[from] trust::TrustError),
+}
+
+/// What a SIGHUP reloaded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    pub agent_tls: bool,
+    pub faces_tls: bool,
 }
 
 /// A running controller. Dropping it does not stop it: call `shutdown`.
@@ -55,14 +70,24 @@ pub struct Controller {
     core: Core,
     engine: Engine,
     store: Store,
+    agents: Arc<AgentPool>,
+    faces_tls: Option<ServerTls>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Controller {
     pub async fn start(options: ControllerOptions) -> Result<Controller, StartError> {
+        let agent_tls = match options.agent_tls.clone() {
+            Some(files) => Some(ClientTls::load(files, Role::Agent).await?),
+            None => None,
+        };
+        let faces_tls = match options.tls.clone() {
+            Some(files) => Some(ServerTls::load(files, &[b"h2", b"http/1.1"]).await?),
+            None => None,
+        };
         let store = Store::connect(&options.database_url).await?;
-        let agents = Arc::new(AgentPool::default());
+        let agents = Arc::new(AgentPool::new(agent_tls));
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             store.clone(),
@@ -112,14 +137,35 @@ impl Controller {
         let tracker = TaskTracker::new();
         let router = grpc_router(core.clone(), options.users.clone()).await?;
         let shutdown = cancel.clone();
+        let grpc_incoming = match &faces_tls {
+            Some(tls) => Ok(
+                TlsIncoming::new(listener, tls.clone()).map_err(|source| StartError::Bind {
+                    addr: grpc_addr,
+                    source,
+                })?,
+            ),
+            None => Err(listener),
+        };
         tracker.spawn(async move {
-            // Without TCP_NODELAY, small unary answers wait on delayed ACKs (~40 ms each).
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            if let Err(e) = router
-                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                .await
-            {
+            let served = match grpc_incoming {
+                Ok(incoming) => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            incoming.into_stream(),
+                            shutdown.cancelled_owned(),
+                        )
+                        .await
+                }
+                Err(listener) => {
+                    // Without TCP_NODELAY, small unary answers wait on delayed ACKs (~40 ms each).
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!("gRPC server failed: {e}");
             }
         });
@@ -131,12 +177,26 @@ impl Controller {
                 server: options.advertise.as_str().into(),
             });
             let shutdown = cancel.clone();
-            tracker.spawn(async move {
-                if let Err(e) = gateway::serve(listener, router, shutdown).await {
-                    tracing::error!("REST gateway failed: {e}");
+            match &faces_tls {
+                Some(tls) => {
+                    let incoming = TlsIncoming::new(listener, tls.clone())
+                        .map_err(|source| StartError::Bind { addr, source })?;
+                    tracker.spawn(async move {
+                        if let Err(e) = gateway::serve_tls(incoming, router, shutdown).await {
+                            tracing::error!("REST gateway failed: {e}");
+                        }
+                    });
+                    tracing::info!(http_addr = %addr, "controller serving REST over HTTPS");
                 }
-            });
-            tracing::info!(http_addr = %addr, "controller serving REST");
+                None => {
+                    tracker.spawn(async move {
+                        if let Err(e) = gateway::serve(listener, router, shutdown).await {
+                            tracing::error!("REST gateway failed: {e}");
+                        }
+                    });
+                    tracing::info!(http_addr = %addr, "controller serving REST");
+                }
+            }
         }
 
         let resumed = engine.resume().await?;
@@ -145,7 +205,7 @@ impl Controller {
         }
         let heartbeat = Heartbeat {
             store: store.clone(),
-            agents,
+            agents: agents.clone(),
             options: options.heartbeat,
             wake: core.host_added(),
         };
@@ -157,8 +217,25 @@ impl Controller {
             core,
             engine,
             store,
+            agents,
+            faces_tls,
             cancel,
             tracker,
+        })
+    }
+
+    /// Re-reads every certificate and key (SIGHUP): connections made from then on use
+    /// them. Either half failing keeps what it had; the first error is returned after
+    /// both were tried.
+    pub async fn reload_tls(&self) -> Result<Reloaded, trust::TrustError> {
+        let agent_tls = self.agents.reload_tls().await;
+        let faces_tls = match &self.faces_tls {
+            Some(tls) => tls.reload().await.map(|()| true),
+            None => Ok(false),
+        };
+        Ok(Reloaded {
+            agent_tls: agent_tls?,
+            faces_tls: faces_tls?,
         })
     }
 

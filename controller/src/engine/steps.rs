@@ -327,7 +327,7 @@ impl StepRun<'_> {
                 return Err(StepError(format!(
                     "{call} to host {} ({}) got no answer before the step's deadline",
                     host.id,
-                    host.agent_uri()
+                    self.shared.agents.uri(host)
                 )));
             }
             let outcome = tokio::select! {
@@ -346,7 +346,7 @@ impl StepRun<'_> {
                     let failure = format!(
                         "{call} to host {} ({}) attempt {attempt} failed: {:?}: {}",
                         host.id,
-                        host.agent_uri(),
+                        self.shared.agents.uri(host),
                         status.code(),
                         status.message()
                     );
@@ -364,12 +364,20 @@ impl StepRun<'_> {
                     attempt += 1;
                 }
                 Err(status) => {
-                    return Err(StepError(format!(
-                        "{call} to host {} refused: {:?}: {}",
-                        host.id,
-                        status.code(),
-                        status.message()
-                    )));
+                    let failure = match agents::tls_refusal(&status) {
+                        Some(words) => format!(
+                            "{call} to host {} ({}) failed: {words}",
+                            host.id,
+                            self.shared.agents.uri(host)
+                        ),
+                        None => format!(
+                            "{call} to host {} refused: {:?}: {}",
+                            host.id,
+                            status.code(),
+                            status.message()
+                        ),
+                    };
+                    return Err(StepError(failure));
                 }
             }
         }

@@ -132,6 +132,9 @@ pub struct HostJson {
     pub agent_port: u16,
     /// NEW, ONLINE or OFFLINE.
     pub status: String,
+    /// Why the agent could not be reached at its last check (a refused certificate, no
+    /// answer); null once it answered. Not in OCP's Host.
+    pub status_reason: Option<String>,
     pub create_time: String,
     pub update_time: String,
 }
@@ -144,6 +147,7 @@ impl From<&Host> for HostJson {
             inner_ip_address: h.inner_ip_address.clone(),
             agent_port: h.agent_port,
             status: h.status.to_string(),
+            status_reason: h.status_reason.clone(),
             create_time: format_millis(h.create_time),
             update_time: format_millis(h.update_time),
         }

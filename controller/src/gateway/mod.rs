@@ -141,6 +141,37 @@ pub async fn serve(
         .await
 }
 
+/// Serves `router` over HTTPS on the connections `incoming` hands over.
+pub async fn serve_tls(
+    incoming: trust::TlsIncoming,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(TlsListener(incoming), router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+/// axum's view of connections whose TLS handshake already succeeded.
+struct TlsListener(trust::TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = trust::TlsConn;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.accept().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends with this listener; shutdown ends the server.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.0.local_addr())
+    }
+}
+
 async fn envelope(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace_id: Arc<str> = crate::trace::accept(

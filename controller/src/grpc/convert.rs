@@ -24,6 +24,7 @@ pub fn host(h: &Host) -> pb::Host {
         status: h.status.to_string(),
         create_time: format_millis(h.create_time),
         update_time: format_millis(h.update_time),
+        status_reason: h.status_reason.clone().unwrap_or_default(),
     }
 }
 

@@ -552,7 +552,7 @@ impl Core {
             .client(host)
             .map_err(|e| CoreError::AgentUnavailable {
                 host_id: host.id,
-                address: host.agent_uri(),
+                address: self.agents.uri(host),
                 reason: e.to_string(),
             })
     }
@@ -567,11 +567,15 @@ impl Core {
                 self.agents.answered(host.id);
                 Ok(response.into_inner())
             }
-            Err(status) if agents::is_transient(&status) => Err(CoreError::AgentUnavailable {
-                host_id: host.id,
-                address: host.agent_uri(),
-                reason: status.message().to_string(),
-            }),
+            Err(status)
+                if agents::is_transient(&status) || agents::tls_refusal(&status).is_some() =>
+            {
+                Err(CoreError::AgentUnavailable {
+                    host_id: host.id,
+                    address: self.agents.uri(host),
+                    reason: agents::reason(&status),
+                })
+            }
             Err(status) => Err(CoreError::AgentRefused {
                 host_id: host.id,
                 code: status.code(),

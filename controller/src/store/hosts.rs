@@ -10,7 +10,7 @@ use crate::model::{
 };
 
 const HOST_COLUMNS: &str = "id, name, inner_ip_address, agent_port, status, last_available_time, \
-     agent_version, install_home, log_home, agent_status, create_time, update_time";
+     agent_version, install_home, log_home, agent_status, create_time, update_time, status_reason";
 
 const PROCESS_COLUMNS: &str = "id, host_id, alias, pid, user_name, start_command, ports, \
      elapsed_time, last_active_time, status, operable, log_file_pattern, create_time, update_time";
@@ -142,6 +142,20 @@ impl Store {
         Ok(())
     }
 
+    /// Why the last check of the host's agent failed; written only when it changed, so
+    /// a host that stays unreachable costs no write per round.
+    pub async fn set_host_reason(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE hosts SET status_reason = $1 \
+             WHERE id = $2 AND (status_reason IS NULL OR status_reason <> $1)",
+        )
+        .bind(reason)
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     /// A heartbeat's answer: the host is ONLINE as of `at`, with what its agent says of itself.
     pub async fn record_heartbeat(
         &self,
@@ -259,7 +273,8 @@ async fn record_online(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE hosts SET status = $1, last_available_time = $2, agent_version = $3, \
-         install_home = $4, log_home = $5, agent_status = $6, update_time = $2 WHERE id = $7",
+         install_home = $4, log_home = $5, agent_status = $6, update_time = $2, \
+         status_reason = NULL WHERE id = $7",
     )
     .bind(HostStatus::Online.as_str())
     .bind(at)
@@ -328,6 +343,7 @@ fn host_from_row(row: &AnyRow) -> Result<Host, StoreError> {
         },
         create_time: row.try_get("create_time")?,
         update_time: row.try_get("update_time")?,
+        status_reason: row.try_get("status_reason")?,
     })
 }
 

@@ -124,6 +124,8 @@ async fn serve_agent(
             listen,
             config_path: dir.path().join("agent.toml"),
             data_dir: dir.path().join("data"),
+            tls: None,
+            insecure_plaintext: false,
         },
         cancel.clone(),
     )

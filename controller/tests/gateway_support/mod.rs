@@ -114,6 +114,8 @@ stop_timeout = "2s"
             listen: "127.0.0.1:0".parse().expect("addr"),
             config_path,
             data_dir: dir.join("agent-data"),
+            tls: None,
+            insecure_plaintext: false,
         },
         cancel.clone(),
     )

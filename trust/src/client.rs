@@ -1,0 +1,343 @@
+//! The calling end of TLS: the controller's channels to its agents (and any client of
+//! a TLS face). Verifies the peer against the CA, the address it was dialled at and the
+//! role it must hold, and says in plain words why a peer was refused.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{Resumption, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::files::{self, TrustError};
+use crate::role::Role;
+
+/// What a client reads, again at every reload.
+#[derive(Debug, Clone)]
+pub struct ClientTlsFiles {
+    /// The CA the peer's certificate must chain to.
+    pub ca: PathBuf,
+    /// The client's own certificate and key, for peers that require one (agents).
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Clone)]
+pub struct ClientTls {
+    files: Arc<ClientTlsFiles>,
+    peer: Role,
+    current: Arc<RwLock<Arc<ClientConfig>>>,
+}
+
+/// Sessions kept for resumption: one per agent of a large fleet, so that a reconnect
+/// after an agent restart skips the full handshake.
+const SESSION_CACHE: usize = 4096;
+
+impl ClientTls {
+    /// Reads the files; `peer` is the role every server dialled must hold.
+    pub async fn load(files: ClientTlsFiles, peer: Role) -> Result<ClientTls, TrustError> {
+        let files = Arc::new(files);
+        let config = build_blocking(files.clone(), peer).await?;
+        Ok(ClientTls {
+            files,
+            peer,
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// Reads the files again; on error the config in use stays.
+    pub async fn reload(&self) -> Result<(), TrustError> {
+        let config = build_blocking(self.files.clone(), self.peer).await?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        Ok(())
+    }
+
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn files(&self) -> &ClientTlsFiles {
+        &self.files
+    }
+
+    /// A connector for tonic's `Endpoint::connect_with_connector_lazy` that dials the
+    /// endpoint's address and expects a certificate for `name` (the host's address).
+    pub fn connector(&self, name: &str) -> Result<AgentConnector, TrustError> {
+        let server_name = ServerName::try_from(name.to_string())
+            .map_err(|_| TrustError::BadName(name.to_string()))?;
+        Ok(AgentConnector {
+            tls: self.clone(),
+            server_name,
+        })
+    }
+}
+
+async fn build_blocking(
+    files: Arc<ClientTlsFiles>,
+    peer: Role,
+) -> Result<Arc<ClientConfig>, TrustError> {
+    tokio::task::spawn_blocking(move || build(&files, peer).map(Arc::new)).await?
+}
+
+fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(
+        files::roots(&files.ca)?,
+        crate::provider(),
+    )
+    .build()
+    .map_err(|e| TrustError::BadCa {
+        path: files.ca.clone(),
+        reason: e.to_string(),
+    })?;
+    let builder = ClientConfig::builder_with_provider(crate::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TrustError::Config)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PeerVerifier { inner, peer }));
+    let mut config = match &files.identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(files::certificates(cert)?, files::private_key(key)?)
+            .map_err(|e| TrustError::Mismatch {
+                cert: cert.clone(),
+                key: key.clone(),
+                reason: e.to_string(),
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.resumption = Resumption::in_memory_sessions(SESSION_CACHE);
+    Ok(config)
+}
+
+/// Why a peer was refused, in the words an operator reads in a step log.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(String);
+
+/// rustls' WebPKI checks, turned into sentences, then the peer's role.
+#[derive(Debug)]
+struct PeerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    peer: Role,
+}
+
+impl PeerVerifier {
+    fn noun(&self) -> &'static str {
+        match self.peer {
+            Role::Controller => "controller",
+            Role::Agent => "agent",
+        }
+    }
+
+    fn refuse(
+        &self,
+        at: &ServerName<'_>,
+        cert: &CertificateDer<'_>,
+        error: &rustls::Error,
+    ) -> String {
+        let who = format!("the {} at {}", self.noun(), at.to_str());
+        let rustls::Error::InvalidCertificate(error) = error else {
+            return format!("{who} was refused: {error}");
+        };
+        match error {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                let names = crate::role::names(cert);
+                format!(
+                    "{who} presented a certificate for {}",
+                    if names.is_empty() {
+                        "no address or name".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            }
+            CertificateError::ExpiredContext { not_after, .. } => format!(
+                "{who} presented a certificate that expired at {}",
+                format_unix(*not_after)
+            ),
+            CertificateError::Expired => format!("{who} presented an expired certificate"),
+            CertificateError::NotValidYetContext { not_before, .. } => format!(
+                "{who} presented a certificate not valid before {}",
+                format_unix(*not_before)
+            ),
+            CertificateError::NotValidYet => {
+                format!("{who} presented a certificate that is not valid yet")
+            }
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
+                "{who} presented a certificate not issued by this controller's CA"
+            ),
+            other => format!("{who} presented a certificate that was refused: {other:?}"),
+        }
+    }
+}
+
+fn format_unix(t: UnixTime) -> String {
+    i64::try_from(t.as_secs())
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{} s after the epoch", t.as_secs()))
+}
+
+fn refused(message: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        Refusal(message),
+    ))))
+}
+
+impl ServerCertVerifier for PeerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| refused(self.refuse(server_name, end_entity, &e)))?;
+        match Role::of(end_entity) {
+            Some(role) if role == self.peer => Ok(verified),
+            other => Err(refused(format!(
+                "the {} at {} presented a certificate issued for {}, not for {}",
+                self.noun(),
+                server_name.to_str(),
+                other.map_or("no role of ours".to_string(), |r| r.to_string()),
+                self.peer
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Dials one peer over TLS, for tonic's channels.
+#[derive(Clone)]
+pub struct AgentConnector {
+    tls: ClientTls,
+    server_name: ServerName<'static>,
+}
+
+type Connecting = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+                    Box<dyn StdError + Send + Sync>,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower::Service<http::Uri> for AgentConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = Box<dyn StdError + Send + Sync>;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Connecting {
+        let connector = TlsConnector::from(self.tls.config());
+        let server_name = self.server_name.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in URI"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = TcpStream::connect((host, port)).await?;
+            tcp.set_nodelay(true)?;
+            match connector.connect(server_name.clone(), tcp).await {
+                Ok(stream) => Ok(TokioIo::new(stream)),
+                Err(e) => Err(match refusal(&e) {
+                    Some(words) => Box::new(Refusal(words)) as Box<dyn StdError + Send + Sync>,
+                    None => Box::new(e),
+                }),
+            }
+        })
+    }
+}
+
+/// Why a TLS peer was refused, or refused us, in plain words, if `error` (or anything
+/// it was caused by) says so: what a step log and a host's reason show.
+pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(refusal) = error.downcast_ref::<Refusal>() {
+            return Some(refusal.0.clone());
+        }
+        if let Some(words) = error.downcast_ref::<rustls::Error>().and_then(rustls_words) {
+            return Some(words);
+        }
+        if let Some(inner) = error.downcast_ref::<io::Error>().and_then(|e| e.get_ref()) {
+            if let Some(words) = refusal(inner) {
+                return Some(words);
+            }
+        }
+        next = error.source();
+    }
+    None
+}
+
+fn rustls_words(error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<Refusal>().map(|r| r.0.clone())
+        }
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateExpired
+            | Alert::CertificateRequired
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied
+            | Alert::DecryptError),
+        ) => Some(format!(
+            "the peer refused this side's certificate ({alert:?}): check that the certificate \
+             is issued for the controller by the CA the peer trusts, and not expired"
+        )),
+        rustls::Error::InvalidMessage(_) => Some(
+            "the peer does not speak TLS: is it running without --tls-cert?".to_string(),
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,27 @@
+//! Mutual TLS between `ocp-controller` and its agents (SPEC section 7): the built-in CA
+//! that issues every certificate, the role each certificate carries, and TLS for both
+//! ends that re-reads its files on demand, so that SIGHUP rotates them without a restart.
+//!
+//! An agent can stop every database process of its host, so it serves only clients
+//! whose certificate chains to the fleet's CA *and* was issued for the controller; the
+//! controller, in turn, talks to an agent only when the agent's certificate names the
+//! host's address. Both checks live here, once, for both binaries.
+
+mod client;
+mod files;
+mod incoming;
+pub mod pki;
+mod role;
+mod server;
+
+pub use client::{AgentConnector, ClientTls, ClientTlsFiles, refusal};
+pub use files::TrustError;
+pub use incoming::{TlsConn, TlsIncoming};
+pub use role::Role;
+pub use server::{ServerTls, ServerTlsFiles};
+
+/// rustls needs one process-wide crypto provider when more than one could be compiled
+/// in; this workspace builds with ring only, and every config here names it directly.
+fn provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
