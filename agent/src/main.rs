@@ -33,7 +33,11 @@ struct Cli {
     tls_client_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address: anyone who reaches the port can stop
     /// this host's processes.
-    #[arg(long, env = "OCP_AGENT_INSECURE_PLAINTEXT", conflicts_with = "tls_cert")]
+    #[arg(
+        long,
+        env = "OCP_AGENT_INSECURE_PLAINTEXT",
+        conflicts_with = "tls_cert"
+    )]
     insecure_plaintext: bool,
 }
 

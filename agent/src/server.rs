@@ -11,17 +11,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use proto::agent::v1::agent_service_server::AgentServiceServer;
+use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use futures::future::BoxFuture;
-use tokio::net::TcpListener;
 use tonic::transport::Server;
-use trust::{ServerTls, ServerTlsFiles, TlsIncoming};
 use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
+use trust::{ServerTls, ServerTlsFiles, TlsIncoming};
 
 use crate::config::{Config, ConfigError};
 use crate::service::AgentServiceImpl;
@@ -80,7 +80,9 @@ impl Agent {
         options: AgentOptions,
         cancel: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<Result<(), AgentError>>), AgentError> {
-        if options.tls.is_none() && !options.insecure_plaintext && !options.listen.ip().is_loopback()
+        if options.tls.is_none()
+            && !options.insecure_plaintext
+            && !options.listen.ip().is_loopback()
         {
             return Err(AgentError::PlaintextExposed(options.listen));
         }

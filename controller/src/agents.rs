@@ -166,12 +166,12 @@ pub fn timeout_ms(timeout: Duration) -> u64 {
 pub fn is_transient(status: &tonic::Status) -> bool {
     tls_refusal(status).is_none()
         && matches!(
-        status.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-    )
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+        )
 }
 
 pub fn snapshot(info: &ProcessInfo) -> ProcessSnapshot {

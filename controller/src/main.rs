@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use controller::auth::{self, Users};
 use controller::heartbeat::HeartbeatOptions;
-use controller::store::Store;
 use controller::server::Reloaded;
+use controller::store::Store;
 use controller::{Controller, ControllerOptions};
 use trust::{ClientTlsFiles, ServerTlsFiles, pki};
 
@@ -189,7 +189,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let agent_tls = match (args.pki_dir, args.agent_ca, args.agent_cert, args.agent_key) {
         (Some(dir), ..) => Some(ClientTlsFiles {
             ca: dir.join(pki::CA_CERT),
-            identity: Some((dir.join(pki::CONTROLLER_CERT), dir.join(pki::CONTROLLER_KEY))),
+            identity: Some((
+                dir.join(pki::CONTROLLER_CERT),
+                dir.join(pki::CONTROLLER_KEY),
+            )),
         }),
         (None, Some(ca), Some(cert), Some(key)) => Some(ClientTlsFiles {
             ca,
@@ -259,7 +262,9 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             let d = dir.display();
             println!("\nThe controller's certificate names: {}", hosts.join(", "));
             println!("Next, issue a certificate for each agent host, named by its innerIpAddress:");
-            println!("  ocp-controller pki issue --dir {d} --host 10.0.0.5 --out {d}/agents/10.0.0.5");
+            println!(
+                "  ocp-controller pki issue --dir {d} --host 10.0.0.5 --out {d}/agents/10.0.0.5"
+            );
             println!("then start the controller with it:");
             println!(
                 "  ocp-controller --pki-dir {d} --tls-cert {d}/{} --tls-key {d}/{} ...",
@@ -278,7 +283,9 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             report(&written);
             let o = out.display();
             println!("\nThe agent's certificate names: {}", hosts.join(", "));
-            println!("Next, copy {o} to that host (keep agent-key.pem 0600) and start its agent with:");
+            println!(
+                "Next, copy {o} to that host (keep agent-key.pem 0600) and start its agent with:"
+            );
             println!(
                 "  ocp-agent --listen 0.0.0.0:62888 --tls-cert {o}/{} --tls-key {o}/{} --tls-client-ca {o}/{} ...",
                 pki::AGENT_CERT,

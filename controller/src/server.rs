@@ -137,15 +137,16 @@ impl Controller {
         let tracker = TaskTracker::new();
         let router = grpc_router(core.clone(), options.users.clone()).await?;
         let shutdown = cancel.clone();
-        let grpc_incoming = match &faces_tls {
-            Some(tls) => Ok(
-                TlsIncoming::new(listener, tls.clone()).map_err(|source| StartError::Bind {
-                    addr: grpc_addr,
-                    source,
-                })?,
-            ),
-            None => Err(listener),
-        };
+        let grpc_incoming =
+            match &faces_tls {
+                Some(tls) => Ok(TlsIncoming::new(listener, tls.clone()).map_err(|source| {
+                    StartError::Bind {
+                        addr: grpc_addr,
+                        source,
+                    }
+                })?),
+                None => Err(listener),
+            };
         tracker.spawn(async move {
             let served = match grpc_incoming {
                 Ok(incoming) => {

@@ -91,15 +91,13 @@ async fn build_blocking(
 }
 
 fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError> {
-    let inner = WebPkiServerVerifier::builder_with_provider(
-        files::roots(&files.ca)?,
-        crate::provider(),
-    )
-    .build()
-    .map_err(|e| TrustError::BadCa {
-        path: files.ca.clone(),
-        reason: e.to_string(),
-    })?;
+    let inner =
+        WebPkiServerVerifier::builder_with_provider(files::roots(&files.ca)?, crate::provider())
+            .build()
+            .map_err(|e| TrustError::BadCa {
+                path: files.ca.clone(),
+                reason: e.to_string(),
+            })?;
     let builder = ClientConfig::builder_with_provider(crate::provider())
         .with_safe_default_protocol_versions()
         .map_err(TrustError::Config)?
@@ -174,9 +172,9 @@ impl PeerVerifier {
             CertificateError::NotValidYet => {
                 format!("{who} presented a certificate that is not valid yet")
             }
-            CertificateError::UnknownIssuer | CertificateError::BadSignature => format!(
-                "{who} presented a certificate not issued by this controller's CA"
-            ),
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                format!("{who} presented a certificate not issued by this controller's CA")
+            }
             other => format!("{who} presented a certificate that was refused: {other:?}"),
         }
     }
@@ -307,10 +305,12 @@ pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
         if let Some(words) = error.downcast_ref::<rustls::Error>().and_then(rustls_words) {
             return Some(words);
         }
-        if let Some(inner) = error.downcast_ref::<io::Error>().and_then(|e| e.get_ref()) {
-            if let Some(words) = refusal(inner) {
-                return Some(words);
-            }
+        if let Some(words) = error
+            .downcast_ref::<io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|inner| refusal(inner))
+        {
+            return Some(words);
         }
         next = error.source();
     }
@@ -335,9 +335,9 @@ fn rustls_words(error: &rustls::Error) -> Option<String> {
             "the peer refused this side's certificate ({alert:?}): check that the certificate \
              is issued for the controller by the CA the peer trusts, and not expired"
         )),
-        rustls::Error::InvalidMessage(_) => Some(
-            "the peer does not speak TLS: is it running without --tls-cert?".to_string(),
-        ),
+        rustls::Error::InvalidMessage(_) => {
+            Some("the peer does not speak TLS: is it running without --tls-cert?".to_string())
+        }
         _ => None,
     }
 }

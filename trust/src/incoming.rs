@@ -83,7 +83,9 @@ async fn accept_loop(
                     let _ = ready.send((TlsConn(stream), peer)).await;
                 }
                 Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake refused: {e}"),
-                Err(_) => tracing::info!(%peer, "TLS handshake not finished in {HANDSHAKE_TIMEOUT:?}; closed"),
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake not finished in {HANDSHAKE_TIMEOUT:?}; closed")
+                }
             }
         });
     }

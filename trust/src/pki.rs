@@ -8,8 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::ServerName;
 use time::{Duration, OffsetDateTime};
@@ -110,7 +110,12 @@ pub fn init(
     create_dir(dir)?;
     let [ca_path, ca_key_path, cert_path, key_path] = files;
     Ok(vec![
-        write(ca_path, &ca_cert.pem(), false, "CA certificate: every agent trusts it")?,
+        write(
+            ca_path,
+            &ca_cert.pem(),
+            false,
+            "CA certificate: every agent trusts it",
+        )?,
         write(
             ca_key_path,
             &issuer.key().serialize_pem(),
@@ -250,7 +255,12 @@ fn create_dir(dir: &Path) -> Result<(), PkiError> {
 
 /// Writes beside the target and renames over it, so a key is never readable by
 /// others, not even for a moment, and a replaced file is replaced whole.
-fn write(path: PathBuf, contents: &str, secret: bool, what: &'static str) -> Result<Written, PkiError> {
+fn write(
+    path: PathBuf,
+    contents: &str,
+    secret: bool,
+    what: &'static str,
+) -> Result<Written, PkiError> {
     let err = |source| PkiError::Write {
         path: path.clone(),
         source,

@@ -28,14 +28,11 @@ impl Role {
     pub fn of(cert: &CertificateDer<'_>) -> Option<Role> {
         let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
         let sans = parsed.subject_alternative_name().ok()??;
-        sans.value
-            .general_names
-            .iter()
-            .find_map(|name| match name {
-                GeneralName::URI(uri) if *uri == Role::Controller.uri() => Some(Role::Controller),
-                GeneralName::URI(uri) if *uri == Role::Agent.uri() => Some(Role::Agent),
-                _ => None,
-            })
+        sans.value.general_names.iter().find_map(|name| match name {
+            GeneralName::URI(uri) if *uri == Role::Controller.uri() => Some(Role::Controller),
+            GeneralName::URI(uri) if *uri == Role::Agent.uri() => Some(Role::Agent),
+            _ => None,
+        })
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use crate::files::{self, TrustError};
@@ -80,15 +80,13 @@ fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, Trust
         .map_err(TrustError::Config)?;
     let builder = match &files.client_ca {
         Some(ca) => {
-            let inner = WebPkiClientVerifier::builder_with_provider(
-                files::roots(ca)?,
-                crate::provider(),
-            )
-            .build()
-            .map_err(|e| TrustError::BadCa {
-                path: ca.clone(),
-                reason: e.to_string(),
-            })?;
+            let inner =
+                WebPkiClientVerifier::builder_with_provider(files::roots(ca)?, crate::provider())
+                    .build()
+                    .map_err(|e| TrustError::BadCa {
+                        path: ca.clone(),
+                        reason: e.to_string(),
+                    })?;
             builder.with_client_cert_verifier(Arc::new(ControllerOnly { inner }))
         }
         None => builder.with_no_client_auth(),

@@ -236,6 +236,8 @@ pub fn controller_options(
             interval: Duration::from_secs(1),
             ..HeartbeatOptions::default()
         },
+        agent_tls: None,
+        tls: None,
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{GetAgentInfoRequest, ListProcessesRequest, ProcessInfo};
 use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
 
 use super::fleet::{WAIT, pid_alive, workspace_bin};
 
@@ -24,6 +25,19 @@ pub struct ProcAgent {
     prefix: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    tls: Option<AgentTls>,
+    /// How many runs logged before the current one (every run appends to one log).
+    spawned_before: usize,
+}
+
+/// What an agent serves TLS with, and how the test, as the controller, talks to it.
+pub struct AgentTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    /// Holds the controller's certificate. `None` for an agent whose certificate the
+    /// controller is meant to refuse: it counts as ready once it says it serves.
+    pub client: Option<trust::ClientTls>,
 }
 
 /// A tag no other test or run shares.
@@ -36,6 +50,26 @@ impl ProcAgent {
     /// use `tag`), starts the agent on `listen` behind `prefix` (empty, or e.g.
     /// `ip netns exec NS`), and waits until it answers.
     pub async fn start(listen: SocketAddr, prefix: &[&str], tag: String, processes: &str) -> Self {
+        Self::start_with(listen, prefix, tag, processes, None).await
+    }
+
+    /// As `start`, serving mutual TLS.
+    pub async fn start_tls(
+        listen: SocketAddr,
+        tag: String,
+        processes: &str,
+        tls: AgentTls,
+    ) -> Self {
+        Self::start_with(listen, &[], tag, processes, Some(tls)).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        prefix: &[&str],
+        tag: String,
+        processes: &str,
+        tls: Option<AgentTls>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!("[agent]\nversion = \"4.2.1-test\"\n\n{processes}");
         std::fs::write(dir.path().join("agent.toml"), config).expect("write agent config");
@@ -45,6 +79,8 @@ impl ProcAgent {
             prefix: prefix.iter().map(|s| s.to_string()).collect(),
             dir,
             child: None,
+            tls,
+            spawned_before: 0,
         };
         agent.spawn().await;
         agent
@@ -69,6 +105,10 @@ impl ProcAgent {
     /// Every run appends to the same log.
     pub async fn spawn(&mut self) {
         assert!(self.child.is_none(), "agent already running");
+        self.spawned_before = std::fs::read_to_string(self.log_path())
+            .unwrap_or_default()
+            .matches("serving over TLS")
+            .count();
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -94,6 +134,19 @@ impl ProcAgent {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
+        if self.tls.is_none() && !self.addr.ip().is_loopback() {
+            // An address of the test's own network namespace, reached by nobody else.
+            command.arg("--insecure-plaintext");
+        }
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--tls-cert")
+                .arg(&tls.cert)
+                .arg("--tls-key")
+                .arg(&tls.key)
+                .arg("--tls-client-ca")
+                .arg(&tls.client_ca);
+        }
         self.child = Some(command.spawn().expect("spawn ocp-agent"));
         self.wait_ready().await;
     }
@@ -126,13 +179,38 @@ impl ProcAgent {
     }
 
     async fn info_within(&self, limit: Duration) -> bool {
+        if matches!(&self.tls, Some(AgentTls { client: None, .. })) {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            return log.matches("serving over TLS").count() > self.spawned_before;
+        }
         let call = async {
-            let mut client = AgentServiceClient::connect(format!("http://{}", self.addr))
-                .await
-                .ok()?;
+            let mut client = self.client().await.ok()?;
             client.get_agent_info(GetAgentInfoRequest {}).await.ok()
         };
         matches!(tokio::time::timeout(limit, call).await, Ok(Some(_)))
+    }
+
+    /// A client on a new connection: plaintext, or TLS as the controller.
+    pub async fn client(&self) -> Result<AgentServiceClient<Channel>, tonic::transport::Error> {
+        let channel = match &self.tls {
+            None => {
+                Endpoint::from_shared(format!("http://{}", self.addr))?
+                    .connect()
+                    .await?
+            }
+            Some(tls) => {
+                let connector = tls
+                    .client
+                    .as_ref()
+                    .expect("this agent's certificate cannot be verified")
+                    .connector(&self.addr.ip().to_string())
+                    .expect("agent address as a TLS name");
+                Endpoint::from_shared(format!("https://{}", self.addr))?
+                    .connect_with_connector(connector)
+                    .await?
+            }
+        };
+        Ok(AgentServiceClient::new(channel))
     }
 
     /// SIGKILL, as a crash or the OOM killer would: no shutdown of its processes, no
@@ -145,7 +223,7 @@ impl ProcAgent {
     }
 
     pub async fn processes(&self) -> Vec<ProcessInfo> {
-        AgentServiceClient::connect(format!("http://{}", self.addr))
+        self.client()
             .await
             .expect("connect to agent")
             .list_processes(ListProcessesRequest {})

@@ -146,6 +146,8 @@ impl Harness {
                 interval: Duration::from_secs(1),
                 ..HeartbeatOptions::default()
             },
+            agent_tls: None,
+            tls: None,
         })
         .await
         .expect("controller starts");

@@ -1,0 +1,770 @@
+//! Mutual TLS against the real binaries (SPEC section 7): who an agent refuses, and that
+//! its processes are untouched; a batch restart driven over mutual TLS; an agent with
+//! another host's or an expired certificate, named in the step log and the host's
+//! reason; rotation by SIGHUP on both binaries; the guard against plaintext on a public
+//! address; and the `pki` commands as an operator runs them.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::fleet::{WAIT, free_port, workspace_bin};
+use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
+use proto::agent::v1::{BulkRequest, GetAgentInfoRequest, ProcessStatus};
+use serde_json::{Value, json};
+use trust::pki::{self, Validity};
+use trust::{ClientTls, ClientTlsFiles, Role};
+
+/// A CA and the controller's certificate, as `pki init` writes them.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let days = Validity::days(30).expect("validity");
+        pki::init(dir.path(), &["127.0.0.1".to_string()], days, days, false).expect("pki init");
+        Pki { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// An agent's certificate for `host`, in its own folder.
+    fn issue(&self, host: &str, validity: Validity) -> PathBuf {
+        let out = self.dir.path().join("agents").join(host);
+        pki::issue(self.path(), &[host.to_string()], &out, validity, true).expect("pki issue");
+        out
+    }
+
+    /// A client of agents holding `identity` (a certificate and key), trusting this CA.
+    async fn client(&self, identity: Option<(PathBuf, PathBuf)>) -> ClientTls {
+        ClientTls::load(
+            ClientTlsFiles {
+                ca: self.file(pki::CA_CERT),
+                identity,
+            },
+            Role::Agent,
+        )
+        .await
+        .expect("client TLS")
+    }
+
+    fn controller_identity(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((
+            self.file(pki::CONTROLLER_CERT),
+            self.file(pki::CONTROLLER_KEY),
+        ))
+    }
+}
+
+fn month() -> Validity {
+    Validity::days(30).expect("validity")
+}
+
+fn processes(tag: &str, ip: &str) -> String {
+    let demo = workspace_bin("ocp-demo-proc");
+    let port = free_port();
+    format!(
+        r#"[[process]]
+alias = "listener"
+command = {demo:?}
+args = ["--listen", "{ip}:{port}", "--tag", "{tag}-listener"]
+ports = [{port}]
+stop_timeout = "5s"
+min_live = "0s"
+"#
+    )
+}
+
+/// A real agent on `ip` serving the certificate in `certs` (an `issue` folder).
+async fn tls_agent(pki: &Pki, ip: &str, certs: &Path) -> ProcAgent {
+    let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
+    let tag = unique_tag();
+    let config = processes(&tag, ip);
+    ProcAgent::start_tls(
+        listen,
+        tag,
+        &config,
+        AgentTls {
+            cert: certs.join(pki::AGENT_CERT),
+            key: certs.join(pki::AGENT_KEY),
+            client_ca: certs.join(pki::CA_CERT),
+            client: Some(pki.client(pki.controller_identity()).await),
+        },
+    )
+    .await
+}
+
+/// A real agent on `ip` serving `certs`, which the controller is meant to refuse.
+async fn refused_agent(ip: &str, certs: &Path) -> ProcAgent {
+    let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
+    let tag = unique_tag();
+    let config = processes(&tag, ip);
+    let agent = ProcAgent::start_tls(
+        listen,
+        tag,
+        &config,
+        AgentTls {
+            cert: certs.join(pki::AGENT_CERT),
+            key: certs.join(pki::AGENT_KEY),
+            client_ca: certs.join(pki::CA_CERT),
+            client: None,
+        },
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while agent.live_copies("listener").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent
+}
+
+async fn listener_pid(agent: &ProcAgent) -> (u32, ProcessStatus) {
+    let processes = agent.processes().await;
+    let listener = processes
+        .iter()
+        .find(|p| p.alias == "listener")
+        .expect("listener process");
+    (listener.pid, listener.status())
+}
+
+/// Asks the agent to stop every process through `client`, on a new connection.
+async fn stop_all_through(agent: &ProcAgent, client: Option<ClientTls>) -> Result<(), String> {
+    let endpoint = match &client {
+        Some(_) => format!("https://{}", agent.addr),
+        None => format!("http://{}", agent.addr),
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint)
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let channel = match client {
+        Some(tls) => {
+            let connector = tls
+                .connector(&agent.addr.ip().to_string())
+                .expect("connector");
+            endpoint.connect_with_connector(connector).await
+        }
+        None => endpoint.connect().await,
+    }
+    .map_err(|e| format!("connect: {e:?}"))?;
+    let mut client = proto::agent::v1::agent_service_client::AgentServiceClient::new(channel);
+    client
+        .stop_all(BulkRequest { timeout_ms: 5_000 })
+        .await
+        .map(|_| ())
+        .map_err(|status| format!("{status:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
+    let pki = Pki::new();
+    let certs = pki.issue("127.0.0.1", month());
+    let agent = tls_agent(&pki, "127.0.0.1", &certs).await;
+    let (pid, status) = listener_pid(&agent).await;
+    assert_eq!(status, ProcessStatus::Started);
+
+    let stranger = Pki::new();
+    let other_agent = pki.issue("127.0.0.9", month());
+    let refused = [
+        ("a plaintext client", None),
+        (
+            "a TLS client without a certificate",
+            Some(pki.client(None).await),
+        ),
+        (
+            "a client whose certificate another CA issued for a controller",
+            Some(pki.client(stranger.controller_identity()).await),
+        ),
+        (
+            "a client holding another agent's certificate",
+            Some(
+                pki.client(Some((
+                    other_agent.join(pki::AGENT_CERT),
+                    other_agent.join(pki::AGENT_KEY),
+                )))
+                .await,
+            ),
+        ),
+    ];
+    for (who, client) in refused {
+        let outcome = stop_all_through(&agent, client).await;
+        assert!(outcome.is_err(), "{who} was served: StopAll succeeded");
+        let (now, status) = listener_pid(&agent).await;
+        assert_eq!(
+            (now, status),
+            (pid, ProcessStatus::Started),
+            "after {who} ({outcome:?}) the agent's process changed"
+        );
+    }
+    // Each refusal is the handshake's (none got as far as a call), and is logged.
+    let log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
+    for words in [
+        "peer sent no certificates",
+        "BadSignature",
+        "extended key usage for client authentication",
+    ] {
+        assert!(
+            log.lines()
+                .any(|line| line.contains("TLS handshake refused") && line.contains(words)),
+            "the agent's log does not show the refusal {words:?}:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains("method=\"StopAll\""),
+        "a refused client reached StopAll:\n{log}"
+    );
+
+    // The controller's certificate is served: the same call from it does stop.
+    stop_all_through(&agent, Some(pki.client(pki.controller_identity()).await))
+        .await
+        .expect("the controller is served");
+    assert_eq!(listener_pid(&agent).await.1, ProcessStatus::Stopped);
+}
+
+/// `ocp-controller` as an operator starts it with a PKI: mutual TLS to the agents and
+/// HTTPS on its REST port, over which the test drives it.
+struct TlsController {
+    child: Child,
+    http: SocketAddr,
+    dir: tempfile::TempDir,
+    password: String,
+}
+
+impl TlsController {
+    async fn start(pki_dir: &Path) -> TlsController {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
+            .args(["--http-addr", &http.to_string(), "--grpc-addr", &grpc])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--pki-dir")
+            .arg(pki_dir)
+            .arg("--tls-cert")
+            .arg(pki_dir.join(pki::CONTROLLER_CERT))
+            .arg("--tls-key")
+            .arg(pki_dir.join(pki::CONTROLLER_KEY))
+            .args(["--heartbeat-interval", "1s"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ocp-controller");
+        let mut controller = TlsController {
+            child,
+            http,
+            dir,
+            password: String::new(),
+        };
+        let password_file = controller.dir.path().join("data/admin-password");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(password) = std::fs::read_to_string(&password_file) {
+                controller.password = password.trim().to_string();
+                let ca = pki_dir.join(pki::CA_CERT);
+                if controller.get(&ca, "/compute/hosts").await.is_ok() {
+                    return controller;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "controller never served HTTPS:\n{}",
+                controller.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    /// A new HTTPS client trusting only `ca`: a new connection, with the certificate the
+    /// controller serves now.
+    fn https(ca: &Path) -> reqwest::Client {
+        let pem = std::fs::read(ca).expect("read CA");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("https client")
+    }
+
+    async fn send(&self, ca: &Path, path: &str, body: Option<Value>) -> reqwest::Result<Value> {
+        let url = format!("https://{}{path}", self.http);
+        let client = Self::https(ca);
+        let request = match body {
+            Some(body) => client.post(url).json(&body),
+            None => client.get(url),
+        };
+        request
+            .basic_auth("admin", Some(&self.password))
+            .send()
+            .await?
+            .json()
+            .await
+    }
+
+    async fn get(&self, ca: &Path, path: &str) -> reqwest::Result<Value> {
+        self.send(ca, path, None).await
+    }
+
+    async fn post(&self, ca: &Path, path: &str, body: Value) -> Value {
+        let reply = self.send(ca, path, Some(body)).await.expect("POST");
+        assert_eq!(reply["successful"], json!(true), "POST {path}: {reply}");
+        reply["data"].clone()
+    }
+
+    async fn add_host(&self, ca: &Path, agent: &ProcAgent) -> i64 {
+        let host = self
+            .post(
+                ca,
+                "/compute/hosts",
+                json!({"innerIpAddress": agent.addr.ip().to_string(), "agentPort": agent.addr.port()}),
+            )
+            .await;
+        host["id"].as_i64().expect("host id")
+    }
+
+    async fn wait_task(&self, ca: &Path, id: i64) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let task = self
+                .get(ca, &format!("/tasks/instances/{id}"))
+                .await
+                .expect("GET task");
+            if task["data"]["status"] != json!("RUNNING") {
+                return task["data"].clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "task {id} still RUNNING: {task}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The logs of the task's FAILED subtasks, joined.
+    async fn failure_logs(&self, ca: &Path, task: &Value) -> String {
+        let mut logs = String::new();
+        for subtask in task["subtasks"].as_array().expect("subtasks") {
+            if subtask["status"] == json!("FAILED") {
+                let path = format!(
+                    "/tasks/instances/{}/subtasks/{}/log",
+                    task["id"], subtask["id"]
+                );
+                let log = self.get(ca, &path).await.expect("GET log");
+                logs.push_str(log["data"]["log"].as_str().unwrap_or_default());
+            }
+        }
+        logs
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on the child this value owns and has not reaped.
+        unsafe {
+            libc::kill(pid, signal);
+        }
+    }
+}
+
+impl Drop for TlsController {
+    fn drop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certificate() {
+    let pki = Pki::new();
+    let ca = pki.file(pki::CA_CERT);
+    let good = [
+        tls_agent(&pki, "127.0.0.2", &pki.issue("127.0.0.2", month())).await,
+        tls_agent(&pki, "127.0.0.3", &pki.issue("127.0.0.3", month())).await,
+    ];
+    // An agent on 127.0.0.4 that serves 127.0.0.2's certificate, and one whose
+    // certificate expired yesterday.
+    let imposter = refused_agent("127.0.0.4", &pki.path().join("agents/127.0.0.2")).await;
+    let now = time::OffsetDateTime::now_utc();
+    let yesterday = Validity {
+        not_before: now - time::Duration::days(30),
+        not_after: now - time::Duration::days(1),
+    };
+    let expired = refused_agent("127.0.0.5", &pki.issue("127.0.0.5", yesterday)).await;
+
+    let controller = TlsController::start(pki.path()).await;
+    let before: Vec<u32> = futures::future::join_all(good.iter().map(listener_pid))
+        .await
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect();
+    let mut ids = Vec::new();
+    for agent in &good {
+        ids.push(controller.add_host(&ca, agent).await);
+    }
+    let task = controller
+        .post(
+            &ca,
+            "/compute/hosts/batchRestartAgents",
+            json!({"hostIds": ids}),
+        )
+        .await;
+    let task = controller
+        .wait_task(&ca, task["id"].as_i64().expect("id"))
+        .await;
+    assert_eq!(
+        task["status"],
+        json!("SUCCESSFUL"),
+        "batch restart over mutual TLS: {}",
+        controller.failure_logs(&ca, &task).await
+    );
+    for (agent, before) in good.iter().zip(before) {
+        let (after, status) = listener_pid(agent).await;
+        assert_eq!(status, ProcessStatus::Started);
+        assert_ne!(
+            after, before,
+            "the listener on {} was not restarted",
+            agent.addr
+        );
+    }
+
+    for (agent, words) in [
+        (
+            &imposter,
+            "the agent at 127.0.0.4 presented a certificate for 127.0.0.2".to_string(),
+        ),
+        (
+            &expired,
+            "the agent at 127.0.0.5 presented a certificate that expired at".to_string(),
+        ),
+    ] {
+        let pids = agent.live_copies("listener");
+        let host = controller.add_host(&ca, agent).await;
+        let task = controller
+            .post(
+                &ca,
+                &format!("/compute/hosts/{host}/agent/restart"),
+                json!({}),
+            )
+            .await;
+        let task = controller
+            .wait_task(&ca, task["id"].as_i64().expect("id"))
+            .await;
+        assert_eq!(task["status"], json!("FAILED"));
+        let logs = controller.failure_logs(&ca, &task).await;
+        assert!(logs.contains(&words), "step log lacks {words:?}:\n{logs}");
+        assert_eq!(
+            agent.live_copies("listener"),
+            pids,
+            "{} was touched",
+            agent.addr
+        );
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let host = controller
+                .get(&ca, &format!("/compute/hosts/{host}"))
+                .await
+                .expect("GET host");
+            let reason = host["data"]["statusReason"].as_str().unwrap_or_default();
+            if reason.contains(&words) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the host's reason never named the certificate: {host}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn copy_into(from: &Path, files: &[(&str, &str)], to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for (source, target) in files {
+        std::fs::copy(from.join(source), to.join(target)).expect("copy certificate file");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
+    // The files both binaries read, first from CA "old", then overwritten by CA "new".
+    let old = Pki::new();
+    let new = Pki::new();
+    let live = tempfile::tempdir().expect("tempdir");
+    let controller_dir = live.path().join("controller");
+    let agent_dir = live.path().join("agent");
+    let controller_files = [
+        (pki::CA_CERT, pki::CA_CERT),
+        (pki::CONTROLLER_CERT, pki::CONTROLLER_CERT),
+        (pki::CONTROLLER_KEY, pki::CONTROLLER_KEY),
+    ];
+    let agent_files = [
+        (pki::AGENT_CERT, pki::AGENT_CERT),
+        (pki::AGENT_KEY, pki::AGENT_KEY),
+        (pki::CA_CERT, pki::CA_CERT),
+    ];
+    copy_into(old.path(), &controller_files, &controller_dir);
+    copy_into(&old.issue("127.0.0.6", month()), &agent_files, &agent_dir);
+    let new_agent_certs = new.issue("127.0.0.6", month());
+
+    let agent = tls_agent(&old, "127.0.0.6", &agent_dir).await;
+    let controller = TlsController::start(&controller_dir).await;
+    let (old_ca, new_ca) = (old.file(pki::CA_CERT), new.file(pki::CA_CERT));
+    let host = controller.add_host(&old_ca, &agent).await;
+    let restart = |ca: PathBuf| {
+        let controller = &controller;
+        async move {
+            let task = controller
+                .post(
+                    &ca,
+                    &format!("/compute/hosts/{host}/agent/restart"),
+                    json!({}),
+                )
+                .await;
+            controller
+                .wait_task(&ca, task["id"].as_i64().expect("id"))
+                .await
+        }
+    };
+    assert_eq!(restart(old_ca.clone()).await["status"], json!("SUCCESSFUL"));
+
+    // The controller rotates first: its HTTPS face now presents the new certificate,
+    // and its new connection to the agent (still on the old CA) is refused.
+    copy_into(new.path(), &controller_files, &controller_dir);
+    controller.signal(libc::SIGHUP);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while controller.get(&new_ca, "/compute/hosts").await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller's HTTPS face never presented the new certificate:\n{}",
+            controller.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        controller.get(&old_ca, "/compute/hosts").await.is_err(),
+        "a client trusting only the old CA still reached the controller"
+    );
+    let failed = restart(new_ca.clone()).await;
+    assert_eq!(failed["status"], json!("FAILED"));
+    let logs = controller.failure_logs(&new_ca, &failed).await;
+    assert!(
+        logs.contains(
+            "the agent at 127.0.0.6 presented a certificate not issued by this controller's CA"
+        ),
+        "{logs}"
+    );
+
+    // Then the agent: it serves the new certificate to holders of the new controller
+    // certificate only, and the failed task's retry finishes.
+    copy_into(&new_agent_certs, &agent_files, &agent_dir);
+    let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
+    // SAFETY: kill(2) on the agent child the test started and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    let as_new = new.client(new.controller_identity()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if info_through(&agent, &as_new).await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never served the new certificate:\n{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let as_old = old.client(old.controller_identity()).await;
+    assert!(
+        info_through(&agent, &as_old).await.is_err(),
+        "the agent still serves a controller of the old CA"
+    );
+    let retried = controller
+        .post(
+            &new_ca,
+            &format!("/tasks/instances/{}/retry", failed["id"]),
+            json!({}),
+        )
+        .await;
+    let retried = controller
+        .wait_task(&new_ca, retried["id"].as_i64().expect("id"))
+        .await;
+    assert_eq!(
+        retried["status"],
+        json!("SUCCESSFUL"),
+        "{}",
+        controller.failure_logs(&new_ca, &retried).await
+    );
+}
+
+async fn info_through(agent: &ProcAgent, tls: &ClientTls) -> Result<(), String> {
+    let connector = tls
+        .connector(&agent.addr.ip().to_string())
+        .expect("connector");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", agent.addr))
+        .expect("uri")
+        .timeout(Duration::from_secs(5))
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    proto::agent::v1::agent_service_client::AgentServiceClient::new(channel)
+        .get_agent_info(GetAgentInfoRequest {})
+        .await
+        .map(|_| ())
+        .map_err(|s| format!("{s:?}"))
+}
+
+#[test]
+fn a_plaintext_agent_on_a_public_address_exits_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("agent.toml"), "[agent]\n").expect("config");
+    let run = |extra: &[&str]| {
+        Command::new(workspace_bin("ocp-agent"))
+            .args(["--listen", &format!("0.0.0.0:{}", free_port())])
+            .arg("--config")
+            .arg(dir.path().join("agent.toml"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ocp-agent")
+    };
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains("refusing to serve plaintext on 0.0.0.0") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+
+    // Half the TLS flags is a usage error, not a silent fallback to plaintext.
+    let half = run(&["--tls-cert", "agent.pem"]);
+    assert!(!half.status.success());
+    assert!(String::from_utf8_lossy(&half.stderr).contains("--tls-key"));
+}
+
+fn pki_command(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
+        .arg("pki")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ocp-controller pki")
+}
+
+#[test]
+fn pki_commands_write_private_keys_0600_and_never_overwrite_without_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki_dir = dir.path().join("pki");
+    let pki_arg = pki_dir.to_str().expect("utf-8 path");
+    let agents = dir.path().join("agents/10.0.0.5");
+    let agents_arg = agents.to_str().expect("utf-8 path");
+
+    let issue = [
+        "issue", "--dir", pki_arg, "--host", "10.0.0.5", "--out", agents_arg,
+    ];
+    let before_init = pki_command(&issue);
+    assert!(!before_init.status.success());
+    assert!(String::from_utf8_lossy(&before_init.stderr).contains("pki init"));
+
+    let init = pki_command(&["init", "--dir", pki_arg, "--host", "127.0.0.1"]);
+    assert!(init.status.success(), "{init:?}");
+    let said = String::from_utf8_lossy(&init.stdout);
+    assert!(
+        said.contains("ca-key.pem") && said.contains("ocp-controller pki issue"),
+        "{said}"
+    );
+    for (file, mode) in [
+        (pki::CA_CERT, 0o644),
+        (pki::CA_KEY, 0o600),
+        (pki::CONTROLLER_CERT, 0o644),
+        (pki::CONTROLLER_KEY, 0o600),
+    ] {
+        let meta = std::fs::metadata(pki_dir.join(file)).expect("written");
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+    }
+
+    let ca = std::fs::read(pki_dir.join(pki::CA_KEY)).expect("CA key");
+    let again = pki_command(&["init", "--dir", pki_arg]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read(pki_dir.join(pki::CA_KEY)).expect("CA key"),
+        ca
+    );
+
+    let issued = pki_command(&issue);
+    assert!(issued.status.success(), "{issued:?}");
+    assert!(String::from_utf8_lossy(&issued.stdout).contains("--tls-client-ca"));
+    let key_mode = std::fs::metadata(agents.join(pki::AGENT_KEY))
+        .expect("agent key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let cert = std::fs::read(agents.join(pki::AGENT_CERT)).expect("agent cert");
+    assert!(
+        !pki_command(&issue).status.success(),
+        "overwrote without --force"
+    );
+    assert_eq!(
+        std::fs::read(agents.join(pki::AGENT_CERT)).expect("cert"),
+        cert
+    );
+    let mut forced = issue.to_vec();
+    forced.push("--force");
+    assert!(pki_command(&forced).status.success());
+    assert_ne!(
+        std::fs::read(agents.join(pki::AGENT_CERT)).expect("cert"),
+        cert
+    );
+
+    let bad = pki_command(&[
+        "issue",
+        "--dir",
+        pki_arg,
+        "--host",
+        "not a host",
+        "--out",
+        agents_arg,
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a host"));
+}
