@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::files::{self, TrustError};
+use crate::refusal::{Refusal, refusal, refused};
 use crate::role::Role;
 
 /// What a client reads, again at every reload.
@@ -118,11 +119,6 @@ fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError>
     Ok(config)
 }
 
-/// Why a peer was refused, in the words an operator reads in a step log.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refusal(String);
-
 /// rustls' WebPKI checks, turned into sentences, then the peer's role.
 #[derive(Debug)]
 struct PeerVerifier {
@@ -189,12 +185,6 @@ fn format_unix(t: UnixTime) -> String {
                 .ok()
         })
         .unwrap_or_else(|| format!("{} s after the epoch", t.as_secs()))
-}
-
-fn refused(message: String) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
-        Refusal(message),
-    ))))
 }
 
 impl ServerCertVerifier for PeerVerifier {
@@ -291,53 +281,5 @@ impl tower::Service<http::Uri> for AgentConnector {
                 }),
             }
         })
-    }
-}
-
-/// Why a TLS peer was refused, or refused us, in plain words, if `error` (or anything
-/// it was caused by) says so: what a step log and a host's reason show.
-pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if let Some(refusal) = error.downcast_ref::<Refusal>() {
-            return Some(refusal.0.clone());
-        }
-        if let Some(words) = error.downcast_ref::<rustls::Error>().and_then(rustls_words) {
-            return Some(words);
-        }
-        if let Some(words) = error
-            .downcast_ref::<io::Error>()
-            .and_then(|e| e.get_ref())
-            .and_then(|inner| refusal(inner))
-        {
-            return Some(words);
-        }
-        next = error.source();
-    }
-    None
-}
-
-fn rustls_words(error: &rustls::Error) -> Option<String> {
-    use rustls::AlertDescription as Alert;
-    match error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
-            other.0.downcast_ref::<Refusal>().map(|r| r.0.clone())
-        }
-        rustls::Error::AlertReceived(
-            alert @ (Alert::BadCertificate
-            | Alert::UnknownCA
-            | Alert::CertificateExpired
-            | Alert::CertificateRequired
-            | Alert::CertificateUnknown
-            | Alert::AccessDenied
-            | Alert::DecryptError),
-        ) => Some(format!(
-            "the peer refused this side's certificate ({alert:?}): check that the certificate \
-             is issued for the controller by the CA the peer trusts, and not expired"
-        )),
-        rustls::Error::InvalidMessage(_) => {
-            Some("the peer does not speak TLS: is it running without --tls-cert?".to_string())
-        }
-        _ => None,
     }
 }

@@ -82,7 +82,10 @@ async fn accept_loop(
                 Ok(Ok(stream)) => {
                     let _ = ready.send((TlsConn(stream), peer)).await;
                 }
-                Ok(Err(e)) => tracing::warn!(%peer, "TLS handshake refused: {e}"),
+                Ok(Err(e)) => {
+                    let reason = crate::refusal(&e).unwrap_or_else(|| e.to_string());
+                    tracing::warn!(%peer, "TLS handshake refused: {reason}");
+                }
                 Err(_) => {
                     tracing::info!(%peer, "TLS handshake not finished in {HANDSHAKE_TIMEOUT:?}; closed")
                 }

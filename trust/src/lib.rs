@@ -11,12 +11,14 @@ mod client;
 mod files;
 mod incoming;
 pub mod pki;
+mod refusal;
 mod role;
 mod server;
 
-pub use client::{AgentConnector, ClientTls, ClientTlsFiles, refusal};
+pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
 pub use incoming::{TlsConn, TlsIncoming};
+pub use refusal::{Refusal, refusal};
 pub use role::Role;
 pub use server::{ServerTls, ServerTlsFiles};
 

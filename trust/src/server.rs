@@ -12,6 +12,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 
 use crate::files::{self, TrustError};
+use crate::refusal::refused;
 use crate::role::Role;
 
 /// What a server reads, again at every reload.
@@ -109,10 +110,6 @@ struct ControllerOnly {
     inner: Arc<dyn ClientCertVerifier>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the client's certificate was issued for {0}, not for the controller")]
-struct NotController(String);
-
 impl ClientCertVerifier for ControllerOnly {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
@@ -129,14 +126,10 @@ impl ClientCertVerifier for ControllerOnly {
             .verify_client_cert(end_entity, intermediates, now)?;
         match Role::of(end_entity) {
             Some(Role::Controller) => Ok(verified),
-            other => {
-                let role = other.map_or("no role of ours".to_string(), |r| r.to_string());
-                Err(rustls::Error::InvalidCertificate(
-                    rustls::CertificateError::Other(rustls::OtherError(Arc::new(NotController(
-                        role,
-                    )))),
-                ))
-            }
+            other => Err(refused(format!(
+                "the client's certificate was issued for {}, not for the controller",
+                other.map_or("no role of ours".to_string(), |r| r.to_string())
+            ))),
         }
     }
 

@@ -1,0 +1,68 @@
+//! Why a TLS peer was refused, or refused us, in the words an operator reads in a step
+//! log, a host's reason or an agent's log: built once by the verifiers, found again
+//! wherever rustls, tokio or tonic wrapped it.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+
+use rustls::CertificateError;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Refusal(pub(crate) String);
+
+/// The error a verifier returns to rustls, carrying `message` to whoever reads it.
+pub(crate) fn refused(message: String) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
+        Refusal(message),
+    ))))
+}
+
+/// The plain words of `error`, or of anything it was caused by, when it is about TLS
+/// trust: a certificate refused by this side or by the peer, or a peer without TLS.
+pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(refusal) = error.downcast_ref::<Refusal>() {
+            return Some(refusal.0.clone());
+        }
+        if let Some(words) = error.downcast_ref::<rustls::Error>().and_then(rustls_words) {
+            return Some(words);
+        }
+        if let Some(words) = error
+            .downcast_ref::<io::Error>()
+            .and_then(|e| e.get_ref())
+            .and_then(|inner| refusal(inner))
+        {
+            return Some(words);
+        }
+        next = error.source();
+    }
+    None
+}
+
+fn rustls_words(error: &rustls::Error) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            other.0.downcast_ref::<Refusal>().map(|r| r.0.clone())
+        }
+        rustls::Error::AlertReceived(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateExpired
+            | Alert::CertificateRequired
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied
+            | Alert::DecryptError),
+        ) => Some(format!(
+            "the peer refused this side's certificate ({alert:?}): check that it was issued by \
+             the CA the peer trusts, for this side's role and address, and has not expired"
+        )),
+        rustls::Error::InvalidMessage(_) => {
+            Some("the peer does not speak TLS: is it running without --tls-cert?".to_string())
+        }
+        _ => None,
+    }
+}

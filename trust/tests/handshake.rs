@@ -1,0 +1,250 @@
+//! The verifiers' decisions, handshake by handshake in memory: which client an agent
+//! serves, which agent the controller accepts, and the words a refusal is told in.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use trust::pki::{self, Validity};
+use trust::{ClientTls, ClientTlsFiles, Role, ServerTls, ServerTlsFiles};
+
+fn month() -> Validity {
+    Validity::days(30).expect("validity")
+}
+
+/// A fresh CA with its controller certificate, and an agent certificate for 127.0.0.2.
+fn fleet() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    pki::init(dir.path(), &["127.0.0.1".into()], month(), month(), false).expect("init");
+    pki::issue(
+        dir.path(),
+        &["127.0.0.2".into()],
+        &dir.path().join("agent"),
+        month(),
+        false,
+    )
+    .expect("issue");
+    dir
+}
+
+/// A certificate this project never issues: the CA's signature, any usages and role.
+fn odd_certificate(
+    dir: &Path,
+    name: &str,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+    role: Option<Role>,
+) -> (PathBuf, PathBuf) {
+    let ca_key =
+        KeyPair::from_pem(&std::fs::read_to_string(dir.join(pki::CA_KEY)).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(dir.join(pki::CA_CERT)).unwrap(),
+        ca_key,
+    )
+    .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    if let Some(role) = role {
+        params
+            .subject_alt_names
+            .push(SanType::URI(role.uri().try_into().unwrap()));
+    }
+    params.extended_key_usages = usages;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
+
+async fn agent_server(dir: &Path, cert: PathBuf, key: PathBuf) -> ServerTls {
+    ServerTls::load(
+        ServerTlsFiles {
+            cert,
+            key,
+            client_ca: Some(dir.join(pki::CA_CERT)),
+        },
+        &[b"h2"],
+    )
+    .await
+    .expect("server TLS")
+}
+
+async fn client(dir: &Path, identity: Option<(PathBuf, PathBuf)>) -> ClientTls {
+    ClientTls::load(
+        ClientTlsFiles {
+            ca: dir.join(pki::CA_CERT),
+            identity,
+        },
+        Role::Agent,
+    )
+    .await
+    .expect("client TLS")
+}
+
+/// One handshake and one byte each way, dialling `name`: the server's verdict and the
+/// client's, in the words `trust::refusal` finds.
+async fn handshake(
+    server: &ServerTls,
+    client: &ClientTls,
+    name: &str,
+) -> (Result<(), String>, Result<(), String>) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server.config());
+    let connector = tokio_rustls::TlsConnector::from(client.config());
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let words = |e: std::io::Error| trust::refusal(&e).unwrap_or_else(|| e.to_string());
+    let serve = async move {
+        let mut stream = acceptor.accept(b).await.map_err(words)?;
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.map_err(words)?;
+        stream.write_all(&byte).await.map_err(words)?;
+        stream.flush().await.map_err(words)
+    };
+    let dial = async move {
+        let mut stream = connector.connect(name, a).await.map_err(words)?;
+        stream.write_all(b"x").await.map_err(words)?;
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.map_err(words)?;
+        Ok(())
+    };
+    tokio::join!(serve, dial)
+}
+
+#[tokio::test]
+async fn an_agent_serves_only_a_certificate_issued_for_the_controller() {
+    let dir = fleet();
+    let agent = dir.path().join("agent");
+    let server = agent_server(
+        dir.path(),
+        agent.join(pki::AGENT_CERT),
+        agent.join(pki::AGENT_KEY),
+    )
+    .await;
+
+    let controller = client(
+        dir.path(),
+        Some((
+            dir.path().join(pki::CONTROLLER_CERT),
+            dir.path().join(pki::CONTROLLER_KEY),
+        )),
+    )
+    .await;
+    let (served, dialled) = handshake(&server, &controller, "127.0.0.2").await;
+    assert_eq!((served, dialled), (Ok(()), Ok(())));
+
+    // Client usage but an agent's role, or no role of ours: refused all the same.
+    for (name, role) in [("agent-as-client", Some(Role::Agent)), ("roleless", None)] {
+        let identity = odd_certificate(
+            dir.path(),
+            name,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+            role,
+        );
+        let (served, dialled) = handshake(
+            &server,
+            &client(dir.path(), Some(identity)).await,
+            "127.0.0.2",
+        )
+        .await;
+        let refusal = served.expect_err("served a client not issued for the controller");
+        assert!(refusal.contains("not for the controller"), "{refusal}");
+        let told = dialled.expect_err("the client was not told");
+        assert!(
+            told.contains("the peer refused this side's certificate"),
+            "{told}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_controller_names_what_an_agent_presented() {
+    let dir = fleet();
+    let agent = dir.path().join("agent");
+    let server = agent_server(
+        dir.path(),
+        agent.join(pki::AGENT_CERT),
+        agent.join(pki::AGENT_KEY),
+    )
+    .await;
+    let controller = client(
+        dir.path(),
+        Some((
+            dir.path().join(pki::CONTROLLER_CERT),
+            dir.path().join(pki::CONTROLLER_KEY),
+        )),
+    )
+    .await;
+
+    let (_, dialled) = handshake(&server, &controller, "10.0.0.5").await;
+    assert_eq!(
+        dialled,
+        Err("the agent at 10.0.0.5 presented a certificate for 127.0.0.2".to_string())
+    );
+
+    // The controller's own certificate serves too, but is not an agent's.
+    let impostor = agent_server(
+        dir.path(),
+        dir.path().join(pki::CONTROLLER_CERT),
+        dir.path().join(pki::CONTROLLER_KEY),
+    )
+    .await;
+    let (_, dialled) = handshake(&impostor, &controller, "127.0.0.1").await;
+    assert_eq!(
+        dialled,
+        Err("the agent at 127.0.0.1 presented a certificate issued for the controller, not for an agent".to_string())
+    );
+
+    let stranger = fleet();
+    let (_, dialled) = handshake(&server, &client(stranger.path(), None).await, "127.0.0.2").await;
+    assert_eq!(
+        dialled,
+        Err(
+            "the agent at 127.0.0.2 presented a certificate not issued by this controller's CA"
+                .to_string()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_fails_keeps_the_files_in_use() {
+    let dir = fleet();
+    let agent = dir.path().join("agent");
+    let server = agent_server(
+        dir.path(),
+        agent.join(pki::AGENT_CERT),
+        agent.join(pki::AGENT_KEY),
+    )
+    .await;
+    std::fs::write(agent.join(pki::AGENT_KEY), "not a key").unwrap();
+    let error = server.reload().await.expect_err("a broken key was loaded");
+    assert!(error.to_string().contains("agent-key.pem"), "{error}");
+    let controller = client(
+        dir.path(),
+        Some((
+            dir.path().join(pki::CONTROLLER_CERT),
+            dir.path().join(pki::CONTROLLER_KEY),
+        )),
+    )
+    .await;
+    let (served, dialled) = handshake(&server, &controller, "127.0.0.2").await;
+    assert_eq!((served, dialled), (Ok(()), Ok(())));
+}
+
+#[test]
+fn pki_refuses_what_could_never_be_verified() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for bad in ["not a host", "", "a/b"] {
+        let error = pki::init(dir.path(), &[bad.to_string()], month(), month(), false)
+            .expect_err("issued for a name no peer can be verified against");
+        assert!(error.to_string().contains("--host"), "{error}");
+    }
+    assert!(pki::init(dir.path(), &[], month(), month(), false).is_err());
+    assert!(Validity::days(0).is_err());
+    assert!(
+        !dir.path().join(pki::CA_CERT).exists(),
+        "a refused init wrote files"
+    );
+}
