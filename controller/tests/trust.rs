@@ -243,6 +243,7 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
 struct TlsController {
     child: Child,
     http: SocketAddr,
+    grpc: SocketAddr,
     dir: tempfile::TempDir,
     password: String,
 }
@@ -251,10 +252,15 @@ impl TlsController {
     async fn start(pki_dir: &Path) -> TlsController {
         let dir = tempfile::tempdir().expect("tempdir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc = format!("127.0.0.1:{}", free_port());
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
         let child = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
-            .args(["--http-addr", &http.to_string(), "--grpc-addr", &grpc])
+            .args([
+                "--http-addr",
+                &http.to_string(),
+                "--grpc-addr",
+                &grpc.to_string(),
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--pki-dir")
@@ -273,6 +279,7 @@ impl TlsController {
         let mut controller = TlsController {
             child,
             http,
+            grpc,
             dir,
             password: String::new(),
         };
@@ -504,6 +511,56 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    // The gRPC face serves TLS on its port too, with the same reasons.
+    let tls = ClientTls::load(
+        ClientTlsFiles {
+            ca: ca.clone(),
+            identity: None,
+        },
+        Role::Controller,
+    )
+    .await
+    .expect("client TLS");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", controller.grpc))
+        .expect("uri")
+        .connect_with_connector(tls.connector("127.0.0.1").expect("connector"))
+        .await
+        .expect("gRPC over TLS");
+    let auth = controller::auth::BasicAuth::new("admin", &controller.password).expect("auth");
+    let hosts =
+        proto::ocp::v1::host_agent_service_client::HostAgentServiceClient::with_interceptor(
+            channel, auth,
+        )
+        .list_hosts(proto::ocp::v1::ListHostsRequest::default())
+        .await
+        .expect("ListHosts over TLS")
+        .into_inner();
+    let reasons: Vec<&str> = hosts
+        .contents
+        .iter()
+        .map(|h| h.status_reason.as_str())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("presented a certificate for 127.0.0.2")),
+        "{reasons:?}"
+    );
+    let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{}", controller.grpc))
+        .expect("uri")
+        .connect()
+        .await;
+    if let Ok(channel) = plaintext {
+        let refused =
+            proto::ocp::v1::host_agent_service_client::HostAgentServiceClient::new(channel)
+                .list_hosts(proto::ocp::v1::ListHostsRequest::default())
+                .await;
+        assert!(
+            refused.is_err(),
+            "plaintext gRPC was served on the TLS port"
+        );
     }
 }
 
