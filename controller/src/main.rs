@@ -160,7 +160,10 @@ async fn async_main() {
     let args = Args::parse();
     let result = match args.command {
         Some(Command::HashPassword) => hash_password(),
-        Some(Command::Pki(command)) => pki(command),
+        // Key generation and file writes: off the runtime's threads.
+        Some(Command::Pki(command)) => tokio::task::spawn_blocking(move || pki(command))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("pki: {e}"))),
         None => run(args).await,
     };
     if let Err(e) = result {
