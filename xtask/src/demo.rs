@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the whole product on one machine, for a newcomer's first look.
+//! `cargo xtask demo`: the whole product on one machine, for a newcomer's first look,
+//! with mutual TLS as in production, and the commands to try it by hand.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::fleet::{AgentProfile, Fleet, FleetSpec, demo_controller_args};
+use crate::fleet::{AgentProfile, Fleet, FleetSpec, Transport, demo_controller_args};
 use crate::progress::{Screen, render};
 use crate::rest::Rest;
 
@@ -21,6 +22,10 @@ pub struct DemoArgs {
     /// Stop after printing the commands instead of running until Ctrl-C.
     #[arg(long)]
     pub no_wait: bool,
+    /// No TLS: plaintext REST and gRPC, which agents allow only on loopback. By
+    /// default the demo makes its own CA and runs with mutual TLS, as production does.
+    #[arg(long)]
+    pub plaintext: bool,
 }
 
 const GRPC: &str = "127.0.0.1:50051";
@@ -73,13 +78,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         agent_port: AGENT_PORT,
         profile: AgentProfile::Demo,
         controller_args: demo_controller_args(),
+        transport: if args.plaintext {
+            Transport::Plaintext
+        } else {
+            Transport::MutualTls
+        },
     };
     println!(
-        "Starting a controller on {GRPC} (gRPC) and {HTTP} (REST), and agents on 127.0.0.2-4:{AGENT_PORT}..."
+        "Starting a controller on {GRPC} (gRPC) and {HTTP} (REST), and agents on 127.0.0.2-4:{AGENT_PORT}, with {}...",
+        spec.transport.label()
     );
     let started = Instant::now();
     let mut fleet = Fleet::start(spec).context("starting the demo fleet")?;
-    let rest = Rest::new(&format!("http://{HTTP}"), "admin", &fleet.admin_password);
+    if let Some(pki) = &fleet.pki {
+        println!(
+            "Certificates (ocp-controller pki init, and pki issue for each agent): {}",
+            pki.dir.display()
+        );
+    }
+    let rest = fleet.rest()?;
 
     let mut host_ids = Vec::new();
     for host in &fleet.hosts {
@@ -172,8 +189,31 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
         fleet.password_file().display()
     );
     println!("\nREST (every route also answers without the /api/v2 prefix):");
-    let c = format!("curl -s -u admin:{password}");
-    let base = format!("http://{HTTP}/api/v2");
+    // In TLS mode curl trusts the demo's CA, and gRPC calls name the CA (and, to an
+    // agent, the controller's certificate: the only client an agent serves).
+    let (c, open, base, g_tls, agent_tls) = match &fleet.pki {
+        Some(pki) => {
+            let ca = shell_path(&pki.ca);
+            (
+                format!("curl -s --cacert {ca} -u admin:{password}"),
+                format!("curl -s --cacert {ca}"),
+                format!("https://{HTTP}/api/v2"),
+                format!("-cacert {ca}"),
+                format!(
+                    "-cacert {ca} -cert {} -key {}",
+                    shell_path(&pki.controller_cert),
+                    shell_path(&pki.controller_key)
+                ),
+            )
+        }
+        None => (
+            format!("curl -s -u admin:{password}"),
+            "curl -s".to_string(),
+            format!("http://{HTTP}/api/v2"),
+            "-plaintext".to_string(),
+            "-plaintext".to_string(),
+        ),
+    };
     let json_post = |path: &str, body: &str| {
         format!("{c} -H 'Content-Type: application/json' -X POST {base}{path} -d '{body}'")
     };
@@ -207,7 +247,7 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
         ),
         format!("{c} '{base}/tasks/instances?page=1&size=10'"),
         format!("{c} {base}/tasks/instances/{task_id}"),
-        format!("curl -s {base}/openapi.json"),
+        format!("{open} {base}/openapi.json"),
     ];
     for line in lines {
         println!("  {line}");
@@ -216,26 +256,46 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
         &base64::engine::general_purpose::STANDARD,
         format!("admin:{password}"),
     );
-    let g = format!("grpcurl -plaintext -H 'authorization: Basic {auth}'");
+    let g = format!("grpcurl {g_tls} -H 'authorization: Basic {auth}'");
     println!("\ngRPC (reflection and health are open; the services take the same credentials):");
     for line in [
-        format!("grpcurl -plaintext {GRPC} list"),
-        format!("grpcurl -plaintext {GRPC} describe ocp.v1.HostAgentService"),
-        format!("grpcurl -plaintext {GRPC} grpc.health.v1.Health/Check"),
+        format!("grpcurl {g_tls} {GRPC} list"),
+        format!("grpcurl {g_tls} {GRPC} describe ocp.v1.HostAgentService"),
+        format!("grpcurl {g_tls} {GRPC} grpc.health.v1.Health/Check"),
         format!("{g} {GRPC} ocp.v1.HostAgentService/ListHosts"),
         format!(
             "{g} -d '{{\"host_ids\":[{host_id}]}}' {GRPC} ocp.v1.HostAgentService/BatchRestartAgents"
         ),
         format!("{g} -d '{{\"id\":{task_id}}}' {GRPC} ocp.v1.TaskService/GetTask"),
-        format!(
-            "grpcurl -plaintext {} ocp.agent.v1.AgentService/ListProcesses",
-            fleet.hosts[0].addr
-        ),
     ] {
         println!("  {line}");
     }
+    if fleet.pki.is_some() {
+        println!(
+            "\nAn agent serves only the controller's certificate (without -cert/-key the handshake fails):"
+        );
+    } else {
+        println!("\nAn agent:");
+    }
+    println!(
+        "  grpcurl {agent_tls} {} ocp.agent.v1.AgentService/ListProcesses",
+        fleet.hosts[0].addr
+    );
     println!("\nLogs: {}", fleet.spec.root.join("logs").display());
     Ok(())
+}
+
+/// A path for a shell command line, quoted only when it needs to be.
+fn shell_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 /// One demo at a time: a second one would find the addresses taken and fail obscurely.

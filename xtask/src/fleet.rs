@@ -1,5 +1,6 @@
 //! A controller and agents run as separate processes of the real binaries, exactly as
-//! an operator would start them, each logging to a file under the fleet's directory.
+//! an operator would start them, each logging to a file under the fleet's directory,
+//! in plaintext or with the fleet's own CA (mutual TLS), and the way in for clients.
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -7,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::rest::{Rest, RestError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
@@ -33,6 +36,23 @@ pub enum FleetError {
         log: String,
         tail: String,
     },
+    #[error("`{command}` failed ({status}):\n{output}")]
+    Pki {
+        command: String,
+        status: String,
+        output: String,
+    },
+    #[error(
+        "the controller listens but does not answer over {transport}: {source}; its log, {log}, says:\n{tail}"
+    )]
+    Unanswered {
+        transport: &'static str,
+        source: Box<RestError>,
+        log: String,
+        tail: String,
+    },
+    #[error(transparent)]
+    Rest(#[from] Box<RestError>),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> FleetError {
@@ -57,6 +77,54 @@ pub struct FleetSpec {
     pub profile: AgentProfile,
     /// Extra flags of `ocp-controller`, e.g. heartbeat timings.
     pub controller_args: Vec<String>,
+    pub transport: Transport,
+}
+
+/// How the fleet's processes talk, to each other and to clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// No TLS anywhere: allowed only because every agent listens on loopback.
+    Plaintext,
+    /// The fleet's own CA (`ocp-controller pki init`, one `pki issue` per agent): the
+    /// controller dials every agent over mutual TLS, and serves REST as HTTPS and gRPC
+    /// over TLS, as SPEC section 7 has it in production.
+    MutualTls,
+}
+
+impl Transport {
+    pub fn is_tls(self) -> bool {
+        self == Transport::MutualTls
+    }
+
+    /// For messages and tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Plaintext => "plaintext",
+            Transport::MutualTls => "mutual TLS",
+        }
+    }
+}
+
+/// The certificates of a TLS fleet, as `pki init` wrote them; absolute paths, so that
+/// printed commands work from any folder.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+    /// What every client verifies the controller and the agents against.
+    pub ca: PathBuf,
+    /// The controller's certificate: its faces serve it, and it is the only client
+    /// certificate agents accept (grpcurl needs it to talk to an agent).
+    pub controller_cert: PathBuf,
+    pub controller_key: PathBuf,
+    /// How long the CA and every agent's certificate took to issue.
+    pub issued_in: Duration,
+}
+
+impl Pki {
+    /// Where `pki issue` put the certificate of the agent at `ip`.
+    pub fn agent_dir(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join("agents").join(ip.to_string())
+    }
 }
 
 /// The processes each agent of a fleet supervises.
@@ -96,6 +164,8 @@ pub struct Fleet {
     pub spec: FleetSpec,
     pub hosts: Vec<AgentHost>,
     pub admin_password: String,
+    /// Set in TLS mode.
+    pub pki: Option<Pki>,
     controller: Option<Child>,
     agents: Vec<Child>,
 }
@@ -147,10 +217,15 @@ impl Fleet {
         }
         fs::create_dir_all(spec.root.join("logs"))
             .map_err(io(format!("creating {}", spec.root.display())))?;
+        let pki = match spec.transport {
+            Transport::Plaintext => None,
+            Transport::MutualTls => Some(issue_certificates(&spec, &hosts)?),
+        };
         let mut fleet = Fleet {
             spec,
             hosts,
             admin_password: String::new(),
+            pki,
             controller: None,
             agents: Vec::new(),
         };
@@ -184,7 +259,43 @@ impl Fleet {
             .map_err(io(format!("reading {}", password_file.display())))?
             .trim()
             .to_string();
+        // A listening port is not yet a served face: one real request, over TLS in TLS
+        // mode, so that a certificate problem shows here with the controller's log.
+        let probe = fleet.rest().map_err(Box::new)?;
+        if let Err(e) = probe.call("GET", "/api/v2/openapi.json", None) {
+            let log = fleet.spec.log("controller");
+            return Err(FleetError::Unanswered {
+                transport: if fleet.spec.transport.is_tls() {
+                    "HTTPS"
+                } else {
+                    "HTTP"
+                },
+                source: Box::new(e),
+                tail: tail(&log),
+                log: log.display().to_string(),
+            });
+        }
         Ok(fleet)
+    }
+
+    /// `https://...` in TLS mode, `http://...` otherwise.
+    pub fn rest_base(&self) -> String {
+        let scheme = if self.spec.transport.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.spec.http)
+    }
+
+    /// The REST gateway as user admin, trusting the fleet's CA in TLS mode.
+    pub fn rest(&self) -> Result<Rest, RestError> {
+        Rest::with_ca(
+            &self.rest_base(),
+            "admin",
+            &self.admin_password,
+            self.pki.as_ref().map(|p| p.ca.as_path()),
+        )
     }
 
     /// The controller's pid, for reading its CPU time and memory from /proc.
@@ -212,16 +323,25 @@ impl Fleet {
         let config_path = dir.join("agent.toml");
         fs::write(&config_path, config)
             .map_err(io(format!("writing {}", config_path.display())))?;
-        spawn_logged(
-            Command::new(self.spec.binary("ocp-agent"))
-                .arg("--listen")
-                .arg(host.addr.to_string())
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--data-dir")
-                .arg(dir.join("data")),
-            &self.spec.log(&name),
-        )
+        let mut command = Command::new(self.spec.binary("ocp-agent"));
+        command
+            .arg("--listen")
+            .arg(host.addr.to_string())
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if let Some(pki) = &self.pki {
+            let certs = pki.agent_dir(host.ip);
+            command
+                .arg("--tls-cert")
+                .arg(certs.join("agent.pem"))
+                .arg("--tls-key")
+                .arg(certs.join("agent-key.pem"))
+                .arg("--tls-client-ca")
+                .arg(certs.join("ca.pem"));
+        }
+        spawn_logged(&mut command, &self.spec.log(&name))
     }
 
     fn bench_config(&self, host: &AgentHost, dir: &Path) -> String {
@@ -316,17 +436,24 @@ min_live = "200ms"
             }
             None => Command::new(&binary),
         };
-        spawn_logged(
+        command
+            .arg("--grpc-addr")
+            .arg(self.spec.grpc.to_string())
+            .arg("--http-addr")
+            .arg(self.spec.http.to_string())
+            .arg("--data-dir")
+            .arg(self.spec.root.join("controller"))
+            .args(&self.spec.controller_args);
+        if let Some(pki) = &self.pki {
             command
-                .arg("--grpc-addr")
-                .arg(self.spec.grpc.to_string())
-                .arg("--http-addr")
-                .arg(self.spec.http.to_string())
-                .arg("--data-dir")
-                .arg(self.spec.root.join("controller"))
-                .args(&self.spec.controller_args),
-            &self.spec.log("controller"),
-        )
+                .arg("--pki-dir")
+                .arg(&pki.dir)
+                .arg("--tls-cert")
+                .arg(&pki.controller_cert)
+                .arg("--tls-key")
+                .arg(&pki.controller_key);
+        }
+        spawn_logged(&mut command, &self.spec.log("controller"))
     }
 
     /// SIGTERM to every process, the controller first, then a bounded wait, then SIGKILL.
@@ -359,6 +486,108 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// How many `pki issue` run at once: each is mostly process start-up and fsync.
+const ISSUE_BATCH: usize = 16;
+
+/// `ocp-controller pki init` for the controller (127.0.0.1, where every client reaches
+/// it) and one `pki issue` per agent, named by its address as the controller will
+/// register it: the commands an operator runs, so the fleet also tests them.
+fn issue_certificates(spec: &FleetSpec, hosts: &[AgentHost]) -> Result<Pki, FleetError> {
+    let started = Instant::now();
+    let root = if spec.root.is_absolute() {
+        spec.root.clone()
+    } else {
+        std::env::current_dir()
+            .map_err(io("reading the current folder"))?
+            .join(&spec.root)
+    };
+    let dir = root.join("pki");
+    let controller = spec.binary("ocp-controller");
+    let pki_command = |args: &[&std::ffi::OsStr]| {
+        let mut command = Command::new(&controller);
+        command.arg("pki").args(args).arg("--force");
+        command
+    };
+    run_pki(pki_command(&[
+        "init".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+        "--host".as_ref(),
+        "127.0.0.1".as_ref(),
+    ]))?;
+    for batch in hosts.chunks(ISSUE_BATCH) {
+        let running = batch
+            .iter()
+            .map(|host| {
+                let ip = host.ip.to_string();
+                let out = dir.join("agents").join(&ip);
+                let mut command = pki_command(&[
+                    "issue".as_ref(),
+                    "--dir".as_ref(),
+                    dir.as_os_str(),
+                    "--host".as_ref(),
+                    ip.as_ref(),
+                    "--out".as_ref(),
+                    out.as_os_str(),
+                ]);
+                let shown = show(&command);
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map(|child| (shown, child))
+                    .map_err(io(format!("starting {}", controller.display())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (shown, child) in running {
+            let output = child
+                .wait_with_output()
+                .map_err(io(format!("waiting for `{shown}`")))?;
+            check_pki(shown, output)?;
+        }
+    }
+    Ok(Pki {
+        ca: dir.join("ca.pem"),
+        controller_cert: dir.join("controller.pem"),
+        controller_key: dir.join("controller-key.pem"),
+        dir,
+        issued_in: started.elapsed(),
+    })
+}
+
+fn show(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn run_pki(mut command: Command) -> Result<(), FleetError> {
+    let shown = show(&command);
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("running `{shown}`")))?;
+    check_pki(shown, output)
+}
+
+fn check_pki(command: String, output: std::process::Output) -> Result<(), FleetError> {
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(FleetError::Pki {
+        command,
+        status: output.status.to_string(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    })
 }
 
 fn terminate(child: &Child) {

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod dial;
 pub mod fleet;
 pub mod progress;
 pub mod rest;

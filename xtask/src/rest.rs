@@ -1,5 +1,8 @@
-//! A small blocking client of the controller's REST gateway, as curl would use it.
+//! A small blocking client of the controller's REST gateway, as curl would use it:
+//! over HTTP, or over HTTPS trusting one CA file as `curl --cacert` does.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -27,6 +30,48 @@ pub enum RestError {
         path: String,
         reason: String,
     },
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+/// A CA file no client can trust.
+#[derive(Debug, thiserror::Error)]
+#[error("the CA file {}: {reason}", path.display())]
+pub struct CaError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// What an HTTPS client of the controller needs: the CA in `ca` and nothing else, since
+/// the faces take passwords, not client certificates; the host name is checked against
+/// the URL's as curl does, so a certificate curl would refuse is refused here too.
+/// HTTP/1.1 only: the gateway offers h2 too, and ureq speaks only HTTP/1.1.
+pub fn https_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let failed = |reason: String| CaError {
+        path: ca.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(ca).map_err(|e| failed(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(cert.map_err(|e| failed(e.to_string()))?)
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(failed("no PEM certificate in it".into()));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| failed(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 pub struct Rest {
@@ -50,13 +95,29 @@ impl Reply {
 
 impl Rest {
     pub fn new(base: &str, user: &str, password: &str) -> Rest {
+        Rest::build(base, user, password, ureq::AgentBuilder::new())
+    }
+
+    /// With `ca`, an `https://` base is verified against that CA alone (`curl --cacert`).
+    pub fn with_ca(
+        base: &str,
+        user: &str,
+        password: &str,
+        ca: Option<&Path>,
+    ) -> Result<Rest, RestError> {
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(ca) = ca {
+            agent = agent.tls_config(https_config(ca)?);
+        }
+        Ok(Rest::build(base, user, password, agent))
+    }
+
+    fn build(base: &str, user: &str, password: &str, agent: ureq::AgentBuilder) -> Rest {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         Rest {
             base: base.trim_end_matches('/').to_string(),
             authorization: format!("Basic {token}"),
-            agent: ureq::AgentBuilder::new()
-                .timeout(Duration::from_secs(120))
-                .build(),
+            agent: agent.timeout(Duration::from_secs(120)).build(),
         }
     }
 

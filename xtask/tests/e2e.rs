@@ -1,6 +1,7 @@
 //! End to end, as a user would: the real `ocp-controller` and three real `ocp-agent`
-//! processes, driven over HTTP with Basic auth and discovered over gRPC reflection the
-//! way grpcurl does, with every claim checked against the OS.
+//! processes with mutual TLS between them (the fleet's own CA, made by `ocp-controller
+//! pki`), driven over HTTPS with Basic auth and discovered over gRPC reflection over TLS
+//! the way grpcurl does, with every claim checked against the OS.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
-use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, demo_controller_args};
+use xtask::dial::Dialer;
+use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport, demo_controller_args};
 use xtask::rest::Rest;
 
 fn bin_dir() -> PathBuf {
@@ -54,6 +56,7 @@ fn start_fleet(root: PathBuf) -> Fleet {
             agent_port: free_port(ips[0]).min(65000),
             profile: AgentProfile::Demo,
             controller_args: demo_controller_args(),
+            transport: Transport::MutualTls,
         };
         match Fleet::start(spec) {
             Ok(fleet) => return fleet,
@@ -120,11 +123,10 @@ const BASIC: [&str; 2] = ["ocp_monagent", "pos_proxy"];
 fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut fleet = start_fleet(dir.path().join("fleet"));
-    let rest = Rest::new(
-        &format!("http://{}", fleet.spec.http),
-        "admin",
-        &fleet.admin_password,
-    );
+    assert!(fleet.rest_base().starts_with("https://"));
+    let rest = fleet
+        .rest()
+        .expect("an HTTPS client trusting the fleet's CA");
 
     let mut hosts = Vec::new();
     for h in &fleet.hosts {
@@ -223,9 +225,14 @@ fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
     }
 
     let grpc = fleet.spec.grpc;
-    tokio::runtime::Runtime::new()
-        .expect("runtime")
-        .block_on(discover_like_grpcurl(grpc));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let controller = Dialer::controller(fleet.pki.as_ref())
+            .await
+            .expect("TLS files");
+        discover_like_grpcurl(controller.connect(grpc).await.expect("connect")).await;
+        only_the_controller_reaches_an_agent(&fleet).await;
+    });
 
     fleet.stop();
     assert!(
@@ -234,18 +241,61 @@ fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
     );
 }
 
+/// What the demo's agent grpcurl command does, with the controller's certificate, and
+/// the same call without it or with an agent's own certificate, which must fail.
+async fn only_the_controller_reaches_an_agent(fleet: &Fleet) {
+    use proto::agent::v1::ListProcessesRequest;
+    use proto::agent::v1::agent_service_client::AgentServiceClient;
+
+    let pki = fleet.pki.as_ref().expect("a TLS fleet");
+    let agent = fleet.hosts[0].addr;
+    let as_controller = Dialer::agents(Some(pki)).await.expect("TLS files");
+    let listed = AgentServiceClient::new(as_controller.connect(agent).await.expect("connect"))
+        .list_processes(ListProcessesRequest::default())
+        .await
+        .expect("the controller's certificate is served")
+        .into_inner();
+    assert!(!listed.processes.is_empty(), "{listed:?}");
+
+    let anonymous = Dialer::agents_anonymously(Some(pki))
+        .await
+        .expect("TLS files");
+    let refused = match anonymous.connect(agent).await {
+        Err(e) => e.to_string(),
+        Ok(channel) => AgentServiceClient::new(channel)
+            .list_processes(ListProcessesRequest::default())
+            .await
+            .expect_err("an agent serves no client without the controller's certificate")
+            .to_string(),
+    };
+    assert!(!refused.is_empty());
+
+    // Another agent's certificate (valid, same CA) is no way in either.
+    let other = pki.agent_dir(fleet.hosts[1].ip);
+    let as_agent = trust::ClientTls::load(
+        trust::ClientTlsFiles {
+            ca: pki.ca.clone(),
+            identity: Some((other.join("agent.pem"), other.join("agent-key.pem"))),
+        },
+        trust::Role::Agent,
+    )
+    .await
+    .expect("TLS files");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{agent}"))
+        .expect("uri")
+        .connect_with_connector_lazy(as_agent.connector(&agent.ip().to_string()).expect("a name"));
+    AgentServiceClient::new(channel)
+        .list_processes(ListProcessesRequest::default())
+        .await
+        .expect_err("an agent's certificate is not the controller's");
+}
+
 /// `grpcurl list`, `grpcurl describe` and a health check, over reflection v1 and v1alpha.
-async fn discover_like_grpcurl(addr: SocketAddr) {
+async fn discover_like_grpcurl(channel: tonic::transport::Channel) {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
     let ask = |message_request| ServerReflectionRequest {
         host: String::new(),
         message_request: Some(message_request),

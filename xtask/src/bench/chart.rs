@@ -1,5 +1,6 @@
 //! `chart.svg`: the batch restart against Ansible by fleet size, and one process
-//! restart by each contender, both on log scales since they span orders of magnitude.
+//! restart by each contender, both on log scales since they span orders of magnitude,
+//! with our figures in both transports (plaintext, mutual TLS).
 
 use std::path::Path;
 
@@ -13,22 +14,27 @@ fn failed(e: impl std::fmt::Display) -> BenchError {
 }
 
 pub fn draw(results: &Results, path: &Path) -> Result<(), BenchError> {
-    let root = SVGBackend::new(path, (1100, 440)).into_drawing_area();
+    let root = SVGBackend::new(path, (1200, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(failed)?;
     let (left, right) = root.split_horizontally(560);
 
-    let ours: Vec<(f64, f64)> = results
-        .fleet
-        .iter()
-        .map(|f| (f.hosts as f64, f.wall_ms / 1e3))
-        .collect();
+    let by_transport = |tls: bool| -> Vec<(f64, f64)> {
+        results
+            .fleet
+            .iter()
+            .filter(|f| f.tls == tls)
+            .map(|f| (f.hosts as f64, f.wall_ms / 1e3))
+            .collect()
+    };
+    let ours = by_transport(false);
+    let ours_tls = by_transport(true);
     let ansible: Vec<(f64, f64)> = results
         .ansible
         .iter()
         .map(|a| (a.hosts as f64, a.wall_ms / 1e3))
         .collect();
-    let xs = ours.iter().chain(&ansible).map(|p| p.0);
-    let ys = ours.iter().chain(&ansible).map(|p| p.1);
+    let xs = ours.iter().chain(&ours_tls).chain(&ansible).map(|p| p.0);
+    let ys = ours.iter().chain(&ours_tls).chain(&ansible).map(|p| p.1);
     let x_max = xs.fold(10.0_f64, f64::max) * 2.0;
     let y_min = ys.clone().fold(f64::INFINITY, f64::min).min(1.0) / 2.0;
     let y_max = ys.fold(1.0_f64, f64::max) * 2.0;
@@ -47,6 +53,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<(), BenchError> {
         .map_err(failed)?;
     for (points, color, label) in [
         (&ours, BLUE, "ocp batchRestartAgents"),
+        (&ours_tls, GREEN, "ocp batchRestartAgents, mutual TLS"),
         (&ansible, RED, "ansible-playbook (forks 50)"),
     ] {
         chart
@@ -69,10 +76,21 @@ pub fn draw(results: &Results, path: &Path) -> Result<(), BenchError> {
         .draw()
         .map_err(failed)?;
 
-    let bars: Vec<(String, f64)> = results
+    // (label, median, colour): ours blue, ours over TLS green, supervisord red.
+    let bars: Vec<(String, f64, RGBColor)> = results
         .restart
         .iter()
-        .map(|l| (l.name.clone(), l.median_ms.max(0.01)))
+        .map(|l| {
+            let first = l.name.split_whitespace().next().unwrap_or("").to_string();
+            let (label, color) = if l.tls {
+                (format!("{first}+TLS"), GREEN)
+            } else if first.starts_with("supervisor") {
+                (first, RED)
+            } else {
+                (first, BLUE)
+            };
+            (label, l.median_ms.max(0.01), color)
+        })
         .collect();
     let top = bars.iter().map(|b| b.1).fold(1.0_f64, f64::max) * 3.0;
     let names: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
@@ -95,23 +113,19 @@ pub fn draw(results: &Results, path: &Path) -> Result<(), BenchError> {
             if (x - i).abs() > 0.01 || i < 0.0 {
                 return String::new();
             }
-            names
-                .get(i as usize)
-                .map(|n| n.split_whitespace().next().unwrap_or("").to_string())
-                .unwrap_or_default()
+            names.get(i as usize).cloned().unwrap_or_default()
         })
         .y_desc("milliseconds")
         .draw()
         .map_err(failed)?;
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v, color))| {
             let x = i as f64;
-            let color = if i < 2 { BLUE } else { RED };
             Rectangle::new([(x - 0.3, 0.1), (x + 0.3, *v)], color.mix(0.7).filled())
         }))
         .map_err(failed)?;
     chart
-        .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
+        .draw_series(bars.iter().enumerate().map(|(i, (_, v, _))| {
             Text::new(
                 format!("{v:.1}"),
                 (i as f64 - 0.2, *v * 1.15),

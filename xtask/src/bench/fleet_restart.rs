@@ -105,6 +105,7 @@ pub fn measure(
     let overhead = wall - agents_ms;
     Ok(FleetRun {
         hosts: host_ids.len(),
+        tls: fleet.spec.transport.is_tls(),
         subtasks: subtasks.len(),
         levels,
         wall_ms: wall,

@@ -1,5 +1,6 @@
 //! `cargo xtask bench`: what the product exists for, measured on this machine against
-//! what an operator would use instead (Ansible, supervisord), with one command.
+//! what an operator would use instead (Ansible, supervisord), with one command, and
+//! what mutual TLS costs: each of our figures is measured in plaintext and with TLS.
 //!
 //! Everything runs from release binaries: a debug xtask builds them, itself included,
 //! and hands over to the release xtask so that the load tool is not the bottleneck.
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::fleet::{AgentProfile, Fleet, FleetError, FleetSpec};
-use crate::rest::{Rest, RestError};
+use crate::dial::{DialError, Dialer};
+use crate::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport};
+use crate::rest::{self, CaError, Rest, RestError};
 use python::Python;
 use report::Results;
 
@@ -62,6 +64,10 @@ pub enum BenchError {
     Fleet(#[from] FleetError),
     #[error(transparent)]
     Rest(#[from] RestError),
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -109,7 +115,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn spec(&self, name: &str, hosts: usize) -> FleetSpec {
+    fn spec(&self, name: &str, hosts: usize, transport: Transport) -> FleetSpec {
         FleetSpec {
             root: self.out.join("run").join(name),
             bin_dir: self.bin_dir.clone(),
@@ -119,18 +125,28 @@ impl Bench {
             agent_port: AGENT_PORT,
             profile: AgentProfile::Bench,
             controller_args: self.controller_args.clone(),
+            transport,
         }
     }
 
+    /// The fleet's start-up time leaves out issuing its certificates (printed apart).
     fn start(
         &self,
         name: &str,
         hosts: usize,
+        transport: Transport,
     ) -> Result<(Fleet, Rest, Vec<i64>, Duration), BenchError> {
         let started = Instant::now();
-        let fleet = Fleet::start(self.spec(name, hosts))?;
-        let took = started.elapsed();
-        let rest = Rest::new(&format!("http://{HTTP}"), "admin", &fleet.admin_password);
+        let fleet = Fleet::start(self.spec(name, hosts, transport))?;
+        let issuing = fleet.pki.as_ref().map_or(Duration::ZERO, |p| p.issued_in);
+        let took = started.elapsed().saturating_sub(issuing);
+        if let Some(pki) = &fleet.pki {
+            println!(
+                "  certificates for the controller and {hosts} agents issued in {:.1} s",
+                pki.issued_in.as_secs_f64()
+            );
+        }
+        let rest = fleet.rest()?;
         let ids = fleet_restart::register(&fleet, &rest)?;
         Ok((fleet, rest, ids, took))
     }
@@ -287,72 +303,16 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
 }
 
 /// One host: the 1-host DAG overhead, one process restart our two ways and
-/// supervisord's two ways, and the throughput of the gateway and of gRPC.
+/// supervisord's two ways, and the throughput of the gateway and of gRPC; ours in
+/// plaintext, then all over again with mutual TLS.
 fn single_host(
     bench: &Bench,
     python: Option<&Python>,
     results: &mut Results,
 ) -> Result<(), BenchError> {
-    println!("\n== one host: batch restart, process restarts, throughput");
-    let (fleet, rest, ids, took) = bench.start("single", 1)?;
-    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
-    println!(
-        "  batch restart of 1 host: {:.0} ms, overhead {:.1} ms per level",
-        run.wall_ms, run.overhead_per_level_ms
-    );
-    results.fleet.push(run);
-    let tasks = rest.get("/api/v2/tasks/instances?size=1")?;
-    let task_id = tasks["contents"][0]["id"]
-        .as_i64()
-        .ok_or_else(|| BenchError::Failed(format!("no task in {tasks}")))?;
-
-    let agent = fleet.hosts[0].addr;
-    let grpc = restart::agent_grpc(&bench.rt, agent, "listener", bench.restarts)?;
-    println!("  {}: median {:.2} ms", grpc.name, grpc.median_ms);
-    results.restart.push(grpc);
-    let via_rest = restart::controller_rest(&rest, ids[0], "listener", bench.restarts)?;
-    println!("  {}: median {:.2} ms", via_rest.name, via_rest.median_ms);
-    results.restart.push(via_rest);
-
-    let authorization = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", fleet.admin_password))
-    );
-    let base = format!("http://{HTTP}");
-    let seconds = bench.load_seconds;
-    for path in [
-        format!("/api/v2/tasks/instances/{task_id}"),
-        format!("/api/v2/compute/hosts/{}/agent/processes", ids[0]),
-    ] {
-        let load = throughput::http(&bench.rt, &base, &path, &authorization, seconds)?;
-        println!(
-            "  {} ({}): {:.0} req/s, p99 {:.2} ms",
-            load.target, load.tool, load.per_second, load.p99_ms
-        );
-        results.load.push(load);
-        match throughput::wrk(&base, &path, &authorization, seconds) {
-            Some(load) => {
-                println!(
-                    "  {} (wrk): {:.0} req/s, p99 {:.2} ms",
-                    load.target, load.per_second, load.p99_ms
-                );
-                results.load.push(load);
-            }
-            None if !results.skipped.iter().any(|s| s.starts_with("wrk")) => results
-                .skipped
-                .push("wrk: not installed (apt-get install wrk); the own load tool ran".into()),
-            None => {}
-        }
+    for transport in [Transport::Plaintext, Transport::MutualTls] {
+        one_host(bench, transport, results)?;
     }
-    let grpc_addr: SocketAddr = GRPC.parse().expect("a valid address");
-    let load = throughput::grpc_get_task(&bench.rt, grpc_addr, &authorization, task_id, seconds)?;
-    println!(
-        "  {} ({}): {:.0} req/s, p99 {:.2} ms",
-        load.target, load.tool, load.per_second, load.p99_ms
-    );
-    results.load.push(load);
-    drop(fleet);
-
     if let Some(python) = python {
         // supervisord sometimes waits stopwaitsecs (5 s) on a stop that follows a start
         // closely (the SIGTERM lands before the child's exec), so a quick run does fewer.
@@ -371,6 +331,103 @@ fn single_host(
     Ok(())
 }
 
+fn one_host(bench: &Bench, transport: Transport, results: &mut Results) -> Result<(), BenchError> {
+    let tls = transport.is_tls();
+    println!(
+        "\n== one host, {}: batch restart, process restarts, throughput",
+        transport.label()
+    );
+    let name = if tls { "single-tls" } else { "single" };
+    let (fleet, rest, ids, took) = bench.start(name, 1, transport)?;
+    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+    println!(
+        "  batch restart of 1 host: {:.0} ms, overhead {:.1} ms per level",
+        run.wall_ms, run.overhead_per_level_ms
+    );
+    results.fleet.push(run);
+    let tasks = rest.get("/api/v2/tasks/instances?size=1")?;
+    let task_id = tasks["contents"][0]["id"]
+        .as_i64()
+        .ok_or_else(|| BenchError::Failed(format!("no task in {tasks}")))?;
+
+    let agent = fleet.hosts[0].addr;
+    let grpc = restart::agent_grpc(
+        &bench.rt,
+        agent,
+        fleet.pki.as_ref(),
+        "listener",
+        bench.restarts,
+    )?;
+    println!("  {}: median {:.2} ms", grpc.name, grpc.median_ms);
+    results.restart.push(grpc);
+    let via_rest = restart::controller_rest(&rest, tls, ids[0], "listener", bench.restarts)?;
+    println!("  {}: median {:.2} ms", via_rest.name, via_rest.median_ms);
+    results.restart.push(via_rest);
+
+    let authorization = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{}", fleet.admin_password))
+    );
+    let base = fleet.rest_base();
+    let https = match &fleet.pki {
+        Some(pki) => Some(rest::https_config(&pki.ca)?),
+        None => None,
+    };
+    let seconds = bench.load_seconds;
+    for path in [
+        format!("/api/v2/tasks/instances/{task_id}"),
+        format!("/api/v2/compute/hosts/{}/agent/processes", ids[0]),
+    ] {
+        let load = throughput::http(
+            &bench.rt,
+            &base,
+            &path,
+            &authorization,
+            seconds,
+            https.clone(),
+        )?;
+        println!(
+            "  {} ({}): {:.0} req/s, p99 {:.2} ms",
+            load.target, load.tool, load.per_second, load.p99_ms
+        );
+        results.load.push(load);
+        if tls {
+            // wrk's figure is the gateway's; once, in plaintext, is enough.
+            continue;
+        }
+        match throughput::wrk(&base, &path, &authorization, seconds) {
+            Some(load) => {
+                println!(
+                    "  {} (wrk): {:.0} req/s, p99 {:.2} ms",
+                    load.target, load.per_second, load.p99_ms
+                );
+                results.load.push(load);
+            }
+            None if !results.skipped.iter().any(|s| s.starts_with("wrk")) => results
+                .skipped
+                .push("wrk: not installed (apt-get install wrk); the own load tool ran".into()),
+            None => {}
+        }
+    }
+    let grpc_addr: SocketAddr = GRPC.parse().expect("a valid address");
+    let dialer = bench.rt.block_on(Dialer::controller(fleet.pki.as_ref()))?;
+    let load = throughput::grpc_get_task(
+        &bench.rt,
+        grpc_addr,
+        &dialer,
+        &authorization,
+        task_id,
+        seconds,
+    )?;
+    println!(
+        "  {} ({}): {:.0} req/s, p99 {:.2} ms",
+        load.target, load.tool, load.per_second, load.p99_ms
+    );
+    results.load.push(load);
+    drop(fleet);
+    Ok(())
+}
+
 /// N hosts: the batch restart (and, with 1,000 or more, the store filled with finished
 /// tasks), then Ansible doing the same on the same addresses once the agents are gone.
 fn fleet(
@@ -380,25 +437,37 @@ fn fleet(
     n: usize,
     results: &mut Results,
 ) -> Result<(), BenchError> {
-    println!("\n== {n} hosts: starting {n} agents and a controller");
-    let (fleet, rest, ids, took) = bench.start(&format!("fleet-{n}"), n)?;
-    println!("  started in {:.1} s; batch restart...", took.as_secs_f64());
-    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
-    println!(
-        "  batch restart of {n} hosts: {:.0} ms (agents {:.0} ms, overhead {:.0} ms)",
-        run.wall_ms, run.agents_ms, run.overhead_ms
-    );
-    let ours = run.wall_ms;
-    results.fleet.push(run);
-    let fill = args
-        .fill_tasks
-        .unwrap_or(if args.quick { 0 } else { 10_000 });
-    if n >= 1000 && fill > 0 {
-        println!("  filling the store with {fill} finished tasks...");
-        results.store = Some(fleet_restart::fill_store(&fleet, &rest, &ids, fill)?);
+    let mut ours = 0.0;
+    let mut hosts = Vec::new();
+    for transport in [Transport::Plaintext, Transport::MutualTls] {
+        let tls = transport.is_tls();
+        println!(
+            "\n== {n} hosts, {}: starting {n} agents and a controller",
+            transport.label()
+        );
+        let name = format!("fleet-{n}{}", if tls { "-tls" } else { "" });
+        let (fleet, rest, ids, took) = bench.start(&name, n, transport)?;
+        println!("  started in {:.1} s; batch restart...", took.as_secs_f64());
+        let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+        println!(
+            "  batch restart of {n} hosts: {:.0} ms (agents {:.0} ms, overhead {:.0} ms)",
+            run.wall_ms, run.agents_ms, run.overhead_ms
+        );
+        if !tls {
+            ours = run.wall_ms;
+        }
+        results.fleet.push(run);
+        let fill = args
+            .fill_tasks
+            .unwrap_or(if args.quick { 0 } else { 10_000 });
+        // The store's figure is the plaintext fleet's, as when its goal was set.
+        if n >= 1000 && fill > 0 && !tls {
+            println!("  filling the store with {fill} finished tasks...");
+            results.store = Some(fleet_restart::fill_store(&fleet, &rest, &ids, fill)?);
+        }
+        hosts = fleet.hosts.clone();
+        drop(fleet);
     }
-    let hosts = fleet.hosts.clone();
-    drop(fleet);
     let Some(python) = python else { return Ok(()) };
     if args.ansible_max_hosts.is_some_and(|max| n > max) {
         results

@@ -1,5 +1,6 @@
 //! The figures of one bench run, the table a human reads, the goals of issue 8 next to
-//! what was measured, and `results.json`, so that runs can be compared by a script.
+//! what was measured, what mutual TLS costs (each figure in both transports), and
+//! `results.json`, so that runs can be compared by a script.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetRun {
     pub hosts: usize,
+    /// Mutual TLS between the controller and the agents, HTTPS to the controller.
+    pub tls: bool,
     pub subtasks: usize,
     pub levels: usize,
     /// From just before the POST to the task's own finishTime.
@@ -41,6 +44,9 @@ pub struct AnsibleRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
     pub name: String,
+    /// Measured over TLS; the name is the same in both transports, so that the two
+    /// figures pair up.
+    pub tls: bool,
     pub samples: usize,
     pub median_ms: f64,
     pub p99_ms: f64,
@@ -59,10 +65,24 @@ impl Latency {
         };
         Latency {
             name: name.to_string(),
+            tls: false,
             samples: samples.len(),
             median_ms: at(0.5),
             p99_ms: at(0.99),
             max_ms: at(1.0),
+        }
+    }
+
+    pub fn over_tls(mut self, tls: bool) -> Latency {
+        self.tls = tls;
+        self
+    }
+
+    fn label(&self) -> String {
+        if self.tls {
+            format!("{} [TLS]", self.name)
+        } else {
+            self.name.clone()
         }
     }
 }
@@ -72,6 +92,8 @@ impl Latency {
 pub struct Load {
     pub target: String,
     pub tool: String,
+    /// HTTPS, or gRPC over TLS.
+    pub tls: bool,
     pub connections: usize,
     pub seconds: f64,
     pub requests: u64,
@@ -99,6 +121,37 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
+/// One figure measured in plaintext and with mutual TLS: what TLS costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsCost {
+    pub what: String,
+    /// "ms", "s" (CPU) or "req/s".
+    pub unit: &'static str,
+    pub plaintext: f64,
+    pub tls: f64,
+    /// `tls - plaintext`, in `unit`.
+    pub extra: f64,
+    /// `tls / plaintext`.
+    pub ratio: f64,
+}
+
+impl TlsCost {
+    fn of(what: String, unit: &'static str, plaintext: f64, tls: f64) -> TlsCost {
+        TlsCost {
+            what,
+            unit,
+            plaintext,
+            tls,
+            extra: tls - plaintext,
+            ratio: if plaintext > 0.0 {
+                tls / plaintext
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Results {
     pub quick: bool,
@@ -108,18 +161,74 @@ pub struct Results {
     pub restart: Vec<Latency>,
     pub load: Vec<Load>,
     pub store: Option<StoreFill>,
+    /// Each figure measured in both transports, side by side.
+    pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,
     /// Scenarios that did not run, and why.
     pub skipped: Vec<String>,
 }
 
 impl Results {
+    /// The plaintext figure: the goals were set before TLS, and TLS has its own section.
     fn restart(&self, prefix: &str) -> Option<&Latency> {
-        self.restart.iter().find(|l| l.name.starts_with(prefix))
+        self.restart
+            .iter()
+            .find(|l| !l.tls && l.name.starts_with(prefix))
     }
 
-    /// Puts each goal of the issue next to the figure that answers it.
+    fn plaintext_fleet(&self) -> impl Iterator<Item = &FleetRun> {
+        self.fleet.iter().filter(|f| !f.tls)
+    }
+
+    /// Pairs every figure measured in both transports.
+    fn tls_costs(&self) -> Vec<TlsCost> {
+        let mut costs = Vec::new();
+        for plain in self.restart.iter().filter(|l| !l.tls) {
+            if let Some(tls) = self.restart.iter().find(|l| l.tls && l.name == plain.name) {
+                costs.push(TlsCost::of(
+                    format!("{}, median", plain.name),
+                    "ms",
+                    plain.median_ms,
+                    tls.median_ms,
+                ));
+            }
+        }
+        for plain in self.plaintext_fleet() {
+            if let Some(tls) = self.fleet.iter().find(|f| f.tls && f.hosts == plain.hosts) {
+                costs.push(TlsCost::of(
+                    format!("batch restart, {} hosts, wall", plain.hosts),
+                    "ms",
+                    plain.wall_ms,
+                    tls.wall_ms,
+                ));
+                costs.push(TlsCost::of(
+                    format!("batch restart, {} hosts, controller CPU", plain.hosts),
+                    "s",
+                    plain.controller_cpu_s,
+                    tls.controller_cpu_s,
+                ));
+            }
+        }
+        for plain in self.load.iter().filter(|l| !l.tls) {
+            let family = |tool: &str| tool.split_whitespace().next().unwrap_or("").to_string();
+            if let Some(tls) = self.load.iter().find(|l| {
+                l.tls && l.target == plain.target && family(&l.tool) == family(&plain.tool)
+            }) {
+                costs.push(TlsCost::of(
+                    format!("{} ({})", plain.target, family(&plain.tool)),
+                    "req/s",
+                    plain.per_second,
+                    tls.per_second,
+                ));
+            }
+        }
+        costs
+    }
+
+    /// Puts each goal of the issue next to the figure that answers it (plaintext
+    /// figures, as when the goals were set), and pairs the TLS figures with them.
     pub fn judge(&mut self) {
+        self.tls_cost = self.tls_costs();
         let mut goals = Vec::new();
         let mut goal = |goal: &str, figure: String, met: Option<bool>| {
             goals.push(Goal {
@@ -128,7 +237,7 @@ impl Results {
                 met,
             })
         };
-        let largest = self.fleet.iter().max_by_key(|f| f.hosts);
+        let largest = self.plaintext_fleet().max_by_key(|f| f.hosts);
         match largest.filter(|f| f.hosts >= 1000) {
             Some(f) => goal(
                 "engine overhead, 1,000 hosts: < 1 s",
@@ -143,7 +252,7 @@ impl Results {
                 None,
             ),
         }
-        match self.fleet.iter().find(|f| f.hosts == 1) {
+        match self.plaintext_fleet().find(|f| f.hosts == 1) {
             Some(f) => goal(
                 "engine overhead, 1 host: < 20 ms per DAG level",
                 format!("{:.1} ms per level", f.overhead_per_level_ms),
@@ -189,7 +298,7 @@ impl Results {
                 );
             }
         }
-        if let Some(f) = self.fleet.iter().min_by_key(|f| f.hosts) {
+        if let Some(f) = self.plaintext_fleet().min_by_key(|f| f.hosts) {
             goal(
                 "idle agent: < 10 MB RSS",
                 format!("{:.1} MB mean", f.agent_mean_rss_idle_mb),
@@ -217,7 +326,11 @@ impl Results {
                 None,
             ),
         }
-        for l in self.load.iter().filter(|l| l.target.starts_with("GET")) {
+        for l in self
+            .load
+            .iter()
+            .filter(|l| !l.tls && l.target.starts_with("GET"))
+        {
             goal(
                 &format!("{} ({}): > 10,000 req/s, p99 < 10 ms", l.target, l.tool),
                 format!("{:.0} req/s, p99 {:.2} ms", l.per_second, l.p99_ms),
@@ -232,8 +345,9 @@ impl Results {
         let _ = writeln!(t, "machine: {}", self.machine);
         let _ = writeln!(
             t,
-            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL)\n{:>6} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL)\n{:>6} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
             "hosts",
+            "tls",
             "subtasks",
             "wall_ms",
             "agents_ms",
@@ -247,8 +361,9 @@ impl Results {
         for f in &self.fleet {
             let _ = writeln!(
                 t,
-                "{:>6} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
+                "{:>6} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
                 f.hosts,
+                if f.tls { "mTLS" } else { "no" },
                 f.subtasks,
                 f.wall_ms,
                 f.agents_ms,
@@ -278,27 +393,31 @@ impl Results {
         if !self.restart.is_empty() {
             let _ = writeln!(
                 t,
-                "\n3. one process restart\n{:<34} {:>7} {:>10} {:>10} {:>10}",
+                "\n3. one process restart ([TLS]: HTTPS to the controller, mutual TLS to the agent)\n{:<40} {:>7} {:>10} {:>10} {:>10}",
                 "how", "samples", "median_ms", "p99_ms", "max_ms"
             );
             for l in &self.restart {
                 let _ = writeln!(
                     t,
-                    "{:<34} {:>7} {:>10.2} {:>10.2} {:>10.2}",
-                    l.name, l.samples, l.median_ms, l.p99_ms, l.max_ms
+                    "{:<40} {:>7} {:>10.2} {:>10.2} {:>10.2}",
+                    l.label(),
+                    l.samples,
+                    l.median_ms,
+                    l.p99_ms,
+                    l.max_ms
                 );
             }
         }
         if !self.load.is_empty() {
             let _ = writeln!(
                 t,
-                "\n4. throughput\n{:<44} {:<10} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8}",
+                "\n4. throughput\n{:<44} {:<16} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8}",
                 "target", "tool", "conns", "requests", "errors", "req/s", "p50_ms", "p99_ms"
             );
             for l in &self.load {
                 let _ = writeln!(
                     t,
-                    "{:<44} {:<10} {:>5} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
+                    "{:<44} {:<16} {:>5} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2}",
                     l.target,
                     l.tool,
                     l.connections,
@@ -307,6 +426,20 @@ impl Results {
                     l.per_second,
                     l.p50_ms,
                     l.p99_ms
+                );
+            }
+        }
+        if !self.tls_cost.is_empty() {
+            let _ = writeln!(
+                t,
+                "\n5. what mutual TLS costs: the same measurement in both transports\n{:<52} {:>5} {:>10} {:>10} {:>10} {:>7}",
+                "figure", "unit", "plaintext", "TLS", "extra", "ratio"
+            );
+            for c in &self.tls_cost {
+                let _ = writeln!(
+                    t,
+                    "{:<52} {:>5} {:>10.2} {:>10.2} {:>+10.2} {:>6.2}x",
+                    c.what, c.unit, c.plaintext, c.tls, c.extra, c.ratio
                 );
             }
         }

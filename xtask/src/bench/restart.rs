@@ -1,5 +1,6 @@
 //! Scenario 3, our side: one process restarted through the agent's gRPC API directly,
-//! and through the controller's REST route that an OCP client calls.
+//! and through the controller's REST route that an OCP client calls, in either
+//! transport (the fleet's).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,18 +11,22 @@ use serde_json::json;
 
 use super::BenchError;
 use super::report::Latency;
+use crate::dial::Dialer;
+use crate::fleet::Pki;
 use crate::rest::Rest;
 
+/// Over TLS (with `pki`), the agent is dialled as the controller dials it: with the
+/// controller's certificate, the only client it serves.
 pub fn agent_grpc(
     rt: &tokio::runtime::Runtime,
     agent: SocketAddr,
+    pki: Option<&Pki>,
     alias: &str,
     rounds: usize,
 ) -> Result<Latency, BenchError> {
     rt.block_on(async {
-        let mut client = AgentServiceClient::connect(format!("http://{agent}"))
-            .await
-            .map_err(|e| BenchError::Failed(format!("connecting to the agent at {agent}: {e}")))?;
+        let dialer = Dialer::agents(pki).await?;
+        let mut client = AgentServiceClient::new(dialer.connect(agent).await?);
         let mut samples = Vec::with_capacity(rounds);
         // One untimed round first: the connection's and the agent's first call.
         for _ in 0..=rounds {
@@ -39,13 +44,14 @@ pub fn agent_grpc(
             samples.push(sent.elapsed());
         }
         samples.remove(0);
-        Ok(Latency::of("agent gRPC RestartProcess", samples))
+        Ok(Latency::of("agent gRPC RestartProcess", samples).over_tls(dialer.is_tls()))
     })
 }
 
 /// The REST route answers once the operation finished, like `supervisorctl restart`.
 pub fn controller_rest(
     rest: &Rest,
+    tls: bool,
     host_id: i64,
     alias: &str,
     rounds: usize,
@@ -65,5 +71,5 @@ pub fn controller_rest(
         rest.post(&path, json!({}))?;
         samples.push(sent.elapsed());
     }
-    Ok(Latency::of("controller REST process restart", samples))
+    Ok(Latency::of("controller REST process restart", samples).over_tls(tls))
 }

@@ -1,9 +1,10 @@
 //! Scenario 4: requests per second and tail latency with 64 keep-alive connections,
-//! from the project's own load tool (works everywhere), from wrk when installed, and
-//! from tonic clients for the gRPC face.
+//! from the project's own load tool (works everywhere, over HTTP or HTTPS), from wrk
+//! when installed, and from tonic clients for the gRPC face (plaintext or TLS).
 
 use std::net::SocketAddr;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto::ocp::v1::GetTaskRequest;
@@ -12,6 +13,7 @@ use tonic::metadata::MetadataValue;
 
 use super::BenchError;
 use super::report::Load;
+use crate::dial::Dialer;
 
 pub const CONNECTIONS: usize = 64;
 
@@ -36,7 +38,14 @@ where
     (all, errors, elapsed)
 }
 
-fn figures(target: &str, tool: &str, mut all: Vec<Duration>, errors: u64, elapsed: f64) -> Load {
+fn figures(
+    target: &str,
+    tool: &str,
+    tls: bool,
+    mut all: Vec<Duration>,
+    errors: u64,
+    elapsed: f64,
+) -> Load {
     all.sort_unstable();
     let at = |q: f64| {
         all.get(((all.len().saturating_sub(1)) as f64 * q).round() as usize)
@@ -45,6 +54,7 @@ fn figures(target: &str, tool: &str, mut all: Vec<Duration>, errors: u64, elapse
     Load {
         target: target.to_string(),
         tool: tool.to_string(),
+        tls,
         connections: CONNECTIONS,
         seconds: elapsed,
         requests: all.len() as u64,
@@ -55,21 +65,29 @@ fn figures(target: &str, tool: &str, mut all: Vec<Duration>, errors: u64, elapse
     }
 }
 
+/// `tls`: the HTTPS client configuration (`rest::https_config`) for an `https://` base.
 pub fn http(
     rt: &tokio::runtime::Runtime,
     base: &str,
     path: &str,
     authorization: &str,
     seconds: f64,
+    tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<Load, BenchError> {
     let url = format!("{base}{path}");
+    let over_tls = tls.is_some();
     let (all, errors, elapsed) = rt.block_on(drive(seconds, || {
         let url = url.clone();
         let authorization = authorization.to_string();
+        let tls = tls.clone();
         async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
-            let Ok(client) = reqwest::Client::builder().pool_max_idle_per_host(1).build() else {
+            let mut builder = reqwest::Client::builder().pool_max_idle_per_host(1);
+            if let Some(tls) = tls {
+                builder = builder.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
+            }
+            let Ok(client) = builder.build() else {
                 return (latencies, 1);
             };
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
@@ -100,7 +118,12 @@ pub fn http(
     }
     Ok(figures(
         &format!("GET {}", short(path)),
-        "own (http)",
+        if over_tls {
+            "own (https)"
+        } else {
+            "own (http)"
+        },
+        over_tls,
         all,
         errors,
         elapsed,
@@ -116,9 +139,11 @@ fn short(path: &str) -> String {
         .join("/")
 }
 
+/// Over TLS when `dialer` is: each worker's channel makes its own handshake.
 pub fn grpc_get_task(
     rt: &tokio::runtime::Runtime,
     grpc: SocketAddr,
+    dialer: &Dialer,
     authorization: &str,
     task_id: i64,
     seconds: f64,
@@ -126,14 +151,19 @@ pub fn grpc_get_task(
     let value: MetadataValue<_> = authorization
         .parse()
         .map_err(|_| BenchError::Failed("an unusable authorization header".into()))?;
+    // One connection up front, so that a refused handshake is an error with its
+    // reason rather than a run with no successful answer.
+    rt.block_on(dialer.connect(grpc))?;
     let (all, errors, elapsed) = rt.block_on(drive(seconds, || {
         let value = value.clone();
+        let dialer = dialer.clone();
         async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
             // One channel per worker: 64 connections, as with HTTP.
-            let Ok(mut client) = TaskServiceClient::connect(format!("http://{grpc}")).await else {
-                return (latencies, 1);
+            let mut client = match dialer.connect(grpc).await {
+                Ok(channel) => TaskServiceClient::new(channel),
+                Err(_) => return (latencies, 1),
             };
             let deadline = Instant::now() + Duration::from_secs_f64(seconds);
             while Instant::now() < deadline {
@@ -157,7 +187,12 @@ pub fn grpc_get_task(
     }
     Ok(figures(
         "gRPC TaskService.GetTask",
-        "own (tonic)",
+        if dialer.is_tls() {
+            "own (tonic+tls)"
+        } else {
+            "own (tonic)"
+        },
+        dialer.is_tls(),
         all,
         errors,
         elapsed,
@@ -198,6 +233,7 @@ pub fn wrk(base: &str, path: &str, authorization: &str, seconds: f64) -> Option<
     let mut load = Load {
         target: format!("GET {}", short(path)),
         tool: "wrk".into(),
+        tls: false,
         connections: CONNECTIONS,
         seconds,
         requests: 0,
