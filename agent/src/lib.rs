@@ -19,5 +19,5 @@ mod supervisor;
 mod view;
 
 pub use config::{Config, ConfigError};
-pub use server::{Agent, AgentError, AgentOptions};
+pub use server::{Agent, AgentError, AgentOptions, Serving};
 pub use trust::ServerTlsFiles;

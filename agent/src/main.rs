@@ -33,17 +33,30 @@ struct Cli {
     tls_client_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address: anyone who reaches the port can stop
     /// this host's processes.
-    #[arg(
-        long,
-        env = "OCP_AGENT_INSECURE_PLAINTEXT",
-        conflicts_with = "tls_cert"
-    )]
+    /// (`OCP_AGENT_INSECURE_PLAINTEXT=true`; only when no TLS flag is given.)
+    #[arg(long, env = "OCP_AGENT_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async_main(cli));
+    // A reload still reading a file on a hung mount must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -63,6 +76,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Not a clap conflict: with the environment variable set to false it would refuse
+    // the TLS flags all the same.
+    if cli.insecure_plaintext && cli.tls_cert.is_some() {
+        anyhow::bail!(
+            "--insecure-plaintext and --tls-cert both given: serve TLS or plaintext, not both"
+        );
+    }
     let options = AgentOptions {
         listen: cli.listen,
         config_path: cli.config,

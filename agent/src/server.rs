@@ -80,6 +80,15 @@ impl Agent {
         options: AgentOptions,
         cancel: CancellationToken,
     ) -> Result<(SocketAddr, JoinHandle<Result<(), AgentError>>), AgentError> {
+        let serving = Agent::serve(options, cancel).await?;
+        Ok((serving.addr, serving.served))
+    }
+
+    /// As `start`, keeping what SIGHUP reloads.
+    pub async fn serve(
+        options: AgentOptions,
+        cancel: CancellationToken,
+    ) -> Result<Serving, AgentError> {
         if options.tls.is_none()
             && !options.insecure_plaintext
             && !options.listen.ip().is_loopback()
@@ -134,7 +143,6 @@ impl Agent {
         let server: BoxFuture<'static, Result<(), tonic::transport::Error>> = match &tls {
             Some(tls) => {
                 let incoming = TlsIncoming::new(listener, tls.clone()).map_err(listen_err)?;
-                tokio::spawn(reload_on_sighup(tls.clone(), cancel.clone()));
                 info!(%addr, config = %options.config_path.display(), "ocp-agent serving over TLS, to the controller only");
                 Box::pin(router.serve_with_incoming_shutdown(incoming.into_stream(), shutdown))
             }
@@ -171,43 +179,66 @@ impl Agent {
             info!("all processes stopped");
             served.map_err(AgentError::from)
         });
-        Ok((addr, join))
+        Ok(Serving {
+            addr,
+            served: join,
+            tls,
+        })
     }
 
     /// Runs the agent as the binary does: until SIGTERM or SIGINT, then a graceful
-    /// shutdown.
+    /// shutdown. SIGHUP re-reads the TLS files; it never ends the agent, TLS or not.
     pub async fn run_until_signal(options: AgentOptions) -> Result<(), AgentError> {
+        // Every handler first: a signal that arrives during start-up is not lethal.
         let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
         let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
         let cancel = CancellationToken::new();
-        let (_, mut served) = Agent::start(options, cancel.clone()).await?;
-        tokio::select! {
-            _ = term.recv() => info!("SIGTERM: shutting down"),
-            _ = int.recv() => info!("SIGINT: shutting down"),
-            outcome = &mut served => return outcome?,
+        let mut serving = Agent::serve(options, cancel.clone()).await?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: shutting down"),
+                _ = int.recv() => info!("SIGINT: shutting down"),
+                _ = hup.recv() => {
+                    serving.reload_tls();
+                    continue;
+                }
+                outcome = &mut serving.served => return outcome?,
+            }
+            break;
         }
         cancel.cancel();
-        served.await?
+        serving.served.await?
     }
 }
 
-/// SIGHUP re-reads the certificate, key and client CA; connections made from then on
-/// use them, those already open keep theirs. A failed reload keeps the files in use.
-async fn reload_on_sighup(tls: ServerTls, cancel: CancellationToken) {
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            warn!("cannot handle SIGHUP, certificates will not be reloaded: {e}");
+/// A serving agent.
+pub struct Serving {
+    pub addr: SocketAddr,
+    /// Ends once every process was stopped after cancellation.
+    pub served: JoinHandle<Result<(), AgentError>>,
+    tls: Option<ServerTls>,
+}
+
+impl Serving {
+    /// Re-reads the certificate, key and client CA in the background (a file on a hung
+    /// mount must not hold up a shutdown); connections made from then on use them, and
+    /// open ones whose client the new CA refuses are closed. A failed reload keeps the
+    /// files in use.
+    pub fn reload_tls(&self) {
+        let Some(tls) = self.tls.clone() else {
+            info!("SIGHUP: serving plaintext, no TLS files to reload");
             return;
-        }
-    };
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = hup.recv() => match tls.reload().await {
-                Ok(()) => info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificate, key and client CA reloaded"),
-                Err(e) => warn!("SIGHUP: TLS files not reloaded, the previous ones stay in use: {e}"),
-            },
-        }
+        };
+        tokio::spawn(async move {
+            match tls.reload().await {
+                Ok(()) => {
+                    info!(cert = %tls.files().cert.display(), "SIGHUP: TLS certificate, key and client CA reloaded")
+                }
+                Err(e) => {
+                    warn!("SIGHUP: TLS files not reloaded, the previous ones stay in use: {e}")
+                }
+            }
+        });
     }
 }

@@ -93,10 +93,10 @@ enum PkiCommand {
         #[arg(long = "host")]
         hosts: Vec<String>,
         /// Days the controller's certificate stays valid.
-        #[arg(long, default_value_t = 825)]
+        #[arg(long, default_value_t = 825, value_parser = days())]
         days: i64,
         /// Days the CA stays valid.
-        #[arg(long, default_value_t = 3650)]
+        #[arg(long, default_value_t = 3650, value_parser = days())]
         ca_days: i64,
         /// Replace files that already exist.
         #[arg(long)]
@@ -114,12 +114,16 @@ enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
         /// Days the certificate stays valid.
-        #[arg(long, default_value_t = 825)]
+        #[arg(long, default_value_t = 825, value_parser = days())]
         days: i64,
         /// Replace files that already exist.
         #[arg(long)]
         force: bool,
     },
+}
+
+fn days() -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(1..=pki::MAX_DAYS)
 }
 
 fn main() {
@@ -135,6 +139,8 @@ fn main() {
         }
     };
     runtime.block_on(async_main());
+    // A reload still reading a file on a hung mount must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
 }
 
 /// glibc gives each thread that allocates its own arena, up to eight per core, and
@@ -346,17 +352,23 @@ async fn until_shutdown(controller: &Controller) -> anyhow::Result<()> {
         tokio::select! {
             r = tokio::signal::ctrl_c() => return r.context("waiting for SIGINT"),
             _ = term.recv() => return Ok(()),
-            _ = hup.recv() => match controller.reload_tls().await {
-                Ok(reloaded) if reloaded == Reloaded::default() => {
-                    tracing::info!("SIGHUP: no TLS configured, nothing to reload");
-                }
-                Ok(reloaded) => tracing::info!(
-                    agents = reloaded.agent_tls,
-                    faces = reloaded.faces_tls,
-                    "SIGHUP: certificates and keys reloaded; new connections use them"
-                ),
-                Err(e) => tracing::warn!("SIGHUP: {e}; the certificates in use stay"),
-            },
+            // Apart from this loop: a file on a hung mount must not hold up a shutdown.
+            _ = hup.recv() => {
+                let reloader = controller.tls_reloader();
+                tokio::spawn(async move {
+                    match reloader.reload().await {
+                        Ok(reloaded) if reloaded == Reloaded::default() => {
+                            tracing::info!("SIGHUP: no TLS configured, nothing to reload");
+                        }
+                        Ok(reloaded) => tracing::info!(
+                            agents = reloaded.agent_tls,
+                            faces = reloaded.faces_tls,
+                            "SIGHUP: certificates and keys reloaded; new connections use them"
+                        ),
+                        Err(e) => tracing::warn!("SIGHUP: {e}; the certificates in use stay"),
+                    }
+                });
+            }
         }
     }
 }

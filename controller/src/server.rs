@@ -10,7 +10,7 @@ use proto::ocp::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use trust::{ClientTls, ClientTlsFiles, Role, ServerTls, ServerTlsFiles, TlsIncoming};
+use trust::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsIncoming};
 
 use crate::agents::AgentPool;
 use crate::auth::Users;
@@ -56,6 +56,30 @@ pub enum StartError {
     Tls(#[from] trust::TrustError),
 }
 
+/// Re-reads the controller's certificates and keys.
+#[derive(Clone)]
+pub struct TlsReloader {
+    agents: Arc<AgentPool>,
+    faces: Option<ServerTls>,
+}
+
+impl TlsReloader {
+    /// Re-reads every certificate and key: connections made from then on use them.
+    /// Either half failing keeps what it had; the first error is returned after both
+    /// were tried.
+    pub async fn reload(&self) -> Result<Reloaded, trust::TrustError> {
+        let agent_tls = self.agents.reload_tls().await;
+        let faces_tls = match &self.faces {
+            Some(tls) => tls.reload().await.map(|()| true),
+            None => Ok(false),
+        };
+        Ok(Reloaded {
+            agent_tls: agent_tls?,
+            faces_tls: faces_tls?,
+        })
+    }
+}
+
 /// What a SIGHUP reloaded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reloaded {
@@ -79,7 +103,7 @@ pub struct Controller {
 impl Controller {
     pub async fn start(options: ControllerOptions) -> Result<Controller, StartError> {
         let agent_tls = match options.agent_tls.clone() {
-            Some(files) => Some(ClientTls::load(files, Role::Agent).await?),
+            Some(files) => Some(ClientTls::controller(files).await?),
             None => None,
         };
         let faces_tls = match options.tls.clone() {
@@ -225,19 +249,13 @@ impl Controller {
         })
     }
 
-    /// Re-reads every certificate and key (SIGHUP): connections made from then on use
-    /// them. Either half failing keeps what it had; the first error is returned after
-    /// both were tried.
-    pub async fn reload_tls(&self) -> Result<Reloaded, trust::TrustError> {
-        let agent_tls = self.agents.reload_tls().await;
-        let faces_tls = match &self.faces_tls {
-            Some(tls) => tls.reload().await.map(|()| true),
-            None => Ok(false),
-        };
-        Ok(Reloaded {
-            agent_tls: agent_tls?,
-            faces_tls: faces_tls?,
-        })
+    /// What SIGHUP reloads, as a handle that outlives a borrow of the controller, so
+    /// that a reload can run apart from the loop that waits for signals.
+    pub fn tls_reloader(&self) -> TlsReloader {
+        TlsReloader {
+            agents: self.agents.clone(),
+            faces: self.faces_tls.clone(),
+        }
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

@@ -216,9 +216,9 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
     // Each refusal is the handshake's (none got as far as a call), and is logged.
     let log = std::fs::read_to_string(agent.log_path()).unwrap_or_default();
     for words in [
-        "peer sent no certificates",
-        "BadSignature",
-        "extended key usage for client authentication",
+        "the client presented no certificate",
+        "the client's certificate was not issued by the CA this side trusts",
+        "the client's certificate is not for client use",
     ] {
         assert!(
             log.lines()
@@ -612,10 +612,55 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
                 .await
         }
     };
+    // The controller now holds an open connection to the agent.
     assert_eq!(restart(old_ca.clone()).await["status"], json!("SUCCESSFUL"));
 
-    // The controller rotates first: its HTTPS face now presents the new certificate,
-    // and its new connection to the agent (still on the old CA) is refused.
+    // The agent rotates first, to the new CA: it serves holders of the new controller
+    // certificate only, and closes the open connection of the old one (revocation).
+    copy_into(&new_agent_certs, &agent_files, &agent_dir);
+    let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
+    // SAFETY: kill(2) on the agent child the test started and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    let as_new = new.client(new.controller_identity()).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while info_through(&agent, &as_new).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the agent never served the new certificate:\n{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let as_old = old.client(old.controller_identity()).await;
+    assert!(
+        info_through(&agent, &as_old).await.is_err(),
+        "the agent still serves a controller of the old CA"
+    );
+    let failed = restart(old_ca.clone()).await;
+    assert_eq!(
+        failed["status"],
+        json!("FAILED"),
+        "the old controller certificate still commands the agent over its open connection"
+    );
+    let logs = controller.failure_logs(&old_ca, &failed).await;
+    assert!(
+        logs.contains(
+            "the agent at 127.0.0.6 presented a certificate not issued by this controller's CA"
+        ),
+        "{logs}"
+    );
+    assert!(
+        agent
+            .log_tail()
+            .contains("closing a connection the reloaded trust refuses"),
+        "{}",
+        agent.log_tail()
+    );
+
+    // Then the controller: its HTTPS face presents the new certificate, and the failed
+    // task's retry reaches the agent with the new controller certificate.
     copy_into(new.path(), &controller_files, &controller_dir);
     controller.signal(libc::SIGHUP);
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -630,42 +675,6 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
     assert!(
         controller.get(&old_ca, "/compute/hosts").await.is_err(),
         "a client trusting only the old CA still reached the controller"
-    );
-    let failed = restart(new_ca.clone()).await;
-    assert_eq!(failed["status"], json!("FAILED"));
-    let logs = controller.failure_logs(&new_ca, &failed).await;
-    assert!(
-        logs.contains(
-            "the agent at 127.0.0.6 presented a certificate not issued by this controller's CA"
-        ),
-        "{logs}"
-    );
-
-    // Then the agent: it serves the new certificate to holders of the new controller
-    // certificate only, and the failed task's retry finishes.
-    copy_into(&new_agent_certs, &agent_files, &agent_dir);
-    let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
-    // SAFETY: kill(2) on the agent child the test started and has not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGHUP);
-    }
-    let as_new = new.client(new.controller_identity()).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if info_through(&agent, &as_new).await.is_ok() {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the agent never served the new certificate:\n{}",
-            agent.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let as_old = old.client(old.controller_identity()).await;
-    assert!(
-        info_through(&agent, &as_old).await.is_err(),
-        "the agent still serves a controller of the old CA"
     );
     let retried = controller
         .post(
@@ -683,6 +692,29 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
         "{}",
         controller.failure_logs(&new_ca, &retried).await
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_never_ends_a_plaintext_agent() {
+    let tag = unique_tag();
+    let config = processes(&tag, "127.0.0.1");
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let agent = ProcAgent::start(listen, &[], tag, &config).await;
+    let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
+    // SAFETY: kill(2) on the agent child the test started and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !agent.log_tail().contains("no TLS files to reload") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listener_pid(&agent).await.1, ProcessStatus::Started);
 }
 
 async fn info_through(agent: &ProcAgent, tls: &ClientTls) -> Result<(), String> {

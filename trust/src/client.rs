@@ -35,6 +35,8 @@ pub struct ClientTlsFiles {
 pub struct ClientTls {
     files: Arc<ClientTlsFiles>,
     peer: Role,
+    /// The role this side's own certificate must carry, checked at every (re)load.
+    own: Option<Role>,
     current: Arc<RwLock<Arc<ClientConfig>>>,
 }
 
@@ -45,18 +47,33 @@ const SESSION_CACHE: usize = 4096;
 impl ClientTls {
     /// Reads the files; `peer` is the role every server dialled must hold.
     pub async fn load(files: ClientTlsFiles, peer: Role) -> Result<ClientTls, TrustError> {
+        Self::load_as(files, peer, None).await
+    }
+
+    /// The controller's client of its agents: as `load`, and its own certificate must
+    /// be the controller's, or every agent would refuse it, far from the mistake.
+    pub async fn controller(files: ClientTlsFiles) -> Result<ClientTls, TrustError> {
+        Self::load_as(files, Role::Agent, Some(Role::Controller)).await
+    }
+
+    async fn load_as(
+        files: ClientTlsFiles,
+        peer: Role,
+        own: Option<Role>,
+    ) -> Result<ClientTls, TrustError> {
         let files = Arc::new(files);
-        let config = build_blocking(files.clone(), peer).await?;
+        let config = build_blocking(files.clone(), peer, own).await?;
         Ok(ClientTls {
             files,
             peer,
+            own,
             current: Arc::new(RwLock::new(config)),
         })
     }
 
     /// Reads the files again; on error the config in use stays.
     pub async fn reload(&self) -> Result<(), TrustError> {
-        let config = build_blocking(self.files.clone(), self.peer).await?;
+        let config = build_blocking(self.files.clone(), self.peer, self.own).await?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
         Ok(())
     }
@@ -87,11 +104,16 @@ impl ClientTls {
 async fn build_blocking(
     files: Arc<ClientTlsFiles>,
     peer: Role,
+    own: Option<Role>,
 ) -> Result<Arc<ClientConfig>, TrustError> {
-    tokio::task::spawn_blocking(move || build(&files, peer).map(Arc::new)).await?
+    tokio::task::spawn_blocking(move || build(&files, peer, own).map(Arc::new)).await?
 }
 
-fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError> {
+fn build(
+    files: &ClientTlsFiles,
+    peer: Role,
+    own: Option<Role>,
+) -> Result<ClientConfig, TrustError> {
     let inner =
         WebPkiServerVerifier::builder_with_provider(files::roots(&files.ca)?, crate::provider())
             .build()
@@ -106,7 +128,7 @@ fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError>
         .with_custom_certificate_verifier(Arc::new(PeerVerifier { inner, peer }));
     let mut config = match &files.identity {
         Some((cert, key)) => builder
-            .with_client_auth_cert(files::certificates(cert)?, files::private_key(key)?)
+            .with_client_auth_cert(own_certificates(cert, own)?, files::private_key(key)?)
             .map_err(|e| TrustError::Mismatch {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -117,6 +139,25 @@ fn build(files: &ClientTlsFiles, peer: Role) -> Result<ClientConfig, TrustError>
     config.alpn_protocols = vec![b"h2".to_vec()];
     config.resumption = Resumption::in_memory_sessions(SESSION_CACHE);
     Ok(config)
+}
+
+/// This side's own chain, checked to carry the role `own` when one is required.
+fn own_certificates(
+    path: &std::path::Path,
+    own: Option<Role>,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let chain = files::certificates(path)?;
+    if let Some(wanted) = own {
+        let found = Role::of(&chain[0]);
+        if found != Some(wanted) {
+            return Err(TrustError::WrongRole {
+                path: path.to_owned(),
+                found: found.map_or("no role of ours".to_string(), |r| r.to_string()),
+                wanted,
+            });
+        }
+    }
+    Ok(chain)
 }
 
 /// rustls' WebPKI checks, turned into sentences, then the peer's role.
@@ -170,6 +211,12 @@ impl PeerVerifier {
             }
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                 format!("{who} presented a certificate not issued by this controller's CA")
+            }
+            CertificateError::Other(other) => {
+                format!(
+                    "{who} presented a certificate that was refused: {}",
+                    other.0
+                )
             }
             other => format!("{who} presented a certificate that was refused: {other:?}"),
         }

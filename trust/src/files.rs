@@ -1,6 +1,7 @@
 //! Reading certificates and keys from PEM files, with errors that name the file and
 //! say what to do. Blocking: callers run it on the blocking pool.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::pem::PemObject;
@@ -8,10 +9,21 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
-    #[error("cannot read {}: {source}", path.display())]
+    // Not a `source`: the cause is in the message once, for one-line reports.
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("{} is over {MAX_PEM} bytes: not a certificate or key file", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("{} was issued for {found}, not for {wanted}", path.display())]
+    WrongRole {
+        path: PathBuf,
+        found: String,
+        wanted: crate::Role,
     },
     #[error("{} holds no PEM certificate", path.display())]
     NoCertificate { path: PathBuf },
@@ -35,11 +47,33 @@ pub enum TrustError {
     Join(#[from] tokio::task::JoinError),
 }
 
+/// Far more than any certificate chain or key; a bound, so that a path given by
+/// mistake (`/dev/zero`, a log file) fails at once instead of filling memory.
+const MAX_PEM: u64 = 1 << 20;
+
 fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
-    std::fs::read(path).map_err(|source| TrustError::Read {
+    let err = |error| TrustError::Read {
         path: path.to_owned(),
-        source,
-    })
+        error,
+    };
+    // A FIFO or a device would block or never end: only regular files are read.
+    if !std::fs::metadata(path).map_err(err)?.is_file() {
+        return Err(TrustError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mut contents = Vec::new();
+    std::fs::File::open(path)
+        .map_err(err)?
+        .take(MAX_PEM + 1)
+        .read_to_end(&mut contents)
+        .map_err(err)?;
+    if contents.len() as u64 > MAX_PEM {
+        return Err(TrustError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(contents)
 }
 
 /// Every certificate in `path`, in order: the leaf first for a chain.

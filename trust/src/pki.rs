@@ -4,15 +4,18 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rcgen::PublicKeyData;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
+use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::role::Role;
 
@@ -27,16 +30,18 @@ pub const AGENT_KEY: &str = "agent-key.pem";
 pub enum PkiError {
     #[error("{} already exists; pass --force to replace it", .0.display())]
     Exists(PathBuf),
-    #[error("writing {}: {source}", path.display())]
+    // The causes below are in the messages, not `source`s: reports are one line.
+    #[error("writing {}: {error}", path.display())]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("reading {}: {source}; run `ocp-controller pki init --dir {}` first", path.display(), dir.display())]
-    NoCa {
+    #[error("{} does not exist; run `ocp-controller pki init --dir {}` first", path.display(), dir.display())]
+    NoCa { path: PathBuf, dir: PathBuf },
+    #[error("reading {}: {error}", path.display())]
+    Read {
         path: PathBuf,
-        dir: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{} or its key is not a CA this tool can sign with: {reason}", path.display())]
     BadCa { path: PathBuf, reason: String },
@@ -44,7 +49,7 @@ pub enum PkiError {
     BadHost(String),
     #[error("at least one --host is needed: the names and addresses the certificate is for")]
     NoHost,
-    #[error("validity must be at least one day, got {0}")]
+    #[error("validity must be from 1 to {MAX_DAYS} days, got {0}")]
     BadValidity(i64),
     #[error("generating a certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -57,10 +62,13 @@ pub struct Validity {
     pub not_after: OffsetDateTime,
 }
 
+/// A hundred years: far past any sane rotation, and well inside X.509's dates.
+pub const MAX_DAYS: i64 = 36_500;
+
 impl Validity {
     /// From an hour ago (clocks of a fleet are never quite together) for `days`.
     pub fn days(days: i64) -> Result<Validity, PkiError> {
-        if days < 1 {
+        if !(1..=MAX_DAYS).contains(&days) {
             return Err(PkiError::BadValidity(days));
         }
         let now = OffsetDateTime::now_utc();
@@ -92,7 +100,14 @@ pub fn init(
 
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::default();
-    ca.distinguished_name = name("OCP fleet CA");
+    // Named for its moment of birth: two fleets' CAs never share a name, so a peer of
+    // the other fleet is refused as "unknown issuer", not as a bad signature.
+    let born = OffsetDateTime::now_utc();
+    ca.distinguished_name = name(&format!(
+        "OCP fleet CA {}{:09}",
+        born.unix_timestamp(),
+        born.nanosecond()
+    ));
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -109,21 +124,19 @@ pub fn init(
 
     create_dir(dir)?;
     let [ca_path, ca_key_path, cert_path, key_path] = files;
-    Ok(vec![
-        write(
+    write_all(vec![
+        File::public(
             ca_path,
-            &ca_cert.pem(),
-            false,
+            ca_cert.pem(),
             "CA certificate: every agent trusts it",
-        )?,
-        write(
+        ),
+        File::secret(
             ca_key_path,
-            &issuer.key().serialize_pem(),
-            true,
+            issuer.key().serialize_pem(),
             "CA key: keep it here, it signs every certificate",
-        )?,
-        write(cert_path, &cert.pem(), false, "controller certificate")?,
-        write(key_path, &key.serialize_pem(), true, "controller key")?,
+        ),
+        File::public(cert_path, cert.pem(), "controller certificate"),
+        File::secret(key_path, key.serialize_pem(), "controller key"),
     ])
 }
 
@@ -139,20 +152,17 @@ pub fn issue(
     let sans = subject_alt_names(hosts, Role::Agent)?;
     let read = |file: &str| {
         let path = dir.join(file);
-        std::fs::read_to_string(&path).map_err(|source| PkiError::NoCa {
-            path,
-            dir: dir.to_owned(),
-            source,
+        std::fs::read_to_string(&path).map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => PkiError::NoCa {
+                path,
+                dir: dir.to_owned(),
+            },
+            _ => PkiError::Read { path, error },
         })
     };
     let ca_pem = read(CA_CERT)?;
     let ca_key_pem = read(CA_KEY)?;
-    let bad_ca = |e: rcgen::Error| PkiError::BadCa {
-        path: dir.join(CA_CERT),
-        reason: e.to_string(),
-    };
-    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(bad_ca)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(bad_ca)?;
+    let issuer = load_issuer(dir, &ca_pem, &ca_key_pem)?;
 
     let cert_path = out.join(AGENT_CERT);
     let key_path = out.join(AGENT_KEY);
@@ -169,19 +179,55 @@ pub fn issue(
     let key = KeyPair::generate()?;
     let cert = leaf(hosts, sans, Role::Agent, validity).signed_by(&key, &issuer)?;
     create_dir(out)?;
-    let mut written = vec![
-        write(cert_path, &cert.pem(), false, "agent certificate")?,
-        write(key_path, &key.serialize_pem(), true, "agent key")?,
+    let mut files = vec![
+        File::public(cert_path, cert.pem(), "agent certificate"),
+        File::secret(key_path, key.serialize_pem(), "agent key"),
     ];
     if !same_ca {
-        written.push(write(
+        files.push(File::public(
             ca_copy,
-            &ca_pem,
-            false,
+            ca_pem,
             "CA certificate (the agent's --tls-client-ca)",
-        )?);
+        ));
     }
-    Ok(written)
+    write_all(files)
+}
+
+/// The CA in `dir`, checked to be one: a CA certificate whose key is the one given.
+/// rcgen would sign with any key under any name, and what it signed would then be
+/// refused by every peer, far from the mistake.
+fn load_issuer(
+    dir: &Path,
+    ca_pem: &str,
+    ca_key_pem: &str,
+) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let bad_ca = |reason: String| PkiError::BadCa {
+        path: dir.join(CA_CERT),
+        reason,
+    };
+    let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| bad_ca(format!("{CA_KEY}: {e}")))?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|e| bad_ca(e.to_string()))?;
+    let (_, parsed) = X509Certificate::from_der(der.as_ref()).map_err(|e| bad_ca(e.to_string()))?;
+    let is_ca = parsed
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|constraints| constraints.value.ca);
+    if !is_ca {
+        return Err(bad_ca("it is not a CA certificate".to_string()));
+    }
+    if parsed.public_key().raw != ca_key.subject_public_key_info().as_slice() {
+        return Err(bad_ca(format!(
+            "{CA_KEY} is not the key of this certificate"
+        )));
+    }
+    if parsed.validity().not_after.timestamp() < OffsetDateTime::now_utc().unix_timestamp() {
+        return Err(bad_ca(
+            "the CA has expired; make a new one with `pki init`".to_string(),
+        ));
+    }
+    Issuer::from_ca_cert_der(&der, ca_key).map_err(|e| bad_ca(e.to_string()))
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -246,37 +292,90 @@ fn refuse_existing(paths: &[PathBuf], force: bool) -> Result<(), PkiError> {
     }
 }
 
+/// Folders made here hold keys: only their owner may look inside.
 fn create_dir(dir: &Path) -> Result<(), PkiError> {
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
-        path: dir.to_owned(),
-        source,
-    })
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|error| PkiError::Write {
+            path: dir.to_owned(),
+            error,
+        })
 }
 
-/// Writes beside the target and renames over it, so a key is never readable by
-/// others, not even for a moment, and a replaced file is replaced whole.
-fn write(
+/// One file to write.
+struct File {
     path: PathBuf,
-    contents: &str,
+    contents: String,
     secret: bool,
     what: &'static str,
-) -> Result<Written, PkiError> {
-    let err = |source| PkiError::Write {
-        path: path.clone(),
-        source,
-    };
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(&tmp)
-        .map_err(err)?;
-    file.write_all(contents.as_bytes()).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
-    Ok(Written { path, what })
+}
+
+impl File {
+    fn public(path: PathBuf, contents: String, what: &'static str) -> File {
+        File {
+            path,
+            contents,
+            secret: false,
+            what,
+        }
+    }
+
+    fn secret(path: PathBuf, contents: String, what: &'static str) -> File {
+        File {
+            path,
+            contents,
+            secret: true,
+            what,
+        }
+    }
+
+    fn staging(&self) -> PathBuf {
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(".tmp");
+        PathBuf::from(tmp)
+    }
+}
+
+/// Writes every file beside its target first, then renames them all over their
+/// targets: a key is never readable by others, not even for a moment, and a failure
+/// before the renames leaves every old file as it was (a certificate is never
+/// replaced without its key).
+fn write_all(files: Vec<File>) -> Result<Vec<Written>, PkiError> {
+    let staged = files.iter().try_for_each(|file| {
+        let tmp = file.staging();
+        let err = |error| PkiError::Write {
+            path: tmp.clone(),
+            error,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(if file.secret { 0o600 } else { 0o644 })
+            .open(&tmp)
+            .map_err(err)?;
+        out.write_all(file.contents.as_bytes()).map_err(err)?;
+        out.sync_all().map_err(err)
+    });
+    if let Err(e) = staged {
+        for file in &files {
+            let _ = std::fs::remove_file(file.staging());
+        }
+        return Err(e);
+    }
+    files
+        .into_iter()
+        .map(|file| {
+            std::fs::rename(file.staging(), &file.path).map_err(|error| PkiError::Write {
+                path: file.path.clone(),
+                error,
+            })?;
+            Ok(Written {
+                path: file.path,
+                what: file.what,
+            })
+        })
+        .collect()
 }

@@ -45,7 +45,9 @@ pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
 fn rustls_words(error: &rustls::Error) -> Option<String> {
     use rustls::AlertDescription as Alert;
     match error {
-        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if other.0.downcast_ref::<Refusal>().is_some() =>
+        {
             other.0.downcast_ref::<Refusal>().map(|r| r.0.clone())
         }
         rustls::Error::AlertReceived(
@@ -62,6 +64,25 @@ fn rustls_words(error: &rustls::Error) -> Option<String> {
         )),
         rustls::Error::InvalidMessage(_) => {
             Some("the peer does not speak TLS: is it running without --tls-cert?".to_string())
+        }
+        // What a server's own checks of a client certificate found (the controller's
+        // checks of an agent are already sentences, above).
+        rustls::Error::NoCertificatesPresented => {
+            Some("the client presented no certificate".to_string())
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => Some("the client's certificate was not issued by the CA this side trusts".to_string()),
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => Some("the client's certificate has expired".to_string()),
+        rustls::Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => Some(
+            "the client's certificate is not for client use (an agent's certificate?)".to_string(),
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            Some(format!("the client's certificate was refused: {}", other.0))
         }
         _ => None,
     }

@@ -3,13 +3,14 @@
 //! config current at its handshake.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use tokio::sync::watch;
 
 use crate::files::{self, TrustError};
 use crate::refusal::refused;
@@ -29,7 +30,15 @@ pub struct ServerTlsFiles {
 pub struct ServerTls {
     files: Arc<ServerTlsFiles>,
     alpn: Arc<Vec<Vec<u8>>>,
-    current: Arc<RwLock<Arc<ServerConfig>>>,
+    current: Arc<watch::Sender<Current>>,
+}
+
+/// The config in force, and the verifier it checks clients with: kept apart so that
+/// the connections already open can be checked again when it changes.
+#[derive(Clone)]
+pub(crate) struct Current {
+    pub config: Arc<ServerConfig>,
+    pub clients: Option<Arc<dyn ClientCertVerifier>>,
 }
 
 impl ServerTls {
@@ -38,27 +47,31 @@ impl ServerTls {
     pub async fn load(files: ServerTlsFiles, alpn: &[&[u8]]) -> Result<ServerTls, TrustError> {
         let files = Arc::new(files);
         let alpn: Arc<Vec<Vec<u8>>> = Arc::new(alpn.iter().map(|p| p.to_vec()).collect());
-        let config = build_blocking(files.clone(), alpn.clone()).await?;
+        let current = build_blocking(files.clone(), alpn.clone()).await?;
         Ok(ServerTls {
             files,
             alpn,
-            current: Arc::new(RwLock::new(config)),
+            current: Arc::new(watch::Sender::new(current)),
         })
     }
 
     /// Reads the files again. On error the config in use stays, so a botched rotation
-    /// never takes a serving binary down.
+    /// never takes a serving binary down. On success, new connections use the new
+    /// files, and open connections whose client the new CA would refuse are closed: a
+    /// CA change is how a leaked controller key is revoked.
     pub async fn reload(&self) -> Result<(), TrustError> {
-        let config = build_blocking(self.files.clone(), self.alpn.clone()).await?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        let current = build_blocking(self.files.clone(), self.alpn.clone()).await?;
+        self.current.send_replace(current);
         Ok(())
     }
 
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.borrow().config.clone()
+    }
+
+    /// The config and verifier in force, and every later change of them.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Current> {
+        self.current.subscribe()
     }
 
     pub fn files(&self) -> &ServerTlsFiles {
@@ -69,17 +82,17 @@ impl ServerTls {
 async fn build_blocking(
     files: Arc<ServerTlsFiles>,
     alpn: Arc<Vec<Vec<u8>>>,
-) -> Result<Arc<ServerConfig>, TrustError> {
-    tokio::task::spawn_blocking(move || build(&files, &alpn).map(Arc::new)).await?
+) -> Result<Current, TrustError> {
+    tokio::task::spawn_blocking(move || build(&files, &alpn)).await?
 }
 
-fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, TrustError> {
+fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<Current, TrustError> {
     let certs = files::certificates(&files.cert)?;
     let key = files::private_key(&files.key)?;
     let builder = ServerConfig::builder_with_provider(crate::provider())
         .with_safe_default_protocol_versions()
         .map_err(TrustError::Config)?;
-    let builder = match &files.client_ca {
+    let clients: Option<Arc<dyn ClientCertVerifier>> = match &files.client_ca {
         Some(ca) => {
             let inner =
                 WebPkiClientVerifier::builder_with_provider(files::roots(ca)?, crate::provider())
@@ -88,8 +101,12 @@ fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, Trust
                         path: ca.clone(),
                         reason: e.to_string(),
                     })?;
-            builder.with_client_cert_verifier(Arc::new(ControllerOnly { inner }))
+            Some(Arc::new(ControllerOnly { inner }))
         }
+        None => None,
+    };
+    let builder = match &clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder
@@ -100,7 +117,10 @@ fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<ServerConfig, Trust
             reason: e.to_string(),
         })?;
     config.alpn_protocols = alpn.to_vec();
-    Ok(config)
+    Ok(Current {
+        config: Arc::new(config),
+        clients,
+    })
 }
 
 /// The certificate chains to the CA (rustls' WebPKI checks, which also want the

@@ -248,3 +248,140 @@ fn pki_refuses_what_could_never_be_verified() {
         "a refused init wrote files"
     );
 }
+
+#[test]
+fn pki_issue_signs_only_with_a_real_ca_and_its_own_key() {
+    let dir = fleet();
+    let out = dir.path().join("out");
+    let issue = || pki::issue(dir.path(), &["10.0.0.5".into()], &out, month(), true);
+
+    let ca_key = std::fs::read(dir.path().join(pki::CA_KEY)).unwrap();
+    std::fs::copy(
+        dir.path().join(pki::CONTROLLER_KEY),
+        dir.path().join(pki::CA_KEY),
+    )
+    .unwrap();
+    let error = issue().expect_err("signed with a key that is not the CA's");
+    assert!(
+        error
+            .to_string()
+            .contains("is not the key of this certificate"),
+        "{error}"
+    );
+    std::fs::write(dir.path().join(pki::CA_KEY), &ca_key).unwrap();
+
+    let ca = std::fs::read(dir.path().join(pki::CA_CERT)).unwrap();
+    std::fs::copy(
+        dir.path().join(pki::CONTROLLER_CERT),
+        dir.path().join(pki::CA_CERT),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.path().join(pki::CONTROLLER_KEY),
+        dir.path().join(pki::CA_KEY),
+    )
+    .unwrap();
+    let error = issue().expect_err("signed with a leaf certificate as the CA");
+    assert!(
+        error.to_string().contains("not a CA certificate"),
+        "{error}"
+    );
+    assert!(
+        !out.join(pki::AGENT_CERT).exists(),
+        "a refused issue wrote files"
+    );
+    std::fs::write(dir.path().join(pki::CA_CERT), &ca).unwrap();
+    std::fs::write(dir.path().join(pki::CA_KEY), &ca_key).unwrap();
+    issue().expect("the real CA signs");
+}
+
+#[tokio::test]
+async fn the_controller_refuses_to_start_with_an_agents_certificate() {
+    let dir = fleet();
+    let agent = dir.path().join("agent");
+    let error = ClientTls::controller(ClientTlsFiles {
+        ca: dir.path().join(pki::CA_CERT),
+        identity: Some((agent.join(pki::AGENT_CERT), agent.join(pki::AGENT_KEY))),
+    })
+    .await
+    .err()
+    .expect("an agent's certificate taken as the controller's");
+    assert!(
+        error
+            .to_string()
+            .contains("was issued for an agent, not for the controller"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_closes_open_connections_the_new_ca_refuses() {
+    let dir = fleet();
+    let agent = dir.path().join("agent");
+    let server = agent_server(
+        dir.path(),
+        agent.join(pki::AGENT_CERT),
+        agent.join(pki::AGENT_KEY),
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut incoming = trust::TlsIncoming::new(listener, server.clone()).unwrap();
+    // An echo server on the TLS connections it accepts.
+    tokio::spawn(async move {
+        while let Some((mut conn, _)) = incoming.accept().await {
+            tokio::spawn(async move {
+                let mut byte = [0u8];
+                while conn.read_exact(&mut byte).await.is_ok() {
+                    if conn.write_all(&byte).await.is_err() || conn.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let controller = client(
+        dir.path(),
+        Some((
+            dir.path().join(pki::CONTROLLER_CERT),
+            dir.path().join(pki::CONTROLLER_KEY),
+        )),
+    )
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.2".to_string()).unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(controller.config())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut byte = [0u8];
+    stream.write_all(b"a").await.unwrap();
+    stream
+        .read_exact(&mut byte)
+        .await
+        .expect("served before the reload");
+
+    // A reload with the same CA keeps the connection; another CA closes it.
+    server.reload().await.unwrap();
+    stream.write_all(b"b").await.unwrap();
+    stream
+        .read_exact(&mut byte)
+        .await
+        .expect("served after a reload with the same CA");
+    let other = fleet();
+    std::fs::copy(
+        other.path().join(pki::CA_CERT),
+        dir.path().join(pki::CA_CERT),
+    )
+    .unwrap();
+    server.reload().await.unwrap();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_exact(&mut byte),
+    )
+    .await;
+    assert!(
+        matches!(read, Ok(Err(_))),
+        "the open connection survived a CA change: {read:?}"
+    );
+}
