@@ -120,6 +120,10 @@ impl ProcessFiles {
         })
     }
 
+    pub fn pid_path(&self) -> &Path {
+        &self.pid
+    }
+
     pub fn write_pid(&self, record: PidRecord) -> Result<(), StateError> {
         write_atomic(
             &self.pid,
