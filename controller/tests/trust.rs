@@ -89,6 +89,25 @@ min_live = "0s"
 
 /// A real agent on `ip` serving the certificate in `certs` (an `issue` folder).
 async fn tls_agent(pki: &Pki, ip: &str, certs: &Path) -> ProcAgent {
+    agent_serving(ip, certs, Some(pki.client(pki.controller_identity()).await)).await
+}
+
+/// A real agent on `ip` serving `certs`, which the controller is meant to refuse.
+async fn refused_agent(ip: &str, certs: &Path) -> ProcAgent {
+    let agent = agent_serving(ip, certs, None).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while agent.live_copies("listener").is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            agent.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    agent
+}
+
+async fn agent_serving(ip: &str, certs: &Path, client: Option<ClientTls>) -> ProcAgent {
     let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
     let tag = unique_tag();
     let config = processes(&tag, ip);
@@ -100,39 +119,10 @@ async fn tls_agent(pki: &Pki, ip: &str, certs: &Path) -> ProcAgent {
             cert: certs.join(pki::AGENT_CERT),
             key: certs.join(pki::AGENT_KEY),
             client_ca: certs.join(pki::CA_CERT),
-            client: Some(pki.client(pki.controller_identity()).await),
+            client,
         },
     )
     .await
-}
-
-/// A real agent on `ip` serving `certs`, which the controller is meant to refuse.
-async fn refused_agent(ip: &str, certs: &Path) -> ProcAgent {
-    let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
-    let tag = unique_tag();
-    let config = processes(&tag, ip);
-    let agent = ProcAgent::start_tls(
-        listen,
-        tag,
-        &config,
-        AgentTls {
-            cert: certs.join(pki::AGENT_CERT),
-            key: certs.join(pki::AGENT_KEY),
-            client_ca: certs.join(pki::CA_CERT),
-            client: None,
-        },
-    )
-    .await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while agent.live_copies("listener").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            agent.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    agent
 }
 
 async fn listener_pid(agent: &ProcAgent) -> (u32, ProcessStatus) {
@@ -344,6 +334,13 @@ impl TlsController {
         reply["data"].clone()
     }
 
+    /// Submits a task and waits for its end.
+    async fn run_task(&self, ca: &Path, path: &str, body: Value) -> Value {
+        let task = self.post(ca, path, body).await;
+        self.wait_task(ca, task["id"].as_i64().expect("task id"))
+            .await
+    }
+
     async fn add_host(&self, ca: &Path, agent: &ProcAgent) -> i64 {
         let host = self
             .post(
@@ -439,14 +436,11 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
         ids.push(controller.add_host(&ca, agent).await);
     }
     let task = controller
-        .post(
+        .run_task(
             &ca,
             "/compute/hosts/batchRestartAgents",
             json!({"hostIds": ids}),
         )
-        .await;
-    let task = controller
-        .wait_task(&ca, task["id"].as_i64().expect("id"))
         .await;
     assert_eq!(
         task["status"],
@@ -477,14 +471,11 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
         let pids = agent.live_copies("listener");
         let host = controller.add_host(&ca, agent).await;
         let task = controller
-            .post(
+            .run_task(
                 &ca,
                 &format!("/compute/hosts/{host}/agent/restart"),
                 json!({}),
             )
-            .await;
-        let task = controller
-            .wait_task(&ca, task["id"].as_i64().expect("id"))
             .await;
         assert_eq!(task["status"], json!("FAILED"));
         let logs = controller.failure_logs(&ca, &task).await;
@@ -600,15 +591,12 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
     let restart = |ca: PathBuf| {
         let controller = &controller;
         async move {
-            let task = controller
-                .post(
+            controller
+                .run_task(
                     &ca,
                     &format!("/compute/hosts/{host}/agent/restart"),
                     json!({}),
                 )
-                .await;
-            controller
-                .wait_task(&ca, task["id"].as_i64().expect("id"))
                 .await
         }
     };
@@ -677,14 +665,11 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
         "a client trusting only the old CA still reached the controller"
     );
     let retried = controller
-        .post(
+        .run_task(
             &new_ca,
             &format!("/tasks/instances/{}/retry", failed["id"]),
             json!({}),
         )
-        .await;
-    let retried = controller
-        .wait_task(&new_ca, retried["id"].as_i64().expect("id"))
         .await;
     assert_eq!(
         retried["status"],

@@ -72,6 +72,24 @@ async fn agent_server(dir: &Path, cert: PathBuf, key: PathBuf) -> ServerTls {
     .expect("server TLS")
 }
 
+/// The agent of `fleet()`, serving 127.0.0.2's certificate to the controller only.
+async fn the_agent(dir: &Path) -> ServerTls {
+    let agent = dir.join("agent");
+    agent_server(dir, agent.join(pki::AGENT_CERT), agent.join(pki::AGENT_KEY)).await
+}
+
+/// A client of agents holding the controller's certificate.
+async fn controller_client(dir: &Path) -> ClientTls {
+    client(
+        dir,
+        Some((
+            dir.join(pki::CONTROLLER_CERT),
+            dir.join(pki::CONTROLLER_KEY),
+        )),
+    )
+    .await
+}
+
 async fn client(dir: &Path, identity: Option<(PathBuf, PathBuf)>) -> ClientTls {
     ClientTls::load(
         ClientTlsFiles {
@@ -116,22 +134,9 @@ async fn handshake(
 #[tokio::test]
 async fn an_agent_serves_only_a_certificate_issued_for_the_controller() {
     let dir = fleet();
-    let agent = dir.path().join("agent");
-    let server = agent_server(
-        dir.path(),
-        agent.join(pki::AGENT_CERT),
-        agent.join(pki::AGENT_KEY),
-    )
-    .await;
+    let server = the_agent(dir.path()).await;
 
-    let controller = client(
-        dir.path(),
-        Some((
-            dir.path().join(pki::CONTROLLER_CERT),
-            dir.path().join(pki::CONTROLLER_KEY),
-        )),
-    )
-    .await;
+    let controller = controller_client(dir.path()).await;
     let (served, dialled) = handshake(&server, &controller, "127.0.0.2").await;
     assert_eq!((served, dialled), (Ok(()), Ok(())));
 
@@ -162,21 +167,8 @@ async fn an_agent_serves_only_a_certificate_issued_for_the_controller() {
 #[tokio::test]
 async fn the_controller_names_what_an_agent_presented() {
     let dir = fleet();
-    let agent = dir.path().join("agent");
-    let server = agent_server(
-        dir.path(),
-        agent.join(pki::AGENT_CERT),
-        agent.join(pki::AGENT_KEY),
-    )
-    .await;
-    let controller = client(
-        dir.path(),
-        Some((
-            dir.path().join(pki::CONTROLLER_CERT),
-            dir.path().join(pki::CONTROLLER_KEY),
-        )),
-    )
-    .await;
+    let server = the_agent(dir.path()).await;
+    let controller = controller_client(dir.path()).await;
 
     let (_, dialled) = handshake(&server, &controller, "10.0.0.5").await;
     assert_eq!(
@@ -212,23 +204,11 @@ async fn the_controller_names_what_an_agent_presented() {
 async fn a_reload_that_fails_keeps_the_files_in_use() {
     let dir = fleet();
     let agent = dir.path().join("agent");
-    let server = agent_server(
-        dir.path(),
-        agent.join(pki::AGENT_CERT),
-        agent.join(pki::AGENT_KEY),
-    )
-    .await;
+    let server = the_agent(dir.path()).await;
     std::fs::write(agent.join(pki::AGENT_KEY), "not a key").unwrap();
     let error = server.reload().await.expect_err("a broken key was loaded");
     assert!(error.to_string().contains("agent-key.pem"), "{error}");
-    let controller = client(
-        dir.path(),
-        Some((
-            dir.path().join(pki::CONTROLLER_CERT),
-            dir.path().join(pki::CONTROLLER_KEY),
-        )),
-    )
-    .await;
+    let controller = controller_client(dir.path()).await;
     let (served, dialled) = handshake(&server, &controller, "127.0.0.2").await;
     assert_eq!((served, dialled), (Ok(()), Ok(())));
 }
@@ -317,13 +297,7 @@ async fn the_controller_refuses_to_start_with_an_agents_certificate() {
 #[tokio::test]
 async fn a_reload_closes_open_connections_the_new_ca_refuses() {
     let dir = fleet();
-    let agent = dir.path().join("agent");
-    let server = agent_server(
-        dir.path(),
-        agent.join(pki::AGENT_CERT),
-        agent.join(pki::AGENT_KEY),
-    )
-    .await;
+    let server = the_agent(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut incoming = trust::TlsIncoming::new(listener, server.clone()).unwrap();
@@ -340,14 +314,7 @@ async fn a_reload_closes_open_connections_the_new_ca_refuses() {
             });
         }
     });
-    let controller = client(
-        dir.path(),
-        Some((
-            dir.path().join(pki::CONTROLLER_CERT),
-            dir.path().join(pki::CONTROLLER_KEY),
-        )),
-    )
-    .await;
+    let controller = controller_client(dir.path()).await;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("127.0.0.2".to_string()).unwrap();
     let mut stream = tokio_rustls::TlsConnector::from(controller.config())
