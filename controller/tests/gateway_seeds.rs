@@ -208,6 +208,8 @@ async fn seed_examples_get_seed_shaped_answers() {
             "innerIpAddress",
             "name",
             "status",
+            // Not in OCP's Host: why the agent could not be reached (issue 11).
+            "statusReason",
             "updateTime"
         ]
     );
