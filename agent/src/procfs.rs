@@ -38,7 +38,7 @@ pub fn stat(pid: i32) -> Option<Stat> {
 }
 
 /// The command name may hold spaces and parentheses, so fields are counted from the last `)`.
-pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+fn parse_stat(text: &str) -> Option<Stat> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {

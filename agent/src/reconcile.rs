@@ -14,8 +14,8 @@
 //! handed out again while any member lives.
 //!
 //! This runs in each process's supervisor before its first start, so a process
-//! never runs twice. The child writes its own pid file between fork and exec
-//! (`spawn`), so even an agent killed right after a fork leaves a pid file behind.
+//! never runs twice. The pid file is written right after spawn; a process spawned
+//! by an agent killed in between is the one case it cannot find.
 
 use std::time::Duration;
 

@@ -120,10 +120,6 @@ impl ProcessFiles {
         })
     }
 
-    pub fn pid_path(&self) -> &Path {
-        &self.pid
-    }
-
     pub fn write_pid(&self, record: PidRecord) -> Result<(), StateError> {
         write_atomic(
             &self.pid,

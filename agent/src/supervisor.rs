@@ -278,8 +278,7 @@ impl Actor {
     }
 
     async fn start_once(&mut self) -> Result<(), String> {
-        let Spawned { mut child, pid } =
-            spawn(&self.spec, self.files.pid_path()).map_err(|e| e.to_string())?;
+        let Spawned { mut child, pid } = spawn(&self.spec).map_err(|e| e.to_string())?;
         let spawned_at = Instant::now();
         self.policy.spawned(spawned_at);
         match procfs::stat(pid) {
