@@ -263,6 +263,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 const DRAIN_LIMIT: usize = 16 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(2);
 
+/// Reads and drops what the client still sends of a refused body (`seen` bytes of it
+/// so far), within DRAIN_LIMIT and DRAIN_TIME, so that it reads the answer.
+pub(super) async fn linger(mut stream: axum::body::BodyDataStream, mut seen: usize) {
+    let drained = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+}
+
 /// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
 async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
@@ -278,16 +292,7 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(unreadable)?;
         if body.len() + chunk.len() > super::BODY_LIMIT {
-            let drained = async {
-                let mut seen = body.len() + chunk.len();
-                while let Some(Ok(chunk)) = stream.next().await {
-                    seen += chunk.len();
-                    if seen > DRAIN_LIMIT {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
+            linger(stream, body.len() + chunk.len()).await;
             return Err(ApiError::from_status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 method.as_str(),

@@ -193,7 +193,9 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
         .and_then(|v| v.parse::<u64>().ok());
     let span = tracing::info_span!("http", trace_id = %trace_id, %method, %path);
     let mut response = if declared_length.is_some_and(|n| n > BODY_LIMIT as u64) {
-        // Refused before routing, so that routes which ignore their body refuse it too.
+        // Refused before routing, so that routes which ignore their body refuse it too;
+        // read what is still coming first, or the client gets a reset, not this answer.
+        extract::linger(request.into_body().into_data_stream(), 0).await;
         ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, method.as_str(), &path).into_response()
     } else {
         match AssertUnwindSafe(next.run(request).instrument(span.clone()))
