@@ -85,10 +85,6 @@ impl ClientTls {
             .clone()
     }
 
-    pub fn files(&self) -> &ClientTlsFiles {
-        &self.files
-    }
-
     /// A connector for tonic's `Endpoint::connect_with_connector_lazy` that dials the
     /// endpoint's address and expects a certificate for `name` (the host's address).
     pub fn connector(&self, name: &str) -> Result<AgentConnector, TrustError> {

@@ -155,10 +155,6 @@ pub struct TlsConn {
 }
 
 impl TlsConn {
-    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        self.stream.get_ref().1.peer_certificates()
-    }
-
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         if !self.aborted
             && let Some(revoked) = &mut self.revoked
