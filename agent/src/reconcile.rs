@@ -13,6 +13,14 @@
 //! members of its group live on, the group is still ours: a group id cannot be
 //! handed out again while any member lives.
 //!
+//! A pid file someone else could have written (see [`crate::state::distrust`]) is
+//! left alone with a warning rather than stopping the agent: not acting on it removes
+//! the danger, since the data dir itself is refused unless only the agent's user can
+//! write into it, such a file is a leftover (a data dir chowned without `-R`), not an
+//! attack under way, and refusing to start would leave every process on the host
+//! unsupervised for one stale file. Its process starts afresh, as when the agent was
+//! killed before writing the pid file, and its own pid file then replaces the stale one.
+//!
 //! This runs in each process's supervisor before its first start, so a process
 //! never runs twice. The pid file is written right after spawn; a process spawned
 //! by an agent killed in between is the one case it cannot find.
@@ -31,6 +39,8 @@ pub enum LeftoverError {
     State(#[from] StateError),
     #[error("stopping leftover: {0}")]
     Stop(#[from] StopError),
+    #[error("reading the pid file: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Returns the pid of the leftover it terminated, if there was one.
@@ -39,7 +49,8 @@ pub async fn terminate_leftover(
     sig: Signal,
     stop_timeout: Duration,
 ) -> Result<Option<i32>, LeftoverError> {
-    let Some(record) = files.pid_record()? else {
+    let reading = files.clone();
+    let Some(record) = tokio::task::spawn_blocking(move || reading.pid_record()).await?? else {
         return Ok(None);
     };
     let ours = match procfs::stat(record.pid) {

@@ -100,7 +100,8 @@ impl Agent {
             Some(files) => Some(ServerTls::load(files, &[b"h2"]).await?),
             None => None,
         };
-        let data = DataDir::open(&options.data_dir)?;
+        let data_dir = options.data_dir.clone();
+        let data = tokio::task::spawn_blocking(move || DataDir::open(&data_dir)).await??;
         let listen_err = |source| AgentError::Listen {
             addr: options.listen,
             source,

@@ -9,9 +9,15 @@
 //!
 //! Files are replaced atomically (write to a temporary file, rename), so a crash
 //! leaves either the old or the new content, never a torn one.
+//!
+//! A pid file names a process group the agent will signal, and a root agent may
+//! signal anyone's: so the folders are created 0700 and the files 0600 whatever the
+//! umask, the agent refuses a data dir another user owns or could write into, and a
+//! pid file another user owns or could write is not believed (see [`distrust`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -25,6 +31,67 @@ pub enum StateError {
     Busy { path: PathBuf },
     #[error("{path}: cannot lock: {source}")]
     Lock { path: PathBuf, source: Errno },
+    #[error("{path}: {problem}; {}", problem.fix("700", path))]
+    UntrustedDir { path: PathBuf, problem: Distrust },
+    #[error("{path}: {problem}; not trusted, so the process group it names is not signalled")]
+    UntrustedPidFile { path: PathBuf, problem: Distrust },
+}
+
+/// Why a folder or file under the data dir could have been written by someone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distrust {
+    NotOurs { owner: u32, euid: u32 },
+    Writable { mode: u32 },
+    NotRegular,
+}
+
+impl std::fmt::Display for Distrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Distrust::NotOurs { owner, euid } => write!(
+                f,
+                "owned by uid {owner}, not by uid {euid} the agent runs as"
+            ),
+            Distrust::Writable { mode } => {
+                let by = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+                    (true, true) => "group and others",
+                    (true, false) => "group",
+                    _ => "others",
+                };
+                write!(f, "writable by {by} (mode {:04o})", mode & 0o7777)
+            }
+            Distrust::NotRegular => f.write_str("not a regular file"),
+        }
+    }
+}
+
+impl Distrust {
+    /// The command that mends it; `mode` is what the agent itself would have created.
+    fn fix(&self, mode: &str, path: &Path) -> String {
+        match self {
+            Distrust::NotOurs { euid, .. } => {
+                format!(
+                    "run `chown -R {euid} {}` or use another --data-dir",
+                    path.display()
+                )
+            }
+            Distrust::Writable { .. } => format!("run `chmod {mode} {}`", path.display()),
+            Distrust::NotRegular => format!("remove {}", path.display()),
+        }
+    }
+}
+
+/// Whether what has `mode` and `owner` could have been written by anyone but the
+/// agent's effective user `euid`. Root is not trusted for a non-root agent either:
+/// the agent only believes what it could have written itself.
+pub fn distrust(mode: u32, owner: u32, euid: u32) -> Option<Distrust> {
+    if owner != euid {
+        Some(Distrust::NotOurs { owner, euid })
+    } else if mode & 0o022 != 0 {
+        Some(Distrust::Writable { mode })
+    } else {
+        None
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -41,14 +108,17 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Blocking: call it before the runtime or on the blocking pool.
     pub fn open(root: &Path) -> Result<DataDir, StateError> {
+        private_dir(root)?;
         let processes = root.join("processes");
-        std::fs::create_dir_all(&processes).map_err(io_err(&processes))?;
+        private_dir(&processes)?;
         let lock_path = root.join("agent.lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&lock_path)
             .map_err(io_err(&lock_path))?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -106,9 +176,11 @@ impl ProcessFiles {
         write_atomic(&self.desired, text, true)
     }
 
-    /// A pid file that does not parse is treated as absent: there is nothing in it to act on.
+    /// A pid file that does not parse is treated as absent: there is nothing in it to
+    /// act on. One someone else could have written is an error: the caller must not
+    /// act on it, but it need not stop the agent (see [`crate::reconcile`]).
     pub fn pid_record(&self) -> Result<Option<PidRecord>, StateError> {
-        let Some(text) = read_optional(&self.pid)? else {
+        let Some(text) = read_trusted(&self.pid)? else {
             return Ok(None);
         };
         let mut parts = text.split_whitespace().map(str::parse::<u64>);
@@ -136,6 +208,59 @@ impl ProcessFiles {
     }
 }
 
+/// Creates the folder 0700 if it is missing, and refuses it if anyone but the agent's
+/// user could put files in it.
+fn private_dir(path: &Path) -> Result<(), StateError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_err(path))?;
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    match distrust(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw()) {
+        Some(problem) => Err(StateError::UntrustedDir {
+            path: path.to_path_buf(),
+            problem,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Checks the file it opened rather than the path, so that it cannot be swapped in
+/// between, and does not follow a symlink to someone else's file.
+fn read_trusted(path: &Path) -> Result<Option<String>, StateError> {
+    let mut file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(StateError::UntrustedPidFile {
+                path: path.to_path_buf(),
+                problem: Distrust::NotRegular,
+            });
+        }
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let meta = file.metadata().map_err(io_err(path))?;
+    let problem = if meta.is_file() {
+        distrust(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw())
+    } else {
+        Some(Distrust::NotRegular)
+    };
+    if let Some(problem) = problem {
+        return Err(StateError::UntrustedPidFile {
+            path: path.to_path_buf(),
+            problem,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io_err(path))?;
+    Ok(Some(text))
+}
+
 fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
@@ -150,7 +275,17 @@ fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), StateError
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
+    // A stale temporary file would keep the mode it was created with.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
+        _ => {}
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
     file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
     if durable {
         file.sync_all().map_err(io_err(&tmp))?;
@@ -185,5 +320,98 @@ mod tests {
         assert_eq!(files.pid_record().expect("read pid"), None);
         drop(data);
         DataDir::open(dir.path()).expect("lock after release");
+    }
+
+    #[test]
+    fn only_what_the_agent_could_have_written_itself_is_trusted() {
+        assert_eq!(distrust(0o40700, 0, 0), None);
+        assert_eq!(distrust(0o100600, 1000, 1000), None);
+        assert_eq!(distrust(0o40755, 0, 0), None, "readable is not writable");
+        assert_eq!(
+            distrust(0o40700, 65534, 0),
+            Some(Distrust::NotOurs {
+                owner: 65534,
+                euid: 0
+            }),
+            "a root agent must not believe another user's files"
+        );
+        assert_eq!(
+            distrust(0o40700, 0, 1000),
+            Some(Distrust::NotOurs {
+                owner: 0,
+                euid: 1000
+            }),
+        );
+        for mode in [0o40770, 0o40707, 0o41777, 0o100666, 0o100620] {
+            assert_eq!(
+                distrust(mode, 0, 0),
+                Some(Distrust::Writable { mode }),
+                "{mode:o}"
+            );
+        }
+        assert_eq!(
+            Distrust::Writable { mode: 0o40777 }.to_string(),
+            "writable by group and others (mode 0777)"
+        );
+        assert_eq!(
+            Distrust::Writable { mode: 0o100620 }.to_string(),
+            "writable by group (mode 0620)"
+        );
+    }
+
+    #[test]
+    fn writes_private_files_and_refuses_what_others_could_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("data");
+        let data = DataDir::open(&root).expect("open");
+        let files = data.process("a");
+        files.set_desired_running(true).expect("desired");
+        let record = PidRecord {
+            pid: 42,
+            start_ticks: 7,
+        };
+        files.write_pid(record).expect("pid");
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("processes")), 0o700);
+        assert_eq!(mode(&root.join("agent.lock")), 0o600);
+        assert_eq!(mode(&root.join("processes/a.pid")), 0o600);
+        assert_eq!(mode(&root.join("processes/a.desired")), 0o600);
+
+        let pid_path = root.join("processes/a.pid");
+        std::fs::set_permissions(&pid_path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(matches!(
+            files.pid_record(),
+            Err(StateError::UntrustedPidFile {
+                problem: Distrust::Writable { .. },
+                ..
+            })
+        ));
+        std::fs::remove_file(&pid_path).expect("rm");
+        std::os::unix::fs::symlink("/etc/hostname", &pid_path).expect("symlink");
+        assert!(matches!(
+            files.pid_record(),
+            Err(StateError::UntrustedPidFile {
+                problem: Distrust::NotRegular,
+                ..
+            })
+        ));
+        files
+            .write_pid(record)
+            .expect("a new pid file replaces the link");
+        assert_eq!(files.pid_record().expect("trusted again"), Some(record));
+        drop(data);
+
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = DataDir::open(&root).err().expect("refused").to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: writable by group and others (mode 0777); run `chmod 700 {}`",
+                root.display(),
+                root.display()
+            )
+        );
     }
 }

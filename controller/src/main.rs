@@ -179,7 +179,12 @@ async fn async_main() {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
+    // 0700 whatever the umask: it holds the database and the admin password.
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let database_url = args
         .database_url

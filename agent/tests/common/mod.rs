@@ -63,14 +63,25 @@ impl Setup {
 
     /// Starts the binary and waits until it serves.
     pub async fn start(&self) -> RunningAgent {
-        let mut agent = self.spawn();
+        self.start_with(|_| {}).await
+    }
+
+    /// As `start`, with `adjust` applied to the command first.
+    pub async fn start_with(&self, adjust: impl FnOnce(&mut Command)) -> RunningAgent {
+        let mut agent = self.spawn_with(adjust);
         let addr = agent.wait_addr().await;
         let client = connect(addr).await;
         RunningAgent { agent, client }
     }
 
     pub fn spawn(&self) -> AgentProcess {
-        let mut child = Command::new(AGENT)
+        self.spawn_with(|_| {})
+    }
+
+    /// As `spawn`, with `adjust` applied to the command first.
+    pub fn spawn_with(&self, adjust: impl FnOnce(&mut Command)) -> AgentProcess {
+        let mut command = Command::new(AGENT);
+        command
             .args(["--listen", "127.0.0.1:0", "--config"])
             .arg(self.config())
             .arg("--data-dir")
@@ -79,9 +90,9 @@ impl Setup {
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ocp-agent");
+            .stderr(Stdio::piped());
+        adjust(&mut command);
+        let mut child = command.spawn().expect("spawn ocp-agent");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let reader = child.stderr.take().map(|stderr| {
             let lines = lines.clone();

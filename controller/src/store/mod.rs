@@ -11,6 +11,7 @@ mod hosts;
 mod tasks;
 mod transitions;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -30,6 +31,11 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("{}: {source}", path.display())]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("migrating the database failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {detail}")]
@@ -75,6 +81,9 @@ impl Store {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         let options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        if dialect == Dialect::Sqlite {
+            restrict_sqlite_files(url).await?;
+        }
         let (pool, writer) = match dialect {
             Dialect::Sqlite => {
                 // SQLite has one writer at a time. Writers sharing the read pool would
@@ -142,6 +151,76 @@ impl Store {
     }
 }
 
+/// The database holds every host and task, so only the controller's user may read it,
+/// whatever the umask. SQLite gives the `-wal` and `-shm` files the mode of the
+/// database file, so creating that one 0600 before SQLite opens it covers all three;
+/// files an older version left readable by others are narrowed.
+async fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
+    let Some(db) = sqlite_file(url) else {
+        return Ok(());
+    };
+    let create = url_params(url).any(|p| p == "mode=rwc");
+    tokio::task::spawn_blocking(move || restrict_files(&db, create))
+        .await
+        .map_err(|e| StoreError::File {
+            path: PathBuf::from(url),
+            source: std::io::Error::other(e),
+        })?
+}
+
+fn url_params(url: &str) -> impl Iterator<Item = &str> {
+    url.split_once('?')
+        .map_or("", |(_, query)| query)
+        .split('&')
+}
+
+/// The file a SQLite url names, as sqlx reads it; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    if url_params(url).any(|p| p == "mode=memory") {
+        return None;
+    }
+    let options: sqlx::sqlite::SqliteConnectOptions = url.parse().ok()?;
+    let file = options.get_filename();
+    let name = file.to_string_lossy();
+    (!name.is_empty() && !name.starts_with("file:")).then(|| file.to_path_buf())
+}
+
+fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if create {
+        // `create_new`: opening and closing a database SQLite already has open would
+        // drop its POSIX locks.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StoreError::File {
+                    path: db.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::File { path, source })?;
+        }
+    }
+    Ok(())
+}
+
 fn flag(v: bool) -> i64 {
     i64::from(v)
 }
@@ -157,4 +236,31 @@ fn get_word<T: std::str::FromStr<Err = crate::model::UnknownWord>>(
             table,
             detail: e.to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_of_a_sqlite_url_is_the_one_sqlx_opens() {
+        let file = |url| sqlite_file(url).map(|p| p.display().to_string());
+        assert_eq!(
+            file("sqlite://./ocp-data/controller.db?mode=rwc").as_deref(),
+            Some("./ocp-data/controller.db")
+        );
+        assert_eq!(
+            file("sqlite:///var/lib/ocp/a%3Fb.db").as_deref(),
+            Some("/var/lib/ocp/a?b.db")
+        );
+        assert_eq!(file("sqlite:rel.db").as_deref(), Some("rel.db"));
+        assert_eq!(file("sqlite::memory:"), None);
+        assert_eq!(file("sqlite://:memory:"), None);
+        assert_eq!(file("sqlite://?mode=memory"), None);
+        assert_eq!(file("sqlite://x.db?mode=memory&cache=shared"), None);
+        assert_eq!(
+            Store::sqlite_url(Path::new("/d")),
+            "sqlite:///d/controller.db?mode=rwc"
+        );
+    }
 }
