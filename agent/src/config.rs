@@ -9,11 +9,19 @@
 //! working directory, so the same config works wherever the agent was started
 //! from. A bare `command` (no `/`) is looked up in `PATH`.
 //!
+//! What a process needs from the host is checked at load too, so a typo stops the
+//! agent with one line naming the process rather than ending in FATAL after three
+//! retries: its `user` must exist, its `command` must be an executable file (a bare
+//! name is looked up in `PATH`, the process's own `env.PATH` if it sets one, as the
+//! spawner's exec does), and its `cwd` must be a directory.
+//!
 //! Beyond the keys of the SPEC, a process may set `start_timeout` (default 30s):
 //! how long a start waits for its `ports` to listen before it counts as failed.
 //! Without `log_file`, the process's output is discarded.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -183,7 +191,8 @@ pub fn parse_signal(text: &str) -> Option<Signal> {
 }
 
 impl Config {
-    /// Reads and validates the config file.
+    /// Reads and validates the config file, and checks it against this host.
+    /// Blocking: it reads files and the user database.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let err = |key: &str, problem: String| ConfigError {
@@ -194,7 +203,13 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
         let absolute = std::path::absolute(path).map_err(|e| err("(file)", e.to_string()))?;
         let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
-        Config::parse(&text, &base).map_err(|(key, problem)| err(&key, problem))
+        let config = Config::parse(&text, &base).map_err(|(key, problem)| err(&key, problem))?;
+        let path_var = std::env::var_os("PATH");
+        for spec in &config.processes {
+            check_on_host(spec, path_var.as_deref())
+                .map_err(|problem| err(&format!("process {:?}", spec.alias), problem))?;
+        }
+        Ok(config)
     }
 
     /// Parses config text; relative paths resolve against `base`.
@@ -308,6 +323,71 @@ fn validate(i: usize, p: RawProcess, base: &Path) -> Result<ProcessSpec, (String
     })
 }
 
+/// What the spawner will need from this host: the user, the program and the folder.
+/// `agent_path` is the agent's own `PATH`.
+fn check_on_host(spec: &ProcessSpec, agent_path: Option<&OsStr>) -> Result<(), String> {
+    if let Some(name) = &spec.user {
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("user {name:?} does not exist")),
+            Err(e) => return Err(format!("user {name:?} cannot be looked up: {e}")),
+        }
+    }
+    let path_var = spec
+        .env
+        .get("PATH")
+        .map(OsStr::new)
+        .or(agent_path)
+        .unwrap_or_default();
+    find_command(&spec.command, path_var)?;
+    if let Some(cwd) = spec.cwd.as_ref().filter(|c| !c.is_dir()) {
+        return Err(format!(
+            "cwd {:?} is not a directory",
+            cwd.display().to_string()
+        ));
+    }
+    Ok(())
+}
+
+/// Where exec finds `command`: itself when it holds a `/` (config paths are already
+/// absolute), else the first executable file of that name in `path_var`.
+fn find_command(command: &str, path_var: &OsStr) -> Result<PathBuf, String> {
+    if command.contains('/') {
+        let path = PathBuf::from(command);
+        return match executable(&path) {
+            Ok(()) => Ok(path),
+            Err(why) => Err(format!("command {command:?} {why}")),
+        };
+    }
+    std::env::split_paths(path_var)
+        .map(|dir| {
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            dir.join(command)
+        })
+        .find(|candidate| executable(candidate).is_ok())
+        .ok_or_else(|| {
+            format!(
+                "command {command:?} is not an executable file in PATH ({})",
+                path_var.to_string_lossy()
+            )
+        })
+}
+
+fn executable(path: &Path) -> Result<(), &'static str> {
+    let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
+    if !meta.is_file() {
+        return Err("is not a file");
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err("is not executable");
+    }
+    Ok(())
+}
+
 fn check_against_earlier(
     i: usize,
     spec: &ProcessSpec,
@@ -387,6 +467,75 @@ mod tests {
                 .0
                 .starts_with("line")
         );
+    }
+
+    fn spec(extra: &str, base: &Path) -> ProcessSpec {
+        Config::parse(&format!("[[process]]\nalias = \"p\"\n{extra}\n"), base)
+            .expect("valid config")
+            .processes
+            .remove(0)
+    }
+
+    #[test]
+    fn checks_user_command_and_cwd_on_this_host() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        let script = base.join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\n").expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::write(base.join("plain.txt"), "").expect("file");
+        std::fs::create_dir(base.join("work")).expect("dir");
+        let path_var = std::env::join_paths([base.join("work"), base.to_path_buf()]).expect("PATH");
+        let check = |extra: &str| check_on_host(&spec(extra, base), Some(&path_var));
+
+        assert_eq!(check("command = \"run.sh\"\ncwd = \"work\""), Ok(()));
+        assert_eq!(check("command = \"./run.sh\"\nuser = \"root\""), Ok(()));
+        assert_eq!(
+            check("command = \"run.sh\"\nuser = \"nosuch-ocp-user\""),
+            Err("user \"nosuch-ocp-user\" does not exist".into())
+        );
+        let missing = base.join("bin/missing");
+        assert_eq!(
+            check("command = \"bin/missing\""),
+            Err(format!(
+                "command {:?} does not exist",
+                missing.display().to_string()
+            ))
+        );
+        assert!(
+            check("command = \"./plain.txt\"")
+                .expect_err("not executable")
+                .ends_with("is not executable")
+        );
+        assert!(
+            check("command = \"./work\"")
+                .expect_err("a folder")
+                .ends_with("is not a file")
+        );
+        let not_in_path = check("command = \"plain.txt\"").expect_err("not executable");
+        assert!(
+            not_in_path.starts_with("command \"plain.txt\" is not an executable file in PATH ("),
+            "{not_in_path}"
+        );
+        assert_eq!(
+            check("command = \"run.sh\"\ncwd = \"nowhere\""),
+            Err(format!(
+                "cwd {:?} is not a directory",
+                base.join("nowhere").display().to_string()
+            ))
+        );
+        // The process's own PATH is where exec looks, not the agent's.
+        let own_path = format!(
+            "command = \"run.sh\"\nenv = {{ PATH = {:?} }}",
+            "/nonexistent-dir"
+        );
+        assert!(check(&own_path).is_err());
+        let own_path = format!(
+            "command = \"run.sh\"\nenv = {{ PATH = {:?} }}",
+            base.display().to_string()
+        );
+        assert_eq!(check_on_host(&spec(&own_path, base), None), Ok(()));
     }
 
     #[test]

@@ -95,7 +95,8 @@ impl Agent {
         {
             return Err(AgentError::PlaintextExposed(options.listen));
         }
-        let config = Config::load(&options.config_path)?;
+        let config_path = options.config_path.clone();
+        let config = tokio::task::spawn_blocking(move || Config::load(&config_path)).await??;
         let tls = match options.tls.clone() {
             Some(files) => Some(ServerTls::load(files, &[b"h2"]).await?),
             None => None,

@@ -157,10 +157,16 @@ async fn a_failed_start_says_why() {
                 "kind = \"work\"\nmin_live = \"0s\"\nports = [{port}]\nstart_timeout = \"200ms\"\nstop_timeout = \"100ms\""
             ),
         ),
-        "[[process]]\nalias = \"missing\"\ncommand = \"/no/such/program\"\nkind = \"work\"\n"
+        "[[process]]\nalias = \"missing\"\ncommand = \"./gone.sh\"\nkind = \"work\"\n"
     );
     let setup = Setup::new(&config);
+    // A program that is there when the agent loads its config, and removed after.
+    let gone = setup.dir.path().join("gone.sh");
+    std::fs::write(&gone, "#!/bin/sh\nexec sleep 300\n").expect("write script");
+    std::fs::set_permissions(&gone, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod script");
     let mut a = setup.start().await;
+    std::fs::remove_file(&gone).expect("remove script");
     let err = a
         .client
         .start_process(request("deaf"))
@@ -177,7 +183,7 @@ async fn a_failed_start_says_why() {
         .await
         .expect_err("no such program");
     assert!(
-        err.message().contains("no such file: /no/such/program"),
+        err.message().contains("no such file: ") && err.message().contains("/gone.sh"),
         "{err:?}"
     );
 }
@@ -406,8 +412,9 @@ async fn bulk_calls_and_agent_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_failures_list_the_processes_that_did_not_start() {
     let config = format!(
-        "{}[[process]]\nalias = \"broken\"\ncommand = \"/no/such/program\"\n",
+        "{}{}",
         demo_process("fine", &[], "min_live = \"0s\""),
+        demo_process("broken", &["--exit-after", "0", "--exit-code", "1"], ""),
     );
     let setup = Setup::new(&config);
     let mut a = setup.start().await;
@@ -419,7 +426,11 @@ async fn bulk_failures_list_the_processes_that_did_not_start() {
         .into_inner();
     assert_eq!(reply.failures.len(), 1, "{:?}", reply.failures);
     assert_eq!(reply.failures[0].alias, "broken");
-    assert!(reply.failures[0].reason.contains("no such file"));
+    assert!(
+        reply.failures[0].reason.contains("exited with code 1"),
+        "{:?}",
+        reply.failures
+    );
     let no_proxy = a
         .client
         .restart_proxy(BulkRequest { timeout_ms: 0 })
