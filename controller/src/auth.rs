@@ -8,9 +8,19 @@
 //! - credentials that verified are remembered for a while under a keyed SHA-256 digest
 //!   (never the password itself), so a client sending the same header on every request
 //!   pays for argon2 once. Failures are never remembered: each one costs the full price.
+//!
+//! What a flood of wrong passwords may cost is bounded three ways:
+//! - a verification holds its share of the gate until argon2 is done, also when its
+//!   client has hung up, so the runs (and their 19 MiB each) never exceed the gate;
+//! - an address may have only a few verifications running or waiting at once, so one
+//!   address cannot queue its runs ahead of everyone else's;
+//! - an address that keeps failing is refused before any argon2 work until it has
+//!   waited (see `throttle`). A name is never locked out, and credentials that verified
+//!   recently pass from any address.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -25,6 +35,8 @@ use tokio::sync::Semaphore;
 
 use crate::model::Task;
 use crate::service::CoreError;
+use crate::throttle::{ClientKey, Throttle, retry_after_secs};
+pub use crate::throttle::LoginLimits;
 
 /// OCP's permissions. A manager permission implies the viewer permission of its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +188,15 @@ pub enum AuthError {
         user: String,
         permission: Permission,
     },
+    /// Refused before the password is even checked, so it says nothing about it.
+    #[error(
+        "too many failed logins from {client}; retry after {retry_after} s"
+    )]
+    Throttled {
+        client: String,
+        /// Whole seconds.
+        retry_after: u64,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,8 +268,10 @@ struct Inner {
     /// who reads it from outside this process.
     cache_key: [u8; 32],
     verified: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
-    /// Bounds concurrent argon2 runs so a burst of bad logins cannot take every core.
-    gate: Semaphore,
+    /// Bounds concurrent argon2 runs so a burst of bad logins cannot take every core,
+    /// nor the memory each run needs.
+    gate: Arc<Semaphore>,
+    throttle: Mutex<Throttle>,
 }
 
 impl fmt::Debug for Users {
@@ -388,13 +411,25 @@ impl Users {
                 dummy,
                 cache_key: rand::random(),
                 verified: Mutex::new(HashMap::new()),
-                gate: Semaphore::new(parallelism),
+                gate: Arc::new(Semaphore::new(parallelism)),
+                throttle: Mutex::new(Throttle::new(LoginLimits::default())),
             }),
         }
     }
 
-    /// Checks an `Authorization` header value (`Basic base64(name:password)`).
-    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+    /// Replaces the limits on failed logins per client address.
+    pub fn with_login_limits(self, limits: LoginLimits) -> Users {
+        *self.inner.throttle() = Throttle::new(limits);
+        self
+    }
+
+    /// Checks an `Authorization` header value (`Basic base64(name:password)`) sent from
+    /// `peer`; without a known peer, failures are not throttled.
+    pub async fn authenticate(
+        &self,
+        header: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<Principal, AuthError> {
         let (name, password) = header
             .and_then(parse_basic)
             .ok_or(AuthError::Unauthenticated)?;
@@ -402,18 +437,68 @@ impl Users {
         if let Some(principal) = self.remembered(&digest) {
             return Ok(principal);
         }
-        let _permit = self
+        let client = peer.map(ClientKey::of);
+        let slot = match client {
+            Some(client) => {
+                self.admit(client)?;
+                let slots = self.inner.throttle().slots(client, Instant::now());
+                match slots {
+                    Some(slots) => {
+                        let slot = slots
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| AuthError::Unauthenticated)?;
+                        // Those ahead in the line may have verified these very
+                        // credentials, or used up the address's failures.
+                        if let Some(principal) = self.remembered(&digest) {
+                            return Ok(principal);
+                        }
+                        self.admit(client)?;
+                        Some(slot)
+                    }
+                    None => None,
+                }
+            }
+            None => None,
+        };
+        let permit = self
             .inner
             .gate
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| AuthError::Unauthenticated)?;
         let inner = self.inner.clone();
-        let principal = tokio::task::spawn_blocking(move || inner.verify(&name, &password))
-            .await
-            .map_err(|_| AuthError::Unauthenticated)??;
+        // The permits move into the work: a client that hangs up drops this future, not
+        // the argon2 run, which keeps its share of the gate until it is done. The failure
+        // is counted there too, so hanging up does not escape the throttle.
+        let principal = tokio::task::spawn_blocking(move || {
+            let held = (permit, slot);
+            let verified = inner.verify(&name, &password);
+            if let (Err(_), Some(client)) = (&verified, client) {
+                inner.throttle().failed(client, Instant::now());
+            }
+            drop(held);
+            verified
+        })
+        .await
+        .map_err(|_| AuthError::Unauthenticated)??;
         self.remember(digest, &principal);
         Ok(principal)
+    }
+
+    /// Refuses `client` while it has used up its failed logins.
+    fn admit(&self, client: ClientKey) -> Result<(), AuthError> {
+        self.inner
+            .throttle()
+            .check(client, Instant::now())
+            .map_err(|wait| {
+                tracing::debug!(%client, "refused a login: too many failures from there");
+                AuthError::Throttled {
+                    client: client.to_string(),
+                    retry_after: retry_after_secs(wait),
+                }
+            })
     }
 
     fn digest(&self, name: &str, password: &str) -> [u8; 32] {
@@ -454,6 +539,10 @@ impl Users {
 }
 
 impl Inner {
+    fn throttle(&self) -> std::sync::MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn verify(&self, name: &str, password: &str) -> Result<Principal, AuthError> {
         let (hash, user) = match self.users.get(name) {
             Some(user) => (user.hash.password_hash(), Some(user)),
@@ -595,7 +684,7 @@ mod tests {
     async fn verifies_and_refuses_alike() {
         let users = users();
         let ok = users
-            .authenticate(Some(&basic_header("ops", "s3cret")))
+            .authenticate(Some(&basic_header("ops", "s3cret")), None)
             .await
             .unwrap();
         assert_eq!(ok.name, "ops");
@@ -603,7 +692,7 @@ mod tests {
         // Cached path answers the same.
         assert_eq!(
             users
-                .authenticate(Some(&basic_header("ops", "s3cret")))
+                .authenticate(Some(&basic_header("ops", "s3cret")), None)
                 .await
                 .unwrap(),
             ok
@@ -616,10 +705,90 @@ mod tests {
             None,
         ] {
             assert_eq!(
-                users.authenticate(header.as_deref()).await,
+                users.authenticate(header.as_deref(), None).await,
                 Err(AuthError::Unauthenticated)
             );
         }
+    }
+
+    fn from(ip: &str) -> Option<IpAddr> {
+        Some(ip.parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_is_refused_and_no_name_is_locked_out() {
+        let users = users().with_login_limits(LoginLimits {
+            burst: 2,
+            interval: Duration::from_secs(60),
+        });
+        let wrong = basic_header("ops", "wrong");
+        let right = basic_header("ops", "s3cret");
+        for _ in 0..2 {
+            assert_eq!(
+                users.authenticate(Some(&wrong), from("10.0.0.1")).await,
+                Err(AuthError::Unauthenticated)
+            );
+        }
+        let refused = users.authenticate(Some(&wrong), from("10.0.0.1")).await;
+        assert!(
+            matches!(&refused, Err(AuthError::Throttled { client, retry_after: 60 }) if client == "10.0.0.1"),
+            "{refused:?}"
+        );
+        assert_eq!(
+            refused.unwrap_err().to_string(),
+            "too many failed logins from 10.0.0.1; retry after 60 s"
+        );
+        // The same name from elsewhere, then its verified credentials from anywhere.
+        assert_eq!(
+            users
+                .authenticate(Some(&right), from("10.0.0.2"))
+                .await
+                .unwrap()
+                .name,
+            "ops"
+        );
+        assert!(users.authenticate(Some(&right), from("10.0.0.1")).await.is_ok());
+        // Without a known peer nothing is throttled.
+        assert_eq!(
+            users.authenticate(Some(&wrong), None).await,
+            Err(AuthError::Unauthenticated)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_leaves_its_verification_holding_the_gate() {
+        // Production parameters: a verification takes long enough to be caught running.
+        let users = Users::single_admin("s3cret")
+            .unwrap()
+            .with_login_limits(LoginLimits {
+                burst: 1,
+                interval: Duration::from_secs(60),
+            });
+        let gate = users.inner.gate.clone();
+        let all = gate.available_permits();
+        let pending = {
+            let users = users.clone();
+            tokio::spawn(async move {
+                users
+                    .authenticate(Some(&basic_header("admin", "wrong")), from("10.0.0.1"))
+                    .await
+            })
+        };
+        while gate.available_permits() == all {
+            tokio::task::yield_now().await;
+        }
+        pending.abort();
+        assert!(pending.await.unwrap_err().is_cancelled());
+        assert_eq!(gate.available_permits(), all - 1, "released with the client");
+        // It finishes, counts as a failure and gives its permit back.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while gate.available_permits() < all {
+            assert!(Instant::now() < deadline, "the verification never ended");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let throttle = users.inner.throttle();
+        let key = ClientKey::of("10.0.0.1".parse().unwrap());
+        assert!(throttle.check(key, Instant::now()).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod templates;
+pub mod throttle;
 pub mod time;
 pub mod trace;
 

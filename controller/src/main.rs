@@ -70,6 +70,13 @@ struct Args {
     /// The key of --tls-cert.
     #[arg(long, env = "OCP_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Failed logins one client address may make in a row before it is refused (429).
+    #[arg(long, env = "OCP_LOGIN_FAILURE_BURST", default_value_t = auth::LoginLimits::DEFAULT_BURST,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    login_failure_burst: u32,
+    /// Then one more failed login per this interval; "0s" turns the throttle off.
+    #[arg(long, env = "OCP_LOGIN_FAILURE_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
+    login_failure_interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,7 +206,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             users
         }
-    };
+    }
+    .with_login_limits(auth::LoginLimits {
+        burst: args.login_failure_burst,
+        interval: args.login_failure_interval,
+    });
     let agent_tls = match (args.pki_dir, args.agent_ca, args.agent_cert, args.agent_key) {
         (Some(dir), ..) => Some(ClientTlsFiles {
             ca: dir.join(pki::CA_CERT),

@@ -23,6 +23,8 @@ pub mod codes {
     pub const ROLLBACK_PROHIBITED: i32 = 20004;
     /// Project choice: missing or wrong credentials (HTTP 401).
     pub const UNAUTHENTICATED: i32 = 30001;
+    /// Project choice: too many failed logins from the client's address (HTTP 429).
+    pub const TOO_MANY_FAILED_LOGINS: i32 = 30002;
     pub const NOT_PERMITTED: i32 = 30014;
     pub const AGENT_STATE: i32 = 40000;
 }
@@ -37,6 +39,8 @@ pub struct ApiError {
     pub sub_errors: Vec<SubError>,
     /// Ask for Basic credentials (`WWW-Authenticate`).
     pub challenge: bool,
+    /// Seconds to send as `Retry-After`.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +51,7 @@ impl ApiError {
             message: message.into(),
             sub_errors: Vec::new(),
             challenge: false,
+            retry_after: None,
         }
     }
 
@@ -128,6 +133,11 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Basic realm=\"ocp\", charset=\"UTF-8\""),
             );
         }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response.extensions_mut().insert(self);
         response
     }
@@ -147,6 +157,14 @@ impl From<AuthError> for ApiError {
             AuthError::Forbidden { .. } => {
                 ApiError::new(StatusCode::FORBIDDEN, codes::NOT_PERMITTED, e.to_string())
             }
+            AuthError::Throttled { retry_after, .. } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    codes::TOO_MANY_FAILED_LOGINS,
+                    e.to_string(),
+                )
+            },
         }
     }
 }

@@ -9,14 +9,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::GatewayState;
+use super::{GatewayState, Peer};
 use super::error::ApiError;
 use crate::auth::{Permission, Principal};
 use crate::model::PageRequest;
@@ -85,7 +85,13 @@ impl<R: Requirement> FromRequestParts<GatewayState> for Authed<R> {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let principal = state.users.authenticate(header).await?;
+        // Present when served by `gateway::serve`; a router driven some other way has no
+        // peer, and its failed logins are not throttled.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map(|ConnectInfo(Peer(addr))| addr.ip());
+        let principal = state.users.authenticate(header, peer).await?;
         if let Some(p) = R::PERMISSION {
             principal.require(p)?;
         }

@@ -53,7 +53,8 @@ pub struct Meta {
 #[serde(rename_all = "camelCase")]
 pub struct ErrorBody {
     /// OCP's error code: 10001 illegal argument, 10002 not found, 20000 task does not
-    /// exist, 30001 unauthenticated, 30014 not permitted, 40000 agent state or host busy.
+    /// exist, 30001 unauthenticated, 30002 too many failed logins, 30014 not permitted,
+    /// 40000 agent state or host busy.
     pub code: i32,
     pub message: String,
     /// The request path the error is about.

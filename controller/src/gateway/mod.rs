@@ -22,7 +22,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, ListenerExt};
 use axum::{Extension, Router};
 use futures::FutureExt;
 use serde::Serialize;
@@ -136,8 +137,11 @@ pub async fn serve(
             tracing::debug!("setting TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    axum::serve(
+        Peers(listener),
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
 }
 
@@ -147,9 +151,46 @@ pub async fn serve_tls(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(TlsListener(incoming), router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    axum::serve(
+        Peers(TlsListener(incoming)),
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// The client's address, for the handlers as `ConnectInfo<Peer>`: failed logins are
+/// throttled by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+/// A listener whose connections name their `Peer`, whatever it wraps: axum only knows
+/// the peers of its own listeners, and an impl for any listener would overlap its own.
+struct Peers<L>(L);
+
+impl<L> axum::serve::Listener for Peers<L>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    type Io = L::Io;
+    type Addr = std::net::SocketAddr;
+
+    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
+        self.0.accept()
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl<L> Connected<IncomingStream<'_, Peers<L>>> for Peer
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+{
+    fn connect_info(stream: IncomingStream<'_, Peers<L>>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
 }
 
 /// axum's view of connections whose TLS handshake already succeeded.

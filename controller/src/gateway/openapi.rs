@@ -67,6 +67,10 @@ pub enum Failures {
     /// The request body is larger than 1 MiB.
     #[response(status = 413)]
     TooLarge(ErrorEnvelope),
+    /// Too many failed logins from the client's address (30002): retry after the
+    /// seconds the `Retry-After` header gives.
+    #[response(status = 429)]
+    TooManyFailedLogins(ErrorEnvelope),
     /// The host's agent cannot be reached (40000).
     #[response(status = 503)]
     Unavailable(ErrorEnvelope),

@@ -51,6 +51,13 @@ impl From<AuthError> for Status {
         match e {
             AuthError::Unauthenticated => Status::unauthenticated(e.to_string()),
             AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+            AuthError::Throttled { retry_after, .. } => {
+                let mut status = Status::resource_exhausted(e.to_string());
+                status
+                    .metadata_mut()
+                    .insert("retry-after", retry_after.into());
+                status
+            }
         }
     }
 }
@@ -65,7 +72,8 @@ async fn authorize<T>(
 ) -> Result<(Principal, Caller), Status> {
     let metadata = request.metadata();
     let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-    let principal = users.authenticate(header).await?;
+    let peer = request.remote_addr().map(|a| a.ip());
+    let principal = users.authenticate(header, peer).await?;
     if let Some(p) = permission {
         principal.require(p)?;
     }

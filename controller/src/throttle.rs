@@ -1,0 +1,301 @@
+//! Owns the slowing down of failed logins per client address: how many failures an
+//! address may still make, how long it must wait once it has none left, and how many of
+//! its verifications may be in flight at once.
+//!
+//! Keyed by address and never by user name, so that nobody can lock a user out by
+//! sending wrong passwords in that user's name. An IPv6 client counts by its /64, since a
+//! single host usually holds a whole /64 and can send from any address in it.
+//!
+//! The budget is a token bucket in GCRA form: one instant per address says how far into
+//! the future its failures have pushed it. Every decision takes the current instant as
+//! an argument, so the rules are tested without waiting.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+/// How many failed logins an address may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// Failures in a row before an address is slowed down: enough for a person
+    /// mistyping, or a script with a stale password, to see why before being refused.
+    pub burst: u32,
+    /// Then one more failure per interval; zero turns the throttle off.
+    pub interval: Duration,
+}
+
+impl LoginLimits {
+    pub const DEFAULT_BURST: u32 = 10;
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(3);
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            burst: LoginLimits::DEFAULT_BURST,
+            interval: LoginLimits::DEFAULT_INTERVAL,
+        }
+    }
+}
+
+/// Verifications of one address that may run or wait for the shared gate at once, so
+/// that one address opening many connections cannot queue its argon2 runs ahead of
+/// everyone else's. Its further logins wait their turn without costing anything.
+pub const IN_FLIGHT_PER_ADDRESS: usize = 4;
+
+/// Addresses tracked at most; an address beyond them is not throttled (the shared gate
+/// still bounds what its logins cost), rather than refused for someone else's doing.
+pub const MAX_ADDRESSES: usize = 65_536;
+
+/// A full table is swept for idle addresses at most this often, so that a client
+/// cycling through new addresses cannot make every login pay for a sweep.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The part of a client's address that is throttled as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    pub fn of(ip: IpAddr) -> ClientKey {
+        match ip {
+            IpAddr::V4(v4) => ClientKey(IpAddr::V4(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey(IpAddr::V4(v4)),
+                None => ClientKey(IpAddr::V6(Ipv6Addr::from(
+                    u128::from(v6) & !((1u128 << 64) - 1),
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(v4) => write!(f, "{v4}"),
+            IpAddr::V6(v6) => write!(f, "{v6}/64"),
+        }
+    }
+}
+
+struct Entry {
+    /// The instant this address's failures have pushed it to; it may fail again while
+    /// that is at most `burst - 1` intervals ahead of now.
+    due: Instant,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Entry {
+    fn idle(&self, now: Instant) -> bool {
+        self.due <= now && Arc::strong_count(&self.in_flight) == 1
+    }
+}
+
+/// Failed logins per address. Not synchronised: its owner holds it under a lock that
+/// no call keeps across an await.
+pub struct Throttle {
+    limits: LoginLimits,
+    capacity: usize,
+    entries: HashMap<ClientKey, Entry>,
+    swept: Option<Instant>,
+}
+
+impl Throttle {
+    pub fn new(limits: LoginLimits) -> Throttle {
+        Throttle::with_capacity(limits, MAX_ADDRESSES)
+    }
+
+    fn with_capacity(limits: LoginLimits, capacity: usize) -> Throttle {
+        Throttle {
+            limits,
+            capacity,
+            entries: HashMap::new(),
+            swept: None,
+        }
+    }
+
+    /// Whether `key` may have a login verified at `now`; when not, how long until it may.
+    pub fn check(&self, key: ClientKey, now: Instant) -> Result<(), Duration> {
+        let Some(entry) = self.entries.get(&key) else {
+            return Ok(());
+        };
+        let allowance = self
+            .limits
+            .interval
+            .saturating_mul(self.limits.burst.saturating_sub(1));
+        let ahead = entry.due.saturating_duration_since(now);
+        if ahead <= allowance {
+            Ok(())
+        } else {
+            Err(ahead - allowance)
+        }
+    }
+
+    /// Records a failed login of `key` at `now`.
+    pub fn failed(&mut self, key: ClientKey, now: Instant) {
+        let interval = self.limits.interval;
+        if let Some(entry) = self.entry(key, now) {
+            let from = entry.due.max(now);
+            entry.due = from.checked_add(interval).unwrap_or(from);
+        }
+    }
+
+    /// The slots for `key`'s verifications in flight, shared by all its logins; `None`
+    /// when the table is full of busy addresses and `key` is not in it.
+    pub fn slots(&mut self, key: ClientKey, now: Instant) -> Option<Arc<Semaphore>> {
+        self.entry(key, now).map(|e| e.in_flight.clone())
+    }
+
+    fn entry(&mut self, key: ClientKey, now: Instant) -> Option<&mut Entry> {
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            if self
+                .swept
+                .is_some_and(|at| now.saturating_duration_since(at) < SWEEP_EVERY)
+            {
+                return None;
+            }
+            self.swept = Some(now);
+            self.entries.retain(|_, e| !e.idle(now));
+            if self.entries.len() >= self.capacity {
+                return None;
+            }
+        }
+        Some(self.entries.entry(key).or_insert_with(|| Entry {
+            due: now,
+            in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_ADDRESS)),
+        }))
+    }
+}
+
+/// `Retry-After` in whole seconds: rounded up, and at least 1, so that a client that
+/// waits as told is not refused again.
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> ClientKey {
+        ClientKey::of(s.parse().unwrap())
+    }
+
+    fn limits(burst: u32, secs: u64) -> LoginLimits {
+        LoginLimits {
+            burst,
+            interval: Duration::from_secs(secs),
+        }
+    }
+
+    #[test]
+    fn a_burst_of_failures_then_one_per_interval() {
+        let mut t = Throttle::new(limits(10, 3));
+        let a = key("127.0.0.1");
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(t.check(a, t0), Ok(()));
+            t.failed(a, t0);
+        }
+        assert_eq!(t.check(a, t0), Err(Duration::from_secs(3)));
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(t.check(a, later), Err(Duration::from_millis(1500)));
+        let refilled = t0 + Duration::from_secs(3);
+        assert_eq!(t.check(a, refilled), Ok(()));
+        t.failed(a, refilled);
+        assert_eq!(t.check(a, refilled), Err(Duration::from_secs(3)));
+        // A long quiet spell refills the whole burst, and no more than it.
+        let rested = refilled + Duration::from_secs(3600);
+        for _ in 0..10 {
+            assert_eq!(t.check(a, rested), Ok(()));
+            t.failed(a, rested);
+        }
+        assert!(t.check(a, rested).is_err());
+    }
+
+    #[test]
+    fn failures_in_flight_beyond_the_burst_lengthen_the_wait() {
+        let mut t = Throttle::new(limits(2, 3));
+        let a = key("10.0.0.1");
+        let t0 = Instant::now();
+        for _ in 0..4 {
+            t.failed(a, t0);
+        }
+        assert_eq!(t.check(a, t0), Err(Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn addresses_are_throttled_apart_and_ipv6_by_its_64() {
+        let mut t = Throttle::new(limits(1, 3));
+        let t0 = Instant::now();
+        t.failed(key("127.0.0.1"), t0);
+        assert!(t.check(key("127.0.0.1"), t0).is_err());
+        assert_eq!(t.check(key("127.0.0.2"), t0), Ok(()));
+
+        t.failed(key("2001:db8:1:2::1"), t0);
+        assert!(t.check(key("2001:db8:1:2:ffff::9"), t0).is_err());
+        assert_eq!(t.check(key("2001:db8:1:3::1"), t0), Ok(()));
+        // An IPv4 client on a dual-stack socket is the same client as over IPv4.
+        assert!(t.check(key("::ffff:127.0.0.1"), t0).is_err());
+        assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
+        assert_eq!(key("::ffff:10.1.2.3").to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn a_zero_interval_never_throttles() {
+        let mut t = Throttle::new(limits(1, 0));
+        let a = key("127.0.0.1");
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            t.failed(a, t0);
+        }
+        assert_eq!(t.check(a, t0), Ok(()));
+    }
+
+    #[test]
+    fn a_full_table_drops_idle_addresses_and_never_refuses_a_new_one() {
+        let mut t = Throttle::with_capacity(limits(1, 3), 2);
+        let t0 = Instant::now();
+        t.failed(key("10.0.0.1"), t0);
+        t.failed(key("10.0.0.2"), t0);
+        // Both still owe: the third address is let through untracked.
+        t.failed(key("10.0.0.3"), t0);
+        assert_eq!(t.entries.len(), 2);
+        assert_eq!(t.check(key("10.0.0.3"), t0), Ok(()));
+        assert!(t.slots(key("10.0.0.3"), t0).is_none());
+        // Once their debts are paid they make room (after the sweep pause).
+        let later = t0 + Duration::from_secs(3);
+        t.failed(key("10.0.0.3"), later);
+        assert_eq!(t.entries.len(), 1);
+        assert!(t.check(key("10.0.0.3"), later).is_err());
+        assert_eq!(t.check(key("10.0.0.1"), later), Ok(()));
+    }
+
+    #[test]
+    fn an_address_with_logins_in_flight_is_kept() {
+        let mut t = Throttle::with_capacity(limits(1, 3), 1);
+        let t0 = Instant::now();
+        let slots = t.slots(key("10.0.0.1"), t0).expect("tracked");
+        assert!(t.slots(key("10.0.0.2"), t0).is_none());
+        assert!(Arc::ptr_eq(
+            &slots,
+            &t.slots(key("10.0.0.1"), t0).expect("same slots")
+        ));
+        drop(slots);
+        let later = t0 + SWEEP_EVERY;
+        assert!(t.slots(key("10.0.0.2"), later).is_some());
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::from_millis(3001)), 4);
+    }
+}
