@@ -44,8 +44,10 @@ impl Default for LoginLimits {
 
 /// Verifications of one address that may run or wait for the shared gate at once, so
 /// that one address opening many connections cannot queue its argon2 runs ahead of
-/// everyone else's. Its further logins wait their turn without costing anything.
-pub const IN_FLIGHT_PER_ADDRESS: usize = 4;
+/// everyone else's: a newcomer waits for at most this many runs of each busy address.
+/// Its further logins wait their turn without costing anything, and usually find the
+/// credentials verified by then.
+pub const IN_FLIGHT_PER_ADDRESS: usize = 2;
 
 /// Addresses tracked at most; an address beyond them is not throttled (the shared gate
 /// still bounds what its logins cost), rather than refused for someone else's doing.
