@@ -154,12 +154,18 @@ fn main() {
 /// keeps what each one freed. With the runtime's workers, the blocking pool and one
 /// thread per SQLite connection, a 1,000-host batch restart left the controller at
 /// 188 MB RSS for 108 MB of peak heap (heaptrack); two arenas brought it to 138 MB.
+///
+/// A fixed mmap threshold also turns off glibc's sliding one, which after the first
+/// argon2 verification freed its 19 MiB served every later one from the arenas and
+/// kept what they freed: a disconnect flood of wrong passwords left ~200 MB behind
+/// with two verifications at a time. Blocks this large now go back to the system.
 /// Must run before any thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
     }
 }
 
