@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +20,8 @@ use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
+use trust::pki;
+use trust::{ClientTls, ClientTlsFiles, Role};
 
 const PASSWORD: &str = "a valid password";
 /// Users who log in once each, so that every measured login pays for argon2.
@@ -38,10 +41,17 @@ struct TestController {
     http: SocketAddr,
     grpc: SocketAddr,
     dir: tempfile::TempDir,
+    /// The CA of its certificate, when it serves TLS.
+    ca: Option<PathBuf>,
 }
 
 impl TestController {
     async fn start() -> TestController {
+        TestController::start_with(false).await
+    }
+
+    /// With `tls`, both faces serve TLS with a certificate from `pki init`.
+    async fn start_with(tls: bool) -> TestController {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = dir.path().join("users.toml");
         let text = tokio::task::spawn_blocking(|| {
@@ -61,7 +71,19 @@ impl TestController {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
+        let ca = tls.then(|| {
+            let pki_dir = dir.path().join("pki");
+            let days = pki::Validity::days(30).expect("validity");
+            pki::init(&pki_dir, &["127.0.0.1".to_string()], days, days, false).expect("pki init");
+            command
+                .arg("--tls-cert")
+                .arg(pki_dir.join(pki::CONTROLLER_CERT))
+                .arg("--tls-key")
+                .arg(pki_dir.join(pki::CONTROLLER_KEY));
+            pki_dir.join(pki::CA_CERT)
+        });
+        let child = command
             .args(["--http-addr", &http.to_string()])
             .args(["--grpc-addr", &grpc.to_string()])
             .arg("--data-dir")
@@ -79,10 +101,12 @@ impl TestController {
             http,
             grpc,
             dir,
+            ca,
         };
         let deadline = Instant::now() + WAIT;
-        let url = format!("http://{http}/api/v2/openapi.json");
-        while reqwest::get(&url).await.is_err() {
+        let url = format!("{}/api/v2/openapi.json", controller.base());
+        let client = controller.client(Ipv4Addr::LOCALHOST);
+        while client.get(&url).send().await.is_err() {
             assert!(
                 Instant::now() < deadline,
                 "the controller never served:\n{}",
@@ -97,23 +121,60 @@ impl TestController {
         std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
     }
 
+    fn base(&self) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
+    }
+
     fn url(&self) -> String {
-        format!("http://{}/api/v2/compute/hosts", self.http)
+        format!("{}/api/v2/compute/hosts", self.base())
     }
 
     /// A client whose connections leave from `from`.
-    fn client(from: Ipv4Addr) -> reqwest::Client {
-        reqwest::Client::builder()
+    fn client(&self, from: Ipv4Addr) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder()
             .local_address(IpAddr::V4(from))
-            .timeout(WAIT)
-            .build()
-            .expect("client")
+            .timeout(WAIT);
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("read CA");
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"));
+        }
+        builder.build().expect("client")
+    }
+
+    /// A gRPC channel from `from`, over TLS when the controller serves it.
+    async fn channel(&self, from: Ipv4Addr) -> tonic::transport::Channel {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc))
+                .expect("uri")
+                .local_address(Some(IpAddr::V4(from)));
+        match &self.ca {
+            Some(ca) => {
+                let files = ClientTlsFiles {
+                    ca: ca.clone(),
+                    identity: None,
+                };
+                let tls = ClientTls::load(files, Role::Controller)
+                    .await
+                    .expect("client TLS");
+                endpoint
+                    .connect_with_connector(tls.connector("127.0.0.1").expect("connector"))
+                    .await
+            }
+            None => endpoint.connect().await,
+        }
+        .expect("gRPC connects")
     }
 
     /// How long `user` waits for a listing from `from`.
     async fn timed_login(&self, user: &str, from: Ipv4Addr) -> Duration {
         let started = Instant::now();
-        let response = Self::client(from)
+        let response = self
+            .client(from)
             .get(self.url())
             .header("authorization", basic_header(user, PASSWORD))
             .send()
@@ -262,8 +323,8 @@ async fn a_wrong_password_flood_does_not_delay_a_valid_login() {
     let flood: Vec<_> = (0..40)
         .map(|_| {
             let (url, stop) = (controller.url(), stop.clone());
+            let client = controller.client(flooder);
             tokio::spawn(async move {
-                let client = TestController::client(flooder);
                 let wrong = basic_header("admin", "not the password");
                 let mut seen = FloodSeen::default();
                 while !stop.load(Ordering::Relaxed) {
@@ -343,11 +404,21 @@ fn assert_envelope(body: &Value, retry_after: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_address_is_told_when_to_retry_on_both_faces() {
     let _serial = SERIAL.lock().await;
-    let controller = TestController::start().await;
+    told_when_to_retry(&TestController::start().await).await;
+}
+
+/// The peer's address is known behind TLS too, on both faces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_address_is_told_when_to_retry_over_tls() {
+    let _serial = SERIAL.lock().await;
+    told_when_to_retry(&TestController::start_with(true).await).await;
+}
+
+async fn told_when_to_retry(controller: &TestController) {
     let from = Ipv4Addr::LOCALHOST;
     // Verified before the flood: never throttled afterwards, from the same address.
     controller.timed_login("admin", from).await;
-    let client = TestController::client(from);
+    let client = controller.client(from);
     let wrong = basic_header("third", "not the password");
     let mut refused = None;
     for attempt in 1..=30 {
@@ -375,12 +446,7 @@ async fn a_throttled_address_is_told_when_to_retry_on_both_faces() {
     assert_envelope(&body, retry_after);
 
     // gRPC shares the count.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", controller.grpc))
-        .expect("uri")
-        .local_address(Some(IpAddr::V4(from)))
-        .connect()
-        .await
-        .expect("gRPC connects");
+    let channel = controller.channel(from).await;
     let mut wrong_grpc = HostAgentServiceClient::with_interceptor(
         channel.clone(),
         BasicAuth::new("third", "not the password").expect("credentials"),
