@@ -35,8 +35,8 @@ use tokio::sync::Semaphore;
 
 use crate::model::Task;
 use crate::service::CoreError;
-use crate::throttle::{ClientKey, Throttle, retry_after_secs};
 pub use crate::throttle::LoginLimits;
+use crate::throttle::{ClientKey, Throttle, retry_after_secs};
 
 /// OCP's permissions. A manager permission implies the viewer permission of its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,9 +189,7 @@ pub enum AuthError {
         permission: Permission,
     },
     /// Refused before the password is even checked, so it says nothing about it.
-    #[error(
-        "too many failed logins from {client}; retry after {retry_after} s"
-    )]
+    #[error("too many failed logins from {client}; retry after {retry_after} s")]
     Throttled {
         client: String,
         /// Whole seconds.
@@ -747,7 +745,12 @@ mod tests {
                 .name,
             "ops"
         );
-        assert!(users.authenticate(Some(&right), from("10.0.0.1")).await.is_ok());
+        assert!(
+            users
+                .authenticate(Some(&right), from("10.0.0.1"))
+                .await
+                .is_ok()
+        );
         // Without a known peer nothing is throttled.
         assert_eq!(
             users.authenticate(Some(&wrong), None).await,
@@ -779,7 +782,11 @@ mod tests {
         }
         pending.abort();
         assert!(pending.await.unwrap_err().is_cancelled());
-        assert_eq!(gate.available_permits(), all - 1, "released with the client");
+        assert_eq!(
+            gate.available_permits(),
+            all - 1,
+            "released with the client"
+        );
         // It finishes, counts as a failure and gives its permit back.
         let deadline = Instant::now() + Duration::from_secs(60);
         while gate.available_permits() < all {

@@ -148,10 +148,9 @@ impl TestController {
     /// A gRPC channel from `from`, over TLS when the controller serves it.
     async fn channel(&self, from: Ipv4Addr) -> tonic::transport::Channel {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
-        let endpoint =
-            tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc))
-                .expect("uri")
-                .local_address(Some(IpAddr::V4(from)));
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{}", self.grpc))
+            .expect("uri")
+            .local_address(Some(IpAddr::V4(from)));
         match &self.ca {
             Some(ca) => {
                 let files = ClientTlsFiles {
@@ -384,7 +383,10 @@ async fn a_wrong_password_flood_does_not_delay_a_valid_login() {
         .expect("429 carries Retry-After")
         .parse()
         .expect("Retry-After in seconds");
-    assert!((1..=60).contains(&retry_after), "Retry-After: {retry_after}");
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
     assert_envelope(&body, retry_after);
 }
 
@@ -435,10 +437,18 @@ async fn told_when_to_retry(controller: &TestController) {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
                 .expect("Retry-After in seconds");
-            refused = Some((attempt, retry_after, response.json::<Value>().await.expect("json")));
+            refused = Some((
+                attempt,
+                retry_after,
+                response.json::<Value>().await.expect("json"),
+            ));
             break;
         }
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "attempt {attempt}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
     }
     let (attempt, retry_after, body) = refused.expect("30 wrong passwords in a row are throttled");
     assert_eq!(attempt, 11, "the 11th failure in a row is refused");
@@ -464,13 +474,17 @@ async fn told_when_to_retry(controller: &TestController) {
         .expect("retry-after metadata in seconds");
     assert!((1..=3).contains(&grpc_retry), "retry-after: {grpc_retry}");
     assert!(
-        status.message().starts_with("too many failed logins from 127.0.0.1; retry after"),
+        status
+            .message()
+            .starts_with("too many failed logins from 127.0.0.1; retry after"),
         "{status:?}"
     );
 
     // The user who logged in before, and a user logging in from elsewhere, go on.
-    let mut admin =
-        HostAgentServiceClient::with_interceptor(channel, BasicAuth::new("admin", PASSWORD).expect("credentials"));
+    let mut admin = HostAgentServiceClient::with_interceptor(
+        channel,
+        BasicAuth::new("admin", PASSWORD).expect("credentials"),
+    );
     admin
         .list_hosts(ListHostsRequest::default())
         .await

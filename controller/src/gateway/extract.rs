@@ -16,8 +16,8 @@ use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{GatewayState, Peer};
 use super::error::ApiError;
+use super::{GatewayState, Peer};
 use crate::auth::{Permission, Principal};
 use crate::model::PageRequest;
 use crate::service::Caller;

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, ListenerExt};
 use axum::{Extension, Router};
 use futures::FutureExt;
@@ -142,7 +142,7 @@ pub async fn serve(
         router.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    .await
 }
 
 /// Serves `router` over HTTPS on the connections `incoming` hands over.
@@ -156,7 +156,7 @@ pub async fn serve_tls(
         router.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    .await
 }
 
 /// The client's address, for the handlers as `ConnectInfo<Peer>`: failed logins are
