@@ -200,6 +200,7 @@ impl Controller {
                 core: core.clone(),
                 users: options.users.clone(),
                 server: options.advertise.as_str().into(),
+                https: faces_tls.is_some(),
             });
             let shutdown = cancel.clone();
             match &faces_tls {

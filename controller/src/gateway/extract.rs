@@ -2,16 +2,19 @@
 //! which field to fix, instead of axum's plain-text rejections.
 //!
 //! Handlers list them in this order, which is the order of the checks a caller sees:
-//! credentials (401), permission (403), path ids and query (400), body (400/413).
+//! credentials (401), permission (403), a body on a route that takes none (400), path
+//! ids and query (400), body (413, then 415 unless JSON, then 400). The guard middleware
+//! checks before all of them where a request comes from (403).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -95,6 +98,7 @@ impl<R: Requirement> FromRequestParts<GatewayState> for Authed<R> {
         if let Some(p) = R::PERMISSION {
             principal.require(p)?;
         }
+        super::guard::unwanted_body(parts)?;
         let caller = Caller {
             name: principal.name.clone(),
             trace_id: RequestContext::of(parts).trace_id.to_string(),
@@ -246,7 +250,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let bytes = read_body(req).await?;
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(body, &parts.method, parts.uri.path()).await?;
+        super::guard::json_body(&parts, &bytes)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid(
                 "body",
@@ -284,8 +290,11 @@ pub(super) async fn linger(mut stream: axum::body::BodyDataStream, mut seen: usi
 }
 
 /// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
-async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+pub(super) async fn read_body(
+    body: Body,
+    method: &Method,
+    path: &str,
+) -> Result<Vec<u8>, ApiError> {
     let unreadable = |e: axum::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -293,7 +302,7 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
             format!("the request body cannot be read: {e}"),
         )
     };
-    let mut stream = req.into_body().into_data_stream();
+    let mut stream = body.into_data_stream();
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(unreadable)?;
@@ -302,7 +311,7 @@ async fn read_body(req: Request) -> Result<Vec<u8>, ApiError> {
             return Err(ApiError::from_status(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 method.as_str(),
-                &path,
+                path,
             ));
         }
         body.extend_from_slice(&chunk);

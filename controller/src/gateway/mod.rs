@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod guard;
 pub mod hosts;
 pub mod json;
 pub mod openapi;
@@ -53,6 +54,8 @@ pub struct GatewayState {
     pub users: Users,
     /// The controller's advertised address, the envelope's `server`.
     pub server: Arc<str>,
+    /// Served over TLS: the controller's own origin is then `https://`.
+    pub https: bool,
 }
 
 /// A handler's successful answer, serialized into the envelope's `data`.
@@ -106,6 +109,7 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::subtask_log))
         .routes(routes!(tasks::task_events))
         .split_for_parts();
+    let body_routes = guard::BodyRoutes::from_openapi(&doc);
     let document = match serde_json::to_vec(&doc) {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {
@@ -119,6 +123,13 @@ pub fn router(state: GatewayState) -> Router {
         .nest("/api/v2", api)
         .layer(Extension(openapi::Document(document)))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Guard {
+                https: state.https,
+                routes: body_routes,
+            },
+            guard::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             envelope,

@@ -18,7 +18,11 @@ use super::json::ErrorEnvelope;
         description = "OCP's host-agent and task API. Every route is served both at the path shown \
             and under /api/v2. Every answer is an envelope {data, successful, timestamp, duration, \
             status, traceId, server}; a failure has no data and an error {code, message, target, \
-            subErrors}. Authentication is HTTP Basic against the controller's users file.",
+            subErrors}. Authentication is HTTP Basic against the controller's users file. A request \
+            body is JSON sent with Content-Type: application/json (415 otherwise), and routes \
+            that document no body refuse one (400). A request that changes state (any method \
+            but GET, HEAD and OPTIONS) carrying an Origin header other than the controller's \
+            own, or Sec-Fetch-Site cross-site or same-site, is refused with 403.",
     ),
     paths(openapi_json),
     components(schemas(ErrorEnvelope)),
@@ -47,14 +51,16 @@ impl Modify for BasicAuth {
 /// The failures every authenticated route can answer with.
 #[derive(utoipa::IntoResponses)]
 pub enum Failures {
-    /// Illegal argument (10001): malformed JSON, a wrong type, an id that does not parse;
-    /// `subErrors` names the field and the refused value.
+    /// Illegal argument (10001): malformed JSON, a wrong type, an id that does not parse,
+    /// a body sent to a route that takes none; `subErrors` names the field and the
+    /// refused value.
     #[response(status = 400)]
     BadRequest(ErrorEnvelope),
     /// Missing or wrong credentials (30001).
     #[response(status = 401)]
     Unauthorized(ErrorEnvelope),
-    /// The user lacks the permission the route needs (30014).
+    /// The user lacks the permission the route needs, or a request that changes state
+    /// came from another origin than the controller's own (30014).
     #[response(status = 403)]
     Forbidden(ErrorEnvelope),
     /// No such host or process (10002), or task (20000).
@@ -67,6 +73,9 @@ pub enum Failures {
     /// The request body is larger than 1 MiB.
     #[response(status = 413)]
     TooLarge(ErrorEnvelope),
+    /// A body sent without Content-Type: application/json (10001).
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorEnvelope),
     /// Too many failed logins from the client's address (30002): retry after the
     /// seconds the `Retry-After` header gives.
     #[response(status = 429)]

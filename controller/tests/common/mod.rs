@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 //! Shared helpers of the controller's integration tests.
 
+pub mod binary;
 pub mod fleet;
 pub mod netns;
 pub mod proc_agent;
