@@ -178,17 +178,30 @@ impl From<CoreError> for ApiError {
                 rejected,
                 message,
             } => ApiError::invalid(&field, Value::String(rejected), message),
-            CoreError::HostsNotFound(ids) => ApiError {
-                sub_errors: ids
+            CoreError::HostsNotFound { named, more } => {
+                let mut sub_errors: Vec<SubError> = named
                     .iter()
                     .map(|id| SubError {
                         field: "hostIds".to_string(),
                         rejected_value: Value::from(*id),
                         message: format!("host {id} does not exist"),
                     })
-                    .collect(),
-                ..ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
-            },
+                    .collect();
+                if more > 0 {
+                    sub_errors.push(SubError {
+                        field: "hostIds".to_string(),
+                        rejected_value: Value::Null,
+                        message: format!(
+                            "{} more hosts do not exist",
+                            crate::service::thousands(more)
+                        ),
+                    });
+                }
+                ApiError {
+                    sub_errors,
+                    ..ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
+                }
+            }
             CoreError::HostNotFound(_)
             | CoreError::ProcessNotFound { .. }
             | CoreError::SubtaskNotFound { .. } => {

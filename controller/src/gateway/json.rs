@@ -77,8 +77,10 @@ pub struct SubError {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BatchHostsRequest {
+    /// Distinct existing host ids, at most 10,000 (`MAX_BATCH_HOSTS`): a longer batch is
+    /// refused with 400 (10001) before any host is looked up.
     #[serde(alias = "hostids")]
-    #[schema(example = json!([1001, 1002]))]
+    #[schema(example = json!([1001, 1002]), min_items = 1, max_items = 10_000)]
     pub host_ids: Vec<i64>,
 }
 

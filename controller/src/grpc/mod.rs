@@ -21,7 +21,7 @@ impl From<CoreError> for Status {
         let code = match &e {
             CoreError::InvalidArgument { .. } => Code::InvalidArgument,
             CoreError::HostNotFound(_)
-            | CoreError::HostsNotFound(_)
+            | CoreError::HostsNotFound { .. }
             | CoreError::ProcessNotFound { .. }
             | CoreError::SubtaskNotFound { .. }
             | CoreError::TaskNotFound(_) => Code::NotFound,

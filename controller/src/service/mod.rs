@@ -44,8 +44,10 @@ pub enum CoreError {
     },
     #[error("host {0} does not exist")]
     HostNotFound(i64),
-    #[error("hosts {0:?} do not exist")]
-    HostsNotFound(Vec<i64>),
+    /// Names the first few missing hosts and counts the rest, so that a batch of unknown
+    /// ids is answered in a line, not with the batch read back.
+    #[error("{} not exist", name_hosts(.named, *.more, "does", "do"))]
+    HostsNotFound { named: Vec<i64>, more: usize },
     #[error("agent process {process_id} does not exist on host {host_id}")]
     ProcessNotFound { host_id: i64, process_id: i64 },
     #[error("task {0} does not exist")]
@@ -305,6 +307,20 @@ impl Core {
                 "must name at least one host",
             ));
         }
+        if host_ids.len() > MAX_BATCH_HOSTS {
+            return Err(CoreError::invalid(
+                "hostIds",
+                format!("{} ids", thousands(host_ids.len())),
+                format!(
+                    "names {} hosts; a batch may name at most {}",
+                    thousands(host_ids.len()),
+                    thousands(MAX_BATCH_HOSTS)
+                ),
+            ));
+        }
+        for &id in host_ids {
+            check_id("hostIds", id)?;
+        }
         let mut seen = HashSet::new();
         let duplicates: Vec<i64> = host_ids
             .iter()
@@ -312,23 +328,25 @@ impl Core {
             .filter(|id| !seen.insert(*id))
             .collect();
         if !duplicates.is_empty() {
+            let (named, more) = first_few(&duplicates);
             return Err(CoreError::invalid(
                 "hostIds",
-                format!("{host_ids:?}"),
-                format!("lists host(s) {duplicates:?} more than once"),
+                format!("{} ids", thousands(host_ids.len())),
+                format!("lists {} more than once", name_hosts(named, more, "", "")),
             ));
         }
-        for &id in host_ids {
-            check_id("hostIds", id)?;
-        }
-        let mut missing = Vec::new();
-        for &id in host_ids {
-            if self.store.get_host(id).await?.is_none() {
-                missing.push(id);
-            }
-        }
+        let existing = self.store.existing_host_ids(host_ids).await?;
+        let missing: Vec<i64> = host_ids
+            .iter()
+            .copied()
+            .filter(|id| !existing.contains(id))
+            .collect();
         if !missing.is_empty() {
-            return Err(CoreError::HostsNotFound(missing));
+            let (named, more) = first_few(&missing);
+            return Err(CoreError::HostsNotFound {
+                named: named.to_vec(),
+                more,
+            });
         }
         self.create_and_drive(templates::batch(op, host_ids), caller)
             .await
@@ -585,9 +603,109 @@ impl Core {
     }
 }
 
+/// The most hosts one batch may name, on both faces. A batch is one task of 5N+4
+/// subtasks written in one transaction and one host lock each; past this it is an
+/// operation on a whole fleet that belongs in several tasks, and refusing it costs
+/// nothing while accepting it holds the store and the controller's CPU for long.
+pub const MAX_BATCH_HOSTS: usize = 10_000;
+
+/// How many ids an error about a batch names before it counts the rest.
+pub const NAMED_IDS: usize = 5;
+
+/// The ids an error names, and how many more there are.
+pub fn first_few(ids: &[i64]) -> (&[i64], usize) {
+    let named = &ids[..ids.len().min(NAMED_IDS)];
+    (named, ids.len() - named.len())
+}
+
+/// "host 7 does", "hosts 7, 8, 9, 10, 11 and 99,995 more do": `one` and `many` are
+/// the verb for one host and for several.
+pub fn name_hosts(named: &[i64], more: usize, one: &str, many: &str) -> String {
+    let list = named
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (noun, verb) = if named.len() + more == 1 {
+        ("host", one)
+    } else {
+        ("hosts", many)
+    };
+    let rest = if more > 0 {
+        format!(" and {} more", thousands(more))
+    } else {
+        String::new()
+    };
+    format!("{noun} {list}{rest} {verb}").trim_end().to_string()
+}
+
+/// 99995 as "99,995".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn check_id(field: &str, id: i64) -> Result<(), CoreError> {
     if id <= 0 {
         return Err(CoreError::invalid(field, id, "must be a positive id"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_hosts_are_named_a_few_and_counted() {
+        let ids: Vec<i64> = (7..100_009).collect();
+        let (named, more) = first_few(&ids);
+        assert_eq!((named, more), (&[7, 8, 9, 10, 11][..], 99_997));
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: named.to_vec(),
+                more
+            }
+            .to_string(),
+            "hosts 7, 8, 9, 10, 11 and 99,997 more do not exist"
+        );
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: vec![3],
+                more: 0
+            }
+            .to_string(),
+            "host 3 does not exist"
+        );
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: vec![3, 4],
+                more: 0
+            }
+            .to_string(),
+            "hosts 3, 4 do not exist"
+        );
+        assert_eq!(name_hosts(&[3], 0, "", ""), "host 3");
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (10_001, "10,001"),
+            (999_995, "999,995"),
+            (1_000_000, "1,000,000"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
+    }
 }

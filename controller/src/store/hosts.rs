@@ -1,9 +1,11 @@
 //! Hosts, what their agents said about themselves, and their processes' stable ids.
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, flag, get_word};
+use super::{Dialect, Store, StoreError, flag, get_word};
 use crate::model::{
     AgentProcess, AgentSummary, Host, HostStatus, Millis, NewHost, Page, PageRequest,
     ProcessSnapshot, now_millis,
@@ -57,6 +59,33 @@ impl Store {
             .as_ref()
             .map(host_from_row)
             .transpose()
+    }
+
+    /// Which of `ids` name a host, in one query however many there are: a batch is
+    /// checked at the cost of one statement, not one per id. The ids travel as one
+    /// text parameter (a PostgreSQL array literal, a JSON array for SQLite), so no
+    /// limit on bound variables applies.
+    pub async fn existing_host_ids(&self, ids: &[i64]) -> Result<HashSet<i64>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let (sql, list) = match self.dialect {
+            Dialect::Postgres => (
+                "SELECT id FROM hosts WHERE id = ANY($1::bigint[])",
+                format!("{{{list}}}"),
+            ),
+            Dialect::Sqlite => (
+                "SELECT id FROM hosts WHERE id IN (SELECT value FROM json_each($1))",
+                format!("[{list}]"),
+            ),
+        };
+        Ok(sqlx::query_scalar::<_, i64>(sql)
+            .bind(list)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     pub async fn all_hosts(&self) -> Result<Vec<Host>, StoreError> {

@@ -4,7 +4,8 @@
 //! several controllers sharing one store), through sqlx's Any driver. Every query here is
 //! written in the subset both dialects accept (`$n` parameters, `RETURNING`,
 //! `ON CONFLICT`), times are Unix milliseconds and flags 0/1, so the engine never knows
-//! which database it talks to. Only the DDL differs, in `migrations/<dialect>`.
+//! which database it talks to. Only the DDL differs, in `migrations/<dialect>`, and the
+//! one query that takes a list of ids as a single parameter (`existing_host_ids`).
 
 mod events;
 mod hosts;

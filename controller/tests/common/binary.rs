@@ -24,6 +24,11 @@ pub struct SpawnedController {
 impl SpawnedController {
     /// Starts the binary with `extra` arguments and waits until REST answers.
     pub async fn start(extra: &[&str]) -> SpawnedController {
+        SpawnedController::start_logging(extra, "warn").await
+    }
+
+    /// Likewise, logging what `filter` (a `RUST_LOG` value) lets through.
+    pub async fn start_logging(extra: &[&str], filter: &str) -> SpawnedController {
         let dir = tempfile::tempdir().expect("tempdir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -34,7 +39,7 @@ impl SpawnedController {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
