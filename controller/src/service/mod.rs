@@ -642,14 +642,13 @@ pub fn name_hosts(named: &[i64], more: usize, one: &str, many: &str) -> String {
 /// 99995 as "99,995".
 pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn check_id(field: &str, id: i64) -> Result<(), CoreError> {
