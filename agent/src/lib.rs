@@ -20,4 +20,4 @@ mod view;
 
 pub use config::{Config, ConfigError};
 pub use server::{Agent, AgentError, AgentOptions, Serving};
-pub use trust::ServerTlsFiles;
+pub use trust::{ConnLimits, ServerTlsFiles};

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use agent::{Agent, AgentOptions};
 use clap::Parser;
@@ -36,6 +37,18 @@ struct Cli {
     /// (`OCP_AGENT_INSECURE_PLAINTEXT=true`; only when no TLS flag is given.)
     #[arg(long, env = "OCP_AGENT_INSECURE_PLAINTEXT")]
     insecure_plaintext: bool,
+    /// A client that has not sent a complete request within this long of connecting is
+    /// closed, e.g. "10s".
+    #[arg(long, env = "OCP_AGENT_HEADER_TIMEOUT", default_value = "10s", value_parser = trust::parse_timeout)]
+    header_timeout: Duration,
+    /// A connection that moved no byte for this long is closed; gRPC calls in progress
+    /// are kept alive by pings every third of it.
+    #[arg(long, env = "OCP_AGENT_IDLE_TIMEOUT", default_value = "5m", value_parser = trust::parse_timeout)]
+    idle_timeout: Duration,
+    /// Connections open at once: the controller needs a few, the rest are operators.
+    #[arg(long, env = "OCP_AGENT_MAX_CONNECTIONS", default_value_t = 256,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -52,7 +65,7 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async_main(cli));
     // A reload still reading a file on a hung mount must not keep the process alive.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
 
@@ -96,6 +109,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _ => None,
         },
         insecure_plaintext: cli.insecure_plaintext,
+        conns: agent::ConnLimits {
+            header_timeout: cli.header_timeout,
+            idle_timeout: cli.idle_timeout,
+            max_connections: cli.max_connections,
+        },
     };
     Agent::run_until_signal(options).await?;
     Ok(())

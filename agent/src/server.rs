@@ -19,9 +19,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tracing::{info, warn};
-use trust::{ServerTls, ServerTlsFiles, TlsIncoming};
+use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::config::{Config, ConfigError};
 use crate::service::AgentServiceImpl;
@@ -39,6 +38,8 @@ pub struct AgentOptions {
     pub tls: Option<ServerTlsFiles>,
     /// Serve plaintext on a non-loopback address all the same.
     pub insecure_plaintext: bool,
+    /// How long a client may take, and how many may be connected at once.
+    pub conns: ConnLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,28 +138,24 @@ impl Agent {
                 .with_service_name("grpc.health.v1.Health")
         };
         let router = Server::builder()
+            .http2_keepalive_interval(Some(options.conns.keepalive_interval()))
+            .http2_keepalive_timeout(Some(options.conns.keepalive_interval()))
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(AgentServiceServer::new(service));
         let shutdown = cancel.clone().cancelled_owned();
-        let server: BoxFuture<'static, Result<(), tonic::transport::Error>> = match &tls {
-            Some(tls) => {
-                let incoming = TlsIncoming::new(listener, tls.clone()).map_err(listen_err)?;
-                info!(%addr, config = %options.config_path.display(), "ocp-agent serving over TLS, to the controller only");
-                Box::pin(router.serve_with_incoming_shutdown(incoming.into_stream(), shutdown))
-            }
-            None => {
-                // Without TCP_NODELAY, small unary answers wait on delayed ACKs.
-                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-                if addr.ip().is_loopback() {
-                    info!(%addr, config = %options.config_path.display(), "ocp-agent serving plaintext on loopback");
-                } else {
-                    warn!(%addr, "ocp-agent serving PLAINTEXT to anyone who reaches it (--insecure-plaintext)");
-                }
-                Box::pin(router.serve_with_incoming_shutdown(incoming, shutdown))
-            }
-        };
+        let incoming = Incoming::new(listener, tls.clone(), options.conns).map_err(listen_err)?;
+        let config = options.config_path.display();
+        if tls.is_some() {
+            info!(%addr, %config, "ocp-agent serving over TLS, to the controller only");
+        } else if addr.ip().is_loopback() {
+            info!(%addr, %config, "ocp-agent serving plaintext on loopback");
+        } else {
+            warn!(%addr, "ocp-agent serving PLAINTEXT to anyone who reaches it (--insecure-plaintext)");
+        }
+        let server: BoxFuture<'static, Result<(), tonic::transport::Error>> =
+            Box::pin(router.serve_with_incoming_shutdown(incoming.into_stream(), shutdown));
 
         let join = tokio::spawn(async move {
             tokio::pin!(server);

@@ -36,6 +36,7 @@ async fn in_process(
         data_dir: setup.data_dir(),
         tls: None,
         insecure_plaintext: false,
+        conns: Default::default(),
     };
     let (addr, served) = Agent::start(options, cancel.clone())
         .await

@@ -77,6 +77,19 @@ struct Args {
     /// Then one more failed login per this interval; "0s" turns the throttle off.
     #[arg(long, env = "OCP_LOGIN_FAILURE_INTERVAL", default_value = "3s", value_parser = humantime::parse_duration)]
     login_failure_interval: Duration,
+    /// A client that has not sent a complete request head within this long of
+    /// connecting is closed, on both ports, e.g. "10s".
+    #[arg(long, env = "OCP_HEADER_TIMEOUT", default_value = "10s", value_parser = trust::parse_timeout)]
+    header_timeout: Duration,
+    /// A connection that moved no byte for this long is closed; gRPC calls in progress
+    /// are kept alive by pings every third of it. Above 120 s, the longest REST request.
+    #[arg(long, env = "OCP_IDLE_TIMEOUT", default_value = "5m", value_parser = trust::parse_timeout)]
+    idle_timeout: Duration,
+    /// Connections open at once on each port; at the cap a new one closes the oldest
+    /// that has not sent a request yet.
+    #[arg(long, env = "OCP_MAX_CONNECTIONS", default_value_t = 4096,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_connections: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +275,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         agent_tls,
         tls,
+        conns: trust::ConnLimits {
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
     };
     let controller = Controller::start(options).await?;
     until_shutdown(&controller).await?;

@@ -10,7 +10,7 @@ use proto::ocp::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use trust::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, TlsIncoming};
+use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::agents::AgentPool;
 use crate::auth::Users;
@@ -39,6 +39,8 @@ pub struct ControllerOptions {
     pub agent_tls: Option<ClientTlsFiles>,
     /// HTTPS and gRPC over TLS on the controller's own ports (`--tls-cert/--tls-key`).
     pub tls: Option<ServerTlsFiles>,
+    /// How long a client may take, and how many may be connected at once, per port.
+    pub conns: ConnLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,37 +161,22 @@ impl Controller {
         let http_addr = http.as_ref().map(|(_, addr)| *addr);
 
         let tracker = TaskTracker::new();
-        let router = grpc_router(core.clone(), options.users.clone()).await?;
+        let router = grpc_router(core.clone(), options.users.clone(), &options.conns).await?;
         let shutdown = cancel.clone();
         let grpc_incoming =
-            match &faces_tls {
-                Some(tls) => Ok(TlsIncoming::new(listener, tls.clone()).map_err(|source| {
-                    StartError::Bind {
-                        addr: grpc_addr,
-                        source,
-                    }
-                })?),
-                None => Err(listener),
-            };
+            Incoming::new(listener, faces_tls.clone(), options.conns).map_err(|source| {
+                StartError::Bind {
+                    addr: grpc_addr,
+                    source,
+                }
+            })?;
         tracker.spawn(async move {
-            let served = match grpc_incoming {
-                Ok(incoming) => {
-                    router
-                        .serve_with_incoming_shutdown(
-                            incoming.into_stream(),
-                            shutdown.cancelled_owned(),
-                        )
-                        .await
-                }
-                Err(listener) => {
-                    // Without TCP_NODELAY, small unary answers wait on delayed ACKs (~40 ms each).
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
-                    router
-                        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
-                        .await
-                }
-            };
+            let served = router
+                .serve_with_incoming_shutdown(
+                    grpc_incoming.into_stream(),
+                    shutdown.cancelled_owned(),
+                )
+                .await;
             if let Err(e) = served {
                 tracing::error!("gRPC server failed: {e}");
             }
@@ -203,25 +190,17 @@ impl Controller {
                 https: faces_tls.is_some(),
             });
             let shutdown = cancel.clone();
-            match &faces_tls {
-                Some(tls) => {
-                    let incoming = TlsIncoming::new(listener, tls.clone())
-                        .map_err(|source| StartError::Bind { addr, source })?;
-                    tracker.spawn(async move {
-                        if let Err(e) = gateway::serve_tls(incoming, router, shutdown).await {
-                            tracing::error!("REST gateway failed: {e}");
-                        }
-                    });
-                    tracing::info!(http_addr = %addr, "controller serving REST over HTTPS");
+            let incoming = Incoming::new(listener, faces_tls.clone(), options.conns)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            tracker.spawn(async move {
+                if let Err(e) = gateway::serve(incoming, router, shutdown).await {
+                    tracing::error!("REST gateway failed: {e}");
                 }
-                None => {
-                    tracker.spawn(async move {
-                        if let Err(e) = gateway::serve(listener, router, shutdown).await {
-                            tracing::error!("REST gateway failed: {e}");
-                        }
-                    });
-                    tracing::info!(http_addr = %addr, "controller serving REST");
-                }
+            });
+            if faces_tls.is_some() {
+                tracing::info!(http_addr = %addr, "controller serving REST over HTTPS");
+            } else {
+                tracing::info!(http_addr = %addr, "controller serving REST");
             }
         }
 
@@ -286,6 +265,7 @@ impl Controller {
 async fn grpc_router(
     core: Core,
     users: Users,
+    conns: &ConnLimits,
 ) -> Result<tonic::transport::server::Router, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -306,6 +286,8 @@ async fn grpc_router(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(conns.keepalive_interval()))
+        .http2_keepalive_timeout(Some(conns.keepalive_interval()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

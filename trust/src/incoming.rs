@@ -1,123 +1,65 @@
-//! Accepting TLS connections for tonic and axum: the accept loop hands each new
-//! connection its own handshake task, so a client that stalls mid-handshake delays
-//! nobody, and a handshake that fails is logged and dropped, never served.
+//! The TLS half of accepting a connection: the handshake, bounded in time, and a
+//! connection that closes itself once a reload stops trusting its client. The accept
+//! loop (`guard`) runs each handshake in its own task, so a client that stalls
+//! mid-handshake delays nobody.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use futures::future::BoxFuture;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::server::{Current, ServerTls};
 
 /// A client gets this long to finish its handshake: a real one needs milliseconds.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Handshakes in progress at once. Each costs a descriptor and a key exchange before
-/// the client has proved anything, so a flood of stalled ones is turned away at the
-/// door rather than allowed to use up the descriptors the controller needs.
-const HANDSHAKES: usize = 256;
+/// Handshakes in progress at once. Each costs a key exchange before the client has
+/// proved anything, so a flood of stalled ones is turned away at the door rather than
+/// allowed to keep the CPU busy.
+pub(crate) const HANDSHAKES: usize = 256;
 
-/// Connections whose handshake succeeded, ready to serve.
-pub struct TlsIncoming {
-    ready: mpsc::Receiver<(TlsConn, SocketAddr)>,
-    local_addr: SocketAddr,
-}
-
-impl TlsIncoming {
-    /// Takes over `listener`; the accept loop ends when this is dropped.
-    pub fn new(listener: TcpListener, tls: ServerTls) -> io::Result<TlsIncoming> {
-        let local_addr = listener.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(accept_loop(listener, tls, tx));
-        Ok(TlsIncoming { ready, local_addr })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// The next connection whose handshake succeeded; `None` once the loop ended.
-    pub async fn accept(&mut self) -> Option<(TlsConn, SocketAddr)> {
-        self.ready.recv().await
-    }
-
-    /// For `tonic::transport::Server::serve_with_incoming*`.
-    pub fn into_stream(self) -> impl Stream<Item = io::Result<TlsConn>> + Send + 'static {
-        futures::stream::unfold(self, |mut incoming| async move {
-            let (conn, _) = incoming.accept().await?;
-            Some((Ok(conn), incoming))
-        })
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    tls: ServerTls,
-    ready: mpsc::Sender<(TlsConn, SocketAddr)>,
-) {
-    let handshakes = Arc::new(Semaphore::new(HANDSHAKES));
-    loop {
-        let accepted = tokio::select! {
-            _ = ready.closed() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, most likely: give the clients a moment to leave.
-                tracing::warn!("accept error: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{HANDSHAKES} TLS handshakes already in progress; connection closed");
-            continue;
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("setting TCP_NODELAY: {e}");
+/// The server's half of a handshake on `tcp`, within `limit`; `None` (logged) when the
+/// client was refused or too slow.
+pub(crate) async fn handshake(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: &ServerTls,
+    limit: Duration,
+) -> Option<TlsConn> {
+    // Subscribed before the handshake: a reload during it is seen afterwards.
+    let mut trust = tls.subscribe();
+    let acceptor = TlsAcceptor::from(trust.borrow_and_update().config.clone());
+    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => {
+            let revoked = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|chain| revoked(trust, chain.to_vec(), peer));
+            Some(TlsConn {
+                stream,
+                revoked,
+                aborted: false,
+            })
         }
-        // Subscribed before the handshake: a reload during it is seen afterwards.
-        let mut trust = tls.subscribe();
-        let acceptor = TlsAcceptor::from(trust.borrow_and_update().config.clone());
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            drop(permit);
-            match handshake {
-                Ok(Ok(stream)) => {
-                    let revoked = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|chain| revoked(trust, chain.to_vec(), peer));
-                    let conn = TlsConn {
-                        stream,
-                        revoked,
-                        aborted: false,
-                    };
-                    let _ = ready.send((conn, peer)).await;
-                }
-                Ok(Err(e)) => {
-                    let reason = crate::refusal(&e).unwrap_or_else(|| e.to_string());
-                    tracing::warn!(%peer, "TLS handshake refused: {reason}");
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "TLS handshake not finished in {HANDSHAKE_TIMEOUT:?}; closed")
-                }
-            }
-        });
+        Ok(Err(e)) => {
+            let reason = crate::refusal(&e).unwrap_or_else(|| e.to_string());
+            tracing::warn!(%peer, "TLS handshake refused: {reason}");
+            None
+        }
+        Err(_) => {
+            tracing::info!(%peer, "TLS handshake not finished in {limit:?}; closed");
+            None
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod client;
 mod files;
+mod guard;
 mod incoming;
 pub mod pki;
 mod refusal;
@@ -17,7 +18,7 @@ mod server;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
-pub use incoming::{TlsConn, TlsIncoming};
+pub use guard::{Conn, ConnLimits, Incoming, parse_timeout};
 pub use refusal::{Refusal, refusal};
 pub use role::Role;
 pub use server::{ServerTls, ServerTlsFiles};

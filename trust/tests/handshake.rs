@@ -300,7 +300,8 @@ async fn a_reload_closes_open_connections_the_new_ca_refuses() {
     let server = the_agent(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut incoming = trust::TlsIncoming::new(listener, server.clone()).unwrap();
+    let mut incoming =
+        trust::Incoming::new(listener, Some(server.clone()), trust::ConnLimits::default()).unwrap();
     // An echo server on the TLS connections it accepts.
     tokio::spawn(async move {
         while let Some((mut conn, _)) = incoming.accept().await {

@@ -24,12 +24,11 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{IncomingStream, ListenerExt};
+use axum::serve::IncomingStream;
 use axum::{Extension, Router};
 use futures::FutureExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use utoipa::OpenApi;
@@ -137,33 +136,19 @@ pub fn router(state: GatewayState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown`, then lets requests in flight finish.
+/// Serves `router` on the connections `incoming` hands over (plaintext or TLS, held to
+/// its limits) until `shutdown`, then lets requests in flight finish.
+///
+/// axum offers no setting for HTTP/2 pings, so a REST request over h2 gets none: the
+/// idle timeout must stay above the longest request, 120 s for a process operation;
+/// server-sent events write a keep-alive every 15 s.
 pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("setting TCP_NODELAY: {e}");
-        }
-    });
-    axum::serve(
-        Peers(listener),
-        router.into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-}
-
-/// Serves `router` over HTTPS on the connections `incoming` hands over.
-pub async fn serve_tls(
-    incoming: trust::TlsIncoming,
+    incoming: trust::Incoming,
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(
-        Peers(TlsListener(incoming)),
+        GuardedListener(incoming),
         router.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -175,40 +160,17 @@ pub async fn serve_tls(
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub std::net::SocketAddr);
 
-/// A listener whose connections name their `Peer`, whatever it wraps: axum only knows
-/// the peers of its own listeners, and an impl for any listener would overlap its own.
-struct Peers<L>(L);
-
-impl<L> axum::serve::Listener for Peers<L>
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-{
-    type Io = L::Io;
-    type Addr = std::net::SocketAddr;
-
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        self.0.accept()
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-impl<L> Connected<IncomingStream<'_, Peers<L>>> for Peer
-where
-    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
-{
-    fn connect_info(stream: IncomingStream<'_, Peers<L>>) -> Peer {
+impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Peer {
         Peer(*stream.remote_addr())
     }
 }
 
-/// axum's view of connections whose TLS handshake already succeeded.
-struct TlsListener(trust::TlsIncoming);
+/// axum's view of the accepted connections, TLS handshake already done if any.
+struct GuardedListener(trust::Incoming);
 
-impl axum::serve::Listener for TlsListener {
-    type Io = trust::TlsConn;
+impl axum::serve::Listener for GuardedListener {
+    type Io = trust::Conn;
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

@@ -126,6 +126,7 @@ async fn serve_agent(
             data_dir: dir.path().join("data"),
             tls: None,
             insecure_plaintext: false,
+            conns: Default::default(),
         },
         cancel.clone(),
     )
@@ -238,6 +239,7 @@ pub fn controller_options(
         },
         agent_tls: None,
         tls: None,
+        conns: Default::default(),
     }
 }
 

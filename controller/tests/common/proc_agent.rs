@@ -26,6 +26,8 @@ pub struct ProcAgent {
     dir: tempfile::TempDir,
     child: Option<Child>,
     tls: Option<AgentTls>,
+    /// Further environment of every run.
+    env: Vec<(String, String)>,
     /// How many runs logged before the current one (every run appends to one log).
     spawned_before: usize,
 }
@@ -50,7 +52,7 @@ impl ProcAgent {
     /// use `tag`), starts the agent on `listen` behind `prefix` (empty, or e.g.
     /// `ip netns exec NS`), and waits until it answers.
     pub async fn start(listen: SocketAddr, prefix: &[&str], tag: String, processes: &str) -> Self {
-        Self::start_with(listen, prefix, tag, processes, None).await
+        Self::start_with(listen, prefix, tag, processes, None, &[]).await
     }
 
     /// As `start`, serving mutual TLS.
@@ -60,7 +62,18 @@ impl ProcAgent {
         processes: &str,
         tls: AgentTls,
     ) -> Self {
-        Self::start_with(listen, &[], tag, processes, Some(tls)).await
+        Self::start_with(listen, &[], tag, processes, Some(tls), &[]).await
+    }
+
+    /// As `start_tls`, with further environment variables (the flags' `OCP_AGENT_*`).
+    pub async fn start_tls_with_env(
+        listen: SocketAddr,
+        tag: String,
+        processes: &str,
+        tls: AgentTls,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_with(listen, &[], tag, processes, Some(tls), env).await
     }
 
     async fn start_with(
@@ -69,6 +82,7 @@ impl ProcAgent {
         tag: String,
         processes: &str,
         tls: Option<AgentTls>,
+        env: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!("[agent]\nversion = \"4.2.1-test\"\n\n{processes}");
@@ -80,6 +94,10 @@ impl ProcAgent {
             dir,
             child: None,
             tls,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             spawned_before: 0,
         };
         agent.spawn().await;
@@ -130,6 +148,7 @@ impl ProcAgent {
             .arg(self.dir.path().join("agent.toml"))
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

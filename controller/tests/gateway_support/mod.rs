@@ -116,6 +116,7 @@ stop_timeout = "2s"
             data_dir: dir.join("agent-data"),
             tls: None,
             insecure_plaintext: false,
+            conns: Default::default(),
         },
         cancel.clone(),
     )
@@ -154,6 +155,7 @@ impl Harness {
             },
             agent_tls: None,
             tls: None,
+            conns: Default::default(),
         })
         .await
         .expect("controller starts");

@@ -1,0 +1,489 @@
+//! Clients that connect and then stall, against the real binaries: half-sent request
+//! heads and silent sockets are closed within the header timeout on the REST port, the
+//! controller's gRPC port and an agent's TLS port; at the connection cap, with a low
+//! descriptor limit, a real client is still answered while the flood is open; an idle
+//! keep-alive client is closed after the idle timeout, and a gRPC call that outlasts
+//! it is not.
+
+mod common;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::fleet::{WAIT, free_port, workspace_bin};
+use common::proc_agent::{AgentTls, ProcAgent, live_with_arg, unique_tag};
+use proto::agent::v1::ProcessRequest;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use trust::pki::{self, Validity};
+use trust::{ClientTls, ClientTlsFiles, Role};
+
+/// Far more than any machine needs to notice a deadline; before the limits, such
+/// sockets stayed open 75 s and more.
+const MARGIN: Duration = Duration::from_secs(9);
+
+/// `ocp-controller` with plaintext REST and gRPC and the environment given. The limits
+/// go by environment, which a build without them ignores: this file then measures
+/// what the limits changed.
+struct Controller {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Controller {
+    /// Starts it, with at most `nofile` descriptors when given, and waits until both
+    /// ports answer.
+    async fn start(env: &[(&str, &str)], nofile: Option<u64>) -> Controller {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
+        command
+            .args(["--http-addr", &http.to_string()])
+            .args(["--grpc-addr", &grpc.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        if let Some(limit) = nofile {
+            // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut controller = Controller {
+            child: command.spawn().expect("spawn ocp-controller"),
+            http,
+            grpc,
+            dir,
+        };
+        let deadline = Instant::now() + WAIT;
+        while !(controller.rest_answers().await && controller.grpc_answers().await) {
+            if let Ok(Some(status)) = controller.child.try_wait() {
+                panic!("ocp-controller exited with {status}:\n{}", controller.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "controller never served:\n{}",
+                controller.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        controller
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+    }
+
+    /// A real REST client on a new connection, answered within 10 s.
+    async fn rest_answers(&self) -> bool {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        let url = format!("http://{}/api/v2/openapi.json", self.http);
+        matches!(client.get(url).send().await, Ok(r) if r.status().is_success())
+    }
+
+    /// A real gRPC client on a new connection, answered within 10 s.
+    async fn grpc_answers(&self) -> bool {
+        let call = async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            tonic_health::pb::health_client::HealthClient::new(channel)
+                .check(tonic_health::pb::HealthCheckRequest::default())
+                .await
+                .ok()
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), call).await,
+            Ok(Some(_))
+        )
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Stalled = Box<dyn AsyncRead + Unpin + Send>;
+
+/// `n` connections to `addr`: every other one sends `partial`, the rest nothing.
+async fn flood(addr: SocketAddr, n: usize, partial: &'static [u8]) -> Vec<Stalled> {
+    let mut sockets: Vec<Stalled> = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 0 {
+            tcp.write_all(partial).await.expect("send half a head");
+        }
+        sockets.push(Box::new(tcp));
+    }
+    sockets
+}
+
+/// How long after `since` each socket was closed by the server; `None` when it was
+/// still open at `since + limit`.
+async fn closed_within(
+    sockets: Vec<Stalled>,
+    since: Instant,
+    limit: Duration,
+) -> Vec<Option<Duration>> {
+    let waits = sockets.into_iter().map(|mut socket| async move {
+        let mut buf = [0u8; 1024];
+        let closed = async {
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout_at(since + limit, closed)
+            .await
+            .ok()
+            .map(|()| since.elapsed())
+    });
+    futures::future::join_all(waits).await
+}
+
+/// The slowest close, or how many were still open.
+fn slowest(closed: &[Option<Duration>]) -> Result<Duration, usize> {
+    let open = closed.iter().filter(|c| c.is_none()).count();
+    if open > 0 {
+        return Err(open);
+    }
+    Ok(closed.iter().flatten().max().copied().unwrap_or_default())
+}
+
+/// A CA, the controller's certificate and one agent's, as `pki` writes them.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let days = Validity::days(30).expect("validity");
+        pki::init(dir.path(), &["127.0.0.1".to_string()], days, days, false).expect("pki init");
+        pki::issue(
+            dir.path(),
+            &["127.0.0.1".to_string()],
+            &dir.path().join("agent"),
+            days,
+            false,
+        )
+        .expect("pki issue");
+        Pki { dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn agent_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("agent").join(name)
+    }
+
+    async fn controller(&self) -> ClientTls {
+        ClientTls::load(
+            ClientTlsFiles {
+                ca: self.file(pki::CA_CERT),
+                identity: Some((
+                    self.file(pki::CONTROLLER_CERT),
+                    self.file(pki::CONTROLLER_KEY),
+                )),
+            },
+            Role::Agent,
+        )
+        .await
+        .expect("client TLS")
+    }
+
+    /// A real agent serving TLS on loopback with `env`, supervising `processes`.
+    async fn agent(&self, processes: &str, env: &[(&str, &str)]) -> ProcAgent {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        ProcAgent::start_tls_with_env(
+            listen,
+            unique_tag(),
+            processes,
+            AgentTls {
+                cert: self.agent_file(pki::AGENT_CERT),
+                key: self.agent_file(pki::AGENT_KEY),
+                client_ca: self.agent_file(pki::CA_CERT),
+                client: Some(self.controller().await),
+            },
+            env,
+        )
+        .await
+    }
+}
+
+fn sleeper(tag: &str, extra: &str) -> String {
+    let demo = workspace_bin("ocp-demo-proc");
+    format!(
+        "[[process]]\nalias = \"sleeper\"\ncommand = {demo:?}\nargs = [\"--ignore-term\", \"--tag\", \"{tag}\"]\nmin_live = \"0s\"\n{extra}\n"
+    )
+}
+
+/// `n` connections to a TLS agent: every other one finishes its handshake as the
+/// controller and sends half the HTTP/2 preface, the rest send nothing at all.
+async fn tls_flood(addr: SocketAddr, tls: &ClientTls, n: usize) -> Vec<Stalled> {
+    let connector = tokio_rustls::TlsConnector::from(tls.config());
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1".to_string()).expect("name");
+    let mut sockets: Vec<Stalled> = Vec::with_capacity(n);
+    for i in 0..n {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        if i % 2 == 0 {
+            let mut stream = connector
+                .connect(name.clone(), tcp)
+                .await
+                .expect("handshake as the controller");
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n")
+                .await
+                .expect("send half the preface");
+            stream.flush().await.expect("flush");
+            sockets.push(Box::new(stream));
+        } else {
+            sockets.push(Box::new(tcp));
+        }
+    }
+    sockets
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_closed_within_the_header_timeout_on_every_listener() {
+    let header = Duration::from_secs(1);
+    let controller = Controller::start(&[("OCP_HEADER_TIMEOUT", "1s")], None).await;
+    let pki = Pki::new();
+    let agent = pki
+        .agent(
+            &sleeper(&unique_tag(), ""),
+            &[("OCP_AGENT_HEADER_TIMEOUT", "1s")],
+        )
+        .await;
+    let tls = pki.controller().await;
+
+    let since = Instant::now();
+    let rest = flood(
+        controller.http,
+        200,
+        b"GET /api/v2/openapi.json HTTP/1.1\r\nHost: x\r\n",
+    )
+    .await;
+    let grpc = flood(controller.grpc, 200, b"PRI * HTTP/2.0\r\n").await;
+    let agent_tls = tls_flood(agent.addr, &tls, 200).await;
+    let opened = since.elapsed();
+    let limit = opened + header + MARGIN;
+    let (rest, grpc, agent_tls) = tokio::join!(
+        closed_within(rest, since, limit),
+        closed_within(grpc, since, limit),
+        closed_within(agent_tls, since, limit),
+    );
+    for (listener, closed) in [
+        ("REST", &rest),
+        ("controller gRPC", &grpc),
+        ("agent gRPC over TLS", &agent_tls),
+    ] {
+        let slowest = slowest(closed);
+        eprintln!(
+            "{listener}: 200 stalled sockets opened in {opened:?}; slowest closed after {slowest:?}"
+        );
+        assert!(
+            slowest.is_ok(),
+            "{listener}: {slowest:?} of 200 stalled sockets still open {limit:?} after the first connected"
+        );
+    }
+    assert!(controller.rest_answers().await && controller.grpc_answers().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_real_client_is_answered_while_the_flood_is_open() {
+    // 400 stalled sockets against 200 descriptors: before the cap, "accept error: Too
+    // many open files" and real clients timed out behind them. The header timeout is
+    // long, so that nothing but the cap closes the flood in this test's time.
+    let controller = Controller::start(
+        &[
+            ("OCP_HEADER_TIMEOUT", "120s"),
+            ("OCP_MAX_CONNECTIONS", "50"),
+        ],
+        Some(200),
+    )
+    .await;
+    let rest = flood(controller.http, 200, b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    let grpc = flood(controller.grpc, 200, b"PRI * HTTP/2.0\r\n").await;
+
+    let started = Instant::now();
+    let rest_answered = controller.rest_answers().await;
+    let grpc_answered = controller.grpc_answers().await;
+    let took = started.elapsed();
+    eprintln!("REST answered: {rest_answered}, gRPC answered: {grpc_answered}, in {took:?}");
+    assert!(
+        rest_answered && grpc_answered,
+        "a real client behind 200 stalled sockets per port was not answered:\n{}",
+        controller.log()
+    );
+    let open = |closed: Vec<Option<Duration>>| closed.iter().filter(|c| c.is_none()).count();
+    let now = Instant::now();
+    let (rest, grpc) = tokio::join!(
+        closed_within(rest, now, Duration::from_millis(500)),
+        closed_within(grpc, now, Duration::from_millis(500)),
+    );
+    let (rest_open, grpc_open) = (open(rest), open(grpc));
+    eprintln!("stalled sockets still open: REST {rest_open}, gRPC {grpc_open}");
+    assert!(
+        rest_open >= 40 && grpc_open >= 40,
+        "the flood was closed before the clients were answered (REST {rest_open}, gRPC {grpc_open} open)"
+    );
+    let log = controller.log();
+    let cap_lines = log.matches("connections open (--max-connections)").count();
+    assert_eq!(
+        cap_lines, 2,
+        "one line per port at the cap, not one per connection:\n{log}"
+    );
+}
+
+/// Sends one request on `tcp` and reads its whole answer (a `Content-Length` body).
+async fn one_request(tcp: &mut TcpStream, path: &str) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let (head_end, length) = loop {
+        let n = tcp.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed before answering");
+        seen.extend_from_slice(&buf[..n]);
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a content-length");
+            break (end + 4, length);
+        }
+    };
+    while seen.len() < head_end + length {
+        let n = tcp.read(&mut buf).await.expect("read body");
+        assert!(n > 0, "closed mid-body");
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_client_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_secs(2);
+    let controller = Controller::start(&[("OCP_IDLE_TIMEOUT", "2s")], None).await;
+    let mut tcp = TcpStream::connect(controller.http).await.expect("connect");
+    one_request(&mut tcp, "/api/v2/openapi.json").await;
+    one_request(&mut tcp, "/api/v2/openapi.json").await;
+    let since = Instant::now();
+    let closed = closed_within(vec![Box::new(tcp)], since, idle + MARGIN).await;
+    eprintln!("idle keep-alive connection closed after {:?}", closed[0]);
+    let after = closed[0].expect("the idle connection is still open");
+    assert!(
+        after >= idle - Duration::from_millis(100),
+        "closed after {after:?}, before the idle timeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_longer_than_the_idle_timeout_is_not_cut() {
+    let pki = Pki::new();
+    let tag = unique_tag();
+    // SIGTERM ignored: the stop waits out stop_timeout, then kills.
+    let agent = pki
+        .agent(
+            &sleeper(&tag, "stop_timeout = \"4s\""),
+            &[
+                ("OCP_AGENT_IDLE_TIMEOUT", "1s"),
+                ("OCP_AGENT_HEADER_TIMEOUT", "1s"),
+            ],
+        )
+        .await;
+    let mut client = agent.client().await.expect("connect as the controller");
+    let deadline = Instant::now() + WAIT;
+    while live_with_arg(&tag).is_empty() {
+        assert!(Instant::now() < deadline, "{}", agent.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let stopped = client
+        .stop_process(ProcessRequest {
+            alias: "sleeper".to_string(),
+            timeout_ms: 30_000,
+        })
+        .await;
+    let took = started.elapsed();
+    eprintln!("StopProcess of a process ignoring SIGTERM took {took:?}: {stopped:?}");
+    assert!(stopped.is_ok(), "{stopped:?}\n{}", agent.log_tail());
+    assert!(
+        took >= Duration::from_secs(3),
+        "the call ({took:?}) did not outlast the 1 s idle timeout, so proves nothing"
+    );
+}
+
+#[test]
+fn bad_limits_are_refused_with_one_line() {
+    for (binary, flag, value, said) in [
+        (
+            env!("CARGO_BIN_EXE_ocp-controller").into(),
+            "--header-timeout",
+            "0s",
+            "must be longer than zero",
+        ),
+        (
+            env!("CARGO_BIN_EXE_ocp-controller").into(),
+            "--idle-timeout",
+            "soon",
+            "soon",
+        ),
+        (workspace_bin("ocp-agent"), "--max-connections", "0", "0"),
+        (
+            workspace_bin("ocp-agent"),
+            "--idle-timeout",
+            "0ms",
+            "must be longer than zero",
+        ),
+    ] {
+        let out = Command::new(&binary)
+            .args([flag, value])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(!out.status.success(), "{flag} {value} accepted");
+        assert!(
+            first.contains(flag) && first.contains(said),
+            "{flag} {value}: {stderr}"
+        );
+    }
+}
