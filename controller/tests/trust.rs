@@ -309,12 +309,18 @@ impl TlsController {
             .expect("https client")
     }
 
-    async fn send(&self, ca: &Path, path: &str, body: Option<Value>) -> reqwest::Result<Value> {
+    async fn send(
+        &self,
+        ca: &Path,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> reqwest::Result<Value> {
         let url = format!("https://{}{path}", self.http);
-        let client = Self::https(ca);
+        let request = Self::https(ca).request(method, url);
         let request = match body {
-            Some(body) => client.post(url).json(&body),
-            None => client.get(url),
+            Some(body) => request.json(&body),
+            None => request,
         };
         request
             .basic_auth("admin", Some(&self.password))
@@ -325,17 +331,21 @@ impl TlsController {
     }
 
     async fn get(&self, ca: &Path, path: &str) -> reqwest::Result<Value> {
-        self.send(ca, path, None).await
+        self.send(ca, reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, ca: &Path, path: &str, body: Value) -> Value {
-        let reply = self.send(ca, path, Some(body)).await.expect("POST");
+    /// POSTs `body`, or no body at all for the routes that take none.
+    async fn post(&self, ca: &Path, path: &str, body: Option<Value>) -> Value {
+        let reply = self
+            .send(ca, reqwest::Method::POST, path, body)
+            .await
+            .expect("POST");
         assert_eq!(reply["successful"], json!(true), "POST {path}: {reply}");
         reply["data"].clone()
     }
 
     /// Submits a task and waits for its end.
-    async fn run_task(&self, ca: &Path, path: &str, body: Value) -> Value {
+    async fn run_task(&self, ca: &Path, path: &str, body: Option<Value>) -> Value {
         let task = self.post(ca, path, body).await;
         self.wait_task(ca, task["id"].as_i64().expect("task id"))
             .await
@@ -346,7 +356,7 @@ impl TlsController {
             .post(
                 ca,
                 "/compute/hosts",
-                json!({"innerIpAddress": agent.addr.ip().to_string(), "agentPort": agent.addr.port()}),
+                Some(json!({"innerIpAddress": agent.addr.ip().to_string(), "agentPort": agent.addr.port()})),
             )
             .await;
         host["id"].as_i64().expect("host id")
@@ -439,7 +449,7 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
         .run_task(
             &ca,
             "/compute/hosts/batchRestartAgents",
-            json!({"hostIds": ids}),
+            Some(json!({"hostIds": ids})),
         )
         .await;
     assert_eq!(
@@ -471,11 +481,7 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
         let pids = agent.live_copies("listener");
         let host = controller.add_host(&ca, agent).await;
         let task = controller
-            .run_task(
-                &ca,
-                &format!("/compute/hosts/{host}/agent/restart"),
-                json!({}),
-            )
+            .run_task(&ca, &format!("/compute/hosts/{host}/agent/restart"), None)
             .await;
         assert_eq!(task["status"], json!("FAILED"));
         let logs = controller.failure_logs(&ca, &task).await;
@@ -592,11 +598,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
         let controller = &controller;
         async move {
             controller
-                .run_task(
-                    &ca,
-                    &format!("/compute/hosts/{host}/agent/restart"),
-                    json!({}),
-                )
+                .run_task(&ca, &format!("/compute/hosts/{host}/agent/restart"), None)
                 .await
         }
     };
@@ -668,7 +670,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
         .run_task(
             &new_ca,
             &format!("/tasks/instances/{}/retry", failed["id"]),
-            json!({}),
+            None,
         )
         .await;
     assert_eq!(

@@ -130,6 +130,11 @@ impl Rest {
             .map(|r| r.data().clone())
     }
 
+    /// A POST without a body, for the routes that refuse one.
+    pub fn post_empty(&self, path: &str) -> Result<Value, RestError> {
+        self.call("POST", path, None).map(|r| r.data().clone())
+    }
+
     /// Any call; a non-2xx answer becomes `RestError::Refused` with the envelope's error.
     pub fn call(
         &self,

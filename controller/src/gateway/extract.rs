@@ -289,6 +289,21 @@ pub(super) async fn linger(mut stream: axum::body::BodyDataStream, mut seen: usi
     let _ = tokio::time::timeout(DRAIN_TIME, drained).await;
 }
 
+/// How many bytes a body holds, each chunk dropped as it comes: for a body refused
+/// whatever it holds, and read before authentication, so it must cost no memory.
+pub(super) async fn count_body(body: Body) -> usize {
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen += chunk.len();
+        if seen > super::BODY_LIMIT {
+            linger(stream, seen).await;
+            break;
+        }
+    }
+    seen
+}
+
 /// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
 pub(super) async fn read_body(
     body: Body,

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -234,8 +234,9 @@ pub fn json_body(parts: &Parts, body: &[u8]) -> Result<(), ApiError> {
     })
 }
 
-/// Refuses a request that fails `check_origin` (403) before anything else; reads the
-/// body of a route that takes none, for `unwanted_body` to refuse after authentication.
+/// Refuses a request that fails `check_origin` (403) before anything else; counts (and
+/// drops) the body of a route that takes none, for `unwanted_body` to refuse after
+/// authentication.
 pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let provenance = Provenance {
@@ -260,12 +261,11 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let bytes = match extract::read_body(body, &parts.method, parts.uri.path()).await {
-        Ok(bytes) => bytes,
-        Err(e) => return e.into_response(),
-    };
-    if !bytes.is_empty() {
-        parts.extensions.insert(UnwantedBody(bytes.len()));
+    if body.size_hint().exact() != Some(0) {
+        let seen = extract::count_body(body).await;
+        if seen > 0 {
+            parts.extensions.insert(UnwantedBody(seen));
+        }
     }
     next.run(Request::from_parts(parts, Body::empty())).await
 }

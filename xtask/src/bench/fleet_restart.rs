@@ -134,10 +134,7 @@ pub fn fill_store(
         let round = host_ids.len().min(tasks - done);
         let mut ids = Vec::with_capacity(round);
         for host in &host_ids[..round] {
-            let task = rest.post(
-                &format!("/api/v2/compute/hosts/{host}/agent/restart"),
-                json!({}),
-            )?;
+            let task = rest.post_empty(&format!("/api/v2/compute/hosts/{host}/agent/restart"))?;
             ids.extend(task["id"].as_i64());
         }
         // Every task of the round is done once none is RUNNING.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use proto::agent::v1::ProcessRequest;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
-use serde_json::json;
 
 use super::BenchError;
 use super::report::Latency;
@@ -68,7 +67,7 @@ pub fn controller_rest(
     let mut samples: Vec<Duration> = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let sent = Instant::now();
-        rest.post(&path, json!({}))?;
+        rest.post_empty(&path)?;
         samples.push(sent.elapsed());
     }
     Ok(Latency::of("controller REST process restart", samples).over_tls(tls))
