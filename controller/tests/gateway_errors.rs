@@ -89,11 +89,16 @@ async fn bad_bodies_name_the_field_and_the_value() {
         &h,
         post.clone(),
         batch,
-        Some(&json!({"hostIds": [host, host]}).to_string()),
+        Some(&json!({"hostIds": [host, host, host]}).to_string()),
     )
     .await;
     assert_eq!(sub_error(&r).0, "hostIds");
-    assert!(sub_error(&r).2.contains("more than once"), "{}", r.text);
+    assert_eq!(
+        sub_error(&r).2,
+        format!("host {host} is listed more than once"),
+        "names each repeated host once: {}",
+        r.text
+    );
 
     let r = refused(&h, post.clone(), batch, Some(r#"{"hostIds": [-3]}"#)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);

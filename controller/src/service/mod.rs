@@ -322,17 +322,23 @@ impl Core {
             check_id("hostIds", id)?;
         }
         let mut seen = HashSet::new();
+        let mut repeated = HashSet::new();
         let duplicates: Vec<i64> = host_ids
             .iter()
             .copied()
-            .filter(|id| !seen.insert(*id))
+            .filter(|id| !seen.insert(*id) && repeated.insert(*id))
             .collect();
         if !duplicates.is_empty() {
             let (named, more) = first_few(&duplicates);
             return Err(CoreError::invalid(
                 "hostIds",
                 format!("{} ids", thousands(host_ids.len())),
-                format!("lists {} more than once", name_hosts(named, more, "", "")),
+                name_hosts(
+                    named,
+                    more,
+                    "is listed more than once",
+                    "are listed more than once",
+                ),
             ));
         }
         let existing = self.store.existing_host_ids(host_ids).await?;
