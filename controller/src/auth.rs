@@ -9,11 +9,12 @@
 //!   (never the password itself), so a client sending the same header on every request
 //!   pays for argon2 once. Failures are never remembered: each one costs the full price.
 //!
-//! What a flood of wrong passwords may cost is bounded three ways:
+//! What a flood of wrong passwords may cost is bounded four ways:
 //! - a verification holds its share of the gate until argon2 is done, also when its
 //!   client has hung up, so the runs (and their 19 MiB each) never exceed the gate;
 //! - an address may have only a few verifications running or waiting at once, so one
 //!   address cannot queue its runs ahead of everyone else's;
+//! - an address that failed recently goes through a narrower lane than the gate, so a flood spread over many addresses leaves room for the others;
 //! - an address that keeps failing is refused before any argon2 work until it has
 //!   waited (see `throttle`). A name is never locked out, and credentials that verified
 //!   recently pass from any address.
@@ -269,6 +270,10 @@ struct Inner {
     /// Bounds concurrent argon2 runs so a burst of bad logins cannot take every core,
     /// nor the memory each run needs.
     gate: Arc<Semaphore>,
+    /// Taken before the gate by logins from addresses with recent failures, and one
+    /// smaller than it, so that a flood spread over many addresses leaves a share of
+    /// the gate to addresses that never failed.
+    suspects: Arc<Semaphore>,
     throttle: Mutex<Throttle>,
 }
 
@@ -410,6 +415,7 @@ impl Users {
                 cache_key: rand::random(),
                 verified: Mutex::new(HashMap::new()),
                 gate: Arc::new(Semaphore::new(parallelism)),
+                suspects: Arc::new(Semaphore::new(parallelism.saturating_sub(1).max(1))),
                 throttle: Mutex::new(Throttle::new(LoginLimits::default())),
             }),
         }
@@ -459,6 +465,17 @@ impl Users {
             }
             None => None,
         };
+        let suspect = match client {
+            Some(client) if self.inner.throttle().suspect(client, Instant::now()) => Some(
+                self.inner
+                    .suspects
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| AuthError::Unauthenticated)?,
+            ),
+            _ => None,
+        };
         let permit = self
             .inner
             .gate
@@ -471,7 +488,7 @@ impl Users {
         // the argon2 run, which keeps its share of the gate until it is done. The failure
         // is counted there too, so hanging up does not escape the throttle.
         let principal = tokio::task::spawn_blocking(move || {
-            let held = (permit, slot);
+            let held = (permit, suspect, slot);
             let verified = inner.verify(&name, &password);
             if let (Err(_), Some(client)) = (&verified, client) {
                 inner.throttle().failed(client, Instant::now());

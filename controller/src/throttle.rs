@@ -57,6 +57,10 @@ pub const MAX_ADDRESSES: usize = 65_536;
 /// cycling through new addresses cannot make every login pay for a sweep.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How long an address that failed a login stays a suspect: as long as credentials
+/// that verified are remembered, long enough to outlast a slow, wide flood's pace.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(300);
+
 /// The part of a client's address that is throttled as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientKey(IpAddr);
@@ -88,6 +92,8 @@ struct Entry {
     /// The instant this address's failures have pushed it to; it may fail again while
     /// that is at most `burst - 1` intervals ahead of now.
     due: Instant,
+    /// The last failure, which makes the address a suspect for SUSPECT_FOR.
+    failed_at: Option<Instant>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -137,10 +143,21 @@ impl Throttle {
         }
     }
 
+    /// Whether `key` failed a login within SUSPECT_FOR of `now`: its logins then take
+    /// the suspects' lane, so that many addresses each failing too slowly to be
+    /// throttled cannot fill the queue ahead of addresses that never failed.
+    pub fn suspect(&self, key: ClientKey, now: Instant) -> bool {
+        self.entries
+            .get(&key)
+            .and_then(|e| e.failed_at)
+            .is_some_and(|at| now.saturating_duration_since(at) < SUSPECT_FOR)
+    }
+
     /// Records a failed login of `key` at `now`.
     pub fn failed(&mut self, key: ClientKey, now: Instant) {
         let interval = self.limits.interval;
         if let Some(entry) = self.entry(key, now) {
+            entry.failed_at = Some(now);
             let from = entry.due.max(now);
             entry.due = from.checked_add(interval).unwrap_or(from);
         }
@@ -168,6 +185,7 @@ impl Throttle {
         }
         Some(self.entries.entry(key).or_insert_with(|| Entry {
             due: now,
+            failed_at: None,
             in_flight: Arc::new(Semaphore::new(IN_FLIGHT_PER_ADDRESS)),
         }))
     }
@@ -246,6 +264,27 @@ mod tests {
         assert!(t.check(key("::ffff:127.0.0.1"), t0).is_err());
         assert_eq!(key("2001:db8:1:2::1").to_string(), "2001:db8:1:2::/64");
         assert_eq!(key("::ffff:10.1.2.3").to_string(), "10.1.2.3");
+    }
+
+    #[test]
+    fn an_address_that_failed_is_a_suspect_for_a_while() {
+        let now = Instant::now();
+        let mut t = Throttle::new(limits(10, 3));
+        assert!(!t.suspect(key("10.0.0.1"), now));
+        t.slots(key("10.0.0.1"), now);
+        assert!(
+            !t.suspect(key("10.0.0.1"), now),
+            "a login in flight is no failure"
+        );
+        t.failed(key("10.0.0.1"), now);
+        t.failed(key("10.0.0.1"), now);
+        assert!(t.suspect(key("10.0.0.1"), now));
+        assert!(
+            t.suspect(key("10.0.0.1"), now + Duration::from_secs(6)),
+            "long after it could fail again"
+        );
+        assert!(!t.suspect(key("10.0.0.1"), now + SUSPECT_FOR));
+        assert!(!t.suspect(key("10.0.0.2"), now));
     }
 
     #[test]
