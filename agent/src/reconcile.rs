@@ -13,13 +13,11 @@
 //! members of its group live on, the group is still ours: a group id cannot be
 //! handed out again while any member lives.
 //!
-//! A pid file someone else could have written (see [`crate::state::distrust`]) is
-//! left alone with a warning rather than stopping the agent: not acting on it removes
-//! the danger, since the data dir itself is refused unless only the agent's user can
-//! write into it, such a file is a leftover (a data dir chowned without `-R`), not an
-//! attack under way, and refusing to start would leave every process on the host
-//! unsupervised for one stale file. Its process starts afresh, as when the agent was
-//! killed before writing the pid file, and its own pid file then replaces the stale one.
+//! A pid file someone else could have written (see [`crate::state::distrust`]) stops
+//! the agent at start, before any supervisor runs (see
+//! [`crate::state::DataDir::check_pid_files`]): signalling what it names could kill
+//! another user's processes, and starting afresh could run the process twice when
+//! the one it names is the earlier run's. Only the operator can tell which it is.
 //!
 //! This runs in each process's supervisor before its first start, so a process
 //! never runs twice. The pid file is written right after spawn; a process spawned

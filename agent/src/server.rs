@@ -103,7 +103,13 @@ impl Agent {
             None => None,
         };
         let data_dir = options.data_dir.clone();
-        let data = tokio::task::spawn_blocking(move || DataDir::open(&data_dir)).await??;
+        let aliases: Vec<String> = config.processes.iter().map(|p| p.alias.clone()).collect();
+        let data = tokio::task::spawn_blocking(move || {
+            let data = DataDir::open(&data_dir)?;
+            data.check_pid_files(aliases.iter().map(String::as_str))?;
+            Ok::<_, StateError>(data)
+        })
+        .await??;
         let listen_err = |source| AgentError::Listen {
             addr: options.listen,
             source,

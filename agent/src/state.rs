@@ -12,8 +12,8 @@
 //!
 //! A pid file names a process group the agent will signal, and a root agent may
 //! signal anyone's: so the folders are created 0700 and the files 0600 whatever the
-//! umask, the agent refuses a data dir another user owns or could write into, and a
-//! pid file another user owns or could write is not believed (see [`distrust`]).
+//! umask, and the agent refuses to start on a data dir, or a pid file of a configured
+//! process, that another user owns or could write into (see [`distrust`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -33,8 +33,12 @@ pub enum StateError {
     Lock { path: PathBuf, source: Errno },
     #[error("{path}: {problem}; {}", problem.fix("700", path))]
     UntrustedDir { path: PathBuf, problem: Distrust },
-    #[error("{path}: {problem}; not trusted, so the process group it names is not signalled")]
-    UntrustedPidFile { path: PathBuf, problem: Distrust },
+    #[error("{path}: {problem}; {}", problem.pid_file_fix(alias, path))]
+    UntrustedPidFile {
+        path: PathBuf,
+        alias: String,
+        problem: Distrust,
+    },
 }
 
 /// Why a folder or file under the data dir could have been written by someone else.
@@ -77,6 +81,19 @@ impl Distrust {
             }
             Distrust::Writable { .. } => format!("run `chmod {mode} {}`", path.display()),
             Distrust::NotRegular => format!("remove {}", path.display()),
+        }
+    }
+
+    /// Removing the file is always safe once the operator saw that nothing it may name
+    /// still runs; vouching for it instead lets the agent stop what it names.
+    fn pid_file_fix(&self, alias: &str, path: &Path) -> String {
+        let check = format!("remove it after checking that no `{alias}` is running");
+        match self {
+            Distrust::NotOurs { euid, .. } => {
+                format!("{check}, or run `chown {euid} {}`", path.display())
+            }
+            Distrust::Writable { .. } => format!("{check}, or run `chmod 600 {}`", path.display()),
+            Distrust::NotRegular => check,
         }
     }
 }
@@ -139,9 +156,24 @@ impl DataDir {
 
     pub fn process(&self, alias: &str) -> ProcessFiles {
         ProcessFiles {
+            alias: alias.to_string(),
             desired: self.processes.join(format!("{alias}.desired")),
             pid: self.processes.join(format!("{alias}.pid")),
         }
+    }
+
+    /// Refuses the first pid file of `aliases` that someone else could have written.
+    /// Called before any process starts: the agent can neither stop what such a file
+    /// names (it may be anyone's) nor start the process afresh (the one it names may
+    /// be the earlier run's, still running), so the operator must decide.
+    /// Blocking, like [`DataDir::open`].
+    pub fn check_pid_files<'a>(
+        &self,
+        aliases: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StateError> {
+        aliases
+            .into_iter()
+            .try_for_each(|alias| self.process(alias).pid_record().map(drop))
     }
 }
 
@@ -155,6 +187,7 @@ pub struct PidRecord {
 /// The files of one process; only its supervisor touches them.
 #[derive(Debug, Clone)]
 pub struct ProcessFiles {
+    alias: String,
     desired: PathBuf,
     pid: PathBuf,
 }
@@ -178,9 +211,9 @@ impl ProcessFiles {
 
     /// A pid file that does not parse is treated as absent: there is nothing in it to
     /// act on. One someone else could have written is an error: the caller must not
-    /// act on it, but it need not stop the agent (see [`crate::reconcile`]).
+    /// act on it (see [`DataDir::check_pid_files`]).
     pub fn pid_record(&self) -> Result<Option<PidRecord>, StateError> {
-        let Some(text) = read_trusted(&self.pid)? else {
+        let Some(text) = read_trusted(&self.pid, &self.alias)? else {
             return Ok(None);
         };
         let mut parts = text.split_whitespace().map(str::parse::<u64>);
@@ -228,7 +261,7 @@ fn private_dir(path: &Path) -> Result<(), StateError> {
 
 /// Checks the file it opened rather than the path, so that it cannot be swapped in
 /// between, and does not follow a symlink to someone else's file.
-fn read_trusted(path: &Path) -> Result<Option<String>, StateError> {
+fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, StateError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -239,6 +272,7 @@ fn read_trusted(path: &Path) -> Result<Option<String>, StateError> {
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(StateError::UntrustedPidFile {
                 path: path.to_path_buf(),
+                alias: alias.to_string(),
                 problem: Distrust::NotRegular,
             });
         }
@@ -253,6 +287,7 @@ fn read_trusted(path: &Path) -> Result<Option<String>, StateError> {
     if let Some(problem) = problem {
         return Err(StateError::UntrustedPidFile {
             path: path.to_path_buf(),
+            alias: alias.to_string(),
             problem,
         });
     }
@@ -381,6 +416,18 @@ mod tests {
 
         let pid_path = root.join("processes/a.pid");
         std::fs::set_permissions(&pid_path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        data.check_pid_files(["b"])
+            .expect("only configured aliases");
+        assert_eq!(
+            data.check_pid_files(["b", "a"])
+                .expect_err("refused")
+                .to_string(),
+            format!(
+                "{}: writable by group and others (mode 0666); remove it after checking that no `a` is running, or run `chmod 600 {}`",
+                pid_path.display(),
+                pid_path.display()
+            )
+        );
         assert!(matches!(
             files.pid_record(),
             Err(StateError::UntrustedPidFile {
@@ -397,6 +444,12 @@ mod tests {
                 ..
             })
         ));
+        assert!(
+            data.check_pid_files(["a"])
+                .expect_err("a symlink")
+                .to_string()
+                .ends_with("not a regular file; remove it after checking that no `a` is running")
+        );
         files
             .write_pid(record)
             .expect("a new pid file replaces the link");

@@ -1,6 +1,7 @@
 //! The agent's data dir is its user's alone: created 0700 with its files 0600 whatever
-//! the umask, refused when another user owns it or could write into it, and a pid
-//! file someone else could have written never gets a process group signalled.
+//! the umask, refused when another user owns it or could write into it; a pid file
+//! someone else could have written stops the agent at start, before it signals the
+//! group the file names or starts the process a second time.
 
 mod common;
 
@@ -188,11 +189,19 @@ impl Drop for Victim {
     }
 }
 
-/// Plants a pid file naming `victim`, made untrusted by `taint`, starts the agent and
-/// waits until it has dealt with the file; the victim must still live.
-async fn survives(taint: impl FnOnce(&Path)) {
+/// Plants a pid file for a basic process naming `victim`, made untrusted by `taint`,
+/// and starts the agent: it must exit with one line naming the file, without
+/// signalling the victim or starting the process afresh. Returns that line and the
+/// pid file's path.
+async fn refuses_pid_file(taint: impl FnOnce(&Path)) -> (String, std::path::PathBuf) {
     let victim = Victim::start();
-    let setup = Setup::new(&demo_process("planted", &[], "kind = \"work\""));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tag = unique_tag("planted", dir.path());
+    let setup = Setup::new(&demo_process(
+        "planted",
+        &["--tag", &tag],
+        "min_live = \"0s\"",
+    ));
     let processes = setup.data_dir().join("processes");
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -204,20 +213,27 @@ async fn survives(taint: impl FnOnce(&Path)) {
     std::fs::set_permissions(&pid_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     taint(&pid_file);
 
-    let a = setup.start().await;
-    let dealt_with = eventually(|| {
-        a.agent.stderr().iter().any(|l| {
-            l.contains("terminated the leftover")
-                || l.contains("process group it names is not signalled")
-        })
-    })
-    .await;
-    assert!(dealt_with, "{:?}", a.agent.stderr());
+    let mut agent = setup.spawn();
+    // Whichever comes first: the refusal, or a second `planted` next to the victim.
+    let agent_pid = agent.child.id();
+    eventually(|| !alive(agent_pid) || !tagged(&tag).is_empty()).await;
+    assert_eq!(
+        tagged(&tag),
+        Vec::<u32>::new(),
+        "started afresh while the process the pid file names may still run: {:?}",
+        agent.stderr()
+    );
     assert!(
         alive(victim.0.id()),
         "the group named by an untrusted pid file was signalled: {:?}",
-        a.agent.stderr()
+        agent.stderr()
     );
+    let status = agent.wait_exit().await;
+    assert!(!status.success(), "{status}");
+    let lines = agent.stderr();
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    assert!(alive(victim.0.id()), "signalled on the way out");
+    (lines[0].clone(), pid_file)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,16 +242,49 @@ async fn never_signals_a_group_named_by_a_pid_file_another_user_owns() {
         eprintln!("skipped: needs root to chown");
         return;
     }
-    survives(|pid_file| {
+    let (line, pid_file) = refuses_pid_file(|pid_file| {
         std::os::unix::fs::chown(pid_file, Some(NOBODY), Some(NOBODY)).expect("chown");
     })
     .await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: owned by uid {NOBODY}, not by uid 0 the agent runs as; remove it after checking that no `planted` is running, or run `chown 0 {}`",
+            pid_file.display(),
+            pid_file.display()
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_signals_a_group_named_by_a_pid_file_others_can_write() {
-    survives(|pid_file| {
+    let (line, pid_file) = refuses_pid_file(|pid_file| {
         std::fs::set_permissions(pid_file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     })
     .await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: writable by group and others (mode 0666); remove it after checking that no `planted` is running, or run `chmod 600 {}`",
+            pid_file.display(),
+            pid_file.display()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_signals_a_group_named_by_a_pid_file_that_is_a_symlink() {
+    let (line, pid_file) = refuses_pid_file(|pid_file| {
+        let target = pid_file.with_extension("elsewhere");
+        std::fs::rename(pid_file, &target).expect("mv");
+        std::os::unix::fs::symlink(&target, pid_file).expect("symlink");
+    })
+    .await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: not a regular file; remove it after checking that no `planted` is running",
+            pid_file.display()
+        )
+    );
 }
