@@ -11,17 +11,19 @@
 //!
 //! What a process needs from the host is checked at load too, so a typo stops the
 //! agent with one line naming the process rather than ending in FATAL after three
-//! retries: its `user` must exist, its `command` must be an executable file (a bare
-//! name is looked up in `PATH`, the process's own `env.PATH` if it sets one, as the
-//! spawner's exec does), and its `cwd` must be a directory.
+//! retries: its `user` must exist, its `command` must be a file that user may execute
+//! (a bare name is looked up in `PATH`, the process's own `env.PATH` if it sets one,
+//! else the agent's, else glibc's default, as the spawner's execvp does), and its `cwd`
+//! a directory that user may enter. "May" is judged on the mode bits, as the kernel
+//! does without ACLs: the agent is often root, the process often not.
 //!
 //! Beyond the keys of the SPEC, a process may set `start_timeout` (default 30s):
 //! how long a start waits for its `ports` to listen before it counts as failed.
 //! Without `log_file`, the process's output is discarded.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::os::unix::fs::PermissionsExt;
+use std::ffi::{CString, OsStr};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -323,38 +325,129 @@ fn validate(i: usize, p: RawProcess, base: &Path) -> Result<ProcessSpec, (String
     })
 }
 
+/// Where glibc's execvp looks for a bare name when `PATH` is unset (its `CS_PATH`,
+/// also what `confstr(_CS_PATH)` answers), so the check finds what the spawn will run.
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// Whom a process runs as, for what it may execute and enter.
+struct Runner {
+    /// `None` for the agent's own user, when the config names none.
+    name: Option<String>,
+    uid: u32,
+    gids: Vec<u32>,
+}
+
+impl Runner {
+    /// As the spawner does: no `user`, or the agent's own, keeps the agent's groups;
+    /// another user gets its primary and supplementary groups.
+    fn of(user: Option<&str>) -> Result<Runner, String> {
+        let me = nix::unistd::geteuid();
+        let mut name = None;
+        if let Some(wanted) = user {
+            let found = match nix::unistd::User::from_name(wanted) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Err(format!("user {wanted:?} does not exist")),
+                Err(e) => return Err(format!("user {wanted:?} cannot be looked up: {e}")),
+            };
+            name = Some(wanted.to_string());
+            if found.uid != me {
+                let lookup_err = |e| format!("user {wanted:?}: cannot list its groups: {e}");
+                let cname = CString::new(wanted).map_err(|e| lookup_err(e.to_string()))?;
+                let gids = nix::unistd::getgrouplist(&cname, found.gid)
+                    .map_err(|e| lookup_err(e.to_string()))?;
+                return Ok(Runner {
+                    name,
+                    uid: found.uid.as_raw(),
+                    gids: gids.into_iter().map(|g| g.as_raw()).collect(),
+                });
+            }
+        }
+        let mut gids: Vec<u32> = nix::unistd::getgroups()
+            .map_err(|e| format!("cannot list the agent's groups: {e}"))?
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        gids.push(nix::unistd::getegid().as_raw());
+        Ok(Runner {
+            name,
+            uid: me.as_raw(),
+            gids,
+        })
+    }
+
+    fn by(&self) -> String {
+        self.name
+            .as_ref()
+            .map(|name| format!(" by user {name:?}"))
+            .unwrap_or_default()
+    }
+
+    fn may(&self, meta: &std::fs::Metadata, dir: bool) -> bool {
+        may_execute(
+            meta.mode(),
+            meta.uid(),
+            meta.gid(),
+            self.uid,
+            &self.gids,
+            dir,
+        )
+    }
+}
+
+/// Whether `uid`, member of `gids`, may execute a file (or search a folder, `dir`) of
+/// `mode` owned by `owner` and `group`: the owner's bits if it is the owner, else the
+/// group's if it is in the group, else the others' (the kernel's rule, without ACLs).
+/// Root may search any folder and execute a file with any x bit.
+pub(crate) fn may_execute(
+    mode: u32,
+    owner: u32,
+    group: u32,
+    uid: u32,
+    gids: &[u32],
+    dir: bool,
+) -> bool {
+    if uid == 0 {
+        return dir || mode & 0o111 != 0;
+    }
+    let bits = if uid == owner {
+        mode >> 6
+    } else if gids.contains(&group) {
+        mode >> 3
+    } else {
+        mode
+    };
+    bits & 0o1 != 0
+}
+
 /// What the spawner will need from this host: the user, the program and the folder.
 /// `agent_path` is the agent's own `PATH`.
 fn check_on_host(spec: &ProcessSpec, agent_path: Option<&OsStr>) -> Result<(), String> {
-    if let Some(name) = &spec.user {
-        match nix::unistd::User::from_name(name) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(format!("user {name:?} does not exist")),
-            Err(e) => return Err(format!("user {name:?} cannot be looked up: {e}")),
-        }
-    }
+    let runner = Runner::of(spec.user.as_deref())?;
     let path_var = spec
         .env
         .get("PATH")
         .map(OsStr::new)
         .or(agent_path)
-        .unwrap_or_default();
-    find_command(&spec.command, path_var)?;
-    if let Some(cwd) = spec.cwd.as_ref().filter(|c| !c.is_dir()) {
-        return Err(format!(
-            "cwd {:?} is not a directory",
-            cwd.display().to_string()
-        ));
+        .unwrap_or(OsStr::new(DEFAULT_PATH));
+    find_command(&spec.command, path_var, &runner)?;
+    if let Some(cwd) = &spec.cwd {
+        let shown = cwd.display().to_string();
+        if !cwd.is_dir() {
+            return Err(format!("cwd {shown:?} is not a directory"));
+        }
+        if let Some(why) = barred(cwd, true, &runner) {
+            return Err(format!("cwd {shown:?} {why}"));
+        }
     }
     Ok(())
 }
 
 /// Where exec finds `command`: itself when it holds a `/` (config paths are already
-/// absolute), else the first executable file of that name in `path_var`.
-fn find_command(command: &str, path_var: &OsStr) -> Result<PathBuf, String> {
+/// absolute), else the first file of that name in `path_var` the runner may execute.
+fn find_command(command: &str, path_var: &OsStr, runner: &Runner) -> Result<PathBuf, String> {
     if command.contains('/') {
         let path = PathBuf::from(command);
-        return match executable(&path) {
+        return match executable(&path, runner) {
             Ok(()) => Ok(path),
             Err(why) => Err(format!("command {command:?} {why}")),
         };
@@ -368,24 +461,55 @@ fn find_command(command: &str, path_var: &OsStr) -> Result<PathBuf, String> {
             };
             dir.join(command)
         })
-        .find(|candidate| executable(candidate).is_ok())
+        .find(|candidate| executable(candidate, runner).is_ok())
         .ok_or_else(|| {
             format!(
-                "command {command:?} is not an executable file in PATH ({})",
+                "command {command:?} is not an executable file{} in PATH ({})",
+                runner.by(),
                 path_var.to_string_lossy()
             )
         })
 }
 
-fn executable(path: &Path) -> Result<(), &'static str> {
-    let meta = std::fs::metadata(path).map_err(|_| "does not exist")?;
+fn executable(path: &Path, runner: &Runner) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|_| "does not exist".to_string())?;
     if !meta.is_file() {
-        return Err("is not a file");
+        return Err("is not a file".into());
     }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return Err("is not executable");
+    match barred(path, false, runner) {
+        Some(why) => Err(why),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Why the runner cannot execute the file (or enter the folder) at `path`: that, or
+/// a folder on the way it may not search. `None` when it can.
+fn barred(path: &Path, dir: bool, runner: &Runner) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&real).ok()?;
+    if !runner.may(&meta, dir) {
+        let what = if dir { "searchable" } else { "executable" };
+        return Some(format!(
+            "is not {what}{} (mode {:04o}, owner uid {}, group gid {})",
+            runner.by(),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid()
+        ));
+    }
+    real.ancestors().skip(1).find_map(|folder| {
+        let meta = std::fs::metadata(folder).ok()?;
+        (!runner.may(&meta, true)).then(|| {
+            format!(
+                "is in {:?}, not searchable{} (mode {:04o}, owner uid {}, group gid {})",
+                folder.display().to_string(),
+                runner.by(),
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            )
+        })
+    })
 }
 
 fn check_against_earlier(
@@ -503,10 +627,10 @@ mod tests {
                 missing.display().to_string()
             ))
         );
+        let plain = check("command = \"./plain.txt\"").expect_err("not executable");
         assert!(
-            check("command = \"./plain.txt\"")
-                .expect_err("not executable")
-                .ends_with("is not executable")
+            plain.contains("plain.txt\" is not executable (mode 0644, owner uid "),
+            "{plain}"
         );
         assert!(
             check("command = \"./work\"")
@@ -536,6 +660,40 @@ mod tests {
             base.display().to_string()
         );
         assert_eq!(check_on_host(&spec(&own_path, base), None), Ok(()));
+    }
+
+    #[test]
+    fn without_any_path_a_bare_name_is_looked_up_where_execvp_looks() {
+        let base = Path::new("/");
+        assert_eq!(check_on_host(&spec("command = \"sh\"", base), None), Ok(()));
+        let missing = check_on_host(&spec("command = \"no-such-ocp-program\"", base), None)
+            .expect_err("missing");
+        assert!(missing.ends_with("in PATH (/bin:/usr/bin)"), "{missing}");
+    }
+
+    #[test]
+    fn the_mode_bits_of_the_runners_class_decide() {
+        let (file, dir) = (false, true);
+        // The owner's bits, even when the group's or others' would allow more.
+        assert!(may_execute(0o700, 1000, 1000, 1000, &[1000], file));
+        assert!(!may_execute(0o077, 1000, 1000, 1000, &[1000], file));
+        assert!(
+            !may_execute(0o700, 0, 0, 65534, &[65534], file),
+            "0700 root's"
+        );
+        // The group's bits, through the primary or a supplementary group.
+        assert!(may_execute(0o710, 0, 50, 1000, &[1000, 50], file));
+        assert!(!may_execute(0o701, 0, 50, 1000, &[1000, 50], file));
+        assert!(!may_execute(0o710, 0, 50, 1000, &[1000], file));
+        // Others' bits for everyone else.
+        assert!(may_execute(0o701, 0, 50, 1000, &[1000], file));
+        assert!(may_execute(0o755, 0, 0, 65534, &[65534], dir));
+        assert!(!may_execute(0o700, 0, 0, 65534, &[65534], dir));
+        // Root: any x bit for a file, any folder.
+        assert!(may_execute(0o100, 1000, 1000, 0, &[0], file));
+        assert!(may_execute(0o001, 1000, 1000, 0, &[0], file));
+        assert!(!may_execute(0o644, 0, 0, 0, &[0], file));
+        assert!(may_execute(0o000, 1000, 1000, 0, &[0], dir));
     }
 
     #[test]

@@ -64,3 +64,67 @@ async fn a_cwd_that_is_not_a_directory() {
         )
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_or_cwd_the_user_may_not_use() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to run a process as another user");
+        return;
+    }
+    let chmod = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let setup = Setup::new("");
+    let dir = std::fs::canonicalize(setup.dir.path()).expect("canonical");
+    let script = dir.join("prog.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").expect("script");
+    chmod(&script, 0o700);
+    std::fs::create_dir(dir.join("work")).expect("mkdir");
+    chmod(&dir.join("work"), 0o755);
+
+    // Root-owned and 0700: root could run it, nobody cannot.
+    chmod(&dir, 0o755);
+    let (setup_a, line) = load_error(&format!(
+        "command = {:?}\nuser = \"nobody\"",
+        script.display().to_string()
+    ))
+    .await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: process \"ob_cleaner\": command {:?} is not executable by user \"nobody\" (mode 0700, owner uid 0, group gid 0)",
+            setup_a.config().display(),
+            script.display().to_string()
+        )
+    );
+
+    // A folder on the way to the cwd that nobody may not enter.
+    chmod(&dir, 0o700);
+    let work = dir.join("work").display().to_string();
+    let (setup_b, line) = load_error(&format!(
+        "command = \"/bin/sleep\"\nargs = [\"300\"]\ncwd = {work:?}\nuser = \"nobody\""
+    ))
+    .await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: process \"ob_cleaner\": cwd {work:?} is in {:?}, not searchable by user \"nobody\" (mode 0700, owner uid 0, group gid 0)",
+            setup_b.config().display(),
+            dir.display().to_string()
+        )
+    );
+    drop(setup);
+}
+
+/// With no PATH anywhere, exec looks in /bin:/usr/bin; so does the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bare_name_without_any_path() {
+    let setup = Setup::new("[[process]]\nalias = \"nap\"\ncommand = \"sleep\"\nargs = [\"300\"]\n");
+    let mut a = setup
+        .start_with(|command| {
+            command.env_remove("PATH");
+        })
+        .await;
+    wait_running(&mut a.client, "nap").await;
+}
