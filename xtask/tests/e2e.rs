@@ -169,24 +169,18 @@ fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
     let (worker, _, status) = processes(&rest, hosts[0])["ob_cleaner"].clone();
     assert_eq!(status, "STOPPED", "a work process waits to be asked");
     let started = rest
-        .post(
-            &format!(
-                "/api/v2/compute/hosts/{}/agent/processes/{worker}/start",
-                hosts[0]
-            ),
-            json!({}),
-        )
+        .post_empty(&format!(
+            "/api/v2/compute/hosts/{}/agent/processes/{worker}/start",
+            hosts[0]
+        ))
         .expect("start one process");
     let first_pid = started["pid"].as_i64().expect("pid");
     assert!(pid_alive(first_pid));
     let restarted = rest
-        .post(
-            &format!(
-                "/compute/hosts/{}/agent/processes/{worker}/restart",
-                hosts[0]
-            ),
-            json!({}),
-        )
+        .post_empty(&format!(
+            "/compute/hosts/{}/agent/processes/{worker}/restart",
+            hosts[0]
+        ))
         .expect("restart one process");
     assert_eq!(restarted["status"], "STARTED");
     assert_eq!(
