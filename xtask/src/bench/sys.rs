@@ -78,6 +78,7 @@ pub fn kill_pid_files() {
         .lock()
         .map(|mut f| std::mem::take(&mut *f))
         .unwrap_or_default();
+    let mut killed = Vec::new();
     for file in files {
         if let Some(pid) = fs::read_to_string(&file)
             .ok()
@@ -88,8 +89,33 @@ pub fn kill_pid_files() {
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
             }
+            killed.push(pid);
         }
     }
+    // A killed process still holds its listening socket until it has exited: the next
+    // scenario binds the same addresses, and once found one of them still taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for pid in killed {
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Running or stopped, not yet a zombie (whose sockets are closed) nor reaped.
+fn alive(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_string();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
 }
 
 /// Our direct children, found by their parent pid in /proc.
