@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
+use tokio_util::either::Either;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
@@ -300,7 +301,7 @@ async fn accept_loop(
         }
         let ticket = waiting.enter();
         let Some(tls) = &tls else {
-            let conn = Conn::new(Io::Plain(tcp), limits, accepted_at, ticket, permit);
+            let conn = Conn::new(Either::Left(tcp), limits, accepted_at, ticket, permit);
             if ready.send((conn, peer)).await.is_err() {
                 return;
             }
@@ -325,7 +326,7 @@ async fn accept_loop(
             drop(handshake);
             if let Some(stream) = stream {
                 let conn = Conn::new(
-                    Io::Tls(Box::new(stream)),
+                    Either::Right(Box::new(stream)),
                     limits,
                     accepted_at,
                     ticket,
@@ -337,10 +338,8 @@ async fn accept_loop(
     }
 }
 
-enum Io {
-    Plain(TcpStream),
-    Tls(Box<TlsConn>),
-}
+/// A plain or a TLS connection; `Either` reads and writes whichever it holds.
+type Io = Either<TcpStream, Box<TlsConn>>;
 
 /// A connection whose reads and writes fail once it ran into a limit, which makes the
 /// server close it; it holds its place under the cap until dropped.
@@ -429,8 +428,8 @@ impl Connected for Conn {
 
     fn connect_info(&self) -> TcpConnectInfo {
         match &self.io {
-            Io::Plain(tcp) => tcp.connect_info(),
-            Io::Tls(tls) => tls.connect_info(),
+            Either::Left(tcp) => tcp.connect_info(),
+            Either::Right(tls) => tls.connect_info(),
         }
     }
 }
@@ -443,10 +442,7 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         self.check(cx)?;
         let before = buf.filled().len();
-        let polled = match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
-        };
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let headed = self.head.as_mut().is_some_and(|h| h.scan.feed(read));
@@ -466,10 +462,7 @@ impl AsyncWrite for Conn {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        let polled = match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
-        };
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
@@ -484,10 +477,7 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.check(cx)?;
-        let polled = match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
-        };
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
         {
@@ -497,24 +487,15 @@ impl AsyncWrite for Conn {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(tcp) => tcp.is_write_vectored(),
-            Io::Tls(tls) => tls.is_write_vectored(),
-        }
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.io {
-            Io::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
-            Io::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -305,11 +305,7 @@ pub(super) async fn count_body(body: Body) -> usize {
 }
 
 /// The body, at most BODY_LIMIT bytes; a longer one is drained and refused.
-pub(super) async fn read_body(
-    body: Body,
-    method: &Method,
-    path: &str,
-) -> Result<Vec<u8>, ApiError> {
+async fn read_body(body: Body, method: &Method, path: &str) -> Result<Vec<u8>, ApiError> {
     let unreadable = |e: axum::Error| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
