@@ -34,7 +34,9 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// No byte moved either way for this long closes the connection. Writes count so
     /// that a response still streaming (server-sent events) is not idle; a client that
-    /// stops reading stops them too, since its socket buffer fills.
+    /// stops reading stops them too, since its socket buffer fills. On HTTP/2 the
+    /// server's pings are answered by any live client, so there this closes dead or
+    /// stalled peers only; the connection cap bounds the live ones.
     pub idle_timeout: Duration,
     /// Connections open at once, handshakes in progress included.
     pub max_connections: usize,
@@ -129,8 +131,8 @@ impl HeadScan {
             }
             match byte {
                 b'\n' => {
-                    self.newlines += 1;
-                    if self.newlines == 2 && self.diverged {
+                    self.newlines = self.newlines.saturating_add(1);
+                    if self.newlines >= 2 && self.diverged {
                         return true;
                     }
                 }
@@ -269,6 +271,18 @@ async fn accept_loop(
             }
         };
         let accepted_at = Instant::now();
+        // Refused before it may take a place under the cap, which could close a client
+        // that was waiting for its turn.
+        let handshake = match &tls {
+            Some(_) => match handshakes.clone().try_acquire_owned() {
+                Ok(handshake) => Some(handshake),
+                Err(_) => {
+                    tracing::warn!(%peer, "{} TLS handshakes already in progress; connection closed", incoming::HANDSHAKES);
+                    continue;
+                }
+            },
+            None => None,
+        };
         let permit = match open.clone().try_acquire_owned() {
             Ok(permit) => {
                 if at_cap && below_cap_again(open.available_permits(), max) {
@@ -305,10 +319,6 @@ async fn accept_loop(
             if ready.send((conn, peer)).await.is_err() {
                 return;
             }
-            continue;
-        };
-        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{} TLS handshakes already in progress; connection closed", incoming::HANDSHAKES);
             continue;
         };
         let limit = incoming::HANDSHAKE_TIMEOUT.min(limits.header_timeout);
@@ -569,6 +579,10 @@ mod tests {
             scan.feed(b"\r\n"),
             "garbage after a blank line ends at the next"
         );
+        // A preface broken by newlines, newlines then: a head, and no counter overflow.
+        let mut scan = HeadScan::default();
+        assert!(!scan.feed(b"PRI * HTTP/2.0\r\n\r\n"));
+        assert!(scan.feed(&[b'\n'; 1000]));
     }
 
     #[test]
