@@ -22,7 +22,7 @@
 //! Without `log_file`, the process's output is discarded.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -338,29 +338,16 @@ struct Runner {
 }
 
 impl Runner {
-    /// As the spawner does: no `user`, or the agent's own, keeps the agent's groups;
-    /// another user gets its primary and supplementary groups.
-    fn of(user: Option<&str>) -> Result<Runner, String> {
-        let me = nix::unistd::geteuid();
-        let mut name = None;
-        if let Some(wanted) = user {
-            let found = match nix::unistd::User::from_name(wanted) {
-                Ok(Some(found)) => found,
-                Ok(None) => return Err(format!("user {wanted:?} does not exist")),
-                Err(e) => return Err(format!("user {wanted:?} cannot be looked up: {e}")),
-            };
-            name = Some(wanted.to_string());
-            if found.uid != me {
-                let lookup_err = |e| format!("user {wanted:?}: cannot list its groups: {e}");
-                let cname = CString::new(wanted).map_err(|e| lookup_err(e.to_string()))?;
-                let gids = nix::unistd::getgrouplist(&cname, found.gid)
-                    .map_err(|e| lookup_err(e.to_string()))?;
-                return Ok(Runner {
-                    name,
-                    uid: found.uid.as_raw(),
-                    gids: gids.into_iter().map(|g| g.as_raw()).collect(),
-                });
-            }
+    /// Whom the spawner will run it as, by its own `identity`, so that what it would
+    /// refuse (a user a non-root agent cannot switch to) is refused at load; no `user`,
+    /// or the agent's own, keeps the agent's groups.
+    fn of(spec: &ProcessSpec) -> Result<Runner, String> {
+        if let Some(id) = crate::spawn::identity(spec).map_err(|e| e.to_string())? {
+            return Ok(Runner {
+                name: Some(id.name),
+                uid: id.uid.as_raw(),
+                gids: id.groups,
+            });
         }
         let mut gids: Vec<u32> = nix::unistd::getgroups()
             .map_err(|e| format!("cannot list the agent's groups: {e}"))?
@@ -369,8 +356,8 @@ impl Runner {
             .collect();
         gids.push(nix::unistd::getegid().as_raw());
         Ok(Runner {
-            name,
-            uid: me.as_raw(),
+            name: spec.user.clone(),
+            uid: nix::unistd::geteuid().as_raw(),
             gids,
         })
     }
@@ -422,7 +409,7 @@ pub(crate) fn may_execute(
 /// What the spawner will need from this host: the user, the program and the folder.
 /// `agent_path` is the agent's own `PATH`.
 fn check_on_host(spec: &ProcessSpec, agent_path: Option<&OsStr>) -> Result<(), String> {
-    let runner = Runner::of(spec.user.as_deref())?;
+    let runner = Runner::of(spec)?;
     let path_var = spec
         .env
         .get("PATH")
@@ -432,8 +419,10 @@ fn check_on_host(spec: &ProcessSpec, agent_path: Option<&OsStr>) -> Result<(), S
     find_command(&spec.command, path_var, &runner)?;
     if let Some(cwd) = &spec.cwd {
         let shown = cwd.display().to_string();
-        if !cwd.is_dir() {
-            return Err(format!("cwd {shown:?} is not a directory"));
+        match std::fs::metadata(cwd) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(format!("cwd {shown:?} is not a directory")),
+            Err(e) => return Err(format!("cwd {shown:?} {}", unreachable_because(&e))),
         }
         if let Some(why) = barred(cwd, true, &runner) {
             return Err(format!("cwd {shown:?} {why}"));
@@ -471,8 +460,17 @@ fn find_command(command: &str, path_var: &OsStr, runner: &Runner) -> Result<Path
         })
 }
 
+/// Why a path cannot be looked at: "does not exist" only when that is the reason, not
+/// for a folder on the way that the agent may not search.
+fn unreachable_because(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        _ => format!("cannot be read by the agent: {e}"),
+    }
+}
+
 fn executable(path: &Path, runner: &Runner) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|_| "does not exist".to_string())?;
+    let meta = std::fs::metadata(path).map_err(|e| unreachable_because(&e))?;
     if !meta.is_file() {
         return Err("is not a file".into());
     }
@@ -645,7 +643,7 @@ mod tests {
         assert_eq!(
             check("command = \"run.sh\"\ncwd = \"nowhere\""),
             Err(format!(
-                "cwd {:?} is not a directory",
+                "cwd {:?} does not exist",
                 base.join("nowhere").display().to_string()
             ))
         );

@@ -19,7 +19,7 @@ pub enum SpawnError {
     NoSuchDir(String),
     #[error("cannot open log file {path}: {source}")]
     LogFile { path: PathBuf, source: io::Error },
-    #[error("unknown user {0:?}")]
+    #[error("user {0:?} does not exist")]
     UnknownUser(String),
     #[error("cannot look up user {user:?}: {source}")]
     UserLookup { user: String, source: nix::Error },
@@ -37,11 +37,11 @@ pub struct Spawned {
 
 /// Who to become in the child, computed before fork because the child may only
 /// make async-signal-safe calls.
-struct Identity {
-    uid: Uid,
+pub(crate) struct Identity {
+    pub(crate) uid: Uid,
     gid: Gid,
-    groups: Vec<libc::gid_t>,
-    name: String,
+    pub(crate) groups: Vec<libc::gid_t>,
+    pub(crate) name: String,
     home: PathBuf,
 }
 
@@ -99,7 +99,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
 }
 
 /// `None` when no switch is needed: no `user`, or the agent already is that user.
-fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnError> {
+pub(crate) fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnError> {
     let Some(name) = &spec.user else {
         return Ok(None);
     };

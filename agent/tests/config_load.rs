@@ -58,9 +58,17 @@ async fn a_cwd_that_is_not_a_directory() {
     assert_eq!(
         line,
         format!(
-            "{}: process \"ob_cleaner\": cwd {:?} is not a directory",
+            "{}: process \"ob_cleaner\": cwd {:?} does not exist",
             setup.config().display(),
             setup.dir.path().join("nowhere").display().to_string()
+        )
+    );
+    let (setup, line) = load_error(&format!("command = {DEMO:?}\ncwd = {DEMO:?}")).await;
+    assert_eq!(
+        line,
+        format!(
+            "{}: process \"ob_cleaner\": cwd {DEMO:?} is not a directory",
+            setup.config().display(),
         )
     );
 }
