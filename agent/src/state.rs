@@ -234,10 +234,7 @@ impl ProcessFiles {
     }
 
     pub fn remove_pid(&self) -> Result<(), StateError> {
-        match std::fs::remove_file(&self.pid) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&self.pid)(e)),
-            _ => Ok(()),
-        }
+        remove_if_exists(&self.pid)
     }
 }
 
@@ -306,15 +303,19 @@ fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
 
 /// `durable` asks for fsync: the operator's wish must survive a power cut, but a
 /// pid file need not, since a power cut also ends the process it names.
+fn remove_if_exists(path: &Path) -> Result<(), StateError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
+        _ => Ok(()),
+    }
+}
+
 fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), StateError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     // A stale temporary file would keep the mode it was created with.
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&tmp)(e)),
-        _ => {}
-    }
+    remove_if_exists(&tmp)?;
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
