@@ -41,8 +41,8 @@ struct Cli {
     /// closed, e.g. "10s".
     #[arg(long, env = "OCP_AGENT_HEADER_TIMEOUT", default_value = "10s", value_parser = trust::parse_timeout)]
     header_timeout: Duration,
-    /// A connection that moved no byte for this long is closed; gRPC calls in progress
-    /// are kept alive by pings every third of it.
+    /// A connection that moved no byte for this long is closed; gRPC pings every third
+    /// of it, so only a dead or stalled peer goes.
     #[arg(long, env = "OCP_AGENT_IDLE_TIMEOUT", default_value = "5m", value_parser = trust::parse_timeout)]
     idle_timeout: Duration,
     /// Connections open at once: the controller needs a few, the rest are operators.

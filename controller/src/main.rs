@@ -81,8 +81,8 @@ struct Args {
     /// connecting is closed, on both ports, e.g. "10s".
     #[arg(long, env = "OCP_HEADER_TIMEOUT", default_value = "10s", value_parser = trust::parse_timeout)]
     header_timeout: Duration,
-    /// A connection that moved no byte for this long is closed; gRPC calls in progress
-    /// are kept alive by pings every third of it. Above 120 s, the longest REST request.
+    /// A connection that moved no byte for this long is closed; gRPC pings every third
+    /// of it, so only a dead or stalled gRPC peer goes. Above 120 s, the longest REST request.
     #[arg(long, env = "OCP_IDLE_TIMEOUT", default_value = "5m", value_parser = trust::parse_timeout)]
     idle_timeout: Duration,
     /// Connections open at once on each port; at the cap a new one closes the oldest
