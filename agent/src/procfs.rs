@@ -182,6 +182,28 @@ fn scan_members(pgids: &HashSet<i32>) -> HashMap<i32, Vec<i32>> {
     members
 }
 
+/// The process groups of every living process whose environment holds `entry`
+/// (`NAME=value`), from one scan of `/proc`; processes the agent may not read are
+/// not its own, and are skipped.
+pub fn groups_marked(entry: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut groups: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|e| e == entry.as_bytes()))
+        })
+        .filter_map(|pid| stat(pid).filter(Stat::is_alive).map(|s| s.pgrp))
+        .filter(|&pgid| pgid > 1 && pgid != nix::unistd::getpgrp().as_raw())
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups
+}
+
 /// Whether any living process is left in the group. Zombies keep a group "existing"
 /// for the kernel until reaped, which may never happen under a non-reaping init, so
 /// only living members count.

@@ -20,8 +20,11 @@
 //! the one it names is the earlier run's. Only the operator can tell which it is.
 //!
 //! This runs in each process's supervisor before its first start, so a process
-//! never runs twice. The pid file is written right after spawn; a process spawned
-//! by an agent killed in between is the one case it cannot find.
+//! never runs twice. The pid file is written right after the spawn; before it, it
+//! holds the token the child carries in its environment, so a child whose agent was
+//! killed in between is found by a scan of `/proc/<pid>/environ`, which only that
+//! rare case pays for. The one child still missed is one killed with its agent
+//! between fork and exec: it does not carry the token until its exec.
 
 use std::time::Duration;
 
@@ -29,7 +32,8 @@ use nix::sys::signal::Signal;
 
 use crate::group::{self, StopError};
 use crate::procfs;
-use crate::state::{ProcessFiles, StateError};
+use crate::spawn::SPAWN_ENV;
+use crate::state::{PidFile, ProcessFiles, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeftoverError {
@@ -48,19 +52,29 @@ pub async fn terminate_leftover(
     stop_timeout: Duration,
 ) -> Result<Option<i32>, LeftoverError> {
     let reading = files.clone();
-    let Some(record) = tokio::task::spawn_blocking(move || reading.pid_record()).await?? else {
-        return Ok(None);
-    };
-    let ours = match procfs::stat(record.pid) {
-        Some(stat) => stat.start_ticks == record.start_ticks && stat.pgrp == record.pid,
-        None => procfs::group_alive(record.pid),
-    };
-    let terminated = if ours && procfs::group_alive(record.pid) {
-        group::terminate_group(record.pid, sig, stop_timeout).await?;
-        Some(record.pid)
-    } else {
-        None
-    };
+    let groups = tokio::task::spawn_blocking(move || {
+        Ok::<_, StateError>(match reading.pid_file()? {
+            None => Vec::new(),
+            Some(PidFile::Running(record)) => {
+                let ours = match procfs::stat(record.pid) {
+                    Some(stat) => stat.start_ticks == record.start_ticks && stat.pgrp == record.pid,
+                    None => procfs::group_alive(record.pid),
+                };
+                if ours { vec![record.pid] } else { Vec::new() }
+            }
+            Some(PidFile::Spawning(token)) => {
+                procfs::groups_marked(&format!("{SPAWN_ENV}={token}"))
+            }
+        })
+    })
+    .await??;
+    let mut terminated = None;
+    for pgid in groups {
+        if procfs::group_alive(pgid) {
+            group::terminate_group(pgid, sig, stop_timeout).await?;
+            terminated.get_or_insert(pgid);
+        }
+    }
     files.remove_pid()?;
     Ok(terminated)
 }

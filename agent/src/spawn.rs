@@ -5,6 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::unistd::{Gid, Uid, User, geteuid};
 use tokio::process::{Child, Command};
@@ -29,6 +31,28 @@ pub enum SpawnError {
     Io { command: String, source: io::Error },
 }
 
+/// The environment variable that marks a child with its spawn's token, written to the
+/// pid file before the spawn: an agent killed between the spawn and the pid file
+/// leaves a child the next run can still find by it (see [`crate::reconcile`]).
+pub const SPAWN_ENV: &str = "OCP_AGENT_SPAWN";
+
+/// A token no other spawn on this machine has had: the agent's pid and start time
+/// name this agent run for good, and a counter names the spawn within it.
+pub fn spawn_token(alias: &str) -> String {
+    static RUN: OnceLock<String> = OnceLock::new();
+    static SPAWNS: AtomicU64 = AtomicU64::new(0);
+    let run = RUN.get_or_init(|| {
+        let pid = std::process::id();
+        let started = i32::try_from(pid)
+            .ok()
+            .and_then(crate::procfs::stat)
+            .map_or(0, |s| s.start_ticks);
+        format!("{pid}.{started}")
+    });
+    let n = SPAWNS.fetch_add(1, Ordering::Relaxed);
+    format!("{alias}:{run}.{n}")
+}
+
 /// A started process; it leads its own group, so its pid is also the group id.
 pub struct Spawned {
     pub child: Child,
@@ -45,7 +69,8 @@ pub(crate) struct Identity {
     home: PathBuf,
 }
 
-pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
+/// `token` goes into the child's environment as [`SPAWN_ENV`].
+pub fn spawn(spec: &ProcessSpec, token: &str) -> Result<Spawned, SpawnError> {
     if let Some(cwd) = spec.cwd.as_ref().filter(|c| !c.is_dir()) {
         return Err(SpawnError::NoSuchDir(cwd.display().to_string()));
     }
@@ -70,7 +95,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Spawned, SpawnError> {
             .env("LOGNAME", &id.name)
             .env("HOME", &id.home);
     }
-    cmd.envs(&spec.env);
+    cmd.envs(&spec.env).env(SPAWN_ENV, token);
     if let Some(id) = identity {
         let (uid, gid, groups) = (id.uid, id.gid, id.groups);
         // SAFETY: the closure runs between fork and exec and only makes

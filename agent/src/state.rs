@@ -5,7 +5,10 @@
 //! - `processes/<alias>.desired`: `running` or `stopped`, what the operator last
 //!   asked for, so that a process the operator stopped stays stopped;
 //! - `processes/<alias>.pid`: `<pid> <start ticks>` of the running process, so
-//!   that the next agent run can find it even when this one was killed.
+//!   that the next agent run can find it even when this one was killed; before the
+//!   spawn it holds `spawning <token>`, the mark the child carries in its
+//!   environment (see [`crate::spawn::SPAWN_ENV`]), so that a child whose agent was
+//!   killed before it could write the pid is found too.
 //!
 //! Files are replaced atomically (write to a temporary file, rename), so a crash
 //! leaves either the old or the new content, never a torn one.
@@ -173,8 +176,16 @@ impl DataDir {
     ) -> Result<(), StateError> {
         aliases
             .into_iter()
-            .try_for_each(|alias| self.process(alias).pid_record().map(drop))
+            .try_for_each(|alias| self.process(alias).pid_file().map(drop))
     }
+}
+
+/// What a pid file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidFile {
+    Running(PidRecord),
+    /// A spawn was under way: the child, if it got that far, carries this token.
+    Spawning(String),
 }
 
 /// Identifies one process for good: a pid alone may be reused by another program.
@@ -212,17 +223,12 @@ impl ProcessFiles {
     /// A pid file that does not parse is treated as absent: there is nothing in it to
     /// act on. One someone else could have written is an error: the caller must not
     /// act on it (see [`DataDir::check_pid_files`]).
-    pub fn pid_record(&self) -> Result<Option<PidRecord>, StateError> {
-        let Some(text) = read_trusted(&self.pid, &self.alias)? else {
-            return Ok(None);
-        };
-        let mut parts = text.split_whitespace().map(str::parse::<u64>);
-        Ok(match (parts.next(), parts.next()) {
-            (Some(Ok(pid)), Some(Ok(start_ticks))) => i32::try_from(pid)
-                .ok()
-                .map(|pid| PidRecord { pid, start_ticks }),
-            _ => None,
-        })
+    pub fn pid_file(&self) -> Result<Option<PidFile>, StateError> {
+        Ok(read_trusted(&self.pid, &self.alias)?.and_then(|text| parse_pid_file(&text)))
+    }
+
+    pub fn write_spawning(&self, token: &str) -> Result<(), StateError> {
+        write_atomic(&self.pid, &format!("spawning {token}\n"), false)
     }
 
     pub fn write_pid(&self, record: PidRecord) -> Result<(), StateError> {
@@ -235,6 +241,17 @@ impl ProcessFiles {
 
     pub fn remove_pid(&self) -> Result<(), StateError> {
         remove_if_exists(&self.pid)
+    }
+}
+
+fn parse_pid_file(text: &str) -> Option<PidFile> {
+    let mut parts = text.split_whitespace();
+    match (parts.next()?, parts.next()?) {
+        ("spawning", token) => Some(PidFile::Spawning(token.to_string())),
+        (pid, start_ticks) => Some(PidFile::Running(PidRecord {
+            pid: pid.parse().ok().filter(|&pid| pid > 1)?,
+            start_ticks: start_ticks.parse().ok()?,
+        })),
     }
 }
 
@@ -350,10 +367,13 @@ mod tests {
             start_ticks: 7,
         };
         files.write_pid(record).expect("write pid");
-        assert_eq!(files.pid_record().expect("read pid"), Some(record));
+        assert_eq!(
+            files.pid_file().expect("read pid"),
+            Some(PidFile::Running(record))
+        );
         files.remove_pid().expect("remove");
         files.remove_pid().expect("remove twice");
-        assert_eq!(files.pid_record().expect("read pid"), None);
+        assert_eq!(files.pid_file().expect("read pid"), None);
         drop(data);
         DataDir::open(dir.path()).expect("lock after release");
     }
@@ -396,6 +416,31 @@ mod tests {
     }
 
     #[test]
+    fn a_pid_file_names_a_process_or_a_spawn_under_way() {
+        let running = |pid, start_ticks| Some(PidFile::Running(PidRecord { pid, start_ticks }));
+        assert_eq!(parse_pid_file("4242 17\n"), running(4242, 17));
+        assert_eq!(
+            parse_pid_file("spawning a:1:2:3\n"),
+            Some(PidFile::Spawning("a:1:2:3".into()))
+        );
+        for nothing_to_act_on in ["", "spawning", "42", "x 7", "0 7", "1 7", "-5 7", "42 x"] {
+            assert_eq!(
+                parse_pid_file(nothing_to_act_on),
+                None,
+                "{nothing_to_act_on:?}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = DataDir::open(dir.path()).expect("open");
+        let files = data.process("a");
+        files.write_spawning("a:1:2:3").expect("write");
+        assert_eq!(
+            files.pid_file().expect("read"),
+            Some(PidFile::Spawning("a:1:2:3".into()))
+        );
+    }
+
+    #[test]
     fn writes_private_files_and_refuses_what_others_could_write() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
@@ -430,7 +475,7 @@ mod tests {
             )
         );
         assert!(matches!(
-            files.pid_record(),
+            files.pid_file(),
             Err(StateError::UntrustedPidFile {
                 problem: Distrust::Writable { .. },
                 ..
@@ -439,7 +484,7 @@ mod tests {
         std::fs::remove_file(&pid_path).expect("rm");
         std::os::unix::fs::symlink("/etc/hostname", &pid_path).expect("symlink");
         assert!(matches!(
-            files.pid_record(),
+            files.pid_file(),
             Err(StateError::UntrustedPidFile {
                 problem: Distrust::NotRegular,
                 ..
@@ -454,7 +499,10 @@ mod tests {
         files
             .write_pid(record)
             .expect("a new pid file replaces the link");
-        assert_eq!(files.pid_record().expect("trusted again"), Some(record));
+        assert_eq!(
+            files.pid_file().expect("trusted again"),
+            Some(PidFile::Running(record))
+        );
         drop(data);
 
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).expect("chmod");

@@ -30,7 +30,7 @@ use crate::policy::{Decision, MAX_QUICK_EXITS, RestartPolicy};
 use crate::procfs;
 use crate::ready::{await_ready, describe_exit};
 use crate::reconcile::terminate_leftover;
-use crate::spawn::{Spawned, spawn};
+use crate::spawn::{Spawned, spawn, spawn_token};
 use crate::state::{PidRecord, ProcessFiles};
 
 type Reply = oneshot::Sender<Result<(), String>>;
@@ -278,7 +278,17 @@ impl Actor {
     }
 
     async fn start_once(&mut self) -> Result<(), String> {
-        let Spawned { mut child, pid } = spawn(&self.spec).map_err(|e| e.to_string())?;
+        let token = spawn_token(&self.spec.alias);
+        if let Err(e) = self.files.write_spawning(&token) {
+            warn!(error = %e, "cannot write pid file");
+        }
+        let Spawned { mut child, pid } = match spawn(&self.spec, &token) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                self.forget_pid();
+                return Err(e.to_string());
+            }
+        };
         let spawned_at = Instant::now();
         self.policy.spawned(spawned_at);
         match procfs::stat(pid) {

@@ -280,6 +280,97 @@ async fn leftovers_of_a_killed_agent_run_exactly_once() {
     assert_eq!(new.ports, vec![u32::from(port)]);
 }
 
+/// An agent killed after it spawned a process but before it wrote the pid file leaves
+/// `spawning <token>` there and the token in the child's environment: the next agent
+/// finds that child by it, and only that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_spawned_just_before_the_agent_was_killed_is_found_by_its_mark() {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let setup = Setup::new("");
+    let tag = unique_tag("marked", setup.dir.path());
+    std::fs::write(
+        setup.config(),
+        demo_process(
+            "survivor",
+            &["--tag", &tag, "--spawn-child"],
+            "min_live = \"0s\"",
+        ),
+    )
+    .expect("config");
+    let leftover = |token: &str| {
+        std::process::Command::new(DEMO)
+            .args(["--tag", &tag, "--spawn-child"])
+            .env("OCP_AGENT_SPAWN", token)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a leftover")
+    };
+    // The tag makes the tokens unique to this test run, as the agent's own are.
+    let token = format!("survivor:{tag}.0");
+    let mut marked = leftover(&token);
+    let mut stranger = leftover(&format!("survivor:{tag}.1"));
+    let processes = setup.data_dir().join("processes");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&processes)
+        .expect("data dir");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(processes.join("survivor.pid"))
+        .and_then(|mut f| writeln!(f, "spawning {token}"))
+        .expect("pid file");
+    let deadline = Instant::now() + WAIT;
+    while group_members(marked.id()).len() < 2 || group_members(stranger.id()).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the leftovers' children did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut agent = setup.start().await;
+    let new = wait_running(&mut agent.client, "survivor").await.pid;
+    assert!(!alive(marked.id()), "the marked leftover was terminated");
+    assert!(
+        group_members(marked.id()).is_empty(),
+        "with its child: {:?}",
+        group_members(marked.id())
+    );
+    assert!(
+        alive(stranger.id()),
+        "another spawn's process is left alone"
+    );
+    let mut running = tagged(&tag);
+    running.sort_unstable();
+    let mut expected = vec![new, stranger.id()];
+    expected.sort_unstable();
+    assert_eq!(
+        running, expected,
+        "the new run and the stranger, nothing else"
+    );
+    assert!(
+        agent
+            .agent
+            .stderr()
+            .iter()
+            .any(|l| l.contains("terminated the leftover") && l.contains(&marked.id().to_string())),
+        "{:?}",
+        agent.agent.stderr()
+    );
+    let stranger_group = nix::unistd::Pid::from_raw(stranger.id() as i32);
+    let _ = nix::sys::signal::killpg(stranger_group, nix::sys::signal::Signal::SIGKILL);
+    let _ = stranger.wait();
+    let _ = marked.wait();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_every_child_and_exits_zero() {
     let config = format!(
