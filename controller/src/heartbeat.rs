@@ -11,17 +11,22 @@
 //! every round all the same, so a partitioned host, whose check simply hangs, goes
 //! OFFLINE on time. Checks run concurrently, bounded, so a large fleet is covered
 //! within one interval.
+//!
+//! With several controllers on one store, each host is checked by one of them (see
+//! [`Membership`]); a controller that dies leaves its hosts to the others once it is no
+//! longer seen alive, a lease TTL later.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proto::agent::v1::GetAgentInfoRequest;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agents::{self, AgentPool, CallOrigin};
+use crate::engine::Membership;
 use crate::model::{Host, HostStatus, Millis, now_millis};
 use crate::store::{Store, StoreError};
 
@@ -54,6 +59,8 @@ pub struct Heartbeat {
     pub options: HeartbeatOptions,
     /// Wakes the loop early, when a host was added.
     pub wake: Arc<Notify>,
+    /// Which hosts are this controller's to check.
+    pub membership: watch::Receiver<Membership>,
 }
 
 /// What the loop and the checks it spawned share.
@@ -64,6 +71,7 @@ struct Checks {
     /// Hosts whose check has not come back yet.
     out: Mutex<HashSet<i64>>,
     permits: Semaphore,
+    membership: watch::Receiver<Membership>,
 }
 
 impl Heartbeat {
@@ -74,6 +82,7 @@ impl Heartbeat {
             agents: self.agents,
             options: self.options,
             out: Mutex::new(HashSet::new()),
+            membership: self.membership,
         });
         let tracker = TaskTracker::new();
         loop {
@@ -99,7 +108,9 @@ impl Checks {
         tracker: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
-        for host in self.store.all_hosts().await? {
+        let membership = *self.membership.borrow();
+        let hosts = self.store.all_hosts().await?;
+        for host in hosts.into_iter().filter(|h| membership.checks(h.id)) {
             let waiting = !self.lock_out().insert(host.id);
             if waiting {
                 self.judge(&host, "its last check is still unanswered")

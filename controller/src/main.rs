@@ -90,6 +90,22 @@ struct Args {
     #[arg(long, env = "OCP_MAX_CONNECTIONS", default_value_t = 4096,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
+    /// How long a controller that went silent (dead, paused, cut off) keeps its tasks
+    /// before another one on the same PostgreSQL database takes them over; leases are
+    /// renewed every third of it. Shorter: faster takeover; longer: fewer takeovers
+    /// of a controller that was only slow.
+    #[arg(long, env = "OCP_LEASE_TTL", default_value = "10s", value_parser = parse_lease_ttl)]
+    lease_ttl: Duration,
+}
+
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_millis(300) || ttl > Duration::from_secs(3600) {
+        return Err(format!(
+            "{text} is out of range: a lease lasts from 300ms to 1h (default 10s)"
+        ));
+    }
+    Ok(ttl)
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +296,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout,
             max_connections: args.max_connections,
         },
+        lease_ttl: args.lease_ttl,
     };
     let controller = Controller::start(options).await?;
     until_shutdown(&controller).await?;

@@ -14,12 +14,12 @@ use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTl
 
 use crate::agents::AgentPool;
 use crate::auth::Users;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
 use crate::grpc::{HostAgentGrpc, TaskGrpc};
 use crate::heartbeat::{Heartbeat, HeartbeatOptions};
 use crate::service::{Core, CoreOptions};
-use crate::store::{Store, StoreError};
+use crate::store::{SoleController, SoleError, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
@@ -41,6 +41,8 @@ pub struct ControllerOptions {
     pub tls: Option<ServerTlsFiles>,
     /// How long a client may take, and how many may be connected at once, per port.
     pub conns: ConnLimits,
+    /// How long a silent controller keeps its tasks before another takes them over.
+    pub lease_ttl: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,10 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Tls(#[from] trust::TrustError),
+    #[error(transparent)]
+    Sole(#[from] SoleError),
+    #[error("taking the SQLite store: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// Re-reads the controller's certificates and keys.
@@ -100,6 +106,8 @@ pub struct Controller {
     faces_tls: Option<ServerTls>,
     cancel: CancellationToken,
     tracker: TaskTracker,
+    /// Held while this controller runs, on a SQLite store.
+    _sole: Option<SoleController>,
 }
 
 impl Controller {
@@ -112,6 +120,12 @@ impl Controller {
             Some(files) => Some(ServerTls::load(files, &[b"h2", b"http/1.1"]).await?),
             None => None,
         };
+        let url = options.database_url.clone();
+        let pid = std::process::id();
+        let mut sole = tokio::task::spawn_blocking(move || {
+            SoleController::acquire(&url, &format!("pid {pid}, starting"))
+        })
+        .await??;
         let store = Store::connect(&options.database_url).await?;
         let agents = Arc::new(AgentPool::new(agent_tls));
         let cancel = CancellationToken::new();
@@ -122,6 +136,9 @@ impl Controller {
                 executor: options.advertise.clone(),
                 task_concurrency: options.task_concurrency,
                 max_subtask_timeout: options.max_subtask_timeout,
+                owner: engine::new_owner(&options.advertise),
+                lease_ttl: options.lease_ttl,
+                sole: sole.is_some(),
             },
             cancel.clone(),
         );
@@ -159,6 +176,20 @@ impl Controller {
             None => None,
         };
         let http_addr = http.as_ref().map(|(_, addr)| *addr);
+        if let Some(sole) = sole.as_mut() {
+            let rest = http_addr.map_or("none".to_string(), |a| a.to_string());
+            if let Err(e) = sole.describe(&format!("pid {pid}, gRPC {grpc_addr}, REST {rest}")) {
+                tracing::warn!("could not record this controller in the store's lock file: {e}");
+            }
+        }
+
+        // Recovery before serving: connections wait in the listeners' backlog meanwhile,
+        // so no request sees, or changes, a task half resumed.
+        let resumed = engine.resume().await?;
+        if resumed > 0 {
+            tracing::info!(resumed, "resumed unfinished tasks");
+        }
+        engine.run_leases();
 
         let tracker = TaskTracker::new();
         let router = grpc_router(core.clone(), options.users.clone(), &options.conns).await?;
@@ -204,15 +235,12 @@ impl Controller {
             }
         }
 
-        let resumed = engine.resume().await?;
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed unfinished tasks");
-        }
         let heartbeat = Heartbeat {
             store: store.clone(),
             agents: agents.clone(),
             options: options.heartbeat,
             wake: core.host_added(),
+            membership: engine.membership(),
         };
         tracker.spawn(heartbeat.run(cancel.clone()));
         tracing::info!(%grpc_addr, "controller serving gRPC");
@@ -226,6 +254,7 @@ impl Controller {
             faces_tls,
             cancel,
             tracker,
+            _sole: sole,
         })
     }
 
@@ -252,7 +281,8 @@ impl Controller {
     }
 
     /// Stops serving, stops every task runner (their running steps stay RUNNING in the
-    /// store, to be rerun by the next start) and waits for all of it to end.
+    /// store, to be rerun by the next owner), gives up its leases so that another
+    /// controller takes over at once, and waits for all of it to end.
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();

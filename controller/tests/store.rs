@@ -7,7 +7,7 @@ use controller::model::{
     AgentSummary, HostStatus, NewHost, Operation, PageRequest, ProcessSnapshot, SubtaskStatus,
     TaskFilter, TaskStatus,
 };
-use controller::store::{Store, StoreError, TaskOrigin};
+use controller::store::{Claim, Store, StoreError, TaskOrigin};
 use controller::templates::{self, AgentOperation};
 
 async fn add_hosts(store: &Store, n: usize) -> Vec<i64> {
@@ -26,12 +26,21 @@ async fn add_hosts(store: &Store, n: usize) -> Vec<i64> {
     ids
 }
 
+fn claim() -> &'static Claim {
+    static CLAIM: std::sync::OnceLock<Claim> = std::sync::OnceLock::new();
+    CLAIM.get_or_init(|| Claim {
+        owner: "127.0.0.1#1#test".into(),
+        expires: i64::MAX,
+    })
+}
+
 fn origin() -> TaskOrigin<'static> {
     TaskOrigin {
         creator: "admin",
         executor: "127.0.0.1",
         trace_id: "135b61d1965d4be3",
         at: 1_630_650_026_243,
+        claim: claim(),
     }
 }
 
@@ -55,7 +64,7 @@ async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() 
             .await;
         match refused {
             Err(StoreError::HostBusy { host_id, task_id }) => {
-                assert_eq!((host_id, task_id), (hosts[1], first), "{}", t.name)
+                assert_eq!((host_id, task_id), (hosts[1], first.task_id), "{}", t.name)
             }
             other => panic!("{}: expected HostBusy, got {other:?}", t.name),
         }
@@ -82,7 +91,7 @@ async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() 
         );
 
         store
-            .finish_task(first, TaskStatus::Failed, Operation::Execute, 1)
+            .finish_task(&first, TaskStatus::Failed, Operation::Execute, 1)
             .await
             .unwrap();
         let holder = store
@@ -93,7 +102,7 @@ async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() 
         assert_eq!(holder.status, TaskStatus::Failed, "{}", t.name);
 
         store
-            .finish_task(first, TaskStatus::Successful, Operation::Execute, 2)
+            .finish_task(&first, TaskStatus::Successful, Operation::Execute, 2)
             .await
             .unwrap();
         assert_eq!(
@@ -115,7 +124,7 @@ async fn a_task_reads_back_with_its_dag() {
         let store = &t.store;
         let hosts = add_hosts(store, 2).await;
         let plan = templates::batch(AgentOperation::Restart, &hosts);
-        let id = store.create_task(&plan, &origin()).await.unwrap();
+        let id = store.create_task(&plan, &origin()).await.unwrap().task_id;
         let task = store.get_task(id).await.unwrap().expect("task");
         assert_eq!(task.name, "Batch restart OCP agent", "{}", t.name);
         assert_eq!(task.status, TaskStatus::Running);
@@ -149,21 +158,22 @@ async fn an_interrupted_subtask_is_requeued_as_a_new_attempt() {
     for t in test_stores().await {
         let store = &t.store;
         let hosts = add_hosts(store, 1).await;
-        let id = store
+        let fence = store
             .create_task(
                 &templates::single_host(AgentOperation::Stop, hosts[0]),
                 &origin(),
             )
             .await
             .unwrap();
+        let id = fence.task_id;
         let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].clone();
         store
-            .start_subtasks(id, &[(first.id, Operation::Execute)], "127.0.0.1", 5)
+            .start_subtasks(&fence, &[(first.id, Operation::Execute)], "127.0.0.1", 5)
             .await
             .unwrap();
         assert_eq!(store.running_task_ids().await.unwrap(), vec![id]);
         assert_eq!(
-            store.requeue_interrupted(id, 6).await.unwrap(),
+            store.requeue_interrupted(&fence, 6).await.unwrap(),
             1,
             "{}",
             t.name
@@ -269,9 +279,9 @@ async fn hosts_are_unique_by_address_and_busy_ones_cannot_be_deleted() {
             .unwrap();
         assert!(matches!(
             store.delete_host(host).await,
-            Err(StoreError::HostBusy { task_id, .. }) if task_id == task
+            Err(StoreError::HostBusy { task_id, .. }) if task_id == task.task_id
         ));
-        store.release_host_lock(task, host).await.unwrap();
+        store.release_host_lock(&task, host).await.unwrap();
         assert_eq!(
             store.delete_host(host).await.unwrap().map(|h| h.id),
             Some(host)
@@ -298,9 +308,10 @@ async fn tasks_list_newest_first_with_filters_and_pages() {
             );
         }
         store
-            .finish_task(ids[0], TaskStatus::Successful, Operation::Execute, 9)
+            .finish_task(&ids[0], TaskStatus::Successful, Operation::Execute, 9)
             .await
             .unwrap();
+        let ids: Vec<i64> = ids.iter().map(|f| f.task_id).collect();
         let page = store
             .list_tasks(&TaskFilter::default(), PageRequest { number: 1, size: 2 })
             .await
@@ -339,21 +350,22 @@ async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cance
     for t in test_stores().await {
         let store = &t.store;
         let host = add_hosts(store, 1).await[0];
-        let id = store
+        let fence = store
             .create_task(
                 &templates::single_host(AgentOperation::Stop, host),
                 &origin(),
             )
             .await
             .unwrap();
+        let id = fence.task_id;
         let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].id;
         store
-            .start_subtasks(id, &[(first, Operation::Execute)], "127.0.0.1", 5)
+            .start_subtasks(&fence, &[(first, Operation::Execute)], "127.0.0.1", 5)
             .await
             .unwrap();
         assert!(
             matches!(
-                store.retry_task(id, "ops", 6).await,
+                store.retry_task(id, "ops", 6, claim()).await,
                 Err(StoreError::Refused(_))
             ),
             "{}: a RUNNING task is not retried",
@@ -361,7 +373,7 @@ async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cance
         );
         store.mark_canceling(id, first, "ops", 7).await.unwrap();
         // The controller stops here; on its next start the cancel counts as done.
-        store.requeue_interrupted(id, 8).await.unwrap();
+        store.requeue_interrupted(&fence, 8).await.unwrap();
         let cancelled = store.get_task(id).await.unwrap().unwrap().subtasks[0].clone();
         assert_eq!(
             (cancelled.status, cancelled.operation),
@@ -370,10 +382,22 @@ async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cance
             t.name
         );
         store
-            .finish_task(id, TaskStatus::Failed, Operation::Execute, 9)
+            .finish_task(&fence, TaskStatus::Failed, Operation::Execute, 9)
             .await
             .unwrap();
-        assert_eq!(store.retry_task(id, "ops", 10).await.unwrap(), vec![first]);
+        let (retried, again) = store.retry_task(id, "ops", 10, claim()).await.unwrap();
+        assert_eq!(retried, vec![first]);
+        assert_eq!(again.generation, fence.generation + 1, "{}", t.name);
+        assert!(
+            matches!(
+                store
+                    .finish_task(&fence, TaskStatus::Failed, Operation::Execute, 11)
+                    .await,
+                Err(StoreError::Fenced { .. })
+            ),
+            "{}: the claim before the retry no longer writes",
+            t.name
+        );
         let retried = store.get_task(id).await.unwrap().unwrap();
         assert_eq!(
             (retried.status, retried.operation),
@@ -410,7 +434,7 @@ async fn a_large_batch_is_written_whole_across_statement_chunks() {
         let store = &t.store;
         let hosts = add_hosts(store, 250).await;
         let plan = templates::batch(AgentOperation::Restart, &hosts);
-        let id = store.create_task(&plan, &origin()).await.unwrap();
+        let id = store.create_task(&plan, &origin()).await.unwrap().task_id;
         let task = store.get_task(id).await.unwrap().expect("task");
         assert_eq!(task.subtasks.len(), 5 * 250 + 4, "{}", t.name);
         for (stored, planned) in task.subtasks.iter().zip(&plan.nodes) {

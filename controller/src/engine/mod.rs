@@ -7,8 +7,13 @@
 //! locks. A rollback runs the DAG backwards, undoing what ran. Every transition is
 //! written to the store before it is acted on; a controller that dies mid-task resumes
 //! from there, running again whatever was RUNNING.
+//!
+//! Several controllers may share one PostgreSQL store: each task is driven by the one
+//! holding its lease, and every write is fenced by the lease's generation (see
+//! `leases`), so a controller that lost a task can no longer change it.
 
 mod graph;
+mod leases;
 mod logbook;
 mod runner;
 mod steps;
@@ -17,15 +22,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agents::AgentPool;
-use crate::model::now_millis;
-use crate::store::{Store, StoreError};
+use crate::store::{Claim, Fence, Store, StoreError};
 
+pub use leases::{Membership, new_owner};
 pub use steps::StepError;
 
 #[derive(Debug, Clone)]
@@ -36,6 +41,13 @@ pub struct EngineOptions {
     pub task_concurrency: usize,
     /// Caps every subtask's timeout (OCP's go up to 600 s), for impatient operators and tests.
     pub max_subtask_timeout: Option<Duration>,
+    /// Who this controller is in task leases: unique to this run of this controller.
+    pub owner: Arc<str>,
+    /// How long a silent owner keeps its tasks (`--lease-ttl`).
+    pub lease_ttl: Duration,
+    /// The only controller of its store (SQLite): at start it takes over every unfinished
+    /// task at once, without waiting for leases of its previous run to expire.
+    pub sole: bool,
 }
 
 impl Default for EngineOptions {
@@ -44,25 +56,28 @@ impl Default for EngineOptions {
             executor: "127.0.0.1".to_string(),
             task_concurrency: 256,
             max_subtask_timeout: None,
+            owner: leases::new_owner("127.0.0.1"),
+            lease_ttl: Duration::from_secs(10),
+            sole: true,
         }
     }
 }
 
-/// What an operator asks of a task while its runner works on it.
+/// What the engine tells a task's runner while it works on it.
 pub(crate) enum Control {
-    Cancel {
-        subtask_id: i64,
-        by: String,
-        done: oneshot::Sender<Result<(), CancelRefused>>,
-    },
+    /// The operator marked the subtask CANCELING: stop its step.
+    Cancel { subtask_id: i64, by: String },
+    /// Another controller took the task over: stop at once, write nothing.
+    Lost,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CancelRefused {
-    #[error("subtask {0} is not running in this controller's engine")]
-    NotRunning(i64),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// A task with a runner in this process.
+struct Active {
+    generation: i64,
+    control: mpsc::UnboundedSender<Control>,
+    /// A newer claim that came while the runner was ending (a retry right after the
+    /// task failed): driven as soon as the runner is gone.
+    next: Option<(Fence, Start)>,
 }
 
 pub(crate) struct Shared {
@@ -72,9 +87,11 @@ pub(crate) struct Shared {
     cancel: CancellationToken,
     tracker: TaskTracker,
     logbook: logbook::LogBook,
+    clock: leases::Clock,
     /// Tasks with a runner in this process, so a task is never driven twice, and the
     /// way to reach each runner.
-    active: Mutex<HashMap<i64, mpsc::UnboundedSender<Control>>>,
+    active: Mutex<HashMap<i64, Active>>,
+    membership: watch::Sender<Membership>,
 }
 
 #[derive(Clone)]
@@ -87,7 +104,7 @@ pub struct Engine {
 pub enum Start {
     /// Just created, retried or skipped: everything READY may start.
     Fresh,
-    /// Picked up after a restart: a task that had already failed only drains.
+    /// Picked up after a restart or a takeover: a task that had already failed only drains.
     Resumed,
 }
 
@@ -100,6 +117,7 @@ impl Engine {
     ) -> Engine {
         let tracker = TaskTracker::new();
         let logbook = logbook::LogBook::start(store.clone(), &tracker, cancel.clone());
+        let (membership, _) = watch::channel(Membership::default());
         Engine {
             shared: Arc::new(Shared {
                 store,
@@ -108,89 +126,98 @@ impl Engine {
                 cancel,
                 tracker,
                 logbook,
+                clock: leases::Clock::start(),
                 active: Mutex::new(HashMap::new()),
+                membership,
             }),
         }
     }
 
-    /// Starts driving a stored RUNNING task, unless this controller already does.
-    pub fn drive(&self, task_id: i64, start: Start) {
-        if self.shared.cancel.is_cancelled() {
-            return;
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut active = self.lock_active();
-            if active.contains_key(&task_id) {
-                return;
-            }
-            active.insert(task_id, tx);
-        }
-        let shared = self.shared.clone();
-        self.shared.tracker.spawn(
-            async move {
-                runner::drive_until_done(&shared, task_id, start, rx).await;
-                shared
-                    .active
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&task_id);
-            }
-            .instrument(tracing::info_span!("task", task_id)),
-        );
+    /// The lease a request hands to this controller: the task it creates, retries,
+    /// skips or rolls back is driven here.
+    pub fn claim(&self) -> Claim {
+        leases::claim(&self.shared)
     }
 
-    /// Picks up every task the store says is RUNNING: what a controller does on start.
+    /// Starts driving a task this controller holds, unless it already does.
+    pub fn drive(&self, fence: Fence, start: Start) {
+        drive(&self.shared, fence, start);
+    }
+
+    /// Takes over what this controller may drive at start: every unfinished task when
+    /// it is the store's only controller, else those whose lease ran out. Runs before
+    /// the controller serves, so no request sees a task half resumed.
     pub async fn resume(&self) -> Result<usize, StoreError> {
-        let ids = self.shared.store.running_task_ids().await?;
-        for &id in &ids {
-            let requeued = self
-                .shared
-                .store
-                .requeue_interrupted(id, now_millis())
-                .await?;
-            tracing::info!(task_id = id, requeued, "resuming task");
-            self.drive(id, Start::Resumed);
-        }
-        Ok(ids.len())
+        let sole = self.shared.options.sole;
+        leases::take_over(&self.shared, sole).await
     }
 
-    /// Cancels a RUNNING subtask: its agent call is dropped (the agent stops waiting) and
-    /// the subtask ends FAILED with operation CANCEL. Returns once that is recorded.
-    pub async fn cancel(
-        &self,
-        task_id: i64,
-        subtask_id: i64,
-        by: &str,
-    ) -> Result<(), CancelRefused> {
-        let runner = self.lock_active().get(&task_id).cloned();
-        let Some(runner) = runner else {
-            return Err(CancelRefused::NotRunning(subtask_id));
-        };
-        let (done, answer) = oneshot::channel();
-        let control = Control::Cancel {
-            subtask_id,
-            by: by.to_string(),
-            done,
-        };
-        if runner.send(control).is_err() {
-            return Err(CancelRefused::NotRunning(subtask_id));
-        }
-        answer
-            .await
-            .unwrap_or(Err(CancelRefused::NotRunning(subtask_id)))
+    /// Keeps this controller's leases, takes over those of controllers that went
+    /// silent, and passes on cancels sent to other controllers, until shutdown.
+    pub fn run_leases(&self) {
+        let shared = self.shared.clone();
+        self.shared.tracker.spawn(leases::run(shared));
+    }
+
+    /// Which live controller this is, among how many: hosts are heartbeated by one each.
+    pub fn membership(&self) -> watch::Receiver<Membership> {
+        self.shared.membership.subscribe()
     }
 
     /// Waits for every runner to stop after the cancellation token fired. Runners stop at
-    /// once, leaving running subtasks RUNNING in the store for the next start to rerun.
+    /// once, leaving running subtasks RUNNING in the store for the next owner to rerun,
+    /// and the leases are given up so that another controller takes over at once.
     pub async fn drained(&self) {
         self.shared.tracker.close();
         self.shared.tracker.wait().await;
+        let owner = &self.shared.options.owner;
+        if let Err(e) = self.shared.store.release_leases(owner).await {
+            tracing::warn!("could not give up this controller's leases: {e}");
+        }
+        if let Err(e) = self.shared.store.controller_gone(owner).await {
+            tracing::warn!("could not leave the controllers table: {e}");
+        }
     }
+}
 
-    fn lock_active(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<i64, mpsc::UnboundedSender<Control>>> {
-        self.shared.active.lock().unwrap_or_else(|e| e.into_inner())
+fn lock_active(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<i64, Active>> {
+    shared.active.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
+    if shared.cancel.is_cancelled() {
+        return;
     }
+    let (tx, rx) = mpsc::unbounded_channel();
+    {
+        let mut active = lock_active(shared);
+        if let Some(running) = active.get_mut(&fence.task_id) {
+            if fence.generation > running.generation {
+                running.next = Some((fence, start));
+            }
+            return;
+        }
+        active.insert(
+            fence.task_id,
+            Active {
+                generation: fence.generation,
+                control: tx,
+                next: None,
+            },
+        );
+    }
+    let task_id = fence.task_id;
+    let runner_shared = shared.clone();
+    shared.tracker.spawn(
+        async move {
+            runner::drive_until_done(&runner_shared, fence, start, rx).await;
+            let next = lock_active(&runner_shared)
+                .remove(&task_id)
+                .and_then(|a| a.next);
+            if let Some((fence, start)) = next {
+                drive(&runner_shared, fence, start);
+            }
+        }
+        .instrument(tracing::info_span!("task", task_id)),
+    );
 }

@@ -5,41 +5,46 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::graph::Graph;
 use super::steps::{self, StepError};
-use super::{CancelRefused, Control, Shared, Start};
+use super::{Control, Shared, Start};
 use crate::model::{Operation, SubtaskStatus, Task, TaskStatus, now_millis};
-use crate::store::{Outcome, StoreError};
+use crate::store::{Fence, Outcome, StoreError};
 
 /// Runs the task; a store failure (database gone for a moment) is retried from the
 /// stored state rather than losing the task until the next restart.
 pub(super) async fn drive_until_done(
     shared: &Arc<Shared>,
-    task_id: i64,
+    fence: Fence,
     start: Start,
     mut control: mpsc::UnboundedReceiver<Control>,
 ) {
     let mut start = start;
     loop {
-        match run_task(shared, task_id, start, &mut control).await {
+        match run_task(shared, &fence, start, &mut control).await {
             Ok(()) => return,
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::warn!("fenced: {e}; this controller stops driving it");
+                return;
+            }
             Err(e) => {
                 tracing::error!("task runner failed, retrying from the store: {e}");
                 tokio::select! {
                     _ = shared.cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
-                if let Err(e) = shared
-                    .store
-                    .requeue_interrupted(task_id, now_millis())
-                    .await
-                {
-                    tracing::error!("could not requeue task {task_id}: {e}");
+                match shared.store.requeue_interrupted(&fence, now_millis()).await {
+                    Ok(_) => {}
+                    Err(e @ StoreError::Fenced { .. }) => {
+                        tracing::warn!("fenced: {e}; this controller stops driving it");
+                        return;
+                    }
+                    Err(e) => tracing::error!("could not requeue task {}: {e}", fence.task_id),
                 }
                 start = Start::Resumed;
             }
@@ -55,11 +60,11 @@ enum Direction {
 
 async fn run_task(
     shared: &Arc<Shared>,
-    task_id: i64,
+    fence: &Fence,
     start: Start,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Result<(), StoreError> {
-    let Some(task) = shared.store.get_task(task_id).await? else {
+    let Some(task) = shared.store.get_task(fence.task_id).await? else {
         tracing::warn!("task vanished from the store");
         return Ok(());
     };
@@ -88,7 +93,7 @@ async fn run_task(
                     .collect();
                 shared
                     .store
-                    .record_outcomes(task.id, &task.trace_id, now_millis(), &[], &promoted)
+                    .record_outcomes(fence, &task.trace_id, now_millis(), &[], &promoted)
                     .await?;
                 for (id, op) in &promoted {
                     graph.set(*id, SubtaskStatus::Ready, *op);
@@ -122,10 +127,10 @@ async fn run_task(
         if !batch.is_empty() {
             shared
                 .store
-                .start_subtasks(task.id, &batch, &shared.options.executor, now_millis())
+                .start_subtasks(fence, &batch, &shared.options.executor, now_millis())
                 .await?;
             for &(id, operation) in &batch {
-                running.spawn(shared, &task, id, direction)?;
+                running.spawn(shared, &task, fence, id, direction)?;
                 graph.set(id, SubtaskStatus::Running, operation);
             }
         }
@@ -137,10 +142,20 @@ async fn run_task(
                 running.set.abort_all();
                 return Ok(());
             }
-            Some(request) = control.recv() => {
-                running.control(shared, task.id, request).await;
-                continue;
-            }
+            Some(request) = control.recv() => match request {
+                Control::Cancel { subtask_id, by } => {
+                    running.cancel(subtask_id, by);
+                    continue;
+                }
+                Control::Lost => {
+                    running.set.abort_all();
+                    return Err(StoreError::Fenced {
+                        task_id: fence.task_id,
+                        generation: fence.generation,
+                        holder: "another controller".to_string(),
+                    });
+                }
+            },
             joined = running.set.join_next_with_id() => joined,
         };
         // Whatever else finished meanwhile is recorded with it, in one write.
@@ -151,18 +166,14 @@ async fn run_task(
             next = running.set.try_join_next_with_id();
         }
         let mut outcomes = Vec::with_capacity(finished.len());
-        let mut replies = Vec::new();
         for (id, result) in finished {
             let (status, operation, log) = match (result, direction, running.cancelled.remove(&id))
             {
-                (_, _, Some((by, reply))) => {
-                    replies.push(reply);
-                    (
-                        SubtaskStatus::Failed,
-                        Operation::Cancel,
-                        Some(format!("CANCELLED by {by}")),
-                    )
-                }
+                (_, _, Some(by)) => (
+                    SubtaskStatus::Failed,
+                    Operation::Cancel,
+                    Some(format!("CANCELLED by {by}")),
+                ),
                 (Ok(()), Direction::Forward, None) => {
                     (SubtaskStatus::Successful, operation_of(&graph, id), None)
                 }
@@ -211,11 +222,8 @@ async fn run_task(
         shared.logbook.flush().await;
         shared
             .store
-            .record_outcomes(task.id, &task.trace_id, now_millis(), &outcomes, &ready)
+            .record_outcomes(fence, &task.trace_id, now_millis(), &outcomes, &ready)
             .await?;
-        for reply in replies {
-            let _ = reply.send(Ok(()));
-        }
     }
     let (status, operation) = match direction {
         Direction::Forward if graph.all_successful() => (TaskStatus::Successful, task.operation),
@@ -227,7 +235,7 @@ async fn run_task(
     };
     shared
         .store
-        .finish_task(task.id, status, operation, now_millis())
+        .finish_task(fence, status, operation, now_millis())
         .await?;
     tracing::info!(%status, %operation, "task ended");
     Ok(())
@@ -243,7 +251,8 @@ struct Running {
     set: JoinSet<StepResult>,
     ids: HashMap<tokio::task::Id, i64>,
     handles: HashMap<i64, tokio::task::AbortHandle>,
-    cancelled: HashMap<i64, (String, oneshot::Sender<Result<(), CancelRefused>>)>,
+    /// Subtasks being cancelled, and by whom.
+    cancelled: HashMap<i64, String>,
 }
 
 impl Running {
@@ -273,34 +282,23 @@ impl Running {
         ))
     }
 
-    /// Cancel: CANCELING is recorded first, then the step's future is dropped, which
-    /// drops its in-flight gRPC call; the outcome is recorded when the join reports it.
-    async fn control(&mut self, shared: &Arc<Shared>, task_id: i64, request: Control) {
-        let Control::Cancel {
-            subtask_id,
-            by,
-            done,
-        } = request;
-        let Some(handle) = self.handles.get(&subtask_id) else {
-            let _ = done.send(Err(CancelRefused::NotRunning(subtask_id)));
-            return;
-        };
-        if let Err(e) = shared
-            .store
-            .mark_canceling(task_id, subtask_id, &by, now_millis())
-            .await
-        {
-            let _ = done.send(Err(e.into()));
+    /// Cancel: the operator's request recorded CANCELING; dropping the step's future
+    /// drops its in-flight gRPC call, and the outcome is recorded when the join reports it.
+    fn cancel(&mut self, subtask_id: i64, by: String) {
+        if self.cancelled.contains_key(&subtask_id) {
             return;
         }
-        handle.abort();
-        self.cancelled.insert(subtask_id, (by, done));
+        if let Some(handle) = self.handles.get(&subtask_id) {
+            handle.abort();
+            self.cancelled.insert(subtask_id, by);
+        }
     }
 
     fn spawn(
         &mut self,
         shared: &Arc<Shared>,
         task: &Arc<Task>,
+        fence: &Fence,
         id: i64,
         direction: Direction,
     ) -> Result<(), StoreError> {
@@ -324,11 +322,12 @@ impl Running {
         );
         let shared = shared.clone();
         let task = task.clone();
+        let fence = fence.clone();
         let handle = self.set.spawn(
             async move {
                 let run = steps::StepRun {
                     shared: &shared,
-                    task_id: task.id,
+                    fence: &fence,
                     trace_id: &task.trace_id,
                     subtask: &subtask,
                     deadline: Instant::now() + timeout,

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::agents::{self, CallOrigin};
 use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
-use crate::store::LogEntry;
+use crate::store::{Fence, LogEntry};
 
 /// Why a step did not succeed, as it is written to the subtask log.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ impl From<crate::store::StoreError> for StepError {
 /// One run of one subtask.
 pub(super) struct StepRun<'a> {
     pub shared: &'a Shared,
-    pub task_id: i64,
+    pub fence: &'a Fence,
     pub trace_id: &'a str,
     pub subtask: &'a Subtask,
     pub deadline: Instant,
@@ -75,7 +75,7 @@ impl StepRun<'_> {
                 let host = self.host().await?;
                 self.shared
                     .store
-                    .release_host_lock(self.task_id, host.id)
+                    .release_host_lock(self.fence, host.id)
                     .await?;
                 self.log(&format!("rollback: host {} released", host.id));
                 Ok(())
@@ -114,7 +114,7 @@ impl StepRun<'_> {
         match self
             .shared
             .store
-            .reacquire_host_lock(self.task_id, host.id)
+            .reacquire_host_lock(self.fence, host.id)
             .await?
         {
             None => Ok(true),
@@ -131,7 +131,7 @@ impl StepRun<'_> {
     pub fn log(&self, line: &str) {
         tracing::info!(subtask_id = self.subtask.id, "{line}");
         self.shared.logbook.write(LogEntry {
-            task_id: self.task_id,
+            fence: self.fence.clone(),
             subtask_id: self.subtask.id,
             trace_id: self.trace_id.to_string(),
             at: now_millis(),
@@ -142,7 +142,7 @@ impl StepRun<'_> {
     fn origin(&self) -> CallOrigin {
         CallOrigin {
             trace_id: self.trace_id.to_string(),
-            task_id: Some(self.task_id),
+            task_id: Some(self.fence.task_id),
             subtask_id: Some(self.subtask.id),
         }
     }
@@ -294,7 +294,7 @@ impl StepRun<'_> {
                 host.id,
                 &agents::summary(&info),
                 &snapshots,
-                Some(self.task_id),
+                Some(self.fence.task_id),
             )
             .await?;
         self.log(&format!(

@@ -363,24 +363,27 @@ impl Core {
         plan: templates::TaskPlan,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
+        let claim = self.engine.claim();
         let origin = TaskOrigin {
             creator: &caller.name,
             executor: &self.options.executor,
             trace_id: &caller.trace_id,
             at: now_millis(),
+            claim: &claim,
         };
-        let id = match self.store.create_task(&plan, &origin).await {
-            Ok(id) => id,
+        let fence = match self.store.create_task(&plan, &origin).await {
+            Ok(fence) => fence,
             Err(StoreError::HostBusy { host_id, .. }) => return Err(self.busy(host_id).await),
             Err(e) => return Err(e.into()),
         };
         // Read back before the engine moves it on, so the caller sees the task as submitted.
+        let id = fence.task_id;
         let task = self
             .store
             .get_task(id)
             .await?
             .ok_or(CoreError::TaskNotFound(id))?;
-        self.engine.drive(id, Start::Fresh);
+        self.engine.drive(fence, Start::Fresh);
         Ok(task)
     }
 

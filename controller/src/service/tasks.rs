@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 
 use super::{Caller, Core, CoreError, check_id};
-use crate::engine::{CancelRefused, Start};
+use crate::engine::Start;
 use crate::model::{
     SubtaskLogLine, SubtaskStatus, Task, TaskFilter, TaskSort, TaskStatus, now_millis,
 };
@@ -16,6 +16,9 @@ use crate::store::{Store, TaskEvent};
 /// How often a watcher reads the store when no wake-up came: what another controller
 /// sharing the store writes is seen this late at worst.
 const WATCH_POLL: Duration = Duration::from_secs(1);
+
+/// How long a cancel waits for the controller driving the step to record its end.
+const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// What an operator asks of a whole task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,15 +51,23 @@ impl Core {
     ) -> Result<Task, CoreError> {
         check_id("id", task_id)?;
         let at = now_millis();
-        match op {
+        let claim = self.engine.claim();
+        let fence = match op {
             TaskOp::Retry => {
-                self.store.retry_task(task_id, &caller.name, at).await?;
+                self.store
+                    .retry_task(task_id, &caller.name, at, &claim)
+                    .await?
+                    .1
             }
-            TaskOp::Rollback => self.store.begin_rollback(task_id, &caller.name, at).await?,
-        }
+            TaskOp::Rollback => {
+                self.store
+                    .begin_rollback(task_id, &caller.name, at, &claim)
+                    .await?
+            }
+        };
         // After the change: a read that started before it cannot cache the old task now.
         self.finished.forget(task_id);
-        self.engine.drive(task_id, Start::Fresh);
+        self.engine.drive(fence, Start::Fresh);
         self.get_task(task_id).await
     }
 
@@ -69,53 +80,62 @@ impl Core {
     ) -> Result<Task, CoreError> {
         check_ids(task_id, subtask_id)?;
         let at = now_millis();
-        match op {
+        let claim = self.engine.claim();
+        let fence = match op {
             SubtaskOp::Retry => {
                 self.store
-                    .retry_subtask(task_id, subtask_id, &caller.name, at)
+                    .retry_subtask(task_id, subtask_id, &caller.name, at, &claim)
                     .await?
             }
             SubtaskOp::Skip => {
                 self.store
-                    .skip_subtask(task_id, subtask_id, &caller.name, at)
+                    .skip_subtask(task_id, subtask_id, &caller.name, at, &claim)
                     .await?
             }
             SubtaskOp::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
-        }
+        };
         self.finished.forget(task_id);
-        self.engine.drive(task_id, Start::Fresh);
+        self.engine.drive(fence, Start::Fresh);
         self.get_task(task_id).await
     }
 
     /// Stops a RUNNING subtask: its agent call is dropped, and it ends FAILED with
-    /// operation CANCEL. Answers once that is recorded.
+    /// operation CANCEL. The store tells whichever controller drives the task; this one
+    /// answers once the outcome is recorded, or after [`CANCEL_WAIT`] with the subtask
+    /// still CANCELING when no controller drives the task right now (the next owner
+    /// records the cancel when it takes the task over).
     async fn cancel_subtask(
         &self,
         task_id: i64,
         subtask_id: i64,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
-        let task = self.get_task(task_id).await?;
-        let subtask = task.subtasks.iter().find(|s| s.id == subtask_id).ok_or(
-            CoreError::SubtaskNotFound {
-                task_id,
-                subtask_id,
-            },
-        )?;
-        if subtask.status != SubtaskStatus::Running {
-            return Err(CoreError::IllegalState(format!(
-                "subtask {subtask_id} of task {task_id} is {} (operation {}): cancel needs a RUNNING subtask",
-                subtask.status, subtask.operation
-            )));
+        let mut news = self.store.subscribe();
+        self.store
+            .mark_canceling(task_id, subtask_id, &caller.name, now_millis())
+            .await?;
+        let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
+        while self.store.subtask_status(subtask_id).await? == Some(SubtaskStatus::Canceling) {
+            let woken = tokio::time::timeout_at(deadline, async {
+                loop {
+                    match news.recv().await {
+                        Ok(id) if id == task_id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            tokio::time::sleep(WATCH_POLL).await;
+                            return;
+                        }
+                    }
+                }
+            })
+            .await;
+            if woken.is_err() {
+                break;
+            }
         }
-        match self.engine.cancel(task_id, subtask_id, &caller.name).await {
-            Ok(()) => self.get_task(task_id).await,
-            Err(CancelRefused::Store(e)) => Err(e.into()),
-            Err(CancelRefused::NotRunning(_)) => Err(CoreError::IllegalState(format!(
-                "subtask {subtask_id} of task {task_id} is not running here any more (it just ended, or \
-                 another controller drives the task): read the task again"
-            ))),
-        }
+        self.finished.forget(task_id);
+        self.get_task(task_id).await
     }
 
     pub async fn subtask_log(

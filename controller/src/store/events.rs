@@ -1,13 +1,19 @@
-//! The transitions log that watchers read, and the in-process wake-up that tells them
-//! to read again.
+//! The transitions log that watchers read, and the wake-up that tells them to read again.
 //!
 //! Events are written in the same transaction as the transition they describe, so a
 //! watcher that resumes after event N from the store misses nothing and sees nothing
-//! twice. The broadcast only says "task T has news"; the store is the source.
+//! twice. That needs the events of one task to commit in the order of their ids: every
+//! transaction that writes events first locks the task's row (see [`super::leases`]), so
+//! no event can commit behind a later one that a watcher already read.
+//!
+//! The broadcast only says "task T has news"; the store is the source. On PostgreSQL a
+//! NOTIFY sent with each commit carries the news to every controller, so a watch on one
+//! streams what another one drives; a notification lost while the listener reconnects
+//! costs only latency, since watchers also read the store on a timer.
 
 use sqlx::Row;
 
-use super::{Store, StoreError, get_word};
+use super::{CANCEL_CHANNEL, CancelRequest, NEWS_CHANNEL, Store, StoreError, get_word};
 use crate::model::{Millis, Operation};
 
 /// One transition of a task (`subtask_id` None) or of one of its subtasks.
@@ -85,14 +91,88 @@ impl Store {
         .collect()
     }
 
-    /// Task ids with new events, as this process writes them. Other controllers'
-    /// writes do not arrive here: watchers poll the store as well.
+    /// Task ids with new events: this process's writes, and on PostgreSQL every
+    /// controller's.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.news.subscribe()
+    }
+
+    /// Cancels asked of any controller (on SQLite, of this one).
+    pub fn subscribe_cancels(&self) -> tokio::sync::broadcast::Receiver<CancelRequest> {
+        self.cancels.subscribe()
+    }
+
+    pub(super) fn announce_cancel(&self, request: CancelRequest) {
+        let _ = self.cancels.send(request);
     }
 
     pub(super) fn announce(&self, task_id: i64) {
         // Nobody listening is fine.
         let _ = self.news.send(task_id);
+    }
+}
+
+/// Listens to the other controllers' news and cancels until the store is closed.
+pub(super) async fn listen(store: &Store, url: &str) -> Result<(), StoreError> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen_all([NEWS_CHANNEL, CANCEL_CHANNEL]).await?;
+    let news = store.news.clone();
+    let cancels = store.cancels.clone();
+    let closing = store.closing.clone();
+    tokio::spawn(async move {
+        loop {
+            let received = tokio::select! {
+                _ = closing.cancelled() => return,
+                received = listener.recv() => received,
+            };
+            match received {
+                Ok(n) if n.channel() == NEWS_CHANNEL => {
+                    if let Ok(task_id) = n.payload().parse() {
+                        let _ = news.send(task_id);
+                    }
+                }
+                Ok(n) => {
+                    if let Some(request) = parse_cancel(n.payload()) {
+                        let _ = cancels.send(request);
+                    }
+                }
+                Err(e) => {
+                    // recv reconnects on its next call; this only paces the attempts.
+                    tracing::warn!("listening for other controllers' news: {e}");
+                    tokio::select! {
+                        _ = closing.cancelled() => return,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `task:subtask:by`, by whom last since a user name may hold a colon.
+pub(super) fn cancel_payload(request: &CancelRequest) -> String {
+    format!("{}:{}:{}", request.0, request.1, request.2)
+}
+
+fn parse_cancel(payload: &str) -> Option<CancelRequest> {
+    let mut parts = payload.splitn(3, ':');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancel_travels_with_who_asked_for_it() {
+        let request = (7, 42, "ops:night".to_string());
+        assert_eq!(parse_cancel(&cancel_payload(&request)), Some(request));
+        assert_eq!(parse_cancel("7:x:a"), None);
+        assert_eq!(parse_cancel("7"), None);
     }
 }

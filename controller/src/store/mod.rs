@@ -9,6 +9,8 @@
 
 mod events;
 mod hosts;
+mod leases;
+mod sole;
 mod tasks;
 mod transitions;
 
@@ -20,6 +22,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use events::TaskEvent;
+pub use leases::{Claim, ControllerRow, Fence};
+pub use sole::{SoleController, SoleError};
 pub use tasks::{LockHolder, LogEntry, TaskOrigin};
 pub use transitions::{Outcome, TransitionRefused};
 
@@ -51,7 +55,22 @@ pub enum StoreError {
     HostBusy { host_id: i64, task_id: i64 },
     #[error(transparent)]
     Refused(#[from] transitions::TransitionRefused),
+    #[error(
+        "task {task_id} was taken over: its lease is held by {holder} (generation {generation})"
+    )]
+    Fenced {
+        task_id: i64,
+        generation: i64,
+        holder: String,
+    },
 }
+
+type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// The PostgreSQL channel that tells every controller which task has new events.
+const NEWS_CHANNEL: &str = "ocp_task_news";
+/// The PostgreSQL channel that carries cancels to the controller driving the task.
+const CANCEL_CHANNEL: &str = "ocp_cancel";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -66,9 +85,17 @@ pub struct Store {
     /// Writes: on SQLite a single connection, on PostgreSQL the same pool as reads.
     writer: AnyPool,
     dialect: Dialect,
-    /// Ids of tasks that just got new events, for watchers in this process.
+    /// Ids of tasks that just got new events, for watchers in this process, from this
+    /// process's writes and, on PostgreSQL, from every controller's.
     news: tokio::sync::broadcast::Sender<i64>,
+    /// Cancels asked of any controller: (task, subtask, by whom).
+    cancels: tokio::sync::broadcast::Sender<CancelRequest>,
+    /// Stops the PostgreSQL listener.
+    closing: tokio_util::sync::CancellationToken,
 }
+
+/// A cancel an operator asked for: (task, subtask, by whom).
+pub type CancelRequest = (i64, i64, String);
 
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
@@ -116,12 +143,19 @@ impl Store {
             }
         };
         let (news, _) = tokio::sync::broadcast::channel(1024);
-        Ok(Store {
+        let (cancels, _) = tokio::sync::broadcast::channel(256);
+        let store = Store {
             pool,
             writer,
             dialect,
             news,
-        })
+            cancels,
+            closing: tokio_util::sync::CancellationToken::new(),
+        };
+        if dialect == Dialect::Postgres {
+            events::listen(&store, url).await?;
+        }
+        Ok(store)
     }
 
     /// The SQLite url of the default store under `data_dir`.
@@ -142,11 +176,28 @@ impl Store {
         }
     }
 
+    /// Commits a write of the task and wakes its watchers: in this process through the
+    /// broadcast, in other controllers through a NOTIFY that PostgreSQL delivers only
+    /// if the transaction commits.
+    async fn commit(&self, mut tx: Tx<'static>, task_id: i64) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NEWS_CHANNEL)
+                .bind(task_id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.announce(task_id);
+        Ok(())
+    }
+
     pub fn dialect(&self) -> Dialect {
         self.dialect
     }
 
     pub async fn close(&self) {
+        self.closing.cancel();
         self.pool.close().await;
         self.writer.close().await;
     }

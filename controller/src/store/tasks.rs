@@ -9,10 +9,11 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::events::{self, NewEvent};
+use super::leases::{self, Claim, Fence};
 use super::{Store, StoreError, get_word};
 use crate::model::{
-    Millis, Operation, Page, PageRequest, Step, Subtask, SubtaskLogLine, Task, TaskFilter,
-    TaskStatus,
+    Millis, Operation, Page, PageRequest, Step, Subtask, SubtaskLogLine, SubtaskStatus, Task,
+    TaskFilter, TaskStatus,
 };
 use crate::templates::TaskPlan;
 
@@ -26,10 +27,11 @@ const SUBTASK_COLUMNS: &str = "id, task_id, series_id, name, description, class_
 /// Rows per multi-row INSERT: ten parameters a row stays far below both dialects' limits.
 const ROWS_PER_INSERT: usize = 200;
 
-/// One line of a subtask's log, on its way to the store.
+/// One line of a subtask's log, on its way to the store; written only while `fence`
+/// still holds the task.
 #[derive(Debug, Clone)]
 pub struct LogEntry {
-    pub task_id: i64,
+    pub fence: Fence,
     pub subtask_id: i64,
     pub trace_id: String,
     pub at: Millis,
@@ -51,6 +53,8 @@ pub struct TaskOrigin<'a> {
     pub executor: &'a str,
     pub trace_id: &'a str,
     pub at: Millis,
+    /// The controller that will drive the task.
+    pub claim: &'a Claim,
 }
 
 impl Store {
@@ -60,7 +64,7 @@ impl Store {
         &self,
         plan: &TaskPlan,
         origin: &TaskOrigin<'_>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Fence, StoreError> {
         let context = serde_json::to_string(&plan.context).map_err(|e| StoreError::Corrupt {
             table: "tasks",
             detail: e.to_string(),
@@ -189,9 +193,9 @@ impl Store {
             }
             insert.execute(&mut *tx).await?;
         }
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(task_id)
+        let fence = leases::claim(&mut tx, task_id, origin.claim).await?;
+        self.commit(tx, task_id).await?;
+        Ok(fence)
     }
 
     /// The task with its subtasks (in id order) and their edges.
@@ -351,12 +355,41 @@ impl Store {
     }
 
     /// Appends log lines of any subtasks, many rows per statement, in one transaction.
+    pub async fn subtask_status(
+        &self,
+        subtask_id: i64,
+    ) -> Result<Option<SubtaskStatus>, StoreError> {
+        let row = sqlx::query("SELECT status FROM subtasks WHERE id = $1")
+            .bind(subtask_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| get_word(&row, "subtasks", "status"))
+            .transpose()
+    }
+
+    /// Lines of a task whose lease was lost meanwhile are dropped: a controller that
+    /// was paused and woke up after a takeover adds nothing to the logs either.
     pub async fn append_logs(&self, lines: &[LogEntry]) -> Result<(), StoreError> {
         if lines.is_empty() {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        for chunk in lines.chunks(ROWS_PER_INSERT) {
+        let mut fences: Vec<&Fence> = lines.iter().map(|l| &l.fence).collect();
+        fences.sort_by_key(|f| (f.task_id, f.generation));
+        fences.dedup();
+        let mut fenced = Vec::new();
+        for fence in fences {
+            match leases::fence(&mut tx, fence).await {
+                Ok(()) => {}
+                Err(StoreError::Fenced { .. }) => fenced.push(fence.clone()),
+                Err(e) => return Err(e),
+            }
+        }
+        let kept: Vec<&LogEntry> = lines
+            .iter()
+            .filter(|l| !fenced.contains(&l.fence))
+            .collect();
+        for chunk in kept.chunks(ROWS_PER_INSERT) {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| {
                     let p = |k: usize| format!("${}", i * 5 + k);
@@ -370,7 +403,7 @@ impl Store {
             let mut insert = sqlx::query(&sql);
             for l in chunk {
                 insert = insert
-                    .bind(l.task_id)
+                    .bind(l.fence.task_id)
                     .bind(l.subtask_id)
                     .bind(l.at)
                     .bind(l.trace_id.as_str())

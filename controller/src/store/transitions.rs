@@ -8,7 +8,8 @@
 use sqlx::Row;
 
 use super::events::{self, NewEvent};
-use super::{Store, StoreError, get_word};
+use super::leases::{self, Claim, Fence};
+use super::{Store, StoreError, Tx, get_word};
 use crate::model::{Millis, Operation, SubtaskStatus, TaskContext, TaskStatus};
 
 /// Why an operator's operation does not apply to the task as it is.
@@ -51,8 +52,6 @@ pub struct Outcome {
     pub log: Option<String>,
 }
 
-type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
-
 async fn event(
     tx: &mut Tx<'_>,
     task_id: i64,
@@ -88,8 +87,10 @@ impl Store {
 
     /// After a crash: a subtask that was running runs again, as a new attempt; one that
     /// was being cancelled counts as cancelled, since its agent call is gone anyway.
-    pub async fn requeue_interrupted(&self, task_id: i64, at: Millis) -> Result<u64, StoreError> {
+    pub async fn requeue_interrupted(&self, fence: &Fence, at: Millis) -> Result<u64, StoreError> {
+        let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         let rows = sqlx::query(
             "SELECT id, status, operation FROM subtasks WHERE task_id = $1 AND status IN ($2, $3)",
         )
@@ -133,9 +134,10 @@ impl Store {
                 event(&mut tx, task_id, Some(id), "READY", operation, at, message).await?;
             }
         }
-        tx.commit().await?;
-        if !rows.is_empty() {
-            self.announce(task_id);
+        if rows.is_empty() {
+            tx.commit().await?;
+        } else {
+            self.commit(tx, task_id).await?;
         }
         Ok(rows.len() as u64)
     }
@@ -144,12 +146,14 @@ impl Store {
     /// transaction: a stage of many hosts starts with one commit, not one per host.
     pub async fn start_subtasks(
         &self,
-        task_id: i64,
+        fence: &Fence,
         starts: &[(i64, Operation)],
         executor: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
+        let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         for &(id, operation) in starts {
             sqlx::query(
                 "UPDATE subtasks SET status = $1, operation = $2, executor = $3, start_time = $4, \
@@ -164,22 +168,22 @@ impl Store {
             .await?;
             event(&mut tx, task_id, Some(id), "RUNNING", operation, at, "").await?;
         }
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(())
+        self.commit(tx, task_id).await
     }
 
     /// Records finished subtasks, and the downstreams they made READY, in one
     /// transaction, so the store never shows a success without its consequences.
     pub async fn record_outcomes(
         &self,
-        task_id: i64,
+        fence: &Fence,
         trace_id: &str,
         at: Millis,
         outcomes: &[Outcome],
         ready: &[(i64, Operation)],
     ) -> Result<(), StoreError> {
+        let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         for o in outcomes {
             sqlx::query(
                 "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4",
@@ -223,9 +227,7 @@ impl Store {
                 .await?;
             event(&mut tx, task_id, Some(id), "READY", operation, at, "").await?;
         }
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(())
+        self.commit(tx, task_id).await
     }
 
     /// Ends the task; a successful one lets go of every host it still holds, a failed
@@ -234,12 +236,14 @@ impl Store {
     /// context so that no client mistakes it for a task that did its work.
     pub async fn finish_task(
         &self,
-        id: i64,
+        fence: &Fence,
         status: TaskStatus,
         operation: Operation,
         at: Millis,
     ) -> Result<(), StoreError> {
+        let id = fence.task_id;
         let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         sqlx::query("UPDATE tasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4")
             .bind(status.as_str())
             .bind(operation.as_str())
@@ -279,17 +283,18 @@ impl Store {
         }
         let message = if rolled_back { "rolled back" } else { "" };
         event(&mut tx, id, None, status.as_str(), operation, at, message).await?;
-        tx.commit().await?;
-        self.announce(id);
-        Ok(())
+        self.commit(tx, id).await
     }
 
-    pub async fn release_host_lock(&self, task_id: i64, host_id: i64) -> Result<(), StoreError> {
+    pub async fn release_host_lock(&self, fence: &Fence, host_id: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         sqlx::query("DELETE FROM host_locks WHERE task_id = $1 AND host_id = $2")
-            .bind(task_id)
+            .bind(fence.task_id)
             .bind(host_id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -297,10 +302,12 @@ impl Store {
     /// other task that holds it otherwise.
     pub async fn reacquire_host_lock(
         &self,
-        task_id: i64,
+        fence: &Fence,
         host_id: i64,
     ) -> Result<Option<i64>, StoreError> {
+        let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
+        leases::fence(&mut tx, fence).await?;
         sqlx::query("INSERT INTO host_locks (host_id, task_id) VALUES ($1, $2) ON CONFLICT (host_id) DO NOTHING")
             .bind(host_id)
             .bind(task_id)
@@ -320,7 +327,8 @@ impl Store {
         task_id: i64,
         by: &str,
         at: Millis,
-    ) -> Result<Vec<i64>, StoreError> {
+        claim: &Claim,
+    ) -> Result<(Vec<i64>, Fence), StoreError> {
         let mut tx = self.begin_write().await?;
         self.reopen(
             &mut tx,
@@ -341,9 +349,9 @@ impl Store {
         for &id in &ids {
             retry_one(&mut tx, task_id, id, at).await?;
         }
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(ids)
+        let fence = leases::claim(&mut tx, task_id, claim).await?;
+        self.commit(tx, task_id).await?;
+        Ok((ids, fence))
     }
 
     /// Runs one FAILED subtask again; the task runs again with it.
@@ -353,7 +361,8 @@ impl Store {
         subtask_id: i64,
         by: &str,
         at: Millis,
-    ) -> Result<(), StoreError> {
+        claim: &Claim,
+    ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
         // The subtask's state first: it is what the operator pointed at.
         self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "retry")
@@ -368,9 +377,9 @@ impl Store {
         )
         .await?;
         retry_one(&mut tx, task_id, subtask_id, at).await?;
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(())
+        let fence = leases::claim(&mut tx, task_id, claim).await?;
+        self.commit(tx, task_id).await?;
+        Ok(fence)
     }
 
     /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so the DAG goes on.
@@ -380,7 +389,8 @@ impl Store {
         subtask_id: i64,
         by: &str,
         at: Millis,
-    ) -> Result<(), StoreError> {
+        claim: &Claim,
+    ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
         let message = format!("subtask {subtask_id} skipped by {by}");
         self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "skip")
@@ -407,9 +417,9 @@ impl Store {
             &message,
         )
         .await?;
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(())
+        let fence = leases::claim(&mut tx, task_id, claim).await?;
+        self.commit(tx, task_id).await?;
+        Ok(fence)
     }
 
     /// Turns a FAILED task around: it runs again, backwards, as a rollback. Subtasks
@@ -419,7 +429,8 @@ impl Store {
         task_id: i64,
         by: &str,
         at: Millis,
-    ) -> Result<(), StoreError> {
+        claim: &Claim,
+    ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
         let prohibited: Option<i64> =
             sqlx::query_scalar("SELECT prohibit_rollback FROM tasks WHERE id = $1")
@@ -469,12 +480,13 @@ impl Store {
             &message,
         )
         .await?;
-        tx.commit().await?;
-        self.announce(task_id);
-        Ok(())
+        let fence = leases::claim(&mut tx, task_id, claim).await?;
+        self.commit(tx, task_id).await?;
+        Ok(fence)
     }
 
-    /// The first half of a cancel: the subtask is CANCELING while its step is stopped.
+    /// The first half of a cancel: the subtask is CANCELING while its step is stopped, and
+    /// the controller driving the task, whichever it is, is told to stop the step.
     pub async fn mark_canceling(
         &self,
         task_id: i64,
@@ -483,6 +495,7 @@ impl Store {
         at: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        leases::lock_task(&mut tx, task_id).await?;
         self.expect_subtask(
             &mut tx,
             task_id,
@@ -507,8 +520,16 @@ impl Store {
             &message,
         )
         .await?;
-        tx.commit().await?;
-        self.announce(task_id);
+        let request = (task_id, subtask_id, by.to_string());
+        if self.dialect == super::Dialect::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::CANCEL_CHANNEL)
+                .bind(events::cancel_payload(&request))
+                .execute(&mut *tx)
+                .await?;
+        }
+        self.commit(tx, task_id).await?;
+        self.announce_cancel(request);
         Ok(())
     }
 

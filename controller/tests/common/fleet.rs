@@ -240,6 +240,7 @@ pub fn controller_options(
         agent_tls: None,
         tls: None,
         conns: Default::default(),
+        lease_ttl: Duration::from_secs(10),
     }
 }
 

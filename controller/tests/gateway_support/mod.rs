@@ -156,6 +156,7 @@ impl Harness {
             agent_tls: None,
             tls: None,
             conns: Default::default(),
+            lease_ttl: Duration::from_secs(10),
         })
         .await
         .expect("controller starts");

@@ -1,0 +1,265 @@
+//! This controller's share of the work among several on one database: the leases of the
+//! tasks it drives, the takeover of tasks whose owner went silent, cancels sent through
+//! other controllers, and which hosts it heartbeats.
+//!
+//! Every `ttl / 3` the loop renews this controller's leases, so two renewals can fail
+//! before a lease runs out. It then tells runners whose task is no longer held to stop,
+//! takes over what expired (a step that was running is run again), and re-reads which
+//! controllers are alive. The decisions are the pure functions below; `run` only acts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{Control, Shared, Start, drive, lock_active};
+use crate::model::{Millis, now_millis};
+use crate::store::{Claim, ControllerRow, Fence, StoreError};
+
+/// How many expired tasks one scan takes over: a controller coming back to a large
+/// backlog takes it in slices, leaving some to the others.
+const TAKEOVER_BATCH: i64 = 1000;
+
+/// Wall-clock milliseconds that advance with tokio's clock, so that lease times follow
+/// paused time in tests and never jump backwards with the system clock.
+pub(super) struct Clock {
+    wall: Millis,
+    at: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall: now_millis(),
+            at: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        let elapsed = i64::try_from(self.at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.wall.saturating_add(elapsed)
+    }
+}
+
+/// A name no other run of any controller has: the address says which machine, the pid
+/// and a random part which run.
+pub fn new_owner(advertise: &str) -> Arc<str> {
+    format!(
+        "{advertise}#{}#{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+    .into()
+}
+
+/// This controller's place among the live ones: it heartbeats the hosts whose id falls
+/// on its index, so each host is checked by one controller, and a dead controller's
+/// hosts fall to the others once it is no longer seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Membership {
+    pub index: u64,
+    /// How many controllers are alive; 0 until the first round, when it checks all hosts.
+    pub of: u64,
+}
+
+impl Membership {
+    pub fn checks(&self, host_id: i64) -> bool {
+        self.of <= 1 || host_id.rem_euclid(self.of as i64) as u64 == self.index
+    }
+}
+
+/// `live` is ordered by id and holds `me`.
+pub(super) fn membership(live: &[ControllerRow], me: &str) -> Membership {
+    match live.iter().position(|c| c.id == me) {
+        Some(index) => Membership {
+            index: index as u64,
+            of: live.len() as u64,
+        },
+        None => Membership::default(),
+    }
+}
+
+/// Tasks this controller drives (id, generation) that the store no longer gives it.
+pub(super) fn lost(held: &[Fence], driving: &[(i64, i64)]) -> Vec<(i64, i64)> {
+    driving
+        .iter()
+        .copied()
+        .filter(|&(id, generation)| {
+            !held
+                .iter()
+                .any(|f| f.task_id == id && f.generation == generation)
+        })
+        .collect()
+}
+
+pub(super) fn renew_interval(ttl: Duration) -> Duration {
+    (ttl / 3).max(Duration::from_millis(10))
+}
+
+pub(super) fn claim(shared: &Shared) -> Claim {
+    let ttl = i64::try_from(shared.options.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    Claim {
+        owner: shared.options.owner.clone(),
+        expires: shared.clock.now().saturating_add(ttl),
+    }
+}
+
+/// Takes over tasks whose lease ran out (every unfinished one with `everything`),
+/// queues again what was running, and drives them.
+pub(super) async fn take_over(shared: &Arc<Shared>, everything: bool) -> Result<usize, StoreError> {
+    let now = shared.clock.now();
+    let taken = shared
+        .store
+        .take_over_leases(&claim(shared), now, everything, TAKEOVER_BATCH)
+        .await?;
+    for fence in &taken {
+        let requeued = shared
+            .store
+            .requeue_interrupted(fence, now_millis())
+            .await?;
+        tracing::info!(
+            task_id = fence.task_id,
+            generation = fence.generation,
+            requeued,
+            "took the task over"
+        );
+        drive(shared, fence.clone(), Start::Resumed);
+    }
+    Ok(taken.len())
+}
+
+pub(super) async fn run(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(renew_interval(shared.options.lease_ttl));
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut cancels = shared.store.subscribe_cancels();
+    let started_at = now_millis();
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = round(&shared, started_at).await {
+                    tracing::warn!("lease round failed, trying again in {:?}: {e}", tick.period());
+                }
+            }
+            request = cancels.recv() => match request {
+                Ok((task_id, subtask_id, by)) => pass_cancel(&shared, task_id, subtask_id, by),
+                // Missed some: the next round reads the requests from the store.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    cancels = shared.store.subscribe_cancels();
+                }
+            },
+        }
+    }
+}
+
+fn pass_cancel(shared: &Shared, task_id: i64, subtask_id: i64, by: String) {
+    if let Some(active) = lock_active(shared).get(&task_id) {
+        let _ = active.control.send(Control::Cancel { subtask_id, by });
+    }
+}
+
+async fn round(shared: &Arc<Shared>, started_at: Millis) -> Result<(), StoreError> {
+    let driving: Vec<(i64, i64)> = lock_active(shared)
+        .iter()
+        .map(|(id, a)| (*id, a.generation))
+        .collect();
+    let held = shared.store.renew_leases(&claim(shared)).await?;
+    for (task_id, generation) in lost(&held, &driving) {
+        let active = lock_active(shared);
+        if let Some(a) = active.get(&task_id).filter(|a| a.generation == generation) {
+            tracing::warn!(
+                task_id,
+                generation,
+                "fenced: the task's lease is no longer this controller's; it stops driving it"
+            );
+            let _ = a.control.send(Control::Lost);
+        }
+    }
+    take_over(shared, false).await?;
+    for (task_id, subtask_id) in shared.store.cancel_requests(&shared.options.owner).await? {
+        pass_cancel(shared, task_id, subtask_id, "an operator".to_string());
+    }
+    let me = ControllerRow {
+        id: shared.options.owner.to_string(),
+        address: shared.options.executor.clone(),
+        pid: i64::from(std::process::id()),
+    };
+    let now = shared.clock.now();
+    let ttl = i64::try_from(shared.options.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let live = shared
+        .store
+        .controller_seen(&me, started_at, now, now.saturating_sub(ttl))
+        .await?;
+    shared
+        .membership
+        .send_if_modified(|m| std::mem::replace(m, membership(&live, &me.id)) != *m);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fence(task_id: i64, generation: i64) -> Fence {
+        Fence {
+            task_id,
+            owner: "a".into(),
+            generation,
+        }
+    }
+
+    #[test]
+    fn a_task_driven_under_a_generation_the_store_no_longer_gives_is_lost() {
+        let held = [fence(1, 3), fence(2, 1)];
+        assert_eq!(lost(&held, &[(1, 3), (2, 1)]), vec![]);
+        assert_eq!(lost(&held, &[(1, 2), (2, 1), (3, 1)]), vec![(1, 2), (3, 1)]);
+        assert_eq!(lost(&[], &[(4, 1)]), vec![(4, 1)]);
+    }
+
+    #[test]
+    fn hosts_are_split_between_live_controllers_by_id() {
+        let row = |id: &str| ControllerRow {
+            id: id.to_string(),
+            address: String::new(),
+            pid: 1,
+        };
+        let live = [row("a"), row("b"), row("c")];
+        let b = membership(&live, "b");
+        assert_eq!(b, Membership { index: 1, of: 3 });
+        let mine: Vec<i64> = (1..=9).filter(|&h| b.checks(h)).collect();
+        assert_eq!(mine, vec![1, 4, 7]);
+        for host in 1..=30 {
+            let checkers = live
+                .iter()
+                .filter(|c| membership(&live, &c.id).checks(host))
+                .count();
+            assert_eq!(checkers, 1, "host {host}");
+        }
+        assert!(
+            (1..=9).all(|h| Membership::default().checks(h)),
+            "alone or before its first round, a controller checks every host"
+        );
+        assert_eq!(membership(&live, "z"), Membership::default());
+    }
+
+    #[test]
+    fn leases_are_renewed_twice_before_they_run_out() {
+        for ttl in [Duration::from_secs(1), Duration::from_secs(10)] {
+            let every = renew_interval(ttl);
+            assert!(every * 3 <= ttl && every * 4 > ttl, "{ttl:?}: {every:?}");
+        }
+        assert_eq!(
+            renew_interval(Duration::from_millis(1)),
+            Duration::from_millis(10)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_clock_follows_tokio_time() {
+        let clock = Clock::start();
+        let t0 = clock.now();
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(clock.now() - t0, 11_000);
+    }
+}
