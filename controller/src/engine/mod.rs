@@ -11,7 +11,11 @@
 //! Several controllers may share one PostgreSQL store: each task is driven by the one
 //! holding its lease, and every write is fenced by the lease's generation (see
 //! `leases`), so a controller that lost a task can no longer change it.
+//!
+//! The rules live in `decide`, a pure machine from events to effects; `runner` carries
+//! the effects out, so the rules are tested without a store or an agent.
 
+mod decide;
 mod graph;
 mod leases;
 mod logbook;

@@ -1,7 +1,10 @@
-//! One task's runner: starts what may start, records what finished, and repeats until
-//! nothing runs, forwards for EXECUTE and RETRY, backwards for ROLLBACK.
+//! One task's executor: feeds events to the task's `decide::Machine` and carries out the
+//! effects it answers with, through the store and the steps it spawns.
+//!
+//! Every store write of a runner is in one function per effect kind, so that what guards
+//! a write (the lease's fence) is added in one place each.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,10 +13,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::graph::Graph;
-use super::steps::{self, StepError};
+use super::decide::{Effect, Event, Machine, StepEnd};
+use super::steps;
 use super::{Control, Shared, Start};
-use crate::model::{Operation, SubtaskStatus, Task, TaskStatus, now_millis};
+use crate::model::{Operation, Task, TaskStatus, now_millis};
 use crate::store::{Fence, Outcome, StoreError};
 
 /// Runs the task; a store failure (database gone for a moment) is retried from the
@@ -28,10 +31,6 @@ pub(super) async fn drive_until_done(
     loop {
         match run_task(shared, &fence, start, &mut control).await {
             Ok(()) => return,
-            Err(e @ StoreError::Fenced { .. }) => {
-                tracing::warn!("fenced: {e}; this controller stops driving it");
-                return;
-            }
             Err(e) => {
                 tracing::error!("task runner failed, retrying from the store: {e}");
                 tokio::select! {
@@ -40,8 +39,8 @@ pub(super) async fn drive_until_done(
                 }
                 match shared.store.requeue_interrupted(&fence, now_millis()).await {
                     Ok(_) => {}
-                    Err(e @ StoreError::Fenced { .. }) => {
-                        tracing::warn!("fenced: {e}; this controller stops driving it");
+                    Err(e) if lease_lost(&e) => {
+                        tracing::warn!("fenced: {e}; this controller stops driving the task");
                         return;
                     }
                     Err(e) => tracing::error!("could not requeue task {}: {e}", fence.task_id),
@@ -52,10 +51,16 @@ pub(super) async fn drive_until_done(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    Forward,
-    Backward,
+/// Whether a refused write means another controller drives the task now, so that this
+/// one stops at once instead of retrying.
+fn lease_lost(e: &StoreError) -> bool {
+    matches!(e, StoreError::Fenced { .. })
+}
+
+/// Whether the runner goes on after carrying out a list of effects.
+enum Flow {
+    Continue,
+    Over,
 }
 
 async fn run_task(
@@ -68,171 +73,123 @@ async fn run_task(
         tracing::warn!("task vanished from the store");
         return Ok(());
     };
-    if task.status != TaskStatus::Running {
-        return Ok(());
-    }
-    let direction = if task.operation == Operation::Rollback {
-        Direction::Backward
-    } else {
-        Direction::Forward
-    };
     let task = Arc::new(task);
-    let mut graph = Graph::new(&task);
-    let mut queue: VecDeque<i64> = match direction {
-        Direction::Forward => {
-            let (ready, promoted_ids) = graph.startable();
-            if !promoted_ids.is_empty() {
-                let promoted: Vec<(i64, Operation)> = promoted_ids
-                    .iter()
-                    .map(|id| {
-                        (
-                            *id,
-                            graph.node(*id).map_or(Operation::Execute, |n| n.operation),
-                        )
-                    })
-                    .collect();
-                shared
-                    .store
-                    .record_outcomes(fence, &task.trace_id, now_millis(), &[], &promoted)
-                    .await?;
-                for (id, op) in &promoted {
-                    graph.set(*id, SubtaskStatus::Ready, *op);
-                }
-            }
-            ready.into_iter().chain(promoted_ids).collect()
-        }
-        Direction::Backward => graph.undoable_now().into(),
-    };
-    // A task that had failed before this controller stopped only finishes what ran.
-    let mut failed = start == Start::Resumed
-        && graph.any(SubtaskStatus::Failed)
-        && direction == Direction::Forward;
-    let mut running = Running::default();
-    let concurrency = shared.options.task_concurrency.max(1);
-    let operation_of = |graph: &Graph, id: i64| match direction {
-        Direction::Forward => graph.node(id).map_or(Operation::Execute, |n| n.operation),
-        Direction::Backward => Operation::Rollback,
-    };
-
+    let mut machine = Machine::new(&task, shared.options.task_concurrency);
+    let mut steps = Steps::default();
+    let mut event = Event::TakenUp(start);
     loop {
-        let room = if failed {
-            0
-        } else {
-            concurrency.saturating_sub(running.len())
-        };
-        let batch: Vec<(i64, Operation)> = queue
-            .drain(..room.min(queue.len()))
-            .map(|id| (id, operation_of(&graph, id)))
-            .collect();
-        if !batch.is_empty() {
-            shared
-                .store
-                .start_subtasks(fence, &batch, &shared.options.executor, now_millis())
-                .await?;
-            for &(id, operation) in &batch {
-                running.spawn(shared, &task, fence, id, direction)?;
-                graph.set(id, SubtaskStatus::Running, operation);
-            }
-        }
-        if running.is_empty() {
-            break;
-        }
-        let first = tokio::select! {
-            _ = shared.cancel.cancelled() => {
-                running.set.abort_all();
+        let effects = machine.on(event);
+        match carry_out(shared, &task, fence, &mut steps, effects).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Over) => return Ok(()),
+            Err(e) if lease_lost(&e) => {
+                tracing::warn!("fenced: {e}; this controller stops driving the task");
+                let effects = machine.on(Event::LeaseLost);
+                carry_out(shared, &task, fence, &mut steps, effects).await?;
                 return Ok(());
             }
+            Err(e) => return Err(e),
+        }
+        event = tokio::select! {
+            _ = shared.cancel.cancelled() => Event::ShuttingDown,
             Some(request) = control.recv() => match request {
-                Control::Cancel { subtask_id, by } => {
-                    running.cancel(subtask_id, by);
-                    continue;
-                }
+                Control::Cancel { subtask_id, by } => Event::CancelAsked { id: subtask_id, by },
                 Control::Lost => {
-                    running.set.abort_all();
-                    return Err(StoreError::Fenced {
-                        task_id: fence.task_id,
-                        generation: fence.generation,
-                        holder: "another controller".to_string(),
-                    });
+                    tracing::warn!(
+                        generation = fence.generation,
+                        "fenced: another controller holds the task's lease now; this one \
+                         stops driving it"
+                    );
+                    Event::LeaseLost
                 }
             },
-            joined = running.set.join_next_with_id() => joined,
+            Some(first) = steps.set.join_next_with_id() => {
+                // Whatever else finished meanwhile is recorded with it, in one write.
+                let mut ends = Vec::new();
+                let mut next = Some(first);
+                while let Some(joined) = next {
+                    ends.push(steps.ended(joined));
+                    next = steps.set.try_join_next_with_id();
+                }
+                Event::StepsEnded(ends)
+            }
         };
-        // Whatever else finished meanwhile is recorded with it, in one write.
-        let mut finished = Vec::new();
-        let mut next = first;
-        while let Some(joined) = next {
-            finished.push(running.outcome(joined));
-            next = running.set.try_join_next_with_id();
-        }
-        let mut outcomes = Vec::with_capacity(finished.len());
-        for (id, result) in finished {
-            let (status, operation, log) = match (result, direction, running.cancelled.remove(&id))
-            {
-                (_, _, Some(by)) => (
-                    SubtaskStatus::Failed,
-                    Operation::Cancel,
-                    Some(format!("CANCELLED by {by}")),
-                ),
-                (Ok(()), Direction::Forward, None) => {
-                    (SubtaskStatus::Successful, operation_of(&graph, id), None)
-                }
-                (Ok(()), Direction::Backward, None) => {
-                    (SubtaskStatus::Pending, Operation::Rollback, None)
-                }
-                (Err(e), _, None) => (
-                    SubtaskStatus::Failed,
-                    operation_of(&graph, id),
-                    Some(format!("FAILED: {e}")),
-                ),
-            };
-            if status == SubtaskStatus::Failed {
-                failed = true;
+    }
+}
+
+async fn carry_out(
+    shared: &Arc<Shared>,
+    task: &Arc<Task>,
+    fence: &Fence,
+    steps: &mut Steps,
+    effects: Vec<Effect>,
+) -> Result<Flow, StoreError> {
+    for effect in effects {
+        match effect {
+            Effect::Start(batch) => start(shared, task, fence, steps, &batch).await?,
+            Effect::Record { outcomes, ready } => {
+                record(shared, task, fence, &outcomes, &ready).await?;
             }
-            graph.set(id, status, operation);
-            outcomes.push(Outcome {
-                id,
-                status,
-                operation,
-                log,
-            });
-        }
-        let mut ready = Vec::new();
-        for o in &outcomes {
-            match (direction, o.status) {
-                (Direction::Forward, SubtaskStatus::Successful) => {
-                    for unblocked in graph.unblocked_by(o.id) {
-                        let operation = operation_of(&graph, unblocked);
-                        graph.set(unblocked, SubtaskStatus::Ready, operation);
-                        ready.push((unblocked, operation));
-                        queue.push_back(unblocked);
-                    }
-                }
-                (Direction::Backward, SubtaskStatus::Pending) => {
-                    for upstream in graph.undo_unblocked_by(o.id) {
-                        if !queue.contains(&upstream) {
-                            queue.push_back(upstream);
-                        }
-                    }
-                }
-                _ => {}
+            Effect::Cancel { id, by } => steps.cancel(id, by),
+            Effect::RefuseCancel(id) => {
+                tracing::info!(
+                    subtask_id = id,
+                    "cancel came after the step ended; its outcome stands"
+                );
+            }
+            Effect::Finish { status, operation } => {
+                finish(shared, fence, status, operation).await?;
+                return Ok(Flow::Over);
+            }
+            Effect::Stop => {
+                steps.set.abort_all();
+                return Ok(Flow::Over);
             }
         }
+    }
+    Ok(Flow::Continue)
+}
+
+async fn start(
+    shared: &Arc<Shared>,
+    task: &Arc<Task>,
+    fence: &Fence,
+    steps: &mut Steps,
+    batch: &[(i64, Operation)],
+) -> Result<(), StoreError> {
+    shared
+        .store
+        .start_subtasks(fence, batch, &shared.options.executor, now_millis())
+        .await?;
+    for &(id, operation) in batch {
+        steps.spawn(shared, task, fence, id, operation == Operation::Rollback)?;
+    }
+    Ok(())
+}
+
+async fn record(
+    shared: &Arc<Shared>,
+    task: &Task,
+    fence: &Fence,
+    outcomes: &[Outcome],
+    ready: &[(i64, Operation)],
+) -> Result<(), StoreError> {
+    if !outcomes.is_empty() {
         // The steps' own lines first, so a failure's reason reads last in its log.
         shared.logbook.flush().await;
-        shared
-            .store
-            .record_outcomes(fence, &task.trace_id, now_millis(), &outcomes, &ready)
-            .await?;
     }
-    let (status, operation) = match direction {
-        Direction::Forward if graph.all_successful() => (TaskStatus::Successful, task.operation),
-        Direction::Forward => (TaskStatus::Failed, task.operation),
-        Direction::Backward if !graph.anything_to_undo() && !failed => {
-            (TaskStatus::Successful, Operation::Rollback)
-        }
-        Direction::Backward => (TaskStatus::Failed, Operation::Rollback),
-    };
+    shared
+        .store
+        .record_outcomes(fence, &task.trace_id, now_millis(), outcomes, ready)
+        .await
+}
+
+async fn finish(
+    shared: &Arc<Shared>,
+    fence: &Fence,
+    status: TaskStatus,
+    operation: Operation,
+) -> Result<(), StoreError> {
     shared
         .store
         .finish_task(fence, status, operation, now_millis())
@@ -241,30 +198,21 @@ async fn run_task(
     Ok(())
 }
 
-type StepResult = (i64, Result<(), StepError>);
-type Joined = Result<(tokio::task::Id, StepResult), tokio::task::JoinError>;
+type Joined = Result<(tokio::task::Id, (i64, StepEnd)), tokio::task::JoinError>;
 
 /// The steps in flight, which subtask each tokio task runs (so that even a step that
 /// panicked or was aborted is recorded against its subtask), and the cancels asked for.
 #[derive(Default)]
-struct Running {
-    set: JoinSet<StepResult>,
+struct Steps {
+    set: JoinSet<(i64, StepEnd)>,
     ids: HashMap<tokio::task::Id, i64>,
     handles: HashMap<i64, tokio::task::AbortHandle>,
-    /// Subtasks being cancelled, and by whom.
+    /// Subtasks whose step was stopped for a cancel, and by whom.
     cancelled: HashMap<i64, String>,
 }
 
-impl Running {
-    fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    fn outcome(&mut self, joined: Joined) -> StepResult {
+impl Steps {
+    fn ended(&mut self, joined: Joined) -> (i64, StepEnd) {
         let (tokio_id, result) = match joined {
             Ok((tokio_id, done)) => (tokio_id, Some(done)),
             Err(e) => {
@@ -276,21 +224,22 @@ impl Running {
         };
         let id = self.ids.remove(&tokio_id).unwrap_or_default();
         self.handles.remove(&id);
-        result.unwrap_or((
-            id,
-            Err(StepError("the step stopped before it finished".to_string())),
-        ))
+        if let Some(by) = self.cancelled.remove(&id) {
+            return (id, StepEnd::Cancelled { by });
+        }
+        result.unwrap_or((id, StepEnd::Stopped))
     }
 
-    /// Cancel: the operator's request recorded CANCELING; dropping the step's future
-    /// drops its in-flight gRPC call, and the outcome is recorded when the join reports it.
-    fn cancel(&mut self, subtask_id: i64, by: String) {
-        if self.cancelled.contains_key(&subtask_id) {
+    /// The operator's request already marked the subtask CANCELING; dropping the step's
+    /// future drops its in-flight gRPC call, and the outcome is recorded when the join
+    /// reports it.
+    fn cancel(&mut self, id: i64, by: String) {
+        if self.cancelled.contains_key(&id) {
             return;
         }
-        if let Some(handle) = self.handles.get(&subtask_id) {
+        if let Some(handle) = self.handles.get(&id) {
             handle.abort();
-            self.cancelled.insert(subtask_id, by);
+            self.cancelled.insert(id, by);
         }
     }
 
@@ -300,7 +249,7 @@ impl Running {
         task: &Arc<Task>,
         fence: &Fence,
         id: i64,
-        direction: Direction,
+        undo: bool,
     ) -> Result<(), StoreError> {
         let Some(subtask) = task.subtasks.iter().find(|s| s.id == id).cloned() else {
             return Err(StoreError::Corrupt {
@@ -333,19 +282,18 @@ impl Running {
                     deadline: Instant::now() + timeout,
                 };
                 let work = async {
-                    match direction {
-                        Direction::Forward => run.run().await,
-                        Direction::Backward => run.undo().await,
+                    if undo {
+                        run.undo().await
+                    } else {
+                        run.run().await
                     }
                 };
-                let outcome = match tokio::time::timeout(timeout, work).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(StepError(format!(
-                        "timed out after {}s",
-                        timeout.as_secs_f64()
-                    ))),
+                let end = match tokio::time::timeout(timeout, work).await {
+                    Ok(Ok(())) => StepEnd::Succeeded,
+                    Ok(Err(e)) => StepEnd::Failed(e.to_string()),
+                    Err(_) => StepEnd::TimedOut(timeout),
                 };
-                (id, outcome)
+                (id, end)
             }
             .instrument(span),
         );

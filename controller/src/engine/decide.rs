@@ -1,0 +1,295 @@
+//! What a task's runner decides: a state machine over the task's DAG that takes events
+//! (taken up, steps ended, cancel asked, lease lost) and answers with effects to carry out.
+//!
+//! Pure: no store, no clock, no tokio. The executor (`runner.rs`) owns every side effect,
+//! so each rule of the engine (event-driven starts, the concurrency cap, fail-fast,
+//! backwards rollback, skip promotion, cancel) is tested here by feeding events alone.
+//! The machine updates its graph as it decides, on the promise that the executor writes
+//! each effect before it acts on the next one, and drops the machine if a write fails.
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use super::Start;
+use super::graph::Graph;
+use crate::model::{Operation, SubtaskStatus, Task, TaskStatus};
+use crate::store::Outcome;
+
+/// Something that happened to the task, as the executor reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Event {
+    /// This controller takes the task up: `Fresh` after creation, retry, skip or
+    /// rollback; `Resumed` after a restart, once interrupted steps were requeued.
+    TakenUp(Start),
+    /// Steps that ended since the last event, recorded together in one write.
+    StepsEnded(Vec<(i64, StepEnd)>),
+    /// An operator asks to cancel a subtask.
+    CancelAsked { id: i64, by: String },
+    /// Another controller owns the task now: whatever this one would write is stale.
+    LeaseLost,
+    /// The controller is stopping; running steps rerun at the next start.
+    ShuttingDown,
+}
+
+/// How one step's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum StepEnd {
+    Succeeded,
+    Failed(String),
+    TimedOut(Duration),
+    /// Panicked or aborted without a result of its own.
+    Stopped,
+    /// Aborted because an operator cancelled it; wins over whatever the step returned.
+    Cancelled {
+        by: String,
+    },
+}
+
+/// What the executor must do, in order.
+#[derive(Debug, Clone)]
+pub(super) enum Effect {
+    /// Mark these RUNNING under their operation in one write, then run their steps.
+    Start(Vec<(i64, Operation)>),
+    /// Write how steps ended and which downstreams that made READY, in one write.
+    Record {
+        outcomes: Vec<Outcome>,
+        ready: Vec<(i64, Operation)>,
+    },
+    /// Abort the step of a subtask the operator marked CANCELING; its end comes as
+    /// `Cancelled`.
+    Cancel { id: i64, by: String },
+    /// The subtask has no step running here: it just ended, and its outcome stands.
+    RefuseCancel(i64),
+    /// The task ends; nothing runs any more.
+    Finish {
+        status: TaskStatus,
+        operation: Operation,
+    },
+    /// Abort every step and write nothing more.
+    Stop,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// EXECUTE and RETRY: downstream after upstream.
+    Forward,
+    /// ROLLBACK: a subtask is undone after everything downstream of it.
+    Backward,
+}
+
+pub(super) struct Machine {
+    graph: Graph,
+    direction: Direction,
+    task_status: TaskStatus,
+    task_operation: Operation,
+    /// Set by the first failure: nothing new starts, what runs finishes.
+    failed: bool,
+    /// Startable subtasks waiting for room under the concurrency cap, in start order.
+    queue: VecDeque<i64>,
+    running: HashSet<i64>,
+    concurrency: usize,
+    /// Finished or stopped: every later event is ignored.
+    over: bool,
+}
+
+impl Machine {
+    pub fn new(task: &Task, concurrency: usize) -> Machine {
+        let direction = if task.operation == Operation::Rollback {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
+        Machine {
+            graph: Graph::new(task),
+            direction,
+            task_status: task.status,
+            task_operation: task.operation,
+            failed: false,
+            queue: VecDeque::new(),
+            running: HashSet::new(),
+            concurrency: concurrency.max(1),
+            over: false,
+        }
+    }
+
+    pub fn on(&mut self, event: Event) -> Vec<Effect> {
+        if self.over {
+            return Vec::new();
+        }
+        match event {
+            Event::TakenUp(start) => self.take_up(start),
+            Event::StepsEnded(ends) => self.steps_ended(ends),
+            Event::CancelAsked { id, by } if self.running.contains(&id) => {
+                vec![Effect::Cancel { id, by }]
+            }
+            Event::CancelAsked { id, .. } => vec![Effect::RefuseCancel(id)],
+            Event::LeaseLost | Event::ShuttingDown => {
+                self.over = true;
+                vec![Effect::Stop]
+            }
+        }
+    }
+
+    fn take_up(&mut self, start: Start) -> Vec<Effect> {
+        if self.task_status != TaskStatus::Running {
+            self.over = true;
+            return vec![Effect::Stop];
+        }
+        let mut effects = Vec::new();
+        match self.direction {
+            Direction::Forward => {
+                let (ready, promoted) = self.graph.startable();
+                // PENDING subtasks a skip left with every upstream done: READY first.
+                if !promoted.is_empty() {
+                    let ready_now: Vec<(i64, Operation)> = promoted
+                        .iter()
+                        .map(|&id| (id, self.operation(id)))
+                        .collect();
+                    for &(id, operation) in &ready_now {
+                        self.graph.set(id, SubtaskStatus::Ready, operation);
+                    }
+                    effects.push(Effect::Record {
+                        outcomes: Vec::new(),
+                        ready: ready_now,
+                    });
+                }
+                self.queue = ready.into_iter().chain(promoted).collect();
+                // A task that had failed before this controller stopped only finishes what ran.
+                self.failed = start == Start::Resumed && self.graph.any(SubtaskStatus::Failed);
+            }
+            Direction::Backward => self.queue = self.graph.undoable_now().into(),
+        }
+        self.advance(&mut effects);
+        effects
+    }
+
+    fn steps_ended(&mut self, ends: Vec<(i64, StepEnd)>) -> Vec<Effect> {
+        let mut outcomes = Vec::with_capacity(ends.len());
+        for (id, end) in ends {
+            if !self.running.remove(&id) {
+                continue;
+            }
+            let outcome = self.outcome(id, end);
+            if outcome.status == SubtaskStatus::Failed {
+                self.failed = true;
+            }
+            self.graph.set(id, outcome.status, outcome.operation);
+            outcomes.push(outcome);
+        }
+        if outcomes.is_empty() {
+            return Vec::new();
+        }
+        let mut ready = Vec::new();
+        for o in &outcomes {
+            match (self.direction, o.status) {
+                (Direction::Forward, SubtaskStatus::Successful) => {
+                    for unblocked in self.graph.unblocked_by(o.id) {
+                        let operation = self.operation(unblocked);
+                        self.graph.set(unblocked, SubtaskStatus::Ready, operation);
+                        ready.push((unblocked, operation));
+                        self.queue.push_back(unblocked);
+                    }
+                }
+                (Direction::Backward, SubtaskStatus::Pending) => {
+                    for upstream in self.graph.undo_unblocked_by(o.id) {
+                        if !self.queue.contains(&upstream) {
+                            self.queue.push_back(upstream);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut effects = vec![Effect::Record { outcomes, ready }];
+        self.advance(&mut effects);
+        effects
+    }
+
+    /// Starts what the cap and fail-fast allow; ends the task once nothing runs.
+    fn advance(&mut self, effects: &mut Vec<Effect>) {
+        let room = if self.failed {
+            0
+        } else {
+            self.concurrency.saturating_sub(self.running.len())
+        };
+        let ids: Vec<i64> = self.queue.drain(..room.min(self.queue.len())).collect();
+        let batch: Vec<(i64, Operation)> = ids
+            .into_iter()
+            .map(|id| (id, self.start_operation(id)))
+            .collect();
+        for &(id, operation) in &batch {
+            self.graph.set(id, SubtaskStatus::Running, operation);
+            self.running.insert(id);
+        }
+        if !batch.is_empty() {
+            effects.push(Effect::Start(batch));
+        }
+        if self.running.is_empty() {
+            let (status, operation) = self.verdict();
+            self.over = true;
+            effects.push(Effect::Finish { status, operation });
+        }
+    }
+
+    fn outcome(&self, id: i64, end: StepEnd) -> Outcome {
+        let ran = self.start_operation(id);
+        let (status, operation, log) = match (end, self.direction) {
+            (StepEnd::Cancelled { by }, _) => (
+                SubtaskStatus::Failed,
+                Operation::Cancel,
+                Some(format!("CANCELLED by {by}")),
+            ),
+            (StepEnd::Succeeded, Direction::Forward) => (SubtaskStatus::Successful, ran, None),
+            // Undone: as if it never ran, so that a retry or rollback sees it so.
+            (StepEnd::Succeeded, Direction::Backward) => {
+                (SubtaskStatus::Pending, Operation::Rollback, None)
+            }
+            (StepEnd::Failed(why), _) => {
+                (SubtaskStatus::Failed, ran, Some(format!("FAILED: {why}")))
+            }
+            (StepEnd::TimedOut(after), _) => (
+                SubtaskStatus::Failed,
+                ran,
+                Some(format!("FAILED: timed out after {}s", after.as_secs_f64())),
+            ),
+            (StepEnd::Stopped, _) => (
+                SubtaskStatus::Failed,
+                ran,
+                Some("FAILED: the step stopped before it finished".to_string()),
+            ),
+        };
+        Outcome {
+            id,
+            status,
+            operation,
+            log,
+        }
+    }
+
+    fn verdict(&self) -> (TaskStatus, Operation) {
+        match self.direction {
+            Direction::Forward if self.graph.all_successful() => {
+                (TaskStatus::Successful, self.task_operation)
+            }
+            Direction::Forward => (TaskStatus::Failed, self.task_operation),
+            Direction::Backward if !self.graph.anything_to_undo() && !self.failed => {
+                (TaskStatus::Successful, Operation::Rollback)
+            }
+            Direction::Backward => (TaskStatus::Failed, Operation::Rollback),
+        }
+    }
+
+    /// The subtask's own operation (EXECUTE, RETRY), which its run keeps.
+    fn operation(&self, id: i64) -> Operation {
+        self.graph
+            .node(id)
+            .map_or(Operation::Execute, |n| n.operation)
+    }
+
+    fn start_operation(&self, id: i64) -> Operation {
+        match self.direction {
+            Direction::Forward => self.operation(id),
+            Direction::Backward => Operation::Rollback,
+        }
+    }
+}
