@@ -293,3 +293,6 @@ impl Machine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
