@@ -2,6 +2,7 @@
 //! Shared helpers of the controller's integration tests.
 
 pub mod binary;
+pub mod controllers;
 pub mod fleet;
 pub mod netns;
 pub mod proc_agent;
