@@ -282,6 +282,7 @@ impl Node {
         self.pid
     }
 
+    /// `path` under `/api/v2`, where every REST route (and the OpenAPI document) answers.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}/api/v2{path}", self.http)
     }
