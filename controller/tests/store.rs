@@ -410,7 +410,7 @@ async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cance
             t.name
         );
         let events = store.events_after(id, 0, 100).await.unwrap();
-        let words: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+        let words: Vec<&str> = events.iter().map(|e| e.change.status()).collect();
         assert_eq!(
             words,
             [
@@ -457,5 +457,133 @@ async fn a_large_batch_is_written_whole_across_statement_chunks() {
         }
         let edges: usize = task.subtasks.iter().map(|s| s.upstreams.len()).sum();
         assert_eq!(edges, plan.edges.len(), "{}", t.name);
+    }
+}
+
+fn claim_for(owner: &str, expires: i64) -> Claim {
+    Claim {
+        owner: owner.into(),
+        expires,
+    }
+}
+
+/// Renewal, expiry, takeover and fencing, with the times given: a lease held and
+/// renewed is not taken; one left to run out is, under a new generation; from then on
+/// the old holder writes nothing, log lines included, and renews nothing.
+#[tokio::test]
+async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_old_holder() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let host = add_hosts(store, 1).await[0];
+        let a = claim_for("a", 1_000);
+        let held = store
+            .create_task(
+                &templates::single_host(AgentOperation::Stop, host),
+                &TaskOrigin {
+                    claim: &a,
+                    ..origin()
+                },
+            )
+            .await
+            .unwrap();
+        let id = held.task_id;
+        let b = claim_for("b", 4_000);
+        let taken = store.take_over_leases(&b, 500, false, 10).await.unwrap();
+        assert!(taken.is_empty(), "{}: not run out at 500", t.name);
+        assert_eq!(
+            store.renew_leases(&claim_for("a", 2_000)).await.unwrap(),
+            vec![held.clone()],
+            "{}",
+            t.name
+        );
+        let taken = store.take_over_leases(&b, 1_500, false, 10).await.unwrap();
+        assert!(taken.is_empty(), "{}: renewed until 2000", t.name);
+
+        let taken = store.take_over_leases(&b, 2_500, false, 10).await.unwrap();
+        assert_eq!(taken.len(), 1, "{}", t.name);
+        let now_b = taken[0].clone();
+        assert_eq!(
+            (now_b.task_id, now_b.generation),
+            (id, held.generation + 1),
+            "{}",
+            t.name
+        );
+        let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].id;
+        match store
+            .start_subtasks(&held, &[(first, Operation::Execute)], "a", 2_600)
+            .await
+        {
+            Err(StoreError::Fenced {
+                holder, generation, ..
+            }) => assert_eq!((holder.as_str(), generation), ("b", now_b.generation)),
+            other => panic!("{}: the old holder wrote: {other:?}", t.name),
+        }
+        assert!(
+            store
+                .renew_leases(&claim_for("a", 5_000))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: nothing left to renew",
+            t.name
+        );
+        let line = |fence: &controller::store::Fence, text: &str| controller::store::LogEntry {
+            fence: fence.clone(),
+            subtask_id: first,
+            trace_id: "t".to_string(),
+            at: 2_700,
+            line: text.to_string(),
+        };
+        store
+            .append_logs(&[line(&held, "from a"), line(&now_b, "from b")])
+            .await
+            .unwrap();
+        let lines: Vec<String> = store
+            .subtask_log(first)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(lines, vec!["from b".to_string()], "{}", t.name);
+        store
+            .start_subtasks(&now_b, &[(first, Operation::Execute)], "b", 2_800)
+            .await
+            .expect("the new holder writes");
+        let events = store.events_after(id, 0, 100).await.unwrap();
+        assert_eq!(events.len(), 2, "{}: created, then b's start", t.name);
+    }
+}
+
+/// Controllers racing for the same run-out lease: exactly one gets it.
+#[tokio::test]
+async fn racing_takeovers_give_a_task_to_one_controller() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let hosts = add_hosts(store, 20).await;
+        for &h in &hosts {
+            store
+                .create_task(
+                    &templates::single_host(AgentOperation::Restart, h),
+                    &TaskOrigin {
+                        claim: &claim_for("gone", 100),
+                        ..origin()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let (cx, cy) = (claim_for("x", 9_000), claim_for("y", 9_000));
+        let (x, y) = tokio::join!(
+            store.take_over_leases(&cx, 1_000, false, 100),
+            store.take_over_leases(&cy, 1_000, false, 100)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        assert_eq!(x.len() + y.len(), 20, "{}: {x:?} {y:?}", t.name);
+        assert!(
+            x.iter().all(|f| !y.iter().any(|g| g.task_id == f.task_id)),
+            "{}: no task went to both",
+            t.name
+        );
     }
 }

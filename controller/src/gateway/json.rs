@@ -368,8 +368,8 @@ impl From<&crate::store::TaskEvent> for TaskEventJson {
         TaskEventJson {
             seq: e.seq,
             task_id: e.task_id,
-            subtask_id: e.subtask_id,
-            status: e.status.clone(),
+            subtask_id: e.change.subtask_id(),
+            status: e.change.status().to_string(),
             operation: e.operation.to_string(),
             time: format_millis(e.at),
             message: e.message.clone(),

@@ -121,8 +121,8 @@ pub fn event(e: &crate::store::TaskEvent) -> pb::TaskEvent {
     pb::TaskEvent {
         seq: e.seq,
         task_id: e.task_id,
-        subtask_id: e.subtask_id.unwrap_or_default(),
-        status: e.status.clone(),
+        subtask_id: e.change.subtask_id().unwrap_or_default(),
+        status: e.change.status().to_string(),
         operation: e.operation.to_string(),
         time: format_millis(e.at),
         message: e.message.clone(),

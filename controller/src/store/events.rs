@@ -14,16 +14,47 @@
 use sqlx::Row;
 
 use super::{CANCEL_CHANNEL, CancelRequest, NEWS_CHANNEL, Store, StoreError, get_word};
-use crate::model::{Millis, Operation};
+use crate::model::{Millis, Operation, SubtaskStatus, TaskStatus, UnknownWord};
 
-/// One transition of a task (`subtask_id` None) or of one of its subtasks.
+/// What a transition changed: the task's status, or one subtask's, so that a subtask
+/// event cannot carry a task's status or the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Task(TaskStatus),
+    Subtask(i64, SubtaskStatus),
+}
+
+impl Change {
+    pub fn subtask_id(self) -> Option<i64> {
+        match self {
+            Change::Task(_) => None,
+            Change::Subtask(id, _) => Some(id),
+        }
+    }
+
+    /// The status as OCP spells it.
+    pub fn status(self) -> &'static str {
+        match self {
+            Change::Task(status) => status.as_str(),
+            Change::Subtask(_, status) => status.as_str(),
+        }
+    }
+
+    fn read(subtask_id: Option<i64>, word: &str) -> Result<Change, UnknownWord> {
+        Ok(match subtask_id {
+            None => Change::Task(word.parse()?),
+            Some(id) => Change::Subtask(id, word.parse()?),
+        })
+    }
+}
+
+/// One transition of a task or of one of its subtasks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskEvent {
     /// Increasing: resume a watch after the last one seen.
     pub seq: i64,
     pub task_id: i64,
-    pub subtask_id: Option<i64>,
-    pub status: String,
+    pub change: Change,
     pub operation: Operation,
     pub at: Millis,
     pub message: String,
@@ -32,8 +63,7 @@ pub struct TaskEvent {
 /// A transition about to be recorded.
 #[derive(Debug, Clone)]
 pub(super) struct NewEvent<'a> {
-    pub subtask_id: Option<i64>,
-    pub status: &'a str,
+    pub change: Change,
     pub operation: Operation,
     pub message: &'a str,
 }
@@ -49,8 +79,8 @@ pub(super) async fn insert(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(task_id)
-    .bind(event.subtask_id)
-    .bind(event.status)
+    .bind(event.change.subtask_id())
+    .bind(event.change.status())
     .bind(event.operation.as_str())
     .bind(at)
     .bind(event.message)
@@ -78,11 +108,17 @@ impl Store {
         .await?
         .iter()
         .map(|row| {
+            let word: String = row.try_get("status")?;
+            let change = Change::read(row.try_get("subtask_id")?, &word).map_err(|e| {
+                StoreError::Corrupt {
+                    table: "task_events",
+                    detail: e.to_string(),
+                }
+            })?;
             Ok(TaskEvent {
                 seq: row.try_get("id")?,
                 task_id: row.try_get("task_id")?,
-                subtask_id: row.try_get("subtask_id")?,
-                status: row.try_get("status")?,
+                change,
                 operation: get_word(row, "task_events", "operation")?,
                 at: row.try_get("at")?,
                 message: row.try_get("message")?,

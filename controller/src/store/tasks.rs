@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::events::{self, NewEvent};
+use super::events::{self, Change, NewEvent};
 use super::leases::{self, Claim, Fence};
 use super::{Store, StoreError, get_word};
 use crate::model::{
@@ -172,8 +172,7 @@ impl Store {
             task_id,
             origin.at,
             NewEvent {
-                subtask_id: None,
-                status: TaskStatus::Running.as_str(),
+                change: Change::Task(TaskStatus::Running),
                 operation: Operation::Execute,
                 message: &format!("created by {}", origin.creator),
             },

@@ -7,7 +7,7 @@
 
 use sqlx::Row;
 
-use super::events::{self, NewEvent};
+use super::events::{self, Change, NewEvent};
 use super::leases::{self, Claim, Fence};
 use super::{Store, StoreError, Tx, get_word};
 use crate::model::{Millis, Operation, SubtaskStatus, TaskContext, TaskStatus};
@@ -55,8 +55,7 @@ pub struct Outcome {
 async fn event(
     tx: &mut Tx<'_>,
     task_id: i64,
-    subtask_id: Option<i64>,
-    status: &str,
+    change: Change,
     operation: Operation,
     at: Millis,
     message: &str,
@@ -66,8 +65,7 @@ async fn event(
         task_id,
         at,
         NewEvent {
-            subtask_id,
-            status,
+            change,
             operation,
             message,
         },
@@ -115,8 +113,7 @@ impl Store {
                 event(
                     &mut tx,
                     task_id,
-                    Some(id),
-                    "FAILED",
+                    Change::Subtask(id, SubtaskStatus::Failed),
                     Operation::Cancel,
                     at,
                     message,
@@ -131,7 +128,15 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 let message = "queued again: the controller stopped while it ran";
-                event(&mut tx, task_id, Some(id), "READY", operation, at, message).await?;
+                event(
+                    &mut tx,
+                    task_id,
+                    Change::Subtask(id, SubtaskStatus::Ready),
+                    operation,
+                    at,
+                    message,
+                )
+                .await?;
             }
         }
         if rows.is_empty() {
@@ -166,7 +171,15 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            event(&mut tx, task_id, Some(id), "RUNNING", operation, at, "").await?;
+            event(
+                &mut tx,
+                task_id,
+                Change::Subtask(id, SubtaskStatus::Running),
+                operation,
+                at,
+                "",
+            )
+            .await?;
         }
         self.commit(tx, task_id).await
     }
@@ -210,8 +223,7 @@ impl Store {
             event(
                 &mut tx,
                 task_id,
-                Some(o.id),
-                o.status.as_str(),
+                Change::Subtask(o.id, o.status),
                 o.operation,
                 at,
                 message,
@@ -225,7 +237,15 @@ impl Store {
                 .bind(SubtaskStatus::Pending.as_str())
                 .execute(&mut *tx)
                 .await?;
-            event(&mut tx, task_id, Some(id), "READY", operation, at, "").await?;
+            event(
+                &mut tx,
+                task_id,
+                Change::Subtask(id, SubtaskStatus::Ready),
+                operation,
+                at,
+                "",
+            )
+            .await?;
         }
         self.commit(tx, task_id).await
     }
@@ -282,7 +302,7 @@ impl Store {
                 .await?;
         }
         let message = if rolled_back { "rolled back" } else { "" };
-        event(&mut tx, id, None, status.as_str(), operation, at, message).await?;
+        event(&mut tx, id, Change::Task(status), operation, at, message).await?;
         self.commit(tx, id).await
     }
 
@@ -410,8 +430,7 @@ impl Store {
         event(
             &mut tx,
             task_id,
-            Some(subtask_id),
-            "SUCCESSFUL",
+            Change::Subtask(subtask_id, SubtaskStatus::Successful),
             Operation::Skip,
             at,
             &message,
@@ -473,8 +492,7 @@ impl Store {
         event(
             &mut tx,
             task_id,
-            None,
-            "RUNNING",
+            Change::Task(TaskStatus::Running),
             Operation::Rollback,
             at,
             &message,
@@ -513,8 +531,7 @@ impl Store {
         event(
             &mut tx,
             task_id,
-            Some(subtask_id),
-            "CANCELING",
+            Change::Subtask(subtask_id, SubtaskStatus::Canceling),
             Operation::Cancel,
             at,
             &message,
@@ -566,7 +583,15 @@ impl Store {
             }
             .into());
         }
-        event(tx, task_id, None, "RUNNING", operation, at, message).await
+        event(
+            tx,
+            task_id,
+            Change::Task(TaskStatus::Running),
+            operation,
+            at,
+            message,
+        )
+        .await
     }
 
     async fn task_state(
@@ -636,8 +661,7 @@ async fn retry_one(
     event(
         tx,
         task_id,
-        Some(subtask_id),
-        "READY",
+        Change::Subtask(subtask_id, SubtaskStatus::Ready),
         Operation::Retry,
         at,
         "",
