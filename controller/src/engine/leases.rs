@@ -5,7 +5,9 @@
 //! Every `ttl / 3` the loop renews this controller's leases, so two renewals can fail
 //! before a lease runs out. It then tells runners whose task is no longer held to stop,
 //! takes over what expired (a step that was running is run again), and re-reads which
-//! controllers are alive. The decisions are the pure functions below; `run` only acts.
+//! controllers are alive. A controller that could not renew for a whole TTL stops every
+//! runner itself (see [`Keeper`]). The decisions are the pure functions and the keeper
+//! below; `run` only acts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,33 +114,86 @@ pub(super) async fn take_over(shared: &Arc<Shared>, everything: bool) -> Result<
         .store
         .take_over_leases(&claim(shared), now, everything, TAKEOVER_BATCH)
         .await?;
+    // Every task taken is driven, whatever else fails: one claimed and not driven would
+    // be renewed by this controller and never finished by anyone. Its runner queues
+    // again what was running before it starts anything, so a requeue that fails here
+    // is done there.
     for fence in &taken {
-        let requeued = shared
-            .store
-            .requeue_interrupted(fence, now_millis())
-            .await?;
-        tracing::info!(
-            task_id = fence.task_id,
-            generation = fence.generation,
-            requeued,
-            "took the task over"
-        );
+        match shared.store.requeue_interrupted(fence, now_millis()).await {
+            Ok(requeued) => tracing::info!(
+                task_id = fence.task_id,
+                generation = fence.generation,
+                requeued,
+                "took the task over"
+            ),
+            Err(e) => tracing::warn!(
+                task_id = fence.task_id,
+                "took the task over; its runner queues its steps again: {e}"
+            ),
+        }
         drive(shared, fence.clone(), Start::Resumed);
     }
     Ok(taken.len())
 }
 
+/// Whether this controller may still believe it holds its leases. A renewal asked at
+/// `t` that succeeded makes them good until `t + ttl`; once that passed without another,
+/// other controllers may have taken them over, so it stops driving every task rather than
+/// run steps a new owner runs too (as river's and Nomad's leaders step down).
+pub(super) struct Keeper {
+    ttl: Duration,
+    good_until: Instant,
+    /// Set when the runners were dropped: the leases are given up at the next chance, so
+    /// that the normal takeover hands them out again, to this controller or another.
+    to_release: bool,
+}
+
+impl Keeper {
+    pub fn new(now: Instant, ttl: Duration) -> Keeper {
+        Keeper {
+            ttl,
+            good_until: now + ttl,
+            to_release: false,
+        }
+    }
+
+    pub fn renewed(&mut self, asked_at: Instant) {
+        self.good_until = asked_at + self.ttl;
+    }
+
+    /// True once, when the leases ran out unrenewed: drop every runner now.
+    pub fn ran_out(&mut self, now: Instant) -> bool {
+        if now < self.good_until || self.to_release {
+            return false;
+        }
+        self.to_release = true;
+        true
+    }
+}
+
 pub(super) async fn run(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(renew_interval(shared.options.lease_ttl));
+    let ttl = shared.options.lease_ttl;
+    let mut tick = tokio::time::interval(renew_interval(ttl));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut cancels = shared.store.subscribe_cancels();
+    let mut keeper = Keeper::new(Instant::now(), ttl);
     let started_at = now_millis();
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(e) = round(&shared, started_at).await {
+                if let Err(e) = round(&shared, &mut keeper, started_at).await {
                     tracing::warn!("lease round failed, trying again in {:?}: {e}", tick.period());
+                }
+                if keeper.ran_out(Instant::now()) {
+                    tracing::warn!(
+                        "fenced: this controller's leases ran out unrenewed ({}); it stops \
+                         driving every task, which any controller may now take over",
+                        humantime::format_duration(ttl)
+                    );
+                    for active in lock_active(&shared).values() {
+                        let _ = active.control.send(Control::Lost);
+                    }
                 }
             }
             request = cancels.recv() => match request {
@@ -159,12 +214,26 @@ fn pass_cancel(shared: &Shared, task_id: i64, subtask_id: i64, by: String) {
     }
 }
 
-async fn round(shared: &Arc<Shared>, started_at: Millis) -> Result<(), StoreError> {
+async fn round(
+    shared: &Arc<Shared>,
+    keeper: &mut Keeper,
+    started_at: Millis,
+) -> Result<(), StoreError> {
+    if keeper.to_release {
+        shared.store.release_leases(&shared.options.owner).await?;
+        keeper.to_release = false;
+    }
     let driving: Vec<(i64, i64)> = lock_active(shared)
         .iter()
         .map(|(id, a)| (*id, a.generation))
         .collect();
-    let held = shared.store.renew_leases(&claim(shared)).await?;
+    let asked_at = Instant::now();
+    // A renewal still hanging when the leases run out counts as failed.
+    let renewal = claim(shared);
+    let held = tokio::time::timeout_at(keeper.good_until, shared.store.renew_leases(&renewal))
+        .await
+        .map_err(|_| StoreError::Timeout("renewing the leases"))??;
+    keeper.renewed(asked_at);
     for (task_id, generation) in lost(&held, &driving) {
         let active = lock_active(shared);
         if let Some(a) = active.get(&task_id).filter(|a| a.generation == generation) {
@@ -252,6 +321,42 @@ mod tests {
         assert_eq!(
             renew_interval(Duration::from_millis(1)),
             Duration::from_millis(10)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leases_left_unrenewed_for_a_ttl_drop_every_task_once() {
+        let ttl = Duration::from_secs(9);
+        let mut keeper = Keeper::new(Instant::now(), ttl);
+        for _ in 0..5 {
+            tokio::time::advance(renew_interval(ttl)).await;
+            keeper.renewed(Instant::now());
+            assert!(
+                !keeper.ran_out(Instant::now()),
+                "renewed every third of the TTL"
+            );
+        }
+        let last = Instant::now();
+        tokio::time::advance(renew_interval(ttl) * 2).await;
+        assert!(!keeper.ran_out(Instant::now()), "two renewals may fail");
+        tokio::time::advance(last + ttl - Instant::now()).await;
+        assert!(keeper.ran_out(Instant::now()), "a whole TTL without one");
+        assert!(!keeper.ran_out(Instant::now()), "once");
+        assert!(
+            keeper.to_release,
+            "the leases are given up at the next chance"
+        );
+        tokio::time::advance(ttl * 3).await;
+        assert!(
+            !keeper.ran_out(Instant::now()),
+            "still once, until released"
+        );
+        keeper.to_release = false;
+        keeper.renewed(Instant::now());
+        tokio::time::advance(ttl).await;
+        assert!(
+            keeper.ran_out(Instant::now()),
+            "and again after a new outage"
         );
     }
 

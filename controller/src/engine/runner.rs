@@ -29,21 +29,26 @@ pub(super) async fn drive_until_done(
 ) {
     let mut start = start;
     loop {
-        match run_task(shared, &fence, start, &mut control).await {
+        // A resumed task first queues again what was running under its last owner (or
+        // before a store failure), so that no subtask stays RUNNING without a step.
+        let ran = match start {
+            Start::Resumed => match shared.store.requeue_interrupted(&fence, now_millis()).await {
+                Ok(_) => run_task(shared, &fence, start, &mut control).await,
+                Err(e) => Err(e),
+            },
+            Start::Fresh => run_task(shared, &fence, start, &mut control).await,
+        };
+        match ran {
             Ok(()) => return,
+            Err(e) if lease_lost(&e) => {
+                tracing::warn!("fenced: {e}; this controller stops driving the task");
+                return;
+            }
             Err(e) => {
                 tracing::error!("task runner failed, retrying from the store: {e}");
                 tokio::select! {
                     _ = shared.cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                match shared.store.requeue_interrupted(&fence, now_millis()).await {
-                    Ok(_) => {}
-                    Err(e) if lease_lost(&e) => {
-                        tracing::warn!("fenced: {e}; this controller stops driving the task");
-                        return;
-                    }
-                    Err(e) => tracing::error!("could not requeue task {}: {e}", fence.task_id),
                 }
                 start = Start::Resumed;
             }
@@ -97,8 +102,8 @@ async fn run_task(
                 Control::Lost => {
                     tracing::warn!(
                         generation = fence.generation,
-                        "fenced: another controller holds the task's lease now; this one \
-                         stops driving it"
+                        "fenced: this controller no longer holds the task's lease; it stops \
+                         driving it"
                     );
                     Event::LeaseLost
                 }

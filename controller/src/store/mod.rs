@@ -55,6 +55,8 @@ pub enum StoreError {
     HostBusy { host_id: i64, task_id: i64 },
     #[error(transparent)]
     Refused(#[from] transitions::TransitionRefused),
+    #[error("{0} took too long")]
+    Timeout(&'static str),
     #[error(
         "task {task_id} was taken over: its lease is held by {holder} (generation {generation})"
     )]
