@@ -1,6 +1,7 @@
 //! A controller and agents run as separate processes of the real binaries, exactly as
 //! an operator would start them, each logging to a file under the fleet's directory,
-//! in plaintext or with the fleet's own CA (mutual TLS), and the way in for clients.
+//! in plaintext or with the fleet's own CA (mutual TLS), and the way in for clients;
+//! further controllers may join the first one on a shared store.
 
 use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -167,6 +168,8 @@ pub struct Fleet {
     /// Set in TLS mode.
     pub pki: Option<Pki>,
     controller: Option<Child>,
+    /// Controllers started by `add_controller`.
+    more_controllers: Vec<Child>,
     agents: Vec<Child>,
 }
 
@@ -227,6 +230,7 @@ impl Fleet {
             admin_password: String::new(),
             pki,
             controller: None,
+            more_controllers: Vec::new(),
             agents: Vec::new(),
         };
         let hosts = fleet.hosts.clone();
@@ -246,26 +250,57 @@ impl Fleet {
                 )?;
             }
         }
-        let child = fleet.spawn_controller()?;
+        let (grpc, http) = (fleet.spec.grpc, fleet.spec.http);
+        let child = fleet.spawn_controller("controller", grpc, http)?;
         let controller = fleet.controller.insert(child);
         wait_ready(
             "controller",
             &fleet.spec.log("controller"),
             controller,
-            fleet.spec.http,
+            http,
         )?;
-        let password_file = fleet.spec.root.join("controller").join("admin-password");
+        let password_file = fleet.password_file();
         fleet.admin_password = fs::read_to_string(&password_file)
             .map_err(io(format!("reading {}", password_file.display())))?
             .trim()
             .to_string();
-        // A listening port is not yet a served face: one real request, over TLS in TLS
-        // mode, so that a certificate problem shows here with the controller's log.
-        let probe = fleet.rest().map_err(Box::new)?;
+        fleet.probe("controller", http)?;
+        Ok(fleet)
+    }
+
+    /// Starts one more controller with the first one's flags (its store included, e.g.
+    /// `--database-url`) on other addresses, and waits until it serves. It gets the
+    /// first one's admin password, as controllers behind one load balancer share users.
+    pub fn add_controller(&mut self, grpc: SocketAddr, http: SocketAddr) -> Result<(), FleetError> {
+        for addr in [grpc, http] {
+            if std::net::TcpListener::bind(addr).is_err() {
+                return Err(FleetError::AddressInUse(addr));
+            }
+        }
+        let name = format!("controller-{}", self.more_controllers.len() + 2);
+        let dir = self.spec.root.join(&name);
+        fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let password_file = dir.join("admin-password");
+        fs::write(&password_file, &self.admin_password)
+            .map_err(io(format!("writing {}", password_file.display())))?;
+        let mut child = self.spawn_controller(&name, grpc, http)?;
+        if let Err(e) = wait_ready(&name, &self.spec.log(&name), &mut child, http) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+        self.more_controllers.push(child);
+        self.probe(&name, http)
+    }
+
+    /// A listening port is not yet a served face: one real request, over TLS in TLS
+    /// mode, so that a certificate problem shows here with the controller's log.
+    fn probe(&self, name: &str, http: SocketAddr) -> Result<(), FleetError> {
+        let probe = self.rest_at(http).map_err(Box::new)?;
         if let Err(e) = probe.call("GET", "/api/v2/openapi.json", None) {
-            let log = fleet.spec.log("controller");
+            let log = self.spec.log(name);
             return Err(FleetError::Unanswered {
-                transport: if fleet.spec.transport.is_tls() {
+                transport: if self.spec.transport.is_tls() {
                     "HTTPS"
                 } else {
                     "HTTP"
@@ -275,23 +310,32 @@ impl Fleet {
                 log: log.display().to_string(),
             });
         }
-        Ok(fleet)
+        Ok(())
     }
 
     /// `https://...` in TLS mode, `http://...` otherwise.
     pub fn rest_base(&self) -> String {
+        self.base_at(self.spec.http)
+    }
+
+    fn base_at(&self, http: SocketAddr) -> String {
         let scheme = if self.spec.transport.is_tls() {
             "https"
         } else {
             "http"
         };
-        format!("{scheme}://{}", self.spec.http)
+        format!("{scheme}://{http}")
     }
 
     /// The REST gateway as user admin, trusting the fleet's CA in TLS mode.
     pub fn rest(&self) -> Result<Rest, RestError> {
+        self.rest_at(self.spec.http)
+    }
+
+    /// The REST gateway of any of the fleet's controllers, by its address.
+    pub fn rest_at(&self, http: SocketAddr) -> Result<Rest, RestError> {
         Rest::with_ca(
-            &self.rest_base(),
+            &self.base_at(http),
             "admin",
             &self.admin_password,
             self.pki.as_ref().map(|p| p.ca.as_path()),
@@ -301,6 +345,15 @@ impl Fleet {
     /// The controller's pid, for reading its CPU time and memory from /proc.
     pub fn controller_pid(&self) -> Option<u32> {
         self.controller.as_ref().map(Child::id)
+    }
+
+    /// Every controller's pid, the first one first.
+    pub fn controller_pids(&self) -> Vec<u32> {
+        self.controller
+            .iter()
+            .map(Child::id)
+            .chain(self.more_controllers.iter().map(Child::id))
+            .collect()
     }
 
     /// The agents' pids, in host order.
@@ -424,7 +477,12 @@ min_live = "200ms"
     /// The wrapper must exec the controller (as `env` does): `stop` signals the pid it
     /// started, and the `heaptrack` script would neither pass SIGTERM on nor be the
     /// process whose memory is measured.
-    fn spawn_controller(&self) -> Result<Child, FleetError> {
+    fn spawn_controller(
+        &self,
+        name: &str,
+        grpc: SocketAddr,
+        http: SocketAddr,
+    ) -> Result<Child, FleetError> {
         let binary = self.spec.binary("ocp-controller");
         let wrapper = std::env::var("OCP_CONTROLLER_WRAPPER").unwrap_or_default();
         let mut words = wrapper.split_whitespace();
@@ -438,11 +496,11 @@ min_live = "200ms"
         };
         command
             .arg("--grpc-addr")
-            .arg(self.spec.grpc.to_string())
+            .arg(grpc.to_string())
             .arg("--http-addr")
-            .arg(self.spec.http.to_string())
+            .arg(http.to_string())
             .arg("--data-dir")
-            .arg(self.spec.root.join("controller"))
+            .arg(self.spec.root.join(name))
             .args(&self.spec.controller_args);
         if let Some(pki) = &self.pki {
             command
@@ -453,12 +511,13 @@ min_live = "200ms"
                 .arg("--tls-key")
                 .arg(&pki.controller_key);
         }
-        spawn_logged(&mut command, &self.spec.log("controller"))
+        spawn_logged(&mut command, &self.spec.log(name))
     }
 
-    /// SIGTERM to every process, the controller first, then a bounded wait, then SIGKILL.
+    /// SIGTERM to every process, the controllers first, then a bounded wait, then SIGKILL.
     pub fn stop(&mut self) {
         let mut children: Vec<Child> = self.controller.take().into_iter().collect();
+        children.append(&mut self.more_controllers);
         children.append(&mut self.agents);
         for child in &children {
             terminate(child);
