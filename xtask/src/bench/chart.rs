@@ -1,13 +1,13 @@
 //! `chart.svg`: the batch restart against Ansible by fleet size, and one process
 //! restart by each contender, both on log scales since they span orders of magnitude,
-//! with our figures in both transports (plaintext, mutual TLS).
+//! with our figures in both transports (plaintext, mutual TLS), one controller on SQLite.
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
 use super::BenchError;
-use super::report::Results;
+use super::report::{Results, StoreKind};
 
 fn failed(e: impl std::fmt::Display) -> BenchError {
     BenchError::Failed(format!("drawing the chart: {e}"))
@@ -22,7 +22,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<(), BenchError> {
         results
             .fleet
             .iter()
-            .filter(|f| f.tls == tls)
+            .filter(|f| f.tls == tls && f.store == StoreKind::Sqlite)
             .map(|f| (f.hosts as f64, f.wall_ms / 1e3))
             .collect()
     };

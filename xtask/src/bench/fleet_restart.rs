@@ -1,5 +1,6 @@
-//! Scenario 1: a batch restart of a whole fleet of real agents, timed from the POST to
-//! SUCCESSFUL, split into what the agents spent and what the engine added.
+//! Scenario 1 (and 6, on PostgreSQL): a batch restart of a whole fleet of real agents,
+//! timed from the POST to SUCCESSFUL, split into what the agents spent and what the
+//! engine added; and the store filled with finished tasks.
 
 use std::collections::BTreeMap;
 use std::thread;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::report::{FleetRun, StoreFill};
+use super::report::{FleetRun, StoreFill, StoreKind};
 use super::sys;
 use crate::fleet::Fleet;
 use crate::rest::Rest;
@@ -53,18 +54,31 @@ fn mean_rss(pids: &[u32]) -> f64 {
     sum / pids.len().max(1) as f64
 }
 
+fn controllers(fleet: &Fleet) -> Result<Vec<u32>, BenchError> {
+    let pids = fleet.controller_pids();
+    if pids.is_empty() {
+        return Err(BenchError::Failed("the controller is not running".into()));
+    }
+    Ok(pids)
+}
+
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| sys::cpu_seconds(p)).sum()
+}
+
+/// The batch restart is submitted through `rest`, i.e. to the controller it talks to;
+/// the CPU and memory are every controller's of the fleet.
 pub fn measure(
     fleet: &Fleet,
     rest: &Rest,
+    store: StoreKind,
     host_ids: &[i64],
     fleet_start: Duration,
 ) -> Result<FleetRun, BenchError> {
-    let controller = fleet
-        .controller_pid()
-        .ok_or_else(|| BenchError::Failed("the controller is not running".into()))?;
+    let controllers = controllers(fleet)?;
     let agents = fleet.agent_pids();
     let agent_idle = mean_rss(&agents);
-    let cpu_before = sys::cpu_seconds(controller);
+    let cpu_before = cpu_seconds(&controllers);
     let posted = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -78,7 +92,7 @@ pub fn measure(
         .ok_or_else(|| BenchError::Failed(format!("no task id in {task}")))?;
     let every = Duration::from_millis(if host_ids.len() > 50 { 500 } else { 20 });
     let task = wait_task(rest, id, every)?;
-    let cpu = sys::cpu_seconds(controller) - cpu_before;
+    let cpu = cpu_seconds(&controllers) - cpu_before;
     if task["status"] != "SUCCESSFUL" {
         return Err(BenchError::Failed(format!(
             "batch restart task {id} ended {}; see the controller's log",
@@ -103,8 +117,14 @@ pub fn measure(
     let agents_ms = stages.values().sum::<i64>() as f64;
     let levels = (2 * stages.len()).saturating_sub(1).max(1);
     let overhead = wall - agents_ms;
+    let peaks: Vec<f64> = controllers
+        .iter()
+        .map(|&p| sys::memory(p).peak_mb)
+        .collect();
     Ok(FleetRun {
         hosts: host_ids.len(),
+        store,
+        controllers: controllers.len(),
         tls: fleet.spec.transport.is_tls(),
         subtasks: subtasks.len(),
         levels,
@@ -113,7 +133,8 @@ pub fn measure(
         overhead_ms: overhead,
         overhead_per_level_ms: overhead / levels as f64,
         controller_cpu_s: cpu,
-        controller_peak_rss_mb: sys::memory(controller).peak_mb,
+        controller_peak_rss_mb: peaks.iter().copied().fold(0.0, f64::max),
+        controllers_peak_rss_mb: peaks,
         agent_mean_rss_idle_mb: agent_idle,
         agent_mean_rss_after_mb: mean_rss(&agents),
         fleet_start_s: fleet_start.as_secs_f64(),
@@ -121,25 +142,28 @@ pub fn measure(
 }
 
 /// Fills the store with finished tasks the way an operator would over weeks: single
-/// host restarts, one per host at a time (a host belongs to one operation at once).
+/// host restarts, one per host at a time (a host belongs to one operation at once),
+/// sent to the controllers of `rests` in turn as a load balancer would. Then reads
+/// each controller's memory, in the order of the fleet's controllers.
 pub fn fill_store(
     fleet: &Fleet,
-    rest: &Rest,
+    rests: &[Rest],
+    store: StoreKind,
     host_ids: &[i64],
     tasks: usize,
-) -> Result<StoreFill, BenchError> {
+) -> Result<Vec<StoreFill>, BenchError> {
     let started = Instant::now();
     let mut done = 0;
     while done < tasks {
         let round = host_ids.len().min(tasks - done);
         let mut ids = Vec::with_capacity(round);
-        for host in &host_ids[..round] {
+        for (host, rest) in host_ids[..round].iter().zip(rests.iter().cycle()) {
             let task = rest.post_empty(&format!("/api/v2/compute/hosts/{host}/agent/restart"))?;
             ids.extend(task["id"].as_i64());
         }
-        // Every task of the round is done once none is RUNNING.
+        // Every task of the round is done once none is RUNNING (in the store they share).
         loop {
-            let page = rest.get("/api/v2/tasks/instances?status=RUNNING&size=1")?;
+            let page = rests[0].get("/api/v2/tasks/instances?status=RUNNING&size=1")?;
             if page["page"]["totalElements"].as_i64() == Some(0) {
                 break;
             }
@@ -151,15 +175,23 @@ pub fn fill_store(
             started.elapsed().as_secs_f64()
         );
     }
-    let controller = fleet
-        .controller_pid()
-        .ok_or_else(|| BenchError::Failed("the controller is not running".into()))?;
-    let memory = sys::memory(controller);
-    Ok(StoreFill {
-        hosts: host_ids.len(),
-        finished_tasks: done,
-        fill_s: started.elapsed().as_secs_f64(),
-        controller_rss_mb: memory.rss_mb,
-        controller_peak_rss_mb: memory.peak_mb,
-    })
+    let controllers = controllers(fleet)?;
+    let fill_s = started.elapsed().as_secs_f64();
+    Ok(controllers
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| {
+            let memory = sys::memory(pid);
+            StoreFill {
+                store,
+                controller: i + 1,
+                controllers: controllers.len(),
+                hosts: host_ids.len(),
+                finished_tasks: done,
+                fill_s,
+                controller_rss_mb: memory.rss_mb,
+                controller_peak_rss_mb: memory.peak_mb,
+            }
+        })
+        .collect())
 }

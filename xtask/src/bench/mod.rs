@@ -27,7 +27,7 @@ use crate::dial::{DialError, Dialer};
 use crate::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport};
 use crate::rest::{self, CaError, Rest, RestError};
 use python::Python;
-use report::Results;
+use report::{Results, StoreKind};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -339,7 +339,7 @@ fn one_host(bench: &Bench, transport: Transport, results: &mut Results) -> Resul
     );
     let name = if tls { "single-tls" } else { "single" };
     let (fleet, rest, ids, took) = bench.start(name, 1, transport)?;
-    let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+    let run = fleet_restart::measure(&fleet, &rest, StoreKind::Sqlite, &ids, took)?;
     println!(
         "  batch restart of 1 host: {:.0} ms, overhead {:.1} ms per level",
         run.wall_ms, run.overhead_per_level_ms
@@ -428,6 +428,12 @@ fn one_host(bench: &Bench, transport: Transport, results: &mut Results) -> Resul
     Ok(())
 }
 
+/// Finished tasks to fill the store with at 1,000 hosts or more.
+fn fill_tasks(args: &BenchArgs) -> usize {
+    args.fill_tasks
+        .unwrap_or(if args.quick { 0 } else { 10_000 })
+}
+
 /// N hosts: the batch restart (and, with 1,000 or more, the store filled with finished
 /// tasks), then Ansible doing the same on the same addresses once the agents are gone.
 fn fleet(
@@ -448,7 +454,7 @@ fn fleet(
         let name = format!("fleet-{n}{}", if tls { "-tls" } else { "" });
         let (fleet, rest, ids, took) = bench.start(&name, n, transport)?;
         println!("  started in {:.1} s; batch restart...", took.as_secs_f64());
-        let run = fleet_restart::measure(&fleet, &rest, &ids, took)?;
+        let run = fleet_restart::measure(&fleet, &rest, StoreKind::Sqlite, &ids, took)?;
         println!(
             "  batch restart of {n} hosts: {:.0} ms (agents {:.0} ms, overhead {:.0} ms)",
             run.wall_ms, run.agents_ms, run.overhead_ms
@@ -457,13 +463,18 @@ fn fleet(
             ours = run.wall_ms;
         }
         results.fleet.push(run);
-        let fill = args
-            .fill_tasks
-            .unwrap_or(if args.quick { 0 } else { 10_000 });
+        let fill = fill_tasks(args);
         // The store's figure is the plaintext fleet's, as when its goal was set.
         if n >= 1000 && fill > 0 && !tls {
             println!("  filling the store with {fill} finished tasks...");
-            results.store = Some(fleet_restart::fill_store(&fleet, &rest, &ids, fill)?);
+            let filled = fleet_restart::fill_store(
+                &fleet,
+                std::slice::from_ref(&rest),
+                StoreKind::Sqlite,
+                &ids,
+                fill,
+            )?;
+            results.store = filled.into_iter().next();
         }
         hosts = fleet.hosts.clone();
         drop(fleet);

@@ -1,16 +1,39 @@
-//! The figures of one bench run, the table a human reads, the goals of issue 8 next to
-//! what was measured, what mutual TLS costs (each figure in both transports), and
-//! `results.json`, so that runs can be compared by a script.
+//! The figures of one bench run, the table a human reads, the goals of issues 8 and 13
+//! next to what was measured and the store it was measured on, what mutual TLS costs
+//! (each figure in both transports), and `results.json`, so that runs can be compared
+//! by a script.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
-/// One batch restart of a whole fleet (scenario 1).
+/// Which store the controllers of a figure ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The default: one controller, its SQLite file in its data folder.
+    Sqlite,
+    /// A fresh database shared by every controller of the scenario.
+    Postgres,
+}
+
+impl StoreKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreKind::Sqlite => "SQLite",
+            StoreKind::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// One batch restart of a whole fleet (scenario 1; scenario 6 on PostgreSQL).
 #[derive(Debug, Clone, Serialize)]
 pub struct FleetRun {
     pub hosts: usize,
+    pub store: StoreKind,
+    /// Controllers sharing the store; the task is submitted to the first one.
+    pub controllers: usize,
     /// Mutual TLS between the controller and the agents, HTTPS to the controller.
     pub tls: bool,
     pub subtasks: usize,
@@ -21,9 +44,13 @@ pub struct FleetRun {
     pub agents_ms: f64,
     pub overhead_ms: f64,
     pub overhead_per_level_ms: f64,
-    /// Controller CPU (user + system) from the POST to the end of the task.
+    /// Controller CPU (user + system) from the POST to the end of the task, summed
+    /// over the controllers.
     pub controller_cpu_s: f64,
+    /// The largest of `controllers_peak_rss_mb`.
     pub controller_peak_rss_mb: f64,
+    /// Each controller's peak RSS, the one the task was submitted to first.
+    pub controllers_peak_rss_mb: Vec<f64>,
     pub agent_mean_rss_idle_mb: f64,
     pub agent_mean_rss_after_mb: f64,
     /// How long starting the agents (in batches, until each serves) took.
@@ -103,9 +130,14 @@ pub struct Load {
     pub p99_ms: f64,
 }
 
-/// The controller's memory with the largest fleet and many finished tasks in its store.
+/// One controller's memory with the largest fleet and many finished tasks in its store.
 #[derive(Debug, Clone, Serialize)]
 pub struct StoreFill {
+    pub store: StoreKind,
+    /// Which of the controllers sharing the store (from 1), and how many there were:
+    /// the tasks were submitted to them in turn.
+    pub controller: usize,
+    pub controllers: usize,
     pub hosts: usize,
     pub finished_tasks: usize,
     pub fill_s: f64,
@@ -160,7 +192,10 @@ pub struct Results {
     pub ansible: Vec<AnsibleRun>,
     pub restart: Vec<Latency>,
     pub load: Vec<Load>,
+    /// The SQLite controller's memory with the store filled.
     pub store: Option<StoreFill>,
+    /// Each PostgreSQL controller's memory with the shared store filled.
+    pub postgres_store: Vec<StoreFill>,
     /// Each figure measured in both transports, side by side.
     pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,
@@ -176,8 +211,16 @@ impl Results {
             .find(|l| !l.tls && l.name.starts_with(prefix))
     }
 
+    /// The single controller on SQLite, in plaintext: what the goals of issue 8 were
+    /// set against.
     fn plaintext_fleet(&self) -> impl Iterator<Item = &FleetRun> {
-        self.fleet.iter().filter(|f| !f.tls)
+        self.fleet
+            .iter()
+            .filter(|f| !f.tls && f.store == StoreKind::Sqlite)
+    }
+
+    fn postgres_fleet(&self) -> impl Iterator<Item = &FleetRun> {
+        self.fleet.iter().filter(|f| f.store == StoreKind::Postgres)
     }
 
     /// Pairs every figure measured in both transports.
@@ -194,7 +237,11 @@ impl Results {
             }
         }
         for plain in self.plaintext_fleet() {
-            if let Some(tls) = self.fleet.iter().find(|f| f.tls && f.hosts == plain.hosts) {
+            if let Some(tls) = self
+                .fleet
+                .iter()
+                .find(|f| f.tls && f.hosts == plain.hosts && f.store == plain.store)
+            {
                 costs.push(TlsCost::of(
                     format!("batch restart, {} hosts, wall", plain.hosts),
                     "ms",
@@ -238,24 +285,26 @@ impl Results {
             })
         };
         let largest = self.plaintext_fleet().max_by_key(|f| f.hosts);
-        match largest.filter(|f| f.hosts >= 1000) {
-            Some(f) => goal(
-                "engine overhead, 1,000 hosts: < 1 s",
-                format!("{:.0} ms ({} hosts)", f.overhead_ms, f.hosts),
-                Some(f.overhead_ms < 1000.0),
-            ),
-            None => goal(
-                "engine overhead, 1,000 hosts: < 1 s",
-                largest.map_or("not measured".into(), |f| {
-                    format!("not measured; {:.0} ms at {} hosts", f.overhead_ms, f.hosts)
-                }),
-                None,
-            ),
+        overhead_goal(&mut goal, "engine overhead, 1,000 hosts: < 1 s", largest);
+        let postgres = self.postgres_fleet().max_by_key(|f| f.hosts);
+        if let Some(f) = postgres {
+            overhead_goal(
+                &mut goal,
+                &format!(
+                    "engine overhead, 1,000 hosts, {} controllers on PostgreSQL: < 1 s",
+                    f.controllers
+                ),
+                Some(f),
+            );
         }
         match self.plaintext_fleet().find(|f| f.hosts == 1) {
             Some(f) => goal(
                 "engine overhead, 1 host: < 20 ms per DAG level",
-                format!("{:.1} ms per level", f.overhead_per_level_ms),
+                format!(
+                    "{:.1} ms per level ({})",
+                    f.overhead_per_level_ms,
+                    f.store.label()
+                ),
                 Some(f.overhead_per_level_ms < 20.0),
             ),
             None => goal(
@@ -272,7 +321,11 @@ impl Results {
         match best {
             Some(a) => goal(
                 "batch restart, 1,000 hosts: >= 20x faster than Ansible",
-                format!("{:.1}x at {} hosts", a.ratio.unwrap_or(0.0), a.hosts),
+                format!(
+                    "{:.1}x at {} hosts (ours on SQLite)",
+                    a.ratio.unwrap_or(0.0),
+                    a.hosts
+                ),
                 (a.hosts >= 1000).then(|| a.ratio.unwrap_or(0.0) >= 20.0),
             ),
             None => goal(
@@ -305,26 +358,38 @@ impl Results {
                 Some(f.agent_mean_rss_idle_mb < 10.0),
             );
         }
+        let memory = "controller, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS";
         match &self.store {
-            Some(s) => goal(
-                "controller, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS",
-                format!(
-                    "{:.0} MB RSS, {:.0} MB peak ({} hosts, {} tasks)",
-                    s.controller_rss_mb, s.controller_peak_rss_mb, s.hosts, s.finished_tasks
-                ),
-                (s.hosts >= 1000 && s.finished_tasks >= 10_000)
-                    .then_some(s.controller_peak_rss_mb < 150.0),
-            ),
+            Some(s) => memory_goal(&mut goal, memory, s),
             None => goal(
-                "controller, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS",
+                memory,
                 largest.map_or("not measured".into(), |f| {
                     format!(
-                        "not measured; {:.0} MB peak at {} hosts",
-                        f.controller_peak_rss_mb, f.hosts
+                        "not measured; {:.0} MB peak at {} hosts ({})",
+                        f.controller_peak_rss_mb,
+                        f.hosts,
+                        f.store.label()
                     )
                 }),
                 None,
             ),
+        }
+        if let Some(f) = postgres {
+            for (i, peak) in f.controllers_peak_rss_mb.iter().enumerate() {
+                let what = format!(
+                    "controller {} of {} on PostgreSQL, 1,000 hosts and 10,000 finished tasks: < 150 MB RSS",
+                    i + 1,
+                    f.controllers
+                );
+                match self.postgres_store.iter().find(|s| s.controller == i + 1) {
+                    Some(s) => memory_goal(&mut goal, &what, s),
+                    None => goal(
+                        &what,
+                        format!("not measured; {peak:.0} MB peak at {} hosts", f.hosts),
+                        None,
+                    ),
+                }
+            }
         }
         for l in self
             .load
@@ -333,7 +398,7 @@ impl Results {
         {
             goal(
                 &format!("{} ({}): > 10,000 req/s, p99 < 10 ms", l.target, l.tool),
-                format!("{:.0} req/s, p99 {:.2} ms", l.per_second, l.p99_ms),
+                format!("{:.0} req/s, p99 {:.2} ms (SQLite)", l.per_second, l.p99_ms),
                 Some(l.per_second > 10_000.0 && l.p99_ms < 10.0),
             );
         }
@@ -345,8 +410,9 @@ impl Results {
         let _ = writeln!(t, "machine: {}", self.machine);
         let _ = writeln!(
             t,
-            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL)\n{:>6} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
+            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL; 6. on PostgreSQL)\n{:>6} {:<14} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
             "hosts",
+            "store",
             "tls",
             "subtasks",
             "wall_ms",
@@ -361,8 +427,9 @@ impl Results {
         for f in &self.fleet {
             let _ = writeln!(
                 t,
-                "{:>6} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
+                "{:>6} {:<14} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
                 f.hosts,
+                store_column(f.store, f.controllers),
                 if f.tls { "mTLS" } else { "no" },
                 f.subtasks,
                 f.wall_ms,
@@ -393,7 +460,7 @@ impl Results {
         if !self.restart.is_empty() {
             let _ = writeln!(
                 t,
-                "\n3. one process restart ([TLS]: HTTPS to the controller, mutual TLS to the agent)\n{:<40} {:>7} {:>10} {:>10} {:>10}",
+                "\n3. one process restart, one controller on SQLite ([TLS]: HTTPS to the controller, mutual TLS to the agent)\n{:<40} {:>7} {:>10} {:>10} {:>10}",
                 "how", "samples", "median_ms", "p99_ms", "max_ms"
             );
             for l in &self.restart {
@@ -411,7 +478,7 @@ impl Results {
         if !self.load.is_empty() {
             let _ = writeln!(
                 t,
-                "\n4. throughput\n{:<44} {:<16} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8}",
+                "\n4. throughput, one controller on SQLite\n{:<44} {:<16} {:>5} {:>9} {:>7} {:>10} {:>8} {:>8}",
                 "target", "tool", "conns", "requests", "errors", "req/s", "p50_ms", "p99_ms"
             );
             for l in &self.load {
@@ -432,7 +499,7 @@ impl Results {
         if !self.tls_cost.is_empty() {
             let _ = writeln!(
                 t,
-                "\n5. what mutual TLS costs: the same measurement in both transports\n{:<52} {:>5} {:>10} {:>10} {:>10} {:>7}",
+                "\n5. what mutual TLS costs: the same measurement in both transports, on SQLite\n{:<52} {:>5} {:>10} {:>10} {:>10} {:>7}",
                 "figure", "unit", "plaintext", "TLS", "extra", "ratio"
             );
             for c in &self.tls_cost {
@@ -443,25 +510,87 @@ impl Results {
                 );
             }
         }
-        if let Some(s) = &self.store {
+        for s in self.store.iter().chain(&self.postgres_store) {
             let _ = writeln!(
                 t,
-                "\ncontroller with {} hosts and {} finished tasks (filled in {:.0} s): RSS {:.1} MB, peak {:.1} MB",
-                s.hosts, s.finished_tasks, s.fill_s, s.controller_rss_mb, s.controller_peak_rss_mb
+                "\ncontroller {} of {} on {} with {} hosts and {} finished tasks (filled in {:.0} s): RSS {:.1} MB, peak {:.1} MB",
+                s.controller,
+                s.controllers,
+                s.store.label(),
+                s.hosts,
+                s.finished_tasks,
+                s.fill_s,
+                s.controller_rss_mb,
+                s.controller_peak_rss_mb
             );
         }
         let _ = writeln!(t, "\ngoals");
+        let width = self.goals.iter().map(|g| g.goal.len()).max().unwrap_or(0);
         for g in &self.goals {
             let verdict = match g.met {
                 Some(true) => "met",
                 Some(false) => "MISSED",
                 None => "-",
             };
-            let _ = writeln!(t, "  [{verdict:^6}] {:<66} {}", g.goal, g.figure);
+            let _ = writeln!(t, "  [{verdict:^6}] {:<width$} {}", g.goal, g.figure);
         }
         for s in &self.skipped {
             let _ = writeln!(t, "  skipped: {s}");
         }
         t
     }
+}
+
+/// "SQLite", or "PostgreSQL x2" for two controllers sharing it.
+fn store_column(store: StoreKind, controllers: usize) -> String {
+    if controllers > 1 {
+        format!("{} x{controllers}", store.label())
+    } else {
+        store.label().to_string()
+    }
+}
+
+fn overhead_goal(
+    goal: &mut impl FnMut(&str, String, Option<bool>),
+    what: &str,
+    run: Option<&FleetRun>,
+) {
+    match run {
+        Some(f) if f.hosts >= 1000 => goal(
+            what,
+            format!(
+                "{:.0} ms ({} hosts, {})",
+                f.overhead_ms,
+                f.hosts,
+                store_column(f.store, f.controllers)
+            ),
+            Some(f.overhead_ms < 1000.0),
+        ),
+        Some(f) => goal(
+            what,
+            format!(
+                "not measured; {:.0} ms at {} hosts ({})",
+                f.overhead_ms,
+                f.hosts,
+                store_column(f.store, f.controllers)
+            ),
+            None,
+        ),
+        None => goal(what, "not measured".into(), None),
+    }
+}
+
+fn memory_goal(goal: &mut impl FnMut(&str, String, Option<bool>), what: &str, s: &StoreFill) {
+    goal(
+        what,
+        format!(
+            "{:.0} MB RSS, {:.0} MB peak ({} hosts, {} tasks, {})",
+            s.controller_rss_mb,
+            s.controller_peak_rss_mb,
+            s.hosts,
+            s.finished_tasks,
+            store_column(s.store, s.controllers)
+        ),
+        (s.hosts >= 1000 && s.finished_tasks >= 10_000).then_some(s.controller_peak_rss_mb < 150.0),
+    )
 }
