@@ -16,8 +16,8 @@ enum Command {
     /// batch restart while showing its DAG, print ready-to-paste commands, and run until Ctrl-C.
     Demo(xtask::demo::DemoArgs),
     /// Build in release mode and measure: fleet batch restarts, against Ansible and
-    /// supervisord, and the gateway's throughput, ours in plaintext and with mutual TLS;
-    /// writes target/bench/results.json and chart.svg.
+    /// supervisord, and the gateway's throughput, ours in plaintext and with mutual TLS,
+    /// then two controllers on PostgreSQL; writes target/bench/results.json and chart.svg.
     Bench(xtask::bench::BenchArgs),
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what the product exists for, measured on this machine against
 //! what an operator would use instead (Ansible, supervisord), with one command, and
 //! what mutual TLS costs: each of our figures is measured in plaintext and with TLS.
+//! One controller on SQLite throughout, then two on one PostgreSQL database.
 //!
 //! Everything runs from release binaries: a debug xtask builds them, itself included,
 //! and hands over to the release xtask so that the load tool is not the bottleneck.
@@ -14,6 +15,7 @@ mod restart;
 mod supervisord;
 mod sys;
 mod throughput;
+mod two_controllers;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -44,7 +46,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub load_seconds: Option<f64>,
     /// Finished tasks to put in the store with the largest fleet of 1,000 hosts or
-    /// more, before reading the controller's memory (default 10000; 0 skips).
+    /// more, before reading the controllers' memory, on SQLite and on PostgreSQL
+    /// (default 10000; 0 skips).
     #[arg(long)]
     pub fill_tasks: Option<usize>,
     /// Skip Ansible above this many hosts (it needs about 1 s of CPU per host).
@@ -56,6 +59,19 @@ pub struct BenchArgs {
     /// The controller's --task-concurrency (default: the controller's own, 1024).
     #[arg(long)]
     pub task_concurrency: Option<usize>,
+    /// Skip the two controllers sharing a PostgreSQL database (run at the largest
+    /// fleet size); without a reachable server it is skipped anyway, with the reason,
+    /// unless OCP_REQUIRE_POSTGRES=1.
+    #[arg(long)]
+    pub no_postgres: bool,
+    /// The PostgreSQL server of that scenario; it creates a database ocp_bench_<random>
+    /// there and drops it at the end.
+    #[arg(
+        long,
+        env = "OCP_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub postgres_url: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,6 +299,9 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     single_host(&bench, python.as_ref(), &mut results)?;
     for &n in &sizes {
         fleet(&bench, &args, python.as_ref(), n, &mut results)?;
+    }
+    if let Some(&n) = sizes.last() {
+        two_controllers::run(&bench, &args, n, &mut results)?;
     }
     results.judge();
     println!("\n{}", results.table());

@@ -1,5 +1,6 @@
 //! What the bench reads from and asks of the OS: memory and CPU time from /proc, the
-//! open-files limit a thousand agents need, and a clean-up that also runs on Ctrl-C.
+//! open-files limit a thousand agents need, and a clean-up that also runs on Ctrl-C
+//! (scratch databases included).
 
 use std::fs;
 use std::path::PathBuf;
@@ -118,6 +119,19 @@ fn alive(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
+type Undo = Box<dyn FnOnce() + Send>;
+
+/// What the interrupt clean-up undoes once every child is gone; each must be harmless
+/// when already undone, since the scenario may have undone it itself.
+static AT_INTERRUPT: Mutex<Vec<Undo>> = Mutex::new(Vec::new());
+
+/// E.g. dropping a scratch database, which outlives the processes that used it.
+pub fn at_interrupt(undo: impl FnOnce() + Send + 'static) {
+    if let Ok(mut all) = AT_INTERRUPT.lock() {
+        all.push(Box::new(undo));
+    }
+}
+
 /// Our direct children, found by their parent pid in /proc.
 fn children() -> Vec<i32> {
     let me = std::process::id().to_string();
@@ -143,7 +157,8 @@ fn children() -> Vec<i32> {
 }
 
 /// On Ctrl-C or SIGTERM: SIGTERM to every child (agents stop their processes), a
-/// bounded wait, SIGKILL to what is left, the pid files' processes, and exit 130.
+/// bounded wait, SIGKILL to what is left, the pid files' processes, what was registered
+/// with `at_interrupt`, and exit 130.
 pub fn install_interrupt_cleanup() {
     let _ = ctrlc::set_handler(|| {
         eprintln!("\nbench: interrupted; stopping everything it started...");
@@ -164,6 +179,13 @@ pub fn install_interrupt_cleanup() {
             std::thread::sleep(Duration::from_millis(100));
         }
         signal(libc::SIGKILL);
+        let undo = AT_INTERRUPT
+            .lock()
+            .map(|mut all| std::mem::take(&mut *all))
+            .unwrap_or_default();
+        for u in undo {
+            u();
+        }
         std::process::exit(130);
     });
 }
