@@ -166,10 +166,11 @@ fn on_server(server: &str, sql: &str) -> Result<(), String> {
         rt.block_on(async {
             use sqlx::Connection as _;
             let connect = sqlx::PgConnection::connect(&server);
+            let shown = without_password(&server);
             let mut conn = tokio::time::timeout(Duration::from_secs(5), connect)
                 .await
-                .map_err(|_| format!("{server}: no answer within 5 s"))?
-                .map_err(|e| format!("{server}: {e}"))?;
+                .map_err(|_| format!("{shown}: no answer within 5 s"))?
+                .map_err(|e| format!("{shown}: {e}"))?;
             sqlx::query(&sql)
                 .execute(&mut conn)
                 .await
@@ -180,6 +181,26 @@ fn on_server(server: &str, sql: &str) -> Result<(), String> {
     })
     .join()
     .map_err(|_| "the database thread panicked".to_string())?
+}
+
+/// For messages: a password in the URL is not shown.
+fn without_password(server: &str) -> String {
+    let Some((scheme, rest)) = server.split_once("://") else {
+        return server.to_string();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials.split(':').next().unwrap_or_default();
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{}", &rest[authority_end..])
+        }
+        None => server.to_string(),
+    }
 }
 
 /// `server` with its database (if any) replaced by `name`, its options kept.
@@ -198,7 +219,47 @@ fn with_database(server: &str, name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_database;
+    use super::{accepts, with_database, without_password};
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A stand-in binary whose `--help` prints `help`, run as the bench runs the real one.
+    fn binary_with_help(dir: &std::path::Path, name: &str, help: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\ncat <<'EOF'\n{help}\nEOF\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_flag_counts_only_when_the_help_lists_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let after = binary_with_help(
+            dir.path(),
+            "after",
+            "Options:\n      --lease-ttl <LEASE_TTL>\n          How long a lease lasts [env: OCP_LEASE_TTL=] [default: 10s]",
+        );
+        let before = binary_with_help(
+            dir.path(),
+            "before",
+            "Options:\n      --lease-ttl-max <X>\n      --offline-grace <OFFLINE_GRACE>\n          no lease ttl here: --lease-ttlx",
+        );
+        assert!(accepts(&after, "--lease-ttl"));
+        assert!(!accepts(&before, "--lease-ttl"));
+        assert!(!accepts(&dir.path().join("missing"), "--lease-ttl"));
+    }
+
+    #[test]
+    fn messages_do_not_show_the_password() {
+        assert_eq!(
+            without_password("postgres://u:secret@db:5432/x?sslmode=require"),
+            "postgres://u:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            without_password("postgres://postgres@127.0.0.1:5432"),
+            "postgres://postgres@127.0.0.1:5432"
+        );
+        assert_eq!(without_password("postgres://db/x"), "postgres://db/x");
+    }
 
     #[test]
     fn the_database_replaces_the_servers_and_options_stay() {
