@@ -510,10 +510,14 @@ impl Results {
                 );
             }
         }
-        for s in self.store.iter().chain(&self.postgres_store) {
+        let filled: Vec<&StoreFill> = self.store.iter().chain(&self.postgres_store).collect();
+        if !filled.is_empty() {
+            let _ = writeln!(t);
+        }
+        for s in filled {
             let _ = writeln!(
                 t,
-                "\ncontroller {} of {} on {} with {} hosts and {} finished tasks (filled in {:.0} s): RSS {:.1} MB, peak {:.1} MB",
+                "controller {} of {} on {} with {} hosts and {} finished tasks (filled in {:.0} s): RSS {:.1} MB, peak {:.1} MB",
                 s.controller,
                 s.controllers,
                 s.store.label(),
