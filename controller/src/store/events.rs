@@ -74,18 +74,52 @@ pub(super) async fn insert(
     at: Millis,
     event: NewEvent<'_>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO task_events (task_id, subtask_id, status, operation, at, message) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(task_id)
-    .bind(event.change.subtask_id())
-    .bind(event.change.status())
-    .bind(event.operation.as_str())
-    .bind(at)
-    .bind(event.message)
-    .execute(&mut **tx)
-    .await?;
+    insert_many(tx, task_id, at, &[event]).await
+}
+
+/// Rows per multi-row INSERT: six parameters a row stays far below both dialects' limits.
+const EVENTS_PER_INSERT: usize = 200;
+
+/// One statement per 200 events: a stage of 1,000 hosts is a handful of round trips to
+/// PostgreSQL, not thousands.
+pub(super) async fn insert_many(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    task_id: i64,
+    at: Millis,
+    events: &[NewEvent<'_>],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(EVENTS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", i * 6 + k);
+                format!(
+                    "({}, {}, {}, {}, {}, {})",
+                    p(1),
+                    p(2),
+                    p(3),
+                    p(4),
+                    p(5),
+                    p(6)
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_events (task_id, subtask_id, status, operation, at, message) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for event in chunk {
+            insert = insert
+                .bind(task_id)
+                .bind(event.change.subtask_id())
+                .bind(event.change.status())
+                .bind(event.operation.as_str())
+                .bind(at)
+                .bind(event.message);
+        }
+        insert.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

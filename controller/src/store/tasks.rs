@@ -384,32 +384,12 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        let kept: Vec<&LogEntry> = lines
+        let kept: Vec<LogEntry> = lines
             .iter()
             .filter(|l| !fenced.contains(&l.fence))
+            .cloned()
             .collect();
-        for chunk in kept.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let p = |k: usize| format!("${}", i * 5 + k);
-                    format!("({}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES {}",
-                rows.join(", ")
-            );
-            let mut insert = sqlx::query(&sql);
-            for l in chunk {
-                insert = insert
-                    .bind(l.fence.task_id)
-                    .bind(l.subtask_id)
-                    .bind(l.at)
-                    .bind(l.trace_id.as_str())
-                    .bind(l.line.as_str());
-            }
-            insert.execute(&mut *tx).await?;
-        }
+        insert_logs(&mut tx, &kept).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -483,4 +463,34 @@ fn subtask_from_row(row: &AnyRow) -> Result<Subtask, StoreError> {
         upstreams: Vec::new(),
         downstreams: Vec::new(),
     })
+}
+
+/// One statement per 200 lines.
+pub(super) async fn insert_logs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    lines: &[LogEntry],
+) -> Result<(), StoreError> {
+    for chunk in lines.chunks(ROWS_PER_INSERT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let p = |k: usize| format!("${}", i * 5 + k);
+                format!("({}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for l in chunk {
+            insert = insert
+                .bind(l.fence.task_id)
+                .bind(l.subtask_id)
+                .bind(l.at)
+                .bind(l.trace_id.as_str())
+                .bind(l.line.as_str());
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

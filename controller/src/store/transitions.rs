@@ -9,8 +9,31 @@ use sqlx::Row;
 
 use super::events::{self, Change, NewEvent};
 use super::leases::{self, Claim, Fence};
-use super::{Store, StoreError, Tx, get_word};
+use super::{LogEntry, Store, StoreError, Tx, get_word};
 use crate::model::{Millis, Operation, SubtaskStatus, TaskContext, TaskStatus};
+
+/// Ids per `IN (...)` list: far below both dialects' parameter limits.
+const IDS_PER_UPDATE: usize = 500;
+
+/// `$first, $first+1, ...`, `n` of them.
+fn params(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Subtask ids grouped by operation, in the order each operation first appears.
+fn by_operation(items: impl Iterator<Item = (i64, Operation)>) -> Vec<(Operation, Vec<i64>)> {
+    let mut groups: Vec<(Operation, Vec<i64>)> = Vec::new();
+    for (id, operation) in items {
+        match groups.iter_mut().find(|(op, _)| *op == operation) {
+            Some((_, ids)) => ids.push(id),
+            None => groups.push((operation, vec![id])),
+        }
+    }
+    groups
+}
 
 /// Why an operator's operation does not apply to the task as it is.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -159,33 +182,40 @@ impl Store {
         let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
         leases::fence(&mut tx, fence).await?;
-        for &(id, operation) in starts {
-            sqlx::query(
-                "UPDATE subtasks SET status = $1, operation = $2, executor = $3, start_time = $4, \
-                 finish_time = NULL WHERE id = $5",
-            )
-            .bind(SubtaskStatus::Running.as_str())
-            .bind(operation.as_str())
-            .bind(executor)
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            event(
-                &mut tx,
-                task_id,
-                Change::Subtask(id, SubtaskStatus::Running),
-                operation,
-                at,
-                "",
-            )
-            .await?;
+        for (operation, ids) in by_operation(starts.iter().copied()) {
+            for chunk in ids.chunks(IDS_PER_UPDATE) {
+                let sql = format!(
+                    "UPDATE subtasks SET status = $1, operation = $2, executor = $3, \
+                     start_time = $4, finish_time = NULL WHERE id IN ({})",
+                    params(5, chunk.len())
+                );
+                let mut update = sqlx::query(&sql)
+                    .bind(SubtaskStatus::Running.as_str())
+                    .bind(operation.as_str())
+                    .bind(executor)
+                    .bind(at);
+                for &id in chunk {
+                    update = update.bind(id);
+                }
+                update.execute(&mut *tx).await?;
+            }
         }
+        let started: Vec<NewEvent> = starts
+            .iter()
+            .map(|&(id, operation)| NewEvent {
+                change: Change::Subtask(id, SubtaskStatus::Running),
+                operation,
+                message: "",
+            })
+            .collect();
+        events::insert_many(&mut tx, task_id, at, &started).await?;
         self.commit(tx, task_id).await
     }
 
     /// Records finished subtasks, and the downstreams they made READY, in one
     /// transaction, so the store never shows a success without its consequences.
+    /// Statements are grouped (one update per status and operation, one insert per
+    /// 200 rows), so a stage of 1,000 hosts costs a few round trips.
     pub async fn record_outcomes(
         &self,
         fence: &Fence,
@@ -197,56 +227,75 @@ impl Store {
         let task_id = fence.task_id;
         let mut tx = self.begin_write().await?;
         leases::fence(&mut tx, fence).await?;
+        let mut groups: Vec<((SubtaskStatus, Operation), Vec<i64>)> = Vec::new();
         for o in outcomes {
-            sqlx::query(
-                "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4",
-            )
-            .bind(o.status.as_str())
-            .bind(o.operation.as_str())
-            .bind(at)
-            .bind(o.id)
-            .execute(&mut *tx)
-            .await?;
-            if let Some(line) = &o.log {
-                sqlx::query(
-                    "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(task_id)
-                .bind(o.id)
-                .bind(at)
-                .bind(trace_id)
-                .bind(line)
-                .execute(&mut *tx)
-                .await?;
+            match groups
+                .iter_mut()
+                .find(|(key, _)| *key == (o.status, o.operation))
+            {
+                Some((_, ids)) => ids.push(o.id),
+                None => groups.push(((o.status, o.operation), vec![o.id])),
             }
-            let message = o.log.as_deref().unwrap_or_default();
-            event(
-                &mut tx,
-                task_id,
-                Change::Subtask(o.id, o.status),
-                o.operation,
-                at,
-                message,
-            )
-            .await?;
         }
-        for &(id, operation) in ready {
-            sqlx::query("UPDATE subtasks SET status = $1 WHERE id = $2 AND status = $3")
-                .bind(SubtaskStatus::Ready.as_str())
-                .bind(id)
-                .bind(SubtaskStatus::Pending.as_str())
-                .execute(&mut *tx)
-                .await?;
-            event(
-                &mut tx,
-                task_id,
-                Change::Subtask(id, SubtaskStatus::Ready),
+        for ((status, operation), ids) in &groups {
+            for chunk in ids.chunks(IDS_PER_UPDATE) {
+                let sql = format!(
+                    "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 \
+                     WHERE id IN ({})",
+                    params(4, chunk.len())
+                );
+                let mut update = sqlx::query(&sql)
+                    .bind(status.as_str())
+                    .bind(operation.as_str())
+                    .bind(at);
+                for &id in chunk {
+                    update = update.bind(id);
+                }
+                update.execute(&mut *tx).await?;
+            }
+        }
+        let logged: Vec<LogEntry> = outcomes
+            .iter()
+            .filter_map(|o| {
+                Some(LogEntry {
+                    fence: fence.clone(),
+                    subtask_id: o.id,
+                    trace_id: trace_id.to_string(),
+                    at,
+                    line: o.log.clone()?,
+                })
+            })
+            .collect();
+        super::tasks::insert_logs(&mut tx, &logged).await?;
+        for (_, ids) in by_operation(ready.iter().copied()) {
+            for chunk in ids.chunks(IDS_PER_UPDATE) {
+                let sql = format!(
+                    "UPDATE subtasks SET status = $1 WHERE status = $2 AND id IN ({})",
+                    params(3, chunk.len())
+                );
+                let mut update = sqlx::query(&sql)
+                    .bind(SubtaskStatus::Ready.as_str())
+                    .bind(SubtaskStatus::Pending.as_str());
+                for &id in chunk {
+                    update = update.bind(id);
+                }
+                update.execute(&mut *tx).await?;
+            }
+        }
+        let happened: Vec<NewEvent> = outcomes
+            .iter()
+            .map(|o| NewEvent {
+                change: Change::Subtask(o.id, o.status),
+                operation: o.operation,
+                message: o.log.as_deref().unwrap_or_default(),
+            })
+            .chain(ready.iter().map(|&(id, operation)| NewEvent {
+                change: Change::Subtask(id, SubtaskStatus::Ready),
                 operation,
-                at,
-                "",
-            )
-            .await?;
-        }
+                message: "",
+            }))
+            .collect();
+        events::insert_many(&mut tx, task_id, at, &happened).await?;
         self.commit(tx, task_id).await
     }
 
