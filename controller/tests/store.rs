@@ -587,3 +587,63 @@ async fn racing_takeovers_give_a_task_to_one_controller() {
         );
     }
 }
+
+/// The Finish step of a controller that lost the task (paused past its lease, then
+/// woken) must neither let go of the host nor overwrite the inventory the new holder
+/// recorded: its write is fenced like every other engine write.
+#[tokio::test]
+async fn a_stale_holder_neither_releases_the_host_nor_rewrites_its_inventory() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let host = add_hosts(store, 1).await[0];
+        let held = store
+            .create_task(
+                &templates::single_host(AgentOperation::Restart, host),
+                &TaskOrigin {
+                    claim: &claim_for("a", 1_000),
+                    ..origin()
+                },
+            )
+            .await
+            .unwrap();
+        let now_b = store
+            .take_over_leases(&claim_for("b", 9_000), 2_000, false, 10)
+            .await
+            .unwrap()
+            .pop()
+            .expect("taken over");
+        let snap = |pid: i64| ProcessSnapshot {
+            alias: "a".to_string(),
+            pid,
+            status: "STARTED".to_string(),
+            operable: true,
+            ..ProcessSnapshot::default()
+        };
+        store
+            .record_inventory(host, &AgentSummary::default(), &[snap(20)], None)
+            .await
+            .unwrap();
+        let stale = store
+            .record_inventory(host, &AgentSummary::default(), &[snap(10)], Some(&held))
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Fenced { .. })),
+            "{}: {stale:?}",
+            t.name
+        );
+        assert_eq!(
+            store.lock_holder(host).await.unwrap().map(|h| h.task_id),
+            Some(now_b.task_id),
+            "{}: the host stays locked for the task",
+            t.name
+        );
+        let pids: Vec<i64> = store
+            .list_processes(host)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| p.snapshot.pid)
+            .collect();
+        assert_eq!(pids, vec![20], "{}", t.name);
+    }
+}

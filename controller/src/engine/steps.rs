@@ -294,7 +294,7 @@ impl StepRun<'_> {
                 host.id,
                 &agents::summary(&info),
                 &snapshots,
-                Some(self.fence.task_id),
+                Some(self.fence),
             )
             .await?;
         self.log(&format!(

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::leases::{self, Fence};
 use super::{Dialect, Store, StoreError, flag, get_word};
 use crate::model::{
     AgentProcess, AgentSummary, Host, HostStatus, Millis, NewHost, Page, PageRequest,
@@ -200,17 +201,23 @@ impl Store {
 
     /// A full report of the host's agent, recorded in one transaction: the host ONLINE,
     /// its agent's summary, and its process inventory replaced (each alias keeps its id).
-    /// `release_for` also lets go of the host for that task, as a Finish step does.
+    /// `release_for` also lets go of the host for that task, as a Finish step does, and
+    /// only while its lease holds.
     /// Returns the inventory in alias order.
     pub async fn record_inventory(
         &self,
         host_id: i64,
         agent: &AgentSummary,
         snapshots: &[ProcessSnapshot],
-        release_for: Option<i64>,
+        release_for: Option<&Fence>,
     ) -> Result<Vec<AgentProcess>, StoreError> {
         let now = now_millis();
         let mut tx = self.begin_write().await?;
+        // A task's Finish step: only while the task is still this controller's, so a
+        // controller woken after a takeover neither frees the host nor rewrites pids.
+        if let Some(fence) = release_for {
+            leases::fence(&mut tx, fence).await?;
+        }
         record_online(&mut tx, host_id, agent, now).await?;
         for s in snapshots {
             upsert_process(&mut tx, host_id, s, now).await?;
@@ -234,9 +241,9 @@ impl Store {
                     .await?;
             }
         }
-        if let Some(task_id) = release_for {
+        if let Some(fence) = release_for {
             sqlx::query("DELETE FROM host_locks WHERE task_id = $1 AND host_id = $2")
-                .bind(task_id)
+                .bind(fence.task_id)
                 .bind(host_id)
                 .execute(&mut *tx)
                 .await?;
