@@ -9,7 +9,9 @@
 //! - conflicting submissions to two controllers at the same moment: one wins;
 //! - a second controller on one SQLite store refuses to start;
 //! - each host is heartbeated by one controller at a time, and by a survivor once its
-//!   controller dies.
+//!   controller dies;
+//! - a lease that no runner drives (its request was dropped after the commit) runs out
+//!   and the task is taken over, instead of being renewed forever.
 //!
 //! Every test needs PostgreSQL and says SKIPPED without it (unless
 //! `OCP_REQUIRE_POSTGRES=1`), except the SQLite one. The tests run one at a time.
@@ -921,4 +923,49 @@ async fn hosts_are_heartbeated_by_one_controller_at_a_time() {
             "host {host} last heard {heard} ms ago: {shown:#?}"
         );
     }
+}
+
+/// A controller holds a lease that no runner of its own drives: the request that
+/// claimed the task (a retry, a submission) was dropped between its commit and the
+/// engine's start, e.g. by a client that hung up. Emulated here by reopening a finished
+/// task under a new generation of the same owner, as a retry's commit does. The lease
+/// must run out rather than be renewed forever, so that the task is taken over and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_task_no_runner_drives_is_taken_over_not_kept_forever() {
+    let _serial = serial().await;
+    let Some(cluster) = Cluster::start(
+        "a_claimed_task_no_runner_drives_is_taken_over_not_kept_forever",
+        2,
+        &["--heartbeat-interval", "1s", "--max-subtask-timeout", "15s"],
+    )
+    .await
+    else {
+        return;
+    };
+    let agents = start_agents(1, 0, "0s").await;
+    wait_all_started(&agents[0]).await;
+    let a = &cluster.nodes[0];
+    let hosts = add_hosts(a, &agents).await;
+    wait_online(a, &hosts).await;
+    let task = submit_batch(a, &hosts).await;
+    let done = wait_task(a, task.id, Duration::from_secs(60), |t| {
+        t.status != "RUNNING"
+    })
+    .await;
+    assert_eq!(done.status, "SUCCESSFUL", "{done:#?}");
+
+    let reopened = sqlx::query(
+        "UPDATE tasks SET status = 'RUNNING', finish_time = NULL, \
+         lease_generation = lease_generation + 1, lease_expires = $2 \
+         WHERE id = $1 AND lease_owner IS NOT NULL",
+    )
+    .bind(task.id)
+    .bind(unix_ms(SystemTime::now()) + LEASE_TTL.as_millis() as i64)
+    .execute(&cluster.db.pool)
+    .await
+    .expect("reopen the task")
+    .rows_affected();
+    assert_eq!(reopened, 1, "the finished task keeps its owner");
+    let ended = wait_task(a, task.id, TAKEOVER_LIMIT, |t| t.status != "RUNNING").await;
+    assert_eq!(ended.status, "SUCCESSFUL", "{ended:#?}");
 }

@@ -491,13 +491,25 @@ async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_ol
         let taken = store.take_over_leases(&b, 500, false, 10).await.unwrap();
         assert!(taken.is_empty(), "{}: not run out at 500", t.name);
         assert_eq!(
-            store.renew_leases(&claim_for("a", 2_000)).await.unwrap(),
+            store
+                .renew_leases(&claim_for("a", 2_000), &[id])
+                .await
+                .unwrap(),
             vec![held.clone()],
             "{}",
             t.name
         );
         let taken = store.take_over_leases(&b, 1_500, false, 10).await.unwrap();
         assert!(taken.is_empty(), "{}: renewed until 2000", t.name);
+        assert!(
+            store
+                .renew_leases(&claim_for("a", 3_000), &[id + 1])
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: a renewal names the tasks its controller drives, and this is not one",
+            t.name
+        );
 
         let taken = store.take_over_leases(&b, 2_500, false, 10).await.unwrap();
         assert_eq!(taken.len(), 1, "{}", t.name);
@@ -520,7 +532,7 @@ async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_ol
         }
         assert!(
             store
-                .renew_leases(&claim_for("a", 5_000))
+                .renew_leases(&claim_for("a", 5_000), &[id])
                 .await
                 .unwrap()
                 .is_empty(),

@@ -2,10 +2,12 @@
 //! tasks it drives, the takeover of tasks whose owner went silent, cancels sent through
 //! other controllers, and which hosts it heartbeats.
 //!
-//! Every `ttl / 3` the loop renews this controller's leases, so two renewals can fail
-//! before a lease runs out. It then tells runners whose task is no longer held to stop,
-//! takes over what expired (a step that was running is run again), and re-reads which
-//! controllers are alive. A controller that could not renew for a whole TTL stops every
+//! Every `ttl / 3` the loop renews the leases of the tasks this controller drives, so
+//! two renewals can fail before a lease runs out; a lease with no runner here is not
+//! renewed, so a claim whose request never started the task is taken over in the end.
+//! It then tells runners whose task is no longer held to stop, takes over what expired
+//! (a step that was running is run again), and re-reads which controllers are alive.
+//! A controller that could not renew for a whole TTL stops every
 //! runner itself (see [`Keeper`]). The decisions are the pure functions and the keeper
 //! below; `run` only acts.
 
@@ -227,12 +229,16 @@ async fn round(
         .iter()
         .map(|(id, a)| (*id, a.generation))
         .collect();
+    let ids: Vec<i64> = driving.iter().map(|&(id, _)| id).collect();
     let asked_at = Instant::now();
     // A renewal still hanging when the leases run out counts as failed.
     let renewal = claim(shared);
-    let held = tokio::time::timeout_at(keeper.good_until, shared.store.renew_leases(&renewal))
-        .await
-        .map_err(|_| StoreError::Timeout("renewing the leases"))??;
+    let held = tokio::time::timeout_at(
+        keeper.good_until,
+        shared.store.renew_leases(&renewal, &ids),
+    )
+    .await
+    .map_err(|_| StoreError::Timeout("renewing the leases"))??;
     keeper.renewed(asked_at);
     for (task_id, generation) in lost(&held, &driving) {
         let active = lock_active(shared);

@@ -19,6 +19,9 @@ use sqlx::Row;
 use super::{Store, StoreError, Tx};
 use crate::model::{Millis, TaskStatus};
 
+/// Task ids per renewal statement, far below both dialects' parameter limits.
+const RENEW_CHUNK: usize = 500;
+
 /// What a controller holds while it drives a task: every engine write carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
@@ -122,19 +125,33 @@ fn fences(owner: &Arc<str>, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Fence>, 
 }
 
 impl Store {
-    /// Extends every lease `claim.owner` holds; returns them, so that the caller can drop
-    /// the tasks it drives but no longer holds.
-    pub async fn renew_leases(&self, claim: &Claim) -> Result<Vec<Fence>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE tasks SET lease_expires = $1 WHERE lease_owner = $2 AND status = $3 \
-             RETURNING id, lease_generation",
-        )
-        .bind(claim.expires)
-        .bind(&*claim.owner)
-        .bind(TaskStatus::Running.as_str())
-        .fetch_all(&self.writer)
-        .await?;
-        fences(&claim.owner, rows)
+    /// Extends the leases `claim.owner` holds on `task_ids`, the tasks it drives; returns
+    /// those still held, so that the caller can drop the tasks it drives but no longer
+    /// holds. A lease on a task it does not drive (claimed by a request that never got
+    /// to start it) is left to run out, for a takeover to start it.
+    pub async fn renew_leases(
+        &self,
+        claim: &Claim,
+        task_ids: &[i64],
+    ) -> Result<Vec<Fence>, StoreError> {
+        let mut held = Vec::new();
+        for chunk in task_ids.chunks(RENEW_CHUNK) {
+            let ids: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+            let sql = format!(
+                "UPDATE tasks SET lease_expires = $1 WHERE lease_owner = $2 AND status = $3 \
+                 AND id IN ({}) RETURNING id, lease_generation",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(claim.expires)
+                .bind(&*claim.owner)
+                .bind(TaskStatus::Running.as_str());
+            for &id in chunk {
+                query = query.bind(id);
+            }
+            held.extend(fences(&claim.owner, query.fetch_all(&self.writer).await?)?);
+        }
+        Ok(held)
     }
 
     /// Takes over RUNNING tasks whose lease ran out at `now` (all of them with
