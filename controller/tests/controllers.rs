@@ -11,7 +11,8 @@
 //! - each host is heartbeated by one controller at a time, and by a survivor once its
 //!   controller dies;
 //! - a lease that no runner drives (its request was dropped after the commit) runs out
-//!   and the task is taken over, instead of being renewed forever.
+//!   and the task is taken over, instead of being renewed forever;
+//! - an owner woken after a takeover sends its agents nothing more for the task.
 //!
 //! Every test needs PostgreSQL and says SKIPPED without it (unless
 //! `OCP_REQUIRE_POSTGRES=1`), except the SQLite one. The tests run one at a time.
@@ -968,4 +969,73 @@ async fn a_claimed_task_no_runner_drives_is_taken_over_not_kept_forever() {
     assert_eq!(reopened, 1, "the finished task keeps its owner");
     let ended = wait_task(a, task.id, TAKEOVER_LIMIT, |t| t.status != "RUNNING").await;
     assert_eq!(ended.status, "SUCCESSFUL", "{ended:#?}");
+}
+
+/// Waits until `node`'s log holds `needle`.
+async fn wait_log(node: &Node, needle: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !node.log().contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in the log within {limit:?}:\n{}",
+            node.log_tail(40)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The owner is frozen between two attempts of Stop all against an agent that is down,
+/// the survivor takes over and, once the agent is back, finishes the task; then the
+/// owner wakes. Its step must not call the agent again: a Stop all sent then would stop
+/// what the survivor just started, behind a task that says SUCCESSFUL. Store writes are
+/// fenced; agent calls cannot be, so the step waits until its lease is known to hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_woken_owner_calls_no_agent_for_a_task_it_lost() {
+    let _serial = serial().await;
+    let Some(cluster) = Cluster::start(
+        "a_woken_owner_calls_no_agent_for_a_task_it_lost",
+        2,
+        &["--heartbeat-interval", "1s", "--max-subtask-timeout", "60s"],
+    )
+    .await
+    else {
+        return;
+    };
+    // A stubborn process makes Stop all last seconds, long enough to kill the agent
+    // while the owner waits on it.
+    let mut agents = start_agents(1, 0, "4s").await;
+    wait_all_started(&agents[0]).await;
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let hosts = add_hosts(b, &agents).await;
+    wait_online(b, &hosts).await;
+
+    let task = submit_batch(a, &hosts).await;
+    wait_task(b, task.id, Duration::from_secs(30), |t| {
+        t.subtasks
+            .iter()
+            .any(|s| s.name == STOP_ALL && s.status == "RUNNING")
+    })
+    .await;
+    agents[0].kill();
+    wait_log(a, "attempt 1 failed", Duration::from_secs(20)).await;
+    a.freeze();
+    wait_log(b, "took the task over", TAKEOVER_LIMIT).await;
+    agents[0].spawn().await;
+    let done = wait_task(b, task.id, Duration::from_secs(60), |t| {
+        t.status != "RUNNING"
+    })
+    .await;
+    assert_eq!(done.status, "SUCCESSFUL", "{done:#?}");
+    assert_each_runs_once(&agents[0], b, hosts[0], "finished by the survivor").await;
+    let before = pids(&agents).await;
+
+    a.thaw();
+    tokio::time::sleep(3 * LEASE_TTL).await;
+    assert_eq!(
+        before,
+        pids(&agents).await,
+        "the woken owner acted on the agent; its log:\n{}",
+        a.log_tail(30)
+    );
+    assert_each_runs_once(&agents[0], b, hosts[0], "after the owner woke").await;
 }

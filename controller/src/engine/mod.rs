@@ -78,6 +78,8 @@ pub(crate) enum Control {
 /// A task with a runner in this process.
 struct Active {
     generation: i64,
+    /// How long its lease is known to last; its steps wait on it before agent calls.
+    hold: Arc<leases::Hold>,
     control: mpsc::UnboundedSender<Control>,
     /// A newer claim that came while the runner was ending (a retry right after the
     /// task failed): driven as soon as the runner is gone.
@@ -193,6 +195,10 @@ fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
         return;
     }
     let (tx, rx) = mpsc::unbounded_channel();
+    // The claim was made a moment ago, by the caller: the margin steps keep covers the
+    // time since.
+    let ttl = i64::try_from(shared.options.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    let hold = leases::Hold::new(shared.clock.now().saturating_add(ttl));
     {
         let mut active = lock_active(shared);
         if let Some(running) = active.get_mut(&fence.task_id) {
@@ -205,6 +211,7 @@ fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
             fence.task_id,
             Active {
                 generation: fence.generation,
+                hold: hold.clone(),
                 control: tx,
                 next: None,
             },
@@ -214,7 +221,7 @@ fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
     let runner_shared = shared.clone();
     shared.tracker.spawn(
         async move {
-            runner::drive_until_done(&runner_shared, fence, start, rx).await;
+            runner::drive_until_done(&runner_shared, fence, start, rx, &hold).await;
             let next = lock_active(&runner_shared)
                 .remove(&task_id)
                 .and_then(|a| a.next);

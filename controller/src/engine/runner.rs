@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::decide::{Effect, Event, Machine, StepEnd};
+use super::leases::Hold;
 use super::steps;
 use super::{Control, Shared, Start};
 use crate::model::{Operation, Task, TaskStatus, now_millis};
@@ -26,6 +27,7 @@ pub(super) async fn drive_until_done(
     fence: Fence,
     start: Start,
     mut control: mpsc::UnboundedReceiver<Control>,
+    hold: &Arc<Hold>,
 ) {
     let mut start = start;
     loop {
@@ -33,10 +35,10 @@ pub(super) async fn drive_until_done(
         // before a store failure), so that no subtask stays RUNNING without a step.
         let ran = match start {
             Start::Resumed => match shared.store.requeue_interrupted(&fence, now_millis()).await {
-                Ok(_) => run_task(shared, &fence, start, &mut control).await,
+                Ok(_) => run_task(shared, &fence, start, &mut control, hold).await,
                 Err(e) => Err(e),
             },
-            Start::Fresh => run_task(shared, &fence, start, &mut control).await,
+            Start::Fresh => run_task(shared, &fence, start, &mut control, hold).await,
         };
         match ran {
             Ok(()) => return,
@@ -73,6 +75,7 @@ async fn run_task(
     fence: &Fence,
     start: Start,
     control: &mut mpsc::UnboundedReceiver<Control>,
+    hold: &Arc<Hold>,
 ) -> Result<(), StoreError> {
     let Some(task) = shared.store.get_task(fence.task_id).await? else {
         tracing::warn!("task vanished from the store");
@@ -80,7 +83,13 @@ async fn run_task(
     };
     let task = Arc::new(task);
     let mut machine = Machine::new(&task, shared.options.task_concurrency);
-    let mut steps = Steps::default();
+    let mut steps = Steps {
+        hold: hold.clone(),
+        set: JoinSet::new(),
+        ids: HashMap::new(),
+        handles: HashMap::new(),
+        cancelled: HashMap::new(),
+    };
     let mut event = Event::TakenUp(start);
     loop {
         let effects = machine.on(event);
@@ -207,8 +216,10 @@ type Joined = Result<(tokio::task::Id, (i64, StepEnd)), tokio::task::JoinError>;
 
 /// The steps in flight, which subtask each tokio task runs (so that even a step that
 /// panicked or was aborted is recorded against its subtask), and the cancels asked for.
-#[derive(Default)]
 struct Steps {
+    /// The task's lease as far as this controller knows; every step waits on it before
+    /// it calls an agent.
+    hold: Arc<Hold>,
     set: JoinSet<(i64, StepEnd)>,
     ids: HashMap<tokio::task::Id, i64>,
     handles: HashMap<i64, tokio::task::AbortHandle>,
@@ -277,11 +288,13 @@ impl Steps {
         let shared = shared.clone();
         let task = task.clone();
         let fence = fence.clone();
+        let hold = self.hold.clone();
         let handle = self.set.spawn(
             async move {
                 let run = steps::StepRun {
                     shared: &shared,
                     fence: &fence,
+                    hold: &hold,
                     trace_id: &task.trace_id,
                     subtask: &subtask,
                     deadline: Instant::now() + timeout,

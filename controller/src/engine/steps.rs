@@ -13,6 +13,7 @@ use proto::agent::v1::{
 use tokio::time::Instant;
 
 use super::Shared;
+use super::leases::{Hold, call_margin};
 use crate::agents::{self, CallOrigin};
 use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
 use crate::store::{Fence, LogEntry};
@@ -32,6 +33,8 @@ impl From<crate::store::StoreError> for StepError {
 pub(super) struct StepRun<'a> {
     pub shared: &'a Shared,
     pub fence: &'a Fence,
+    /// Waited on before each agent call: see `leases::Hold`.
+    pub hold: &'a Hold,
     pub trace_id: &'a str,
     pub subtask: &'a Subtask,
     pub deadline: Instant,
@@ -330,6 +333,13 @@ impl StepRun<'_> {
                     self.shared.agents.uri(host)
                 )));
             }
+            self.hold
+                .ready(
+                    &self.shared.clock,
+                    call_margin(self.shared.options.lease_ttl),
+                )
+                .await;
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
             let outcome = tokio::select! {
                 outcome = send(remaining) => outcome,
                 offline = self.until_offline() => {
