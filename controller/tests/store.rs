@@ -659,3 +659,62 @@ async fn a_stale_holder_neither_releases_the_host_nor_rewrites_its_inventory() {
         assert_eq!(pids, vec![20], "{}", t.name);
     }
 }
+
+/// A controller that froze in the middle of a transaction on a task (or died with the
+/// connection still open) holds the task's row lock. A takeover scan must pass that task
+/// by and take the others, not wait: the scan runs in the same round as the renewal of
+/// the scanning controller's own leases, which would all run out behind it.
+#[tokio::test]
+async fn a_takeover_scan_passes_a_task_locked_by_a_stalled_transaction() {
+    for t in test_stores().await {
+        let Some(url) = t.postgres_url() else {
+            continue;
+        };
+        let store = &t.store;
+        let hosts = add_hosts(store, 2).await;
+        let mut ids = Vec::new();
+        for &h in &hosts {
+            let fence = store
+                .create_task(
+                    &templates::single_host(AgentOperation::Restart, h),
+                    &TaskOrigin {
+                        claim: &claim_for("frozen", 100),
+                        ..origin()
+                    },
+                )
+                .await
+                .unwrap();
+            ids.push(fence.task_id);
+        }
+        use sqlx::Connection;
+        let mut frozen = sqlx::PgConnection::connect(&url).await.unwrap();
+        let mut open = frozen.begin().await.unwrap();
+        sqlx::query("UPDATE tasks SET lease_generation = lease_generation WHERE id = $1")
+            .bind(ids[0])
+            .execute(&mut *open)
+            .await
+            .unwrap();
+
+        let taken = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            store.take_over_leases(&claim_for("b", 9_000), 1_000, false, 10),
+        )
+        .await
+        .expect("the scan waited on the locked task")
+        .unwrap();
+        let taken: Vec<i64> = taken.iter().map(|f| f.task_id).collect();
+        assert_eq!(taken, vec![ids[1]], "{}", t.name);
+
+        open.rollback().await.unwrap();
+        let taken = store
+            .take_over_leases(&claim_for("b", 9_000), 1_000, false, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            taken.iter().map(|f| f.task_id).collect::<Vec<_>>(),
+            vec![ids[0]],
+            "{}: taken at the next scan once the lock is gone",
+            t.name
+        );
+    }
+}

@@ -157,7 +157,8 @@ impl Store {
     /// Takes over RUNNING tasks whose lease ran out at `now` (all of them with
     /// `everything`, for the one controller of a SQLite store), oldest first, at most
     /// `limit`. Two controllers racing for a task cannot both get it: the update
-    /// re-checks the expiry under the row's lock.
+    /// re-checks the expiry under the row's lock. A task whose row another transaction
+    /// holds is left to a later scan.
     pub async fn take_over_leases(
         &self,
         claim: &Claim,
@@ -166,21 +167,30 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Fence>, StoreError> {
         let expired_before = if everything { Millis::MAX } else { now };
-        let rows = sqlx::query(
+        // A row locked by another transaction is passed by, not waited on: that
+        // transaction may belong to a controller frozen in the middle of it, and this
+        // scan runs in the round that renews this controller's own leases. SQLite has
+        // one writer and no row locks.
+        let skip_locked = match self.dialect {
+            super::Dialect::Postgres => "FOR UPDATE SKIP LOCKED",
+            super::Dialect::Sqlite => "",
+        };
+        let sql = format!(
             "UPDATE tasks SET lease_owner = $1, lease_expires = $2, \
              lease_generation = lease_generation + 1 \
              WHERE id IN (SELECT id FROM tasks WHERE status = $3 AND lease_expires < $4 \
-                          ORDER BY id LIMIT $5) \
+                          ORDER BY id LIMIT $5 {skip_locked}) \
                AND status = $3 AND lease_expires < $4 \
-             RETURNING id, lease_generation",
-        )
-        .bind(&*claim.owner)
-        .bind(claim.expires)
-        .bind(TaskStatus::Running.as_str())
-        .bind(expired_before)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
+             RETURNING id, lease_generation"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&*claim.owner)
+            .bind(claim.expires)
+            .bind(TaskStatus::Running.as_str())
+            .bind(expired_before)
+            .bind(limit)
+            .fetch_all(&self.writer)
+            .await?;
         let mut taken = fences(&claim.owner, rows)?;
         taken.sort_by_key(|f| f.task_id);
         Ok(taken)

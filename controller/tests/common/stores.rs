@@ -39,6 +39,16 @@ impl Drop for TestStore {
     }
 }
 
+impl TestStore {
+    /// The url of the PostgreSQL database, for a test that needs a connection of its
+    /// own (another controller's transaction, say); `None` on SQLite.
+    pub fn postgres_url(&self) -> Option<String> {
+        let (base, name) = self.postgres.as_ref()?;
+        let (prefix, _) = base.rsplit_once('/')?;
+        Some(format!("{prefix}/{name}"))
+    }
+}
+
 pub async fn test_stores() -> Vec<TestStore> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = Store::connect(&Store::sqlite_url(dir.path()))
