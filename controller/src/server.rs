@@ -126,7 +126,7 @@ impl Controller {
             SoleController::acquire(&url, &format!("pid {pid}, starting"))
         })
         .await??;
-        let store = Store::connect(&options.database_url).await?;
+        let store = Store::connect_with(&options.database_url, Some(options.lease_ttl)).await?;
         let agents = Arc::new(AgentPool::new(agent_tls));
         let cancel = CancellationToken::new();
         let engine = Engine::new(

@@ -12,7 +12,8 @@
 //!   controller dies;
 //! - a lease that no runner drives (its request was dropped after the commit) runs out
 //!   and the task is taken over, instead of being renewed forever;
-//! - an owner woken after a takeover sends its agents nothing more for the task.
+//! - an owner woken after a takeover sends its agents nothing more for the task;
+//! - an owner frozen inside a transaction on its task still loses the task.
 //!
 //! Every test needs PostgreSQL and says SKIPPED without it (unless
 //! `OCP_REQUIRE_POSTGRES=1`), except the SQLite one. The tests run one at a time.
@@ -1038,4 +1039,92 @@ async fn a_woken_owner_calls_no_agent_for_a_task_it_lost() {
         a.log_tail(30)
     );
     assert_each_runs_once(&agents[0], b, hosts[0], "after the owner woke").await;
+}
+
+/// The owner is frozen in the middle of a transaction that holds its task's row: a
+/// table lock taken by the test makes its log flush wait after the fence, and SIGSTOP
+/// lands there. The database must end the frozen controller's transaction, so that a
+/// survivor takes the task over as from any silent owner, instead of never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_frozen_inside_a_transaction_still_loses_its_task() {
+    use sqlx::Connection;
+    let _serial = serial().await;
+    let Some(cluster) = Cluster::start(
+        "an_owner_frozen_inside_a_transaction_still_loses_its_task",
+        2,
+        &["--heartbeat-interval", "1s", "--max-subtask-timeout", "60s"],
+    )
+    .await
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // Hosts whose agents never answer: their Prepare steps retry, and log each attempt.
+    let mut client = hosts_client(a.grpc).await;
+    let mut hosts = Vec::new();
+    for port in 1..=4 {
+        hosts.push(
+            client
+                .add_host(AddHostRequest {
+                    inner_ip_address: "127.0.0.1".to_string(),
+                    agent_port: port,
+                    name: String::new(),
+                })
+                .await
+                .expect("add host")
+                .into_inner()
+                .id,
+        );
+    }
+    let mut blocker = sqlx::PgConnection::connect(&cluster.db.url)
+        .await
+        .expect("connect");
+    let mut held = blocker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE subtask_logs IN SHARE MODE")
+        .execute(&mut *held)
+        .await
+        .expect("lock subtask_logs");
+    let task = submit_batch(a, &hosts).await;
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM tasks WHERE id = $1")
+        .bind(task.id)
+        .fetch_one(&cluster.db.pool)
+        .await
+        .expect("owner");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO subtask_logs%'",
+        )
+        .fetch_one(&cluster.db.pool)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log flush ever waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.freeze();
+    held.commit().await.expect("let the flush through");
+    let frozen_at = Instant::now();
+    loop {
+        let holder: String = sqlx::query_scalar("SELECT lease_owner FROM tasks WHERE id = $1")
+            .bind(task.id)
+            .fetch_one(&cluster.db.pool)
+            .await
+            .expect("owner");
+        if holder != owner {
+            eprintln!("taken over {:?} after the freeze", frozen_at.elapsed());
+            break;
+        }
+        assert!(
+            frozen_at.elapsed() < TAKEOVER_LIMIT,
+            "the frozen owner's open transaction kept the task from the survivor for \
+             {TAKEOVER_LIMIT:?}:\n{}",
+            b.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.thaw();
 }

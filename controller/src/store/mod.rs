@@ -102,6 +102,18 @@ pub type CancelRequest = (i64, i64, String);
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, None).await
+    }
+
+    /// `connect`, for a controller that shares a PostgreSQL database: a transaction of
+    /// its left idle for `idle_limit` (the lease TTL) is ended by the server. A
+    /// controller frozen in the middle of one would otherwise keep the task's row
+    /// locked for as long as it stays frozen, and no other controller could take the
+    /// task over, however long ago its lease ran out.
+    pub async fn connect_with(
+        url: &str,
+        idle_limit: Option<Duration>,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
@@ -139,7 +151,23 @@ impl Store {
                 (sqlite(8).await?, writer)
             }
             Dialect::Postgres => {
-                let pool = options().max_connections(16).connect(url).await?;
+                let limit = idle_limit.map(|d| d.max(Duration::from_secs(1)).as_millis());
+                let pool = options()
+                    .max_connections(16)
+                    .after_connect(move |conn, _| {
+                        Box::pin(async move {
+                            if let Some(ms) = limit {
+                                conn.execute(
+                                    format!("SET idle_in_transaction_session_timeout = {ms}")
+                                        .as_str(),
+                                )
+                                .await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?;
                 POSTGRES_MIGRATIONS.run(&pool).await?;
                 (pool.clone(), pool)
             }
