@@ -333,12 +333,15 @@ impl StepRun<'_> {
                     self.shared.agents.uri(host)
                 )));
             }
-            self.hold
-                .ready(
-                    &self.shared.clock,
-                    call_margin(self.shared.options.lease_ttl),
-                )
-                .await;
+            // The only controller of its store (SQLite) loses no task to another.
+            if !self.shared.options.sole {
+                self.hold
+                    .ready(
+                        &self.shared.clock,
+                        call_margin(self.shared.options.lease_ttl),
+                    )
+                    .await;
+            }
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             let outcome = tokio::select! {
                 outcome = send(remaining) => outcome,
