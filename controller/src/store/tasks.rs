@@ -353,7 +353,7 @@ impl Store {
         }))
     }
 
-    /// Appends log lines of any subtasks, many rows per statement, in one transaction.
+    /// A subtask's status alone, for a cancel that waits for the step to stop.
     pub async fn subtask_status(
         &self,
         subtask_id: i64,
@@ -366,6 +366,7 @@ impl Store {
             .transpose()
     }
 
+    /// Appends log lines of any subtasks, many rows per statement, in one transaction.
     /// Lines of a task whose lease was lost meanwhile are dropped: a controller that
     /// was paused and woke up after a takeover adds nothing to the logs either.
     pub async fn append_logs(&self, lines: &[LogEntry]) -> Result<(), StoreError> {
