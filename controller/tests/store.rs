@@ -345,24 +345,30 @@ async fn tasks_list_newest_first_with_filters_and_pages() {
     }
 }
 
+/// A one-host stop task whose first subtask runs: its fence, id and that subtask's id.
+async fn a_started_stop(store: &Store) -> (controller::store::Fence, i64, i64) {
+    let host = add_hosts(store, 1).await[0];
+    let fence = store
+        .create_task(
+            &templates::single_host(AgentOperation::Stop, host),
+            &origin(),
+        )
+        .await
+        .unwrap();
+    let id = fence.task_id;
+    let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].id;
+    store
+        .start_subtasks(&fence, &[(first, Operation::Execute)], "127.0.0.1", 5)
+        .await
+        .unwrap();
+    (fence, id, first)
+}
+
 #[tokio::test]
 async fn operator_transitions_are_guarded_and_a_cancel_cut_short_counts_as_cancelled() {
     for t in test_stores().await {
         let store = &t.store;
-        let host = add_hosts(store, 1).await[0];
-        let fence = store
-            .create_task(
-                &templates::single_host(AgentOperation::Stop, host),
-                &origin(),
-            )
-            .await
-            .unwrap();
-        let id = fence.task_id;
-        let first = store.get_task(id).await.unwrap().unwrap().subtasks[0].id;
-        store
-            .start_subtasks(&fence, &[(first, Operation::Execute)], "127.0.0.1", 5)
-            .await
-            .unwrap();
+        let (fence, id, first) = a_started_stop(store).await;
         assert!(
             matches!(
                 store.retry_task(id, "ops", 6, claim()).await,
@@ -716,5 +722,49 @@ async fn a_takeover_scan_passes_a_task_locked_by_a_stalled_transaction() {
             "{}: taken at the next scan once the lock is gone",
             t.name
         );
+    }
+}
+
+/// What a resumed runner reads to tell a task that had failed from one reopened around
+/// an older failure: only failures after the last (re)opening count.
+#[tokio::test]
+async fn a_failure_counts_until_the_task_is_reopened() {
+    for t in test_stores().await {
+        let store = &t.store;
+        let (fence, id, first) = a_started_stop(store).await;
+        assert!(!store.failed_since_reopen(id).await.unwrap(), "{}", t.name);
+        let failed = controller::store::Outcome {
+            id: first,
+            status: SubtaskStatus::Failed,
+            operation: Operation::Execute,
+            log: Some("FAILED: no".to_string()),
+        };
+        store
+            .record_outcomes(&fence, "t", 6, std::slice::from_ref(&failed), &[])
+            .await
+            .unwrap();
+        assert!(store.failed_since_reopen(id).await.unwrap(), "{}", t.name);
+        store
+            .finish_task(&fence, TaskStatus::Failed, Operation::Execute, 7)
+            .await
+            .unwrap();
+        let fence = store
+            .retry_subtask(id, first, "ops", 8, claim())
+            .await
+            .unwrap();
+        assert!(
+            !store.failed_since_reopen(id).await.unwrap(),
+            "{}: the retry reopened it",
+            t.name
+        );
+        store
+            .start_subtasks(&fence, &[(first, Operation::Retry)], "127.0.0.1", 9)
+            .await
+            .unwrap();
+        store
+            .record_outcomes(&fence, "t", 10, &[failed], &[])
+            .await
+            .unwrap();
+        assert!(store.failed_since_reopen(id).await.unwrap(), "{}", t.name);
     }
 }

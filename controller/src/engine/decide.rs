@@ -84,6 +84,8 @@ pub(super) struct Machine {
     task_operation: Operation,
     /// Set by the first failure: nothing new starts, what runs finishes.
     failed: bool,
+    /// See [`Machine::new`].
+    failed_since_reopen: bool,
     /// Startable subtasks waiting for room under the concurrency cap, in start order.
     queue: VecDeque<i64>,
     running: HashSet<i64>,
@@ -93,7 +95,11 @@ pub(super) struct Machine {
 }
 
 impl Machine {
-    pub fn new(task: &Task, concurrency: usize) -> Machine {
+    /// `failed_since_reopen`: a subtask failed since the task was last created, retried,
+    /// skipped or rolled back (the store's events say so). It decides what a resumed
+    /// task does: one that had failed only finishes what ran, while one reopened for a
+    /// retry of one subtask, with another still FAILED, runs that retry.
+    pub fn new(task: &Task, concurrency: usize, failed_since_reopen: bool) -> Machine {
         let direction = if task.operation == Operation::Rollback {
             Direction::Backward
         } else {
@@ -105,6 +111,7 @@ impl Machine {
             task_status: task.status,
             task_operation: task.operation,
             failed: false,
+            failed_since_reopen,
             queue: VecDeque::new(),
             running: HashSet::new(),
             concurrency: concurrency.max(1),
@@ -154,8 +161,8 @@ impl Machine {
                     });
                 }
                 self.queue = ready.into_iter().chain(promoted).collect();
-                // A task that had failed before this controller stopped only finishes what ran.
-                self.failed = start == Start::Resumed && self.graph.any(SubtaskStatus::Failed);
+                // A task that had failed before its last owner stopped only finishes what ran.
+                self.failed = start == Start::Resumed && self.failed_since_reopen;
             }
             Direction::Backward => self.queue = self.graph.undoable_now().into(),
         }

@@ -54,10 +54,6 @@ impl Graph {
         self.status(id) == Some(status)
     }
 
-    pub fn any(&self, status: SubtaskStatus) -> bool {
-        self.nodes.values().any(|n| n.status == status)
-    }
-
     pub fn all_successful(&self) -> bool {
         self.nodes
             .values()

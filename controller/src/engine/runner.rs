@@ -82,7 +82,11 @@ async fn run_task(
         return Ok(());
     };
     let task = Arc::new(task);
-    let mut machine = Machine::new(&task, shared.options.task_concurrency);
+    let failed_since_reopen = match start {
+        Start::Resumed => shared.store.failed_since_reopen(fence.task_id).await?,
+        Start::Fresh => false,
+    };
+    let mut machine = Machine::new(&task, shared.options.task_concurrency, failed_since_reopen);
     let mut steps = Steps {
         hold: hold.clone(),
         set: JoinSet::new(),

@@ -108,7 +108,7 @@ pub(super) async fn insert_many(
              VALUES {}",
             rows.join(", ")
         );
-        let mut insert = sqlx::query(&sql);
+        let mut insert = super::sized(&sql);
         for event in chunk {
             insert = insert
                 .bind(task_id)
@@ -159,6 +159,23 @@ impl Store {
             })
         })
         .collect()
+    }
+
+    /// Whether a subtask failed after the task's last RUNNING event (its creation, or a
+    /// retry, skip or rollback that reopened it): what a resumed runner needs to know to
+    /// tell a task that had failed from one reopened around an older failure.
+    pub async fn failed_since_reopen(&self, task_id: i64) -> Result<bool, StoreError> {
+        let failed: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM task_events WHERE task_id = $1 AND subtask_id IS NOT NULL \
+             AND status = $2 AND id > COALESCE((SELECT MAX(id) FROM task_events \
+             WHERE task_id = $1 AND subtask_id IS NULL AND status = $3), 0) LIMIT 1",
+        )
+        .bind(task_id)
+        .bind(SubtaskStatus::Failed.as_str())
+        .bind(TaskStatus::Running.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(failed.is_some())
     }
 
     /// Task ids with new events: this process's writes, and on PostgreSQL every

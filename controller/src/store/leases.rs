@@ -142,7 +142,7 @@ impl Store {
                  AND id IN ({}) RETURNING id, lease_generation",
                 ids.join(", ")
             );
-            let mut query = sqlx::query(&sql)
+            let mut query = super::sized(&sql)
                 .bind(claim.expires)
                 .bind(&*claim.owner)
                 .bind(TaskStatus::Running.as_str());

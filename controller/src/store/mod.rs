@@ -303,6 +303,13 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A statement whose text grows with the rows or ids it carries. It is prepared for the
+/// one call and not kept in the connection's statement cache, where every size would be
+/// a statement of its own, up to the cache's hundred per connection, each held in memory.
+fn sized(sql: &str) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    sqlx::query(sql).persistent(false)
+}
+
 fn flag(v: bool) -> i64 {
     i64::from(v)
 }

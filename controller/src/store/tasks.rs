@@ -135,7 +135,7 @@ impl Store {
                  VALUES {}",
                 rows.join(", ")
             );
-            let mut insert = sqlx::query(&sql);
+            let mut insert = super::sized(&sql);
             for node in chunk {
                 insert = insert
                     .bind(task_id)
@@ -186,7 +186,7 @@ impl Store {
                 "INSERT INTO subtask_edges (task_id, upstream_id, downstream_id) VALUES {}",
                 rows.join(", ")
             );
-            let mut insert = sqlx::query(&sql);
+            let mut insert = super::sized(&sql);
             for &(up, down) in chunk {
                 insert = insert.bind(task_id).bind(ids[up]).bind(ids[down]);
             }
@@ -482,7 +482,7 @@ pub(super) async fn insert_logs(
             "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES {}",
             rows.join(", ")
         );
-        let mut insert = sqlx::query(&sql);
+        let mut insert = super::sized(&sql);
         for l in chunk {
             insert = insert
                 .bind(l.fence.task_id)

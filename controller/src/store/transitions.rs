@@ -189,7 +189,7 @@ impl Store {
                      start_time = $4, finish_time = NULL WHERE id IN ({})",
                     params(5, chunk.len())
                 );
-                let mut update = sqlx::query(&sql)
+                let mut update = super::sized(&sql)
                     .bind(SubtaskStatus::Running.as_str())
                     .bind(operation.as_str())
                     .bind(executor)
@@ -244,7 +244,7 @@ impl Store {
                      WHERE id IN ({})",
                     params(4, chunk.len())
                 );
-                let mut update = sqlx::query(&sql)
+                let mut update = super::sized(&sql)
                     .bind(status.as_str())
                     .bind(operation.as_str())
                     .bind(at);
@@ -273,7 +273,7 @@ impl Store {
                     "UPDATE subtasks SET status = $1 WHERE status = $2 AND id IN ({})",
                     params(3, chunk.len())
                 );
-                let mut update = sqlx::query(&sql)
+                let mut update = super::sized(&sql)
                     .bind(SubtaskStatus::Ready.as_str())
                     .bind(SubtaskStatus::Pending.as_str());
                 for &id in chunk {

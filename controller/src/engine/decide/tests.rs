@@ -90,9 +90,24 @@ struct Sim {
 }
 
 impl Sim {
+    /// As the store would say: a FAILED subtask failed since the last reopen, unless a
+    /// test says otherwise with `take_up_with`.
     fn take_up(task: Task, start: Start, concurrency: usize) -> (Sim, Vec<Effect>) {
+        let failed = task
+            .subtasks
+            .iter()
+            .any(|s| s.status == SubtaskStatus::Failed);
+        Sim::take_up_with(task, start, concurrency, failed)
+    }
+
+    fn take_up_with(
+        task: Task,
+        start: Start,
+        concurrency: usize,
+        failed_since_reopen: bool,
+    ) -> (Sim, Vec<Effect>) {
         let mut sim = Sim {
-            machine: Machine::new(&task, concurrency),
+            machine: Machine::new(&task, concurrency, failed_since_reopen),
             task,
             running: BTreeSet::new(),
             starts: Vec::new(),
@@ -682,9 +697,9 @@ fn a_failed_undo_stops_the_rollback_and_fails_it() {
     );
 }
 
-#[test]
-fn a_resumed_failed_task_only_drains() {
-    // The controller died with one Prepare failed, one running and one done.
+/// A batch restart whose controller died with one Prepare running, one failed and one
+/// done; also the Prepare ids.
+fn interrupted_with_one_prepare_failed() -> (Task, Vec<i64>) {
     let mut task = batch_restart(&HOSTS);
     let prepare: Vec<i64> = task
         .subtasks
@@ -704,6 +719,13 @@ fn a_resumed_failed_task_only_drains() {
     {
         s.status = status;
     }
+    (task, prepare)
+}
+
+#[test]
+fn a_resumed_failed_task_only_drains() {
+    // The controller died with one Prepare failed, one running and one done.
+    let (task, prepare) = interrupted_with_one_prepare_failed();
     let (sim, effects) = Sim::take_up(requeued(task), Start::Resumed, 256);
     assert!(
         matches!(
@@ -717,6 +739,23 @@ fn a_resumed_failed_task_only_drains() {
     );
     assert!(sim.starts.is_empty());
     assert_eq!(sim.status(prepare[0]).0, SubtaskStatus::Ready);
+}
+
+#[test]
+fn a_resumed_retry_of_one_subtask_runs_it_though_another_stays_failed() {
+    // One host's Prepare failed, another's too; the operator retried the first one
+    // only, and the controller died while it ran. The store's events say no subtask
+    // failed since that retry reopened the task.
+    let (mut task, prepare) = interrupted_with_one_prepare_failed();
+    task.operation = Operation::Retry;
+    let (sim, _) = Sim::take_up_with(requeued(task), Start::Resumed, 256, false);
+    assert_eq!(
+        sim.starts
+            .first()
+            .map(|batch| batch.iter().map(|&(id, _)| id).collect::<Vec<_>>()),
+        Some(vec![prepare[0]]),
+        "the retried subtask runs again"
+    );
 }
 
 #[test]
