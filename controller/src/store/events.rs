@@ -89,24 +89,10 @@ pub(super) async fn insert_many(
     events: &[NewEvent<'_>],
 ) -> Result<(), StoreError> {
     for chunk in events.chunks(EVENTS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = |k: usize| format!("${}", i * 6 + k);
-                format!(
-                    "({}, {}, {}, {}, {}, {})",
-                    p(1),
-                    p(2),
-                    p(3),
-                    p(4),
-                    p(5),
-                    p(6)
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO task_events (task_id, subtask_id, status, operation, at, message) \
              VALUES {}",
-            rows.join(", ")
+            super::value_rows(chunk.len(), 6)
         );
         let mut insert = super::sized(&sql);
         for event in chunk {

@@ -303,6 +303,19 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// `($1, ..., $columns), (...)`: the VALUES of a multi-row INSERT of `rows` rows.
+fn value_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let row: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", row.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A statement whose text grows with the rows or ids it carries. It is prepared for the
 /// one call and not kept in the connection's statement cache, where every size would be
 /// a statement of its own, up to the cache's hundred per connection, each held in memory.
@@ -330,6 +343,12 @@ fn get_word<T: std::str::FromStr<Err = crate::model::UnknownWord>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_rows_number_every_parameter_once() {
+        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(value_rows(1, 1), "($1)");
+    }
 
     #[test]
     fn the_file_of_a_sqlite_url_is_the_one_sqlx_opens() {

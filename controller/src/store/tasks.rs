@@ -179,12 +179,9 @@ impl Store {
         )
         .await?;
         for chunk in plan.edges.chunks(ROWS_PER_INSERT) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${})", i * 3 + 1, i * 3 + 2, i * 3 + 3))
-                .collect();
             let sql = format!(
                 "INSERT INTO subtask_edges (task_id, upstream_id, downstream_id) VALUES {}",
-                rows.join(", ")
+                super::value_rows(chunk.len(), 3)
             );
             let mut insert = super::sized(&sql);
             for &(up, down) in chunk {
@@ -472,15 +469,9 @@ pub(super) async fn insert_logs(
     lines: &[LogEntry],
 ) -> Result<(), StoreError> {
     for chunk in lines.chunks(ROWS_PER_INSERT) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let p = |k: usize| format!("${}", i * 5 + k);
-                format!("({}, {}, {}, {}, {})", p(1), p(2), p(3), p(4), p(5))
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO subtask_logs (task_id, subtask_id, at, trace_id, line) VALUES {}",
-            rows.join(", ")
+            super::value_rows(chunk.len(), 5)
         );
         let mut insert = super::sized(&sql);
         for l in chunk {
