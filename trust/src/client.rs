@@ -88,12 +88,34 @@ impl ClientTls {
     /// A connector for tonic's `Endpoint::connect_with_connector_lazy` that dials the
     /// endpoint's address and expects a certificate for `name` (the host's address).
     pub fn connector(&self, name: &str) -> Result<AgentConnector, TrustError> {
-        let server_name = ServerName::try_from(name.to_string())
-            .map_err(|_| TrustError::BadName(name.to_string()))?;
         Ok(AgentConnector {
             tls: self.clone(),
-            server_name,
+            server_name: ClientTls::server_name(name)?,
         })
+    }
+}
+
+impl ClientTls {
+    /// TLS over `tcp` with the current configuration, expecting a certificate for
+    /// `name`; a refused peer's error says why in plain words.
+    pub async fn handshake(
+        &self,
+        name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Box<dyn StdError + Send + Sync>> {
+        match TlsConnector::from(self.config()).connect(name, tcp).await {
+            Ok(stream) => Ok(stream),
+            Err(e) => Err(match refusal(&e) {
+                Some(words) => Box::new(Refusal(words)),
+                None => Box::new(e),
+            }),
+        }
+    }
+
+    /// The name a peer dialled at `address` must hold a certificate for.
+    pub fn server_name(address: &str) -> Result<ServerName<'static>, TrustError> {
+        ServerName::try_from(address.to_string())
+            .map_err(|_| TrustError::BadName(address.to_string()))
     }
 }
 
@@ -306,7 +328,7 @@ impl tower::Service<http::Uri> for AgentConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Connecting {
-        let connector = TlsConnector::from(self.tls.config());
+        let tls = self.tls.clone();
         let server_name = self.server_name.clone();
         Box::pin(async move {
             let host = uri
@@ -316,13 +338,7 @@ impl tower::Service<http::Uri> for AgentConnector {
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            match connector.connect(server_name.clone(), tcp).await {
-                Ok(stream) => Ok(TokioIo::new(stream)),
-                Err(e) => Err(match refusal(&e) {
-                    Some(words) => Box::new(Refusal(words)) as Box<dyn StdError + Send + Sync>,
-                    None => Box::new(e),
-                }),
-            }
+            Ok(TokioIo::new(tls.handshake(server_name, tcp).await?))
         })
     }
 }

@@ -190,7 +190,7 @@ impl StepRun<'_> {
     ) -> Result<
         (
             Host,
-            AgentServiceClient<tonic::transport::Channel>,
+            AgentServiceClient<crate::agents::AgentChannel>,
             AgentInfo,
         ),
         StepError,
@@ -229,7 +229,7 @@ impl StepRun<'_> {
     async fn bulk<F, Fut>(&self, call: &str, send: F) -> Result<(), StepError>
     where
         F: Fn(
-            proto::agent::v1::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+            proto::agent::v1::agent_service_client::AgentServiceClient<crate::agents::AgentChannel>,
             tonic::Request<BulkRequest>,
         ) -> Fut,
         Fut: Future<Output = Result<tonic::Response<BulkResponse>, tonic::Status>>,

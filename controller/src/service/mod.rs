@@ -270,7 +270,6 @@ impl Core {
         check_id("hostId", id)?;
         match self.store.delete_host(id).await {
             Ok(Some(host)) => {
-                self.agents.forget(&host);
                 self.lock_refreshed().remove(&id);
                 self.lock_refreshing().remove(&id);
                 Ok(host)
@@ -572,7 +571,7 @@ impl Core {
         &self,
         host: &Host,
     ) -> Result<
-        proto::agent::v1::agent_service_client::AgentServiceClient<tonic::transport::Channel>,
+        proto::agent::v1::agent_service_client::AgentServiceClient<crate::agents::AgentChannel>,
         CoreError,
     > {
         self.agents

@@ -1,13 +1,16 @@
-//! One gRPC channel per agent, mutual TLS when the controller has a PKI, and the
-//! translation of what agents say (and why they could not be reached) into the model.
+//! Clients of the agents (one HTTP/2 connection each, mutual TLS when the controller
+//! has a PKI), and the translation of what agents say (and why they could not be
+//! reached) into the model.
+
+mod channel;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+pub use channel::AgentChannel;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{AgentInfo, ProcessInfo, ProcessStatus};
-use tonic::transport::{Channel, Endpoint};
 use trust::ClientTls;
 
 use crate::model::{AgentSummary, Host, Millis, ProcessSnapshot, now_millis};
@@ -25,20 +28,15 @@ pub struct CallOrigin {
 pub enum AgentError {
     #[error("invalid agent address {address}: {reason}")]
     BadAddress { address: String, reason: String },
-    #[error("no TLS connection can be made to {address}: {source}")]
-    Tls {
-        address: String,
-        source: trust::TrustError,
-    },
 }
 
-/// Channels are made lazily and kept, so a thousand hosts cost a thousand idle
-/// HTTP/2 connections at most, and a restarted agent is reconnected by tonic itself.
-#[derive(Default)]
+/// Connections are made at the first call to an agent and kept, so a thousand hosts cost
+/// a thousand idle HTTP/2 connections at most; a restarted agent is dialled again at
+/// the next call.
 pub struct AgentPool {
-    /// Every agent channel is mutual TLS when set; see SPEC section 7.
+    /// Every agent connection is mutual TLS when set; see SPEC section 7.
     tls: Option<ClientTls>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channel: Mutex<AgentChannel>,
     /// When each host's agent last answered any call. An agent busy with a fleet-wide
     /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
     /// those answers count as signs of life too.
@@ -48,22 +46,21 @@ pub struct AgentPool {
 impl AgentPool {
     pub fn new(tls: Option<ClientTls>) -> AgentPool {
         AgentPool {
+            channel: Mutex::new(AgentChannel::new(tls.clone())),
             tls,
-            ..AgentPool::default()
+            answered: Mutex::default(),
         }
     }
 
-    /// Re-reads the CA, certificate and key, and drops every channel so that the next
-    /// call to each agent connects, and is verified, with what was just read.
+    /// Re-reads the CA, certificate and key, and drops every connection so that the
+    /// next call to each agent connects, and is verified, with what was just read.
     pub async fn reload_tls(&self) -> Result<bool, trust::TrustError> {
         let Some(tls) = &self.tls else {
             return Ok(false);
         };
         tls.reload().await?;
-        self.channels
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) =
+            AgentChannel::new(Some(tls.clone()));
         Ok(true)
     }
 
@@ -82,44 +79,20 @@ impl AgentPool {
             .copied()
     }
 
-    pub fn client(&self, host: &Host) -> Result<AgentServiceClient<Channel>, AgentError> {
+    pub fn client(&self, host: &Host) -> Result<AgentServiceClient<AgentChannel>, AgentError> {
         let uri = self.uri(host);
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(&uri) {
-            return Ok(AgentServiceClient::new(channel.clone()));
-        }
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| AgentError::BadAddress {
+        let origin = uri
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| AgentError::BadAddress {
                 address: uri.clone(),
                 reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_while_idle(true);
-        let channel = match &self.tls {
-            // The agent must present a certificate for the address the host is
-            // registered with, the same address that is dialled.
-            Some(tls) => {
-                let connector =
-                    tls.connector(&host.inner_ip_address)
-                        .map_err(|source| AgentError::Tls {
-                            address: uri.clone(),
-                            source,
-                        })?;
-                endpoint.connect_with_connector_lazy(connector)
-            }
-            None => endpoint.connect_lazy(),
-        };
-        channels.insert(uri, channel.clone());
-        Ok(AgentServiceClient::new(channel))
-    }
-
-    pub fn forget(&self, host: &Host) {
-        self.channels
+            })?;
+        let channel = self
+            .channel
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.uri(host));
+            .clone();
+        Ok(AgentServiceClient::with_origin(channel, origin))
     }
 
     /// The agent's endpoint as this pool dials it.
@@ -133,6 +106,7 @@ impl AgentPool {
 pub fn request<T>(message: T, timeout: Duration, origin: &CallOrigin) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    request.extensions_mut().insert(channel::Deadline(timeout));
     let metadata = request.metadata_mut();
     if let Ok(v) = origin.trace_id.parse() {
         metadata.insert("x-trace-id", v);
