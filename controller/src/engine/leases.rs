@@ -186,7 +186,7 @@ pub(super) async fn take_over(shared: &Arc<Shared>, everything: bool) -> Result<
                 "took the task over; its runner queues its steps again: {e}"
             ),
         }
-        drive(shared, fence.clone(), Start::Resumed);
+        drive(shared, fence.clone(), Start::Resumed, None);
     }
     Ok(taken.len())
 }

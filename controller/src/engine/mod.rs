@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agents::AgentPool;
+use crate::model::Task;
 use crate::store::{Claim, Fence, Store, StoreError};
 
 pub use leases::{Membership, new_owner};
@@ -147,7 +148,14 @@ impl Engine {
 
     /// Starts driving a task this controller holds, unless it already does.
     pub fn drive(&self, fence: Fence, start: Start) {
-        drive(&self.shared, fence, start);
+        drive(&self.shared, fence, start, None);
+    }
+
+    /// `drive` for a task just created, read back by its submitter a moment ago: the
+    /// runner starts from that read instead of making its own (5,004 subtasks at 1,000
+    /// hosts, 150 ms of a batch restart's start).
+    pub fn drive_created(&self, fence: Fence, task: Task) {
+        drive(&self.shared, fence, Start::Fresh, Some(Arc::new(task)));
     }
 
     /// Takes over what this controller may drive at start: every unfinished task when
@@ -190,7 +198,7 @@ fn lock_active(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<i64, Active
     shared.active.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
+fn drive(shared: &Arc<Shared>, fence: Fence, start: Start, read: Option<Arc<Task>>) {
     if shared.cancel.is_cancelled() {
         return;
     }
@@ -221,12 +229,12 @@ fn drive(shared: &Arc<Shared>, fence: Fence, start: Start) {
     let runner_shared = shared.clone();
     shared.tracker.spawn(
         async move {
-            runner::drive_until_done(&runner_shared, fence, start, rx, &hold).await;
+            runner::drive_until_done(&runner_shared, fence, start, read, rx, &hold).await;
             let next = lock_active(&runner_shared)
                 .remove(&task_id)
                 .and_then(|a| a.next);
             if let Some((fence, start)) = next {
-                drive(&runner_shared, fence, start);
+                drive(&runner_shared, fence, start, None);
             }
         }
         .instrument(tracing::info_span!("task", task_id)),

@@ -26,6 +26,7 @@ pub(super) async fn drive_until_done(
     shared: &Arc<Shared>,
     fence: Fence,
     start: Start,
+    mut read: Option<Arc<Task>>,
     mut control: mpsc::UnboundedReceiver<Control>,
     hold: &Arc<Hold>,
 ) {
@@ -35,10 +36,10 @@ pub(super) async fn drive_until_done(
         // before a store failure), so that no subtask stays RUNNING without a step.
         let ran = match start {
             Start::Resumed => match shared.store.requeue_interrupted(&fence, now_millis()).await {
-                Ok(_) => run_task(shared, &fence, start, &mut control, hold).await,
+                Ok(_) => run_task(shared, &fence, start, None, &mut control, hold).await,
                 Err(e) => Err(e),
             },
-            Start::Fresh => run_task(shared, &fence, start, &mut control, hold).await,
+            Start::Fresh => run_task(shared, &fence, start, read.take(), &mut control, hold).await,
         };
         match ran {
             Ok(()) => return,
@@ -74,14 +75,20 @@ async fn run_task(
     shared: &Arc<Shared>,
     fence: &Fence,
     start: Start,
+    read: Option<Arc<Task>>,
     control: &mut mpsc::UnboundedReceiver<Control>,
     hold: &Arc<Hold>,
 ) -> Result<(), StoreError> {
-    let Some(task) = shared.store.get_task(fence.task_id).await? else {
-        tracing::warn!("task vanished from the store");
-        return Ok(());
+    let task = match read {
+        Some(task) => task,
+        None => match shared.store.get_task(fence.task_id).await? {
+            Some(task) => Arc::new(task),
+            None => {
+                tracing::warn!("task vanished from the store");
+                return Ok(());
+            }
+        },
     };
-    let task = Arc::new(task);
     let failed_since_reopen = match start {
         Start::Resumed => shared.store.failed_since_reopen(fence.task_id).await?,
         Start::Fresh => false,

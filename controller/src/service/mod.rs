@@ -15,7 +15,7 @@ use proto::agent::v1::{
 use tokio::sync::Notify;
 
 use crate::agents::{self, AgentPool, CallOrigin};
-use crate::engine::{Engine, Start};
+use crate::engine::Engine;
 use crate::model::{
     AgentProcess, Host, NewHost, Page, PageRequest, Task, TaskFilter, TaskStatus, now_millis,
 };
@@ -382,7 +382,7 @@ impl Core {
             .get_task(id)
             .await?
             .ok_or(CoreError::TaskNotFound(id))?;
-        self.engine.drive(fence, Start::Fresh);
+        self.engine.drive_created(fence, task.clone());
         Ok(task)
     }
 

@@ -316,6 +316,19 @@ fn value_rows(rows: usize, columns: usize) -> String {
         .join(", ")
 }
 
+impl Store {
+    /// The rows of a JSON array bound as `param`, as a FROM item `r` with the columns
+    /// `value` (one element) and `key` (its place in the array, for ORDER BY).
+    fn json_rows(&self, param: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("json_each({param}) AS r"),
+            Dialect::Postgres => {
+                format!("jsonb_array_elements({param}::jsonb) WITH ORDINALITY AS r(value, key)")
+            }
+        }
+    }
+}
+
 /// A statement whose text grows with the rows or ids it carries. It is prepared for the
 /// one call and not kept in the connection's statement cache, where every size would be
 /// a statement of its own, up to the cache's hundred per connection, each held in memory.
