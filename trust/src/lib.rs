@@ -19,7 +19,7 @@ mod server;
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
 pub use guard::{Conn, ConnLimits, Incoming, parse_timeout};
-pub use refusal::{Refusal, refusal};
+pub use refusal::{Refusal, causes, refusal};
 pub use role::Role;
 pub use server::{ServerTls, ServerTlsFiles};
 

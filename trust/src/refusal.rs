@@ -42,6 +42,19 @@ pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
     None
 }
 
+/// `error` and every cause under it in one line: what a failed connection says, where
+/// the outermost message alone ("transport error", "client error (Connect)") says nothing.
+pub fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut words = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        words.push_str(": ");
+        words.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    words
+}
+
 fn rustls_words(error: &rustls::Error) -> Option<String> {
     use rustls::AlertDescription as Alert;
     match error {
@@ -85,5 +98,34 @@ fn rustls_words(error: &rustls::Error) -> Option<String> {
             Some(format!("the client's certificate was refused: {}", other.0))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_name_every_error_down_the_chain() {
+        #[derive(Debug)]
+        struct Outer(io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl StdError for Outer {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let outer = Outer(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no connection in 3s",
+        ));
+        assert_eq!(
+            causes(&outer),
+            "client error (Connect): no connection in 3s"
+        );
     }
 }

@@ -90,15 +90,5 @@ impl Dialer {
 /// The TLS refusal in plain words when there is one, else the whole chain of causes:
 /// tonic's own message is only "transport error".
 pub fn reason(error: &(dyn StdError + 'static)) -> String {
-    if let Some(words) = trust::refusal(error) {
-        return words;
-    }
-    let mut words = error.to_string();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        words.push_str(": ");
-        words.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    words
+    trust::refusal(error).unwrap_or_else(|| trust::causes(error))
 }

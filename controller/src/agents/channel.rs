@@ -96,13 +96,7 @@ fn status(error: hyper_util::client::legacy::Error) -> tonic::Status {
     if !error.is_connect() {
         return tonic::Status::from_error(Box::new(error));
     }
-    let mut words = Vec::new();
-    let mut next = error.source();
-    while let Some(cause) = next {
-        words.push(cause.to_string());
-        next = cause.source();
-    }
-    let mut status = tonic::Status::unavailable(words.join(": "));
+    let mut status = tonic::Status::unavailable(trust::causes(&error));
     status.set_source(std::sync::Arc::new(error));
     status
 }
