@@ -271,6 +271,120 @@ pub struct Subtask {
     pub downstreams: Vec<i64>,
 }
 
+/// What an operator asks of a host's agent as a whole: OCP's three agent operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    Restart,
+    Stop,
+    Start,
+}
+
+/// A task as it is about to be stored: nodes in chain order, edges by node index.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub name: String,
+    /// Set on single-host tasks.
+    pub host_id: Option<i64>,
+    /// Every host the task operates on, locked with its creation.
+    pub host_ids: Vec<i64>,
+    pub context: TaskContext,
+    pub nodes: Vec<NewSubtask>,
+    pub edges: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSubtask {
+    pub step: Step,
+    pub host_id: Option<i64>,
+    pub parallel_idx: i32,
+    pub series_id: i32,
+    pub status: SubtaskStatus,
+}
+
+/// What a transition changed: the task's status, or one subtask's, so that a subtask
+/// event cannot carry a task's status or the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Task(TaskStatus),
+    Subtask(i64, SubtaskStatus),
+}
+
+impl Change {
+    pub fn subtask_id(self) -> Option<i64> {
+        match self {
+            Change::Task(_) => None,
+            Change::Subtask(id, _) => Some(id),
+        }
+    }
+
+    /// The status as OCP spells it.
+    pub fn status(self) -> &'static str {
+        match self {
+            Change::Task(status) => status.as_str(),
+            Change::Subtask(_, status) => status.as_str(),
+        }
+    }
+}
+
+/// One transition of a task or of one of its subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// Increasing: resume a watch after the last one seen.
+    pub seq: i64,
+    pub task_id: i64,
+    pub change: Change,
+    pub operation: Operation,
+    pub at: Millis,
+    pub message: String,
+}
+
+/// OCP's conventions for what its task pages show and this controller has no other
+/// source for, declared once for both faces.
+pub mod ocp {
+    /// Every task is started by an operator, none by a schedule.
+    pub const TASK_TYPE: &str = "MANUAL";
+    /// No task comes from a stored task definition.
+    pub const NO_TASK_DEFINITION: i64 = -1;
+    /// Every subtask is a plain step, as OCP's Java tasks are.
+    pub const NODE_TYPE: &str = "JAVA_TASK";
+    /// The context key that says whether the task may be rolled back.
+    pub const PROHIBIT_ROLLBACK: &str = "prohibit_rollback";
+    /// The context key that marks a task that ended by its rollback: it ends SUCCESSFUL,
+    /// as OCP reports it, and this tells clients it did not do its work.
+    pub const ROLLED_BACK: &str = "rolled_back";
+}
+
+impl Task {
+    /// Ended SUCCESSFUL by undoing its work.
+    pub fn rolled_back(&self) -> bool {
+        self.status == TaskStatus::Successful && self.operation == Operation::Rollback
+    }
+
+    /// The context as OCP shows it: what the plan stored, plus what OCP spells as
+    /// context entries but this controller keeps as the task's own fields.
+    pub fn ocp_context(&self) -> TaskContext {
+        let mut context = self.context.clone();
+        context.string_map.insert(
+            ocp::PROHIBIT_ROLLBACK.to_string(),
+            self.prohibit_rollback.to_string(),
+        );
+        if self.rolled_back() {
+            context
+                .string_map
+                .insert(ocp::ROLLED_BACK.to_string(), "true".to_string());
+        }
+        context
+    }
+}
+
+impl ProcessSnapshot {
+    /// The pid in OCP's 32-bit field: a pid beyond it does not exist on Linux, and 0 is
+    /// OCP's "no process".
+    pub fn wire_pid(&self) -> i32 {
+        i32::try_from(self.pid).unwrap_or(0)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubtaskLogLine {
     pub at: Millis,
@@ -285,9 +399,42 @@ pub struct PageRequest {
     pub size: u32,
 }
 
+/// A page number or size out of bounds; `field` is `page` or `size`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}, got {value}")]
+pub struct PageRefused {
+    pub field: &'static str,
+    pub value: u32,
+    pub message: String,
+}
+
 impl PageRequest {
     pub const DEFAULT_SIZE: u32 = 10;
     pub const MAX_SIZE: u32 = 2000;
+    /// Pages are numbered like OCP's, in a signed 32-bit integer.
+    pub const MAX_NUMBER: u32 = i32::MAX as u32;
+
+    /// The paging rules of both faces: an absent number is page 1, an absent size is
+    /// 10; present ones must be within bounds, never silently clamped.
+    pub fn new(number: Option<u32>, size: Option<u32>) -> Result<PageRequest, PageRefused> {
+        let number = number.unwrap_or(1);
+        if !(1..=Self::MAX_NUMBER).contains(&number) {
+            return Err(PageRefused {
+                field: "page",
+                value: number,
+                message: format!("must be a page number from 1 to {}", Self::MAX_NUMBER),
+            });
+        }
+        let size = size.unwrap_or(Self::DEFAULT_SIZE);
+        if !(1..=Self::MAX_SIZE).contains(&size) {
+            return Err(PageRefused {
+                field: "size",
+                value: size,
+                message: format!("must be a page size from 1 to {}", Self::MAX_SIZE),
+            });
+        }
+        Ok(PageRequest { number, size })
+    }
 
     pub fn offset(self) -> i64 {
         i64::from(self.number.saturating_sub(1)) * i64::from(self.size)
@@ -382,5 +529,71 @@ impl FromStr for TaskSort {
             key: key.trim().parse()?,
             ascending,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_defaults_absent_values_and_refuses_out_of_bounds() {
+        assert_eq!(
+            PageRequest::new(None, None),
+            Ok(PageRequest {
+                number: 1,
+                size: PageRequest::DEFAULT_SIZE
+            })
+        );
+        assert_eq!(
+            PageRequest::new(Some(3), Some(2000)),
+            Ok(PageRequest {
+                number: 3,
+                size: 2000
+            })
+        );
+        for (number, size, field) in [
+            (Some(0), None, "page"),
+            (Some(i32::MAX as u32 + 1), None, "page"),
+            (None, Some(0), "size"),
+            (None, Some(2001), "size"),
+        ] {
+            assert_eq!(PageRequest::new(number, size).unwrap_err().field, field);
+        }
+        assert_eq!(
+            PageRequest::new(None, Some(2001)).unwrap_err().to_string(),
+            "size: must be a page size from 1 to 2000, got 2001"
+        );
+    }
+
+    fn task(status: TaskStatus, operation: Operation, prohibit_rollback: bool) -> Task {
+        Task {
+            id: 1,
+            name: "Restart OCP agent".into(),
+            creator: "admin".into(),
+            executor: "127.0.0.1".into(),
+            host_id: Some(2),
+            operation,
+            status,
+            prohibit_rollback,
+            context: TaskContext::default(),
+            trace_id: String::new(),
+            start_time: 0,
+            finish_time: None,
+            subtasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ocp_context_shows_the_rollback_fields_the_task_keeps() {
+        let running = task(TaskStatus::Running, Operation::Execute, false).ocp_context();
+        assert_eq!(running.string_map[ocp::PROHIBIT_ROLLBACK], "false");
+        assert!(!running.string_map.contains_key(ocp::ROLLED_BACK));
+        let pinned = task(TaskStatus::Running, Operation::Execute, true).ocp_context();
+        assert_eq!(pinned.string_map[ocp::PROHIBIT_ROLLBACK], "true");
+        let undone = task(TaskStatus::Successful, Operation::Rollback, false).ocp_context();
+        assert_eq!(undone.string_map[ocp::ROLLED_BACK], "true");
+        let failed_rollback = task(TaskStatus::Failed, Operation::Rollback, false).ocp_context();
+        assert!(!failed_rollback.string_map.contains_key(ocp::ROLLED_BACK));
     }
 }

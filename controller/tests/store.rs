@@ -3,12 +3,13 @@
 mod common;
 
 use common::stores::test_stores;
+use controller::model::AgentAction;
 use controller::model::{
     AgentSummary, HostStatus, NewHost, Operation, PageRequest, ProcessSnapshot, SubtaskStatus,
     TaskFilter, TaskStatus,
 };
+use controller::plans;
 use controller::store::{Claim, Store, StoreError, TaskOrigin};
-use controller::templates::{self, AgentOperation};
 
 async fn add_hosts(store: &Store, n: usize) -> Vec<i64> {
     let mut ids = Vec::new();
@@ -50,17 +51,11 @@ async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() 
         let store = &t.store;
         let hosts = add_hosts(store, 3).await;
         let first = store
-            .create_task(
-                &templates::batch(AgentOperation::Restart, &hosts[..2]),
-                &origin(),
-            )
+            .create_task(&plans::batch(AgentAction::Restart, &hosts[..2]), &origin())
             .await
             .expect("first task");
         let refused = store
-            .create_task(
-                &templates::batch(AgentOperation::Stop, &hosts[1..]),
-                &origin(),
-            )
+            .create_task(&plans::batch(AgentAction::Stop, &hosts[1..]), &origin())
             .await;
         match refused {
             Err(StoreError::HostBusy { host_id, task_id }) => {
@@ -112,7 +107,7 @@ async fn a_host_is_locked_by_one_task_at_a_time_and_a_refusal_creates_nothing() 
             t.name
         );
         store
-            .create_task(&templates::batch(AgentOperation::Stop, &hosts), &origin())
+            .create_task(&plans::batch(AgentAction::Stop, &hosts), &origin())
             .await
             .expect("hosts free again");
     }
@@ -123,7 +118,7 @@ async fn a_task_reads_back_with_its_dag() {
     for t in test_stores().await {
         let store = &t.store;
         let hosts = add_hosts(store, 2).await;
-        let plan = templates::batch(AgentOperation::Restart, &hosts);
+        let plan = plans::batch(AgentAction::Restart, &hosts);
         let id = store.create_task(&plan, &origin()).await.unwrap().task_id;
         let task = store.get_task(id).await.unwrap().expect("task");
         assert_eq!(task.name, "Batch restart OCP agent", "{}", t.name);
@@ -159,10 +154,7 @@ async fn an_interrupted_subtask_is_requeued_as_a_new_attempt() {
         let store = &t.store;
         let hosts = add_hosts(store, 1).await;
         let fence = store
-            .create_task(
-                &templates::single_host(AgentOperation::Stop, hosts[0]),
-                &origin(),
-            )
+            .create_task(&plans::single_host(AgentAction::Stop, hosts[0]), &origin())
             .await
             .unwrap();
         let id = fence.task_id;
@@ -271,10 +263,7 @@ async fn hosts_are_unique_by_address_and_busy_ones_cannot_be_deleted() {
             (HostStatus::Online, Some(42))
         );
         let task = store
-            .create_task(
-                &templates::single_host(AgentOperation::Start, host),
-                &origin(),
-            )
+            .create_task(&plans::single_host(AgentAction::Start, host), &origin())
             .await
             .unwrap();
         assert!(matches!(
@@ -299,10 +288,7 @@ async fn tasks_list_newest_first_with_filters_and_pages() {
         for &h in &hosts {
             ids.push(
                 store
-                    .create_task(
-                        &templates::single_host(AgentOperation::Restart, h),
-                        &origin(),
-                    )
+                    .create_task(&plans::single_host(AgentAction::Restart, h), &origin())
                     .await
                     .unwrap(),
             );
@@ -349,10 +335,7 @@ async fn tasks_list_newest_first_with_filters_and_pages() {
 async fn a_started_stop(store: &Store) -> (controller::store::Fence, i64, i64) {
     let host = add_hosts(store, 1).await[0];
     let fence = store
-        .create_task(
-            &templates::single_host(AgentOperation::Stop, host),
-            &origin(),
-        )
+        .create_task(&plans::single_host(AgentAction::Stop, host), &origin())
         .await
         .unwrap();
     let id = fence.task_id;
@@ -439,7 +422,7 @@ async fn a_large_batch_is_written_whole_across_statement_chunks() {
     for t in test_stores().await {
         let store = &t.store;
         let hosts = add_hosts(store, 250).await;
-        let plan = templates::batch(AgentOperation::Restart, &hosts);
+        let plan = plans::batch(AgentAction::Restart, &hosts);
         let id = store.create_task(&plan, &origin()).await.unwrap().task_id;
         let task = store.get_task(id).await.unwrap().expect("task");
         assert_eq!(task.subtasks.len(), 5 * 250 + 4, "{}", t.name);
@@ -484,7 +467,7 @@ async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_ol
         let a = claim_for("a", 1_000);
         let held = store
             .create_task(
-                &templates::single_host(AgentOperation::Stop, host),
+                &plans::single_host(AgentAction::Stop, host),
                 &TaskOrigin {
                     claim: &a,
                     ..origin()
@@ -582,7 +565,7 @@ async fn racing_takeovers_give_a_task_to_one_controller() {
         for &h in &hosts {
             store
                 .create_task(
-                    &templates::single_host(AgentOperation::Restart, h),
+                    &plans::single_host(AgentAction::Restart, h),
                     &TaskOrigin {
                         claim: &claim_for("gone", 100),
                         ..origin()
@@ -616,7 +599,7 @@ async fn a_stale_holder_neither_releases_the_host_nor_rewrites_its_inventory() {
         let host = add_hosts(store, 1).await[0];
         let held = store
             .create_task(
-                &templates::single_host(AgentOperation::Restart, host),
+                &plans::single_host(AgentAction::Restart, host),
                 &TaskOrigin {
                     claim: &claim_for("a", 1_000),
                     ..origin()
@@ -682,7 +665,7 @@ async fn a_takeover_scan_passes_a_task_locked_by_a_stalled_transaction() {
         for &h in &hosts {
             let fence = store
                 .create_task(
-                    &templates::single_host(AgentOperation::Restart, h),
+                    &plans::single_host(AgentAction::Restart, h),
                     &TaskOrigin {
                         claim: &claim_for("frozen", 100),
                         ..origin()

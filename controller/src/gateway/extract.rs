@@ -214,24 +214,15 @@ impl QueryParams {
             .unwrap_or(0))
     }
 
-    /// `page` from 1, `size` from 1 to 2000, 10 when absent.
+    /// `page` and `size` as numbers; their bounds are the model's paging rules.
     pub fn page(&self) -> Result<PageRequest, ApiError> {
-        let number = self
-            .number::<u32>(
-                "page",
-                |n| (1..=i32::MAX as u32).contains(n),
-                "must be a page number from 1 to 2147483647",
-            )?
-            .unwrap_or(1);
-        let max = PageRequest::MAX_SIZE;
-        let size = self
-            .number::<u32>(
-                "size",
-                |n| (1..=max).contains(n),
-                &format!("must be a page size from 1 to {max}"),
-            )?
-            .unwrap_or(PageRequest::DEFAULT_SIZE);
-        Ok(PageRequest { number, size })
+        let whole = "must be a whole number";
+        let number = self.number::<u32>("page", |_| true, whole)?;
+        let size = self.number::<u32>("size", |_| true, whole)?;
+        PageRequest::new(number, size).map_err(|e| {
+            let rejected = self.get(e.field).unwrap_or_default().to_string();
+            ApiError::invalid(e.field, Value::String(rejected), e.message)
+        })
     }
 
     pub fn text(&self, name: &str) -> Option<String> {

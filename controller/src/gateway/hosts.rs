@@ -8,14 +8,14 @@ use super::json::{
     PageOf, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
+use crate::model::AgentAction;
 use crate::service::ProcessOp;
-use crate::templates::AgentOperation;
 
 async fn batch(
     state: &GatewayState,
     auth: &Authed<HostManager>,
     body: BatchHostsRequest,
-    op: AgentOperation,
+    op: AgentAction,
 ) -> ApiResult<TaskJson> {
     let task = state
         .core
@@ -34,7 +34,7 @@ pub async fn batch_restart_agents(
     auth: Authed<HostManager>,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentOperation::Restart).await
+    batch(&state, &auth, body, AgentAction::Restart).await
 }
 
 /// Batch stop the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -47,7 +47,7 @@ pub async fn batch_stop_agents(
     auth: Authed<HostManager>,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentOperation::Stop).await
+    batch(&state, &auth, body, AgentAction::Stop).await
 }
 
 /// Batch start the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -60,14 +60,14 @@ pub async fn batch_start_agents(
     auth: Authed<HostManager>,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentOperation::Start).await
+    batch(&state, &auth, body, AgentAction::Start).await
 }
 
 async fn single(
     state: &GatewayState,
     auth: &Authed<HostManager>,
     ids: &PathIds,
-    op: AgentOperation,
+    op: AgentAction,
 ) -> ApiResult<TaskJson> {
     let host_id = ids.id("hostId")?;
     let task = state.core.submit_single(op, host_id, &auth.caller).await?;
@@ -84,7 +84,7 @@ pub async fn restart_agent(
     auth: Authed<HostManager>,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentOperation::Restart).await
+    single(&state, &auth, &ids, AgentAction::Restart).await
 }
 
 /// Stop the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -97,7 +97,7 @@ pub async fn stop_agent(
     auth: Authed<HostManager>,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentOperation::Stop).await
+    single(&state, &auth, &ids, AgentAction::Stop).await
 }
 
 /// Start the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -110,7 +110,7 @@ pub async fn start_agent(
     auth: Authed<HostManager>,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentOperation::Start).await
+    single(&state, &auth, &ids, AgentAction::Start).await
 }
 
 async fn process(

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext};
+use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
 use crate::service::HostAgentView;
 use crate::time::format_millis;
 
@@ -188,8 +188,7 @@ impl From<&AgentProcess> for HostAgentProcessJson {
             id: p.id,
             host_id: p.host_id,
             alias: s.alias.clone(),
-            // A pid beyond i32 does not exist on Linux; 0 is OCP's "no process".
-            pid: i32::try_from(s.pid).unwrap_or(0),
+            pid: s.wire_pid(),
             user: s.user.clone(),
             start_command: s.start_command.clone(),
             ports: s.ports.clone(),
@@ -311,11 +310,11 @@ impl From<&Task> for BasicTaskJson {
             host_id: t.host_id,
             operation: t.operation.to_string(),
             status: t.status.to_string(),
-            kind: "MANUAL".to_string(),
-            task_definition_id: -1,
+            kind: ocp::TASK_TYPE.to_string(),
+            task_definition_id: ocp::NO_TASK_DEFINITION,
             start_time: format_millis(t.start_time),
             finish_time: t.finish_time.map(format_millis),
-            context: (&t.context).into(),
+            context: (&t.ocp_context()).into(),
         }
     }
 }
@@ -363,8 +362,8 @@ pub struct TaskEventJson {
     pub message: String,
 }
 
-impl From<&crate::store::TaskEvent> for TaskEventJson {
-    fn from(e: &crate::store::TaskEvent) -> Self {
+impl From<&TaskEvent> for TaskEventJson {
+    fn from(e: &TaskEvent) -> Self {
         TaskEventJson {
             seq: e.seq,
             task_id: e.task_id,
@@ -416,7 +415,7 @@ impl From<&Subtask> for SubtaskJson {
             name: s.name.clone(),
             description: s.description.clone(),
             class_name: s.class_name.clone(),
-            node_type: "JAVA_TASK".to_string(),
+            node_type: ocp::NODE_TYPE.to_string(),
             operation: s.operation.to_string(),
             status: s.status.to_string(),
             parallel_idx: s.parallel_idx,

@@ -2,7 +2,7 @@
 
 use proto::ocp::v1 as pb;
 
-use crate::model::{AgentProcess, Host, Page, Subtask, Task};
+use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
 use crate::service::HostAgentView;
 use crate::time::{format_millis, format_optional};
 
@@ -34,7 +34,7 @@ pub fn process(p: &AgentProcess) -> pb::HostAgentProcess {
         id: p.id,
         host_id: p.host_id,
         alias: s.alias.clone(),
-        pid: i32::try_from(s.pid).unwrap_or(0),
+        pid: s.wire_pid(),
         user: s.user.clone(),
         start_command: s.start_command.clone(),
         ports: s.ports.clone(),
@@ -75,23 +75,26 @@ pub fn task(t: &Task) -> pb::Task {
         host_id: t.host_id,
         operation: t.operation.to_string(),
         status: t.status.to_string(),
-        r#type: "MANUAL".to_string(),
-        task_definition_id: -1,
+        r#type: ocp::TASK_TYPE.to_string(),
+        task_definition_id: ocp::NO_TASK_DEFINITION,
         start_time: format_millis(t.start_time),
         finish_time: format_optional(t.finish_time),
         prohibit_rollback: t.prohibit_rollback,
-        context: Some(pb::TaskContext {
-            list_map: t
-                .context
-                .list_map
-                .iter()
-                .map(|(k, v)| (k.clone(), pb::StringList { values: v.clone() }))
-                .collect(),
-            string_map: t.context.string_map.clone().into_iter().collect(),
-            parallel: t.context.parallel,
-            parallel_idx: t.context.parallel_idx,
-        }),
+        context: Some(context(&t.ocp_context())),
         subtasks: t.subtasks.iter().map(subtask).collect(),
+    }
+}
+
+fn context(c: &TaskContext) -> pb::TaskContext {
+    pb::TaskContext {
+        list_map: c
+            .list_map
+            .iter()
+            .map(|(k, v)| (k.clone(), pb::StringList { values: v.clone() }))
+            .collect(),
+        string_map: c.string_map.clone().into_iter().collect(),
+        parallel: c.parallel,
+        parallel_idx: c.parallel_idx,
     }
 }
 
@@ -102,7 +105,7 @@ pub fn subtask(s: &Subtask) -> pb::Subtask {
         name: s.name.clone(),
         description: s.description.clone(),
         class_name: s.class_name.clone(),
-        node_type: "JAVA_TASK".to_string(),
+        node_type: ocp::NODE_TYPE.to_string(),
         operation: s.operation.to_string(),
         status: s.status.to_string(),
         parallel_idx: s.parallel_idx,
@@ -117,7 +120,7 @@ pub fn subtask(s: &Subtask) -> pb::Subtask {
     }
 }
 
-pub fn event(e: &crate::store::TaskEvent) -> pb::TaskEvent {
+pub fn event(e: &TaskEvent) -> pb::TaskEvent {
     pb::TaskEvent {
         seq: e.seq,
         task_id: e.task_id,

@@ -4,8 +4,8 @@ use tonic::{Request, Response, Status};
 
 use super::{authorize, convert, page_request};
 use crate::auth::{Permission, Users};
+use crate::model::AgentAction;
 use crate::service::{Core, ProcessOp};
-use crate::templates::AgentOperation;
 
 pub struct HostAgentGrpc {
     core: Core,
@@ -19,7 +19,7 @@ impl HostAgentGrpc {
 
     async fn batch(
         &self,
-        op: AgentOperation,
+        op: AgentAction,
         request: Request<pb::BatchAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
@@ -32,7 +32,7 @@ impl HostAgentGrpc {
 
     async fn single(
         &self,
-        op: AgentOperation,
+        op: AgentAction,
         request: Request<pb::HostRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
@@ -64,36 +64,36 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::BatchAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Restart, r).await
+        self.batch(AgentAction::Restart, r).await
     }
 
     async fn batch_stop_agents(
         &self,
         r: Request<pb::BatchAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Stop, r).await
+        self.batch(AgentAction::Stop, r).await
     }
 
     async fn batch_start_agents(
         &self,
         r: Request<pb::BatchAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Start, r).await
+        self.batch(AgentAction::Start, r).await
     }
 
     async fn restart_agent(
         &self,
         r: Request<pb::HostRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Restart, r).await
+        self.single(AgentAction::Restart, r).await
     }
 
     async fn stop_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Stop, r).await
+        self.single(AgentAction::Stop, r).await
     }
 
     async fn start_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Start, r).await
+        self.single(AgentAction::Start, r).await
     }
 
     async fn restart_agent_process(

@@ -85,20 +85,8 @@ async fn authorize<T>(
     Ok((principal, caller))
 }
 
+/// proto3 cannot tell an absent number from 0, so 0 is absent: the model's default.
 fn page_request(page: u32, size: u32) -> Result<PageRequest, Status> {
-    let size = if size == 0 {
-        PageRequest::DEFAULT_SIZE
-    } else {
-        size
-    };
-    if size > PageRequest::MAX_SIZE {
-        return Err(Status::invalid_argument(format!(
-            "size: must be at most {}, got {size}",
-            PageRequest::MAX_SIZE
-        )));
-    }
-    Ok(PageRequest {
-        number: page.max(1),
-        size,
-    })
+    let given = |n: u32| (n != 0).then_some(n);
+    PageRequest::new(given(page), given(size)).map_err(|e| Status::invalid_argument(e.to_string()))
 }

@@ -17,10 +17,11 @@ use tokio::sync::Notify;
 use crate::agents::{self, AgentPool, CallOrigin};
 use crate::engine::Engine;
 use crate::model::{
-    AgentProcess, Host, NewHost, Page, PageRequest, Task, TaskFilter, TaskStatus, now_millis,
+    AgentAction, AgentProcess, Host, NewHost, NewTask, Page, PageRequest, Task, TaskFilter,
+    TaskStatus, now_millis,
 };
+use crate::plans;
 use crate::store::{Dialect, Store, StoreError, TaskOrigin, TransitionRefused};
-use crate::templates::{self, AgentOperation};
 
 /// Who asks, and under which trace id their request runs.
 #[derive(Debug, Clone)]
@@ -283,19 +284,19 @@ impl Core {
     /// Creates the DAG task of a whole-agent operation on one host and starts it.
     pub async fn submit_single(
         &self,
-        op: AgentOperation,
+        op: AgentAction,
         host_id: i64,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
         self.get_host(host_id).await?;
-        self.create_and_drive(templates::single_host(op, host_id), caller)
+        self.create_and_drive(plans::single_host(op, host_id), caller)
             .await
     }
 
     /// Validates the whole batch first: nothing is created unless every host can be taken.
     pub async fn submit_batch(
         &self,
-        op: AgentOperation,
+        op: AgentAction,
         host_ids: &[i64],
         caller: &Caller,
     ) -> Result<Task, CoreError> {
@@ -353,15 +354,11 @@ impl Core {
                 more,
             });
         }
-        self.create_and_drive(templates::batch(op, host_ids), caller)
+        self.create_and_drive(plans::batch(op, host_ids), caller)
             .await
     }
 
-    async fn create_and_drive(
-        &self,
-        plan: templates::TaskPlan,
-        caller: &Caller,
-    ) -> Result<Task, CoreError> {
+    async fn create_and_drive(&self, plan: NewTask, caller: &Caller) -> Result<Task, CoreError> {
         let claim = self.engine.claim();
         let origin = TaskOrigin {
             creator: &caller.name,

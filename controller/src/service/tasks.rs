@@ -9,9 +9,9 @@ use futures::Stream;
 use super::{Caller, Core, CoreError, check_id};
 use crate::engine::Start;
 use crate::model::{
-    SubtaskLogLine, SubtaskStatus, Task, TaskFilter, TaskSort, TaskStatus, now_millis,
+    SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort, TaskStatus, now_millis,
 };
-use crate::store::{Store, TaskEvent};
+use crate::store::Store;
 
 /// How often a watcher reads the store when no wake-up came: what another controller
 /// sharing the store writes is seen this late at worst.

@@ -14,50 +14,14 @@
 use sqlx::Row;
 
 use super::{CANCEL_CHANNEL, CancelRequest, NEWS_CHANNEL, Store, StoreError, get_word};
-use crate::model::{Millis, Operation, SubtaskStatus, TaskStatus, UnknownWord};
+use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskEvent, TaskStatus, UnknownWord};
 
-/// What a transition changed: the task's status, or one subtask's, so that a subtask
-/// event cannot carry a task's status or the other way round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Task(TaskStatus),
-    Subtask(i64, SubtaskStatus),
-}
-
-impl Change {
-    pub fn subtask_id(self) -> Option<i64> {
-        match self {
-            Change::Task(_) => None,
-            Change::Subtask(id, _) => Some(id),
-        }
-    }
-
-    /// The status as OCP spells it.
-    pub fn status(self) -> &'static str {
-        match self {
-            Change::Task(status) => status.as_str(),
-            Change::Subtask(_, status) => status.as_str(),
-        }
-    }
-
-    fn read(subtask_id: Option<i64>, word: &str) -> Result<Change, UnknownWord> {
-        Ok(match subtask_id {
-            None => Change::Task(word.parse()?),
-            Some(id) => Change::Subtask(id, word.parse()?),
-        })
-    }
-}
-
-/// One transition of a task or of one of its subtasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskEvent {
-    /// Increasing: resume a watch after the last one seen.
-    pub seq: i64,
-    pub task_id: i64,
-    pub change: Change,
-    pub operation: Operation,
-    pub at: Millis,
-    pub message: String,
+/// A stored transition's change, from its row.
+fn read_change(subtask_id: Option<i64>, word: &str) -> Result<Change, UnknownWord> {
+    Ok(match subtask_id {
+        None => Change::Task(word.parse()?),
+        Some(id) => Change::Subtask(id, word.parse()?),
+    })
 }
 
 /// A transition about to be recorded.
@@ -129,7 +93,7 @@ impl Store {
         .iter()
         .map(|row| {
             let word: String = row.try_get("status")?;
-            let change = Change::read(row.try_get("subtask_id")?, &word).map_err(|e| {
+            let change = read_change(row.try_get("subtask_id")?, &word).map_err(|e| {
                 StoreError::Corrupt {
                     table: "task_events",
                     detail: e.to_string(),

@@ -21,7 +21,6 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
-pub use events::{Change, TaskEvent};
 pub use leases::{Claim, ControllerRow, Fence};
 pub use sole::{SoleController, SoleError};
 pub use tasks::{LockHolder, LogEntry, TaskOrigin};

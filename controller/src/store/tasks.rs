@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::events::{self, Change, NewEvent};
+use super::events::{self, NewEvent};
 use super::leases::{self, Claim, Fence};
 use super::{Store, StoreError, get_word};
 use crate::model::{
-    Millis, Operation, Page, PageRequest, Step, Subtask, SubtaskLogLine, SubtaskStatus, Task,
-    TaskFilter, TaskStatus,
+    Change, Millis, NewTask, Operation, Page, PageRequest, Step, Subtask, SubtaskLogLine,
+    SubtaskStatus, Task, TaskFilter, TaskStatus,
 };
-use crate::templates::TaskPlan;
 
 const TASK_COLUMNS: &str = "id, name, creator, executor, host_id, operation, status, \
      prohibit_rollback, context, trace_id, start_time, finish_time";
@@ -62,7 +61,7 @@ impl Store {
     /// exists afterwards, or nothing does and the first busy host is named.
     pub async fn create_task(
         &self,
-        plan: &TaskPlan,
+        plan: &NewTask,
         origin: &TaskOrigin<'_>,
     ) -> Result<Fence, StoreError> {
         let context = serde_json::to_string(&plan.context).map_err(|e| StoreError::Corrupt {

@@ -7,10 +7,10 @@
 
 use sqlx::Row;
 
-use super::events::{self, Change, NewEvent};
+use super::events::{self, NewEvent};
 use super::leases::{self, Claim, Fence};
 use super::{LogEntry, Store, StoreError, Tx, get_word};
-use crate::model::{Millis, Operation, SubtaskStatus, TaskContext, TaskStatus};
+use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskStatus};
 
 /// Ids per `IN (...)` list: far below both dialects' parameter limits.
 const IDS_PER_UPDATE: usize = 500;
@@ -300,9 +300,7 @@ impl Store {
     }
 
     /// Ends the task; a successful one lets go of every host it still holds, a failed
-    /// one keeps them so that nothing else interleaves with its half-done work. A
-    /// rolled-back task ends SUCCESSFUL, as OCP reports it, with `rolled_back` in its
-    /// context so that no client mistakes it for a task that did its work.
+    /// one keeps them so that nothing else interleaves with its half-done work.
     pub async fn finish_task(
         &self,
         fence: &Fence,
@@ -320,36 +318,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let rolled_back = status == TaskStatus::Successful && operation == Operation::Rollback;
-        if rolled_back {
-            let text: String = sqlx::query_scalar("SELECT context FROM tasks WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-            let mut context: TaskContext =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    table: "tasks",
-                    detail: format!("context: {e}"),
-                })?;
-            context
-                .string_map
-                .insert("rolled_back".to_string(), "true".to_string());
-            let text = serde_json::to_string(&context).map_err(|e| StoreError::Corrupt {
-                table: "tasks",
-                detail: e.to_string(),
-            })?;
-            sqlx::query("UPDATE tasks SET context = $1 WHERE id = $2")
-                .bind(text)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
         if status == TaskStatus::Successful {
             sqlx::query("DELETE FROM host_locks WHERE task_id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
+        let rolled_back = status == TaskStatus::Successful && operation == Operation::Rollback;
         let message = if rolled_back { "rolled back" } else { "" };
         event(&mut tx, id, Change::Task(status), operation, at, message).await?;
         self.commit(tx, id).await

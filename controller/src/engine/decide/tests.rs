@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use super::{Effect, Event, Machine, StepEnd};
 use crate::engine::Start;
+use crate::model::{AgentAction, NewTask};
 use crate::model::{Operation, Step, Subtask, SubtaskStatus, Task, TaskStatus};
-use crate::templates::{self, AgentOperation, TaskPlan};
+use crate::plans;
 
 const HOSTS: [i64; 3] = [101, 102, 103];
 
 /// The task as `Store::create_task` writes a plan: subtask ids 1.. in node order.
-fn task_from(plan: &TaskPlan) -> Task {
+fn task_from(plan: &NewTask) -> Task {
     let subtasks = plan
         .nodes
         .iter()
@@ -70,7 +71,7 @@ fn task_from(plan: &TaskPlan) -> Task {
 }
 
 fn batch_restart(hosts: &[i64]) -> Task {
-    task_from(&templates::batch(AgentOperation::Restart, hosts))
+    task_from(&plans::batch(AgentAction::Restart, hosts))
 }
 
 /// One runner's life: the machine, and the stored task as its effects leave it.
@@ -343,14 +344,10 @@ fn failed_batch() -> Task {
 
 #[test]
 fn every_template_runs_its_chain_stage_by_stage_with_hosts_in_parallel() {
-    for op in [
-        AgentOperation::Restart,
-        AgentOperation::Stop,
-        AgentOperation::Start,
-    ] {
+    for op in [AgentAction::Restart, AgentAction::Stop, AgentAction::Start] {
         for (plan, width) in [
-            (templates::single_host(op, 7), 1),
-            (templates::batch(op, &HOSTS), HOSTS.len()),
+            (plans::single_host(op, 7), 1),
+            (plans::batch(op, &HOSTS), HOSTS.len()),
         ] {
             let mut chain: Vec<Step> = Vec::new();
             for node in &plan.nodes {
@@ -388,7 +385,7 @@ fn every_template_runs_its_chain_stage_by_stage_with_hosts_in_parallel() {
 #[test]
 fn a_success_starts_its_downstream_in_the_same_turn() {
     let (mut sim, effects) = Sim::take_up(
-        task_from(&templates::single_host(AgentOperation::Restart, 7)),
+        task_from(&plans::single_host(AgentAction::Restart, 7)),
         Start::Fresh,
         256,
     );
@@ -588,7 +585,7 @@ fn a_skip_lets_the_downstream_go() {
 
 #[test]
 fn a_skip_in_a_single_host_chain_promotes_the_next_step() {
-    let plan = templates::single_host(AgentOperation::Stop, 7);
+    let plan = plans::single_host(AgentAction::Stop, 7);
     let (mut sim, _) = Sim::take_up(task_from(&plan), Start::Fresh, 256);
     assert_eq!(
         sim.run_to_end(&fail_on(2)),
@@ -798,7 +795,7 @@ fn a_resumed_rollback_undoes_again_what_it_was_undoing() {
 #[test]
 fn a_cancelled_step_fails_under_cancel_and_the_task_fails() {
     let (mut sim, _) = Sim::take_up(
-        task_from(&templates::batch(AgentOperation::Stop, &HOSTS[..2])),
+        task_from(&plans::batch(AgentAction::Stop, &HOSTS[..2])),
         Start::Fresh,
         256,
     );

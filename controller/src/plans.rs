@@ -10,73 +10,66 @@
 //! are numbered in rank order and a per-host slot takes N consecutive numbers, so that
 //! the one-host batch is exactly the seed and every N gets unique ids `0..len`.
 
-use crate::model::{Step, SubtaskStatus, TaskContext};
+use crate::model::{AgentAction, NewSubtask, NewTask, Step, SubtaskStatus, TaskContext};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentOperation {
-    Restart,
-    Stop,
-    Start,
+/// The chain of slots of `action`, each with its seed rank.
+fn slots(action: AgentAction, batch: bool) -> &'static [(Slot, i32)] {
+    use Slot::{PerHost as H, Wait as W};
+    match (action, batch) {
+        (AgentAction::Restart, false) => &[
+            (H(Step::PrepareRestart), 2),
+            (H(Step::RestartProxy), 0),
+            (H(Step::StopAll), 4),
+            (H(Step::StartAll), 1),
+            (H(Step::Finish), 3),
+        ],
+        (AgentAction::Restart, true) => &[
+            (H(Step::PrepareRestart), 2),
+            (W, 0),
+            (H(Step::RestartProxy), 8),
+            (W, 4),
+            (H(Step::StopAll), 1),
+            (W, 7),
+            (H(Step::StartAll), 5),
+            (W, 3),
+            (H(Step::Finish), 6),
+        ],
+        (AgentAction::Stop, false) => &[
+            (H(Step::PrepareStop), 2),
+            (H(Step::StopAll), 1),
+            (H(Step::Finish), 0),
+        ],
+        (AgentAction::Stop, true) => &[
+            (H(Step::PrepareStop), 4),
+            (W, 0),
+            (H(Step::StopAll), 3),
+            (W, 1),
+            (H(Step::Finish), 2),
+        ],
+        (AgentAction::Start, false) => &[
+            (H(Step::PrepareStart), 2),
+            (H(Step::StartAll), 1),
+            (H(Step::Finish), 0),
+        ],
+        (AgentAction::Start, true) => &[
+            (H(Step::PrepareStart), 4),
+            (W, 0),
+            (H(Step::StartAll), 3),
+            (W, 1),
+            (H(Step::Finish), 2),
+        ],
+    }
 }
 
-impl AgentOperation {
-    fn slots(self, batch: bool) -> &'static [(Slot, i32)] {
-        use Slot::{PerHost as H, Wait as W};
-        match (self, batch) {
-            (AgentOperation::Restart, false) => &[
-                (H(Step::PrepareRestart), 2),
-                (H(Step::RestartProxy), 0),
-                (H(Step::StopAll), 4),
-                (H(Step::StartAll), 1),
-                (H(Step::Finish), 3),
-            ],
-            (AgentOperation::Restart, true) => &[
-                (H(Step::PrepareRestart), 2),
-                (W, 0),
-                (H(Step::RestartProxy), 8),
-                (W, 4),
-                (H(Step::StopAll), 1),
-                (W, 7),
-                (H(Step::StartAll), 5),
-                (W, 3),
-                (H(Step::Finish), 6),
-            ],
-            (AgentOperation::Stop, false) => &[
-                (H(Step::PrepareStop), 2),
-                (H(Step::StopAll), 1),
-                (H(Step::Finish), 0),
-            ],
-            (AgentOperation::Stop, true) => &[
-                (H(Step::PrepareStop), 4),
-                (W, 0),
-                (H(Step::StopAll), 3),
-                (W, 1),
-                (H(Step::Finish), 2),
-            ],
-            (AgentOperation::Start, false) => &[
-                (H(Step::PrepareStart), 2),
-                (H(Step::StartAll), 1),
-                (H(Step::Finish), 0),
-            ],
-            (AgentOperation::Start, true) => &[
-                (H(Step::PrepareStart), 4),
-                (W, 0),
-                (H(Step::StartAll), 3),
-                (W, 1),
-                (H(Step::Finish), 2),
-            ],
-        }
-    }
-
-    pub fn task_name(self, batch: bool) -> &'static str {
-        match (self, batch) {
-            (AgentOperation::Restart, false) => "Restart OCP agent",
-            (AgentOperation::Stop, false) => "Stop OCP agent",
-            (AgentOperation::Start, false) => "Start OCP agent",
-            (AgentOperation::Restart, true) => "Batch restart OCP agent",
-            (AgentOperation::Stop, true) => "Batch stop OCP agent",
-            (AgentOperation::Start, true) => "Batch start OCP agent",
-        }
+/// The task's name as OCP's API pages show it.
+pub fn task_name(action: AgentAction, batch: bool) -> &'static str {
+    match (action, batch) {
+        (AgentAction::Restart, false) => "Restart OCP agent",
+        (AgentAction::Stop, false) => "Stop OCP agent",
+        (AgentAction::Start, false) => "Start OCP agent",
+        (AgentAction::Restart, true) => "Batch restart OCP agent",
+        (AgentAction::Stop, true) => "Batch stop OCP agent",
+        (AgentAction::Start, true) => "Batch start OCP agent",
     }
 }
 
@@ -86,35 +79,13 @@ enum Slot {
     Wait,
 }
 
-/// A task as it is about to be stored: nodes in chain order, edges by node index.
-#[derive(Debug, Clone)]
-pub struct TaskPlan {
-    pub name: String,
-    /// Set on single-host tasks.
-    pub host_id: Option<i64>,
-    /// Every host the task operates on, locked with its creation.
-    pub host_ids: Vec<i64>,
-    pub context: TaskContext,
-    pub nodes: Vec<PlannedSubtask>,
-    pub edges: Vec<(usize, usize)>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlannedSubtask {
-    pub step: Step,
-    pub host_id: Option<i64>,
-    pub parallel_idx: i32,
-    pub series_id: i32,
-    pub status: SubtaskStatus,
-}
-
 /// The single-host task: a plain chain, every `parallelIdx` -1.
-pub fn single_host(op: AgentOperation, host_id: i64) -> TaskPlan {
-    let slots = op.slots(false);
-    let nodes: Vec<PlannedSubtask> = slots
+pub fn single_host(op: AgentAction, host_id: i64) -> NewTask {
+    let slots = slots(op, false);
+    let nodes: Vec<NewSubtask> = slots
         .iter()
         .enumerate()
-        .map(|(i, (slot, rank))| PlannedSubtask {
+        .map(|(i, (slot, rank))| NewSubtask {
             step: slot.step(),
             host_id: Some(host_id),
             parallel_idx: -1,
@@ -131,8 +102,8 @@ pub fn single_host(op: AgentOperation, host_id: i64) -> TaskPlan {
     context
         .string_map
         .insert("host_id".to_string(), host_id.to_string());
-    TaskPlan {
-        name: op.task_name(false).to_string(),
+    NewTask {
+        name: task_name(op, false).to_string(),
         host_id: Some(host_id),
         host_ids: vec![host_id],
         context,
@@ -142,8 +113,8 @@ pub fn single_host(op: AgentOperation, host_id: i64) -> TaskPlan {
 }
 
 /// The batch task over `host_ids` (already validated: non-empty, distinct).
-pub fn batch(op: AgentOperation, host_ids: &[i64]) -> TaskPlan {
-    let slots = op.slots(true);
+pub fn batch(op: AgentAction, host_ids: &[i64]) -> NewTask {
+    let slots = slots(op, true);
     let n = host_ids.len() as i32;
     let series_base = series_bases(slots, n);
     let mut nodes = Vec::new();
@@ -153,7 +124,7 @@ pub fn batch(op: AgentOperation, host_ids: &[i64]) -> TaskPlan {
     for (slot_idx, (slot, _)) in slots.iter().enumerate() {
         let current: Vec<usize> = match slot {
             Slot::Wait => {
-                nodes.push(PlannedSubtask {
+                nodes.push(NewSubtask {
                     step: Step::Wait,
                     host_id: None,
                     parallel_idx: -1,
@@ -166,7 +137,7 @@ pub fn batch(op: AgentOperation, host_ids: &[i64]) -> TaskPlan {
                 .iter()
                 .enumerate()
                 .map(|(i, &host_id)| {
-                    nodes.push(PlannedSubtask {
+                    nodes.push(NewSubtask {
                         step: *step,
                         host_id: Some(host_id),
                         parallel_idx: i as i32,
@@ -194,8 +165,8 @@ pub fn batch(op: AgentOperation, host_ids: &[i64]) -> TaskPlan {
         "host_ids".to_string(),
         host_ids.iter().map(i64::to_string).collect(),
     );
-    TaskPlan {
-        name: op.task_name(true).to_string(),
+    NewTask {
+        name: task_name(op, true).to_string(),
         host_id: None,
         host_ids: host_ids.to_vec(),
         context,
@@ -234,14 +205,10 @@ fn series_bases(slots: &[(Slot, i32)], hosts: i32) -> Vec<i32> {
 }
 
 fn base_context() -> TaskContext {
-    let mut context = TaskContext {
+    TaskContext {
         parallel_idx: -1,
         ..TaskContext::default()
-    };
-    context
-        .string_map
-        .insert("prohibit_rollback".to_string(), "false".to_string());
-    context
+    }
 }
 
 #[cfg(test)]
@@ -250,7 +217,7 @@ mod tests {
 
     #[test]
     fn batch_restart_has_5n_plus_4_nodes_with_barriers_between_stages() {
-        let plan = batch(AgentOperation::Restart, &[10, 11, 12]);
+        let plan = batch(AgentAction::Restart, &[10, 11, 12]);
         assert_eq!(plan.nodes.len(), 5 * 3 + 4);
         let waits: Vec<usize> = (0..plan.nodes.len())
             .filter(|&i| plan.nodes[i].step == Step::Wait)
@@ -274,7 +241,7 @@ mod tests {
 
     #[test]
     fn one_host_batch_restart_matches_the_seed_series_ids() {
-        let plan = batch(AgentOperation::Restart, &[2]);
+        let plan = batch(AgentAction::Restart, &[2]);
         let got: Vec<(&str, i32, i32)> = plan
             .nodes
             .iter()
@@ -299,13 +266,13 @@ mod tests {
 
     #[test]
     fn batch_stop_is_3n_plus_2() {
-        assert_eq!(batch(AgentOperation::Stop, &[1, 2, 3, 4]).nodes.len(), 14);
-        assert_eq!(batch(AgentOperation::Start, &[1]).nodes.len(), 5);
+        assert_eq!(batch(AgentAction::Stop, &[1, 2, 3, 4]).nodes.len(), 14);
+        assert_eq!(batch(AgentAction::Start, &[1]).nodes.len(), 5);
     }
 
     #[test]
     fn single_restart_is_the_seed_chain() {
-        let plan = single_host(AgentOperation::Restart, 2);
+        let plan = single_host(AgentAction::Restart, 2);
         let got: Vec<(&str, i32)> = plan
             .nodes
             .iter()
