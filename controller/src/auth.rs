@@ -37,7 +37,10 @@ use tokio::sync::Semaphore;
 use crate::model::Task;
 use crate::service::CoreError;
 pub use crate::throttle::LoginLimits;
+
+pub mod layer;
 use crate::throttle::{ClientKey, Throttle, retry_after_secs};
+pub use layer::{AuthLayer, Authentication, Peer};
 
 /// OCP's permissions. A manager permission implies the viewer permission of its domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -10,10 +10,11 @@ use proto::ocp::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::layer::util::{Identity, Stack};
 use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::agents::AgentPool;
-use crate::auth::Users;
+use crate::auth::{AuthLayer, Users};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
 use crate::grpc::{HostAgentGrpc, TaskGrpc};
@@ -296,7 +297,7 @@ async fn grpc_router(
     core: Core,
     users: Users,
     conns: &ConnLimits,
-) -> Result<tonic::transport::server::Router, StartError> {
+) -> Result<tonic::transport::server::Router<Stack<AuthLayer, Identity>>, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<HostAgentServiceServer<HostAgentGrpc>>()
@@ -318,12 +319,12 @@ async fn grpc_router(
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(conns.keepalive_interval()))
         .http2_keepalive_timeout(Some(conns.keepalive_interval()))
+        .layer(AuthLayer::new(users))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(HostAgentServiceServer::new(HostAgentGrpc::new(
             core.clone(),
-            users.clone(),
         )))
-        .add_service(TaskServiceServer::new(TaskGrpc::new(core, users))))
+        .add_service(TaskServiceServer::new(TaskGrpc::new(core))))
 }

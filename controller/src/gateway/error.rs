@@ -228,6 +228,7 @@ impl From<CoreError> for ApiError {
             CoreError::AgentUnavailable { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::AGENT_STATE, message)
             }
+            CoreError::Denied(e) => e.into(),
             CoreError::Store(_) => {
                 tracing::error!("{message}");
                 ApiError::new(

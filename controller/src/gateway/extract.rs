@@ -7,23 +7,23 @@
 //! checks before all of them where a request comes from (403).
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::GatewayState;
 use super::error::ApiError;
-use super::{GatewayState, Peer};
-use crate::auth::{Permission, Principal};
+use super::routes::Routes;
+use crate::auth::Authentication;
 use crate::model::PageRequest;
-use crate::service::Caller;
+use crate::service::{Caller, admit};
 
 /// The request's trace id, put in place by the envelope middleware for the handlers
 /// to pass on to the core (and so to the store and the agents).
@@ -44,70 +44,34 @@ impl RequestContext {
     }
 }
 
-/// What a route demands of its caller, as a type so that the check happens in
-/// extraction, before the body is even read.
-pub trait Requirement: Send + Sync + 'static {
-    const PERMISSION: Option<Permission>;
-}
-
-pub struct HostViewer;
-pub struct HostManager;
-pub struct TaskViewer;
-pub struct TaskManager;
-/// Any authenticated user; the handler decides (a task's creator may read it).
-pub struct AnyUser;
-
-impl Requirement for HostViewer {
-    const PERMISSION: Option<Permission> = Some(Permission::HostViewer);
-}
-impl Requirement for HostManager {
-    const PERMISSION: Option<Permission> = Some(Permission::HostManager);
-}
-impl Requirement for TaskViewer {
-    const PERMISSION: Option<Permission> = Some(Permission::TaskViewer);
-}
-impl Requirement for TaskManager {
-    const PERMISSION: Option<Permission> = Some(Permission::TaskManager);
-}
-impl Requirement for AnyUser {
-    const PERMISSION: Option<Permission> = None;
-}
-
-/// An authenticated caller who holds `R`.
-pub struct Authed<R> {
-    pub principal: Principal,
-    pub caller: Caller,
-    _requirement: PhantomData<R>,
-}
-
-impl<R: Requirement> FromRequestParts<GatewayState> for Authed<R> {
+/// The admitted caller of the route's operation: authenticated by the layer in front of
+/// both faces, admitted here by the core's operation table, in extraction, before the
+/// body is even read.
+impl FromRequestParts<GatewayState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &GatewayState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        // Present when served by `gateway::serve`; a router driven some other way has no
-        // peer, and its failed logins are not throttled.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<Peer>>()
-            .map(|ConnectInfo(Peer(addr))| addr.ip());
-        let principal = state.users.authenticate(header, peer).await?;
-        if let Some(p) = R::PERMISSION {
-            principal.require(p)?;
-        }
-        super::guard::unwanted_body(parts)?;
-        let caller = Caller {
-            name: principal.name.clone(),
-            trace_id: RequestContext::of(parts).trace_id.to_string(),
+    async fn from_request_parts(parts: &mut Parts, _: &GatewayState) -> Result<Self, ApiError> {
+        let matched = parts.extensions.get::<MatchedPath>();
+        let routes = parts.extensions.get::<Routes>();
+        let Some(operation) = matched
+            .zip(routes)
+            .and_then(|(m, routes)| routes.operation(&parts.method, m.as_str()))
+        else {
+            tracing::error!(
+                "{} {} names no operation of the table: its operationId is wrong",
+                parts.method,
+                parts.uri.path()
+            );
+            return Err(ApiError::from_status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                parts.method.as_str(),
+                parts.uri.path(),
+            ));
         };
-        Ok(Authed {
-            principal,
-            caller,
-            _requirement: PhantomData,
-        })
+        let trace_id = RequestContext::of(parts).trace_id.to_string();
+        let caller = admit(operation, Authentication::of(&parts.extensions), trace_id)?;
+        super::guard::unwanted_body(parts)?;
+        Ok(caller)
     }
 }
 

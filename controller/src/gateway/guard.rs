@@ -8,9 +8,6 @@
 //! one. Clients without an `Origin` header (curl, CLIs, OCP's own clients) are not
 //! browsers acting for someone else and pass.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::request::Parts;
@@ -21,6 +18,7 @@ use serde_json::Value;
 
 use super::error::{ApiError, codes};
 use super::extract;
+use super::routes::Routes;
 
 /// The one declaration of which methods change state: every method but the safe ones.
 pub fn changes_state(method: &Method) -> bool {
@@ -143,53 +141,12 @@ pub fn check_content_type(content_type: Option<&str>, has_body: bool) -> Result<
     }
 }
 
-/// Which operations take a body, read from the OpenAPI document the routes were built
-/// with, so that what is documented and what is accepted cannot differ.
-#[derive(Debug, Clone, Default)]
-pub struct BodyRoutes(Arc<HashMap<(Method, String), bool>>);
-
-impl BodyRoutes {
-    pub fn from_openapi(doc: &utoipa::openapi::OpenApi) -> BodyRoutes {
-        let mut routes = HashMap::new();
-        for (path, item) in &doc.paths.paths {
-            let operations = [
-                (Method::GET, &item.get),
-                (Method::PUT, &item.put),
-                (Method::POST, &item.post),
-                (Method::DELETE, &item.delete),
-                (Method::OPTIONS, &item.options),
-                (Method::HEAD, &item.head),
-                (Method::PATCH, &item.patch),
-                (Method::TRACE, &item.trace),
-            ];
-            for (method, operation) in operations {
-                if let Some(op) = operation {
-                    routes.insert((method, path.clone()), op.request_body.is_some());
-                }
-            }
-        }
-        BodyRoutes(Arc::new(routes))
-    }
-
-    /// Whether the operation at `matched` (served bare and under `/api/v2`) takes a
-    /// body; None for an operation the document does not know, which the router refuses.
-    pub fn takes_body(&self, method: &Method, matched: &str) -> Option<bool> {
-        let bare = matched
-            .strip_prefix("/api/v2")
-            .filter(|p| p.starts_with('/'));
-        [Some(matched), bare]
-            .into_iter()
-            .flatten()
-            .find_map(|path| self.0.get(&(method.clone(), path.to_string())).copied())
-    }
-}
-
 /// What the guard middleware needs besides the request.
 #[derive(Clone)]
 pub struct Guard {
     /// Whether the REST face is served over TLS: the scheme of the controller's origin.
     pub https: bool,
-    pub routes: BodyRoutes,
+    pub routes: Routes,
 }
 
 fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {

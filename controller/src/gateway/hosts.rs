@@ -2,120 +2,123 @@
 
 use axum::extract::State;
 
-use super::extract::{Authed, HostManager, HostViewer, JsonBody, PathIds, QueryParams};
+use super::extract::{JsonBody, PathIds, QueryParams};
 use super::json::{
     AddHostRequest, BatchHostsRequest, Envelope, HostAgentJson, HostAgentProcessJson, HostJson,
     PageOf, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
 use crate::model::AgentAction;
-use crate::service::ProcessOp;
+use crate::service::{ApiOperation, Caller, ProcessOp};
 
 async fn batch(
     state: &GatewayState,
-    auth: &Authed<HostManager>,
+    caller: &Caller,
     body: BatchHostsRequest,
     op: AgentAction,
 ) -> ApiResult<TaskJson> {
-    let task = state
-        .core
-        .submit_batch(op, &body.host_ids, &auth.caller)
-        .await?;
+    let task = state.core.submit_batch(op, &body.host_ids, &caller).await?;
     Ok(Data((&task).into()))
 }
 
 /// Batch restart the OCP agent's basic processes on hosts: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/batchRestartAgents", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::BatchRestartAgents.name(),
+    post, path = "/compute/hosts/batchRestartAgents", tag = "hosts",
     request_body = BatchHostsRequest,
     responses((status = 200, description = "task \"Batch restart OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn batch_restart_agents(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentAction::Restart).await
+    batch(&state, &caller, body, AgentAction::Restart).await
 }
 
 /// Batch stop the OCP agent's basic processes on hosts: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/batchStopAgents", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::BatchStopAgents.name(),
+    post, path = "/compute/hosts/batchStopAgents", tag = "hosts",
     request_body = BatchHostsRequest,
     responses((status = 200, description = "task \"Batch stop OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn batch_stop_agents(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentAction::Stop).await
+    batch(&state, &caller, body, AgentAction::Stop).await
 }
 
 /// Batch start the OCP agent's basic processes on hosts: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/batchStartAgents", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::BatchStartAgents.name(),
+    post, path = "/compute/hosts/batchStartAgents", tag = "hosts",
     request_body = BatchHostsRequest,
     responses((status = 200, description = "task \"Batch start OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn batch_start_agents(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &auth, body, AgentAction::Start).await
+    batch(&state, &caller, body, AgentAction::Start).await
 }
 
 async fn single(
     state: &GatewayState,
-    auth: &Authed<HostManager>,
+    caller: &Caller,
     ids: &PathIds,
     op: AgentAction,
 ) -> ApiResult<TaskJson> {
     let host_id = ids.id("hostId")?;
-    let task = state.core.submit_single(op, host_id, &auth.caller).await?;
+    let task = state.core.submit_single(op, host_id, &caller).await?;
     Ok(Data((&task).into()))
 }
 
 /// Restart the OCP agent's basic processes on one host: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/restart", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::RestartAgent.name(),
+    post, path = "/compute/hosts/{hostId}/agent/restart", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "task \"Restart OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn restart_agent(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentAction::Restart).await
+    single(&state, &caller, &ids, AgentAction::Restart).await
 }
 
 /// Stop the OCP agent's basic processes on one host: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/stop", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::StopAgent.name(),
+    post, path = "/compute/hosts/{hostId}/agent/stop", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "task \"Stop OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn stop_agent(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentAction::Stop).await
+    single(&state, &caller, &ids, AgentAction::Stop).await
 }
 
 /// Start the OCP agent's basic processes on one host: returns the DAG task at once.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/start", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::StartAgent.name(),
+    post, path = "/compute/hosts/{hostId}/agent/start", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "task \"Start OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn start_agent(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &auth, &ids, AgentAction::Start).await
+    single(&state, &caller, &ids, AgentAction::Start).await
 }
 
 async fn process(
     state: &GatewayState,
-    auth: &Authed<HostManager>,
+    caller: &Caller,
     ids: &PathIds,
     op: ProcessOp,
 ) -> ApiResult<HostAgentProcessJson> {
@@ -123,67 +126,72 @@ async fn process(
     let process_id = ids.id("agentProcessId")?;
     let process = state
         .core
-        .process_op(host_id, process_id, op, &auth.caller)
+        .process_op(host_id, process_id, op, &caller)
         .await?;
     Ok(Data((&process).into()))
 }
 
 /// Restart one agent process; answers once the agent has finished, with the process then.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/restart", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::RestartAgentProcess.name(),
+    post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/restart", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id"), ("agentProcessId" = i64, Path, description = "agent process id")),
     responses((status = 200, description = "the process after the restart", body = Envelope<HostAgentProcessJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn restart_agent_process(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &auth, &ids, ProcessOp::Restart).await
+    process(&state, &caller, &ids, ProcessOp::Restart).await
 }
 
 /// Stop one agent process; answers once the agent has finished, with the process then.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/stop", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::StopAgentProcess.name(),
+    post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/stop", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id"), ("agentProcessId" = i64, Path, description = "agent process id")),
     responses((status = 200, description = "the process after the stop", body = Envelope<HostAgentProcessJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn stop_agent_process(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &auth, &ids, ProcessOp::Stop).await
+    process(&state, &caller, &ids, ProcessOp::Stop).await
 }
 
 /// Start one agent process; answers once the agent has finished, with the process then.
-#[utoipa::path(post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/start", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::StartAgentProcess.name(),
+    post, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/start", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id"), ("agentProcessId" = i64, Path, description = "agent process id")),
     responses((status = 200, description = "the process after the start", body = Envelope<HostAgentProcessJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn start_agent_process(
     State(state): State<GatewayState>,
-    auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &auth, &ids, ProcessOp::Start).await
+    process(&state, &caller, &ids, ProcessOp::Start).await
 }
 
 /// The host's agent and its processes, fresh from the agent when it answers in time.
-#[utoipa::path(get, path = "/compute/hosts/{hostId}/agent", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::GetHostAgent.name(),
+    get, path = "/compute/hosts/{hostId}/agent", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "the host's agent", body = Envelope<HostAgentJson>), Failures),
     security(("basic" = ["HOST_VIEWER"])))]
 pub async fn get_host_agent(
     State(state): State<GatewayState>,
-    auth: Authed<HostViewer>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentJson> {
     let host_id = ids.id("hostId")?;
-    let view = state.core.host_agent(host_id, &auth.caller).await?;
+    let view = state.core.host_agent(host_id, &caller).await?;
     Ok(Data((&view).into()))
 }
 
 /// A page of the host's agent processes.
-#[utoipa::path(get, path = "/compute/hosts/{hostId}/agent/processes", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::ListHostAgentProcesses.name(),
+    get, path = "/compute/hosts/{hostId}/agent/processes", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id"),
         ("page" = Option<u32>, Query, description = "page number, from 1"),
         ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000")),
@@ -191,32 +199,31 @@ pub async fn get_host_agent(
     security(("basic" = ["HOST_VIEWER"])))]
 pub async fn list_host_agent_processes(
     State(state): State<GatewayState>,
-    auth: Authed<HostViewer>,
+    caller: Caller,
     ids: PathIds,
     query: QueryParams,
 ) -> ApiResult<PageOf<HostAgentProcessJson>> {
     let host_id = ids.id("hostId")?;
     let page = query.only(&["page", "size"])?.page()?;
-    let processes = state
-        .core
-        .host_processes(host_id, page, &auth.caller)
-        .await?;
+    let processes = state.core.host_processes(host_id, page, &caller).await?;
     Ok(Data(PageOf::from_page(&processes, |p| p.into())))
 }
 
 /// Register a host by the address and port of its agent.
-#[utoipa::path(post, path = "/compute/hosts", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::AddHost.name(),
+    post, path = "/compute/hosts", tag = "hosts",
     request_body = AddHostRequest,
     responses((status = 200, description = "the new host, status NEW", body = Envelope<HostJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn add_host(
     State(state): State<GatewayState>,
-    _auth: Authed<HostManager>,
+    caller: Caller,
     JsonBody(body): JsonBody<AddHostRequest>,
 ) -> ApiResult<HostJson> {
     let host = state
         .core
         .add_host(
+            &caller,
             &body.inner_ip_address,
             body.agent_port,
             body.name.as_deref(),
@@ -226,47 +233,50 @@ pub async fn add_host(
 }
 
 /// A page of the hosts.
-#[utoipa::path(get, path = "/compute/hosts", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::ListHosts.name(),
+    get, path = "/compute/hosts", tag = "hosts",
     params(("page" = Option<u32>, Query, description = "page number, from 1"),
         ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000")),
     responses((status = 200, description = "the hosts", body = Envelope<PageOf<HostJson>>), Failures),
     security(("basic" = ["HOST_VIEWER"])))]
 pub async fn list_hosts(
     State(state): State<GatewayState>,
-    _auth: Authed<HostViewer>,
+    caller: Caller,
     query: QueryParams,
 ) -> ApiResult<PageOf<HostJson>> {
     let hosts = state
         .core
-        .list_hosts(query.only(&["page", "size"])?.page()?)
+        .list_hosts(&caller, query.only(&["page", "size"])?.page()?)
         .await?;
     Ok(Data(PageOf::from_page(&hosts, |h| h.into())))
 }
 
 /// One host.
-#[utoipa::path(get, path = "/compute/hosts/{hostId}", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::GetHost.name(),
+    get, path = "/compute/hosts/{hostId}", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "the host", body = Envelope<HostJson>), Failures),
     security(("basic" = ["HOST_VIEWER"])))]
 pub async fn get_host(
     State(state): State<GatewayState>,
-    _auth: Authed<HostViewer>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostJson> {
-    let host = state.core.get_host(ids.id("hostId")?).await?;
+    let host = state.core.get_host(&caller, ids.id("hostId")?).await?;
     Ok(Data((&host).into()))
 }
 
 /// Remove a host that no unfinished task holds.
-#[utoipa::path(delete, path = "/compute/hosts/{hostId}", tag = "hosts",
+#[utoipa::path(operation_id = ApiOperation::DeleteHost.name(),
+    delete, path = "/compute/hosts/{hostId}", tag = "hosts",
     params(("hostId" = i64, Path, description = "host id")),
     responses((status = 200, description = "the removed host", body = Envelope<HostJson>), Failures),
     security(("basic" = ["HOST_MANAGER"])))]
 pub async fn delete_host(
     State(state): State<GatewayState>,
-    _auth: Authed<HostManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostJson> {
-    let host = state.core.delete_host(ids.id("hostId")?).await?;
+    let host = state.core.delete_host(&caller, ids.id("hostId")?).await?;
     Ok(Data((&host).into()))
 }

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod hosts;
 pub mod json;
 pub mod openapi;
+pub mod routes;
 pub mod tasks;
 
 use std::panic::AssertUnwindSafe;
@@ -35,7 +36,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::Users;
+use crate::auth::{AuthLayer, Peer, Users};
 use crate::service::Core;
 use error::ApiError;
 use extract::RequestContext;
@@ -105,10 +106,10 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::retry_subtask))
         .routes(routes!(tasks::skip_subtask))
         .routes(routes!(tasks::cancel_subtask))
-        .routes(routes!(tasks::subtask_log))
-        .routes(routes!(tasks::task_events))
+        .routes(routes!(tasks::get_subtask_log))
+        .routes(routes!(tasks::watch_task))
         .split_for_parts();
-    let body_routes = guard::BodyRoutes::from_openapi(&doc);
+    let routes = routes::Routes::from_openapi(&doc);
     let document = match serde_json::to_vec(&doc) {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {
@@ -121,11 +122,13 @@ pub fn router(state: GatewayState) -> Router {
         .merge(api.clone())
         .nest("/api/v2", api)
         .layer(Extension(openapi::Document(document)))
+        .layer(Extension(routes.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(AuthLayer::new(state.users.clone()))
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard {
                 https: state.https,
-                routes: body_routes,
+                routes,
             },
             guard::guard,
         ))
@@ -155,11 +158,8 @@ pub async fn serve(
     .await
 }
 
-/// The client's address, for the handlers as `ConnectInfo<Peer>`: failed logins are
-/// throttled by it.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub std::net::SocketAddr);
-
+/// The client's address, for the authentication layer as `ConnectInfo<Peer>`: failed
+/// logins are throttled by it.
 impl Connected<IncomingStream<'_, GuardedListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, GuardedListener>) -> Peer {
         Peer(*stream.remote_addr())

@@ -9,16 +9,16 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
 use super::error::ApiError;
-use super::extract::{AnyUser, Authed, PathIds, QueryParams, TaskManager, TaskViewer};
+use super::extract::{PathIds, QueryParams};
 use super::json::{
     BasicTaskJson, Envelope, PageOf, SubtaskLogJson, TaskEventJson, TaskEventSse, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
-use crate::model::Task;
-use crate::service::{SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+use crate::service::{ApiOperation, Caller, SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
 
 /// A page of tasks without their subtasks, newest first unless `sort` says otherwise.
-#[utoipa::path(get, path = "/tasks/instances", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::ListTasks.name(),
+    get, path = "/tasks/instances", tag = "tasks",
     params(("page" = Option<u32>, Query, description = "page number, from 1"),
         ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000"),
         ("status" = Option<String>, Query, description = "RUNNING, FAILED or SUCCESSFUL"),
@@ -31,7 +31,7 @@ use crate::service::{SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
     security(("basic" = ["TASK_VIEWER"])))]
 pub async fn list_tasks(
     State(state): State<GatewayState>,
-    _auth: Authed<TaskViewer>,
+    caller: Caller,
     query: QueryParams,
 ) -> ApiResult<PageOf<BasicTaskJson>> {
     let query = query.only(&[
@@ -53,134 +53,135 @@ pub async fn list_tasks(
         created_before: query.get("createdBefore"),
         sort: query.get("sort"),
     })?;
-    let tasks = state.core.list_tasks(&filter, page).await?;
+    let tasks = state.core.list_tasks(&caller, &filter, page).await?;
     Ok(Data(PageOf::from_page(&tasks, |t| t.into())))
 }
 
-/// The task if this caller may read it: TASK_VIEWER reads any task, its creator may always.
-async fn readable(state: &GatewayState, auth: &Authed<AnyUser>, id: i64) -> Result<Task, ApiError> {
-    Ok(auth.principal.visible(state.core.get_task(id).await)??)
-}
-
 /// One task with its subtasks. TASK_VIEWER reads any task; its creator may always read it.
-#[utoipa::path(get, path = "/tasks/instances/{id}", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::GetTask.name(),
+    get, path = "/tasks/instances/{id}", tag = "tasks",
     params(("id" = i64, Path, description = "task id")),
     responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_VIEWER"])))]
 pub async fn get_task(
     State(state): State<GatewayState>,
-    auth: Authed<AnyUser>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    let task = readable(&state, &auth, ids.id("id")?).await?;
+    let task = state.core.get_task(&caller, ids.id("id")?).await?;
     Ok(Data((&task).into()))
 }
 
 async fn task_op(
     state: &GatewayState,
-    auth: &Authed<TaskManager>,
+    caller: &Caller,
     ids: &PathIds,
     op: TaskOp,
 ) -> ApiResult<TaskJson> {
-    let task = state.core.task_op(op, ids.id("id")?, &auth.caller).await?;
+    let task = state.core.task_op(op, ids.id("id")?, &caller).await?;
     Ok(Data((&task).into()))
 }
 
 async fn subtask_op(
     state: &GatewayState,
-    auth: &Authed<TaskManager>,
+    caller: &Caller,
     ids: &PathIds,
     op: SubtaskOp,
 ) -> ApiResult<TaskJson> {
     let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
     let task = state
         .core
-        .subtask_op(op, task_id, subtask_id, &auth.caller)
+        .subtask_op(op, task_id, subtask_id, &caller)
         .await?;
     Ok(Data((&task).into()))
 }
 
 /// Runs every FAILED subtask of a FAILED task again (operation RETRY, runTime + 1).
-#[utoipa::path(post, path = "/tasks/instances/{id}/retry", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::RetryTask.name(),
+    post, path = "/tasks/instances/{id}/retry", tag = "tasks",
     params(("id" = i64, Path, description = "task id")),
     responses((status = 200, description = "the task, RUNNING again", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_MANAGER"])))]
 pub async fn retry_task(
     State(state): State<GatewayState>,
-    auth: Authed<TaskManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &auth, &ids, TaskOp::Retry).await
+    task_op(&state, &caller, &ids, TaskOp::Retry).await
 }
 
 /// Undoes what a FAILED task did, backwards through its DAG, and lets its hosts go. It
 /// ends SUCCESSFUL with operation ROLLBACK (as OCP reports it) and
 /// `context.stringMap.rolled_back = "true"`.
-#[utoipa::path(post, path = "/tasks/instances/{id}/rollback", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::RollbackTask.name(),
+    post, path = "/tasks/instances/{id}/rollback", tag = "tasks",
     params(("id" = i64, Path, description = "task id")),
     responses((status = 200, description = "the task, RUNNING its rollback", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_MANAGER"])))]
 pub async fn rollback_task(
     State(state): State<GatewayState>,
-    auth: Authed<TaskManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &auth, &ids, TaskOp::Rollback).await
+    task_op(&state, &caller, &ids, TaskOp::Rollback).await
 }
 
 /// Runs one FAILED subtask again.
-#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/retry", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::RetrySubtask.name(),
+    post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/retry", tag = "tasks",
     params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
     responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_MANAGER"])))]
 pub async fn retry_subtask(
     State(state): State<GatewayState>,
-    auth: Authed<TaskManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &auth, &ids, SubtaskOp::Retry).await
+    subtask_op(&state, &caller, &ids, SubtaskOp::Retry).await
 }
 
 /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so that the DAG goes on.
-#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/skip", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::SkipSubtask.name(),
+    post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/skip", tag = "tasks",
     params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
     responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_MANAGER"])))]
 pub async fn skip_subtask(
     State(state): State<GatewayState>,
-    auth: Authed<TaskManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &auth, &ids, SubtaskOp::Skip).await
+    subtask_op(&state, &caller, &ids, SubtaskOp::Skip).await
 }
 
 /// Cancels a RUNNING subtask: its agent call is dropped and it ends FAILED with operation
 /// CANCEL; answers once that is recorded.
-#[utoipa::path(post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/cancel", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::CancelSubtask.name(),
+    post, path = "/tasks/instances/{id}/subtasks/{subtaskId}/cancel", tag = "tasks",
     params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
     responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
     security(("basic" = ["TASK_MANAGER"])))]
 pub async fn cancel_subtask(
     State(state): State<GatewayState>,
-    auth: Authed<TaskManager>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &auth, &ids, SubtaskOp::Cancel).await
+    subtask_op(&state, &caller, &ids, SubtaskOp::Cancel).await
 }
 
 /// What a subtask did: timestamped lines, each agent call with its trace id, every error.
-#[utoipa::path(get, path = "/tasks/instances/{id}/subtasks/{subtaskId}/log", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::GetSubtaskLog.name(),
+    get, path = "/tasks/instances/{id}/subtasks/{subtaskId}/log", tag = "tasks",
     params(("id" = i64, Path, description = "task id"), ("subtaskId" = i64, Path, description = "subtask id")),
     responses((status = 200, description = "the log", body = Envelope<SubtaskLogJson>), Failures),
     security(("basic" = ["TASK_VIEWER"])))]
-pub async fn subtask_log(
+pub async fn get_subtask_log(
     State(state): State<GatewayState>,
-    auth: Authed<AnyUser>,
+    caller: Caller,
     ids: PathIds,
 ) -> ApiResult<SubtaskLogJson> {
     let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
-    readable(&state, &auth, task_id).await?;
-    let lines = state.core.subtask_log(task_id, subtask_id).await?;
+    let lines = state.core.subtask_log(&caller, task_id, subtask_id).await?;
     Ok(Data(SubtaskLogJson {
         log: log_text(&lines),
     }))
@@ -189,21 +190,21 @@ pub async fn subtask_log(
 /// Every transition of the task as server-sent events (`id:` the event's seq, `event:
 /// transition`, `data:` a TaskEvent), from `?after=` or `Last-Event-ID`, ending once
 /// the task is no longer RUNNING.
-#[utoipa::path(get, path = "/tasks/instances/{id}/events", tag = "tasks",
+#[utoipa::path(operation_id = ApiOperation::WatchTask.name(),
+    get, path = "/tasks/instances/{id}/events", tag = "tasks",
     params(("id" = i64, Path, description = "task id"),
         ("after" = Option<i64>, Query, description = "the last seq seen; 0 or absent: from the start"),
         ("Last-Event-ID" = Option<i64>, Header, description = "what EventSource sends on reconnect")),
     responses((status = 200, description = "text/event-stream: each event's data is a TaskEventJson", body = TaskEventSse, content_type = "text/event-stream"), Failures),
     security(("basic" = ["TASK_VIEWER"])))]
-pub async fn task_events(
+pub async fn watch_task(
     State(state): State<GatewayState>,
-    auth: Authed<AnyUser>,
+    caller: Caller,
     ids: PathIds,
     query: QueryParams,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let task_id = ids.id("id")?;
-    readable(&state, &auth, task_id).await?;
     // Both are validated even when both are given, so a bad `after` is never silently
     // ignored behind a reconnecting client's header.
     let after = query.only(&["after"])?.seq("after")?;
@@ -221,7 +222,7 @@ pub async fn task_events(
         })
         .transpose()?;
     let after = resume.unwrap_or(after);
-    let events = state.core.watch(task_id, after).await?;
+    let events = state.core.watch(&caller, task_id, after).await?;
     let stream = events.map(|item| {
         Ok::<Event, Infallible>(match item {
             Ok(e) => Event::default()

@@ -1,58 +1,61 @@
+//! `ocp.v1.HostAgentService`: hosts and OCP's host-agent operations, each method
+//! admitted by its row of the core's operation table, then translated onto the core.
+
 use proto::ocp::v1 as pb;
 use proto::ocp::v1::host_agent_service_server::HostAgentService;
 use tonic::{Request, Response, Status};
 
-use super::{authorize, convert, page_request};
-use crate::auth::{Permission, Users};
+use super::{admit, convert, page_request};
 use crate::model::AgentAction;
-use crate::service::{Core, ProcessOp};
+use crate::service::{ApiOperation, Core, ProcessOp};
 
 pub struct HostAgentGrpc {
     core: Core,
-    users: Users,
 }
 
 impl HostAgentGrpc {
-    pub fn new(core: Core, users: Users) -> HostAgentGrpc {
-        HostAgentGrpc { core, users }
+    pub fn new(core: Core) -> HostAgentGrpc {
+        HostAgentGrpc { core }
     }
 
-    async fn batch(
+    async fn batch<M>(
         &self,
-        op: AgentAction,
-        request: Request<pb::BatchAgentsRequest>,
+        operation: ApiOperation,
+        action: AgentAction,
+        request: Request<M>,
+        host_ids: impl FnOnce(M) -> Vec<i64>,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let task = self
-            .core
-            .submit_batch(op, &request.into_inner().host_ids, &caller)
-            .await?;
+        let caller = admit(operation, &request)?;
+        let host_ids = host_ids(request.into_inner());
+        let task = self.core.submit_batch(action, &host_ids, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn single(
+    async fn single<M>(
         &self,
-        op: AgentAction,
-        request: Request<pb::HostRequest>,
+        operation: ApiOperation,
+        action: AgentAction,
+        request: Request<M>,
+        host_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let task = self
-            .core
-            .submit_single(op, request.into_inner().host_id, &caller)
-            .await?;
+        let caller = admit(operation, &request)?;
+        let host_id = host_id(request.get_ref());
+        let task = self.core.submit_single(action, host_id, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn process(
+    async fn process<M>(
         &self,
-        op: ProcessOp,
-        request: Request<pb::AgentProcessRequest>,
+        operation: ApiOperation,
+        action: ProcessOp,
+        request: Request<M>,
+        ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let r = request.into_inner();
+        let caller = admit(operation, &request)?;
+        let (host_id, process_id) = ids(request.get_ref());
         let process = self
             .core
-            .process_op(r.host_id, r.agent_process_id, op, &caller)
+            .process_op(host_id, process_id, action, &caller)
             .await?;
         Ok(Response::new(convert::process(&process)))
     }
@@ -62,70 +65,89 @@ impl HostAgentGrpc {
 impl HostAgentService for HostAgentGrpc {
     async fn batch_restart_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchRestartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentAction::Restart, r).await
+        let op = ApiOperation::BatchRestartAgents;
+        self.batch(op, AgentAction::Restart, r, |m| m.host_ids)
+            .await
     }
 
     async fn batch_stop_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchStopAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentAction::Stop, r).await
+        let op = ApiOperation::BatchStopAgents;
+        self.batch(op, AgentAction::Stop, r, |m| m.host_ids).await
     }
 
     async fn batch_start_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchStartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentAction::Start, r).await
+        let op = ApiOperation::BatchStartAgents;
+        self.batch(op, AgentAction::Start, r, |m| m.host_ids).await
     }
 
     async fn restart_agent(
         &self,
-        r: Request<pb::HostRequest>,
+        r: Request<pb::RestartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentAction::Restart, r).await
+        let op = ApiOperation::RestartAgent;
+        self.single(op, AgentAction::Restart, r, |m| m.host_id)
+            .await
     }
 
-    async fn stop_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentAction::Stop, r).await
+    async fn stop_agent(
+        &self,
+        r: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let op = ApiOperation::StopAgent;
+        self.single(op, AgentAction::Stop, r, |m| m.host_id).await
     }
 
-    async fn start_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentAction::Start, r).await
+    async fn start_agent(
+        &self,
+        r: Request<pb::StartAgentRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let op = ApiOperation::StartAgent;
+        self.single(op, AgentAction::Start, r, |m| m.host_id).await
     }
 
     async fn restart_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::RestartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Restart, r).await
+        let op = ApiOperation::RestartAgentProcess;
+        self.process(op, ProcessOp::Restart, r, |m| {
+            (m.host_id, m.agent_process_id)
+        })
+        .await
     }
 
     async fn stop_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::StopAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Stop, r).await
+        let op = ApiOperation::StopAgentProcess;
+        self.process(op, ProcessOp::Stop, r, |m| (m.host_id, m.agent_process_id))
+            .await
     }
 
     async fn start_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::StartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Start, r).await
+        let op = ApiOperation::StartAgentProcess;
+        self.process(op, ProcessOp::Start, r, |m| (m.host_id, m.agent_process_id))
+            .await
     }
 
     async fn get_host_agent(
         &self,
-        r: Request<pb::HostRequest>,
+        r: Request<pb::GetHostAgentRequest>,
     ) -> Result<Response<pb::HostAgent>, Status> {
-        let (_, caller) = authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
-        let view = self
-            .core
-            .host_agent(r.into_inner().host_id, &caller)
-            .await?;
+        let caller = admit(ApiOperation::GetHostAgent, &r)?;
+        let view = self.core.host_agent(r.get_ref().host_id, &caller).await?;
         Ok(Response::new(convert::host_agent(&view)))
     }
 
@@ -133,7 +155,7 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::ListHostAgentProcessesRequest>,
     ) -> Result<Response<pb::HostAgentProcessPage>, Status> {
-        let (_, caller) = authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
+        let caller = admit(ApiOperation::ListHostAgentProcesses, &r)?;
         let r = r.into_inner();
         let page = self
             .core
@@ -146,12 +168,12 @@ impl HostAgentService for HostAgentGrpc {
     }
 
     async fn add_host(&self, r: Request<pb::AddHostRequest>) -> Result<Response<pb::Host>, Status> {
-        authorize(&self.users, &r, Some(Permission::HostManager)).await?;
+        let caller = admit(ApiOperation::AddHost, &r)?;
         let r = r.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         let host = self
             .core
-            .add_host(&r.inner_ip_address, r.agent_port, name)
+            .add_host(&caller, &r.inner_ip_address, r.agent_port, name)
             .await?;
         Ok(Response::new(convert::host(&host)))
     }
@@ -160,24 +182,30 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::HostPage>, Status> {
-        authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
+        let caller = admit(ApiOperation::ListHosts, &r)?;
         let r = r.into_inner();
-        let hosts = self.core.list_hosts(page_request(r.page, r.size)?).await?;
+        let hosts = self
+            .core
+            .list_hosts(&caller, page_request(r.page, r.size)?)
+            .await?;
         Ok(Response::new(pb::HostPage {
             contents: hosts.contents.iter().map(convert::host).collect(),
             page: Some(convert::page(&hosts)),
         }))
     }
 
-    async fn get_host(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Host>, Status> {
-        authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
-        let host = self.core.get_host(r.into_inner().host_id).await?;
+    async fn get_host(&self, r: Request<pb::GetHostRequest>) -> Result<Response<pb::Host>, Status> {
+        let caller = admit(ApiOperation::GetHost, &r)?;
+        let host = self.core.get_host(&caller, r.get_ref().host_id).await?;
         Ok(Response::new(convert::host(&host)))
     }
 
-    async fn delete_host(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Host>, Status> {
-        authorize(&self.users, &r, Some(Permission::HostManager)).await?;
-        let host = self.core.delete_host(r.into_inner().host_id).await?;
+    async fn delete_host(
+        &self,
+        r: Request<pb::DeleteHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
+        let caller = admit(ApiOperation::DeleteHost, &r)?;
+        let host = self.core.delete_host(&caller, r.get_ref().host_id).await?;
         Ok(Response::new(convert::host(&host)))
     }
 }

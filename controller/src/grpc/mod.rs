@@ -7,10 +7,9 @@ mod task;
 
 use tonic::{Code, Status};
 
-use crate::auth::{AuthError, Permission, Principal, Users};
+use crate::auth::{AuthError, Authentication};
 use crate::model::PageRequest;
-use crate::service::{Caller, CoreError};
-use crate::store::StoreError;
+use crate::service::{self, ApiOperation, Caller, CoreError};
 
 pub use host_agent::HostAgentGrpc;
 pub use task::TaskGrpc;
@@ -18,6 +17,10 @@ pub use task::TaskGrpc;
 /// The one mapping of core errors to gRPC status codes.
 impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {
+        let e = match e {
+            CoreError::Denied(denied) => return denied.into(),
+            e => e,
+        };
         let code = match &e {
             CoreError::InvalidArgument { .. } => Code::InvalidArgument,
             CoreError::HostNotFound(_)
@@ -37,7 +40,7 @@ impl From<CoreError> for Status {
                 Code::DeadlineExceeded => Code::DeadlineExceeded,
                 _ => Code::Aborted,
             },
-            CoreError::Store(StoreError::UnsupportedUrl(_)) | CoreError::Store(_) => Code::Internal,
+            CoreError::Store(_) | CoreError::Denied(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!("{e}");
@@ -62,27 +65,20 @@ impl From<AuthError> for Status {
     }
 }
 
-/// Authenticates the call from its `authorization: Basic ...` metadata, the same
-/// credentials as on REST, and checks `permission` when the RPC needs one. The caller's
-/// trace id is its `x-trace-id` when that has OCP's form.
-async fn authorize<T>(
-    users: &Users,
-    request: &tonic::Request<T>,
-    permission: Option<Permission>,
-) -> Result<(Principal, Caller), Status> {
-    let metadata = request.metadata();
-    let header = metadata.get("authorization").and_then(|v| v.to_str().ok());
-    let peer = request.remote_addr().map(|a| a.ip());
-    let principal = users.authenticate(header, peer).await?;
-    if let Some(p) = permission {
-        principal.require(p)?;
-    }
-    let trace = metadata.get("x-trace-id").and_then(|v| v.to_str().ok());
-    let caller = Caller {
-        name: principal.name.clone(),
-        trace_id: crate::trace::accept(trace),
-    };
-    Ok((principal, caller))
+/// Admits the call to `operation` by the core's table. The principal is what the
+/// authentication layer found in the call's `authorization: Basic ...` metadata, the
+/// same credentials as on REST; the trace id is its `x-trace-id` when that has OCP's form.
+fn admit<T>(operation: ApiOperation, request: &tonic::Request<T>) -> Result<Caller, Status> {
+    let trace = request
+        .metadata()
+        .get("x-trace-id")
+        .and_then(|v| v.to_str().ok());
+    let authenticated = Authentication::of(request.extensions());
+    Ok(service::admit(
+        operation,
+        authenticated,
+        crate::trace::accept(trace),
+    )?)
 }
 
 /// proto3 cannot tell an absent number from 0, so 0 is absent: the model's default.

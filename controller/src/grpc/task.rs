@@ -1,3 +1,7 @@
+//! `ocp.v1.TaskService`: the DAG tasks and the operator's operations on them, each
+//! method admitted by its row of the core's operation table, then translated onto the
+//! core.
+
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
@@ -5,50 +9,43 @@ use proto::ocp::v1 as pb;
 use proto::ocp::v1::task_service_server::TaskService;
 use tonic::{Request, Response, Status};
 
-use super::{authorize, convert, page_request};
-use crate::auth::{Permission, Users};
-use crate::service::{Core, SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+use super::{admit, convert, page_request};
+use crate::service::{ApiOperation, Core, SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
 
 pub struct TaskGrpc {
     core: Core,
-    users: Users,
 }
 
 impl TaskGrpc {
-    pub fn new(core: Core, users: Users) -> TaskGrpc {
-        TaskGrpc { core, users }
+    pub fn new(core: Core) -> TaskGrpc {
+        TaskGrpc { core }
     }
 
-    /// TASK_VIEWER reads any task; its creator may always read it.
-    async fn readable<T>(
+    async fn task_op<M>(
         &self,
-        request: &Request<T>,
-        task_id: i64,
-    ) -> Result<crate::model::Task, Status> {
-        let (principal, _) = authorize(&self.users, request, None).await?;
-        Ok(principal.visible(self.core.get_task(task_id).await)??)
-    }
-
-    async fn task_op(
-        &self,
-        op: TaskOp,
-        request: Request<pb::GetTaskRequest>,
+        operation: ApiOperation,
+        action: TaskOp,
+        request: Request<M>,
+        task_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::TaskManager)).await?;
-        let task = self.core.task_op(op, request.get_ref().id, &caller).await?;
+        let caller = admit(operation, &request)?;
+        let task_id = task_id(request.get_ref());
+        let task = self.core.task_op(action, task_id, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn subtask_op(
+    async fn subtask_op<M>(
         &self,
-        op: SubtaskOp,
-        request: Request<pb::SubtaskRequest>,
+        operation: ApiOperation,
+        action: SubtaskOp,
+        request: Request<M>,
+        ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::TaskManager)).await?;
-        let r = request.get_ref();
+        let caller = admit(operation, &request)?;
+        let (task_id, subtask_id) = ids(request.get_ref());
         let task = self
             .core
-            .subtask_op(op, r.task_id, r.subtask_id, &caller)
+            .subtask_op(action, task_id, subtask_id, &caller)
             .await?;
         Ok(Response::new(convert::task(&task)))
     }
@@ -62,7 +59,8 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let task = self.readable(&request, request.get_ref().id).await?;
+        let caller = admit(ApiOperation::GetTask, &request)?;
+        let task = self.core.get_task(&caller, request.get_ref().id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
@@ -70,7 +68,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::TaskPage>, Status> {
-        authorize(&self.users, &request, Some(Permission::TaskViewer)).await?;
+        let caller = admit(ApiOperation::ListTasks, &request)?;
         let r = request.into_inner();
         let page = page_request(r.page, r.size)?;
         let filter = task_filter(&TaskQuery {
@@ -81,7 +79,7 @@ impl TaskService for TaskGrpc {
             created_before: Some(&r.created_before),
             sort: Some(&r.sort),
         })?;
-        let tasks = self.core.list_tasks(&filter, page).await?;
+        let tasks = self.core.list_tasks(&caller, &filter, page).await?;
         Ok(Response::new(pb::TaskPage {
             contents: tasks.contents.iter().map(convert::task).collect(),
             page: Some(convert::page(&tasks)),
@@ -90,46 +88,59 @@ impl TaskService for TaskGrpc {
 
     async fn retry_task(
         &self,
-        request: Request<pb::GetTaskRequest>,
+        request: Request<pb::RetryTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.task_op(TaskOp::Retry, request).await
+        let op = ApiOperation::RetryTask;
+        self.task_op(op, TaskOp::Retry, request, |m| m.id).await
     }
 
     async fn rollback_task(
         &self,
-        request: Request<pb::GetTaskRequest>,
+        request: Request<pb::RollbackTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.task_op(TaskOp::Rollback, request).await
+        let op = ApiOperation::RollbackTask;
+        self.task_op(op, TaskOp::Rollback, request, |m| m.id).await
     }
 
     async fn retry_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::RetrySubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Retry, request).await
+        let op = ApiOperation::RetrySubtask;
+        self.subtask_op(op, SubtaskOp::Retry, request, |m| (m.task_id, m.subtask_id))
+            .await
     }
 
     async fn skip_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::SkipSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Skip, request).await
+        let op = ApiOperation::SkipSubtask;
+        self.subtask_op(op, SubtaskOp::Skip, request, |m| (m.task_id, m.subtask_id))
+            .await
     }
 
     async fn cancel_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::CancelSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Cancel, request).await
+        let op = ApiOperation::CancelSubtask;
+        self.subtask_op(op, SubtaskOp::Cancel, request, |m| {
+            (m.task_id, m.subtask_id)
+        })
+        .await
     }
 
     async fn get_subtask_log(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::GetSubtaskLogRequest>,
     ) -> Result<Response<pb::SubtaskLog>, Status> {
+        let caller = admit(ApiOperation::GetSubtaskLog, &request)?;
         let r = request.get_ref();
-        self.readable(&request, r.task_id).await?;
-        let lines = self.core.subtask_log(r.task_id, r.subtask_id).await?;
+        let lines = self
+            .core
+            .subtask_log(&caller, r.task_id, r.subtask_id)
+            .await?;
         Ok(Response::new(pb::SubtaskLog {
             log: log_text(&lines),
         }))
@@ -141,9 +152,9 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let caller = admit(ApiOperation::WatchTask, &request)?;
         let r = request.get_ref();
-        self.readable(&request, r.id).await?;
-        let events = self.core.watch(r.id, r.after_seq).await?;
+        let events = self.core.watch(&caller, r.id, r.after_seq).await?;
         let stream = events.map(|item| item.map(|e| convert::event(&e)).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }

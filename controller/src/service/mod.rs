@@ -15,6 +15,7 @@ use proto::agent::v1::{
 use tokio::sync::Notify;
 
 use crate::agents::{self, AgentPool, CallOrigin};
+use crate::auth::{AuthError, Permission};
 use crate::engine::Engine;
 use crate::model::{
     AgentAction, AgentProcess, Host, NewHost, NewTask, Page, PageRequest, Task, TaskFilter,
@@ -23,15 +24,11 @@ use crate::model::{
 use crate::plans;
 use crate::store::{Dialect, Store, StoreError, TaskOrigin, TransitionRefused};
 
-/// Who asks, and under which trace id their request runs.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub name: String,
-    pub trace_id: String,
-}
-
 mod finished;
+mod operations;
 mod tasks;
+
+pub use operations::{Access, ApiOperation, Caller, admit};
 
 pub use tasks::{SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
 
@@ -87,6 +84,9 @@ pub enum CoreError {
     RollbackProhibited(String),
     #[error("internal store error: {0}")]
     Store(StoreError),
+    /// The caller may not do this, or may not see this task.
+    #[error(transparent)]
+    Denied(#[from] AuthError),
 }
 
 impl From<StoreError> for CoreError {
@@ -204,6 +204,7 @@ impl Core {
 
     pub async fn add_host(
         &self,
+        _: &Caller,
         inner_ip_address: &str,
         agent_port: u32,
         name: Option<&str>,
@@ -255,11 +256,15 @@ impl Core {
         }
     }
 
-    pub async fn list_hosts(&self, page: PageRequest) -> Result<Page<Host>, CoreError> {
+    pub async fn list_hosts(&self, _: &Caller, page: PageRequest) -> Result<Page<Host>, CoreError> {
         Ok(self.store.list_hosts(page).await?)
     }
 
-    pub async fn get_host(&self, id: i64) -> Result<Host, CoreError> {
+    pub async fn get_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
+        self.find_host(id).await
+    }
+
+    async fn find_host(&self, id: i64) -> Result<Host, CoreError> {
         check_id("hostId", id)?;
         self.store
             .get_host(id)
@@ -267,7 +272,7 @@ impl Core {
             .ok_or(CoreError::HostNotFound(id))
     }
 
-    pub async fn delete_host(&self, id: i64) -> Result<Host, CoreError> {
+    pub async fn delete_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
         check_id("hostId", id)?;
         match self.store.delete_host(id).await {
             Ok(Some(host)) => {
@@ -288,7 +293,7 @@ impl Core {
         host_id: i64,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
-        self.get_host(host_id).await?;
+        self.find_host(host_id).await?;
         self.create_and_drive(plans::single_host(op, host_id), caller)
             .await
     }
@@ -361,7 +366,7 @@ impl Core {
     async fn create_and_drive(&self, plan: NewTask, caller: &Caller) -> Result<Task, CoreError> {
         let claim = self.engine.claim();
         let origin = TaskOrigin {
-            creator: &caller.name,
+            creator: caller.name(),
             executor: &self.options.executor,
             trace_id: &caller.trace_id,
             at: now_millis(),
@@ -403,7 +408,27 @@ impl Core {
         }
     }
 
-    pub async fn get_task(&self, id: i64) -> Result<Task, CoreError> {
+    /// The task if this caller may read it. Without TASK_VIEWER, a missing task is
+    /// refused like another's, so that whether a task exists is not revealed.
+    pub async fn get_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {
+        let found = self.find_task(id).await;
+        let hidden = || {
+            CoreError::Denied(AuthError::Forbidden {
+                user: caller.name().to_string(),
+                permission: Permission::TaskViewer,
+            })
+        };
+        match found {
+            Ok(task) if caller.may_read(&task) => Ok(task),
+            Ok(_) => Err(hidden()),
+            Err(CoreError::TaskNotFound(_)) if !caller.principal.has(Permission::TaskViewer) => {
+                Err(hidden())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find_task(&self, id: i64) -> Result<Task, CoreError> {
         check_id("id", id)?;
         if let Some(task) = self.finished.get(id) {
             return Ok(task);
@@ -420,6 +445,7 @@ impl Core {
 
     pub async fn list_tasks(
         &self,
+        _: &Caller,
         filter: &TaskFilter,
         page: PageRequest,
     ) -> Result<Page<Task>, CoreError> {
@@ -435,7 +461,7 @@ impl Core {
         caller: &Caller,
     ) -> Result<AgentProcess, CoreError> {
         check_id("agentProcessId", process_id)?;
-        let host = self.get_host(host_id).await?;
+        let host = self.find_host(host_id).await?;
         let process = self.store.get_process(host_id, process_id).await?.ok_or(
             CoreError::ProcessNotFound {
                 host_id,
@@ -483,7 +509,7 @@ impl Core {
         host_id: i64,
         caller: &Caller,
     ) -> Result<HostAgentView, CoreError> {
-        let mut host = self.get_host(host_id).await?;
+        let mut host = self.find_host(host_id).await?;
         if !self.fresh(host_id) {
             let gate = Arc::clone(self.lock_refreshing().entry(host_id).or_default());
             let _refreshing = gate.lock().await;
@@ -497,7 +523,7 @@ impl Core {
             }
             // This refresh, or the one waited for, may have changed the agent's summary
             // and the host's status.
-            host = self.get_host(host_id).await?;
+            host = self.find_host(host_id).await?;
         }
         let processes = self.store.list_processes(host_id).await?;
         Ok(HostAgentView { host, processes })

@@ -55,20 +55,20 @@ impl Core {
         let fence = match op {
             TaskOp::Retry => {
                 self.store
-                    .retry_task(task_id, &caller.name, at, &claim)
+                    .retry_task(task_id, caller.name(), at, &claim)
                     .await?
                     .1
             }
             TaskOp::Rollback => {
                 self.store
-                    .begin_rollback(task_id, &caller.name, at, &claim)
+                    .begin_rollback(task_id, caller.name(), at, &claim)
                     .await?
             }
         };
         // After the change: a read that started before it cannot cache the old task now.
         self.finished.forget(task_id);
         self.engine.drive(fence, Start::Fresh);
-        self.get_task(task_id).await
+        self.find_task(task_id).await
     }
 
     pub async fn subtask_op(
@@ -84,19 +84,19 @@ impl Core {
         let fence = match op {
             SubtaskOp::Retry => {
                 self.store
-                    .retry_subtask(task_id, subtask_id, &caller.name, at, &claim)
+                    .retry_subtask(task_id, subtask_id, caller.name(), at, &claim)
                     .await?
             }
             SubtaskOp::Skip => {
                 self.store
-                    .skip_subtask(task_id, subtask_id, &caller.name, at, &claim)
+                    .skip_subtask(task_id, subtask_id, caller.name(), at, &claim)
                     .await?
             }
             SubtaskOp::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
         };
         self.finished.forget(task_id);
         self.engine.drive(fence, Start::Fresh);
-        self.get_task(task_id).await
+        self.find_task(task_id).await
     }
 
     /// Stops a RUNNING subtask: its agent call is dropped, and it ends FAILED with
@@ -112,7 +112,7 @@ impl Core {
     ) -> Result<Task, CoreError> {
         let mut news = self.store.subscribe();
         self.store
-            .mark_canceling(task_id, subtask_id, &caller.name, now_millis())
+            .mark_canceling(task_id, subtask_id, caller.name(), now_millis())
             .await?;
         let deadline = tokio::time::Instant::now() + CANCEL_WAIT;
         while self.store.subtask_status(subtask_id).await? == Some(SubtaskStatus::Canceling) {
@@ -135,16 +135,17 @@ impl Core {
             }
         }
         self.finished.forget(task_id);
-        self.get_task(task_id).await
+        self.find_task(task_id).await
     }
 
     pub async fn subtask_log(
         &self,
+        caller: &Caller,
         task_id: i64,
         subtask_id: i64,
     ) -> Result<Vec<SubtaskLogLine>, CoreError> {
-        check_ids(task_id, subtask_id)?;
-        let task = self.get_task(task_id).await?;
+        let task = self.get_task(caller, task_id).await?;
+        check_id("subtaskId", subtask_id)?;
         if !task.subtasks.iter().any(|s| s.id == subtask_id) {
             return Err(CoreError::SubtaskNotFound {
                 task_id,
@@ -159,10 +160,11 @@ impl Core {
     /// that reconnects passes the last `seq` it saw and misses nothing.
     pub async fn watch(
         &self,
+        caller: &Caller,
         task_id: i64,
         after: i64,
     ) -> Result<impl Stream<Item = Result<TaskEvent, CoreError>> + use<>, CoreError> {
-        check_id("id", task_id)?;
+        self.get_task(caller, task_id).await?;
         if after < 0 {
             return Err(CoreError::InvalidArgument {
                 field: "after".to_string(),
@@ -170,10 +172,6 @@ impl Core {
                 message: "must be an event sequence number, 0 or more".to_string(),
             });
         }
-        self.store
-            .task_status(task_id)
-            .await?
-            .ok_or(CoreError::TaskNotFound(task_id))?;
         let watcher = Watcher {
             news: self.store.subscribe(),
             store: self.store.clone(),
