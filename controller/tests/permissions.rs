@@ -1,0 +1,413 @@
+//! Every operation of the core's table, on both faces, against every test user: without
+//! credentials or with a wrong password a call is refused (401 / UNAUTHENTICATED), a
+//! user the table does not admit is refused (403, code 30014 / PERMISSION_DENIED), and
+//! every user it admits gets past admission. What each user may do comes from
+//! `ApiOperation::access`; the REST route of each operation from the OpenAPI document
+//! the controller serves, the gRPC call from a match that must name every operation.
+
+mod gateway_support;
+
+use std::collections::HashMap;
+
+use controller::auth::{Permission, Permissions, Principal};
+use controller::service::{Access, ApiOperation};
+use gateway_support::*;
+use proto::ocp::v1 as pb;
+use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
+use proto::ocp::v1::task_service_client::TaskServiceClient;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+/// The test users and the permissions `gateway_support::users_file` gives them.
+const USERS: [(&str, &[Permission]); 6] = [
+    (ADMIN, &[Permission::HostManager, Permission::TaskManager]),
+    (HOST_VIEWER, &[Permission::HostViewer]),
+    (HOST_MANAGER, &[Permission::HostManager]),
+    (TASK_VIEWER, &[Permission::TaskViewer]),
+    (TASK_MANAGER, &[Permission::TaskManager]),
+    (NOBODY, &[]),
+];
+
+/// The task the reads are about is created by this user, who holds no TASK_VIEWER:
+/// it reads its own task, and the table's task-reader rule is seen from both sides.
+const CREATOR: &str = HOST_MANAGER;
+
+/// Whether the table admits `user` to `op` on the fixture task.
+fn admitted(op: ApiOperation, user: &str, permissions: &[Permission]) -> bool {
+    let principal = Principal {
+        name: user.to_string(),
+        permissions: permissions.iter().copied().collect::<Permissions>(),
+    };
+    match op.access() {
+        Access::Holds(_) => op.permits(&principal),
+        Access::TaskReader => principal.has(Permission::TaskViewer) || user == CREATOR,
+    }
+}
+
+/// The ids the calls name.
+struct Ids {
+    host: i64,
+    /// A host no task holds, for the deletes.
+    spare: i64,
+    process: i64,
+    task: i64,
+    subtask: i64,
+}
+
+/// Each operation's REST method and path, from the served OpenAPI document.
+async fn documented_routes(h: &Harness) -> HashMap<ApiOperation, (Method, String)> {
+    let doc = h.send(Method::GET, "/api/v2/openapi.json", None, None).await;
+    doc.expect(StatusCode::OK);
+    let mut routes = HashMap::new();
+    for (path, item) in doc.json["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("path item") {
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            let op = ApiOperation::from_name(id)
+                .unwrap_or_else(|| panic!("{method} {path}: operationId {id:?} is no operation"));
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let previous = routes.insert(op, (method, path.clone()));
+            assert!(previous.is_none(), "{op:?} is served by two routes");
+        }
+    }
+    for op in ApiOperation::ALL {
+        assert!(routes.contains_key(op), "{op:?} has no REST route");
+    }
+    routes
+}
+
+fn rest_path(template: &str, op: ApiOperation, ids: &Ids) -> String {
+    let host = if op == ApiOperation::DeleteHost {
+        ids.spare
+    } else {
+        ids.host
+    };
+    template
+        .replace("{hostId}", &host.to_string())
+        .replace("{agentProcessId}", &ids.process.to_string())
+        .replace("{subtaskId}", &ids.subtask.to_string())
+        .replace("{id}", &ids.task.to_string())
+}
+
+fn rest_body(op: ApiOperation, ids: &Ids) -> Option<String> {
+    use ApiOperation as Op;
+    match op {
+        Op::BatchRestartAgents | Op::BatchStopAgents | Op::BatchStartAgents => {
+            Some(json!({ "hostIds": [ids.host] }).to_string())
+        }
+        Op::AddHost => Some(json!({"innerIpAddress": "127.0.0.10", "agentPort": 2}).to_string()),
+        _ => None,
+    }
+}
+
+fn with_auth<T>(message: T, user: Option<&str>, password: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(user) = user {
+        let header = controller::auth::basic_header(user, password);
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().expect("ascii"));
+    }
+    request
+}
+
+/// Calls `op` on the gRPC face; the id of the task it created, if it created one.
+async fn call_grpc(
+    op: ApiOperation,
+    channel: &Channel,
+    ids: &Ids,
+    user: Option<&str>,
+    password: &str,
+) -> Result<Option<i64>, tonic::Status> {
+    use ApiOperation as Op;
+    let mut hosts = HostAgentServiceClient::new(channel.clone());
+    let mut tasks = TaskServiceClient::new(channel.clone());
+    macro_rules! r {
+        ($message:expr) => {
+            with_auth($message, user, password)
+        };
+    }
+    let (host_id, host_ids) = (ids.host, vec![ids.host]);
+    let process = (ids.host, ids.process);
+    let (task_id, subtask_id) = (ids.task, ids.subtask);
+    let created = |t: tonic::Response<pb::Task>| Some(t.into_inner().id);
+    let none = |_| None;
+    match op {
+        Op::BatchRestartAgents => hosts
+            .batch_restart_agents(r!(pb::BatchRestartAgentsRequest { host_ids }))
+            .await
+            .map(created),
+        Op::BatchStopAgents => hosts
+            .batch_stop_agents(r!(pb::BatchStopAgentsRequest { host_ids }))
+            .await
+            .map(created),
+        Op::BatchStartAgents => hosts
+            .batch_start_agents(r!(pb::BatchStartAgentsRequest { host_ids }))
+            .await
+            .map(created),
+        Op::RestartAgent => hosts
+            .restart_agent(r!(pb::RestartAgentRequest { host_id }))
+            .await
+            .map(created),
+        Op::StopAgent => hosts
+            .stop_agent(r!(pb::StopAgentRequest { host_id }))
+            .await
+            .map(created),
+        Op::StartAgent => hosts
+            .start_agent(r!(pb::StartAgentRequest { host_id }))
+            .await
+            .map(created),
+        Op::RestartAgentProcess => hosts
+            .restart_agent_process(r!(pb::RestartAgentProcessRequest {
+                host_id: process.0,
+                agent_process_id: process.1,
+            }))
+            .await
+            .map(|_| None),
+        Op::StopAgentProcess => hosts
+            .stop_agent_process(r!(pb::StopAgentProcessRequest {
+                host_id: process.0,
+                agent_process_id: process.1,
+            }))
+            .await
+            .map(|_| None),
+        Op::StartAgentProcess => hosts
+            .start_agent_process(r!(pb::StartAgentProcessRequest {
+                host_id: process.0,
+                agent_process_id: process.1,
+            }))
+            .await
+            .map(|_| None),
+        Op::GetHostAgent => hosts
+            .get_host_agent(r!(pb::GetHostAgentRequest { host_id }))
+            .await
+            .map(|_| None),
+        Op::ListHostAgentProcesses => hosts
+            .list_host_agent_processes(r!(pb::ListHostAgentProcessesRequest {
+                host_id,
+                ..Default::default()
+            }))
+            .await
+            .map(|_| None),
+        Op::AddHost => hosts
+            .add_host(r!(pb::AddHostRequest {
+                inner_ip_address: "127.0.0.11".to_string(),
+                agent_port: 2,
+                ..Default::default()
+            }))
+            .await
+            .map(|_| None),
+        Op::ListHosts => hosts
+            .list_hosts(r!(pb::ListHostsRequest::default()))
+            .await
+            .map(|_| None),
+        Op::GetHost => hosts
+            .get_host(r!(pb::GetHostRequest { host_id }))
+            .await
+            .map(|_| None),
+        Op::DeleteHost => hosts
+            .delete_host(r!(pb::DeleteHostRequest { host_id: ids.spare }))
+            .await
+            .map(|_| None),
+        Op::ListTasks => tasks
+            .list_tasks(r!(pb::ListTasksRequest::default()))
+            .await
+            .map(|_| None),
+        Op::GetTask => tasks
+            .get_task(r!(pb::GetTaskRequest { id: task_id }))
+            .await
+            .map(|_| None),
+        Op::RetryTask => tasks
+            .retry_task(r!(pb::RetryTaskRequest { id: task_id }))
+            .await
+            .map(none),
+        Op::RollbackTask => tasks
+            .rollback_task(r!(pb::RollbackTaskRequest { id: task_id }))
+            .await
+            .map(none),
+        Op::RetrySubtask => tasks
+            .retry_subtask(r!(pb::RetrySubtaskRequest {
+                task_id,
+                subtask_id,
+            }))
+            .await
+            .map(none),
+        Op::SkipSubtask => tasks
+            .skip_subtask(r!(pb::SkipSubtaskRequest {
+                task_id,
+                subtask_id,
+            }))
+            .await
+            .map(none),
+        Op::CancelSubtask => tasks
+            .cancel_subtask(r!(pb::CancelSubtaskRequest {
+                task_id,
+                subtask_id,
+            }))
+            .await
+            .map(none),
+        Op::GetSubtaskLog => tasks
+            .get_subtask_log(r!(pb::GetSubtaskLogRequest {
+                task_id,
+                subtask_id,
+            }))
+            .await
+            .map(|_| None),
+        Op::WatchTask => tasks
+            .watch_task(r!(pb::WatchTaskRequest {
+                id: task_id,
+                after_seq: 0,
+            }))
+            .await
+            .map(|_| None),
+    }
+}
+
+/// The ids of every method the controller's two services declare, from the descriptor
+/// set it serves by reflection.
+fn declared_methods() -> Vec<String> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptor set");
+    set.file
+        .iter()
+        .filter(|f| f.package() == "ocp.v1")
+        .flat_map(|f| f.service.iter())
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_string()))
+        .collect()
+}
+
+#[test]
+fn every_grpc_method_is_an_operation_of_the_table() {
+    let methods = declared_methods();
+    for method in &methods {
+        assert!(
+            ApiOperation::from_name(method).is_some(),
+            "gRPC method {method} is not in the operation table"
+        );
+    }
+    for op in ApiOperation::ALL {
+        assert!(methods.iter().any(|m| m == op.name()), "{op:?} has no gRPC method");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
+    let h = Harness::start(true).await;
+    let host = h.add_agent_host().await;
+    let spare = h.add_host("127.0.0.9", 1).await;
+    let process = h.process_id(host, "ob_cleaner").await;
+    let created = h
+        .send(
+            Method::POST,
+            "/compute/hosts/batchStartAgents",
+            Some(CREATOR),
+            Some(&json!({"hostIds": [host]}).to_string()),
+        )
+        .await;
+    created.expect(StatusCode::OK);
+    let task = created.json["data"]["id"].as_i64().expect("task id");
+    let subtask = h.wait_task(task).await["subtasks"][0]["id"]
+        .as_i64()
+        .expect("subtask id");
+    let ids = Ids {
+        host,
+        spare,
+        process,
+        task,
+        subtask,
+    };
+    let routes = documented_routes(&h).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", h.grpc_addr()))
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+
+    for op in ApiOperation::ALL.iter().copied() {
+        let (method, template) = &routes[&op];
+        let body = rest_body(op, &ids);
+        let body = body.as_deref();
+        for path in [
+            rest_path(template, op, &ids),
+            format!("/api/v2{}", rest_path(template, op, &ids)),
+        ] {
+            let what = format!("{op:?}: {method} {path}");
+            let anonymous = h.send(method.clone(), &path, None, body).await;
+            anonymous.expect(StatusCode::UNAUTHORIZED).assert_envelope();
+            let mut wrong = h.http.request(method.clone(), h.url(&path)).header(
+                "authorization",
+                controller::auth::basic_header(ADMIN, "not the password"),
+            );
+            if let Some(b) = body {
+                wrong = wrong.header("content-type", "application/json").body(b.to_string());
+            }
+            let wrong = Reply::read(wrong.send().await.expect("answer")).await;
+            wrong.expect(StatusCode::UNAUTHORIZED);
+            assert_eq!(wrong.json["error"], anonymous.json["error"], "{what}");
+
+            for (user, permissions) in USERS {
+                let reply = h.send(method.clone(), &path, Some(user), body).await;
+                if admitted(op, user, permissions) {
+                    assert!(
+                        ![
+                            StatusCode::UNAUTHORIZED,
+                            StatusCode::FORBIDDEN,
+                            StatusCode::INTERNAL_SERVER_ERROR
+                        ]
+                        .contains(&reply.status),
+                        "{what} as {user}: {} {}",
+                        reply.status,
+                        reply.text
+                    );
+                    let streamed = reply.headers.get("content-type").and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("text/event-stream"));
+                    if !streamed {
+                        reply.assert_envelope();
+                    }
+                    // A task holds its host until it ends: let it end before the next call.
+                    if reply.status == StatusCode::OK && reply.json["data"]["subtasks"].is_array() && *method == Method::POST {
+                        let id = reply.json["data"]["id"].as_i64().expect("task id");
+                        h.wait_task(id).await;
+                    }
+                } else {
+                    reply.expect(StatusCode::FORBIDDEN).assert_envelope();
+                    assert_eq!(reply.code(), 30014, "{what} as {user}: {}", reply.text);
+                }
+            }
+        }
+
+        let what = format!("{op:?} over gRPC");
+        for (user, password) in [(None, PASSWORD), (Some(ADMIN), "not the password")] {
+            let refused = call_grpc(op, &channel, &ids, user, password)
+                .await
+                .expect_err(&what);
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{what}: {refused:?}");
+        }
+        for (user, permissions) in USERS {
+            let outcome = call_grpc(op, &channel, &ids, Some(user), PASSWORD).await;
+            if admitted(op, user, permissions) {
+                match outcome {
+                    Ok(Some(task)) => {
+                        h.wait_task(task).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => assert!(
+                        ![
+                            tonic::Code::Unauthenticated,
+                            tonic::Code::PermissionDenied,
+                            tonic::Code::Internal,
+                            tonic::Code::Unimplemented
+                        ]
+                        .contains(&e.code()),
+                        "{what} as {user}: {e:?}"
+                    ),
+                }
+            } else {
+                let e = outcome.expect_err(&format!("{what} as {user}"));
+                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{what} as {user}: {e:?}");
+            }
+        }
+    }
+    h.stop().await;
+}
