@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use controller::model::Step;
-use proto::ocp::v1::BatchAgentsRequest;
+use proto::ocp::v1::BatchRestartAgentsRequest;
 
 #[tokio::main]
 async fn main() {
@@ -30,7 +30,7 @@ async fn main() {
         let hosts = fleet::register(controller.grpc, &agents.iter().collect::<Vec<_>>()).await;
         let submitted = fleet::hosts_client(controller.grpc)
             .await
-            .batch_restart_agents(BatchAgentsRequest { host_ids: hosts })
+            .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
             .await
             .expect("submit")
             .into_inner();

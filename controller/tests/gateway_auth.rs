@@ -396,14 +396,14 @@ async fn grpc_checks_the_same_credentials_and_permissions() {
         controller::auth::BasicAuth::new(HOST_VIEWER, PASSWORD).expect("header"),
     );
     intercepted
-        .get_host(pb::HostRequest { host_id: host })
+        .get_host(pb::GetHostRequest { host_id: host })
         .await
         .expect("the interceptor authenticates every call");
-    let get = |user| with_auth(pb::HostRequest { host_id: host }, user);
+    let get = |user| with_auth(pb::GetHostRequest { host_id: host }, user);
 
     let e = hosts.get_host(get(None)).await.expect_err("anonymous");
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
-    let mut bad = tonic::Request::new(pb::HostRequest { host_id: host });
+    let mut bad = tonic::Request::new(pb::GetHostRequest { host_id: host });
     bad.metadata_mut().insert(
         "authorization",
         controller::auth::basic_header(ADMIN, "wrong")
@@ -427,13 +427,16 @@ async fn grpc_checks_the_same_credentials_and_permissions() {
         .expect("manager implies viewer");
 
     let e = hosts
-        .delete_host(get(Some(HOST_VIEWER)))
+        .delete_host(with_auth(
+            pb::DeleteHostRequest { host_id: host },
+            Some(HOST_VIEWER),
+        ))
         .await
         .expect_err("viewer cannot delete");
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     let e = hosts
         .batch_stop_agents(with_auth(
-            pb::BatchAgentsRequest {
+            pb::BatchStopAgentsRequest {
                 host_ids: vec![host],
             },
             Some(TASK_VIEWER),
@@ -443,7 +446,7 @@ async fn grpc_checks_the_same_credentials_and_permissions() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
     let task = hosts
         .batch_stop_agents(with_auth(
-            pb::BatchAgentsRequest {
+            pb::BatchStopAgentsRequest {
                 host_ids: vec![host],
             },
             Some(HOST_MANAGER),

@@ -17,42 +17,39 @@ impl HostAgentGrpc {
         HostAgentGrpc { core, users }
     }
 
-    async fn batch(
+    async fn batch<T>(
         &self,
         op: AgentOperation,
-        request: Request<pb::BatchAgentsRequest>,
+        request: &Request<T>,
+        host_ids: &[i64],
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let task = self
-            .core
-            .submit_batch(op, &request.into_inner().host_ids, &caller)
-            .await?;
+        let (_, caller) = authorize(&self.users, request, Some(Permission::HostManager)).await?;
+        let task = self.core.submit_batch(op, host_ids, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn single(
+    async fn single<T>(
         &self,
         op: AgentOperation,
-        request: Request<pb::HostRequest>,
+        request: &Request<T>,
+        host_id: i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let task = self
-            .core
-            .submit_single(op, request.into_inner().host_id, &caller)
-            .await?;
+        let (_, caller) = authorize(&self.users, request, Some(Permission::HostManager)).await?;
+        let task = self.core.submit_single(op, host_id, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn process(
+    async fn process<T>(
         &self,
         op: ProcessOp,
-        request: Request<pb::AgentProcessRequest>,
+        request: &Request<T>,
+        host_id: i64,
+        agent_process_id: i64,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::HostManager)).await?;
-        let r = request.into_inner();
+        let (_, caller) = authorize(&self.users, request, Some(Permission::HostManager)).await?;
         let process = self
             .core
-            .process_op(r.host_id, r.agent_process_id, op, &caller)
+            .process_op(host_id, agent_process_id, op, &caller)
             .await?;
         Ok(Response::new(convert::process(&process)))
     }
@@ -62,64 +59,82 @@ impl HostAgentGrpc {
 impl HostAgentService for HostAgentGrpc {
     async fn batch_restart_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchRestartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Restart, r).await
+        self.batch(AgentOperation::Restart, &r, &r.get_ref().host_ids)
+            .await
     }
 
     async fn batch_stop_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchStopAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Stop, r).await
+        self.batch(AgentOperation::Stop, &r, &r.get_ref().host_ids)
+            .await
     }
 
     async fn batch_start_agents(
         &self,
-        r: Request<pb::BatchAgentsRequest>,
+        r: Request<pb::BatchStartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.batch(AgentOperation::Start, r).await
+        self.batch(AgentOperation::Start, &r, &r.get_ref().host_ids)
+            .await
     }
 
     async fn restart_agent(
         &self,
-        r: Request<pb::HostRequest>,
+        r: Request<pb::RestartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Restart, r).await
+        self.single(AgentOperation::Restart, &r, r.get_ref().host_id)
+            .await
     }
 
-    async fn stop_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Stop, r).await
+    async fn stop_agent(
+        &self,
+        r: Request<pb::StopAgentRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.single(AgentOperation::Stop, &r, r.get_ref().host_id)
+            .await
     }
 
-    async fn start_agent(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Task>, Status> {
-        self.single(AgentOperation::Start, r).await
+    async fn start_agent(
+        &self,
+        r: Request<pb::StartAgentRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        self.single(AgentOperation::Start, &r, r.get_ref().host_id)
+            .await
     }
 
     async fn restart_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::RestartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Restart, r).await
+        let m = r.get_ref();
+        self.process(ProcessOp::Restart, &r, m.host_id, m.agent_process_id)
+            .await
     }
 
     async fn stop_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::StopAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Stop, r).await
+        let m = r.get_ref();
+        self.process(ProcessOp::Stop, &r, m.host_id, m.agent_process_id)
+            .await
     }
 
     async fn start_agent_process(
         &self,
-        r: Request<pb::AgentProcessRequest>,
+        r: Request<pb::StartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        self.process(ProcessOp::Start, r).await
+        let m = r.get_ref();
+        self.process(ProcessOp::Start, &r, m.host_id, m.agent_process_id)
+            .await
     }
 
     async fn get_host_agent(
         &self,
-        r: Request<pb::HostRequest>,
+        r: Request<pb::GetHostAgentRequest>,
     ) -> Result<Response<pb::HostAgent>, Status> {
         let (_, caller) = authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
         let view = self
@@ -169,13 +184,16 @@ impl HostAgentService for HostAgentGrpc {
         }))
     }
 
-    async fn get_host(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Host>, Status> {
+    async fn get_host(&self, r: Request<pb::GetHostRequest>) -> Result<Response<pb::Host>, Status> {
         authorize(&self.users, &r, Some(Permission::HostViewer)).await?;
         let host = self.core.get_host(r.into_inner().host_id).await?;
         Ok(Response::new(convert::host(&host)))
     }
 
-    async fn delete_host(&self, r: Request<pb::HostRequest>) -> Result<Response<pb::Host>, Status> {
+    async fn delete_host(
+        &self,
+        r: Request<pb::DeleteHostRequest>,
+    ) -> Result<Response<pb::Host>, Status> {
         authorize(&self.users, &r, Some(Permission::HostManager)).await?;
         let host = self.core.delete_host(r.into_inner().host_id).await?;
         Ok(Response::new(convert::host(&host)))

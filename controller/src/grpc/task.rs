@@ -29,26 +29,28 @@ impl TaskGrpc {
         Ok(principal.visible(self.core.get_task(task_id).await)??)
     }
 
-    async fn task_op(
+    async fn task_op<T>(
         &self,
         op: TaskOp,
-        request: Request<pb::GetTaskRequest>,
+        request: &Request<T>,
+        task_id: i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::TaskManager)).await?;
-        let task = self.core.task_op(op, request.get_ref().id, &caller).await?;
+        let (_, caller) = authorize(&self.users, request, Some(Permission::TaskManager)).await?;
+        let task = self.core.task_op(op, task_id, &caller).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
-    async fn subtask_op(
+    async fn subtask_op<T>(
         &self,
         op: SubtaskOp,
-        request: Request<pb::SubtaskRequest>,
+        request: &Request<T>,
+        task_id: i64,
+        subtask_id: i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let (_, caller) = authorize(&self.users, &request, Some(Permission::TaskManager)).await?;
-        let r = request.get_ref();
+        let (_, caller) = authorize(&self.users, request, Some(Permission::TaskManager)).await?;
         let task = self
             .core
-            .subtask_op(op, r.task_id, r.subtask_id, &caller)
+            .subtask_op(op, task_id, subtask_id, &caller)
             .await?;
         Ok(Response::new(convert::task(&task)))
     }
@@ -90,42 +92,50 @@ impl TaskService for TaskGrpc {
 
     async fn retry_task(
         &self,
-        request: Request<pb::GetTaskRequest>,
+        request: Request<pb::RetryTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.task_op(TaskOp::Retry, request).await
+        self.task_op(TaskOp::Retry, &request, request.get_ref().id)
+            .await
     }
 
     async fn rollback_task(
         &self,
-        request: Request<pb::GetTaskRequest>,
+        request: Request<pb::RollbackTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.task_op(TaskOp::Rollback, request).await
+        self.task_op(TaskOp::Rollback, &request, request.get_ref().id)
+            .await
     }
 
     async fn retry_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::RetrySubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Retry, request).await
+        let r = request.get_ref();
+        self.subtask_op(SubtaskOp::Retry, &request, r.task_id, r.subtask_id)
+            .await
     }
 
     async fn skip_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::SkipSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Skip, request).await
+        let r = request.get_ref();
+        self.subtask_op(SubtaskOp::Skip, &request, r.task_id, r.subtask_id)
+            .await
     }
 
     async fn cancel_subtask(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::CancelSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        self.subtask_op(SubtaskOp::Cancel, request).await
+        let r = request.get_ref();
+        self.subtask_op(SubtaskOp::Cancel, &request, r.task_id, r.subtask_id)
+            .await
     }
 
     async fn get_subtask_log(
         &self,
-        request: Request<pb::SubtaskRequest>,
+        request: Request<pb::GetSubtaskLogRequest>,
     ) -> Result<Response<pb::SubtaskLog>, Status> {
         let r = request.get_ref();
         self.readable(&request, r.task_id).await?;
