@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use controller::model::Step;
-use proto::ocp::v1::BatchAgentsRequest;
+use proto::ocp::v1::BatchRestartAgentsRequest;
 
 #[tokio::main]
 async fn main() {
@@ -30,13 +30,18 @@ async fn main() {
         let hosts = fleet::register(controller.grpc, &agents.iter().collect::<Vec<_>>()).await;
         let submitted = fleet::hosts_client(controller.grpc)
             .await
-            .batch_restart_agents(BatchAgentsRequest { host_ids: hosts })
+            .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
             .await
             .expect("submit")
             .into_inner();
         fleet::wait_for_end(controller.grpc, submitted.id).await;
         let core = controller.controller.as_ref().expect("running").core();
-        let task = core.get_task(submitted.id).await.expect("task");
+        let task = core
+            .store()
+            .get_task(submitted.id)
+            .await
+            .expect("store")
+            .expect("task");
         assert_eq!(task.status.as_str(), "SUCCESSFUL");
         let wall = task.finish_time.unwrap_or(task.start_time) - task.start_time;
         // Per stage (same step, per-host), the slowest host is what the agents cost.

@@ -10,7 +10,8 @@ use common::fleet::*;
 use controller::Controller;
 use futures::StreamExt;
 use proto::ocp::v1::{
-    AgentProcessRequest, BatchAgentsRequest, HostRequest, ListHostAgentProcessesRequest,
+    BatchStopAgentsRequest, ListHostAgentProcessesRequest, RestartAgentProcessRequest,
+    RestartAgentRequest,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,10 +28,12 @@ async fn racing_operations_on_one_host_admit_exactly_one() {
         async move {
             let mut client = hosts_client(grpc).await;
             if i % 2 == 0 {
-                client.restart_agent(HostRequest { host_id: host }).await
+                client
+                    .restart_agent(RestartAgentRequest { host_id: host })
+                    .await
             } else {
                 client
-                    .batch_stop_agents(BatchAgentsRequest {
+                    .batch_stop_agents(BatchStopAgentsRequest {
                         host_ids: vec![host],
                     })
                     .await
@@ -54,7 +57,7 @@ async fn racing_operations_on_one_host_admit_exactly_one() {
     // refused the same way.
     let mut client = hosts_client(controller.grpc).await;
     let parallel = client
-        .restart_agent(HostRequest { host_id: hosts[1] })
+        .restart_agent(RestartAgentRequest { host_id: hosts[1] })
         .await
         .expect("a different host proceeds")
         .into_inner();
@@ -68,7 +71,7 @@ async fn racing_operations_on_one_host_admit_exactly_one() {
         .expect("list")
         .into_inner();
     let e = client
-        .restart_agent_process(AgentProcessRequest {
+        .restart_agent_process(RestartAgentProcessRequest {
             host_id: hosts[0],
             agent_process_id: processes.contents[0].id,
         })

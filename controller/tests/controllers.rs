@@ -28,7 +28,8 @@ use common::fleet::{free_port, hosts_client, tasks_client, workspace_bin};
 use common::proc_agent::{ProcAgent, unique_tag};
 use proto::agent::v1::ProcessStatus;
 use proto::ocp::v1::{
-    AddHostRequest, BatchAgentsRequest, GetTaskRequest, HostRequest, Task, WatchTaskRequest,
+    AddHostRequest, BatchRestartAgentsRequest, GetHostAgentRequest, GetHostRequest, GetTaskRequest,
+    Task, WatchTaskRequest,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -99,7 +100,7 @@ async fn add_hosts(node: &Node, agents: &[ProcAgent]) -> Vec<i64> {
 async fn host_status(node: &Node, host_id: i64) -> String {
     hosts_client(node.grpc)
         .await
-        .get_host(HostRequest { host_id })
+        .get_host(GetHostRequest { host_id })
         .await
         .expect("get host")
         .into_inner()
@@ -141,7 +142,7 @@ async fn wait_task(node: &Node, id: i64, limit: Duration, done: impl Fn(&Task) -
 async fn submit_batch(node: &Node, hosts: &[i64]) -> Task {
     hosts_client(node.grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.to_vec(),
         })
         .await
@@ -155,7 +156,7 @@ async fn assert_each_runs_once(agent: &ProcAgent, node: &Node, host_id: i64, con
     let list = agent.processes().await;
     let shown = hosts_client(node.grpc)
         .await
-        .get_host_agent(HostRequest { host_id })
+        .get_host_agent(GetHostAgentRequest { host_id })
         .await
         .expect("get host agent")
         .into_inner();
@@ -914,7 +915,7 @@ async fn hosts_are_heartbeated_by_one_controller_at_a_time() {
     for &host in &hosts {
         let shown = hosts_client(survivor.grpc)
             .await
-            .get_host_agent(HostRequest { host_id: host })
+            .get_host_agent(GetHostAgentRequest { host_id: host })
             .await
             .expect("host agent")
             .into_inner();

@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::fleet::*;
 use proto::agent::v1::{ProcessKind, ProcessStatus};
 use proto::ocp::v1::{
-    AgentProcessRequest, BatchAgentsRequest, HostRequest, ListHostAgentProcessesRequest, Subtask,
+    BatchRestartAgentsRequest, BatchStartAgentsRequest, BatchStopAgentsRequest,
+    GetHostAgentRequest, ListHostAgentProcessesRequest, RestartAgentRequest,
+    StartAgentProcessRequest, StopAgentRequest, Subtask,
 };
 
 fn pids(processes: &[proto::agent::v1::ProcessInfo], kind: ProcessKind) -> HashMap<String, u32> {
@@ -47,7 +49,7 @@ async fn batch_restart_over_three_hosts_gives_every_basic_process_a_new_pid() {
             .expect("worker listed");
         assert_eq!(worker.status, "STOPPED");
         let started = client
-            .start_agent_process(AgentProcessRequest {
+            .start_agent_process(StartAgentProcessRequest {
                 host_id,
                 agent_process_id: worker.id,
             })
@@ -74,7 +76,7 @@ async fn batch_restart_over_three_hosts_gives_every_basic_process_a_new_pid() {
     }
 
     let task = client
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await
@@ -125,7 +127,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
     };
     let mut client = hosts_client(controller.grpc).await;
     let stop = client
-        .batch_stop_agents(BatchAgentsRequest {
+        .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await
@@ -151,7 +153,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
         }
     }
     let agent = client
-        .get_host_agent(HostRequest { host_id: hosts[0] })
+        .get_host_agent(GetHostAgentRequest { host_id: hosts[0] })
         .await
         .expect("host agent")
         .into_inner();
@@ -161,7 +163,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
     );
 
     let start = client
-        .batch_start_agents(BatchAgentsRequest {
+        .batch_start_agents(BatchStartAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await
@@ -221,7 +223,7 @@ async fn a_one_host_batch_restart_has_the_seeds_dag() {
         .unwrap()
         .into_inner();
     let task = client
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host.id],
         })
         .await
@@ -284,7 +286,7 @@ async fn an_unreachable_agent_fails_its_step_at_the_timeout_and_keeps_the_host()
         .into_inner();
     let submitted = tokio::time::Instant::now();
     let task = client
-        .restart_agent(HostRequest { host_id: host.id })
+        .restart_agent(RestartAgentRequest { host_id: host.id })
         .await
         .unwrap()
         .into_inner();
@@ -327,7 +329,7 @@ async fn an_unreachable_agent_fails_its_step_at_the_timeout_and_keeps_the_host()
     );
 
     let refused = client
-        .batch_stop_agents(BatchAgentsRequest {
+        .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: vec![host.id],
         })
         .await
@@ -357,7 +359,7 @@ async fn a_bad_batch_is_refused_whole() {
     ];
     for (ids, code) in cases {
         let e = client
-            .batch_restart_agents(BatchAgentsRequest {
+            .batch_restart_agents(BatchRestartAgentsRequest {
                 host_ids: ids.clone(),
             })
             .await
@@ -373,14 +375,14 @@ async fn a_bad_batch_is_refused_whole() {
     assert_eq!(tasks.page.unwrap().total_elements, 0, "nothing was created");
 
     let first = client
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await
         .unwrap()
         .into_inner();
     let e = client
-        .stop_agent(HostRequest { host_id: hosts[0] })
+        .stop_agent(StopAgentRequest { host_id: hosts[0] })
         .await
         .expect_err("the host is inside a running task");
     assert_eq!(e.code(), tonic::Code::AlreadyExists);
@@ -394,7 +396,7 @@ async fn a_bad_batch_is_refused_whole() {
         "SUCCESSFUL"
     );
     let again = client
-        .stop_agent(HostRequest { host_id: hosts[0] })
+        .stop_agent(StopAgentRequest { host_id: hosts[0] })
         .await
         .expect("the host is free once the task succeeded")
         .into_inner();

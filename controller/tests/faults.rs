@@ -20,7 +20,8 @@ use common::proc_agent::{ProcAgent, unique_tag};
 use controller::Controller;
 use proto::agent::v1::ProcessStatus;
 use proto::ocp::v1::{
-    AddHostRequest, BatchAgentsRequest, GetTaskRequest, HostRequest, SubtaskRequest, Task,
+    AddHostRequest, BatchRestartAgentsRequest, GetHostAgentRequest, GetHostRequest,
+    GetSubtaskLogRequest, RetryTaskRequest, Task,
 };
 use tokio::time::Instant;
 
@@ -104,7 +105,7 @@ async fn add_host(controller: SocketAddr, agent: SocketAddr) -> i64 {
 async fn host_status(controller: SocketAddr, host_id: i64) -> String {
     hosts_client(controller)
         .await
-        .get_host(HostRequest { host_id })
+        .get_host(GetHostRequest { host_id })
         .await
         .expect("get host")
         .into_inner()
@@ -114,7 +115,7 @@ async fn host_status(controller: SocketAddr, host_id: i64) -> String {
 async fn subtask_log(controller: SocketAddr, task_id: i64, subtask_id: i64) -> String {
     tasks_client(controller)
         .await
-        .get_subtask_log(SubtaskRequest {
+        .get_subtask_log(GetSubtaskLogRequest {
             task_id,
             subtask_id,
         })
@@ -161,7 +162,7 @@ async fn assert_each_runs_once(agent: &ProcAgent, controller: SocketAddr, host_i
     let list = agent.processes().await;
     let shown = hosts_client(controller)
         .await
-        .get_host_agent(HostRequest { host_id })
+        .get_host_agent(GetHostAgentRequest { host_id })
         .await
         .expect("get host agent")
         .into_inner();
@@ -203,7 +204,7 @@ async fn retry_if_failed(controller: SocketAddr, task: Task) -> Task {
     }
     tasks_client(controller)
         .await
-        .retry_task(GetTaskRequest { id: task.id })
+        .retry_task(RetryTaskRequest { id: task.id })
         .await
         .expect("retry")
         .into_inner();
@@ -234,7 +235,7 @@ async fn agent_killed_during(step: &str, back: Back) {
 
     let task = hosts_client(controller.grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host],
         })
         .await
@@ -409,7 +410,7 @@ async fn a_host_cut_off_during_start_all_goes_offline_and_a_retry_finishes() {
 
     let task = hosts_client(grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await

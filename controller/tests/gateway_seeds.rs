@@ -252,8 +252,10 @@ async fn trace_id_reaches_the_task_and_comes_back() {
         .as_ref()
         .expect("running")
         .core()
+        .store()
         .get_task(id)
         .await
+        .expect("store")
         .expect("task");
     assert_eq!(task.trace_id, trace);
     let logs = h

@@ -8,7 +8,9 @@ use std::time::Duration;
 use common::fleet::*;
 use controller::Controller;
 use controller::heartbeat::HeartbeatOptions;
-use proto::ocp::v1::{HostRequest, SubtaskRequest};
+use proto::ocp::v1::{
+    GetHostAgentRequest, GetHostRequest, GetSubtaskLogRequest, RestartAgentRequest,
+};
 
 async fn wait_host_status(
     controller: std::net::SocketAddr,
@@ -19,7 +21,7 @@ async fn wait_host_status(
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let host = client
-            .get_host(HostRequest { host_id })
+            .get_host(GetHostRequest { host_id })
             .await
             .expect("get host")
             .into_inner();
@@ -61,7 +63,7 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     );
     let agent_view = hosts_client(grpc)
         .await
-        .get_host_agent(HostRequest { host_id: host })
+        .get_host_agent(GetHostAgentRequest { host_id: host })
         .await
         .expect("host agent")
         .into_inner();
@@ -75,7 +77,7 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     let submitted = tokio::time::Instant::now();
     let task = hosts_client(grpc)
         .await
-        .restart_agent(HostRequest { host_id: host })
+        .restart_agent(RestartAgentRequest { host_id: host })
         .await
         .expect("submit")
         .into_inner();
@@ -88,7 +90,7 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     );
     let log = tasks_client(grpc)
         .await
-        .get_subtask_log(SubtaskRequest {
+        .get_subtask_log(GetSubtaskLogRequest {
             task_id: task.id,
             subtask_id: done.subtasks[0].id,
         })
@@ -144,7 +146,7 @@ async fn an_agent_that_answers_late_stays_online() {
     let last_available = || async move {
         hosts_client(grpc)
             .await
-            .get_host_agent(HostRequest { host_id: host })
+            .get_host_agent(GetHostAgentRequest { host_id: host })
             .await
             .expect("host agent")
             .into_inner()
@@ -155,7 +157,7 @@ async fn an_agent_that_answers_late_stays_online() {
     while watched.elapsed() < Duration::from_secs(6) {
         let status = hosts_client(grpc)
             .await
-            .get_host(HostRequest { host_id: host })
+            .get_host(GetHostRequest { host_id: host })
             .await
             .expect("get host")
             .into_inner()

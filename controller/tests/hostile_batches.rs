@@ -10,7 +10,7 @@ use common::binary::SpawnedController;
 use common::stores::test_stores;
 use controller::model::NewHost;
 use controller::service::MAX_BATCH_HOSTS;
-use proto::ocp::v1::BatchAgentsRequest;
+use proto::ocp::v1::{BatchRestartAgentsRequest, BatchStopAgentsRequest};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -52,7 +52,7 @@ async fn a_batch_over_the_cap_is_refused_on_both_faces() {
     let refused = c
         .hosts_client()
         .await
-        .batch_stop_agents(BatchAgentsRequest {
+        .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: over.clone(),
         })
         .await
@@ -105,7 +105,7 @@ async fn unknown_hosts_are_named_a_few_and_counted() {
     let refused = c
         .hosts_client()
         .await
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: unknown(MAX_BATCH_HOSTS),
         })
         .await
@@ -124,7 +124,7 @@ async fn a_million_ids_over_grpc_are_refused_at_once() {
     let cpu_before = c.cpu_time();
     let started = Instant::now();
     let refused = client
-        .batch_stop_agents(BatchAgentsRequest {
+        .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: unknown(1_000_000),
         })
         .await

@@ -16,7 +16,7 @@ use proto::ocp::v1 as pb;
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use proto::ocp::v1::task_service_client::TaskServiceClient;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tonic::transport::Channel;
 
 /// The test users and the permissions `gateway_support::users_file` gives them.
@@ -57,7 +57,9 @@ struct Ids {
 
 /// Each operation's REST method and path, from the served OpenAPI document.
 async fn documented_routes(h: &Harness) -> HashMap<ApiOperation, (Method, String)> {
-    let doc = h.send(Method::GET, "/api/v2/openapi.json", None, None).await;
+    let doc = h
+        .send(Method::GET, "/api/v2/openapi.json", None, None)
+        .await;
     doc.expect(StatusCode::OK);
     let mut routes = HashMap::new();
     for (path, item) in doc.json["paths"].as_object().expect("paths") {
@@ -267,8 +269,8 @@ async fn call_grpc(
 /// set it serves by reflection.
 fn declared_methods() -> Vec<String> {
     use prost::Message as _;
-    let set = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptor set");
+    let set =
+        prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).expect("descriptor set");
     set.file
         .iter()
         .filter(|f| f.package() == "ocp.v1")
@@ -287,7 +289,10 @@ fn every_grpc_method_is_an_operation_of_the_table() {
         );
     }
     for op in ApiOperation::ALL {
-        assert!(methods.iter().any(|m| m == op.name()), "{op:?} has no gRPC method");
+        assert!(
+            methods.iter().any(|m| m == op.name()),
+            "{op:?} has no gRPC method"
+        );
     }
 }
 
@@ -340,7 +345,9 @@ async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
                 controller::auth::basic_header(ADMIN, "not the password"),
             );
             if let Some(b) = body {
-                wrong = wrong.header("content-type", "application/json").body(b.to_string());
+                wrong = wrong
+                    .header("content-type", "application/json")
+                    .body(b.to_string());
             }
             let wrong = Reply::read(wrong.send().await.expect("answer")).await;
             wrong.expect(StatusCode::UNAUTHORIZED);
@@ -360,13 +367,19 @@ async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
                         reply.status,
                         reply.text
                     );
-                    let streamed = reply.headers.get("content-type").and_then(|v| v.to_str().ok())
+                    let streamed = reply
+                        .headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.starts_with("text/event-stream"));
                     if !streamed {
                         reply.assert_envelope();
                     }
                     // A task holds its host until it ends: let it end before the next call.
-                    if reply.status == StatusCode::OK && reply.json["data"]["subtasks"].is_array() && *method == Method::POST {
+                    if reply.status == StatusCode::OK
+                        && reply.json["data"]["subtasks"].is_array()
+                        && *method == Method::POST
+                    {
                         let id = reply.json["data"]["id"].as_i64().expect("task id");
                         h.wait_task(id).await;
                     }
@@ -382,7 +395,11 @@ async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
             let refused = call_grpc(op, &channel, &ids, user, password)
                 .await
                 .expect_err(&what);
-            assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{what}: {refused:?}");
+            assert_eq!(
+                refused.code(),
+                tonic::Code::Unauthenticated,
+                "{what}: {refused:?}"
+            );
         }
         for (user, permissions) in USERS {
             let outcome = call_grpc(op, &channel, &ids, Some(user), PASSWORD).await;
@@ -405,7 +422,11 @@ async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
                 }
             } else {
                 let e = outcome.expect_err(&format!("{what} as {user}"));
-                assert_eq!(e.code(), tonic::Code::PermissionDenied, "{what} as {user}: {e:?}");
+                assert_eq!(
+                    e.code(),
+                    tonic::Code::PermissionDenied,
+                    "{what} as {user}: {e:?}"
+                );
             }
         }
     }

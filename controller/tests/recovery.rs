@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::fleet::*;
 use proto::agent::v1::ProcessKind;
-use proto::ocp::v1::BatchAgentsRequest;
+use proto::ocp::v1::BatchRestartAgentsRequest;
 
 /// A users file with the test admin, as an operator would write one.
 fn users_file(data_dir: &Path) -> std::path::PathBuf {
@@ -72,7 +72,7 @@ async fn a_killed_controller_finishes_the_task_after_a_restart() {
     let hosts = register(grpc, &agents.iter().collect::<Vec<_>>()).await;
     let task = hosts_client(grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
         .await
         .expect("submit")
         .into_inner();
@@ -143,7 +143,7 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
     for trial in 0..TRIALS {
         let task = hosts_client(grpc)
             .await
-            .batch_restart_agents(BatchAgentsRequest {
+            .batch_restart_agents(BatchRestartAgentsRequest {
                 host_ids: hosts.clone(),
             })
             .await
@@ -212,7 +212,7 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
 /// the rollback after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
-    use proto::ocp::v1::{GetTaskRequest, SubtaskRequest};
+    use proto::ocp::v1::{CancelSubtaskRequest, RollbackTaskRequest};
     let agent = start_agent(Duration::from_millis(1500)).await;
     let data = tempfile::tempdir().expect("tempdir");
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -221,7 +221,7 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
     let hosts = register(grpc, &[&agent]).await;
     let task = hosts_client(grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
         .await
         .expect("submit")
         .into_inner();
@@ -239,7 +239,7 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
         .id;
     let mut tasks = tasks_client(grpc).await;
     tasks
-        .cancel_subtask(SubtaskRequest {
+        .cancel_subtask(CancelSubtaskRequest {
             task_id: task.id,
             subtask_id: start_all,
         })
@@ -248,7 +248,7 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
     assert_eq!(wait_for_end(grpc, task.id).await.status, "FAILED");
 
     tasks
-        .rollback_task(GetTaskRequest { id: task.id })
+        .rollback_task(RollbackTaskRequest { id: task.id })
         .await
         .expect("rollback");
     // Undoing Stop all means starting again, which the slow listener makes take a while.

@@ -10,7 +10,9 @@ use common::fleet::*;
 use futures::StreamExt;
 use proto::agent::v1::ProcessKind;
 use proto::ocp::v1::{
-    BatchAgentsRequest, GetTaskRequest, HostRequest, SubtaskRequest, Task, WatchTaskRequest,
+    BatchRestartAgentsRequest, BatchStopAgentsRequest, CancelSubtaskRequest, GetSubtaskLogRequest,
+    RestartAgentRequest, RetryTaskRequest, RollbackTaskRequest, SkipSubtaskRequest,
+    StartAgentRequest, Task, WatchTaskRequest,
 };
 
 fn subtask<'a>(task: &'a Task, name: &str, parallel_idx: i32) -> &'a proto::ocp::v1::Subtask {
@@ -32,7 +34,7 @@ async fn a_task_failed_by_a_down_agent_is_retried_after_the_agent_is_back() {
 
     let task = hosts_client(controller.grpc)
         .await
-        .restart_agent(HostRequest { host_id: host })
+        .restart_agent(RestartAgentRequest { host_id: host })
         .await
         .expect("submit")
         .into_inner();
@@ -44,7 +46,7 @@ async fn a_task_failed_by_a_down_agent_is_retried_after_the_agent_is_back() {
     agent.restart().await;
     let mut tasks = tasks_client(controller.grpc).await;
     let retried = tasks
-        .retry_task(GetTaskRequest { id: task.id })
+        .retry_task(RetryTaskRequest { id: task.id })
         .await
         .expect("retry")
         .into_inner();
@@ -89,7 +91,7 @@ stop_timeout = "2s"
     let host = register(controller.grpc, &[&agent]).await[0];
     let task = hosts_client(controller.grpc)
         .await
-        .start_agent(HostRequest { host_id: host })
+        .start_agent(StartAgentRequest { host_id: host })
         .await
         .expect("submit")
         .into_inner();
@@ -102,7 +104,7 @@ stop_timeout = "2s"
     let asked = tokio::time::Instant::now();
     let answered = tasks_client(controller.grpc)
         .await
-        .cancel_subtask(SubtaskRequest {
+        .cancel_subtask(CancelSubtaskRequest {
             task_id: task.id,
             subtask_id: start_all,
         })
@@ -121,7 +123,7 @@ stop_timeout = "2s"
     assert_eq!(done.status, "FAILED");
     let log = tasks_client(controller.grpc)
         .await
-        .get_subtask_log(SubtaskRequest {
+        .get_subtask_log(GetSubtaskLogRequest {
             task_id: task.id,
             subtask_id: start_all,
         })
@@ -167,7 +169,7 @@ stop_timeout = "3s"
     let hosts = register(controller.grpc, &[&quick, &slow]).await;
     let mut client = hosts_client(controller.grpc).await;
     let task = client
-        .batch_stop_agents(BatchAgentsRequest {
+        .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: hosts.clone(),
         })
         .await
@@ -181,7 +183,7 @@ stop_timeout = "3s"
     let stuck = subtask(&stopping, "Stop all OCP agent processes", 1).id;
     let mut tasks = tasks_client(controller.grpc).await;
     tasks
-        .cancel_subtask(SubtaskRequest {
+        .cancel_subtask(CancelSubtaskRequest {
             task_id: task.id,
             subtask_id: stuck,
         })
@@ -200,7 +202,7 @@ stop_timeout = "3s"
     );
 
     let rolling = tasks
-        .rollback_task(GetTaskRequest { id: task.id })
+        .rollback_task(RollbackTaskRequest { id: task.id })
         .await
         .expect("rollback")
         .into_inner();
@@ -254,7 +256,7 @@ stop_timeout = "3s"
     }
     // The rollback let the hosts go.
     let next = client
-        .batch_restart_agents(BatchAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
         .await
         .expect("hosts are free")
         .into_inner();
@@ -272,14 +274,14 @@ async fn operations_that_do_not_fit_the_state_are_refused_naming_it() {
     let host = register(controller.grpc, &[&agent]).await[0];
     let task = hosts_client(controller.grpc)
         .await
-        .restart_agent(HostRequest { host_id: host })
+        .restart_agent(RestartAgentRequest { host_id: host })
         .await
         .expect("submit")
         .into_inner();
     let mut tasks = tasks_client(controller.grpc).await;
 
     let e = tasks
-        .retry_task(GetTaskRequest { id: task.id })
+        .retry_task(RetryTaskRequest { id: task.id })
         .await
         .expect_err("running");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
@@ -287,7 +289,7 @@ async fn operations_that_do_not_fit_the_state_are_refused_naming_it() {
 
     let pending = subtask(&task, "Finish OCP agent operation", -1).id;
     let e = tasks
-        .skip_subtask(SubtaskRequest {
+        .skip_subtask(SkipSubtaskRequest {
             task_id: task.id,
             subtask_id: pending,
         })
@@ -297,7 +299,7 @@ async fn operations_that_do_not_fit_the_state_are_refused_naming_it() {
     assert!(e.message().contains("PENDING"), "{}", e.message());
 
     let e = tasks
-        .cancel_subtask(SubtaskRequest {
+        .cancel_subtask(CancelSubtaskRequest {
             task_id: task.id,
             subtask_id: 987_654,
         })
@@ -310,7 +312,7 @@ async fn operations_that_do_not_fit_the_state_are_refused_naming_it() {
         "SUCCESSFUL"
     );
     let e = tasks
-        .rollback_task(GetTaskRequest { id: task.id })
+        .rollback_task(RollbackTaskRequest { id: task.id })
         .await
         .expect_err("successful");
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
@@ -325,7 +327,7 @@ async fn a_watcher_that_reconnects_gets_every_transition_once_in_order() {
     let host = register(controller.grpc, &[&agent]).await[0];
     let task = hosts_client(controller.grpc)
         .await
-        .batch_restart_agents(BatchAgentsRequest {
+        .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host],
         })
         .await
