@@ -187,7 +187,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
 }
 
 /// One node of a DAG, by what a client sees: ids differ between runs, seriesIds do not.
-fn shape(subtasks: &[Subtask]) -> Vec<(String, i32, i32, i32, String, Vec<i32>)> {
+fn shape(subtasks: &[Subtask]) -> Vec<(String, i32, i32, i64, String, Vec<i32>)> {
     let series: HashMap<i64, i32> = subtasks.iter().map(|s| (s.id, s.series_id)).collect();
     let mut nodes: Vec<_> = subtasks
         .iter()
@@ -229,7 +229,7 @@ async fn a_one_host_batch_restart_has_the_seeds_dag() {
         .await
         .unwrap()
         .into_inner();
-    let node = |name: &str, series: i32, idx: i32, timeout: i32, status: &str, ups: &[i32]| {
+    let node = |name: &str, series: i32, idx: i32, timeout: i64, status: &str, ups: &[i32]| {
         (
             name.to_string(),
             series,

@@ -109,7 +109,7 @@ pub fn subtask(s: &Subtask) -> pb::Subtask {
         operation: s.operation.to_string(),
         status: s.status.to_string(),
         parallel_idx: s.parallel_idx,
-        timeout: i32::try_from(s.timeout_secs).unwrap_or(i32::MAX),
+        timeout: s.timeout_secs,
         run_time: s.run_time,
         executor: s.executor.clone().unwrap_or_default(),
         start_time: format_optional(s.start_time),
