@@ -5,18 +5,18 @@
 //! address (port 0 for a free one) until its cancellation token fires.
 
 pub mod config;
+mod data_dir;
 mod group;
+mod leftovers;
 mod policy;
+mod process_info;
 mod procfs;
 mod ready;
-mod reconcile;
 mod server;
 mod service;
 mod sockdiag;
 mod spawn;
-mod state;
 mod supervisor;
-mod view;
 
 pub use config::{Config, ConfigError};
 pub use server::{Agent, AgentError, AgentOptions, Serving};

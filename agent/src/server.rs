@@ -23,8 +23,8 @@ use tracing::{info, warn};
 use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::config::{Config, ConfigError};
+use crate::data_dir::{DataDir, DataDirError};
 use crate::service::AgentServiceImpl;
-use crate::state::{DataDir, StateError};
 use crate::supervisor;
 
 /// Where the agent listens and what it reads; see SPEC section 4.
@@ -47,7 +47,7 @@ pub enum AgentError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    DataDir(#[from] StateError),
+    DataDir(#[from] DataDirError),
     #[error(
         "refusing to serve plaintext on {0}: anyone who reaches it could stop this host's processes; \
          give --tls-cert, --tls-key and --tls-client-ca (see `ocp-controller pki issue`), \
@@ -107,7 +107,7 @@ impl Agent {
         let data = tokio::task::spawn_blocking(move || {
             let data = DataDir::open(&data_dir)?;
             data.check_pid_files(aliases.iter().map(String::as_str))?;
-            Ok::<_, StateError>(data)
+            Ok::<_, DataDirError>(data)
         })
         .await??;
         let listen_err = |source| AgentError::Listen {

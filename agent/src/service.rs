@@ -27,8 +27,8 @@ use tonic::{Request, Response};
 use tracing::Instrument;
 
 use crate::config::{AgentSection, Kind};
-use crate::supervisor::{Handle, Op, SupervisorError};
-use crate::view;
+use crate::process_info;
+use crate::supervisor::{Command, Handle, SupervisorError};
 
 /// Used when a request leaves `timeout_ms` at 0 and sends no shorter grpc-timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,15 +39,15 @@ pub enum CallError {
     NotFound(String),
     #[error("process {0:?} is not operable")]
     NotOperable(String),
-    #[error("{op} {alias}: {reason}")]
+    #[error("{command} {alias}: {reason}")]
     Failed {
-        op: Op,
+        command: Command,
         alias: String,
         reason: String,
     },
-    #[error("{op} {alias}: not done within {}; it is {state}", humantime::format_duration(*.waited))]
+    #[error("{command} {alias}: not done within {}; it is {state}", humantime::format_duration(*.waited))]
     Deadline {
-        op: Op,
+        command: Command,
         alias: String,
         waited: Duration,
         state: String,
@@ -136,14 +136,19 @@ impl Agent {
             .collect()
     }
 
-    async fn act(&self, handle: &Handle, op: Op, limit: Duration) -> Result<(), CallError> {
+    async fn act(
+        &self,
+        handle: &Handle,
+        command: Command,
+        limit: Duration,
+    ) -> Result<(), CallError> {
         let alias = || handle.spec.alias.clone();
         tokio::select! {
             _ = self.shutdown.cancelled() => Err(CallError::ShuttingDown),
-            outcome = tokio::time::timeout(limit, handle.call(op)) => match outcome {
+            outcome = tokio::time::timeout(limit, handle.call(command)) => match outcome {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(SupervisorError::Failed(reason))) => {
-                    Err(CallError::Failed { op, alias: alias(), reason })
+                    Err(CallError::Failed { command, alias: alias(), reason })
                 }
                 Ok(Err(SupervisorError::Gone(_))) => Err(CallError::ShuttingDown),
                 Err(_) => {
@@ -152,7 +157,7 @@ impl Agent {
                     if !status.last_error.is_empty() {
                         state = format!("{state}: {}", status.last_error);
                     }
-                    Err(CallError::Deadline { op, alias: alias(), waited: limit, state })
+                    Err(CallError::Deadline { command, alias: alias(), waited: limit, state })
                 }
             },
         }
@@ -160,19 +165,20 @@ impl Agent {
 
     async fn one(
         &self,
-        op: Op,
+        command: Command,
         req: ProcessRequest,
         meta: &MetadataMap,
     ) -> Result<ProcessResponse, CallError> {
         let handle = self.operable(&req.alias)?;
-        self.act(handle, op, deadline(req.timeout_ms, meta)).await?;
+        self.act(handle, command, deadline(req.timeout_ms, meta))
+            .await?;
         Ok(ProcessResponse {
-            process: view::snapshot(&[handle]).pop(),
+            process: process_info::snapshot(&[handle]).pop(),
         })
     }
 
-    async fn bulk(&self, op: Op, handles: Vec<&Handle>, limit: Duration) -> BulkResponse {
-        let outcomes = join_all(handles.iter().map(|h| self.act(h, op, limit))).await;
+    async fn bulk(&self, command: Command, handles: Vec<&Handle>, limit: Duration) -> BulkResponse {
+        let outcomes = join_all(handles.iter().map(|h| self.act(h, command, limit))).await;
         let failures = handles
             .iter()
             .zip(outcomes)
@@ -184,13 +190,13 @@ impl Agent {
             })
             .collect();
         BulkResponse {
-            processes: view::snapshot(&handles),
+            processes: process_info::snapshot(&handles),
             failures,
         }
     }
 
     fn info(&self) -> AgentInfo {
-        let all_started = self.basic().into_iter().all(view::is_started);
+        let all_started = self.basic().into_iter().all(process_info::is_started);
         AgentInfo {
             version: self.section.version.clone(),
             install_home: self.section.install_home.clone(),
@@ -294,7 +300,7 @@ impl AgentService for AgentServiceImpl {
         traced("ListProcesses", request.metadata(), async {
             let all: Vec<&Handle> = self.0.handles.iter().collect();
             Ok(ListProcessesResponse {
-                processes: view::snapshot(&all),
+                processes: process_info::snapshot(&all),
             })
         })
         .await
@@ -305,7 +311,12 @@ impl AgentService for AgentServiceImpl {
         request: Request<ProcessRequest>,
     ) -> Result<Response<ProcessResponse>, tonic::Status> {
         let (meta, _, req) = request.into_parts();
-        traced("StartProcess", &meta, self.0.one(Op::Start, req, &meta)).await
+        traced(
+            "StartProcess",
+            &meta,
+            self.0.one(Command::Start, req, &meta),
+        )
+        .await
     }
 
     async fn stop_process(
@@ -313,7 +324,7 @@ impl AgentService for AgentServiceImpl {
         request: Request<ProcessRequest>,
     ) -> Result<Response<ProcessResponse>, tonic::Status> {
         let (meta, _, req) = request.into_parts();
-        traced("StopProcess", &meta, self.0.one(Op::Stop, req, &meta)).await
+        traced("StopProcess", &meta, self.0.one(Command::Stop, req, &meta)).await
     }
 
     async fn restart_process(
@@ -321,7 +332,12 @@ impl AgentService for AgentServiceImpl {
         request: Request<ProcessRequest>,
     ) -> Result<Response<ProcessResponse>, tonic::Status> {
         let (meta, _, req) = request.into_parts();
-        traced("RestartProcess", &meta, self.0.one(Op::Restart, req, &meta)).await
+        traced(
+            "RestartProcess",
+            &meta,
+            self.0.one(Command::Restart, req, &meta),
+        )
+        .await
     }
 
     async fn start_all(
@@ -330,7 +346,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StartAll", request.metadata(), async {
-            Ok(self.0.bulk(Op::Start, self.0.basic(), limit).await)
+            Ok(self.0.bulk(Command::Start, self.0.basic(), limit).await)
         })
         .await
     }
@@ -341,7 +357,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StopAll", request.metadata(), async {
-            Ok(self.0.bulk(Op::Stop, self.0.basic(), limit).await)
+            Ok(self.0.bulk(Command::Stop, self.0.basic(), limit).await)
         })
         .await
     }
@@ -358,7 +374,7 @@ impl AgentService for AgentServiceImpl {
                 .into_iter()
                 .filter(|h| h.spec.proxy)
                 .collect();
-            Ok(self.0.bulk(Op::Restart, proxy, limit).await)
+            Ok(self.0.bulk(Command::Restart, proxy, limit).await)
         })
         .await
     }

@@ -33,7 +33,7 @@ pub enum SpawnError {
 
 /// The environment variable that marks a child with its spawn's token, written to the
 /// pid file before the spawn: an agent killed between the spawn and the pid file
-/// leaves a child the next run can still find by it (see [`crate::reconcile`]).
+/// leaves a child the next run can still find by it (see [`crate::leftovers`]).
 pub const SPAWN_ENV: &str = "OCP_AGENT_SPAWN";
 
 /// A token no other spawn on this machine has had: the agent's pid and start time

@@ -1,4 +1,4 @@
-//! One actor per configured process.
+//! One actor per configured process, and the [`Handle`] that sends it [`Command`]s.
 //!
 //! Every change to a process (operator commands, its unexpected exit, a retry after
 //! backoff, agent shutdown) happens inside its actor, one at a time, so calls on
@@ -25,35 +25,37 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
 use crate::config::ProcessSpec;
+use crate::data_dir::{PidRecord, ProcessFiles};
 use crate::group;
+use crate::leftovers::terminate_leftover;
 use crate::policy::{Decision, MAX_QUICK_EXITS, RestartPolicy};
 use crate::procfs;
 use crate::ready::{await_ready, describe_exit};
-use crate::reconcile::terminate_leftover;
 use crate::spawn::{Spawned, spawn, spawn_token};
-use crate::state::{PidRecord, ProcessFiles};
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
+/// What an operator can ask of a process; [`Handle::call`] sends it to the actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub enum Command {
     Start,
     Stop,
     Restart,
 }
 
-impl std::fmt::Display for Op {
+impl std::fmt::Display for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Op::Start => "start",
-            Op::Stop => "stop",
-            Op::Restart => "restart",
+            Command::Start => "start",
+            Command::Stop => "stop",
+            Command::Restart => "restart",
         })
     }
 }
 
-struct Command {
-    op: Op,
+/// A command on its way to the actor, with where its outcome goes.
+struct Request {
+    command: Command,
     reply: Reply,
 }
 
@@ -67,7 +69,7 @@ pub enum State {
     Fatal,
 }
 
-/// What the actor knows; what the OS says is read separately, by [`crate::view`].
+/// What the actor knows; what the OS says is read separately, by [`crate::process_info`].
 #[derive(Debug, Clone)]
 pub struct Status {
     pub state: State,
@@ -91,7 +93,7 @@ pub enum SupervisorError {
 #[derive(Clone)]
 pub struct Handle {
     pub spec: Arc<ProcessSpec>,
-    commands: mpsc::Sender<Command>,
+    requests: mpsc::Sender<Request>,
     status: watch::Receiver<Status>,
 }
 
@@ -102,11 +104,11 @@ impl Handle {
 
     /// Sends the command and waits for its outcome; dropping the future (a caller's
     /// deadline) leaves the command to complete in the actor.
-    pub async fn call(&self, op: Op) -> Result<(), SupervisorError> {
+    pub async fn call(&self, command: Command) -> Result<(), SupervisorError> {
         let gone = || SupervisorError::Gone(self.spec.alias.clone());
         let (reply, outcome) = oneshot::channel();
-        self.commands
-            .send(Command { op, reply })
+        self.requests
+            .send(Request { command, reply })
             .await
             .map_err(|_| gone())?;
         outcome
@@ -139,7 +141,7 @@ pub fn launch(
         last_error: String::new(),
         last_alive_ms: 0,
     });
-    let (commands_tx, commands_rx) = mpsc::channel(8);
+    let (requests_tx, requests_rx) = mpsc::channel(8);
     let spec = Arc::new(spec);
     let span = tracing::info_span!("process", alias = %spec.alias);
     let actor = Actor {
@@ -152,10 +154,10 @@ pub fn launch(
         waiters: Vec::new(),
         cancel,
     };
-    tracker.spawn(actor.run(commands_rx).instrument(span));
+    tracker.spawn(actor.run(requests_rx).instrument(span));
     Handle {
         spec,
-        commands: commands_tx,
+        requests: requests_tx,
         status: status_rx,
     }
 }
@@ -179,7 +181,7 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         match terminate_leftover(&self.files, self.spec.stop_signal, self.spec.stop_timeout).await {
             Ok(Some(pid)) => info!(pid, "terminated the leftover of an earlier agent run"),
             Ok(None) => {}
@@ -191,8 +193,8 @@ impl Actor {
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                command = commands.recv() => match command {
-                    Some(command) => self.handle(command).await,
+                request = requests.recv() => match request {
+                    Some(request) => self.handle(request).await,
                     None => break,
                 },
                 waited = wait_child(&mut self.child) => self.exited(waited).await,
@@ -208,9 +210,9 @@ impl Actor {
         }
     }
 
-    async fn handle(&mut self, Command { op, reply }: Command) {
-        match op {
-            Op::Start => {
+    async fn handle(&mut self, Request { command, reply }: Request) {
+        match command {
+            Command::Start => {
                 self.want_running(true);
                 if self.child.is_some() {
                     let _ = reply.send(Ok(()));
@@ -219,14 +221,14 @@ impl Actor {
                 self.waiters.push(reply);
                 self.attempt_now().await;
             }
-            Op::Stop => {
+            Command::Stop => {
                 self.want_running(false);
                 self.settle(Err("stopped by a later request".into()));
                 self.retry_at = None;
                 self.policy.reset();
                 let _ = reply.send(self.stop().await);
             }
-            Op::Restart => {
+            Command::Restart => {
                 self.want_running(true);
                 if let Err(e) = self.stop().await {
                     let _ = reply.send(Err(e));

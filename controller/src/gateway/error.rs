@@ -1,7 +1,8 @@
 //! The one mapping of failures to HTTP statuses and OCP error codes.
 //!
 //! Bad input is always a 4xx. Only what the caller cannot fix by changing the request
-//! is a 5xx: an agent that cannot be reached (503) and the store failing (500).
+//! is a 5xx: an agent that cannot be reached (503), and the store or the checking of
+//! credentials failing (500).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use crate::service::CoreError;
 
 /// OCP's error codes, and the project's own where OCP documents none.
 pub mod codes {
-    /// Project choice: an unexpected server-side failure (the store).
+    /// Project choice: an unexpected server-side failure (the store, checking credentials).
     pub const INTERNAL: i32 = 10000;
     pub const ILLEGAL_ARGUMENT: i32 = 10001;
     pub const NOT_FOUND: i32 = 10002;
@@ -165,6 +166,12 @@ impl From<AuthError> for ApiError {
                     e.to_string(),
                 )
             },
+            // Logged where it arose, with its cause.
+            AuthError::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "the controller failed to check the credentials; see its log under this traceId",
+            ),
         }
     }
 }

@@ -61,6 +61,8 @@ impl From<AuthError> for Status {
                     .insert("retry-after", retry_after.into());
                 status
             }
+            // Logged where it arose, with its cause.
+            AuthError::Internal(_) => Status::internal(e.to_string()),
         }
     }
 }

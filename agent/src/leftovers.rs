@@ -1,5 +1,5 @@
-//! Leftovers of an earlier agent run, found through pid files, are TERMINATED and
-//! then started afresh, not adopted.
+//! Leftovers of an earlier agent run: found through pid files, TERMINATED, and then
+//! started afresh, not adopted.
 //!
 //! Why not adopt: an adopted process is not this agent's child, so the agent could
 //! not `wait()` for it (no exit status, no reaping, only polling `/proc`), and its
@@ -13,9 +13,9 @@
 //! members of its group live on, the group is still ours: a group id cannot be
 //! handed out again while any member lives.
 //!
-//! A pid file someone else could have written (see [`crate::state::distrust`]) stops
+//! A pid file someone else could have written (see [`crate::data_dir::distrust`]) stops
 //! the agent at start, before any supervisor runs (see
-//! [`crate::state::DataDir::check_pid_files`]): signalling what it names could kill
+//! [`crate::data_dir::DataDir::check_pid_files`]): signalling what it names could kill
 //! another user's processes, and starting afresh could run the process twice when
 //! the one it names is the earlier run's. Only the operator can tell which it is.
 //!
@@ -30,15 +30,15 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::data_dir::{DataDirError, PidFile, ProcessFiles};
 use crate::group::{self, StopError};
 use crate::procfs;
 use crate::spawn::SPAWN_ENV;
-use crate::state::{PidFile, ProcessFiles, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeftoverError {
     #[error(transparent)]
-    State(#[from] StateError),
+    DataDir(#[from] DataDirError),
     #[error("stopping leftover: {0}")]
     Stop(#[from] StopError),
     #[error("reading the pid file: {0}")]
@@ -53,7 +53,7 @@ pub async fn terminate_leftover(
 ) -> Result<Option<i32>, LeftoverError> {
     let reading = files.clone();
     let groups = tokio::task::spawn_blocking(move || {
-        Ok::<_, StateError>(match reading.pid_file()? {
+        Ok::<_, DataDirError>(match reading.pid_file()? {
             None => Vec::new(),
             Some(PidFile::Running(record)) => {
                 let ours = match procfs::stat(record.pid) {

@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub enum DataDirError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: data dir is in use by another ocp-agent (lock held)")]
@@ -114,8 +114,8 @@ pub fn distrust(mode: u32, owner: u32, euid: u32) -> Option<Distrust> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
-    move |source| StateError::Io {
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -129,7 +129,7 @@ pub struct DataDir {
 
 impl DataDir {
     /// Blocking: call it before the runtime or on the blocking pool.
-    pub fn open(root: &Path) -> Result<DataDir, StateError> {
+    pub fn open(root: &Path) -> Result<DataDir, DataDirError> {
         private_dir(root)?;
         let processes = root.join("processes");
         private_dir(&processes)?;
@@ -143,9 +143,9 @@ impl DataDir {
             .map_err(io_err(&lock_path))?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
-            Err((_, Errno::EWOULDBLOCK)) => return Err(StateError::Busy { path: lock_path }),
+            Err((_, Errno::EWOULDBLOCK)) => return Err(DataDirError::Busy { path: lock_path }),
             Err((_, source)) => {
-                return Err(StateError::Lock {
+                return Err(DataDirError::Lock {
                     path: lock_path,
                     source,
                 });
@@ -173,7 +173,7 @@ impl DataDir {
     pub fn check_pid_files<'a>(
         &self,
         aliases: impl IntoIterator<Item = &'a str>,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), DataDirError> {
         aliases
             .into_iter()
             .try_for_each(|alias| self.process(alias).pid_file().map(drop))
@@ -205,7 +205,7 @@ pub struct ProcessFiles {
 
 impl ProcessFiles {
     /// `None` when the operator never asked anything of this process.
-    pub fn desired_running(&self) -> Result<Option<bool>, StateError> {
+    pub fn desired_running(&self) -> Result<Option<bool>, DataDirError> {
         Ok(
             match read_optional(&self.desired)?.as_deref().map(str::trim) {
                 Some("running") => Some(true),
@@ -215,7 +215,7 @@ impl ProcessFiles {
         )
     }
 
-    pub fn set_desired_running(&self, running: bool) -> Result<(), StateError> {
+    pub fn set_desired_running(&self, running: bool) -> Result<(), DataDirError> {
         let text = if running { "running\n" } else { "stopped\n" };
         write_atomic(&self.desired, text, true)
     }
@@ -223,15 +223,15 @@ impl ProcessFiles {
     /// A pid file that does not parse is treated as absent: there is nothing in it to
     /// act on. One someone else could have written is an error: the caller must not
     /// act on it (see [`DataDir::check_pid_files`]).
-    pub fn pid_file(&self) -> Result<Option<PidFile>, StateError> {
+    pub fn pid_file(&self) -> Result<Option<PidFile>, DataDirError> {
         Ok(read_trusted(&self.pid, &self.alias)?.and_then(|text| parse_pid_file(&text)))
     }
 
-    pub fn write_spawning(&self, token: &str) -> Result<(), StateError> {
+    pub fn write_spawning(&self, token: &str) -> Result<(), DataDirError> {
         write_atomic(&self.pid, &format!("spawning {token}\n"), false)
     }
 
-    pub fn write_pid(&self, record: PidRecord) -> Result<(), StateError> {
+    pub fn write_pid(&self, record: PidRecord) -> Result<(), DataDirError> {
         write_atomic(
             &self.pid,
             &format!("{} {}\n", record.pid, record.start_ticks),
@@ -239,7 +239,7 @@ impl ProcessFiles {
         )
     }
 
-    pub fn remove_pid(&self) -> Result<(), StateError> {
+    pub fn remove_pid(&self) -> Result<(), DataDirError> {
         remove_if_exists(&self.pid)
     }
 }
@@ -257,7 +257,7 @@ fn parse_pid_file(text: &str) -> Option<PidFile> {
 
 /// Creates the folder 0700 if it is missing, and refuses it if anyone but the agent's
 /// user could put files in it.
-fn private_dir(path: &Path) -> Result<(), StateError> {
+fn private_dir(path: &Path) -> Result<(), DataDirError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -265,7 +265,7 @@ fn private_dir(path: &Path) -> Result<(), StateError> {
         .map_err(io_err(path))?;
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     match distrust(meta.mode(), meta.uid(), nix::unistd::geteuid().as_raw()) {
-        Some(problem) => Err(StateError::UntrustedDir {
+        Some(problem) => Err(DataDirError::UntrustedDir {
             path: path.to_path_buf(),
             problem,
         }),
@@ -275,7 +275,7 @@ fn private_dir(path: &Path) -> Result<(), StateError> {
 
 /// Checks the file it opened rather than the path, so that it cannot be swapped in
 /// between, and does not follow a symlink to someone else's file.
-fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, StateError> {
+fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, DataDirError> {
     let mut file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -284,7 +284,7 @@ fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, StateError> 
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(StateError::UntrustedPidFile {
+            return Err(DataDirError::UntrustedPidFile {
                 path: path.to_path_buf(),
                 alias: alias.to_string(),
                 problem: Distrust::NotRegular,
@@ -299,7 +299,7 @@ fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, StateError> 
         Some(Distrust::NotRegular)
     };
     if let Some(problem) = problem {
-        return Err(StateError::UntrustedPidFile {
+        return Err(DataDirError::UntrustedPidFile {
             path: path.to_path_buf(),
             alias: alias.to_string(),
             problem,
@@ -310,7 +310,7 @@ fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, StateError> 
     Ok(Some(text))
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
+fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -320,14 +320,14 @@ fn read_optional(path: &Path) -> Result<Option<String>, StateError> {
 
 /// `durable` asks for fsync: the operator's wish must survive a power cut, but a
 /// pid file need not, since a power cut also ends the process it names.
-fn remove_if_exists(path: &Path) -> Result<(), StateError> {
+fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
         _ => Ok(()),
     }
 }
 
-fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), StateError> {
+fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -356,7 +356,7 @@ mod tests {
         let data = DataDir::open(dir.path()).expect("first lock");
         assert!(matches!(
             DataDir::open(dir.path()),
-            Err(StateError::Busy { .. })
+            Err(DataDirError::Busy { .. })
         ));
         let files = data.process("a");
         assert_eq!(files.desired_running().expect("read"), None);
@@ -476,7 +476,7 @@ mod tests {
         );
         assert!(matches!(
             files.pid_file(),
-            Err(StateError::UntrustedPidFile {
+            Err(DataDirError::UntrustedPidFile {
                 problem: Distrust::Writable { .. },
                 ..
             })
@@ -485,7 +485,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/hostname", &pid_path).expect("symlink");
         assert!(matches!(
             files.pid_file(),
-            Err(StateError::UntrustedPidFile {
+            Err(DataDirError::UntrustedPidFile {
                 problem: Distrust::NotRegular,
                 ..
             })
