@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
-use crate::agents::AgentPool;
+use crate::agent_client::AgentPool;
 use crate::auth::Users;
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};

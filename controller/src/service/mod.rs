@@ -4,17 +4,13 @@
 //! checks, all store access and every agent call live here, so both faces behave alike.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::agent::v1::{
-    GetAgentInfoRequest, ListProcessesRequest, ProcessRequest, ProcessResponse,
-};
 use tokio::sync::Notify;
 
-use crate::agents::{self, AgentPool, CallOrigin};
+use crate::agent_client::{self, AgentClient, AgentError, AgentPool, CallOrigin};
 use crate::engine::Engine;
 use crate::model::{
     AgentProcess, Host, NewHost, Page, PageRequest, Task, TaskFilter, TaskStatus, now_millis,
@@ -113,6 +109,33 @@ impl From<StoreError> for CoreError {
 }
 
 impl CoreError {
+    /// An agent's failure as the faces tell it: one that could not be reached (a bad
+    /// address, a lost connection, a refused certificate) or one that refused.
+    fn agent(host_id: i64, error: AgentError) -> CoreError {
+        match error {
+            AgentError::Refused { code, message } => CoreError::AgentRefused {
+                host_id,
+                code,
+                message,
+            },
+            AgentError::BadAddress { ref address, .. } => CoreError::AgentUnavailable {
+                host_id,
+                address: address.clone(),
+                reason: error.reason(),
+            },
+            AgentError::Unreachable {
+                address, reason, ..
+            }
+            | AgentError::Untrusted {
+                address, reason, ..
+            } => CoreError::AgentUnavailable {
+                host_id,
+                address,
+                reason,
+            },
+        }
+    }
+
     fn invalid(field: &str, rejected: impl ToString, message: impl Into<String>) -> CoreError {
         CoreError::InvalidArgument {
             field: field.to_string(),
@@ -122,13 +145,7 @@ impl CoreError {
     }
 }
 
-/// The three per-process operations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessOp {
-    Restart,
-    Stop,
-    Start,
-}
+pub use crate::agent_client::ProcessOp;
 
 #[derive(Debug, Clone)]
 pub struct CoreOptions {
@@ -448,26 +465,11 @@ impl Core {
         if self.store.lock_holder(host_id).await?.is_some() {
             return Err(self.busy(host_id).await);
         }
-        let timeout = self.options.process_op_timeout;
-        let request = ProcessRequest {
-            alias: process.snapshot.alias.clone(),
-            timeout_ms: agents::timeout_ms(timeout),
-        };
-        let origin = CallOrigin {
-            trace_id: caller.trace_id.clone(),
-            ..CallOrigin::default()
-        };
-        let request = agents::request(request, timeout, &origin);
-        let mut client = self.client(&host)?;
-        let response: ProcessResponse = self
-            .agent_call(&host, async move {
-                match op {
-                    ProcessOp::Restart => client.restart_process(request).await,
-                    ProcessOp::Stop => client.stop_process(request).await,
-                    ProcessOp::Start => client.start_process(request).await,
-                }
-            })
-            .await?;
+        let response = self
+            .client(&host, caller)?
+            .process(op, &process.snapshot.alias, self.options.process_op_timeout)
+            .await
+            .map_err(|e| CoreError::agent(host_id, e))?;
         let info = response.process.ok_or_else(|| CoreError::AgentRefused {
             host_id,
             code: tonic::Code::Internal,
@@ -475,7 +477,7 @@ impl Core {
         })?;
         Ok(self
             .store
-            .record_process(host_id, &agents::snapshot(&info))
+            .record_process(host_id, &agent_client::snapshot(&info))
             .await?)
     }
 
@@ -547,67 +549,26 @@ impl Core {
     /// Asks the agent for its summary and processes and records them.
     async fn refresh(&self, host: &Host, caller: &Caller) -> Result<(), CoreError> {
         let timeout = self.options.refresh_timeout;
-        let origin = CallOrigin {
-            trace_id: caller.trace_id.clone(),
-            ..CallOrigin::default()
-        };
-        let mut client = self.client(host)?;
-        let info_request = agents::request(GetAgentInfoRequest {}, timeout, &origin);
-        let info = self
-            .agent_call(host, client.get_agent_info(info_request))
-            .await?;
-        let list_request = agents::request(ListProcessesRequest {}, timeout, &origin);
-        let list = self
-            .agent_call(host, client.list_processes(list_request))
-            .await?;
-        let snapshots: Vec<_> = list.processes.iter().map(agents::snapshot).collect();
+        let client = self.client(host, caller)?;
+        let failed = |e| CoreError::agent(host.id, e);
+        let info = client.agent_info(timeout).await.map_err(failed)?;
+        let processes = client.processes(timeout).await.map_err(failed)?;
+        let snapshots: Vec<_> = processes.iter().map(agent_client::snapshot).collect();
         self.store
-            .record_inventory(host.id, &agents::summary(&info), &snapshots, None)
+            .record_inventory(host.id, &agent_client::summary(&info), &snapshots, None)
             .await?;
         Ok(())
     }
 
-    fn client(
-        &self,
-        host: &Host,
-    ) -> Result<
-        proto::agent::v1::agent_service_client::AgentServiceClient<crate::agents::AgentChannel>,
-        CoreError,
-    > {
+    /// A client of the host's agent for calls made on the caller's behalf.
+    fn client(&self, host: &Host, caller: &Caller) -> Result<AgentClient<'_>, CoreError> {
+        let origin = CallOrigin {
+            trace_id: caller.trace_id.clone(),
+            ..CallOrigin::default()
+        };
         self.agents
-            .client(host)
-            .map_err(|e| CoreError::AgentUnavailable {
-                host_id: host.id,
-                address: self.agents.uri(host),
-                reason: e.to_string(),
-            })
-    }
-
-    async fn agent_call<T>(
-        &self,
-        host: &Host,
-        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    ) -> Result<T, CoreError> {
-        match call.await {
-            Ok(response) => {
-                self.agents.answered(host.id);
-                Ok(response.into_inner())
-            }
-            Err(status)
-                if agents::is_transient(&status) || agents::tls_refusal(&status).is_some() =>
-            {
-                Err(CoreError::AgentUnavailable {
-                    host_id: host.id,
-                    address: self.agents.uri(host),
-                    reason: agents::reason(&status),
-                })
-            }
-            Err(status) => Err(CoreError::AgentRefused {
-                host_id: host.id,
-                code: status.code(),
-                message: status.message().to_string(),
-            }),
-        }
+            .client(host, origin)
+            .map_err(|e| CoreError::agent(host.id, e))
     }
 }
 
