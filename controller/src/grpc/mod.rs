@@ -10,7 +10,6 @@ use tonic::{Code, Status};
 use crate::auth::{AuthError, Permission, Principal, Users};
 use crate::model::PageRequest;
 use crate::service::{Caller, CoreError};
-use crate::store::StoreError;
 
 pub use host_agent::HostAgentGrpc;
 pub use task::TaskGrpc;
@@ -37,7 +36,7 @@ impl From<CoreError> for Status {
                 Code::DeadlineExceeded => Code::DeadlineExceeded,
                 _ => Code::Aborted,
             },
-            CoreError::Store(StoreError::UnsupportedUrl(_)) | CoreError::Store(_) => Code::Internal,
+            CoreError::Store(_) => Code::Internal,
         };
         if code == Code::Internal {
             tracing::error!("{e}");

@@ -1,15 +1,17 @@
-//! The operator's task operations: retry, rollback, skip, cancel, the subtask log, and
-//! watching a task's transitions.
+//! Tasks as the operator reads and acts on them: reading, retry, rollback, skip,
+//! cancel, the subtask log, and watching a task's transitions.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::Stream;
 
-use super::{Caller, Core, CoreError, check_id};
+use super::errors::check_id;
+use super::{Caller, Core, CoreError};
 use crate::engine::Start;
 use crate::model::{
-    SubtaskLogLine, SubtaskStatus, Task, TaskFilter, TaskSort, TaskStatus, now_millis,
+    Page, PageRequest, SubtaskLogLine, SubtaskStatus, Task, TaskFilter, TaskSort, TaskStatus,
+    now_millis,
 };
 use crate::store::{Store, TaskEvent};
 
@@ -43,6 +45,29 @@ pub enum SubtaskOp {
 }
 
 impl Core {
+    pub async fn get_task(&self, id: i64) -> Result<Task, CoreError> {
+        check_id("id", id)?;
+        if let Some(task) = self.finished.get(id) {
+            return Ok(task);
+        }
+        let epoch = self.finished.epoch();
+        let task = self
+            .store
+            .get_task(id)
+            .await?
+            .ok_or(CoreError::TaskNotFound(id))?;
+        self.finished.offer(&task, epoch);
+        Ok(task)
+    }
+
+    pub async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: PageRequest,
+    ) -> Result<Page<Task>, CoreError> {
+        Ok(self.store.list_tasks(filter, page).await?)
+    }
+
     pub async fn task_op(
         &self,
         op: TaskOp,
