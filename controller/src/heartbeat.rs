@@ -20,12 +20,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proto::agent::v1::GetAgentInfoRequest;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::agents::{self, AgentPool, CallOrigin};
+use crate::agent_client::{self, AgentPool, CallOrigin};
 use crate::engine::Membership;
 use crate::model::{Host, HostStatus, Millis, now_millis};
 use crate::store::{Store, StoreError};
@@ -141,10 +140,9 @@ impl Checks {
             return Ok(());
         };
         let wait = self.options.offline_grace;
-        let answer = match self.agents.client(host) {
-            Ok(mut client) => {
-                let request = agents::request(GetAgentInfoRequest {}, wait, &CallOrigin::default());
-                let mut call = std::pin::pin!(client.get_agent_info(request));
+        let answer = match self.agents.client(host, CallOrigin::default()) {
+            Ok(client) => {
+                let mut call = std::pin::pin!(client.agent_info(wait));
                 let short = self.options.timeout.min(wait);
                 let answered = match tokio::time::timeout(short, &mut call).await {
                     Ok(answered) => Ok(answered),
@@ -158,21 +156,20 @@ impl Checks {
                     }
                 };
                 match answered {
-                    Ok(Ok(info)) => Ok(info.into_inner()),
-                    Ok(Err(status)) => Err(agents::reason(&status)),
+                    Ok(Ok(info)) => Ok(info),
+                    Ok(Err(error)) => Err(error.reason()),
                     Err(_) => Err(format!("no answer in {}", humantime::format_duration(wait))),
                 }
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.reason()),
         };
         match answer {
             Ok(info) => {
-                self.agents.answered(host.id);
                 if host.status != HostStatus::Online {
                     tracing::info!(host_id = host.id, "host is ONLINE");
                 }
                 self.store
-                    .record_heartbeat(host.id, &agents::summary(&info), now_millis())
+                    .record_heartbeat(host.id, &agent_client::summary(&info), now_millis())
                     .await
             }
             Err(reason) => {

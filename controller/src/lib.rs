@@ -1,6 +1,6 @@
 //! ocp-controller: host inventory, durable DAG tasks, and their gRPC and REST faces.
 
-pub mod agents;
+pub mod agent_client;
 pub mod auth;
 pub mod engine;
 pub mod gateway;

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use tower::layer::util::{Identity, Stack};
 use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
-use crate::agents::AgentPool;
+use crate::agent_client::AgentPool;
 use crate::auth::{AuthLayer, Users};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::agents::AgentPool;
+use crate::agent_client::AgentPool;
 use crate::model::Task;
 use crate::store::{Claim, Fence, Store, StoreError};
 

@@ -6,15 +6,12 @@
 use std::future::Future;
 use std::time::Duration;
 
-use proto::agent::v1::agent_service_client::AgentServiceClient;
-use proto::agent::v1::{
-    AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest,
-};
+use proto::agent::v1::AgentInfo;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::leases::{Hold, call_margin};
-use crate::agents::{self, CallOrigin};
+use crate::agent_client::{self, AgentClient, AgentError, BulkOp, CallOrigin, Next, RetryPolicy};
 use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
 use crate::store::{Fence, LogEntry};
 
@@ -48,20 +45,9 @@ impl StepRun<'_> {
                 Ok(())
             }
             Step::PrepareRestart | Step::PrepareStop | Step::PrepareStart => self.prepare().await,
-            Step::RestartProxy => {
-                self.bulk("RestartProxy", |mut c, r| async move {
-                    c.restart_proxy(r).await
-                })
-                .await
-            }
-            Step::StopAll => {
-                self.bulk("StopAll", |mut c, r| async move { c.stop_all(r).await })
-                    .await
-            }
-            Step::StartAll => {
-                self.bulk("StartAll", |mut c, r| async move { c.start_all(r).await })
-                    .await
-            }
+            Step::RestartProxy => self.bulk(BulkOp::RestartProxy).await,
+            Step::StopAll => self.bulk(BulkOp::StopAll).await,
+            Step::StartAll => self.bulk(BulkOp::StartAll).await,
             Step::Finish => self.finish().await,
         }
     }
@@ -94,16 +80,14 @@ impl StepRun<'_> {
             Step::StopAll => {
                 if self.hold_host().await? {
                     self.log("rollback: starting what Stop all stopped");
-                    self.bulk("StartAll", |mut c, r| async move { c.start_all(r).await })
-                        .await?;
+                    self.bulk(BulkOp::StartAll).await?;
                 }
                 Ok(())
             }
             Step::StartAll => {
                 if self.hold_host().await? {
                     self.log("rollback: stopping what Start all started");
-                    self.bulk("StopAll", |mut c, r| async move { c.stop_all(r).await })
-                        .await?;
+                    self.bulk(BulkOp::StopAll).await?;
                 }
                 Ok(())
             }
@@ -183,30 +167,21 @@ impl StepRun<'_> {
         }
     }
 
+    /// A client of the host's agent, its calls tagged with this step.
+    fn client(&self, host: &Host) -> Result<AgentClient<'_>, StepError> {
+        self.shared
+            .agents
+            .client(host, self.origin())
+            .map_err(|e| StepError(e.to_string()))
+    }
+
     /// The step's host, a client of its agent, and what the agent says of itself: the
     /// first thing every step that talks to an agent needs.
-    async fn reach_agent(
-        &self,
-    ) -> Result<
-        (
-            Host,
-            AgentServiceClient<crate::agents::AgentChannel>,
-            AgentInfo,
-        ),
-        StepError,
-    > {
+    async fn reach_agent(&self) -> Result<(Host, AgentClient<'_>, AgentInfo), StepError> {
         let host = self.online_host().await?;
-        let client = self
-            .shared
-            .agents
-            .client(&host)
-            .map_err(|e| StepError(e.to_string()))?;
+        let client = self.client(&host)?;
         let info = self
-            .call_with_retries("GetAgentInfo", &host, |timeout| {
-                let mut client = client.clone();
-                let request = agents::request(GetAgentInfoRequest {}, timeout, &self.origin());
-                async move { client.get_agent_info(request).await }
-            })
+            .call_with_retries("GetAgentInfo", &host, |timeout| client.agent_info(timeout))
             .await?;
         Ok((host, client, info))
     }
@@ -226,37 +201,18 @@ impl StepRun<'_> {
         Ok(())
     }
 
-    async fn bulk<F, Fut>(&self, call: &str, send: F) -> Result<(), StepError>
-    where
-        F: Fn(
-            proto::agent::v1::agent_service_client::AgentServiceClient<crate::agents::AgentChannel>,
-            tonic::Request<BulkRequest>,
-        ) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<BulkResponse>, tonic::Status>>,
-    {
+    async fn bulk(&self, op: BulkOp) -> Result<(), StepError> {
+        let call = op.name();
         let host = self.online_host().await?;
-        let client = self
-            .shared
-            .agents
-            .client(&host)
-            .map_err(|e| StepError(e.to_string()))?;
+        let client = self.client(&host)?;
         let response = self
-            .call_with_retries(call, &host, |timeout| {
-                let request = agents::request(
-                    BulkRequest {
-                        timeout_ms: agents::timeout_ms(timeout),
-                    },
-                    timeout,
-                    &self.origin(),
-                );
-                send(client.clone(), request)
-            })
+            .call_with_retries(call, &host, |timeout| client.bulk(op, timeout))
             .await?;
         for p in &response.processes {
             self.log(&format!(
                 "{call}: {} is {} (pid {}, state {:?})",
                 p.alias,
-                agents::agent_status_word(p.status()),
+                agent_client::agent_status_word(p.status()),
                 p.pid,
                 p.state()
             ));
@@ -283,19 +239,15 @@ impl StepRun<'_> {
     /// Refreshes the host's process inventory and lets go of the host.
     async fn finish(&self) -> Result<(), StepError> {
         let (host, client, info) = self.reach_agent().await?;
-        let list = self
-            .call_with_retries("ListProcesses", &host, |timeout| {
-                let mut client = client.clone();
-                let request = agents::request(ListProcessesRequest {}, timeout, &self.origin());
-                async move { client.list_processes(request).await }
-            })
+        let processes = self
+            .call_with_retries("ListProcesses", &host, |timeout| client.processes(timeout))
             .await?;
-        let snapshots: Vec<_> = list.processes.iter().map(agents::snapshot).collect();
+        let snapshots: Vec<_> = processes.iter().map(agent_client::snapshot).collect();
         self.shared
             .store
             .record_inventory(
                 host.id,
-                &agents::summary(&info),
+                &agent_client::summary(&info),
                 &snapshots,
                 Some(self.fence),
             )
@@ -304,13 +256,14 @@ impl StepRun<'_> {
             "host {}: {} process(es) recorded, agent {}; host released",
             host.id,
             snapshots.len(),
-            agents::agent_status_word(info.status())
+            agent_client::agent_status_word(info.status())
         ));
         Ok(())
     }
 
-    /// Calls the agent until it answers, retrying transient failures with a doubling
-    /// pause, until the step's deadline. Each failed attempt is logged.
+    /// Calls the agent until it answers, as the agent client's `RetryPolicy` has it.
+    /// What is the engine's own: each attempt waits on the task's lease, is abandoned
+    /// when heartbeats find the host OFFLINE, and is logged when it fails.
     async fn call_with_retries<T, F, Fut>(
         &self,
         call: &str,
@@ -319,14 +272,15 @@ impl StepRun<'_> {
     ) -> Result<T, StepError>
     where
         F: Fn(Duration) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+        Fut: Future<Output = Result<T, AgentError>>,
     {
-        let retries = self.subtask.step.transient_retries();
-        let mut pause = Duration::from_millis(100);
+        let policy = RetryPolicy {
+            retries: self.subtask.step.transient_retries(),
+            deadline: self.deadline,
+        };
         let mut attempt = 1;
         loop {
-            let remaining = self.deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
+            if policy.time_left(Instant::now()).is_none() {
                 return Err(StepError(format!(
                     "{call} to host {} ({}) got no answer before the step's deadline",
                     host.id,
@@ -350,50 +304,50 @@ impl StepRun<'_> {
                     return Err(offline);
                 }
             };
-            match outcome {
-                Ok(response) => {
-                    self.shared.agents.answered(host.id);
-                    return Ok(response.into_inner());
-                }
-                Err(status) if agents::is_transient(&status) => {
-                    let failure = format!(
-                        "{call} to host {} ({}) attempt {attempt} failed: {:?}: {}",
-                        host.id,
-                        self.shared.agents.uri(host),
-                        status.code(),
-                        status.message()
-                    );
-                    self.log(&failure);
-                    // Heartbeats may have given up on the host meanwhile.
-                    self.online_host().await?;
-                    if attempt > retries {
-                        return Err(StepError(format!(
-                            "gave up after {attempt} attempts; last: {failure}"
-                        )));
-                    }
-                    let remaining = self.deadline.saturating_duration_since(Instant::now());
-                    tokio::time::sleep(jittered(pause).min(remaining)).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+            let error = match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let failure = attempt_failed(call, host.id, attempt, &error);
+            if error.is_transient() {
+                self.log(&failure);
+                // Heartbeats may have given up on the host meanwhile.
+                self.online_host().await?;
+            }
+            match policy.after_failure(attempt, &error, Instant::now(), rand::random()) {
+                Next::RetryAfter(pause) => {
+                    tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
-                Err(status) => {
-                    let failure = match agents::tls_refusal(&status) {
-                        Some(words) => format!(
-                            "{call} to host {} ({}) failed: {words}",
-                            host.id,
-                            self.shared.agents.uri(host)
-                        ),
-                        None => format!(
-                            "{call} to host {} refused: {:?}: {}",
-                            host.id,
-                            status.code(),
-                            status.message()
-                        ),
-                    };
-                    return Err(StepError(failure));
+                Next::GiveUp => {
+                    return Err(StepError(format!(
+                        "gave up after {attempt} attempts; last: {failure}"
+                    )));
                 }
+                Next::Fail => return Err(StepError(failure)),
             }
         }
+    }
+}
+
+/// A failed call as the subtask log says it: a transient failure with its attempt, for
+/// the operator to see the retries, a refusal once.
+fn attempt_failed(call: &str, host_id: i64, attempt: u32, error: &AgentError) -> String {
+    match error {
+        AgentError::Unreachable {
+            address, status, ..
+        } => format!(
+            "{call} to host {host_id} ({address}) attempt {attempt} failed: {:?}: {}",
+            status.code(),
+            status.message()
+        ),
+        AgentError::Untrusted {
+            address, reason, ..
+        } => format!("{call} to host {host_id} ({address}) failed: {reason}"),
+        AgentError::Refused { code, message } => {
+            format!("{call} to host {host_id} refused: {code:?}: {message}")
+        }
+        AgentError::BadAddress { .. } => error.to_string(),
     }
 }
 
@@ -415,10 +369,4 @@ fn offline_error(host: &Host) -> Option<StepError> {
         "host {} ({}:{}) is OFFLINE: its agent does not answer heartbeats ({since})",
         host.id, host.inner_ip_address, host.agent_port
     )))
-}
-
-/// Between half and one and a half times `pause`, so that hosts retrying together
-/// do not call in lockstep.
-fn jittered(pause: Duration) -> Duration {
-    pause.mul_f64(0.5 + rand::random::<f64>())
 }

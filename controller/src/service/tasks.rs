@@ -1,15 +1,18 @@
-//! The operator's task operations: retry, rollback, skip, cancel, the subtask log, and
-//! watching a task's transitions.
+//! Tasks as the operator reads and acts on them: reading, retry, rollback, skip,
+//! cancel, the subtask log, and watching a task's transitions.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::Stream;
 
-use super::{Caller, Core, CoreError, check_id};
+use super::errors::check_id;
+use super::{Caller, Core, CoreError};
+use crate::auth::{AuthError, Permission};
 use crate::engine::Start;
 use crate::model::{
-    SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort, TaskStatus, now_millis,
+    Page, PageRequest, SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort,
+    TaskStatus, now_millis,
 };
 use crate::store::Store;
 
@@ -43,6 +46,50 @@ pub enum SubtaskOp {
 }
 
 impl Core {
+    /// The task if this caller may read it. Without TASK_VIEWER, a missing task is
+    /// refused like another's, so that whether a task exists is not revealed.
+    pub async fn get_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {
+        let found = self.find_task(id).await;
+        let hidden = || {
+            CoreError::Denied(AuthError::Forbidden {
+                user: caller.name().to_string(),
+                permission: Permission::TaskViewer,
+            })
+        };
+        match found {
+            Ok(task) if caller.may_read(&task) => Ok(task),
+            Ok(_) => Err(hidden()),
+            Err(CoreError::TaskNotFound(_)) if !caller.principal.has(Permission::TaskViewer) => {
+                Err(hidden())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn find_task(&self, id: i64) -> Result<Task, CoreError> {
+        check_id("id", id)?;
+        if let Some(task) = self.finished.get(id) {
+            return Ok(task);
+        }
+        let epoch = self.finished.epoch();
+        let task = self
+            .store
+            .get_task(id)
+            .await?
+            .ok_or(CoreError::TaskNotFound(id))?;
+        self.finished.offer(&task, epoch);
+        Ok(task)
+    }
+
+    pub async fn list_tasks(
+        &self,
+        _: &Caller,
+        filter: &TaskFilter,
+        page: PageRequest,
+    ) -> Result<Page<Task>, CoreError> {
+        Ok(self.store.list_tasks(filter, page).await?)
+    }
+
     pub async fn task_op(
         &self,
         op: TaskOp,

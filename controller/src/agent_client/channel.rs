@@ -34,7 +34,7 @@ const IDLE: Duration = Duration::from_secs(600);
 type BoxError = Box<dyn StdError + Send + Sync>;
 type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// How long one call may wait for the agent's answer, set by `agents::request` beside
+/// How long one call may wait for the agent's answer, set by `AgentClient::request` beside
 /// the grpc-timeout header: the agent enforces the header, this side the deadline, so
 /// that a frozen agent cannot hold a call beyond it.
 #[derive(Debug, Clone, Copy)]

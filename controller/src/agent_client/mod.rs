@@ -1,0 +1,406 @@
+//! The controller's one way of calling an agent: the pool of connections, a client of
+//! one host's agent whose every call is classified into an [`AgentError`] and counted
+//! as a sign of life when answered, the retry policy of the steps, and the
+//! translation of what agents say into the model.
+
+mod channel;
+mod retry;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use channel::AgentChannel;
+use proto::agent::v1::agent_service_client::AgentServiceClient;
+use proto::agent::v1::{
+    AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest, ProcessInfo,
+    ProcessRequest, ProcessResponse, ProcessStatus,
+};
+pub use retry::{Next, RetryPolicy};
+use trust::ClientTls;
+
+use crate::model::{AgentSummary, Host, Millis, ProcessSnapshot, now_millis};
+
+/// Who a call to an agent is made for: carried as gRPC metadata so that the agent's
+/// log lines of that call can be found from the task, and the other way round.
+#[derive(Debug, Clone, Default)]
+pub struct CallOrigin {
+    pub trace_id: String,
+    pub task_id: Option<i64>,
+    pub subtask_id: Option<i64>,
+}
+
+/// Why a call to an agent got no answer, or what the agent answered instead.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The host's address makes no URI: nothing was sent.
+    #[error("invalid agent address {address}: {reason}")]
+    BadAddress { address: String, reason: String },
+    /// No answer, for a reason that may pass: the agent restarting, the network
+    /// hiccuping, an answer later than the deadline. Worth another try.
+    #[error("the agent at {address} cannot be reached: {reason}")]
+    Unreachable {
+        address: String,
+        reason: String,
+        #[source]
+        status: tonic::Status,
+    },
+    /// TLS between the controller and the agent failed ("the agent at 10.0.0.5
+    /// presented a certificate for 10.0.0.6"): that does not mend between two attempts.
+    #[error("the agent at {address} cannot be reached: {reason}")]
+    Untrusted {
+        address: String,
+        reason: String,
+        #[source]
+        status: tonic::Status,
+    },
+    /// The agent answered, with an error of its own.
+    #[error("the agent refused: {code:?}: {message}")]
+    Refused { code: tonic::Code, message: String },
+}
+
+impl AgentError {
+    /// Whether another attempt may fare better.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, AgentError::Unreachable { .. })
+    }
+
+    /// Why the call failed, in the plain words a host's reason shows.
+    pub fn reason(&self) -> String {
+        match self {
+            AgentError::Unreachable { reason, .. } | AgentError::Untrusted { reason, .. } => {
+                reason.clone()
+            }
+            AgentError::Refused { message, .. } => message.clone(),
+            AgentError::BadAddress { .. } => self.to_string(),
+        }
+    }
+}
+
+/// The one reading of a failed call. Transient are the codes a restarting agent or a
+/// lost connection give; not a refused certificate, whose status may carry the same
+/// codes but which no retry mends.
+fn classify(status: tonic::Status, address: &str) -> AgentError {
+    let address = address.to_string();
+    if let Some(reason) = trust::refusal(&status) {
+        return AgentError::Untrusted {
+            address,
+            reason,
+            status,
+        };
+    }
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled => AgentError::Unreachable {
+            address,
+            reason: status.message().to_string(),
+            status,
+        },
+        code => AgentError::Refused {
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// The three calls that act on an agent's processes as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkOp {
+    RestartProxy,
+    StopAll,
+    StartAll,
+}
+
+impl BulkOp {
+    /// The RPC's name, as step logs name the call.
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkOp::RestartProxy => "RestartProxy",
+            BulkOp::StopAll => "StopAll",
+            BulkOp::StartAll => "StartAll",
+        }
+    }
+}
+
+/// The three per-process operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessOp {
+    Restart,
+    Stop,
+    Start,
+}
+
+/// Connections are made at the first call to an agent and kept, so a thousand hosts cost
+/// a thousand idle HTTP/2 connections at most; a restarted agent is dialled again at
+/// the next call.
+pub struct AgentPool {
+    /// Every agent connection is mutual TLS when set; see SPEC section 7.
+    tls: Option<ClientTls>,
+    channel: Mutex<AgentChannel>,
+    /// When each host's agent last answered any call. An agent busy with a fleet-wide
+    /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
+    /// those answers count as signs of life too.
+    answered: Mutex<HashMap<i64, Millis>>,
+}
+
+impl AgentPool {
+    pub fn new(tls: Option<ClientTls>) -> AgentPool {
+        AgentPool {
+            channel: Mutex::new(AgentChannel::new(tls.clone())),
+            tls,
+            answered: Mutex::default(),
+        }
+    }
+
+    /// Re-reads the CA, certificate and key, and drops every connection so that the
+    /// next call to each agent connects, and is verified, with what was just read.
+    pub async fn reload_tls(&self) -> Result<bool, trust::TrustError> {
+        let Some(tls) = &self.tls else {
+            return Ok(false);
+        };
+        tls.reload().await?;
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) =
+            AgentChannel::new(Some(tls.clone()));
+        Ok(true)
+    }
+
+    fn answered(&self, host_id: i64) {
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host_id, now_millis());
+    }
+
+    pub fn last_answer(&self, host_id: i64) -> Option<Millis> {
+        self.answered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host_id)
+            .copied()
+    }
+
+    /// A client of the host's agent for calls made on behalf of `origin`.
+    pub fn client(&self, host: &Host, origin: CallOrigin) -> Result<AgentClient<'_>, AgentError> {
+        let address = self.uri(host);
+        let uri = address
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| AgentError::BadAddress {
+                address: address.clone(),
+                reason: e.to_string(),
+            })?;
+        let channel = self
+            .channel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(AgentClient {
+            pool: self,
+            host_id: host.id,
+            address,
+            origin,
+            grpc: AgentServiceClient::with_origin(channel, uri),
+        })
+    }
+
+    /// The agent's endpoint as this pool dials it.
+    pub fn uri(&self, host: &Host) -> String {
+        host.agent_uri(self.tls.is_some())
+    }
+}
+
+/// One host's agent. Each call is bounded by its `timeout` on the wire (grpc-timeout),
+/// in the request's body where the agent waits, and on this side; an answer is recorded
+/// in the pool as a sign of life, a failure comes back classified.
+pub struct AgentClient<'a> {
+    pool: &'a AgentPool,
+    host_id: i64,
+    address: String,
+    origin: CallOrigin,
+    grpc: AgentServiceClient<AgentChannel>,
+}
+
+impl AgentClient<'_> {
+    /// The agent's endpoint, as errors and logs name it.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub async fn agent_info(&self, timeout: Duration) -> Result<AgentInfo, AgentError> {
+        let request = self.request(GetAgentInfoRequest {}, timeout);
+        let mut grpc = self.grpc.clone();
+        self.answer(grpc.get_agent_info(request)).await
+    }
+
+    pub async fn processes(&self, timeout: Duration) -> Result<Vec<ProcessInfo>, AgentError> {
+        let request = self.request(ListProcessesRequest {}, timeout);
+        let mut grpc = self.grpc.clone();
+        let list = self.answer(grpc.list_processes(request)).await?;
+        Ok(list.processes)
+    }
+
+    pub async fn bulk(&self, op: BulkOp, timeout: Duration) -> Result<BulkResponse, AgentError> {
+        let body = BulkRequest {
+            timeout_ms: timeout_ms(timeout),
+        };
+        let request = self.request(body, timeout);
+        let mut grpc = self.grpc.clone();
+        match op {
+            BulkOp::RestartProxy => self.answer(grpc.restart_proxy(request)).await,
+            BulkOp::StopAll => self.answer(grpc.stop_all(request)).await,
+            BulkOp::StartAll => self.answer(grpc.start_all(request)).await,
+        }
+    }
+
+    pub async fn process(
+        &self,
+        op: ProcessOp,
+        alias: &str,
+        timeout: Duration,
+    ) -> Result<ProcessResponse, AgentError> {
+        let body = ProcessRequest {
+            alias: alias.to_string(),
+            timeout_ms: timeout_ms(timeout),
+        };
+        let request = self.request(body, timeout);
+        let mut grpc = self.grpc.clone();
+        match op {
+            ProcessOp::Restart => self.answer(grpc.restart_process(request)).await,
+            ProcessOp::Stop => self.answer(grpc.stop_process(request)).await,
+            ProcessOp::Start => self.answer(grpc.start_process(request)).await,
+        }
+    }
+
+    /// Where every call ends: the one place an answer is recorded and a failure read.
+    async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, AgentError> {
+        match call.await {
+            Ok(response) => {
+                self.pool.answered(self.host_id);
+                Ok(response.into_inner())
+            }
+            Err(status) => Err(classify(status, &self.address)),
+        }
+    }
+
+    /// A request bounded by `timeout` on the wire and on this side (the agent enforces
+    /// the one, `channel` the other), tagged with where it comes from.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        request.extensions_mut().insert(channel::Deadline(timeout));
+        let origin = &self.origin;
+        let metadata = request.metadata_mut();
+        if let Ok(v) = origin.trace_id.parse() {
+            metadata.insert("x-trace-id", v);
+        }
+        if let Some(Ok(v)) = origin.task_id.map(|id| id.to_string().parse()) {
+            metadata.insert("x-task-id", v);
+        }
+        if let Some(Ok(v)) = origin.subtask_id.map(|id| id.to_string().parse()) {
+            metadata.insert("x-subtask-id", v);
+        }
+        request
+    }
+}
+
+/// How long the agent itself may take, in the body of requests that wait on processes.
+fn timeout_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub fn snapshot(info: &ProcessInfo) -> ProcessSnapshot {
+    let status = if info.status() == ProcessStatus::Started {
+        "STARTED"
+    } else {
+        "STOPPED"
+    };
+    ProcessSnapshot {
+        alias: info.alias.clone(),
+        pid: i64::from(info.pid),
+        user: info.user.clone(),
+        start_command: info.start_command.clone(),
+        ports: info
+            .ports
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        elapsed_time: i64::try_from(info.elapsed_time_secs).unwrap_or(i64::MAX),
+        last_active_time: (info.last_active_time_ms > 0).then_some(info.last_active_time_ms),
+        status: status.to_string(),
+        operable: info.operable,
+        log_file_pattern: info.log_file_pattern.clone(),
+    }
+}
+
+/// The words of an agent's status, as OCP shows them.
+pub fn agent_status_word(status: ProcessStatus) -> &'static str {
+    match status {
+        ProcessStatus::Started => "STARTED",
+        ProcessStatus::Stopped => "STOPPED",
+        ProcessStatus::Unspecified => "UNKNOWN",
+    }
+}
+
+pub fn summary(info: &AgentInfo) -> AgentSummary {
+    AgentSummary {
+        version: info.version.clone(),
+        install_home: info.install_home.clone(),
+        log_home: info.log_home.clone(),
+        status: agent_status_word(info.status()).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_or_a_late_answer_is_transient_and_an_answered_error_is_not() {
+        let address = "http://127.0.0.2:9000";
+        for status in [
+            tonic::Status::unavailable("connection refused"),
+            tonic::Status::deadline_exceeded("no answer in 3s"),
+            tonic::Status::unknown("transport error"),
+            tonic::Status::cancelled("dropped"),
+        ] {
+            let error = classify(status, address);
+            assert!(error.is_transient(), "{error:?}");
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "the agent at {address} cannot be reached: {}",
+                    error.reason()
+                )
+            );
+        }
+        for code in [
+            tonic::Code::NotFound,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Internal,
+        ] {
+            let error = classify(tonic::Status::new(code, "no such alias"), address);
+            assert!(
+                matches!(&error, AgentError::Refused { code: c, message } if *c == code && message == "no such alias"),
+                "{error:?}"
+            );
+            assert_eq!(error.reason(), "no such alias");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_agent_keeps_the_status_it_failed_with() {
+        let error = classify(
+            tonic::Status::unavailable("connection refused"),
+            "http://127.0.0.2:9000",
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        let status = source.downcast_ref::<tonic::Status>().expect("the status");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+    }
+}

@@ -1,0 +1,254 @@
+//! What the service core refuses, in the words both faces show: `CoreError`, how store
+//! and agent failures become one, and the wording of errors about batches of hosts.
+
+use crate::agent_client::AgentError;
+use crate::auth::AuthError;
+use crate::model::TaskStatus;
+use crate::store::{StoreError, TransitionRefused};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        field: String,
+        rejected: String,
+        message: String,
+    },
+    #[error("host {0} does not exist")]
+    HostNotFound(i64),
+    /// Names the first few missing hosts and counts the rest, so that a batch of unknown
+    /// ids is answered in a line, not with the batch read back.
+    #[error("{} not exist", name_hosts(.named, *.more, "does", "do"))]
+    HostsNotFound { named: Vec<i64>, more: usize },
+    #[error("agent process {process_id} does not exist on host {host_id}")]
+    ProcessNotFound { host_id: i64, process_id: i64 },
+    #[error("task {0} does not exist")]
+    TaskNotFound(i64),
+    #[error("a host at {address} already exists, with id {existing_id}")]
+    HostExists { address: String, existing_id: i64 },
+    #[error("host {host_id} is held by task {task_id} ({task_name}, {task_status}); {advice}")]
+    HostBusy {
+        host_id: i64,
+        task_id: i64,
+        task_name: String,
+        task_status: TaskStatus,
+        advice: &'static str,
+    },
+    /// The holder let go between the refusal and the look-up of who it was.
+    #[error("host {0} was held by a task that has just ended; try again")]
+    HostJustReleased(i64),
+    #[error("the agent of host {host_id} at {address} cannot be reached: {reason}")]
+    AgentUnavailable {
+        host_id: i64,
+        address: String,
+        reason: String,
+    },
+    #[error("the agent of host {host_id} refused: {message}")]
+    AgentRefused {
+        host_id: i64,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("subtask {subtask_id} does not exist in task {task_id}")]
+    SubtaskNotFound { task_id: i64, subtask_id: i64 },
+    /// The task or subtask is in a state the operation does not apply to.
+    #[error(transparent)]
+    IllegalState(TransitionRefused),
+    /// Apart from `IllegalState`: OCP gives a task created with `prohibit_rollback` an
+    /// error code of its own.
+    #[error(transparent)]
+    RollbackProhibited(TransitionRefused),
+    /// The store's message is in the text, for the faces that show one line; the store's
+    /// error stays the source, for what walks the chain.
+    #[error("internal store error: {0}")]
+    Store(#[source] StoreError),
+    /// The caller may not do this, or may not see this task.
+    #[error(transparent)]
+    Denied(#[from] AuthError),
+}
+
+impl From<StoreError> for CoreError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(refused) => match refused {
+                TransitionRefused::NoTask(id) => CoreError::TaskNotFound(id),
+                TransitionRefused::NoSubtask {
+                    task_id,
+                    subtask_id,
+                } => CoreError::SubtaskNotFound {
+                    task_id,
+                    subtask_id,
+                },
+                TransitionRefused::RollbackProhibited(_) => CoreError::RollbackProhibited(refused),
+                TransitionRefused::TaskState { .. } | TransitionRefused::SubtaskState { .. } => {
+                    CoreError::IllegalState(refused)
+                }
+            },
+            e => CoreError::Store(e),
+        }
+    }
+}
+
+impl CoreError {
+    /// An agent's failure as the faces tell it: one that could not be reached (a bad
+    /// address, a lost connection, a refused certificate) or one that refused.
+    pub(super) fn agent(host_id: i64, error: AgentError) -> CoreError {
+        match error {
+            AgentError::Refused { code, message } => CoreError::AgentRefused {
+                host_id,
+                code,
+                message,
+            },
+            AgentError::BadAddress { ref address, .. } => CoreError::AgentUnavailable {
+                host_id,
+                address: address.clone(),
+                reason: error.reason(),
+            },
+            AgentError::Unreachable {
+                address, reason, ..
+            }
+            | AgentError::Untrusted {
+                address, reason, ..
+            } => CoreError::AgentUnavailable {
+                host_id,
+                address,
+                reason,
+            },
+        }
+    }
+
+    pub(super) fn invalid(
+        field: &str,
+        rejected: impl ToString,
+        message: impl Into<String>,
+    ) -> CoreError {
+        CoreError::InvalidArgument {
+            field: field.to_string(),
+            rejected: rejected.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The most hosts one batch may name, on both faces. A batch is one task of 5N+4
+/// subtasks written in one transaction and one host lock each; past this it is an
+/// operation on a whole fleet that belongs in several tasks, and refusing it costs
+/// nothing while accepting it holds the store and the controller's CPU for long.
+pub const MAX_BATCH_HOSTS: usize = 10_000;
+
+/// How many ids an error about a batch names before it counts the rest.
+pub const NAMED_IDS: usize = 5;
+
+/// The ids an error names, and how many more there are.
+pub fn first_few(ids: &[i64]) -> (&[i64], usize) {
+    let named = &ids[..ids.len().min(NAMED_IDS)];
+    (named, ids.len() - named.len())
+}
+
+/// "host 7 does", "hosts 7, 8, 9, 10, 11 and 99,995 more do": `one` and `many` are
+/// the verb for one host and for several.
+pub fn name_hosts(named: &[i64], more: usize, one: &str, many: &str) -> String {
+    let list = named
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (noun, verb) = if named.len() + more == 1 {
+        ("host", one)
+    } else {
+        ("hosts", many)
+    };
+    let rest = if more > 0 {
+        format!(" and {} more", thousands(more))
+    } else {
+        String::new()
+    };
+    format!("{noun} {list}{rest} {verb}").trim_end().to_string()
+}
+
+/// 99995 as "99,995".
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|group| std::str::from_utf8(group).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub(super) fn check_id(field: &str, id: i64) -> Result<(), CoreError> {
+    if id <= 0 {
+        return Err(CoreError::invalid(field, id, "must be a positive id"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_hosts_are_named_a_few_and_counted() {
+        let ids: Vec<i64> = (7..100_009).collect();
+        let (named, more) = first_few(&ids);
+        assert_eq!((named, more), (&[7, 8, 9, 10, 11][..], 99_997));
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: named.to_vec(),
+                more
+            }
+            .to_string(),
+            "hosts 7, 8, 9, 10, 11 and 99,997 more do not exist"
+        );
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: vec![3],
+                more: 0
+            }
+            .to_string(),
+            "host 3 does not exist"
+        );
+        assert_eq!(
+            CoreError::HostsNotFound {
+                named: vec![3, 4],
+                more: 0
+            }
+            .to_string(),
+            "hosts 3, 4 do not exist"
+        );
+        assert_eq!(name_hosts(&[3], 0, "", ""), "host 3");
+    }
+
+    #[test]
+    fn refusals_and_store_failures_keep_what_they_come_from() {
+        let refused = TransitionRefused::RollbackProhibited(7);
+        let error = CoreError::from(StoreError::Refused(refused.clone()));
+        assert!(matches!(
+            error,
+            CoreError::RollbackProhibited(TransitionRefused::RollbackProhibited(7))
+        ));
+        assert_eq!(error.to_string(), refused.to_string());
+        let store = CoreError::from(StoreError::Timeout("reading task 7"));
+        assert_eq!(
+            store.to_string(),
+            "internal store error: reading task 7 took too long"
+        );
+        assert!(std::error::Error::source(&store).is_some_and(|s| s.is::<StoreError>()));
+    }
+
+    #[test]
+    fn thousands_are_grouped() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (10_001, "10,001"),
+            (999_995, "999,995"),
+            (1_000_000, "1,000,000"),
+        ] {
+            assert_eq!(thousands(n), text);
+        }
+    }
+}

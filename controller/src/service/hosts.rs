@@ -1,0 +1,255 @@
+//! The host inventory as operators change it, and the whole-agent tasks submitted on
+//! hosts: a batch is checked whole before anything is created.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use super::errors::{MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
+use super::{Caller, Core, CoreError};
+use crate::model::{
+    AgentAction, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus, now_millis,
+};
+use crate::plans;
+use crate::store::{StoreError, TaskOrigin};
+
+impl Core {
+    pub async fn add_host(
+        &self,
+        _: &Caller,
+        inner_ip_address: &str,
+        agent_port: u32,
+        name: Option<&str>,
+    ) -> Result<Host, CoreError> {
+        let address = inner_ip_address.trim();
+        if address.parse::<IpAddr>().is_err() {
+            return Err(CoreError::invalid(
+                "innerIpAddress",
+                inner_ip_address,
+                "must be an IPv4 or IPv6 address",
+            ));
+        }
+        let port = u16::try_from(agent_port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                CoreError::invalid("agentPort", agent_port, "must be between 1 and 65535")
+            })?;
+        let name = match name.map(str::trim) {
+            Some(n) if n.len() > 128 => {
+                return Err(CoreError::invalid(
+                    "name",
+                    n,
+                    "must be at most 128 characters",
+                ));
+            }
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => address.to_string(),
+        };
+        let new = NewHost {
+            name,
+            inner_ip_address: address.to_string(),
+            agent_port: port,
+        };
+        match self.store.insert_host(&new).await {
+            Ok(host) => {
+                self.host_added.notify_one();
+                Ok(host)
+            }
+            Err(StoreError::HostExists {
+                inner_ip_address,
+                agent_port,
+                existing_id,
+            }) => Err(CoreError::HostExists {
+                address: format!("{inner_ip_address}:{agent_port}"),
+                existing_id,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn list_hosts(&self, _: &Caller, page: PageRequest) -> Result<Page<Host>, CoreError> {
+        Ok(self.store.list_hosts(page).await?)
+    }
+
+    pub async fn get_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
+        self.find_host(id).await
+    }
+
+    pub(super) async fn find_host(&self, id: i64) -> Result<Host, CoreError> {
+        check_id("hostId", id)?;
+        self.store
+            .get_host(id)
+            .await?
+            .ok_or(CoreError::HostNotFound(id))
+    }
+
+    pub async fn delete_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
+        check_id("hostId", id)?;
+        match self.store.delete_host(id).await {
+            Ok(Some(host)) => {
+                self.forget_inventory(id);
+                Ok(host)
+            }
+            Ok(None) => Err(CoreError::HostNotFound(id)),
+            Err(StoreError::HostBusy { host_id, .. }) => Err(self.busy(host_id).await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the DAG task of a whole-agent operation on one host and starts it.
+    pub async fn submit_single(
+        &self,
+        op: AgentAction,
+        host_id: i64,
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
+        self.find_host(host_id).await?;
+        self.create_and_drive(plans::single_host(op, host_id), caller)
+            .await
+    }
+
+    /// Validates the whole batch first: nothing is created unless every host can be taken.
+    pub async fn submit_batch(
+        &self,
+        op: AgentAction,
+        host_ids: &[i64],
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
+        check_batch(host_ids)?;
+        let existing = self.store.existing_host_ids(host_ids).await?;
+        let missing: Vec<i64> = host_ids
+            .iter()
+            .copied()
+            .filter(|id| !existing.contains(id))
+            .collect();
+        if !missing.is_empty() {
+            let (named, more) = first_few(&missing);
+            return Err(CoreError::HostsNotFound {
+                named: named.to_vec(),
+                more,
+            });
+        }
+        self.create_and_drive(plans::batch(op, host_ids), caller)
+            .await
+    }
+
+    async fn create_and_drive(&self, plan: NewTask, caller: &Caller) -> Result<Task, CoreError> {
+        let claim = self.engine.claim();
+        let origin = TaskOrigin {
+            creator: caller.name(),
+            executor: &self.options.executor,
+            trace_id: &caller.trace_id,
+            at: now_millis(),
+            claim: &claim,
+        };
+        let fence = match self.store.create_task(&plan, &origin).await {
+            Ok(fence) => fence,
+            Err(StoreError::HostBusy { host_id, .. }) => return Err(self.busy(host_id).await),
+            Err(e) => return Err(e.into()),
+        };
+        // Read back before the engine moves it on, so the caller sees the task as submitted.
+        let id = fence.task_id;
+        let task = self
+            .store
+            .get_task(id)
+            .await?
+            .ok_or(CoreError::TaskNotFound(id))?;
+        self.engine.drive_created(fence, task.clone());
+        Ok(task)
+    }
+
+    /// The refusal for a host some task holds, naming the task and what to do.
+    pub(super) async fn busy(&self, host_id: i64) -> CoreError {
+        match self.store.lock_holder(host_id).await {
+            Ok(Some(holder)) => CoreError::HostBusy {
+                host_id,
+                task_id: holder.task_id,
+                task_name: holder.name,
+                task_status: holder.status,
+                advice: if holder.status == TaskStatus::Failed {
+                    "retry or roll back that task first"
+                } else {
+                    "wait for that task to finish"
+                },
+            },
+            // Released in between: tell the caller the truth, that a retry will do.
+            Ok(None) => CoreError::HostJustReleased(host_id),
+            Err(e) => e.into(),
+        }
+    }
+}
+
+/// What a batch's ids alone decide, before the store is asked which hosts exist: some,
+/// not too many, each a positive id and named once.
+fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
+    if host_ids.is_empty() {
+        return Err(CoreError::invalid(
+            "hostIds",
+            "[]",
+            "must name at least one host",
+        ));
+    }
+    if host_ids.len() > MAX_BATCH_HOSTS {
+        return Err(CoreError::invalid(
+            "hostIds",
+            format!("{} ids", thousands(host_ids.len())),
+            format!(
+                "names {} hosts; a batch may name at most {}",
+                thousands(host_ids.len()),
+                thousands(MAX_BATCH_HOSTS)
+            ),
+        ));
+    }
+    for &id in host_ids {
+        check_id("hostIds", id)?;
+    }
+    let mut seen = HashSet::new();
+    let mut repeated = HashSet::new();
+    let duplicates: Vec<i64> = host_ids
+        .iter()
+        .copied()
+        .filter(|id| !seen.insert(*id) && repeated.insert(*id))
+        .collect();
+    if !duplicates.is_empty() {
+        let (named, more) = first_few(&duplicates);
+        return Err(CoreError::invalid(
+            "hostIds",
+            format!("{} ids", thousands(host_ids.len())),
+            name_hosts(
+                named,
+                more,
+                "is listed more than once",
+                "are listed more than once",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_refused_for_its_ids_alone_before_the_store_is_asked() {
+        let refusal = |ids: &[i64]| check_batch(ids).map_err(|e| e.to_string());
+        assert_eq!(refusal(&[3, 1, 2]), Ok(()));
+        assert_eq!(
+            refusal(&[]),
+            Err("hostIds: must name at least one host".to_string())
+        );
+        assert_eq!(
+            refusal(&[1, -3]),
+            Err("hostIds: must be a positive id".to_string())
+        );
+        assert_eq!(
+            refusal(&[1, 2, 1, 3, 2, 2]),
+            Err("hostIds: hosts 1, 2 are listed more than once".to_string())
+        );
+        let too_many: Vec<i64> = (1..=MAX_BATCH_HOSTS as i64 + 1).collect();
+        assert_eq!(
+            refusal(&too_many),
+            Err("hostIds: names 10,001 hosts; a batch may name at most 10,000".to_string())
+        );
+    }
+}
