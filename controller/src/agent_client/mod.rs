@@ -108,26 +108,26 @@ fn classify(status: tonic::Status, address: &str) -> AgentError {
 
 /// The three calls that act on an agent's processes as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BulkOp {
+pub enum BulkCall {
     RestartProxy,
     StopAll,
     StartAll,
 }
 
-impl BulkOp {
+impl BulkCall {
     /// The RPC's name, as step logs name the call.
     pub fn name(self) -> &'static str {
         match self {
-            BulkOp::RestartProxy => "RestartProxy",
-            BulkOp::StopAll => "StopAll",
-            BulkOp::StartAll => "StartAll",
+            BulkCall::RestartProxy => "RestartProxy",
+            BulkCall::StopAll => "StopAll",
+            BulkCall::StartAll => "StartAll",
         }
     }
 }
 
 /// The three per-process operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessOp {
+pub enum ProcessAction {
     Restart,
     Stop,
     Start,
@@ -241,22 +241,22 @@ impl AgentClient<'_> {
         Ok(list.processes)
     }
 
-    pub async fn bulk(&self, op: BulkOp, timeout: Duration) -> Result<BulkResponse, AgentError> {
+    pub async fn bulk(&self, op: BulkCall, timeout: Duration) -> Result<BulkResponse, AgentError> {
         let body = BulkRequest {
             timeout_ms: timeout_ms(timeout),
         };
         let request = self.request(body, timeout);
         let mut grpc = self.grpc.clone();
         match op {
-            BulkOp::RestartProxy => self.answer(grpc.restart_proxy(request)).await,
-            BulkOp::StopAll => self.answer(grpc.stop_all(request)).await,
-            BulkOp::StartAll => self.answer(grpc.start_all(request)).await,
+            BulkCall::RestartProxy => self.answer(grpc.restart_proxy(request)).await,
+            BulkCall::StopAll => self.answer(grpc.stop_all(request)).await,
+            BulkCall::StartAll => self.answer(grpc.start_all(request)).await,
         }
     }
 
     pub async fn process(
         &self,
-        op: ProcessOp,
+        op: ProcessAction,
         alias: &str,
         timeout: Duration,
     ) -> Result<ProcessResponse, AgentError> {
@@ -267,9 +267,9 @@ impl AgentClient<'_> {
         let request = self.request(body, timeout);
         let mut grpc = self.grpc.clone();
         match op {
-            ProcessOp::Restart => self.answer(grpc.restart_process(request)).await,
-            ProcessOp::Stop => self.answer(grpc.stop_process(request)).await,
-            ProcessOp::Start => self.answer(grpc.start_process(request)).await,
+            ProcessAction::Restart => self.answer(grpc.restart_process(request)).await,
+            ProcessAction::Stop => self.answer(grpc.stop_process(request)).await,
+            ProcessAction::Start => self.answer(grpc.start_process(request)).await,
         }
     }
 

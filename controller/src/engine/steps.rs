@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::leases::{Hold, call_margin};
-use crate::agent_client::{self, AgentClient, AgentError, BulkOp, CallOrigin, Next, RetryPolicy};
+use crate::agent_client::{self, AgentClient, AgentError, BulkCall, CallOrigin, Next, RetryPolicy};
 use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
 use crate::store::{Fence, LogEntry};
 
@@ -45,9 +45,9 @@ impl StepRun<'_> {
                 Ok(())
             }
             Step::PrepareRestart | Step::PrepareStop | Step::PrepareStart => self.prepare().await,
-            Step::RestartProxy => self.bulk(BulkOp::RestartProxy).await,
-            Step::StopAll => self.bulk(BulkOp::StopAll).await,
-            Step::StartAll => self.bulk(BulkOp::StartAll).await,
+            Step::RestartProxy => self.bulk(BulkCall::RestartProxy).await,
+            Step::StopAll => self.bulk(BulkCall::StopAll).await,
+            Step::StartAll => self.bulk(BulkCall::StartAll).await,
             Step::Finish => self.finish().await,
         }
     }
@@ -80,14 +80,14 @@ impl StepRun<'_> {
             Step::StopAll => {
                 if self.hold_host().await? {
                     self.log("rollback: starting what Stop all stopped");
-                    self.bulk(BulkOp::StartAll).await?;
+                    self.bulk(BulkCall::StartAll).await?;
                 }
                 Ok(())
             }
             Step::StartAll => {
                 if self.hold_host().await? {
                     self.log("rollback: stopping what Start all started");
-                    self.bulk(BulkOp::StopAll).await?;
+                    self.bulk(BulkCall::StopAll).await?;
                 }
                 Ok(())
             }
@@ -201,7 +201,7 @@ impl StepRun<'_> {
         Ok(())
     }
 
-    async fn bulk(&self, op: BulkOp) -> Result<(), StepError> {
+    async fn bulk(&self, op: BulkCall) -> Result<(), StepError> {
         let call = op.name();
         let host = self.online_host().await?;
         let client = self.client(&host)?;

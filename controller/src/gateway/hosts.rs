@@ -9,7 +9,7 @@ use super::json::{
 };
 use super::{ApiResult, Data, Failures, GatewayState};
 use crate::model::AgentAction;
-use crate::service::{ApiOperation, Caller, ProcessOp};
+use crate::service::{ApiOperation, Caller, ProcessAction};
 
 async fn batch(
     state: &GatewayState,
@@ -120,7 +120,7 @@ async fn process(
     state: &GatewayState,
     caller: &Caller,
     ids: &PathIds,
-    op: ProcessOp,
+    op: ProcessAction,
 ) -> ApiResult<HostAgentProcessJson> {
     let host_id = ids.id("hostId")?;
     let process_id = ids.id("agentProcessId")?;
@@ -142,7 +142,7 @@ pub async fn restart_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessOp::Restart).await
+    process(&state, &caller, &ids, ProcessAction::Restart).await
 }
 
 /// Stop one agent process; answers once the agent has finished, with the process then.
@@ -156,7 +156,7 @@ pub async fn stop_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessOp::Stop).await
+    process(&state, &caller, &ids, ProcessAction::Stop).await
 }
 
 /// Start one agent process; answers once the agent has finished, with the process then.
@@ -170,7 +170,7 @@ pub async fn start_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessOp::Start).await
+    process(&state, &caller, &ids, ProcessAction::Start).await
 }
 
 /// The host's agent and its processes, fresh from the agent when it answers in time.

@@ -14,7 +14,9 @@ use super::json::{
     BasicTaskJson, Envelope, PageOf, SubtaskLogJson, TaskEventJson, TaskEventSse, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
-use crate::service::{ApiOperation, Caller, SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+use crate::service::{
+    ApiOperation, Caller, SubtaskAction, TaskAction, TaskQuery, log_text, task_filter,
+};
 
 /// A page of tasks without their subtasks, newest first unless `sort` says otherwise.
 #[utoipa::path(operation_id = ApiOperation::ListTasks.name(),
@@ -76,7 +78,7 @@ async fn task_op(
     state: &GatewayState,
     caller: &Caller,
     ids: &PathIds,
-    op: TaskOp,
+    op: TaskAction,
 ) -> ApiResult<TaskJson> {
     let task = state.core.task_op(op, ids.id("id")?, &caller).await?;
     Ok(Data((&task).into()))
@@ -86,7 +88,7 @@ async fn subtask_op(
     state: &GatewayState,
     caller: &Caller,
     ids: &PathIds,
-    op: SubtaskOp,
+    op: SubtaskAction,
 ) -> ApiResult<TaskJson> {
     let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
     let task = state
@@ -107,7 +109,7 @@ pub async fn retry_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids, TaskOp::Retry).await
+    task_op(&state, &caller, &ids, TaskAction::Retry).await
 }
 
 /// Undoes what a FAILED task did, backwards through its DAG, and lets its hosts go. It
@@ -123,7 +125,7 @@ pub async fn rollback_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids, TaskOp::Rollback).await
+    task_op(&state, &caller, &ids, TaskAction::Rollback).await
 }
 
 /// Runs one FAILED subtask again.
@@ -137,7 +139,7 @@ pub async fn retry_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskOp::Retry).await
+    subtask_op(&state, &caller, &ids, SubtaskAction::Retry).await
 }
 
 /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so that the DAG goes on.
@@ -151,7 +153,7 @@ pub async fn skip_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskOp::Skip).await
+    subtask_op(&state, &caller, &ids, SubtaskAction::Skip).await
 }
 
 /// Cancels a RUNNING subtask: its agent call is dropped and it ends FAILED with operation
@@ -166,7 +168,7 @@ pub async fn cancel_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskOp::Cancel).await
+    subtask_op(&state, &caller, &ids, SubtaskAction::Cancel).await
 }
 
 /// What a subtask did: timestamped lines, each agent call with its trace id, every error.

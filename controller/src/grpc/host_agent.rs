@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
 use crate::model::AgentAction;
-use crate::service::{ApiOperation, Core, ProcessOp};
+use crate::service::{ApiOperation, Core, ProcessAction};
 
 pub struct HostAgentGrpc {
     core: Core,
@@ -47,7 +47,7 @@ impl HostAgentGrpc {
     async fn process<M>(
         &self,
         operation: ApiOperation,
-        action: ProcessOp,
+        action: ProcessAction,
         request: Request<M>,
         ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
@@ -118,7 +118,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::RestartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::RestartAgentProcess;
-        self.process(op, ProcessOp::Restart, r, |m| {
+        self.process(op, ProcessAction::Restart, r, |m| {
             (m.host_id, m.agent_process_id)
         })
         .await
@@ -129,8 +129,10 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StopAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::StopAgentProcess;
-        self.process(op, ProcessOp::Stop, r, |m| (m.host_id, m.agent_process_id))
-            .await
+        self.process(op, ProcessAction::Stop, r, |m| {
+            (m.host_id, m.agent_process_id)
+        })
+        .await
     }
 
     async fn start_agent_process(
@@ -138,8 +140,10 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::StartAgentProcess;
-        self.process(op, ProcessOp::Start, r, |m| (m.host_id, m.agent_process_id))
-            .await
+        self.process(op, ProcessAction::Start, r, |m| {
+            (m.host_id, m.agent_process_id)
+        })
+        .await
     }
 
     async fn get_host_agent(

@@ -10,7 +10,9 @@ use proto::ocp::v1::task_service_server::TaskService;
 use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
-use crate::service::{ApiOperation, Core, SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+use crate::service::{
+    ApiOperation, Core, SubtaskAction, TaskAction, TaskQuery, log_text, task_filter,
+};
 
 pub struct TaskGrpc {
     core: Core,
@@ -24,7 +26,7 @@ impl TaskGrpc {
     async fn task_op<M>(
         &self,
         operation: ApiOperation,
-        action: TaskOp,
+        action: TaskAction,
         request: Request<M>,
         task_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
@@ -37,7 +39,7 @@ impl TaskGrpc {
     async fn subtask_op<M>(
         &self,
         operation: ApiOperation,
-        action: SubtaskOp,
+        action: SubtaskAction,
         request: Request<M>,
         ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::Task>, Status> {
@@ -91,7 +93,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RetryTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RetryTask;
-        self.task_op(op, TaskOp::Retry, request, |m| m.id).await
+        self.task_op(op, TaskAction::Retry, request, |m| m.id).await
     }
 
     async fn rollback_task(
@@ -99,7 +101,8 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RollbackTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RollbackTask;
-        self.task_op(op, TaskOp::Rollback, request, |m| m.id).await
+        self.task_op(op, TaskAction::Rollback, request, |m| m.id)
+            .await
     }
 
     async fn retry_subtask(
@@ -107,8 +110,10 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RetrySubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RetrySubtask;
-        self.subtask_op(op, SubtaskOp::Retry, request, |m| (m.task_id, m.subtask_id))
-            .await
+        self.subtask_op(op, SubtaskAction::Retry, request, |m| {
+            (m.task_id, m.subtask_id)
+        })
+        .await
     }
 
     async fn skip_subtask(
@@ -116,8 +121,10 @@ impl TaskService for TaskGrpc {
         request: Request<pb::SkipSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::SkipSubtask;
-        self.subtask_op(op, SubtaskOp::Skip, request, |m| (m.task_id, m.subtask_id))
-            .await
+        self.subtask_op(op, SubtaskAction::Skip, request, |m| {
+            (m.task_id, m.subtask_id)
+        })
+        .await
     }
 
     async fn cancel_subtask(
@@ -125,7 +132,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::CancelSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::CancelSubtask;
-        self.subtask_op(op, SubtaskOp::Cancel, request, |m| {
+        self.subtask_op(op, SubtaskAction::Cancel, request, |m| {
             (m.task_id, m.subtask_id)
         })
         .await

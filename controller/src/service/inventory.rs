@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::errors::check_id;
 use super::{Caller, Core, CoreError};
-use crate::agent_client::{self, AgentClient, CallOrigin, ProcessOp};
+use crate::agent_client::{self, AgentClient, CallOrigin, ProcessAction};
 use crate::model::{AgentProcess, Host, Page, PageRequest};
 
 /// A host's agent with its processes, as `GET /compute/hosts/{id}/agent` shows it.
@@ -107,7 +107,7 @@ impl Core {
         &self,
         host_id: i64,
         process_id: i64,
-        op: ProcessOp,
+        op: ProcessAction,
         caller: &Caller,
     ) -> Result<AgentProcess, CoreError> {
         check_id("agentProcessId", process_id)?;

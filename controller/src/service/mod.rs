@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::agent_client::AgentPool;
-pub use crate::agent_client::ProcessOp;
+pub use crate::agent_client::ProcessAction;
 use crate::engine::Engine;
 use crate::store::{Dialect, Store};
 pub use errors::{CoreError, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
-pub use tasks::{SubtaskOp, TaskOp, TaskQuery, log_text, task_filter};
+pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};
 
 #[derive(Debug, Clone)]
 pub struct CoreOptions {

@@ -25,7 +25,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
 /// What an operator asks of a whole task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskOp {
+pub enum TaskAction {
     /// Every FAILED subtask runs again (operation RETRY, one more attempt).
     Retry,
     /// What the FAILED task did is undone, backwards through its DAG, and its hosts are let
@@ -36,7 +36,7 @@ pub enum TaskOp {
 
 /// What an operator asks of one subtask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubtaskOp {
+pub enum SubtaskAction {
     /// A FAILED subtask runs again.
     Retry,
     /// A FAILED subtask counts as done (SUCCESSFUL, operation SKIP) and the DAG goes on.
@@ -92,7 +92,7 @@ impl Core {
 
     pub async fn task_op(
         &self,
-        op: TaskOp,
+        op: TaskAction,
         task_id: i64,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
@@ -100,13 +100,13 @@ impl Core {
         let at = now_millis();
         let claim = self.engine.claim();
         let fence = match op {
-            TaskOp::Retry => {
+            TaskAction::Retry => {
                 self.store
                     .retry_task(task_id, caller.name(), at, &claim)
                     .await?
                     .1
             }
-            TaskOp::Rollback => {
+            TaskAction::Rollback => {
                 self.store
                     .begin_rollback(task_id, caller.name(), at, &claim)
                     .await?
@@ -120,7 +120,7 @@ impl Core {
 
     pub async fn subtask_op(
         &self,
-        op: SubtaskOp,
+        op: SubtaskAction,
         task_id: i64,
         subtask_id: i64,
         caller: &Caller,
@@ -129,17 +129,17 @@ impl Core {
         let at = now_millis();
         let claim = self.engine.claim();
         let fence = match op {
-            SubtaskOp::Retry => {
+            SubtaskAction::Retry => {
                 self.store
                     .retry_subtask(task_id, subtask_id, caller.name(), at, &claim)
                     .await?
             }
-            SubtaskOp::Skip => {
+            SubtaskAction::Skip => {
                 self.store
                     .skip_subtask(task_id, subtask_id, caller.name(), at, &claim)
                     .await?
             }
-            SubtaskOp::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
+            SubtaskAction::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
         };
         self.finished.forget(task_id);
         self.engine.drive(fence, Start::Fresh);
