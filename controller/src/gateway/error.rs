@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::json::{ErrorBody, SubError};
 use crate::auth::AuthError;
-use crate::service::CoreError;
+use crate::service::{CoreError, Field};
 
 /// OCP's error codes, and the project's own where OCP documents none.
 pub mod codes {
@@ -176,6 +176,25 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The core's fields as OCP's JSON bodies, paths and query strings name them.
+pub fn field_name(field: Field) -> &'static str {
+    match field {
+        Field::HostAddress => "innerIpAddress",
+        Field::AgentPort => "agentPort",
+        Field::HostName => "name",
+        Field::HostId => "hostId",
+        Field::HostIds => "hostIds",
+        Field::ProcessId => "agentProcessId",
+        Field::TaskId => "id",
+        Field::SubtaskId => "subtaskId",
+        Field::EventSeq => "after",
+        Field::TaskStatus => "status",
+        Field::CreatedAfter => "createdAfter",
+        Field::CreatedBefore => "createdBefore",
+        Field::Sort => "sort",
+    }
+}
+
 impl From<CoreError> for ApiError {
     fn from(e: CoreError) -> ApiError {
         let message = e.to_string();
@@ -184,19 +203,19 @@ impl From<CoreError> for ApiError {
                 field,
                 rejected,
                 message,
-            } => ApiError::invalid(&field, Value::String(rejected), message),
+            } => ApiError::invalid(field_name(field), Value::String(rejected), message),
             CoreError::HostsNotFound { named, more } => {
                 let mut sub_errors: Vec<SubError> = named
                     .iter()
                     .map(|id| SubError {
-                        field: "hostIds".to_string(),
+                        field: field_name(Field::HostIds).to_string(),
                         rejected_value: Value::from(*id),
                         message: format!("host {id} does not exist"),
                     })
                     .collect();
                 if more > 0 {
                     sub_errors.push(SubError {
-                        field: "hostIds".to_string(),
+                        field: field_name(Field::HostIds).to_string(),
                         rejected_value: Value::Null,
                         message: format!(
                             "{} more hosts do not exist",

@@ -9,7 +9,7 @@ use tonic::{Code, Status};
 
 use crate::auth::{AuthError, Authentication};
 use crate::model::PageRequest;
-use crate::service::{self, ApiOperation, Caller, CoreError};
+use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 
 pub use host_agent::HostAgentGrpc;
 pub use task::TaskGrpc;
@@ -45,7 +45,32 @@ impl From<CoreError> for Status {
         if code == Code::Internal {
             tracing::error!("{e}");
         }
-        Status::new(code, e.to_string())
+        let message = match &e {
+            CoreError::InvalidArgument { field, message, .. } => {
+                format!("{}: {message}", field_name(*field))
+            }
+            e => e.to_string(),
+        };
+        Status::new(code, message)
+    }
+}
+
+/// The core's fields as the proto's messages name them.
+fn field_name(field: Field) -> &'static str {
+    match field {
+        Field::HostAddress => "inner_ip_address",
+        Field::AgentPort => "agent_port",
+        Field::HostName => "name",
+        Field::HostId => "host_id",
+        Field::HostIds => "host_ids",
+        Field::ProcessId => "agent_process_id",
+        Field::TaskId => "id",
+        Field::SubtaskId => "subtask_id",
+        Field::EventSeq => "after_seq",
+        Field::TaskStatus => "status",
+        Field::CreatedAfter => "created_after",
+        Field::CreatedBefore => "created_before",
+        Field::Sort => "sort",
     }
 }
 

@@ -6,11 +6,54 @@ use crate::auth::AuthError;
 use crate::model::TaskStatus;
 use crate::store::{StoreError, TransitionRefused};
 
+/// What an invalid argument is, in the domain's words. Each face names it as its
+/// clients spell it: the REST face by OCP's JSON and query names, the gRPC face by the
+/// proto's fields; the core knows neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    HostAddress,
+    AgentPort,
+    HostName,
+    HostId,
+    HostIds,
+    ProcessId,
+    TaskId,
+    SubtaskId,
+    /// The last event a watcher saw.
+    EventSeq,
+    /// The task status a task list is filtered by.
+    TaskStatus,
+    CreatedAfter,
+    CreatedBefore,
+    /// A task list's order.
+    Sort,
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Field::HostAddress => "host address",
+            Field::AgentPort => "agent port",
+            Field::HostName => "host name",
+            Field::HostId => "host id",
+            Field::HostIds => "host ids",
+            Field::ProcessId => "process id",
+            Field::TaskId => "task id",
+            Field::SubtaskId => "subtask id",
+            Field::EventSeq => "event seq",
+            Field::TaskStatus => "task status",
+            Field::CreatedAfter => "created after",
+            Field::CreatedBefore => "created before",
+            Field::Sort => "sort",
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("{field}: {message}")]
     InvalidArgument {
-        field: String,
+        field: Field,
         rejected: String,
         message: String,
     },
@@ -118,12 +161,12 @@ impl CoreError {
     }
 
     pub(super) fn invalid(
-        field: &str,
+        field: Field,
         rejected: impl ToString,
         message: impl Into<String>,
     ) -> CoreError {
         CoreError::InvalidArgument {
-            field: field.to_string(),
+            field,
             rejected: rejected.to_string(),
             message: message.into(),
         }
@@ -178,7 +221,7 @@ pub fn thousands(n: usize) -> String {
         .join(",")
 }
 
-pub(super) fn check_id(field: &str, id: i64) -> Result<(), CoreError> {
+pub(super) fn check_id(field: Field, id: i64) -> Result<(), CoreError> {
     if id <= 0 {
         return Err(CoreError::invalid(field, id, "must be a positive id"));
     }

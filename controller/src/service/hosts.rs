@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::errors::{MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
+use super::errors::{Field, MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
 use super::{Caller, Core, CoreError};
 use crate::model::{
     AgentAction, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus, now_millis,
@@ -23,7 +23,7 @@ impl Core {
         let address = inner_ip_address.trim();
         if address.parse::<IpAddr>().is_err() {
             return Err(CoreError::invalid(
-                "innerIpAddress",
+                Field::HostAddress,
                 inner_ip_address,
                 "must be an IPv4 or IPv6 address",
             ));
@@ -32,12 +32,12 @@ impl Core {
             .ok()
             .filter(|p| *p != 0)
             .ok_or_else(|| {
-                CoreError::invalid("agentPort", agent_port, "must be between 1 and 65535")
+                CoreError::invalid(Field::AgentPort, agent_port, "must be between 1 and 65535")
             })?;
         let name = match name.map(str::trim) {
             Some(n) if n.len() > 128 => {
                 return Err(CoreError::invalid(
-                    "name",
+                    Field::HostName,
                     n,
                     "must be at most 128 characters",
                 ));
@@ -76,7 +76,7 @@ impl Core {
     }
 
     pub(super) async fn find_host(&self, id: i64) -> Result<Host, CoreError> {
-        check_id("hostId", id)?;
+        check_id(Field::HostId, id)?;
         self.store
             .get_host(id)
             .await?
@@ -84,7 +84,7 @@ impl Core {
     }
 
     pub async fn delete_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
-        check_id("hostId", id)?;
+        check_id(Field::HostId, id)?;
         match self.store.delete_host(id).await {
             Ok(Some(host)) => {
                 self.forget_inventory(id);
@@ -184,14 +184,14 @@ impl Core {
 fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
     if host_ids.is_empty() {
         return Err(CoreError::invalid(
-            "hostIds",
+            Field::HostIds,
             "[]",
             "must name at least one host",
         ));
     }
     if host_ids.len() > MAX_BATCH_HOSTS {
         return Err(CoreError::invalid(
-            "hostIds",
+            Field::HostIds,
             format!("{} ids", thousands(host_ids.len())),
             format!(
                 "names {} hosts; a batch may name at most {}",
@@ -201,7 +201,7 @@ fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
         ));
     }
     for &id in host_ids {
-        check_id("hostIds", id)?;
+        check_id(Field::HostIds, id)?;
     }
     let mut seen = HashSet::new();
     let mut repeated = HashSet::new();
@@ -213,7 +213,7 @@ fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
     if !duplicates.is_empty() {
         let (named, more) = first_few(&duplicates);
         return Err(CoreError::invalid(
-            "hostIds",
+            Field::HostIds,
             format!("{} ids", thousands(host_ids.len())),
             name_hosts(
                 named,

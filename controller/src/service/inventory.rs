@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
-use super::errors::check_id;
+use super::errors::{Field, check_id};
 use super::{Caller, Core, CoreError};
 use crate::agent_client::{self, AgentClient, CallOrigin, ProcessAction};
 use crate::model::{AgentProcess, Host, Page, PageRequest};
@@ -110,7 +110,7 @@ impl Core {
         op: ProcessAction,
         caller: &Caller,
     ) -> Result<AgentProcess, CoreError> {
-        check_id("agentProcessId", process_id)?;
+        check_id(Field::ProcessId, process_id)?;
         let host = self.find_host(host_id).await?;
         let process = self.store.get_process(host_id, process_id).await?.ok_or(
             CoreError::ProcessNotFound {

@@ -22,7 +22,7 @@ use crate::agent_client::AgentPool;
 pub use crate::agent_client::ProcessAction;
 use crate::engine::Engine;
 use crate::store::{Dialect, Store};
-pub use errors::{CoreError, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
+pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
 pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::Stream;
 
-use super::errors::check_id;
+use super::errors::{Field, check_id};
 use super::{Caller, Core, CoreError};
 use crate::auth::{AuthError, Permission};
 use crate::engine::Start;
@@ -67,7 +67,7 @@ impl Core {
     }
 
     pub(super) async fn find_task(&self, id: i64) -> Result<Task, CoreError> {
-        check_id("id", id)?;
+        check_id(Field::TaskId, id)?;
         if let Some(task) = self.finished.get(id) {
             return Ok(task);
         }
@@ -96,7 +96,7 @@ impl Core {
         task_id: i64,
         caller: &Caller,
     ) -> Result<Task, CoreError> {
-        check_id("id", task_id)?;
+        check_id(Field::TaskId, task_id)?;
         let at = now_millis();
         let claim = self.engine.claim();
         let fence = match op {
@@ -192,7 +192,7 @@ impl Core {
         subtask_id: i64,
     ) -> Result<Vec<SubtaskLogLine>, CoreError> {
         let task = self.get_task(caller, task_id).await?;
-        check_id("subtaskId", subtask_id)?;
+        check_id(Field::SubtaskId, subtask_id)?;
         if !task.subtasks.iter().any(|s| s.id == subtask_id) {
             return Err(CoreError::SubtaskNotFound {
                 task_id,
@@ -214,7 +214,7 @@ impl Core {
         self.get_task(caller, task_id).await?;
         if after < 0 {
             return Err(CoreError::InvalidArgument {
-                field: "after".to_string(),
+                field: Field::EventSeq,
                 rejected: after.to_string(),
                 message: "must be an event sequence number, 0 or more".to_string(),
             });
@@ -291,8 +291,8 @@ impl Watcher {
 }
 
 fn check_ids(task_id: i64, subtask_id: i64) -> Result<(), CoreError> {
-    check_id("id", task_id)?;
-    check_id("subtaskId", subtask_id)
+    check_id(Field::TaskId, task_id)?;
+    check_id(Field::SubtaskId, subtask_id)
 }
 
 /// A task list's filter as either face receives it: strings, unchecked.
@@ -308,8 +308,8 @@ pub struct TaskQuery<'a> {
 
 /// Checks a task list's filter once for both faces, naming the field that is wrong.
 pub fn task_filter(q: &TaskQuery<'_>) -> Result<TaskFilter, CoreError> {
-    let invalid = |field: &str, rejected: &str, message: String| CoreError::InvalidArgument {
-        field: field.to_string(),
+    let invalid = |field: Field, rejected: &str, message: String| CoreError::InvalidArgument {
+        field,
         rejected: rejected.to_string(),
         message,
     };
@@ -317,13 +317,13 @@ pub fn task_filter(q: &TaskQuery<'_>) -> Result<TaskFilter, CoreError> {
         None => None,
         Some(s) => Some(s.parse::<TaskStatus>().map_err(|_| {
             invalid(
-                "status",
+                Field::TaskStatus,
                 s,
                 "must be one of RUNNING, FAILED, SUCCESSFUL".to_string(),
             )
         })?),
     };
-    let time = |field: &str, value: Option<&str>| -> Result<Option<i64>, CoreError> {
+    let time = |field: Field, value: Option<&str>| -> Result<Option<i64>, CoreError> {
         match value.filter(|v| !v.is_empty()) {
             None => Ok(None),
             Some(v) => chrono::DateTime::parse_from_rfc3339(v)
@@ -341,21 +341,21 @@ pub fn task_filter(q: &TaskQuery<'_>) -> Result<TaskFilter, CoreError> {
         None => TaskSort::default(),
         Some(s) => s.parse().map_err(|e| {
             invalid(
-                "sort",
+                Field::Sort,
                 s,
                 format!("{e}: use id, startTime, finishTime, name or status, optionally with ,asc or ,desc"),
             )
         })?,
     };
     if let Some(id) = q.host_id {
-        check_id("hostId", id)?;
+        check_id(Field::HostId, id)?;
     }
     Ok(TaskFilter {
         status,
         name: q.name.filter(|n| !n.is_empty()).map(str::to_string),
         host_id: q.host_id,
-        created_from: time("createdAfter", q.created_after)?,
-        created_to: time("createdBefore", q.created_before)?,
+        created_from: time(Field::CreatedAfter, q.created_after)?,
+        created_to: time(Field::CreatedBefore, q.created_before)?,
         sort,
     })
 }
