@@ -1,3 +1,6 @@
+//! The `ocp-controller` binary: its flags and subcommands (serve, hash a password, issue
+//! certificates), read into a `ControllerOptions`; the controller itself is the library.
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,12 +1,12 @@
 //! The DAG shapes of OCP's agent operations, node for node as its API pages show them.
 //!
-//! A template is a chain of slots; a per-host slot becomes one subtask per host
-//! (`parallelIdx` = the host's index), and in batch templates a barrier ("Wait node")
+//! A plan is a chain of slots; a per-host slot becomes one subtask per host
+//! (`parallelIdx` = the host's index), and in batch plans a barrier ("Wait node")
 //! sits between two per-host slots so that a stage starts only when every host
 //! finished the one before.
 //!
 //! `seriesId` in OCP's examples is not the chain order but a fixed permutation of it;
-//! each template keeps the seed's permutation as the slots' ranks. For N hosts, slots
+//! each plan keeps the seed's permutation as the slots' ranks. For N hosts, slots
 //! are numbered in rank order and a per-host slot takes N consecutive numbers, so that
 //! the one-host batch is exactly the seed and every N gets unique ids `0..len`.
 

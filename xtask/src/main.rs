@@ -1,3 +1,5 @@
+//! `cargo xtask`: the workspace's developer tasks (the demo, the benchmarks), as subcommands.
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]

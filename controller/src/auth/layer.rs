@@ -1,33 +1,51 @@
-//! Authenticates every request once, for both faces: the tower layer in front of the
-//! REST router and of the gRPC services. What it found, a principal or why there is
-//! none, goes into the request's extensions; the core then admits each operation by
-//! its row in the operation table, and each face renders a refusal its own way.
+//! Takes every request's credentials once, for both faces: the tower layer in front of
+//! the REST router and of the gRPC services puts them in the request's extensions, and
+//! the first operation that needs to know who asks has them checked, once. What was
+//! found (a principal, or why there is none) is then admitted by the core's operation
+//! table, and each face renders a refusal its own way.
 //!
-//! It never refuses by itself: health checks, reflection, the OpenAPI document and
-//! unknown routes need no credentials, and only the core knows which operation asks
-//! for which permission.
+//! The check waits for an operation: health checks, reflection, the OpenAPI document,
+//! unknown routes and requests the cross-site guard refuses never cost a password
+//! verification, and wrong credentials sent to them are not counted as failed logins.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
 use http::header::AUTHORIZATION;
+use tokio::sync::OnceCell;
 use tonic::transport::server::TcpConnectInfo;
 
 use super::{AuthError, Principal, Users};
 
-/// The outcome of authenticating one request.
-#[derive(Debug, Clone)]
-pub struct Authentication(pub Result<Principal, AuthError>);
+/// The credentials one request brought, checked at most once.
+#[derive(Clone)]
+pub struct Credentials(Arc<Brought>);
 
-impl Authentication {
-    /// What a request that did not pass through the layer gets: no one.
-    pub fn of(extensions: &http::Extensions) -> Result<Principal, AuthError> {
-        extensions
-            .get::<Authentication>()
-            .map_or(Err(AuthError::Unauthenticated), |a| a.0.clone())
+struct Brought {
+    users: Users,
+    header: Option<String>,
+    peer: Option<IpAddr>,
+    checked: OnceCell<Result<Principal, AuthError>>,
+}
+
+impl Credentials {
+    /// Who the request's credentials name, checked now if no operation asked before; a
+    /// request that did not pass through the layer names no one.
+    pub async fn principal(extensions: &http::Extensions) -> Result<Principal, AuthError> {
+        let Some(Credentials(brought)) = extensions.get::<Credentials>().cloned() else {
+            return Err(AuthError::Unauthenticated);
+        };
+        brought
+            .checked
+            .get_or_init(|| {
+                brought
+                    .users
+                    .authenticate(brought.header.as_deref(), brought.peer)
+            })
+            .await
+            .clone()
     }
 }
 
@@ -60,10 +78,10 @@ impl AuthLayer {
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
+    type Service = TakeCredentials<S>;
 
-    fn layer(&self, inner: S) -> Authenticate<S> {
-        Authenticate {
+    fn layer(&self, inner: S) -> TakeCredentials<S> {
+        TakeCredentials {
             inner,
             users: self.users.clone(),
         }
@@ -71,39 +89,36 @@ impl<S> tower::Layer<S> for AuthLayer {
 }
 
 #[derive(Clone)]
-pub struct Authenticate<S> {
+pub struct TakeCredentials<S> {
     inner: S,
     users: Users,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Authenticate<S>
+impl<S, B> tower::Service<http::Request<B>> for TakeCredentials<S>
 where
-    S: tower::Service<http::Request<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: Send + 'static,
+    S: tower::Service<http::Request<B>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        // The clone is not ready yet; the one that is goes with this request.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let users = self.users.clone();
-        Box::pin(async move {
-            let header = request
-                .headers()
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            let peer = peer_ip(request.extensions());
-            let outcome = users.authenticate(header, peer).await;
-            request.extensions_mut().insert(Authentication(outcome));
-            inner.call(request).await
-        })
+    fn call(&mut self, mut request: http::Request<B>) -> S::Future {
+        let header = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let credentials = Credentials(Arc::new(Brought {
+            users: self.users.clone(),
+            header,
+            peer: peer_ip(request.extensions()),
+            checked: OnceCell::new(),
+        }));
+        request.extensions_mut().insert(credentials);
+        self.inner.call(request)
     }
 }

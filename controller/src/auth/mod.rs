@@ -19,7 +19,7 @@ mod verifier;
 
 pub use basic::basic_header;
 pub use client::BasicAuth;
-pub use layer::{AuthLayer, Authentication, Peer};
+pub use layer::{AuthLayer, Credentials, Peer};
 pub use password::{hash_password, hash_password_with};
 pub use permission::{Permission, Permissions};
 pub use users::{Users, UsersError};

@@ -263,6 +263,12 @@ impl From<CoreError> for ApiError {
                     "the controller's store failed; see its log under this traceId",
                 )
             }
+            // Logged where the core found it.
+            CoreError::Misrouted { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL,
+                "the controller failed; see its log under this traceId",
+            ),
         }
     }
 }

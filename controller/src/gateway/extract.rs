@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::GatewayState;
 use super::error::ApiError;
 use super::routes::Routes;
-use crate::auth::Authentication;
+use crate::auth::Credentials;
 use crate::model::PageRequest;
 use crate::service::{Caller, admit};
 
@@ -69,7 +69,8 @@ impl FromRequestParts<GatewayState> for Caller {
             ));
         };
         let trace_id = RequestContext::of(parts).trace_id.to_string();
-        let caller = admit(operation, Authentication::of(&parts.extensions), trace_id)?;
+        let principal = Credentials::principal(&parts.extensions).await;
+        let caller = admit(operation, principal, trace_id)?;
         super::guard::unwanted_body(parts)?;
         Ok(caller)
     }
@@ -187,10 +188,6 @@ impl QueryParams {
             let rejected = self.get(e.field).unwrap_or_default().to_string();
             ApiError::invalid(e.field, Value::String(rejected), e.message)
         })
-    }
-
-    pub fn text(&self, name: &str) -> Option<String> {
-        self.get(name).filter(|v| !v.is_empty()).map(str::to_string)
     }
 
     pub fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {

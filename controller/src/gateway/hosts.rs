@@ -8,16 +8,14 @@ use super::json::{
     PageOf, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
-use crate::model::AgentAction;
-use crate::service::{ApiOperation, Caller, ProcessAction};
+use crate::service::{ApiOperation, Caller};
 
 async fn batch(
     state: &GatewayState,
     caller: &Caller,
     body: BatchHostsRequest,
-    op: AgentAction,
 ) -> ApiResult<TaskJson> {
-    let task = state.core.submit_batch(op, &body.host_ids, &caller).await?;
+    let task = state.core.submit_batch(caller, &body.host_ids).await?;
     Ok(Data((&task).into()))
 }
 
@@ -32,7 +30,7 @@ pub async fn batch_restart_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body, AgentAction::Restart).await
+    batch(&state, &caller, body).await
 }
 
 /// Batch stop the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -46,7 +44,7 @@ pub async fn batch_stop_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body, AgentAction::Stop).await
+    batch(&state, &caller, body).await
 }
 
 /// Batch start the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -60,17 +58,12 @@ pub async fn batch_start_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body, AgentAction::Start).await
+    batch(&state, &caller, body).await
 }
 
-async fn single(
-    state: &GatewayState,
-    caller: &Caller,
-    ids: &PathIds,
-    op: AgentAction,
-) -> ApiResult<TaskJson> {
+async fn single(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
     let host_id = ids.id("hostId")?;
-    let task = state.core.submit_single(op, host_id, &caller).await?;
+    let task = state.core.submit_single(caller, host_id).await?;
     Ok(Data((&task).into()))
 }
 
@@ -85,7 +78,7 @@ pub async fn restart_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids, AgentAction::Restart).await
+    single(&state, &caller, &ids).await
 }
 
 /// Stop the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -99,7 +92,7 @@ pub async fn stop_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids, AgentAction::Stop).await
+    single(&state, &caller, &ids).await
 }
 
 /// Start the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -113,21 +106,17 @@ pub async fn start_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids, AgentAction::Start).await
+    single(&state, &caller, &ids).await
 }
 
 async fn process(
     state: &GatewayState,
     caller: &Caller,
     ids: &PathIds,
-    op: ProcessAction,
 ) -> ApiResult<HostAgentProcessJson> {
     let host_id = ids.id("hostId")?;
     let process_id = ids.id("agentProcessId")?;
-    let process = state
-        .core
-        .process_op(host_id, process_id, op, &caller)
-        .await?;
+    let process = state.core.process_op(caller, host_id, process_id).await?;
     Ok(Data((&process).into()))
 }
 
@@ -142,7 +131,7 @@ pub async fn restart_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessAction::Restart).await
+    process(&state, &caller, &ids).await
 }
 
 /// Stop one agent process; answers once the agent has finished, with the process then.
@@ -156,7 +145,7 @@ pub async fn stop_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessAction::Stop).await
+    process(&state, &caller, &ids).await
 }
 
 /// Start one agent process; answers once the agent has finished, with the process then.
@@ -170,7 +159,7 @@ pub async fn start_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids, ProcessAction::Start).await
+    process(&state, &caller, &ids).await
 }
 
 /// The host's agent and its processes, fresh from the agent when it answers in time.
@@ -185,7 +174,7 @@ pub async fn get_host_agent(
     ids: PathIds,
 ) -> ApiResult<HostAgentJson> {
     let host_id = ids.id("hostId")?;
-    let view = state.core.host_agent(host_id, &caller).await?;
+    let view = state.core.host_agent(&caller, host_id).await?;
     Ok(Data((&view).into()))
 }
 
@@ -205,7 +194,7 @@ pub async fn list_host_agent_processes(
 ) -> ApiResult<PageOf<HostAgentProcessJson>> {
     let host_id = ids.id("hostId")?;
     let page = query.only(&["page", "size"])?.page()?;
-    let processes = state.core.host_processes(host_id, page, &caller).await?;
+    let processes = state.core.host_processes(&caller, host_id, page).await?;
     Ok(Data(PageOf::from_page(&processes, |p| p.into())))
 }
 

@@ -13,7 +13,8 @@ use crate::service::ApiOperation;
 #[derive(Debug, Clone, Copy)]
 struct Route {
     /// None for an operationId that names no operation: a route built wrong, which
-    /// every request to it is refused for (see `extract`), and a unit test catches.
+    /// every request to it is refused for (see `extract`), and `tests/permissions.rs`
+    /// catches.
     operation: Option<ApiOperation>,
     takes_body: bool,
 }
@@ -49,8 +50,14 @@ impl Routes {
     }
 
     /// The route at `matched` (served bare and under `/api/v2`); None for one the
-    /// document does not know, which the router refuses.
+    /// document does not know, which the router refuses. HEAD is served by the GET
+    /// route, as axum does, and is that operation.
     fn find(&self, method: &Method, matched: &str) -> Option<Route> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
         let bare = matched
             .strip_prefix("/api/v2")
             .filter(|p| p.starts_with('/'));
@@ -66,12 +73,5 @@ impl Routes {
 
     pub fn operation(&self, method: &Method, matched: &str) -> Option<ApiOperation> {
         self.find(method, matched).and_then(|r| r.operation)
-    }
-
-    /// Every documented route with the operation it serves, for tests and checks.
-    pub fn all(&self) -> impl Iterator<Item = (&Method, &str, Option<ApiOperation>)> {
-        self.0
-            .iter()
-            .map(|((method, path), route)| (method, path.as_str(), route.operation))
     }
 }

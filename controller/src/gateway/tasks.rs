@@ -14,9 +14,7 @@ use super::json::{
     BasicTaskJson, Envelope, PageOf, SubtaskLogJson, TaskEventJson, TaskEventSse, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
-use crate::service::{
-    ApiOperation, Caller, SubtaskAction, TaskAction, TaskQuery, log_text, task_filter,
-};
+use crate::service::{ApiOperation, Caller, TaskQuery, log_text, task_filter};
 
 /// A page of tasks without their subtasks, newest first unless `sort` says otherwise.
 #[utoipa::path(operation_id = ApiOperation::ListTasks.name(),
@@ -74,27 +72,14 @@ pub async fn get_task(
     Ok(Data((&task).into()))
 }
 
-async fn task_op(
-    state: &GatewayState,
-    caller: &Caller,
-    ids: &PathIds,
-    op: TaskAction,
-) -> ApiResult<TaskJson> {
-    let task = state.core.task_op(op, ids.id("id")?, &caller).await?;
+async fn task_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
+    let task = state.core.task_op(caller, ids.id("id")?).await?;
     Ok(Data((&task).into()))
 }
 
-async fn subtask_op(
-    state: &GatewayState,
-    caller: &Caller,
-    ids: &PathIds,
-    op: SubtaskAction,
-) -> ApiResult<TaskJson> {
+async fn subtask_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
     let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
-    let task = state
-        .core
-        .subtask_op(op, task_id, subtask_id, &caller)
-        .await?;
+    let task = state.core.subtask_op(caller, task_id, subtask_id).await?;
     Ok(Data((&task).into()))
 }
 
@@ -109,7 +94,7 @@ pub async fn retry_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids, TaskAction::Retry).await
+    task_op(&state, &caller, &ids).await
 }
 
 /// Undoes what a FAILED task did, backwards through its DAG, and lets its hosts go. It
@@ -125,7 +110,7 @@ pub async fn rollback_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids, TaskAction::Rollback).await
+    task_op(&state, &caller, &ids).await
 }
 
 /// Runs one FAILED subtask again.
@@ -139,7 +124,7 @@ pub async fn retry_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskAction::Retry).await
+    subtask_op(&state, &caller, &ids).await
 }
 
 /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so that the DAG goes on.
@@ -153,7 +138,7 @@ pub async fn skip_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskAction::Skip).await
+    subtask_op(&state, &caller, &ids).await
 }
 
 /// Cancels a RUNNING subtask: its agent call is dropped and it ends FAILED with operation
@@ -168,7 +153,7 @@ pub async fn cancel_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids, SubtaskAction::Cancel).await
+    subtask_op(&state, &caller, &ids).await
 }
 
 /// What a subtask did: timestamped lines, each agent call with its trace id, every error.

@@ -6,8 +6,7 @@ use proto::ocp::v1::host_agent_service_server::HostAgentService;
 use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
-use crate::model::AgentAction;
-use crate::service::{ApiOperation, Core, ProcessAction};
+use crate::service::{ApiOperation, Core};
 
 pub struct HostAgentGrpc {
     core: Core,
@@ -21,42 +20,36 @@ impl HostAgentGrpc {
     async fn batch<M>(
         &self,
         operation: ApiOperation,
-        action: AgentAction,
         request: Request<M>,
         host_ids: impl FnOnce(M) -> Vec<i64>,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request)?;
+        let caller = admit(operation, &request).await?;
         let host_ids = host_ids(request.into_inner());
-        let task = self.core.submit_batch(action, &host_ids, &caller).await?;
+        let task = self.core.submit_batch(&caller, &host_ids).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
     async fn single<M>(
         &self,
         operation: ApiOperation,
-        action: AgentAction,
         request: Request<M>,
         host_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request)?;
+        let caller = admit(operation, &request).await?;
         let host_id = host_id(request.get_ref());
-        let task = self.core.submit_single(action, host_id, &caller).await?;
+        let task = self.core.submit_single(&caller, host_id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
     async fn process<M>(
         &self,
         operation: ApiOperation,
-        action: ProcessAction,
         request: Request<M>,
         ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let caller = admit(operation, &request)?;
+        let caller = admit(operation, &request).await?;
         let (host_id, process_id) = ids(request.get_ref());
-        let process = self
-            .core
-            .process_op(host_id, process_id, action, &caller)
-            .await?;
+        let process = self.core.process_op(&caller, host_id, process_id).await?;
         Ok(Response::new(convert::process(&process)))
     }
 }
@@ -68,8 +61,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchRestartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchRestartAgents;
-        self.batch(op, AgentAction::Restart, r, |m| m.host_ids)
-            .await
+        self.batch(op, r, |m| m.host_ids).await
     }
 
     async fn batch_stop_agents(
@@ -77,7 +69,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchStopAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchStopAgents;
-        self.batch(op, AgentAction::Stop, r, |m| m.host_ids).await
+        self.batch(op, r, |m| m.host_ids).await
     }
 
     async fn batch_start_agents(
@@ -85,7 +77,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchStartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchStartAgents;
-        self.batch(op, AgentAction::Start, r, |m| m.host_ids).await
+        self.batch(op, r, |m| m.host_ids).await
     }
 
     async fn restart_agent(
@@ -93,8 +85,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::RestartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RestartAgent;
-        self.single(op, AgentAction::Restart, r, |m| m.host_id)
-            .await
+        self.single(op, r, |m| m.host_id).await
     }
 
     async fn stop_agent(
@@ -102,7 +93,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StopAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::StopAgent;
-        self.single(op, AgentAction::Stop, r, |m| m.host_id).await
+        self.single(op, r, |m| m.host_id).await
     }
 
     async fn start_agent(
@@ -110,7 +101,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::StartAgent;
-        self.single(op, AgentAction::Start, r, |m| m.host_id).await
+        self.single(op, r, |m| m.host_id).await
     }
 
     async fn restart_agent_process(
@@ -118,10 +109,8 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::RestartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::RestartAgentProcess;
-        self.process(op, ProcessAction::Restart, r, |m| {
-            (m.host_id, m.agent_process_id)
-        })
-        .await
+        self.process(op, r, |m| (m.host_id, m.agent_process_id))
+            .await
     }
 
     async fn stop_agent_process(
@@ -129,10 +118,8 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StopAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::StopAgentProcess;
-        self.process(op, ProcessAction::Stop, r, |m| {
-            (m.host_id, m.agent_process_id)
-        })
-        .await
+        self.process(op, r, |m| (m.host_id, m.agent_process_id))
+            .await
     }
 
     async fn start_agent_process(
@@ -140,18 +127,16 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::StartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
         let op = ApiOperation::StartAgentProcess;
-        self.process(op, ProcessAction::Start, r, |m| {
-            (m.host_id, m.agent_process_id)
-        })
-        .await
+        self.process(op, r, |m| (m.host_id, m.agent_process_id))
+            .await
     }
 
     async fn get_host_agent(
         &self,
         r: Request<pb::GetHostAgentRequest>,
     ) -> Result<Response<pb::HostAgent>, Status> {
-        let caller = admit(ApiOperation::GetHostAgent, &r)?;
-        let view = self.core.host_agent(r.get_ref().host_id, &caller).await?;
+        let caller = admit(ApiOperation::GetHostAgent, &r).await?;
+        let view = self.core.host_agent(&caller, r.get_ref().host_id).await?;
         Ok(Response::new(convert::host_agent(&view)))
     }
 
@@ -159,11 +144,11 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::ListHostAgentProcessesRequest>,
     ) -> Result<Response<pb::HostAgentProcessPage>, Status> {
-        let caller = admit(ApiOperation::ListHostAgentProcesses, &r)?;
+        let caller = admit(ApiOperation::ListHostAgentProcesses, &r).await?;
         let r = r.into_inner();
         let page = self
             .core
-            .host_processes(r.host_id, page_request(r.page, r.size)?, &caller)
+            .host_processes(&caller, r.host_id, page_request(r.page, r.size)?)
             .await?;
         Ok(Response::new(pb::HostAgentProcessPage {
             contents: page.contents.iter().map(convert::process).collect(),
@@ -172,7 +157,7 @@ impl HostAgentService for HostAgentGrpc {
     }
 
     async fn add_host(&self, r: Request<pb::AddHostRequest>) -> Result<Response<pb::Host>, Status> {
-        let caller = admit(ApiOperation::AddHost, &r)?;
+        let caller = admit(ApiOperation::AddHost, &r).await?;
         let r = r.into_inner();
         let name = (!r.name.is_empty()).then_some(r.name.as_str());
         let host = self
@@ -186,7 +171,7 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::ListHostsRequest>,
     ) -> Result<Response<pb::HostPage>, Status> {
-        let caller = admit(ApiOperation::ListHosts, &r)?;
+        let caller = admit(ApiOperation::ListHosts, &r).await?;
         let r = r.into_inner();
         let hosts = self
             .core
@@ -199,7 +184,7 @@ impl HostAgentService for HostAgentGrpc {
     }
 
     async fn get_host(&self, r: Request<pb::GetHostRequest>) -> Result<Response<pb::Host>, Status> {
-        let caller = admit(ApiOperation::GetHost, &r)?;
+        let caller = admit(ApiOperation::GetHost, &r).await?;
         let host = self.core.get_host(&caller, r.get_ref().host_id).await?;
         Ok(Response::new(convert::host(&host)))
     }
@@ -208,7 +193,7 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::DeleteHostRequest>,
     ) -> Result<Response<pb::Host>, Status> {
-        let caller = admit(ApiOperation::DeleteHost, &r)?;
+        let caller = admit(ApiOperation::DeleteHost, &r).await?;
         let host = self.core.delete_host(&caller, r.get_ref().host_id).await?;
         Ok(Response::new(convert::host(&host)))
     }

@@ -7,7 +7,7 @@ mod task;
 
 use tonic::{Code, Status};
 
-use crate::auth::{AuthError, Authentication};
+use crate::auth::{AuthError, Credentials};
 use crate::model::PageRequest;
 use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 
@@ -40,7 +40,9 @@ impl From<CoreError> for Status {
                 Code::DeadlineExceeded => Code::DeadlineExceeded,
                 _ => Code::Aborted,
             },
-            CoreError::Store(_) | CoreError::Denied(_) => Code::Internal,
+            CoreError::Store(_) | CoreError::Denied(_) | CoreError::Misrouted { .. } => {
+                Code::Internal
+            }
         };
         if code == Code::Internal {
             tracing::error!("{e}");
@@ -86,8 +88,10 @@ impl From<AuthError> for Status {
                     .insert("retry-after", retry_after.into());
                 status
             }
-            // Logged where it arose, with its cause.
-            AuthError::Internal(_) => Status::internal(e.to_string()),
+            // Logged where it arose, with its cause, which is not the caller's to read.
+            AuthError::Internal(_) => {
+                Status::internal("the controller failed to check the credentials; see its log")
+            }
         }
     }
 }
@@ -95,12 +99,12 @@ impl From<AuthError> for Status {
 /// Admits the call to `operation` by the core's table. The principal is what the
 /// authentication layer found in the call's `authorization: Basic ...` metadata, the
 /// same credentials as on REST; the trace id is its `x-trace-id` when that has OCP's form.
-fn admit<T>(operation: ApiOperation, request: &tonic::Request<T>) -> Result<Caller, Status> {
+async fn admit<T>(operation: ApiOperation, request: &tonic::Request<T>) -> Result<Caller, Status> {
     let trace = request
         .metadata()
         .get("x-trace-id")
         .and_then(|v| v.to_str().ok());
-    let authenticated = Authentication::of(request.extensions());
+    let authenticated = Credentials::principal(request.extensions()).await;
     Ok(service::admit(
         operation,
         authenticated,

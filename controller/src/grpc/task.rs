@@ -10,9 +10,7 @@ use proto::ocp::v1::task_service_server::TaskService;
 use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
-use crate::service::{
-    ApiOperation, Core, SubtaskAction, TaskAction, TaskQuery, log_text, task_filter,
-};
+use crate::service::{ApiOperation, Core, TaskQuery, log_text, task_filter};
 
 pub struct TaskGrpc {
     core: Core,
@@ -26,29 +24,24 @@ impl TaskGrpc {
     async fn task_op<M>(
         &self,
         operation: ApiOperation,
-        action: TaskAction,
         request: Request<M>,
         task_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request)?;
+        let caller = admit(operation, &request).await?;
         let task_id = task_id(request.get_ref());
-        let task = self.core.task_op(action, task_id, &caller).await?;
+        let task = self.core.task_op(&caller, task_id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
     async fn subtask_op<M>(
         &self,
         operation: ApiOperation,
-        action: SubtaskAction,
         request: Request<M>,
         ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request)?;
+        let caller = admit(operation, &request).await?;
         let (task_id, subtask_id) = ids(request.get_ref());
-        let task = self
-            .core
-            .subtask_op(action, task_id, subtask_id, &caller)
-            .await?;
+        let task = self.core.subtask_op(&caller, task_id, subtask_id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 }
@@ -61,7 +54,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(ApiOperation::GetTask, &request)?;
+        let caller = admit(ApiOperation::GetTask, &request).await?;
         let task = self.core.get_task(&caller, request.get_ref().id).await?;
         Ok(Response::new(convert::task(&task)))
     }
@@ -70,7 +63,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::ListTasksRequest>,
     ) -> Result<Response<pb::TaskPage>, Status> {
-        let caller = admit(ApiOperation::ListTasks, &request)?;
+        let caller = admit(ApiOperation::ListTasks, &request).await?;
         let r = request.into_inner();
         let page = page_request(r.page, r.size)?;
         let filter = task_filter(&TaskQuery {
@@ -93,7 +86,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RetryTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RetryTask;
-        self.task_op(op, TaskAction::Retry, request, |m| m.id).await
+        self.task_op(op, request, |m| m.id).await
     }
 
     async fn rollback_task(
@@ -101,8 +94,7 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RollbackTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RollbackTask;
-        self.task_op(op, TaskAction::Rollback, request, |m| m.id)
-            .await
+        self.task_op(op, request, |m| m.id).await
     }
 
     async fn retry_subtask(
@@ -110,10 +102,8 @@ impl TaskService for TaskGrpc {
         request: Request<pb::RetrySubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::RetrySubtask;
-        self.subtask_op(op, SubtaskAction::Retry, request, |m| {
-            (m.task_id, m.subtask_id)
-        })
-        .await
+        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
+            .await
     }
 
     async fn skip_subtask(
@@ -121,10 +111,8 @@ impl TaskService for TaskGrpc {
         request: Request<pb::SkipSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::SkipSubtask;
-        self.subtask_op(op, SubtaskAction::Skip, request, |m| {
-            (m.task_id, m.subtask_id)
-        })
-        .await
+        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
+            .await
     }
 
     async fn cancel_subtask(
@@ -132,17 +120,15 @@ impl TaskService for TaskGrpc {
         request: Request<pb::CancelSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::CancelSubtask;
-        self.subtask_op(op, SubtaskAction::Cancel, request, |m| {
-            (m.task_id, m.subtask_id)
-        })
-        .await
+        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
+            .await
     }
 
     async fn get_subtask_log(
         &self,
         request: Request<pb::GetSubtaskLogRequest>,
     ) -> Result<Response<pb::SubtaskLog>, Status> {
-        let caller = admit(ApiOperation::GetSubtaskLog, &request)?;
+        let caller = admit(ApiOperation::GetSubtaskLog, &request).await?;
         let r = request.get_ref();
         let lines = self
             .core
@@ -159,7 +145,7 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::WatchTaskRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let caller = admit(ApiOperation::WatchTask, &request)?;
+        let caller = admit(ApiOperation::WatchTask, &request).await?;
         let r = request.get_ref();
         let events = self.core.watch(&caller, r.id, r.after_seq).await?;
         let stream = events.map(|item| item.map(|e| convert::event(&e)).map_err(Status::from));

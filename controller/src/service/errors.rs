@@ -1,6 +1,7 @@
 //! What the service core refuses, in the words both faces show: `CoreError`, how store
 //! and agent failures become one, and the wording of errors about batches of hosts.
 
+use super::ApiOperation;
 use crate::agent_client::AgentError;
 use crate::auth::AuthError;
 use crate::model::TaskStatus;
@@ -108,6 +109,10 @@ pub enum CoreError {
     /// The caller may not do this, or may not see this task.
     #[error(transparent)]
     Denied(#[from] AuthError),
+    /// A face admitted the caller to one operation and asked the core for another: a
+    /// bug of the face, refused rather than obeyed.
+    #[error("this request was admitted to {} and asked for another operation", .admitted.name())]
+    Misrouted { admitted: ApiOperation },
 }
 
 impl From<StoreError> for CoreError {

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::errors::{Field, MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
-use super::{Caller, Core, CoreError};
+use super::{ApiOperation, Caller, Core, CoreError};
 use crate::model::{
     AgentAction, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus, now_millis,
 };
@@ -15,11 +15,12 @@ use crate::store::{StoreError, TaskOrigin};
 impl Core {
     pub async fn add_host(
         &self,
-        _: &Caller,
+        caller: &Caller,
         inner_ip_address: &str,
         agent_port: u32,
         name: Option<&str>,
     ) -> Result<Host, CoreError> {
+        caller.admitted(ApiOperation::AddHost)?;
         let address = inner_ip_address.trim();
         if address.parse::<IpAddr>().is_err() {
             return Err(CoreError::invalid(
@@ -67,11 +68,17 @@ impl Core {
         }
     }
 
-    pub async fn list_hosts(&self, _: &Caller, page: PageRequest) -> Result<Page<Host>, CoreError> {
+    pub async fn list_hosts(
+        &self,
+        caller: &Caller,
+        page: PageRequest,
+    ) -> Result<Page<Host>, CoreError> {
+        caller.admitted(ApiOperation::ListHosts)?;
         Ok(self.store.list_hosts(page).await?)
     }
 
-    pub async fn get_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
+    pub async fn get_host(&self, caller: &Caller, id: i64) -> Result<Host, CoreError> {
+        caller.admitted(ApiOperation::GetHost)?;
         self.find_host(id).await
     }
 
@@ -83,7 +90,8 @@ impl Core {
             .ok_or(CoreError::HostNotFound(id))
     }
 
-    pub async fn delete_host(&self, _: &Caller, id: i64) -> Result<Host, CoreError> {
+    pub async fn delete_host(&self, caller: &Caller, id: i64) -> Result<Host, CoreError> {
+        caller.admitted(ApiOperation::DeleteHost)?;
         check_id(Field::HostId, id)?;
         match self.store.delete_host(id).await {
             Ok(Some(host)) => {
@@ -97,24 +105,24 @@ impl Core {
     }
 
     /// Creates the DAG task of a whole-agent operation on one host and starts it.
-    pub async fn submit_single(
-        &self,
-        op: AgentAction,
-        host_id: i64,
-        caller: &Caller,
-    ) -> Result<Task, CoreError> {
+    pub async fn submit_single(&self, caller: &Caller, host_id: i64) -> Result<Task, CoreError> {
+        let op = caller.admitted_to(&[
+            (ApiOperation::RestartAgent, AgentAction::Restart),
+            (ApiOperation::StopAgent, AgentAction::Stop),
+            (ApiOperation::StartAgent, AgentAction::Start),
+        ])?;
         self.find_host(host_id).await?;
         self.create_and_drive(plans::single_host(op, host_id), caller)
             .await
     }
 
     /// Validates the whole batch first: nothing is created unless every host can be taken.
-    pub async fn submit_batch(
-        &self,
-        op: AgentAction,
-        host_ids: &[i64],
-        caller: &Caller,
-    ) -> Result<Task, CoreError> {
+    pub async fn submit_batch(&self, caller: &Caller, host_ids: &[i64]) -> Result<Task, CoreError> {
+        let op = caller.admitted_to(&[
+            (ApiOperation::BatchRestartAgents, AgentAction::Restart),
+            (ApiOperation::BatchStopAgents, AgentAction::Stop),
+            (ApiOperation::BatchStartAgents, AgentAction::Start),
+        ])?;
         check_batch(host_ids)?;
         let existing = self.store.existing_host_ids(host_ids).await?;
         let missing: Vec<i64> = host_ids
@@ -138,7 +146,7 @@ impl Core {
         let origin = TaskOrigin {
             creator: caller.name(),
             executor: &self.options.executor,
-            trace_id: &caller.trace_id,
+            trace_id: caller.trace_id(),
             at: now_millis(),
             claim: &claim,
         };
@@ -236,20 +244,20 @@ mod tests {
         assert_eq!(refusal(&[3, 1, 2]), Ok(()));
         assert_eq!(
             refusal(&[]),
-            Err("hostIds: must name at least one host".to_string())
+            Err("host ids: must name at least one host".to_string())
         );
         assert_eq!(
             refusal(&[1, -3]),
-            Err("hostIds: must be a positive id".to_string())
+            Err("host ids: must be a positive id".to_string())
         );
         assert_eq!(
             refusal(&[1, 2, 1, 3, 2, 2]),
-            Err("hostIds: hosts 1, 2 are listed more than once".to_string())
+            Err("host ids: hosts 1, 2 are listed more than once".to_string())
         );
         let too_many: Vec<i64> = (1..=MAX_BATCH_HOSTS as i64 + 1).collect();
         assert_eq!(
             refusal(&too_many),
-            Err("hostIds: names 10,001 hosts; a batch may name at most 10,000".to_string())
+            Err("host ids: names 10,001 hosts; a batch may name at most 10,000".to_string())
         );
     }
 }

@@ -6,11 +6,11 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use super::errors::{Field, check_id};
-use super::{Caller, Core, CoreError};
+use super::{ApiOperation, Caller, Core, CoreError};
 use crate::agent_client::{self, AgentClient, CallOrigin, ProcessAction};
 use crate::model::{AgentProcess, Host, Page, PageRequest};
 
-/// A host's agent with its processes, as `GET /compute/hosts/{id}/agent` shows it.
+/// A host's agent with its processes: what an operator looks at before acting on them.
 #[derive(Debug, Clone)]
 pub struct HostAgentView {
     pub host: Host,
@@ -22,9 +22,14 @@ impl Core {
     /// else as last recorded.
     pub async fn host_agent(
         &self,
-        host_id: i64,
         caller: &Caller,
+        host_id: i64,
     ) -> Result<HostAgentView, CoreError> {
+        caller.admitted(ApiOperation::GetHostAgent)?;
+        self.inventory(caller, host_id).await
+    }
+
+    async fn inventory(&self, caller: &Caller, host_id: i64) -> Result<HostAgentView, CoreError> {
         let mut host = self.find_host(host_id).await?;
         if !self.fresh(host_id) {
             let gate = Arc::clone(self.lock_refreshing().entry(host_id).or_default());
@@ -47,11 +52,12 @@ impl Core {
 
     pub async fn host_processes(
         &self,
+        caller: &Caller,
         host_id: i64,
         page: PageRequest,
-        caller: &Caller,
     ) -> Result<Page<AgentProcess>, CoreError> {
-        let view = self.host_agent(host_id, caller).await?;
+        caller.admitted(ApiOperation::ListHostAgentProcesses)?;
+        let view = self.inventory(caller, host_id).await?;
         let total = view.processes.len() as i64;
         let contents = view
             .processes
@@ -105,11 +111,15 @@ impl Core {
     /// Restarts, stops or starts one process and answers once the agent is done.
     pub async fn process_op(
         &self,
+        caller: &Caller,
         host_id: i64,
         process_id: i64,
-        op: ProcessAction,
-        caller: &Caller,
     ) -> Result<AgentProcess, CoreError> {
+        let op = caller.admitted_to(&[
+            (ApiOperation::RestartAgentProcess, ProcessAction::Restart),
+            (ApiOperation::StopAgentProcess, ProcessAction::Stop),
+            (ApiOperation::StartAgentProcess, ProcessAction::Start),
+        ])?;
         check_id(Field::ProcessId, process_id)?;
         let host = self.find_host(host_id).await?;
         let process = self.store.get_process(host_id, process_id).await?.ok_or(
@@ -140,7 +150,7 @@ impl Core {
     /// A client of the host's agent for calls made on the caller's behalf.
     fn client(&self, host: &Host, caller: &Caller) -> Result<AgentClient<'_>, CoreError> {
         let origin = CallOrigin {
-            trace_id: caller.trace_id.clone(),
+            trace_id: caller.trace_id().to_string(),
             ..CallOrigin::default()
         };
         self.agents

@@ -5,6 +5,7 @@
 //! row of what it serves by name and a new operation is one row here and one line per
 //! face.
 
+use super::CoreError;
 use crate::auth::{AuthError, Permission, Principal};
 use crate::model::Task;
 
@@ -81,23 +82,17 @@ impl ApiOperation {
             .copied()
             .find(|op| op.name() == name)
     }
-
-    /// Whether `principal` may call this operation; for a task read, whether it may
-    /// ask at all (the task itself is judged by [`Caller::may_read`]).
-    pub fn permits(self, principal: &Principal) -> bool {
-        match self.access() {
-            Access::Holds(p) => principal.has(p),
-            Access::TaskReader => true,
-        }
-    }
 }
 
-/// Who asks, under which trace id their request runs, and what they may do: the proof
-/// that a request was admitted, which every operation of the core takes.
+/// Who asks, under which trace id their request runs, and which operation they were
+/// admitted to: made only by [`admit`], taken by every operation of the core, which
+/// checks that it is the operation asked for. A face that admits one operation and
+/// then asks for another is refused (500), not obeyed.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub principal: Principal,
-    pub trace_id: String,
+    principal: Principal,
+    trace_id: String,
+    operation: ApiOperation,
 }
 
 impl Caller {
@@ -105,14 +100,62 @@ impl Caller {
         &self.principal.name
     }
 
+    pub fn trace_id(&self) -> &str {
+        &self.trace_id
+    }
+
+    pub fn operation(&self) -> ApiOperation {
+        self.operation
+    }
+
     /// SPEC: TASK_VIEWER reads every task, and the creator of a task may always read it.
     pub fn may_read(&self, task: &Task) -> bool {
         self.principal.has(Permission::TaskViewer) || task.creator == self.principal.name
     }
+
+    /// The refusal of a task this caller may not read; without TASK_VIEWER a missing
+    /// task is refused alike, so that whether a task exists is not revealed.
+    pub(super) fn hidden(&self) -> CoreError {
+        CoreError::Denied(AuthError::Forbidden {
+            user: self.name().to_string(),
+            permission: Permission::TaskViewer,
+        })
+    }
+
+    pub(super) fn may_know_missing_tasks(&self) -> bool {
+        self.principal.has(Permission::TaskViewer)
+    }
+
+    /// What the operation this caller was admitted to means, among the `choices` of the
+    /// core's operation at hand.
+    pub(super) fn admitted_to<T: Copy>(
+        &self,
+        choices: &[(ApiOperation, T)],
+    ) -> Result<T, CoreError> {
+        choices
+            .iter()
+            .find(|(op, _)| *op == self.operation)
+            .map(|(_, meaning)| *meaning)
+            .ok_or_else(|| {
+                let expected: Vec<&str> = choices.iter().map(|(op, _)| op.name()).collect();
+                tracing::error!(
+                    admitted = self.operation.name(),
+                    "a face asked the core for {} with a caller admitted to another operation",
+                    expected.join(" or ")
+                );
+                CoreError::Misrouted {
+                    admitted: self.operation,
+                }
+            })
+    }
+
+    pub(super) fn admitted(&self, operation: ApiOperation) -> Result<(), CoreError> {
+        self.admitted_to(&[(operation, ())])
+    }
 }
 
 /// The one check of a request against the table: `authenticated` is what the
-/// authentication layer found, for both faces.
+/// request's credentials turned out to be, for both faces.
 pub fn admit(
     operation: ApiOperation,
     authenticated: Result<Principal, AuthError>,
@@ -125,6 +168,7 @@ pub fn admit(
     Ok(Caller {
         principal,
         trace_id,
+        operation,
     })
 }
 
@@ -149,6 +193,21 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_is_only_good_for_the_operation_it_was_admitted_to() {
+        let viewer = principal(&[Permission::HostViewer]);
+        let caller = admit(ApiOperation::GetHost, Ok(viewer), "t".into()).expect("admitted");
+        assert!(caller.admitted(ApiOperation::GetHost).is_ok());
+        assert!(matches!(
+            caller.admitted(ApiOperation::DeleteHost),
+            Err(CoreError::Misrouted {
+                admitted: ApiOperation::GetHost
+            })
+        ));
+        let choices = [(ApiOperation::ListHosts, 1), (ApiOperation::GetHost, 2)];
+        assert_eq!(caller.admitted_to(&choices).ok(), Some(2));
+    }
+
+    #[test]
     fn admission_follows_the_table() {
         for op in ApiOperation::ALL {
             let nobody = admit(*op, Ok(principal(&[])), "t".into());
@@ -159,7 +218,8 @@ mod tests {
                         "{op:?}"
                     );
                     let holder = admit(*op, Ok(principal(&[p])), "t".into()).expect("admitted");
-                    assert_eq!((holder.name(), holder.trace_id.as_str()), ("ann", "t"));
+                    assert_eq!((holder.name(), holder.trace_id()), ("ann", "t"));
+                    assert_eq!(holder.operation(), *op);
                 }
                 Access::TaskReader => assert!(nobody.is_ok(), "{op:?}"),
             }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use futures::Stream;
 
 use super::errors::{Field, check_id};
-use super::{Caller, Core, CoreError};
-use crate::auth::{AuthError, Permission};
+use super::{ApiOperation, Caller, Core, CoreError};
 use crate::engine::Start;
 use crate::model::{
     Page, PageRequest, SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort,
@@ -29,8 +28,8 @@ pub enum TaskAction {
     /// Every FAILED subtask runs again (operation RETRY, one more attempt).
     Retry,
     /// What the FAILED task did is undone, backwards through its DAG, and its hosts are let
-    /// go. It then ends SUCCESSFUL with operation ROLLBACK, as OCP reports it, and
-    /// `context.stringMap.rolled_back = "true"`.
+    /// go. It then ends SUCCESSFUL with operation ROLLBACK, as OCP reports it, which
+    /// `Task::rolled_back` tells apart from a task that did its work.
     Rollback,
 }
 
@@ -46,21 +45,19 @@ pub enum SubtaskAction {
 }
 
 impl Core {
+    pub async fn get_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::GetTask)?;
+        self.readable_task(caller, id).await
+    }
+
     /// The task if this caller may read it. Without TASK_VIEWER, a missing task is
     /// refused like another's, so that whether a task exists is not revealed.
-    pub async fn get_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {
-        let found = self.find_task(id).await;
-        let hidden = || {
-            CoreError::Denied(AuthError::Forbidden {
-                user: caller.name().to_string(),
-                permission: Permission::TaskViewer,
-            })
-        };
-        match found {
+    async fn readable_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {
+        match self.find_task(id).await {
             Ok(task) if caller.may_read(&task) => Ok(task),
-            Ok(_) => Err(hidden()),
-            Err(CoreError::TaskNotFound(_)) if !caller.principal.has(Permission::TaskViewer) => {
-                Err(hidden())
+            Ok(_) => Err(caller.hidden()),
+            Err(CoreError::TaskNotFound(_)) if !caller.may_know_missing_tasks() => {
+                Err(caller.hidden())
             }
             Err(e) => Err(e),
         }
@@ -83,19 +80,19 @@ impl Core {
 
     pub async fn list_tasks(
         &self,
-        _: &Caller,
+        caller: &Caller,
         filter: &TaskFilter,
         page: PageRequest,
     ) -> Result<Page<Task>, CoreError> {
+        caller.admitted(ApiOperation::ListTasks)?;
         Ok(self.store.list_tasks(filter, page).await?)
     }
 
-    pub async fn task_op(
-        &self,
-        op: TaskAction,
-        task_id: i64,
-        caller: &Caller,
-    ) -> Result<Task, CoreError> {
+    pub async fn task_op(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        let op = caller.admitted_to(&[
+            (ApiOperation::RetryTask, TaskAction::Retry),
+            (ApiOperation::RollbackTask, TaskAction::Rollback),
+        ])?;
         check_id(Field::TaskId, task_id)?;
         let at = now_millis();
         let claim = self.engine.claim();
@@ -120,11 +117,15 @@ impl Core {
 
     pub async fn subtask_op(
         &self,
-        op: SubtaskAction,
+        caller: &Caller,
         task_id: i64,
         subtask_id: i64,
-        caller: &Caller,
     ) -> Result<Task, CoreError> {
+        let op = caller.admitted_to(&[
+            (ApiOperation::RetrySubtask, SubtaskAction::Retry),
+            (ApiOperation::SkipSubtask, SubtaskAction::Skip),
+            (ApiOperation::CancelSubtask, SubtaskAction::Cancel),
+        ])?;
         check_ids(task_id, subtask_id)?;
         let at = now_millis();
         let claim = self.engine.claim();
@@ -191,7 +192,8 @@ impl Core {
         task_id: i64,
         subtask_id: i64,
     ) -> Result<Vec<SubtaskLogLine>, CoreError> {
-        let task = self.get_task(caller, task_id).await?;
+        caller.admitted(ApiOperation::GetSubtaskLog)?;
+        let task = self.readable_task(caller, task_id).await?;
         check_id(Field::SubtaskId, subtask_id)?;
         if !task.subtasks.iter().any(|s| s.id == subtask_id) {
             return Err(CoreError::SubtaskNotFound {
@@ -211,7 +213,8 @@ impl Core {
         task_id: i64,
         after: i64,
     ) -> Result<impl Stream<Item = Result<TaskEvent, CoreError>> + use<>, CoreError> {
-        self.get_task(caller, task_id).await?;
+        caller.admitted(ApiOperation::WatchTask)?;
+        self.readable_task(caller, task_id).await?;
         if after < 0 {
             return Err(CoreError::InvalidArgument {
                 field: Field::EventSeq,
