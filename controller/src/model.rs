@@ -532,6 +532,28 @@ impl FromStr for TaskSort {
     }
 }
 
+/// A task with nothing in it but what a unit test sets.
+#[cfg(test)]
+impl Task {
+    pub(crate) fn bare(id: i64, status: TaskStatus, operation: Operation) -> Task {
+        Task {
+            id,
+            name: "t".to_string(),
+            creator: "admin".to_string(),
+            executor: "127.0.0.1".to_string(),
+            host_id: None,
+            operation,
+            status,
+            prohibit_rollback: false,
+            context: TaskContext::default(),
+            trace_id: String::new(),
+            start_time: 0,
+            finish_time: None,
+            subtasks: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,19 +590,8 @@ mod tests {
 
     fn task(status: TaskStatus, operation: Operation, prohibit_rollback: bool) -> Task {
         Task {
-            id: 1,
-            name: "Restart OCP agent".into(),
-            creator: "admin".into(),
-            executor: "127.0.0.1".into(),
-            host_id: Some(2),
-            operation,
-            status,
             prohibit_rollback,
-            context: TaskContext::default(),
-            trace_id: String::new(),
-            start_time: 0,
-            finish_time: None,
-            subtasks: Vec::new(),
+            ..Task::bare(1, status, operation)
         }
     }
 

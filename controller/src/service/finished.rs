@@ -72,24 +72,10 @@ impl FinishedTasks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Operation, TaskContext};
+    use crate::model::Operation;
 
     fn task(id: i64, status: TaskStatus) -> Task {
-        Task {
-            id,
-            name: "t".to_string(),
-            creator: "admin".to_string(),
-            executor: "127.0.0.1".to_string(),
-            host_id: None,
-            operation: Operation::Execute,
-            status,
-            prohibit_rollback: false,
-            context: TaskContext::default(),
-            trace_id: String::new(),
-            start_time: 0,
-            finish_time: None,
-            subtasks: Vec::new(),
-        }
+        Task::bare(id, status, Operation::Execute)
     }
 
     #[test]
