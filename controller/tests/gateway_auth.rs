@@ -30,10 +30,18 @@ async fn the_creator_of_a_task_may_read_it() {
     h.send(Method::GET, &path, Some(HOST_MANAGER), None)
         .await
         .expect(StatusCode::OK);
-    // Someone else without TASK_VIEWER may not, and cannot tell missing from hidden.
+    // Someone else without TASK_VIEWER may not, and cannot tell missing from hidden;
+    // nor learns more from a bad resume point of the task's events.
     h.send(Method::GET, &path, Some(HOST_VIEWER), None)
         .await
         .expect(StatusCode::FORBIDDEN);
+    let events = format!("{path}/events?after=x");
+    h.send(Method::GET, &events, Some(HOST_VIEWER), None)
+        .await
+        .expect(StatusCode::FORBIDDEN);
+    h.send(Method::GET, &events, Some(HOST_MANAGER), None)
+        .await
+        .expect(StatusCode::BAD_REQUEST);
     h.send(
         Method::GET,
         "/tasks/instances/987654",

@@ -19,13 +19,17 @@ use tonic::transport::server::TcpConnectInfo;
 
 use super::{AuthError, Principal, Users};
 
+/// No user name and password of a users file come near this: a longer header is no
+/// one's credentials, refused before it is decoded.
+const MAX_CREDENTIALS: usize = 4096;
+
 /// The credentials one request brought, checked at most once.
 #[derive(Clone)]
 pub struct Credentials(Arc<Brought>);
 
 struct Brought {
     users: Users,
-    header: Option<String>,
+    header: Option<http::HeaderValue>,
     peer: Option<IpAddr>,
     checked: OnceCell<Result<Principal, AuthError>>,
 }
@@ -39,10 +43,13 @@ impl Credentials {
         };
         brought
             .checked
-            .get_or_init(|| {
-                brought
-                    .users
-                    .authenticate(brought.header.as_deref(), brought.peer)
+            .get_or_init(|| async {
+                let header = brought
+                    .header
+                    .as_ref()
+                    .filter(|v| v.len() <= MAX_CREDENTIALS)
+                    .and_then(|v| v.to_str().ok());
+                brought.users.authenticate(header, brought.peer).await
             })
             .await
             .clone()
@@ -107,11 +114,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> S::Future {
-        let header = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        // A cheap clone of the value: it is read only if an operation asks.
+        let header = request.headers().get(AUTHORIZATION).cloned();
         let credentials = Credentials(Arc::new(Brought {
             users: self.users.clone(),
             header,

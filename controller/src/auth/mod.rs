@@ -7,7 +7,8 @@
 //! - `verifier`: checking credentials, and what a flood of wrong ones may cost;
 //! - `basic`: the `Authorization: Basic` value, read and written;
 //! - `client`: the tonic interceptor that sends credentials;
-//! - `layer`: the tower layer that authenticates every request of both faces once.
+//! - `layer`: the tower layer that takes every request's credentials, for both faces,
+//!   to be checked once when an operation needs them.
 
 mod basic;
 mod client;

@@ -44,9 +44,9 @@ impl RequestContext {
     }
 }
 
-/// The admitted caller of the route's operation: authenticated by the layer in front of
-/// both faces, admitted here by the core's operation table, in extraction, before the
-/// body is even read.
+/// The admitted caller of the route's operation: the credentials the layer in front of
+/// both faces took are checked here, and admitted by the core's operation table, in
+/// extraction, before the body is even read.
 impl FromRequestParts<GatewayState> for Caller {
     type Rejection = ApiError;
 

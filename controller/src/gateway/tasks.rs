@@ -174,6 +174,27 @@ pub async fn get_subtask_log(
     }))
 }
 
+/// Where a watch resumes: `Last-Event-ID` (what EventSource sends on reconnect), else
+/// `?after=`, else the start. Both are validated even when both are given, so a bad
+/// `after` is never silently ignored behind a reconnecting client's header.
+fn resume_after(query: QueryParams, headers: &HeaderMap) -> Result<i64, ApiError> {
+    let after = query.only(&["after"])?.seq("after")?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ApiError::invalid(
+                    "Last-Event-ID",
+                    serde_json::Value::String(v.to_string()),
+                    "must be an event seq",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(resume.unwrap_or(after))
+}
+
 /// Every transition of the task as server-sent events (`id:` the event's seq, `event:
 /// transition`, `data:` a TaskEvent), from `?after=` or `Last-Event-ID`, ending once
 /// the task is no longer RUNNING.
@@ -192,23 +213,15 @@ pub async fn watch_task(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let task_id = ids.id("id")?;
-    // Both are validated even when both are given, so a bad `after` is never silently
-    // ignored behind a reconnecting client's header.
-    let after = query.only(&["after"])?.seq("after")?;
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim().parse::<i64>().map_err(|_| {
-                ApiError::invalid(
-                    "Last-Event-ID",
-                    serde_json::Value::String(v.to_string()),
-                    "must be an event seq",
-                )
-            })
-        })
-        .transpose()?;
-    let after = resume.unwrap_or(after);
+    let after = match resume_after(query, &headers) {
+        Ok(after) => after,
+        Err(e) => {
+            // A caller who may not read the task learns that first, not what is wrong
+            // with its resume point.
+            drop(state.core.watch(&caller, task_id, 0).await?);
+            return Err(e);
+        }
+    };
     let events = state.core.watch(&caller, task_id, after).await?;
     let stream = events.map(|item| {
         Ok::<Event, Infallible>(match item {

@@ -17,11 +17,8 @@ pub use task::TaskGrpc;
 /// The one mapping of core errors to gRPC status codes.
 impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {
-        let e = match e {
-            CoreError::Denied(denied) => return denied.into(),
-            e => e,
-        };
         let code = match &e {
+            CoreError::Denied(denied) => return auth_status(denied),
             CoreError::InvalidArgument { .. } => Code::InvalidArgument,
             CoreError::HostNotFound(_)
             | CoreError::HostsNotFound { .. }
@@ -40,13 +37,15 @@ impl From<CoreError> for Status {
                 Code::DeadlineExceeded => Code::DeadlineExceeded,
                 _ => Code::Aborted,
             },
-            CoreError::Store(_) | CoreError::Denied(_) | CoreError::Misrouted { .. } => {
-                Code::Internal
+            CoreError::Store(_) => {
+                tracing::error!("{e}");
+                return Status::internal("the controller's store failed; see its log");
+            }
+            // Logged where the core found it.
+            CoreError::Misrouted { .. } => {
+                return Status::internal("the controller failed; see its log");
             }
         };
-        if code == Code::Internal {
-            tracing::error!("{e}");
-        }
         let message = match &e {
             CoreError::InvalidArgument { field, message, .. } => {
                 format!("{}: {message}", field_name(*field))
@@ -78,27 +77,31 @@ fn field_name(field: Field) -> &'static str {
 
 impl From<AuthError> for Status {
     fn from(e: AuthError) -> Status {
-        match e {
-            AuthError::Unauthenticated => Status::unauthenticated(e.to_string()),
-            AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
-            AuthError::Throttled { retry_after, .. } => {
-                let mut status = Status::resource_exhausted(e.to_string());
-                status
-                    .metadata_mut()
-                    .insert("retry-after", retry_after.into());
-                status
-            }
-            // Logged where it arose, with its cause, which is not the caller's to read.
-            AuthError::Internal(_) => {
-                Status::internal("the controller failed to check the credentials; see its log")
-            }
+        auth_status(&e)
+    }
+}
+
+fn auth_status(e: &AuthError) -> Status {
+    match e {
+        AuthError::Unauthenticated => Status::unauthenticated(e.to_string()),
+        AuthError::Forbidden { .. } => Status::permission_denied(e.to_string()),
+        AuthError::Throttled { retry_after, .. } => {
+            let mut status = Status::resource_exhausted(e.to_string());
+            status
+                .metadata_mut()
+                .insert("retry-after", (*retry_after).into());
+            status
+        }
+        // Logged where it arose, with its cause, which is not the caller's to read.
+        AuthError::Internal(_) => {
+            Status::internal("the controller failed to check the credentials; see its log")
         }
     }
 }
 
-/// Admits the call to `operation` by the core's table. The principal is what the
-/// authentication layer found in the call's `authorization: Basic ...` metadata, the
-/// same credentials as on REST; the trace id is its `x-trace-id` when that has OCP's form.
+/// Admits the call to `operation` by the core's table. The credentials are the call's
+/// `authorization: Basic ...` metadata, which the layer took, the same as on REST; the
+/// trace id is its `x-trace-id` when that has OCP's form.
 async fn admit<T>(operation: ApiOperation, request: &tonic::Request<T>) -> Result<Caller, Status> {
     let trace = request
         .metadata()

@@ -109,7 +109,7 @@ impl Caller {
     }
 
     /// SPEC: TASK_VIEWER reads every task, and the creator of a task may always read it.
-    pub fn may_read(&self, task: &Task) -> bool {
+    pub(super) fn may_read(&self, task: &Task) -> bool {
         self.principal.has(Permission::TaskViewer) || task.creator == self.principal.name
     }
 
