@@ -68,14 +68,7 @@ async fn the_creator_of_a_task_may_read_it() {
 }
 
 fn with_auth<T>(message: T, user: Option<&str>) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(user) = user {
-        let header = controller::auth::basic_header(user, PASSWORD);
-        request
-            .metadata_mut()
-            .insert("authorization", header.parse().expect("ascii"));
-    }
-    request
+    gateway_support::grpc_request(message, user, PASSWORD)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

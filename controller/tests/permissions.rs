@@ -169,17 +169,6 @@ fn rest_body(op: ApiOperation, ids: &Ids) -> Option<String> {
     }
 }
 
-fn with_auth<T>(message: T, user: Option<&str>, password: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    if let Some(user) = user {
-        let header = controller::auth::basic_header(user, password);
-        request
-            .metadata_mut()
-            .insert("authorization", header.parse().expect("ascii"));
-    }
-    request
-}
-
 /// Calls `op` on the gRPC face; the id of the task it created, if it created one.
 async fn call_grpc(
     op: ApiOperation,
@@ -193,7 +182,7 @@ async fn call_grpc(
     let mut tasks = TaskServiceClient::new(channel.clone());
     macro_rules! r {
         ($message:expr) => {
-            with_auth($message, user, password)
+            grpc_request($message, user, password)
         };
     }
     let (host_id, host_ids) = (ids.host, vec![ids.host]);

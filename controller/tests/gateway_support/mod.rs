@@ -50,6 +50,18 @@ pub fn users_file() -> String {
     text
 }
 
+/// A gRPC request as `user` with `password` (None: without credentials).
+pub fn grpc_request<T>(message: T, user: Option<&str>, password: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(user) = user {
+        let header = basic_header(user, password);
+        request
+            .metadata_mut()
+            .insert("authorization", header.parse().expect("ascii"));
+    }
+    request
+}
+
 pub struct Harness {
     pub controller: Option<Controller>,
     pub base: String,
