@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod heartbeat;
 pub mod model;
 pub mod plans;
+pub mod rollout;
 pub mod server;
 pub mod service;
 pub mod store;

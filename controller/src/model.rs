@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::rollout::Rollout;
+
 /// Unix milliseconds: the store's and the engine's notion of a moment.
 pub type Millis = i64;
 
@@ -244,6 +246,13 @@ pub struct Task {
     pub trace_id: String,
     pub start_time: Millis,
     pub finish_time: Option<Millis>,
+    /// Set on rolling tasks: the batches, budget and pauses they go by.
+    pub rollout: Option<Rollout>,
+    /// A rolling task held before its next batch until an operator resumes it.
+    pub paused: bool,
+    /// The canary pause (`pauseAfterFirstBatch`) happened: it happens once, even if
+    /// the controller restarts or the first barrier runs again.
+    pub canary_held: bool,
     pub subtasks: Vec<Subtask>,
 }
 
@@ -288,6 +297,7 @@ pub struct NewTask {
     /// Every host the task operates on, locked with its creation.
     pub host_ids: Vec<i64>,
     pub context: TaskContext,
+    pub rollout: Option<Rollout>,
     pub nodes: Vec<NewSubtask>,
     pub edges: Vec<(usize, usize)>,
 }
@@ -352,12 +362,26 @@ pub mod ocp {
     /// The context key that marks a task that ended by its rollback: it ends SUCCESSFUL,
     /// as OCP reports it, and this tells clients it did not do its work.
     pub const ROLLED_BACK: &str = "rolled_back";
+    /// The context list of a batch task's host ids, as strings.
+    pub const HOST_IDS: &str = "host_ids";
 }
 
 impl Task {
     /// Ended SUCCESSFUL by undoing its work.
     pub fn rolled_back(&self) -> bool {
         self.status == TaskStatus::Successful && self.operation == Operation::Rollback
+    }
+
+    /// How many hosts the task operates on.
+    pub fn host_count(&self) -> usize {
+        match self.host_id {
+            Some(_) => 1,
+            None => self
+                .context
+                .list_map
+                .get(ocp::HOST_IDS)
+                .map_or(0, Vec::len),
+        }
     }
 
     /// The context as OCP shows it: what the plan stored, plus what OCP spells as
@@ -549,6 +573,9 @@ impl Task {
             trace_id: String::new(),
             start_time: 0,
             finish_time: None,
+            rollout: None,
+            paused: false,
+            canary_held: false,
             subtasks: Vec::new(),
         }
     }

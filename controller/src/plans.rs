@@ -11,6 +11,7 @@
 //! the one-host batch is exactly the seed and every N gets unique ids `0..len`.
 
 use crate::model::{AgentAction, NewSubtask, NewTask, Step, SubtaskStatus, TaskContext};
+use crate::rollout::Rollout;
 
 /// The chain of slots of `action`, each with its seed rank.
 fn slots(action: AgentAction, batch: bool) -> &'static [(Slot, i32)] {
@@ -107,6 +108,7 @@ pub fn single_host(op: AgentAction, host_id: i64) -> NewTask {
         host_id: Some(host_id),
         host_ids: vec![host_id],
         context,
+        rollout: None,
         nodes,
         edges,
     }
@@ -160,9 +162,72 @@ pub fn batch(op: AgentAction, host_ids: &[i64]) -> NewTask {
         }
         previous = current;
     }
+    batch_task(op, host_ids, None, nodes, edges)
+}
+
+/// The rolling batch task over `host_ids`: batches of `rollout.hosts_per_batch` hosts
+/// in the order given, each host running the single-host chain on its own, the hosts
+/// of a batch side by side, and a "Wait node" between two batches that every host of
+/// the first feeds and that feeds every host of the next. Per-host steps keep the
+/// host's `parallelIdx`; `seriesId` follows the nodes' order, which no seed fixes.
+pub fn rolling(op: AgentAction, host_ids: &[i64], rollout: &Rollout) -> NewTask {
+    let chain = slots(op, false);
+    let per_batch = rollout.hosts_per_batch(host_ids.len());
+    let mut nodes: Vec<NewSubtask> = Vec::new();
+    let mut edges = Vec::new();
+    // The last steps of the batch before, which the next barrier waits for.
+    let mut ends: Vec<usize> = Vec::new();
+    for (batch, hosts) in host_ids.chunks(per_batch).enumerate() {
+        let barrier = (batch > 0).then(|| {
+            nodes.push(NewSubtask {
+                step: Step::Wait,
+                host_id: None,
+                parallel_idx: -1,
+                series_id: nodes.len() as i32,
+                status: SubtaskStatus::Pending,
+            });
+            let barrier = nodes.len() - 1;
+            edges.extend(ends.drain(..).map(|end| (end, barrier)));
+            barrier
+        });
+        for (offset, &host_id) in hosts.iter().enumerate() {
+            let parallel_idx = (batch * per_batch + offset) as i32;
+            for (position, (slot, _)) in chain.iter().enumerate() {
+                let first = position == 0;
+                nodes.push(NewSubtask {
+                    step: slot.step(),
+                    host_id: Some(host_id),
+                    parallel_idx,
+                    series_id: nodes.len() as i32,
+                    status: if first && barrier.is_none() {
+                        SubtaskStatus::Ready
+                    } else {
+                        SubtaskStatus::Pending
+                    },
+                });
+                let node = nodes.len() - 1;
+                match (first, barrier) {
+                    (true, Some(barrier)) => edges.push((barrier, node)),
+                    (true, None) => {}
+                    (false, _) => edges.push((node - 1, node)),
+                }
+            }
+            ends.push(nodes.len() - 1);
+        }
+    }
+    batch_task(op, host_ids, Some(*rollout), nodes, edges)
+}
+
+fn batch_task(
+    op: AgentAction,
+    host_ids: &[i64],
+    rollout: Option<Rollout>,
+    nodes: Vec<NewSubtask>,
+    edges: Vec<(usize, usize)>,
+) -> NewTask {
     let mut context = base_context();
     context.list_map.insert(
-        "host_ids".to_string(),
+        crate::model::ocp::HOST_IDS.to_string(),
         host_ids.iter().map(i64::to_string).collect(),
     );
     NewTask {
@@ -170,6 +235,7 @@ pub fn batch(op: AgentAction, host_ids: &[i64]) -> NewTask {
         host_id: None,
         host_ids: host_ids.to_vec(),
         context,
+        rollout,
         nodes,
         edges,
     }
@@ -262,6 +328,77 @@ mod tests {
             ]
         );
         assert_eq!(plan.context.list_map["host_ids"], vec!["2".to_string()]);
+    }
+
+    fn rollout(batch_size: &str) -> Rollout {
+        crate::rollout::RolloutInput {
+            batch_size: Some(batch_size.to_string()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap()
+    }
+
+    #[test]
+    fn rolling_restart_chains_each_host_and_puts_a_barrier_between_batches() {
+        let plan = rolling(AgentAction::Restart, &[10, 11, 12, 13, 14], &rollout("2"));
+        // 5 chains of 5 steps, and 2 barriers between 3 batches.
+        assert_eq!(plan.nodes.len(), 5 * 5 + 2);
+        let barriers: Vec<usize> = (0..plan.nodes.len())
+            .filter(|&i| plan.nodes[i].step == Step::Wait)
+            .collect();
+        assert_eq!(barriers.len(), 2);
+        let ups = |n: usize| -> Vec<usize> {
+            plan.edges.iter().filter(|e| e.1 == n).map(|e| e.0).collect()
+        };
+        let downs = |n: usize| -> Vec<usize> {
+            plan.edges.iter().filter(|e| e.0 == n).map(|e| e.1).collect()
+        };
+        let host_of = |n: usize| plan.nodes[n].host_id.unwrap();
+        // The first barrier waits for the Finish of hosts 10 and 11 and lets 12 and 13 go.
+        let first = barriers[0];
+        assert!(ups(first).iter().all(|&n| plan.nodes[n].step == Step::Finish));
+        assert_eq!(ups(first).into_iter().map(host_of).collect::<Vec<_>>(), [10, 11]);
+        assert!(downs(first).iter().all(|&n| plan.nodes[n].step == Step::PrepareRestart));
+        assert_eq!(downs(first).into_iter().map(host_of).collect::<Vec<_>>(), [12, 13]);
+        assert_eq!(downs(barriers[1]).into_iter().map(host_of).collect::<Vec<_>>(), [14]);
+        // Only the first batch starts; parallelIdx is the host's index in hostIds.
+        let ready: Vec<i64> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.status == SubtaskStatus::Ready)
+            .map(|n| n.host_id.unwrap())
+            .collect();
+        assert_eq!(ready, [10, 11]);
+        let last = plan.nodes.last().unwrap();
+        assert_eq!((last.step, last.parallel_idx), (Step::Finish, 4));
+        // Each host's chain is the single-host chain, one edge per step.
+        let chain: Vec<Step> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.host_id == Some(13))
+            .map(|n| n.step)
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                Step::PrepareRestart,
+                Step::RestartProxy,
+                Step::StopAll,
+                Step::StartAll,
+                Step::Finish
+            ]
+        );
+        // Chains, then each barrier: 2 up and 2 down, 2 up and 1 down.
+        assert_eq!(plan.edges.len(), 5 * 4 + (2 + 2) + (2 + 1));
+        assert_eq!(plan.rollout, Some(rollout("2")));
+    }
+
+    #[test]
+    fn one_batch_has_no_barrier() {
+        let plan = rolling(AgentAction::Stop, &[1, 2, 3], &rollout("100%"));
+        assert_eq!(plan.nodes.len(), 9);
+        assert!(plan.nodes.iter().all(|n| n.step != Step::Wait));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::Start;
 use super::graph::Graph;
+use super::rolling::{Rolling, Verdict};
 use crate::model::{Operation, SubtaskStatus, Task, TaskStatus};
 use crate::store::Outcome;
 
@@ -29,6 +30,8 @@ pub(super) enum Event {
     LeaseLost,
     /// The controller is stopping; running steps rerun at the next start.
     ShuttingDown,
+    /// A rolling task was paused or resumed (as the store has it now).
+    Paused(bool),
 }
 
 /// How one step's run ended.
@@ -60,6 +63,15 @@ pub(super) enum Effect {
     Cancel { id: i64, by: String },
     /// The subtask has no step running here: it just ended, and its outcome stands.
     RefuseCancel(i64),
+    /// Write a line to a subtask's log: why a barrier lets the next batch go.
+    Note { id: i64, line: String },
+    /// Hold a barrier until the task is resumed: READY, the reason in its log, and for
+    /// the canary the task paused in the same write.
+    Hold {
+        id: i64,
+        canary: bool,
+        line: String,
+    },
     /// The task ends; nothing runs any more.
     Finish {
         status: TaskStatus,
@@ -92,6 +104,8 @@ pub(super) struct Machine {
     concurrency: usize,
     /// Finished or stopped: every later event is ignored.
     over: bool,
+    /// A rolling task's barriers; None for a stage-wise task and for a rollback.
+    rolling: Option<Rolling>,
 }
 
 impl Machine {
@@ -105,8 +119,13 @@ impl Machine {
         } else {
             Direction::Forward
         };
+        let graph = Graph::new(task);
+        let rolling = match direction {
+            Direction::Forward => Rolling::new(task, &graph),
+            Direction::Backward => None,
+        };
         Machine {
-            graph: Graph::new(task),
+            graph,
             direction,
             task_status: task.status,
             task_operation: task.operation,
@@ -116,6 +135,7 @@ impl Machine {
             running: HashSet::new(),
             concurrency: concurrency.max(1),
             over: false,
+            rolling,
         }
     }
 
@@ -133,6 +153,77 @@ impl Machine {
             Event::LeaseLost | Event::ShuttingDown => {
                 self.over = true;
                 vec![Effect::Stop]
+            }
+            Event::Paused(paused) => self.paused(paused),
+        }
+    }
+
+    fn paused(&mut self, paused: bool) -> Vec<Effect> {
+        let Some(rolling) = self.rolling.as_mut() else {
+            return Vec::new();
+        };
+        if rolling.paused() == paused {
+            return Vec::new();
+        }
+        let released = rolling.set_paused(paused);
+        if released.is_empty() {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        self.open_barriers(&released, &mut effects);
+        self.advance(&mut effects);
+        effects
+    }
+
+    /// Judges the barriers among `candidates` whose batch has settled.
+    fn open_barriers(&mut self, candidates: &[i64], effects: &mut Vec<Effect>) {
+        let Some(rolling) = self.rolling.as_mut() else {
+            return;
+        };
+        for &id in candidates {
+            if !rolling.due(&self.graph, id) || self.queue.contains(&id) {
+                continue;
+            }
+            let judged = rolling.judge(&self.graph, id);
+            let operation = self
+                .graph
+                .node(id)
+                .map_or(Operation::Execute, |n| n.operation);
+            match judged.verdict {
+                Verdict::Pass => {
+                    if self.graph.status(id) == Some(SubtaskStatus::Pending) {
+                        self.graph.set(id, SubtaskStatus::Ready, operation);
+                        effects.push(Effect::Record {
+                            outcomes: Vec::new(),
+                            ready: vec![(id, operation)],
+                        });
+                    }
+                    effects.push(Effect::Note {
+                        id,
+                        line: judged.line,
+                    });
+                    self.queue.push_back(id);
+                }
+                Verdict::Stop => {
+                    self.graph.set(id, SubtaskStatus::Failed, operation);
+                    effects.push(Effect::Record {
+                        outcomes: vec![Outcome {
+                            id,
+                            status: SubtaskStatus::Failed,
+                            operation,
+                            log: Some(judged.line),
+                        }],
+                        ready: Vec::new(),
+                    });
+                }
+                Verdict::Hold { canary } => {
+                    self.graph.set(id, SubtaskStatus::Ready, operation);
+                    effects.push(Effect::Hold {
+                        id,
+                        canary,
+                        line: judged.line,
+                    });
+                }
             }
         }
     }
@@ -161,8 +252,16 @@ impl Machine {
                     });
                 }
                 self.queue = ready.into_iter().chain(promoted).collect();
-                // A task that had failed before its last owner stopped only finishes what ran.
-                self.failed = start == Start::Resumed && self.failed_since_reopen;
+                // A task that had failed before its last owner stopped only finishes what
+                // ran; a rolling one goes on as its barriers let it.
+                self.failed =
+                    start == Start::Resumed && self.failed_since_reopen && self.rolling.is_none();
+                let barriers = self
+                    .rolling
+                    .as_ref()
+                    .map(Rolling::all_barriers)
+                    .unwrap_or_default();
+                self.open_barriers(&barriers, &mut effects);
             }
             Direction::Backward => self.queue = self.graph.undoable_now().into(),
         }
@@ -172,20 +271,28 @@ impl Machine {
 
     fn steps_ended(&mut self, ends: Vec<(i64, StepEnd)>) -> Vec<Effect> {
         let mut outcomes = Vec::with_capacity(ends.len());
+        let mut holds = Vec::new();
         for (id, end) in ends {
             if !self.running.remove(&id) {
                 continue;
             }
+            if let Some(line) = self.hold_after_pause(id, &end) {
+                holds.push(line);
+                continue;
+            }
             let outcome = self.outcome(id, end);
-            if outcome.status == SubtaskStatus::Failed {
+            // A rolling task's failures are counted at its barriers, against the budget;
+            // the other hosts of the batch finish their chains meanwhile.
+            if outcome.status == SubtaskStatus::Failed && self.rolling.is_none() {
                 self.failed = true;
             }
             self.graph.set(id, outcome.status, outcome.operation);
             outcomes.push(outcome);
         }
-        if outcomes.is_empty() {
+        if outcomes.is_empty() && holds.is_empty() {
             return Vec::new();
         }
+        let ended: Vec<i64> = outcomes.iter().map(|o| o.id).collect();
         let mut ready = Vec::new();
         for o in &outcomes {
             match (self.direction, o.status) {
@@ -207,9 +314,35 @@ impl Machine {
                 _ => {}
             }
         }
-        let mut effects = vec![Effect::Record { outcomes, ready }];
+        let mut effects = Vec::new();
+        if !outcomes.is_empty() {
+            effects.push(Effect::Record { outcomes, ready });
+        }
+        effects.extend(holds);
+        if let Some(rolling) = &self.rolling {
+            let barriers = rolling.barriers_after(&self.graph, &ended);
+            self.open_barriers(&barriers, &mut effects);
+        }
         self.advance(&mut effects);
         effects
+    }
+
+    /// A barrier that finished its pause while the task was paused does not let the
+    /// next batch go: it is held until the resume, which runs it again.
+    fn hold_after_pause(&mut self, id: i64, end: &StepEnd) -> Option<Effect> {
+        let rolling = self.rolling.as_mut()?;
+        let barrier = self.graph.node(id).is_some_and(|n| n.barrier);
+        if !barrier || *end != StepEnd::Succeeded || !rolling.paused() {
+            return None;
+        }
+        let line = rolling.hold_after_pause(id);
+        let operation = self.operation(id);
+        self.graph.set(id, SubtaskStatus::Ready, operation);
+        Some(Effect::Hold {
+            id,
+            canary: false,
+            line,
+        })
     }
 
     /// Starts what the cap and fail-fast allow; ends the task once nothing runs.
@@ -231,7 +364,8 @@ impl Machine {
         if !batch.is_empty() {
             effects.push(Effect::Start(batch));
         }
-        if self.running.is_empty() {
+        let holding = self.rolling.as_ref().is_some_and(Rolling::holding);
+        if self.running.is_empty() && !holding {
             let (status, operation) = self.verdict();
             self.over = true;
             effects.push(Effect::Finish { status, operation });

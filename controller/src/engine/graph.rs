@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Operation, SubtaskStatus, Task};
+use crate::model::{Operation, Step, SubtaskStatus, Task};
 
 #[derive(Debug, Clone)]
 pub(super) struct Node {
@@ -10,6 +10,10 @@ pub(super) struct Node {
     pub operation: Operation,
     pub upstreams: Vec<i64>,
     pub downstreams: Vec<i64>,
+    pub host_id: Option<i64>,
+    /// A rolling task's barrier between batches: it starts when the batch before has
+    /// settled (each host done or failed) and the rollout lets it, never by itself.
+    pub barrier: bool,
 }
 
 pub(super) struct Graph {
@@ -18,6 +22,7 @@ pub(super) struct Graph {
 
 impl Graph {
     pub fn new(task: &Task) -> Graph {
+        let rolling = task.rollout.is_some();
         Graph {
             nodes: task
                 .subtasks
@@ -28,6 +33,8 @@ impl Graph {
                         operation: s.operation,
                         upstreams: s.upstreams.clone(),
                         downstreams: s.downstreams.clone(),
+                        host_id: s.host_id,
+                        barrier: rolling && s.step == Step::Wait,
                     };
                     (s.id, node)
                 })
@@ -46,7 +53,7 @@ impl Graph {
         }
     }
 
-    fn status(&self, id: i64) -> Option<SubtaskStatus> {
+    pub fn status(&self, id: i64) -> Option<SubtaskStatus> {
         self.nodes.get(&id).map(|n| n.status)
     }
 
@@ -60,19 +67,26 @@ impl Graph {
             .all(|n| n.status == SubtaskStatus::Successful)
     }
 
+    pub fn nodes(&self) -> impl Iterator<Item = (i64, &Node)> {
+        self.nodes.iter().map(|(id, n)| (*id, n))
+    }
+
     /// Forward: what may start now, in id order. READY ones, and PENDING ones whose
-    /// upstreams all succeeded, which a skipped subtask leaves behind.
+    /// upstreams all succeeded, which a skipped subtask leaves behind. Barriers are
+    /// the rollout's to start.
     pub fn startable(&self) -> (Vec<i64>, Vec<i64>) {
         let mut ready: Vec<i64> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.status == SubtaskStatus::Ready)
+            .filter(|(_, n)| n.status == SubtaskStatus::Ready && !n.barrier)
             .map(|(id, _)| *id)
             .collect();
         let mut promoted: Vec<i64> = self
             .nodes
             .iter()
-            .filter(|(_, n)| n.status == SubtaskStatus::Pending && self.upstreams_done(n))
+            .filter(|(_, n)| {
+                n.status == SubtaskStatus::Pending && !n.barrier && self.upstreams_done(n)
+            })
             .map(|(id, _)| *id)
             .collect();
         ready.sort();
@@ -95,9 +109,9 @@ impl Graph {
             .iter()
             .copied()
             .filter(|d| {
-                self.nodes
-                    .get(d)
-                    .is_some_and(|n| n.status == SubtaskStatus::Pending && self.upstreams_done(n))
+                self.nodes.get(d).is_some_and(|n| {
+                    n.status == SubtaskStatus::Pending && !n.barrier && self.upstreams_done(n)
+                })
             })
             .collect()
     }

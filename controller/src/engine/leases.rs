@@ -231,6 +231,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(renew_interval(ttl));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut cancels = shared.store.subscribe_cancels();
+    let mut pauses = shared.store.subscribe_pauses();
     let mut keeper = Keeper::new(Instant::now(), ttl);
     let started_at = now_millis();
     loop {
@@ -259,6 +260,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     cancels = shared.store.subscribe_cancels();
                 }
             },
+            request = pauses.recv() => match request {
+                Ok((task_id, _)) => pass_pause(&shared, task_id),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    pauses = shared.store.subscribe_pauses();
+                }
+            },
         }
     }
 }
@@ -266,6 +274,13 @@ pub(super) async fn run(shared: Arc<Shared>) {
 fn pass_cancel(shared: &Shared, task_id: i64, subtask_id: i64, by: String) {
     if let Some(active) = lock_active(shared).get(&task_id) {
         let _ = active.control.send(Control::Cancel { subtask_id, by });
+    }
+}
+
+/// Tells the task's runner, if this controller has one, to read its pause flag again.
+fn pass_pause(shared: &Shared, task_id: i64) {
+    if let Some(active) = lock_active(shared).get(&task_id) {
+        let _ = active.control.send(Control::PauseChanged);
     }
 }
 
@@ -316,6 +331,11 @@ async fn round(
     take_over(shared, false).await?;
     for (task_id, subtask_id) in shared.store.cancel_requests(&shared.options.owner).await? {
         pass_cancel(shared, task_id, subtask_id, "an operator".to_string());
+    }
+    // Pauses and resumes again, in case a notice was lost: a runner whose flag
+    // already matches the store's does nothing with it.
+    for task_id in shared.store.rolling_tasks(&shared.options.owner).await? {
+        pass_pause(shared, task_id);
     }
     let me = ControllerRow {
         id: shared.options.owner.to_string(),

@@ -17,8 +17,10 @@
 
 mod decide;
 mod graph;
+mod health;
 mod leases;
 mod logbook;
+mod rolling;
 mod runner;
 mod steps;
 
@@ -74,6 +76,8 @@ pub(crate) enum Control {
     Cancel { subtask_id: i64, by: String },
     /// Another controller took the task over: stop at once, write nothing.
     Lost,
+    /// The task may have been paused or resumed: read the store's flag again.
+    PauseChanged,
 }
 
 /// A task with a runner in this process.

@@ -18,7 +18,7 @@ use super::leases::Hold;
 use super::steps;
 use super::{Control, Shared, Start};
 use crate::model::{Operation, Task, TaskStatus, now_millis};
-use crate::store::{Fence, Outcome, StoreError};
+use crate::store::{Fence, LogEntry, Outcome, StoreError};
 
 /// Runs the task; a store failure (database gone for a moment) is retried from the
 /// stored state rather than losing the task until the next restart.
@@ -119,6 +119,11 @@ async fn run_task(
             _ = shared.cancel.cancelled() => Event::ShuttingDown,
             Some(request) = control.recv() => match request {
                 Control::Cancel { subtask_id, by } => Event::CancelAsked { id: subtask_id, by },
+                // Read here, in turn with the runner's own writes, so that a notice sent
+                // before the canary's hold cannot undo it.
+                Control::PauseChanged => Event::Paused(
+                    shared.store.task_paused(fence.task_id).await?.unwrap_or(false),
+                ),
                 Control::Lost => {
                     tracing::warn!(
                         generation = fence.generation,
@@ -156,6 +161,15 @@ async fn carry_out(
                 record(shared, task, fence, &outcomes, &ready).await?;
             }
             Effect::Cancel { id, by } => steps.cancel(id, by),
+            Effect::Note { id, line } => note(shared, task, fence, id, line),
+            Effect::Hold { id, canary, line } => {
+                shared.logbook.flush().await;
+                shared
+                    .store
+                    .hold_barrier(fence, id, canary, now_millis(), &line)
+                    .await?;
+                note(shared, task, fence, id, line);
+            }
             Effect::RefuseCancel(id) => {
                 tracing::info!(
                     subtask_id = id,
@@ -207,6 +221,17 @@ async fn record(
         .store
         .record_outcomes(fence, &task.trace_id, now_millis(), outcomes, ready)
         .await
+}
+
+fn note(shared: &Shared, task: &Task, fence: &Fence, id: i64, line: String) {
+    tracing::info!(subtask_id = id, "{line}");
+    shared.logbook.write(LogEntry {
+        fence: fence.clone(),
+        subtask_id: id,
+        trace_id: task.trace_id.clone(),
+        at: now_millis(),
+        line,
+    });
 }
 
 async fn finish(
@@ -286,8 +311,12 @@ impl Steps {
         };
         let mut timeout =
             Duration::from_secs(u64::try_from(subtask.timeout_secs).unwrap_or(0).max(1));
+        // The cap shortens a step's own work, not the waits its rollout asks for.
         if let Some(cap) = shared.options.max_subtask_timeout {
-            timeout = timeout.min(cap);
+            let waits = task
+                .rollout
+                .map_or(Duration::ZERO, |r| r.extra_time(subtask.step));
+            timeout = timeout.min(cap + waits);
         }
         let span = tracing::info_span!(
             "subtask",
@@ -309,6 +338,7 @@ impl Steps {
                     trace_id: &task.trace_id,
                     subtask: &subtask,
                     deadline: Instant::now() + timeout,
+                    rollout: task.rollout,
                 };
                 let work = async {
                     if undo {

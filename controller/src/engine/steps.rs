@@ -6,13 +6,14 @@
 use std::future::Future;
 use std::time::Duration;
 
-use proto::agent::v1::AgentInfo;
+use proto::agent::v1::{AgentInfo, ProcessInfo, ProcessKind};
 use tokio::time::Instant;
 
 use super::Shared;
 use super::leases::{Hold, call_margin};
 use crate::agent_client::{self, AgentClient, AgentError, BulkCall, CallOrigin, Next, RetryPolicy};
 use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
+use crate::rollout::Rollout;
 use crate::store::{Fence, LogEntry};
 
 /// Why a step did not succeed, as it is written to the subtask log.
@@ -35,19 +36,21 @@ pub(super) struct StepRun<'a> {
     pub trace_id: &'a str,
     pub subtask: &'a Subtask,
     pub deadline: Instant,
+    /// The task's rollout, for a rolling task: its pause and health time.
+    pub rollout: Option<Rollout>,
 }
 
 impl StepRun<'_> {
     pub async fn run(&self) -> Result<(), StepError> {
         match self.subtask.step {
-            Step::Wait => {
-                self.log("every upstream step finished");
-                Ok(())
-            }
+            Step::Wait => self.barrier().await,
             Step::PrepareRestart | Step::PrepareStop | Step::PrepareStart => self.prepare().await,
-            Step::RestartProxy => self.bulk(BulkCall::RestartProxy).await,
-            Step::StopAll => self.bulk(BulkCall::StopAll).await,
-            Step::StartAll => self.bulk(BulkCall::StartAll).await,
+            Step::RestartProxy => self.bulk(BulkCall::RestartProxy).await.map(drop),
+            Step::StopAll => self.bulk(BulkCall::StopAll).await.map(drop),
+            Step::StartAll => {
+                let started = self.bulk(BulkCall::StartAll).await?;
+                self.stays_healthy(started).await
+            }
             Step::Finish => self.finish().await,
         }
     }
@@ -201,7 +204,59 @@ impl StepRun<'_> {
         Ok(())
     }
 
-    async fn bulk(&self, op: BulkCall) -> Result<(), StepError> {
+    /// A barrier: every step before it ended. A rolling task's barrier also waits the
+    /// rollout's pause before the next batch.
+    async fn barrier(&self) -> Result<(), StepError> {
+        let pause = self.rollout.map_or(0, |r| r.pause_seconds);
+        if pause == 0 {
+            self.log("every upstream step finished");
+            return Ok(());
+        }
+        self.log(&format!("pausing {pause}s before the next batch"));
+        tokio::time::sleep(Duration::from_secs(u64::from(pause))).await;
+        self.log("pause over");
+        Ok(())
+    }
+
+    /// The health gate of a rolling task: the host's basic processes, as Start all
+    /// left them, must still run, with the same pids, `minHealthySeconds` later. A
+    /// process that crashed meanwhile was restarted by its supervisor under a new pid,
+    /// or is waiting out a backoff; either way the host fails.
+    async fn stays_healthy(&self, started: Vec<ProcessInfo>) -> Result<(), StepError> {
+        let seconds = self.rollout.map_or(0, |r| r.min_healthy_seconds);
+        if seconds == 0 {
+            return Ok(());
+        }
+        let watched: Vec<(String, u32)> = started
+            .iter()
+            .filter(|p| p.kind() == ProcessKind::Basic)
+            .map(|p| (p.alias.clone(), p.pid))
+            .collect();
+        self.log(&format!(
+            "watching {} basic process(es) for {seconds}s (minHealthySeconds)",
+            watched.len()
+        ));
+        tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
+        let host = self.online_host().await?;
+        let client = self.client(&host)?;
+        let now = self
+            .call_with_retries("ListProcesses", &host, |timeout| client.processes(timeout))
+            .await?;
+        let unhealthy = super::health::unhealthy(&watched, &now);
+        if unhealthy.is_empty() {
+            self.log(&format!(
+                "healthy: every basic process stayed up {seconds}s"
+            ));
+            return Ok(());
+        }
+        Err(StepError(format!(
+            "host {} unhealthy within minHealthySeconds {seconds}: {}",
+            host.id,
+            unhealthy.join("; ")
+        )))
+    }
+
+    async fn bulk(&self, op: BulkCall) -> Result<Vec<ProcessInfo>, StepError> {
         let call = op.name();
         let host = self.online_host().await?;
         let client = self.client(&host)?;
@@ -221,7 +276,7 @@ impl StepRun<'_> {
             self.log(&format!("{call}: nothing to do on host {}", host.id));
         }
         if response.failures.is_empty() {
-            return Ok(());
+            return Ok(response.processes);
         }
         let reasons: Vec<String> = response
             .failures

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::json::{ErrorBody, SubError};
 use crate::auth::AuthError;
+use crate::rollout::RolloutField;
 use crate::service::{CoreError, Field};
 
 /// OCP's error codes, and the project's own where OCP documents none.
@@ -192,6 +193,13 @@ pub fn field_name(field: Field) -> &'static str {
         Field::CreatedAfter => "createdAfter",
         Field::CreatedBefore => "createdBefore",
         Field::Sort => "sort",
+        Field::Rollout(field) => match field {
+            RolloutField::BatchSize => "rollout.batchSize",
+            RolloutField::MaxFailedHosts => "rollout.maxFailedHosts",
+            RolloutField::PauseSeconds => "rollout.pauseSeconds",
+            RolloutField::MinHealthySeconds => "rollout.minHealthySeconds",
+            RolloutField::PauseAfterFirstBatch => "rollout.pauseAfterFirstBatch",
+        },
     }
 }
 
@@ -204,6 +212,25 @@ impl From<CoreError> for ApiError {
                 rejected,
                 message,
             } => ApiError::invalid(field_name(field), Value::String(rejected), message),
+            CoreError::InvalidRollout(problems) => {
+                let sub_errors: Vec<SubError> = problems
+                    .iter()
+                    .map(|p| SubError {
+                        field: field_name(Field::Rollout(p.field)).to_string(),
+                        rejected_value: Value::String(p.rejected.clone()),
+                        message: p.message.clone(),
+                    })
+                    .collect();
+                let message = sub_errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                ApiError {
+                    sub_errors,
+                    ..ApiError::new(StatusCode::BAD_REQUEST, codes::ILLEGAL_ARGUMENT, message)
+                }
+            }
             CoreError::HostsNotFound { named, more } => {
                 let mut sub_errors: Vec<SubError> = named
                     .iter()

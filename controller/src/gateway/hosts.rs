@@ -3,6 +3,7 @@
 use axum::extract::State;
 
 use super::extract::{JsonBody, PathIds, QueryParams};
+use crate::rollout::RolloutInput;
 use super::json::{
     AddHostRequest, BatchHostsRequest, Envelope, HostAgentJson, HostAgentProcessJson, HostJson,
     PageOf, TaskJson,
@@ -15,7 +16,11 @@ async fn batch(
     caller: &Caller,
     body: BatchHostsRequest,
 ) -> ApiResult<TaskJson> {
-    let task = state.core.submit_batch(caller, &body.host_ids).await?;
+    let rollout = body.rollout.as_ref().map(RolloutInput::from);
+    let task = state
+        .core
+        .submit_batch(caller, &body.host_ids, rollout.as_ref())
+        .await?;
     Ok(Data((&task).into()))
 }
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
+use crate::rollout::RolloutInput;
 use crate::service::HostAgentView;
 use crate::time::format_millis;
 
@@ -82,6 +83,69 @@ pub struct BatchHostsRequest {
     #[serde(alias = "hostids")]
     #[schema(example = json!([1001, 1002]), min_items = 1, max_items = 10_000)]
     pub host_ids: Vec<i64>,
+    /// Goes through the hosts in batches instead of stage by stage (SPEC section 9).
+    #[serde(default)]
+    pub rollout: Option<RolloutRequest>,
+}
+
+/// How a batch goes through its hosts in batches. Every field is optional: one host at
+/// a time, no failure tolerated, no pause and no health wait by default.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutRequest {
+    /// Hosts per batch: a count (1 or more) or a share of the hosts ("25%", rounded up).
+    #[schema(value_type = Object, example = json!("25%"))]
+    pub batch_size: Option<BatchSizeJson>,
+    /// Failed hosts tolerated: the next batch starts while failed hosts <= this.
+    #[schema(example = 0)]
+    pub max_failed_hosts: Option<i64>,
+    /// Seconds to wait between two batches, 0 to 86,400.
+    #[schema(example = 0)]
+    pub pause_seconds: Option<i64>,
+    /// Seconds a host's basic processes must stay up after Start all, 0 to 3,600.
+    #[schema(example = 0)]
+    pub min_healthy_seconds: Option<i64>,
+    /// A canary: the task pauses after the first batch until resumed.
+    #[schema(example = false)]
+    pub pause_after_first_batch: Option<bool>,
+}
+
+/// A batch size as sent: a number of hosts or a string ("25%", "3").
+#[derive(Debug, Deserialize, Serialize, Clone)]
+#[serde(untagged)]
+pub enum BatchSizeJson {
+    Hosts(i64),
+    Text(String),
+}
+
+impl From<&RolloutRequest> for RolloutInput {
+    fn from(r: &RolloutRequest) -> Self {
+        RolloutInput {
+            batch_size: r.batch_size.as_ref().map(|size| match size {
+                BatchSizeJson::Hosts(n) => n.to_string(),
+                BatchSizeJson::Text(text) => text.clone(),
+            }),
+            max_failed_hosts: r.max_failed_hosts,
+            pause_seconds: r.pause_seconds,
+            min_healthy_seconds: r.min_healthy_seconds,
+            pause_after_first_batch: r.pause_after_first_batch,
+        }
+    }
+}
+
+/// A rolling task's rollout, as validated, with the batch size it came to.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutJson {
+    /// As given: a number of hosts or a percentage string.
+    #[schema(value_type = Object, example = json!("25%"))]
+    pub batch_size: serde_json::Value,
+    pub max_failed_hosts: u32,
+    pub pause_seconds: u32,
+    pub min_healthy_seconds: u32,
+    pub pause_after_first_batch: bool,
+    /// Hosts in each batch (the last one may have fewer).
+    pub hosts_per_batch: usize,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -289,6 +353,12 @@ pub struct BasicTaskJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_time: Option<String>,
     pub context: TaskContextJson,
+    /// Only on rolling tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutJson>,
+    /// Only on rolling tasks: held before its next batch until resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 /// A DAG task with its subtasks.
@@ -315,6 +385,15 @@ impl From<&Task> for BasicTaskJson {
             start_time: format_millis(t.start_time),
             finish_time: t.finish_time.map(format_millis),
             context: (&t.ocp_context()).into(),
+            rollout: t.rollout.map(|r| RolloutJson {
+                batch_size: serde_json::to_value(r.batch_size).unwrap_or_default(),
+                max_failed_hosts: r.max_failed_hosts,
+                pause_seconds: r.pause_seconds,
+                min_healthy_seconds: r.min_healthy_seconds,
+                pause_after_first_batch: r.pause_after_first_batch,
+                hosts_per_batch: r.hosts_per_batch(t.host_count()),
+            }),
+            paused: t.rollout.map(|_| t.paused),
         }
     }
 }

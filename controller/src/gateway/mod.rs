@@ -103,6 +103,8 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::get_task))
         .routes(routes!(tasks::retry_task))
         .routes(routes!(tasks::rollback_task))
+        .routes(routes!(tasks::pause_task))
+        .routes(routes!(tasks::resume_task))
         .routes(routes!(tasks::retry_subtask))
         .routes(routes!(tasks::skip_subtask))
         .routes(routes!(tasks::cancel_subtask))

@@ -77,6 +77,11 @@ async fn task_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiRes
     Ok(Data((&task).into()))
 }
 
+async fn pause_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
+    let task = state.core.pause_op(caller, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
+}
+
 async fn subtask_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
     let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
     let task = state.core.subtask_op(caller, task_id, subtask_id).await?;
@@ -111,6 +116,36 @@ pub async fn rollback_task(
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
     task_op(&state, &caller, &ids).await
+}
+
+/// Holds a RUNNING rolling task before its next batch; steps already running finish.
+/// Its Wait node's log says it is paused, and the task reads `"paused": true`.
+#[utoipa::path(operation_id = ApiOperation::PauseTask.name(),
+    post, path = "/tasks/instances/{id}/pause", tag = "tasks",
+    params(("id" = i64, Path, description = "task id")),
+    responses((status = 200, description = "the task, paused", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn pause_task(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    pause_op(&state, &caller, &ids).await
+}
+
+/// Lets a paused rolling task (paused by an operator or by `pauseAfterFirstBatch`) go
+/// on with its next batch.
+#[utoipa::path(operation_id = ApiOperation::ResumeTask.name(),
+    post, path = "/tasks/instances/{id}/resume", tag = "tasks",
+    params(("id" = i64, Path, description = "task id")),
+    responses((status = 200, description = "the task, resumed", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["TASK_MANAGER"])))]
+pub async fn resume_task(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    ids: PathIds,
+) -> ApiResult<TaskJson> {
+    pause_op(&state, &caller, &ids).await
 }
 
 /// Runs one FAILED subtask again.

@@ -2,6 +2,7 @@
 
 use proto::ocp::v1 as pb;
 
+use crate::rollout::RolloutInput;
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
 use crate::service::HostAgentView;
 use crate::time::{format_millis, format_optional};
@@ -82,6 +83,27 @@ pub fn task(t: &Task) -> pb::Task {
         prohibit_rollback: t.prohibit_rollback,
         context: Some(context(&t.ocp_context())),
         subtasks: t.subtasks.iter().map(subtask).collect(),
+        rollout: t.rollout.map(|r| pb::Rollout {
+            batch_size: r.batch_size.to_string(),
+            max_failed_hosts: i64::from(r.max_failed_hosts),
+            pause_seconds: i64::from(r.pause_seconds),
+            min_healthy_seconds: i64::from(r.min_healthy_seconds),
+            pause_after_first_batch: r.pause_after_first_batch,
+            hosts_per_batch: u32::try_from(r.hosts_per_batch(t.host_count())).unwrap_or(u32::MAX),
+        }),
+        paused: t.paused,
+    }
+}
+
+/// proto3 cannot tell an absent number from 0, which is each number's default anyway;
+/// an empty batch size is absent.
+pub fn rollout_input(r: &pb::Rollout) -> RolloutInput {
+    RolloutInput {
+        batch_size: (!r.batch_size.is_empty()).then(|| r.batch_size.clone()),
+        max_failed_hosts: Some(r.max_failed_hosts),
+        pause_seconds: Some(r.pause_seconds),
+        min_healthy_seconds: Some(r.min_healthy_seconds),
+        pause_after_first_batch: Some(r.pause_after_first_batch),
     }
 }
 

@@ -21,11 +21,15 @@ impl HostAgentGrpc {
         &self,
         operation: ApiOperation,
         request: Request<M>,
-        host_ids: impl FnOnce(M) -> Vec<i64>,
+        host_ids: impl FnOnce(M) -> (Vec<i64>, Option<pb::Rollout>),
     ) -> Result<Response<pb::Task>, Status> {
         let caller = admit(operation, &request).await?;
-        let host_ids = host_ids(request.into_inner());
-        let task = self.core.submit_batch(&caller, &host_ids).await?;
+        let (host_ids, rollout) = host_ids(request.into_inner());
+        let rollout = rollout.as_ref().map(convert::rollout_input);
+        let task = self
+            .core
+            .submit_batch(&caller, &host_ids, rollout.as_ref())
+            .await?;
         Ok(Response::new(convert::task(&task)))
     }
 
@@ -61,7 +65,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchRestartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchRestartAgents;
-        self.batch(op, r, |m| m.host_ids).await
+        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
     }
 
     async fn batch_stop_agents(
@@ -69,7 +73,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchStopAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchStopAgents;
-        self.batch(op, r, |m| m.host_ids).await
+        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
     }
 
     async fn batch_start_agents(
@@ -77,7 +81,7 @@ impl HostAgentService for HostAgentGrpc {
         r: Request<pb::BatchStartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let op = ApiOperation::BatchStartAgents;
-        self.batch(op, r, |m| m.host_ids).await
+        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
     }
 
     async fn restart_agent(

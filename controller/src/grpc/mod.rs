@@ -9,6 +9,7 @@ use tonic::{Code, Status};
 
 use crate::auth::{AuthError, Credentials};
 use crate::model::PageRequest;
+use crate::rollout::RolloutField;
 use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 
 pub use host_agent::HostAgentGrpc;
@@ -19,7 +20,9 @@ impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {
         let code = match &e {
             CoreError::Denied(denied) => return auth_status(denied),
-            CoreError::InvalidArgument { .. } => Code::InvalidArgument,
+            CoreError::InvalidArgument { .. } | CoreError::InvalidRollout(_) => {
+                Code::InvalidArgument
+            }
             CoreError::HostNotFound(_)
             | CoreError::HostsNotFound { .. }
             | CoreError::ProcessNotFound { .. }
@@ -50,6 +53,11 @@ impl From<CoreError> for Status {
             CoreError::InvalidArgument { field, message, .. } => {
                 format!("{}: {message}", field_name(*field))
             }
+            CoreError::InvalidRollout(problems) => problems
+                .iter()
+                .map(|p| format!("{}: {}", field_name(Field::Rollout(p.field)), p.message))
+                .collect::<Vec<_>>()
+                .join("; "),
             e => e.to_string(),
         };
         Status::new(code, message)
@@ -72,6 +80,13 @@ fn field_name(field: Field) -> &'static str {
         Field::CreatedAfter => "created_after",
         Field::CreatedBefore => "created_before",
         Field::Sort => "sort",
+        Field::Rollout(field) => match field {
+            RolloutField::BatchSize => "rollout.batch_size",
+            RolloutField::MaxFailedHosts => "rollout.max_failed_hosts",
+            RolloutField::PauseSeconds => "rollout.pause_seconds",
+            RolloutField::MinHealthySeconds => "rollout.min_healthy_seconds",
+            RolloutField::PauseAfterFirstBatch => "rollout.pause_after_first_batch",
+        },
     }
 }
 

@@ -97,6 +97,24 @@ impl TaskService for TaskGrpc {
         self.task_op(op, request, |m| m.id).await
     }
 
+    async fn pause_task(
+        &self,
+        request: Request<pb::PauseTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = admit(ApiOperation::PauseTask, &request).await?;
+        let task = self.core.pause_op(&caller, request.get_ref().id).await?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn resume_task(
+        &self,
+        request: Request<pb::ResumeTaskRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = admit(ApiOperation::ResumeTask, &request).await?;
+        let task = self.core.pause_op(&caller, request.get_ref().id).await?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
     async fn retry_subtask(
         &self,
         request: Request<pb::RetrySubtaskRequest>,

@@ -5,6 +5,7 @@ use super::ApiOperation;
 use crate::agent_client::AgentError;
 use crate::auth::AuthError;
 use crate::model::TaskStatus;
+use crate::rollout::{Problem, RolloutField};
 use crate::store::{StoreError, TransitionRefused};
 
 /// What an invalid argument is, in the domain's words. Each face names it as its
@@ -28,6 +29,8 @@ pub enum Field {
     CreatedBefore,
     /// A task list's order.
     Sort,
+    /// A field of a batch's rollout.
+    Rollout(RolloutField),
 }
 
 impl std::fmt::Display for Field {
@@ -46,6 +49,7 @@ impl std::fmt::Display for Field {
             Field::CreatedAfter => "created after",
             Field::CreatedBefore => "created before",
             Field::Sort => "sort",
+            Field::Rollout(field) => return write!(f, "rollout {field}"),
         })
     }
 }
@@ -58,6 +62,9 @@ pub enum CoreError {
         rejected: String,
         message: String,
     },
+    /// Every bad field of a rollout, named at once.
+    #[error("invalid rollout: {}", describe_problems(.0))]
+    InvalidRollout(Vec<Problem>),
     #[error("host {0} does not exist")]
     HostNotFound(i64),
     /// Names the first few missing hosts and counts the rest, so that a batch of unknown
@@ -128,7 +135,9 @@ impl From<StoreError> for CoreError {
                     subtask_id,
                 },
                 TransitionRefused::RollbackProhibited(_) => CoreError::RollbackProhibited(refused),
-                TransitionRefused::TaskState { .. } | TransitionRefused::SubtaskState { .. } => {
+                TransitionRefused::TaskState { .. }
+                | TransitionRefused::SubtaskState { .. }
+                | TransitionRefused::NotRolling { .. } => {
                     CoreError::IllegalState(refused)
                 }
             },
@@ -176,6 +185,14 @@ impl CoreError {
             message: message.into(),
         }
     }
+}
+
+fn describe_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}: {}", p.field, p.message))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The most hosts one batch may name, on both faces. A batch is one task of 5N+4

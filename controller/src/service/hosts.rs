@@ -10,6 +10,7 @@ use crate::model::{
     AgentAction, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus, now_millis,
 };
 use crate::plans;
+use crate::rollout::RolloutInput;
 use crate::store::{StoreError, TaskOrigin};
 
 impl Core {
@@ -117,12 +118,23 @@ impl Core {
     }
 
     /// Validates the whole batch first: nothing is created unless every host can be taken.
-    pub async fn submit_batch(&self, caller: &Caller, host_ids: &[i64]) -> Result<Task, CoreError> {
+    /// A batch task over `host_ids`: stage-wise as OCP's, or rolling when a rollout is
+    /// given.
+    pub async fn submit_batch(
+        &self,
+        caller: &Caller,
+        host_ids: &[i64],
+        rollout: Option<&RolloutInput>,
+    ) -> Result<Task, CoreError> {
         let op = caller.admitted_to(&[
             (ApiOperation::BatchRestartAgents, AgentAction::Restart),
             (ApiOperation::BatchStopAgents, AgentAction::Stop),
             (ApiOperation::BatchStartAgents, AgentAction::Start),
         ])?;
+        let rollout = rollout
+            .map(RolloutInput::validate)
+            .transpose()
+            .map_err(CoreError::InvalidRollout)?;
         check_batch(host_ids)?;
         let existing = self.store.existing_host_ids(host_ids).await?;
         let missing: Vec<i64> = host_ids
@@ -137,8 +149,11 @@ impl Core {
                 more,
             });
         }
-        self.create_and_drive(plans::batch(op, host_ids), caller)
-            .await
+        let plan = match rollout {
+            Some(rollout) => plans::rolling(op, host_ids, &rollout),
+            None => plans::batch(op, host_ids),
+        };
+        self.create_and_drive(plan, caller).await
     }
 
     async fn create_and_drive(&self, plan: NewTask, caller: &Caller) -> Result<Task, CoreError> {

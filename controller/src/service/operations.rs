@@ -67,6 +67,8 @@ operations! {
     ListTasks => Holds(TaskViewer),
     GetTask => TaskReader,
     RetryTask => Holds(TaskManager),
+    PauseTask => Holds(TaskManager),
+    ResumeTask => Holds(TaskManager),
     RollbackTask => Holds(TaskManager),
     RetrySubtask => Holds(TaskManager),
     SkipSubtask => Holds(TaskManager),

@@ -115,6 +115,18 @@ impl Core {
         self.find_task(task_id).await
     }
 
+    /// Pauses or resumes a RUNNING rolling task: a pause holds it before its next batch
+    /// (what runs finishes), a resume lets the held batch go.
+    pub async fn pause_op(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        let paused = caller.admitted_to(&[
+            (ApiOperation::PauseTask, true),
+            (ApiOperation::ResumeTask, false),
+        ])?;
+        check_id(Field::TaskId, task_id)?;
+        self.store.set_paused(task_id, paused).await?;
+        self.find_task(task_id).await
+    }
+
     pub async fn subtask_op(
         &self,
         caller: &Caller,

@@ -134,6 +134,11 @@ impl Store {
         self.news.subscribe()
     }
 
+    /// Pauses and resumes asked of any controller (on SQLite, of this one).
+    pub fn subscribe_pauses(&self) -> tokio::sync::broadcast::Receiver<(i64, bool)> {
+        self.pauses.subscribe()
+    }
+
     /// Cancels asked of any controller (on SQLite, of this one).
     pub fn subscribe_cancels(&self) -> tokio::sync::broadcast::Receiver<CancelRequest> {
         self.cancels.subscribe()
@@ -155,6 +160,7 @@ pub(super) async fn listen(store: &Store, url: &str) -> Result<(), StoreError> {
     listener.listen_all([NEWS_CHANNEL, CANCEL_CHANNEL]).await?;
     let news = store.news.clone();
     let cancels = store.cancels.clone();
+    let pauses = store.pauses.clone();
     let closing = store.closing.clone();
     tokio::spawn(async move {
         loop {
@@ -169,7 +175,9 @@ pub(super) async fn listen(store: &Store, url: &str) -> Result<(), StoreError> {
                     }
                 }
                 Ok(n) => {
-                    if let Some(request) = parse_cancel(n.payload()) {
+                    if let Some(request) = parse_pause(n.payload()) {
+                        let _ = pauses.send(request);
+                    } else if let Some(request) = parse_cancel(n.payload()) {
                         let _ = cancels.send(request);
                     }
                 }
@@ -192,6 +200,16 @@ pub(super) fn cancel_payload(request: &CancelRequest) -> String {
     format!("{}:{}:{}", request.0, request.1, request.2)
 }
 
+/// `pause:task:1` or `pause:task:0`: a rolling task paused or resumed.
+pub(super) fn pause_payload(task_id: i64, paused: bool) -> String {
+    format!("pause:{task_id}:{}", u8::from(paused))
+}
+
+fn parse_pause(payload: &str) -> Option<(i64, bool)> {
+    let (task, paused) = payload.strip_prefix("pause:")?.split_once(':')?;
+    Some((task.parse().ok()?, paused == "1"))
+}
+
 fn parse_cancel(payload: &str) -> Option<CancelRequest> {
     let mut parts = payload.splitn(3, ':');
     Some((
@@ -211,5 +229,13 @@ mod tests {
         assert_eq!(parse_cancel(&cancel_payload(&request)), Some(request));
         assert_eq!(parse_cancel("7:x:a"), None);
         assert_eq!(parse_cancel("7"), None);
+    }
+
+    #[test]
+    fn a_pause_is_not_taken_for_a_cancel() {
+        assert_eq!(parse_pause(&pause_payload(7, true)), Some((7, true)));
+        assert_eq!(parse_pause(&pause_payload(7, false)), Some((7, false)));
+        assert_eq!(parse_cancel(&pause_payload(7, true)), None);
+        assert_eq!(parse_pause("7:42:ops"), None);
     }
 }

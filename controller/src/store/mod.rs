@@ -10,6 +10,7 @@
 mod events;
 mod hosts;
 mod leases;
+mod rollouts;
 mod sole;
 mod tasks;
 mod transitions;
@@ -70,7 +71,8 @@ type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// The PostgreSQL channel that tells every controller which task has new events.
 const NEWS_CHANNEL: &str = "ocp_task_news";
-/// The PostgreSQL channel that carries cancels to the controller driving the task.
+/// The PostgreSQL channel that carries cancels, pauses and resumes to the controller
+/// driving the task.
 const CANCEL_CHANNEL: &str = "ocp_cancel";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct Store {
     news: tokio::sync::broadcast::Sender<i64>,
     /// Cancels asked of any controller: (task, subtask, by whom).
     cancels: tokio::sync::broadcast::Sender<CancelRequest>,
+    /// Pauses and resumes of rolling tasks asked of any controller: (task, paused).
+    pauses: tokio::sync::broadcast::Sender<(i64, bool)>,
     /// Stops the PostgreSQL listener.
     closing: tokio_util::sync::CancellationToken,
 }
@@ -173,12 +177,14 @@ impl Store {
         };
         let (news, _) = tokio::sync::broadcast::channel(1024);
         let (cancels, _) = tokio::sync::broadcast::channel(256);
+        let (pauses, _) = tokio::sync::broadcast::channel(256);
         let store = Store {
             pool,
             writer,
             dialect,
             news,
             cancels,
+            pauses,
             closing: tokio_util::sync::CancellationToken::new(),
         };
         if dialect == Dialect::Postgres {

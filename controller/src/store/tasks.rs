@@ -17,7 +17,7 @@ use crate::model::{
 };
 
 const TASK_COLUMNS: &str = "id, name, creator, executor, host_id, operation, status, \
-     prohibit_rollback, context, trace_id, start_time, finish_time";
+     prohibit_rollback, context, trace_id, start_time, finish_time, rollout, paused, canary_held";
 
 const SUBTASK_COLUMNS: &str = "id, task_id, series_id, name, description, class_name, step, \
      host_id, operation, status, parallel_idx, timeout_secs, run_time, executor, start_time, \
@@ -68,11 +68,19 @@ impl Store {
             table: "tasks",
             detail: e.to_string(),
         })?;
+        let rollout = plan
+            .rollout
+            .map(|r| serde_json::to_string(&r))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                table: "tasks",
+                detail: e.to_string(),
+            })?;
         let mut tx = self.begin_write().await?;
         let task_id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (name, creator, executor, host_id, operation, status, \
-             prohibit_rollback, context, trace_id, start_time) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9) RETURNING id",
+             prohibit_rollback, context, trace_id, start_time, rollout) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10) RETURNING id",
         )
         .bind(&plan.name)
         .bind(origin.creator)
@@ -83,6 +91,7 @@ impl Store {
         .bind(&context)
         .bind(origin.trace_id)
         .bind(origin.at)
+        .bind(rollout)
         .fetch_one(&mut *tx)
         .await?;
         // Many rows per statement, in id order: two submissions racing for overlapping
@@ -142,6 +151,9 @@ impl Store {
                     node.status.as_str(),
                     node.parallel_idx,
                     node.step.timeout_secs()
+                        + plan
+                            .rollout
+                            .map_or(0, |r| r.extra_time(node.step).as_secs() as i64)
                 ])
             })
             .collect();
@@ -426,6 +438,14 @@ impl Store {
 
 pub(super) fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
     let context: String = row.try_get("context")?;
+    let rollout: Option<String> = row.try_get("rollout")?;
+    let rollout = rollout
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            table: "tasks",
+            detail: format!("rollout: {e}"),
+        })?;
     Ok(Task {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -442,6 +462,9 @@ pub(super) fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         trace_id: row.try_get("trace_id")?,
         start_time: row.try_get("start_time")?,
         finish_time: row.try_get("finish_time")?,
+        rollout,
+        paused: row.try_get::<i64, _>("paused")? != 0,
+        canary_held: row.try_get::<i64, _>("canary_held")? != 0,
         subtasks: Vec::new(),
     })
 }

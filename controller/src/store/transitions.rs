@@ -61,6 +61,11 @@ pub enum TransitionRefused {
     NoTask(i64),
     #[error("task {task_id} has no subtask {subtask_id}")]
     NoSubtask { task_id: i64, subtask_id: i64 },
+    #[error("task {task_id} is not a rolling task: {action} applies to tasks created with a rollout")]
+    NotRolling {
+        task_id: i64,
+        action: &'static str,
+    },
     #[error("task {0} was created with prohibit_rollback: it cannot be rolled back")]
     RollbackProhibited(i64),
 }
@@ -311,7 +316,11 @@ impl Store {
         let id = fence.task_id;
         let mut tx = self.begin_write().await?;
         leases::fence(&mut tx, fence).await?;
-        sqlx::query("UPDATE tasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4")
+        // An ended task holds nothing any more: it no longer reads as paused.
+        sqlx::query(
+            "UPDATE tasks SET status = $1, operation = $2, finish_time = $3, paused = 0 \
+             WHERE id = $4",
+        )
             .bind(status.as_str())
             .bind(operation.as_str())
             .bind(at)

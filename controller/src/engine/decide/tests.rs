@@ -66,6 +66,9 @@ fn task_from(plan: &NewTask) -> Task {
         trace_id: "trace".to_string(),
         start_time: 0,
         finish_time: None,
+        rollout: plan.rollout,
+        paused: false,
+        canary_held: false,
         subtasks,
     }
 }
@@ -183,6 +186,25 @@ impl Sim {
                 self.sub(*id).status = SubtaskStatus::Canceling;
             }
             Effect::RefuseCancel(_) => {}
+            Effect::Note { id, line } => {
+                self.logs.insert(*id, line.clone());
+            }
+            Effect::Hold { id, canary, line } => {
+                self.writes += 1;
+                let s = self.sub(*id);
+                assert!(
+                    matches!(s.status, SubtaskStatus::Pending | SubtaskStatus::Ready | SubtaskStatus::Running),
+                    "barrier {id} held while {}",
+                    s.status
+                );
+                s.status = SubtaskStatus::Ready;
+                self.running.remove(id);
+                self.logs.insert(*id, line.clone());
+                if *canary {
+                    self.task.paused = true;
+                    self.task.canary_held = true;
+                }
+            }
             Effect::Finish { status, operation } => {
                 self.writes += 1;
                 self.task.status = *status;
@@ -885,3 +907,5 @@ fn a_task_that_is_not_running_is_left_alone() {
     assert!(matches!(&effects[..], [Effect::Stop]));
     assert_eq!(sim.writes, 0);
 }
+
+mod rolling;
