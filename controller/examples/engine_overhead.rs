@@ -30,7 +30,10 @@ async fn main() {
         let hosts = fleet::register(controller.grpc, &agents.iter().collect::<Vec<_>>()).await;
         let submitted = fleet::hosts_client(controller.grpc)
             .await
-            .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
+            .batch_restart_agents(BatchRestartAgentsRequest {
+                host_ids: hosts,
+                rollout: None,
+            })
             .await
             .expect("submit")
             .into_inner();

@@ -376,11 +376,7 @@ impl Task {
     pub fn host_count(&self) -> usize {
         match self.host_id {
             Some(_) => 1,
-            None => self
-                .context
-                .list_map
-                .get(ocp::HOST_IDS)
-                .map_or(0, Vec::len),
+            None => self.context.list_map.get(ocp::HOST_IDS).map_or(0, Vec::len),
         }
     }
 

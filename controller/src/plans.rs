@@ -349,19 +349,47 @@ mod tests {
             .collect();
         assert_eq!(barriers.len(), 2);
         let ups = |n: usize| -> Vec<usize> {
-            plan.edges.iter().filter(|e| e.1 == n).map(|e| e.0).collect()
+            plan.edges
+                .iter()
+                .filter(|e| e.1 == n)
+                .map(|e| e.0)
+                .collect()
         };
         let downs = |n: usize| -> Vec<usize> {
-            plan.edges.iter().filter(|e| e.0 == n).map(|e| e.1).collect()
+            plan.edges
+                .iter()
+                .filter(|e| e.0 == n)
+                .map(|e| e.1)
+                .collect()
         };
         let host_of = |n: usize| plan.nodes[n].host_id.unwrap();
         // The first barrier waits for the Finish of hosts 10 and 11 and lets 12 and 13 go.
         let first = barriers[0];
-        assert!(ups(first).iter().all(|&n| plan.nodes[n].step == Step::Finish));
-        assert_eq!(ups(first).into_iter().map(host_of).collect::<Vec<_>>(), [10, 11]);
-        assert!(downs(first).iter().all(|&n| plan.nodes[n].step == Step::PrepareRestart));
-        assert_eq!(downs(first).into_iter().map(host_of).collect::<Vec<_>>(), [12, 13]);
-        assert_eq!(downs(barriers[1]).into_iter().map(host_of).collect::<Vec<_>>(), [14]);
+        assert!(
+            ups(first)
+                .iter()
+                .all(|&n| plan.nodes[n].step == Step::Finish)
+        );
+        assert_eq!(
+            ups(first).into_iter().map(host_of).collect::<Vec<_>>(),
+            [10, 11]
+        );
+        assert!(
+            downs(first)
+                .iter()
+                .all(|&n| plan.nodes[n].step == Step::PrepareRestart)
+        );
+        assert_eq!(
+            downs(first).into_iter().map(host_of).collect::<Vec<_>>(),
+            [12, 13]
+        );
+        assert_eq!(
+            downs(barriers[1])
+                .into_iter()
+                .map(host_of)
+                .collect::<Vec<_>>(),
+            [14]
+        );
         // Only the first batch starts; parallelIdx is the host's index in hostIds.
         let ready: Vec<i64> = plan
             .nodes

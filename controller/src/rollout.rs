@@ -156,7 +156,11 @@ impl RolloutInput {
                 }
             }
         };
-        let max_failed_hosts = count(RolloutField::MaxFailedHosts, self.max_failed_hosts, u32::MAX);
+        let max_failed_hosts = count(
+            RolloutField::MaxFailedHosts,
+            self.max_failed_hosts,
+            u32::MAX,
+        );
         let pause_seconds = count(
             RolloutField::PauseSeconds,
             self.pause_seconds,
@@ -250,7 +254,10 @@ mod tests {
 
     #[test]
     fn batch_sizes_are_counts_or_percentages_within_bounds() {
-        assert_eq!(input("3").validate().unwrap().batch_size, BatchSize::Hosts(3));
+        assert_eq!(
+            input("3").validate().unwrap().batch_size,
+            BatchSize::Hosts(3)
+        );
         assert_eq!(
             input(" 25% ").validate().unwrap().batch_size,
             BatchSize::Percent(25)
@@ -259,7 +266,18 @@ mod tests {
             input("100%").validate().unwrap().batch_size,
             BatchSize::Percent(100)
         );
-        for bad in ["0", "-1", "0%", "101%", "2.5", "12.5%", "abc", "", "%", "99999999999"] {
+        for bad in [
+            "0",
+            "-1",
+            "0%",
+            "101%",
+            "2.5",
+            "12.5%",
+            "abc",
+            "",
+            "%",
+            "99999999999",
+        ] {
             let problems = input(bad).validate().unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");
             assert_eq!(problems[0].field, RolloutField::BatchSize, "{bad}");

@@ -35,6 +35,7 @@ async fn racing_operations_on_one_host_admit_exactly_one() {
                 client
                     .batch_stop_agents(BatchStopAgentsRequest {
                         host_ids: vec![host],
+                        rollout: None,
                     })
                     .await
             }

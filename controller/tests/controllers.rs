@@ -144,6 +144,7 @@ async fn submit_batch(node: &Node, hosts: &[i64]) -> Task {
         .await
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.to_vec(),
+            rollout: None,
         })
         .await
         .unwrap_or_else(|e| panic!("submit to {}: {e}", node.grpc))

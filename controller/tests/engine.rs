@@ -78,6 +78,7 @@ async fn batch_restart_over_three_hosts_gives_every_basic_process_a_new_pid() {
     let task = client
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .expect("submit")
@@ -129,6 +130,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
     let stop = client
         .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .expect("submit stop")
@@ -165,6 +167,7 @@ async fn batch_stop_really_stops_and_batch_start_brings_them_back() {
     let start = client
         .batch_start_agents(BatchStartAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .expect("submit start")
@@ -225,6 +228,7 @@ async fn a_one_host_batch_restart_has_the_seeds_dag() {
     let task = client
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host.id],
+            rollout: None,
         })
         .await
         .unwrap()
@@ -331,6 +335,7 @@ async fn an_unreachable_agent_fails_its_step_at_the_timeout_and_keeps_the_host()
     let refused = client
         .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: vec![host.id],
+            rollout: None,
         })
         .await
         .expect_err("a failed task keeps its host");
@@ -361,6 +366,7 @@ async fn a_bad_batch_is_refused_whole() {
         let e = client
             .batch_restart_agents(BatchRestartAgentsRequest {
                 host_ids: ids.clone(),
+                rollout: None,
             })
             .await
             .expect_err("refused");
@@ -377,6 +383,7 @@ async fn a_bad_batch_is_refused_whole() {
     let first = client
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .unwrap()

@@ -237,6 +237,7 @@ async fn agent_killed_during(step: &str, back: Back) {
         .await
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host],
+            rollout: None,
         })
         .await
         .expect("submit")
@@ -412,6 +413,7 @@ async fn a_host_cut_off_during_start_all_goes_offline_and_a_retry_finishes() {
         .await
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .expect("submit")

@@ -134,6 +134,7 @@ async fn grpc_checks_the_same_credentials_and_permissions() {
         .batch_stop_agents(with_auth(
             pb::BatchStopAgentsRequest {
                 host_ids: vec![host],
+                rollout: None,
             },
             Some(TASK_VIEWER),
         ))
@@ -144,6 +145,7 @@ async fn grpc_checks_the_same_credentials_and_permissions() {
         .batch_stop_agents(with_auth(
             pb::BatchStopAgentsRequest {
                 host_ids: vec![host],
+                rollout: None,
             },
             Some(HOST_MANAGER),
         ))

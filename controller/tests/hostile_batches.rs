@@ -54,6 +54,7 @@ async fn a_batch_over_the_cap_is_refused_on_both_faces() {
         .await
         .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: over.clone(),
+            rollout: None,
         })
         .await
         .expect_err("refused");
@@ -107,6 +108,7 @@ async fn unknown_hosts_are_named_a_few_and_counted() {
         .await
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: unknown(MAX_BATCH_HOSTS),
+            rollout: None,
         })
         .await
         .expect_err("unknown hosts");
@@ -126,6 +128,7 @@ async fn a_million_ids_over_grpc_are_refused_at_once() {
     let refused = client
         .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: unknown(1_000_000),
+            rollout: None,
         })
         .await
         .expect_err("refused");

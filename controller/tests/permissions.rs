@@ -88,6 +88,8 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
         Op::GetTask => ("GET", "/tasks/instances/{id}"),
         Op::RetryTask => ("POST", "/tasks/instances/{id}/retry"),
         Op::RollbackTask => ("POST", "/tasks/instances/{id}/rollback"),
+        Op::PauseTask => ("POST", "/tasks/instances/{id}/pause"),
+        Op::ResumeTask => ("POST", "/tasks/instances/{id}/resume"),
         Op::RetrySubtask => ("POST", "/tasks/instances/{id}/subtasks/{subtaskId}/retry"),
         Op::SkipSubtask => ("POST", "/tasks/instances/{id}/subtasks/{subtaskId}/skip"),
         Op::CancelSubtask => ("POST", "/tasks/instances/{id}/subtasks/{subtaskId}/cancel"),
@@ -105,6 +107,8 @@ fn first_answer(op: ApiOperation) -> StatusCode {
     match op {
         Op::RetryTask
         | Op::RollbackTask
+        | Op::PauseTask
+        | Op::ResumeTask
         | Op::RetrySubtask
         | Op::SkipSubtask
         | Op::CancelSubtask => StatusCode::BAD_REQUEST,
@@ -192,15 +196,24 @@ async fn call_grpc(
     let none = |_| None;
     match op {
         Op::BatchRestartAgents => hosts
-            .batch_restart_agents(r!(pb::BatchRestartAgentsRequest { host_ids }))
+            .batch_restart_agents(r!(pb::BatchRestartAgentsRequest {
+                host_ids,
+                rollout: None
+            }))
             .await
             .map(created),
         Op::BatchStopAgents => hosts
-            .batch_stop_agents(r!(pb::BatchStopAgentsRequest { host_ids }))
+            .batch_stop_agents(r!(pb::BatchStopAgentsRequest {
+                host_ids,
+                rollout: None
+            }))
             .await
             .map(created),
         Op::BatchStartAgents => hosts
-            .batch_start_agents(r!(pb::BatchStartAgentsRequest { host_ids }))
+            .batch_start_agents(r!(pb::BatchStartAgentsRequest {
+                host_ids,
+                rollout: None
+            }))
             .await
             .map(created),
         Op::RestartAgent => hosts
@@ -281,6 +294,14 @@ async fn call_grpc(
             .map(none),
         Op::RollbackTask => tasks
             .rollback_task(r!(pb::RollbackTaskRequest { id: task_id }))
+            .await
+            .map(none),
+        Op::PauseTask => tasks
+            .pause_task(r!(pb::PauseTaskRequest { id: task_id }))
+            .await
+            .map(none),
+        Op::ResumeTask => tasks
+            .resume_task(r!(pb::ResumeTaskRequest { id: task_id }))
             .await
             .map(none),
         Op::RetrySubtask => tasks

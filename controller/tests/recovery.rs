@@ -72,7 +72,10 @@ async fn a_killed_controller_finishes_the_task_after_a_restart() {
     let hosts = register(grpc, &agents.iter().collect::<Vec<_>>()).await;
     let task = hosts_client(grpc)
         .await
-        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest {
+            host_ids: hosts,
+            rollout: None,
+        })
         .await
         .expect("submit")
         .into_inner();
@@ -145,6 +148,7 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
             .await
             .batch_restart_agents(BatchRestartAgentsRequest {
                 host_ids: hosts.clone(),
+                rollout: None,
             })
             .await
             .unwrap_or_else(|e| panic!("trial {trial}: submit: {e}"))
@@ -221,7 +225,10 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
     let hosts = register(grpc, &[&agent]).await;
     let task = hosts_client(grpc)
         .await
-        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest {
+            host_ids: hosts,
+            rollout: None,
+        })
         .await
         .expect("submit")
         .into_inner();

@@ -171,6 +171,7 @@ stop_timeout = "3s"
     let task = client
         .batch_stop_agents(BatchStopAgentsRequest {
             host_ids: hosts.clone(),
+            rollout: None,
         })
         .await
         .expect("submit")
@@ -256,7 +257,10 @@ stop_timeout = "3s"
     }
     // The rollback let the hosts go.
     let next = client
-        .batch_restart_agents(BatchRestartAgentsRequest { host_ids: hosts })
+        .batch_restart_agents(BatchRestartAgentsRequest {
+            host_ids: hosts,
+            rollout: None,
+        })
         .await
         .expect("hosts are free")
         .into_inner();
@@ -329,6 +333,7 @@ async fn a_watcher_that_reconnects_gets_every_transition_once_in_order() {
         .await
         .batch_restart_agents(BatchRestartAgentsRequest {
             host_ids: vec![host],
+            rollout: None,
         })
         .await
         .expect("submit")

@@ -67,11 +67,7 @@ pub(super) enum Effect {
     Note { id: i64, line: String },
     /// Hold a barrier until the task is resumed: READY, the reason in its log, and for
     /// the canary the task paused in the same write.
-    Hold {
-        id: i64,
-        canary: bool,
-        line: String,
-    },
+    Hold { id: i64, canary: bool, line: String },
     /// The task ends; nothing runs any more.
     Finish {
         status: TaskStatus,

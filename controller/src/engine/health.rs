@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn the_same_pids_still_running_are_healthy() {
-        let watched = vec![("ocp_agent".to_string(), 10), ("ocp_mgragent".to_string(), 11)];
+        let watched = vec![
+            ("ocp_agent".to_string(), 10),
+            ("ocp_mgragent".to_string(), 11),
+        ];
         let now = vec![
             process("ocp_agent", 10, ProcessState::Running),
             process("ocp_mgragent", 11, ProcessState::Running),

@@ -3,12 +3,12 @@
 use axum::extract::State;
 
 use super::extract::{JsonBody, PathIds, QueryParams};
-use crate::rollout::RolloutInput;
 use super::json::{
     AddHostRequest, BatchHostsRequest, Envelope, HostAgentJson, HostAgentProcessJson, HostJson,
     PageOf, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
+use crate::rollout::RolloutInput;
 use crate::service::{ApiOperation, Caller};
 
 async fn batch(

@@ -2,8 +2,8 @@
 
 use proto::ocp::v1 as pb;
 
-use crate::rollout::RolloutInput;
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
+use crate::rollout::RolloutInput;
 use crate::service::HostAgentView;
 use crate::time::{format_millis, format_optional};
 

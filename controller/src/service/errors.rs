@@ -137,9 +137,7 @@ impl From<StoreError> for CoreError {
                 TransitionRefused::RollbackProhibited(_) => CoreError::RollbackProhibited(refused),
                 TransitionRefused::TaskState { .. }
                 | TransitionRefused::SubtaskState { .. }
-                | TransitionRefused::NotRolling { .. } => {
-                    CoreError::IllegalState(refused)
-                }
+                | TransitionRefused::NotRolling { .. } => CoreError::IllegalState(refused),
             },
             e => CoreError::Store(e),
         }

@@ -61,11 +61,10 @@ pub enum TransitionRefused {
     NoTask(i64),
     #[error("task {task_id} has no subtask {subtask_id}")]
     NoSubtask { task_id: i64, subtask_id: i64 },
-    #[error("task {task_id} is not a rolling task: {action} applies to tasks created with a rollout")]
-    NotRolling {
-        task_id: i64,
-        action: &'static str,
-    },
+    #[error(
+        "task {task_id} is not a rolling task: {action} applies to tasks created with a rollout"
+    )]
+    NotRolling { task_id: i64, action: &'static str },
     #[error("task {0} was created with prohibit_rollback: it cannot be rolled back")]
     RollbackProhibited(i64),
 }
@@ -321,12 +320,12 @@ impl Store {
             "UPDATE tasks SET status = $1, operation = $2, finish_time = $3, paused = 0 \
              WHERE id = $4",
         )
-            .bind(status.as_str())
-            .bind(operation.as_str())
-            .bind(at)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        .bind(status.as_str())
+        .bind(operation.as_str())
+        .bind(at)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         if status == TaskStatus::Successful {
             sqlx::query("DELETE FROM host_locks WHERE task_id = $1")
                 .bind(id)

@@ -19,6 +19,8 @@ pub struct SpawnedController {
     pub grpc: SocketAddr,
     pub dir: tempfile::TempDir,
     pub password: String,
+    extra: Vec<String>,
+    filter: String,
 }
 
 impl SpawnedController {
@@ -32,26 +34,31 @@ impl SpawnedController {
         let dir = tempfile::tempdir().expect("tempdir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
-            .args(["--http-addr", &http.to_string()])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env("RUST_LOG", filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ocp-controller");
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = spawn(&dir, http, grpc, &extra, filter);
         let mut controller = SpawnedController {
             child,
             http,
             grpc,
             dir,
             password: String::new(),
+            extra,
+            filter: filter.to_string(),
         };
+        controller.wait_serving().await;
+        controller
+    }
+
+    /// SIGKILL, as a crash would, then the binary again on the same data and addresses.
+    pub async fn crash_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL the controller");
+        self.child.wait().expect("reap it");
+        self.child = spawn(&self.dir, self.http, self.grpc, &self.extra, &self.filter);
+        self.wait_serving().await;
+    }
+
+    async fn wait_serving(&mut self) {
+        let controller = self;
         let password_file = controller.dir.path().join("data/admin-password");
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -64,7 +71,7 @@ impl SpawnedController {
                     .await
                     .is_ok_and(|r| r.status().is_success());
                 if answered {
-                    return controller;
+                    return;
                 }
             }
             if let Ok(Some(status)) = controller.child.try_wait() {
@@ -134,6 +141,32 @@ impl SpawnedController {
         }
         self.log()
     }
+}
+
+fn spawn(
+    dir: &tempfile::TempDir,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    extra: &[String],
+    filter: &str,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("controller.log"))
+        .expect("log");
+    Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
+        .args(["--http-addr", &http.to_string()])
+        .args(["--grpc-addr", &grpc.to_string()])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .env("RUST_LOG", filter)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn ocp-controller")
 }
 
 impl Drop for SpawnedController {

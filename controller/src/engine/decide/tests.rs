@@ -193,7 +193,10 @@ impl Sim {
                 self.writes += 1;
                 let s = self.sub(*id);
                 assert!(
-                    matches!(s.status, SubtaskStatus::Pending | SubtaskStatus::Ready | SubtaskStatus::Running),
+                    matches!(
+                        s.status,
+                        SubtaskStatus::Pending | SubtaskStatus::Ready | SubtaskStatus::Running
+                    ),
                     "barrier {id} held while {}",
                     s.status
                 );

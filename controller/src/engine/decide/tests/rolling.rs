@@ -62,7 +62,11 @@ fn prepare_fails_on(host: i64) -> impl Fn(&Subtask) -> Option<StepEnd> {
 
 #[test]
 fn a_batch_starts_only_after_every_host_of_the_one_before_finished() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, false)),
+        Start::Fresh,
+        256,
+    );
     let batch_of = |host: i64| FIVE.iter().position(|&h| h == host).unwrap() / 2;
     for _ in 0..1000 {
         if sim.finish.is_some() {
@@ -84,7 +88,10 @@ fn a_batch_starts_only_after_every_host_of_the_one_before_finished() {
         }
         sim.round(&|_| None);
     }
-    assert_eq!(sim.finish, Some((TaskStatus::Successful, Operation::Execute)));
+    assert_eq!(
+        sim.finish,
+        Some((TaskStatus::Successful, Operation::Execute))
+    );
     // The hosts of a batch ran side by side: Prepare of 101 and 102 in one start.
     assert_eq!(sim.starts[0].len(), 2);
     assert!(sim.logs[&sim.barriers()[0]].contains("batch 1 of 3 settled"));
@@ -92,7 +99,11 @@ fn a_batch_starts_only_after_every_host_of_the_one_before_finished() {
 
 #[test]
 fn past_a_budget_of_0_no_further_batch_starts_and_the_rest_stays_pending() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, false)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&prepare_fails_on(101));
     assert_eq!(sim.finish, Some((TaskStatus::Failed, Operation::Execute)));
     // The other host of the batch went through its whole chain.
@@ -116,7 +127,11 @@ fn past_a_budget_of_0_no_further_batch_starts_and_the_rest_stays_pending() {
 
 #[test]
 fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, false)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&prepare_fails_on(101));
     // What the store's retry does: every FAILED subtask READY again as a RETRY.
     let mut task = sim.task.clone();
@@ -132,12 +147,19 @@ fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
     // The failed host goes first; the barrier waits for it.
     let barrier = sim.barriers()[0];
     assert!(!sim.running.contains(&barrier));
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Successful, Operation::Retry));
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Successful, Operation::Retry)
+    );
 }
 
 #[test]
 fn a_budget_of_1_goes_on_past_one_failure_and_still_ends_failed() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 1, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 1, false)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&prepare_fails_on(101));
     assert_eq!(sim.finish, Some((TaskStatus::Failed, Operation::Execute)));
     for host in [102, 103, 104, 105] {
@@ -153,7 +175,11 @@ fn a_budget_of_1_goes_on_past_one_failure_and_still_ends_failed() {
 
 #[test]
 fn a_second_failure_past_a_budget_of_1_stops_at_the_next_barrier() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 1, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 1, false)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&|s: &Subtask| {
         (matches!(s.host_id, Some(101 | 103)) && s.step == Step::StartAll)
             .then(|| StepEnd::Failed("crashed".to_string()))
@@ -167,7 +193,11 @@ fn a_second_failure_past_a_budget_of_1_stops_at_the_next_barrier() {
 
 #[test]
 fn a_canary_waits_after_the_first_batch_until_resumed() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("1", 0, true)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("1", 0, true)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&|_| None);
     // Held, not ended: the task is RUNNING and paused, batch 2 untouched.
     assert_eq!(sim.finish, None);
@@ -179,13 +209,24 @@ fn a_canary_waits_after_the_first_batch_until_resumed() {
     // A pause asked again changes nothing; the resume lets the rest go, with no more holds.
     assert!(sim.feed(Event::Paused(true)).is_empty());
     let effects = sim.feed(Event::Paused(false));
-    assert!(effects.iter().any(|e| matches!(e, Effect::Start(s) if s[0].0 == barrier)));
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Successful, Operation::Execute));
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Start(s) if s[0].0 == barrier))
+    );
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Successful, Operation::Execute)
+    );
 }
 
 #[test]
 fn a_pause_during_a_batch_holds_the_next_one_until_resumed() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, false)),
+        Start::Fresh,
+        256,
+    );
     assert!(sim.feed(Event::Paused(true)).is_empty());
     sim.run_while_running(&|_| None);
     assert_eq!(sim.finish, None);
@@ -195,12 +236,19 @@ fn a_pause_during_a_batch_holds_the_next_one_until_resumed() {
     // Not the canary's pause: the task was paused by the operator, not by itself.
     assert!(!sim.task.canary_held);
     sim.feed(Event::Paused(false));
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Successful, Operation::Execute));
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Successful, Operation::Execute)
+    );
 }
 
 #[test]
 fn a_barrier_whose_pause_ends_while_the_task_is_paused_is_held() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, false)),
+        Start::Fresh,
+        256,
+    );
     let barrier = sim.barriers()[0];
     while !sim.running.contains(&barrier) {
         sim.round(&|_| None);
@@ -211,13 +259,23 @@ fn a_barrier_whose_pause_ends_while_the_task_is_paused_is_held() {
     assert!(sim.running.is_empty() && sim.finish.is_none());
     assert!(sim.untouched(103));
     sim.feed(Event::Paused(false));
-    assert!(sim.running.contains(&barrier), "the resume runs the barrier again");
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Successful, Operation::Execute));
+    assert!(
+        sim.running.contains(&barrier),
+        "the resume runs the barrier again"
+    );
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Successful, Operation::Execute)
+    );
 }
 
 #[test]
 fn a_paused_task_taken_up_after_a_restart_stays_paused() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 0, true)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 0, true)),
+        Start::Fresh,
+        256,
+    );
     sim.run_while_running(&|_| None);
     assert!(sim.task.paused);
     // A new runner, after the controller restarted: the barrier is held again, with no
@@ -231,12 +289,19 @@ fn a_paused_task_taken_up_after_a_restart_stays_paused() {
     );
     assert!(sim.running.is_empty() && sim.finish.is_none());
     sim.feed(Event::Paused(false));
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Successful, Operation::Execute));
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Successful, Operation::Execute)
+    );
 }
 
 #[test]
 fn a_rolling_task_resumed_with_a_failure_within_budget_goes_on() {
-    let (mut sim, _) = Sim::take_up(rolling_restart(&FIVE, rollout("2", 1, false)), Start::Fresh, 256);
+    let (mut sim, _) = Sim::take_up(
+        rolling_restart(&FIVE, rollout("2", 1, false)),
+        Start::Fresh,
+        256,
+    );
     // Batch 1 settles with host 101 failed, and the controller stops there.
     while sim.finish.is_none() && sim.untouched(103) {
         sim.round(&prepare_fails_on(101));
@@ -249,8 +314,14 @@ fn a_rolling_task_resumed_with_a_failure_within_budget_goes_on() {
         }
     }
     let (mut sim, _) = Sim::take_up_with(task, Start::Resumed, 256, true);
-    assert!(!sim.running.is_empty(), "a failure within budget does not drain the task");
-    assert_eq!(sim.run_to_end(&|_| None), (TaskStatus::Failed, Operation::Execute));
+    assert!(
+        !sim.running.is_empty(),
+        "a failure within budget does not drain the task"
+    );
+    assert_eq!(
+        sim.run_to_end(&|_| None),
+        (TaskStatus::Failed, Operation::Execute)
+    );
     assert!(
         sim.of_host(105)
             .iter()
