@@ -379,6 +379,8 @@ async fn openapi_describes_every_served_route() {
         "GET /tasks/instances/{id}",
         "POST /tasks/instances/{id}/retry",
         "POST /tasks/instances/{id}/rollback",
+        "POST /tasks/instances/{id}/pause",
+        "POST /tasks/instances/{id}/resume",
         "POST /tasks/instances/{id}/subtasks/{subtaskId}/retry",
         "POST /tasks/instances/{id}/subtasks/{subtaskId}/skip",
         "POST /tasks/instances/{id}/subtasks/{subtaskId}/cancel",
@@ -398,6 +400,8 @@ async fn openapi_describes_every_served_route() {
         "HostAgentJson",
         "HostJson",
         "BatchHostsRequest",
+        "RolloutRequest",
+        "RolloutJson",
         "AddHostRequest",
         "ErrorEnvelope",
     ] {

@@ -163,7 +163,6 @@ async fn carry_out(
             Effect::Cancel { id, by } => steps.cancel(id, by),
             Effect::Note { id, line } => note(shared, task, fence, id, line),
             Effect::Hold { id, canary, line } => {
-                shared.logbook.flush().await;
                 shared
                     .store
                     .hold_barrier(fence, id, canary, now_millis(), &line)

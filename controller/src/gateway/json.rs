@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
-use crate::rollout::RolloutInput;
+use crate::rollout::{BatchSize, RolloutInput};
 use crate::service::HostAgentView;
 use crate::time::format_millis;
 
@@ -94,7 +94,7 @@ pub struct BatchHostsRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutRequest {
     /// Hosts per batch: a count (1 or more) or a share of the hosts ("25%", rounded up).
-    #[schema(value_type = Object, example = json!("25%"))]
+    #[schema(example = json!("25%"))]
     pub batch_size: Option<BatchSizeJson>,
     /// Failed hosts tolerated: the next batch starts while failed hosts <= this.
     #[schema(example = 0)]
@@ -110,8 +110,8 @@ pub struct RolloutRequest {
     pub pause_after_first_batch: Option<bool>,
 }
 
-/// A batch size as sent: a number of hosts or a string ("25%", "3").
-#[derive(Debug, Deserialize, Serialize, Clone)]
+/// A batch size: a number of hosts or a string ("25%", "3").
+#[derive(Debug, Deserialize, Serialize, Clone, ToSchema)]
 #[serde(untagged)]
 pub enum BatchSizeJson {
     Hosts(i64),
@@ -137,9 +137,9 @@ impl From<&RolloutRequest> for RolloutInput {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutJson {
-    /// As given: a number of hosts or a percentage string.
-    #[schema(value_type = Object, example = json!("25%"))]
-    pub batch_size: serde_json::Value,
+    /// A number of hosts, or a percentage string.
+    #[schema(example = json!("25%"))]
+    pub batch_size: BatchSizeJson,
     pub max_failed_hosts: u32,
     pub pause_seconds: u32,
     pub min_healthy_seconds: u32,
@@ -386,7 +386,10 @@ impl From<&Task> for BasicTaskJson {
             finish_time: t.finish_time.map(format_millis),
             context: (&t.ocp_context()).into(),
             rollout: t.rollout.map(|r| RolloutJson {
-                batch_size: serde_json::to_value(r.batch_size).unwrap_or_default(),
+                batch_size: match r.batch_size {
+                    BatchSize::Hosts(n) => BatchSizeJson::Hosts(i64::from(n)),
+                    BatchSize::Percent(_) => BatchSizeJson::Text(r.batch_size.to_string()),
+                },
                 max_failed_hosts: r.max_failed_hosts,
                 pause_seconds: r.pause_seconds,
                 min_healthy_seconds: r.min_healthy_seconds,

@@ -79,12 +79,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("UPDATE subtasks SET status = $1 WHERE id = $2 AND status = $3")
-            .bind(SubtaskStatus::Ready.as_str())
-            .bind(barrier_id)
-            .bind(SubtaskStatus::Pending.as_str())
-            .execute(&mut *tx)
-            .await?;
+        // PENDING when its batch just settled, RUNNING when a pause came during its wait.
+        sqlx::query(
+            "UPDATE subtasks SET status = $1, start_time = NULL WHERE id = $2 \
+             AND status IN ($3, $4)",
+        )
+        .bind(SubtaskStatus::Ready.as_str())
+        .bind(barrier_id)
+        .bind(SubtaskStatus::Pending.as_str())
+        .bind(SubtaskStatus::Running.as_str())
+        .execute(&mut *tx)
+        .await?;
         let row = sqlx::query("SELECT operation FROM subtasks WHERE id = $1")
             .bind(barrier_id)
             .fetch_one(&mut *tx)
