@@ -20,7 +20,8 @@ enum Command {
     Demo(xtask::demo::DemoArgs),
     /// Build in release mode and measure: fleet batch restarts, against Ansible and
     /// supervisord, and the gateway's throughput, ours in plaintext and with mutual TLS,
-    /// then two controllers on PostgreSQL; writes target/bench/results.json and chart.svg.
+    /// a rolling restart beside a stage-wise one, then two controllers on PostgreSQL;
+    /// writes target/bench/results.json and chart.svg.
     Bench(xtask::bench::BenchArgs),
 }
 
