@@ -156,10 +156,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let task = rest.post("/api/v2/compute/hosts/batchRestartAgents", body)?;
     let task_id = task["id"].as_i64().context("task id in the answer")?;
     match args.rollout {
-        Some(_) if task["rollout"].is_null() => println!(
-            "\nThe controller answered without `rollout`, so it runs the stage-wise batch restart: \
-             it predates rolling operations. Task {task_id}:\n"
-        ),
         Some(_) => println!(
             "\nRolling batch restart submitted as task {task_id}; it pauses after the first batch:\n"
         ),
@@ -318,7 +314,7 @@ impl Cli {
     /// `TaskService/<method>` of task `id` (a number, or `<id>` for the reader to fill in).
     fn task_call(&self, method: &str, id: &str) -> String {
         format!(
-            "{} -d '{{\"task_id\":{id}}}' {GRPC} ocp.v1.TaskService/{method}",
+            "{} -d '{{\"id\":{id}}}' {GRPC} ocp.v1.TaskService/{method}",
             self.grpcurl
         )
     }
@@ -425,6 +421,9 @@ fn print_guide(fleet: &Fleet, cli: &Cli, rest: &Rest, host_ids: &[i64]) -> anyho
         format!("{g} {GRPC} ocp.v1.HostAgentService/ListHosts"),
         format!(
             "{g} -d '{{\"host_ids\":[{host_id}]}}' {GRPC} ocp.v1.HostAgentService/BatchRestartAgents"
+        ),
+        format!(
+            "{g} -d '{{\"host_ids\":[{all_hosts}],\"rollout\":{{\"batch_size\":\"1\",\"pause_after_first_batch\":true}}}}' {GRPC} ocp.v1.HostAgentService/BatchRestartAgents"
         ),
         format!("{g} -d '{{\"id\":{task_id}}}' {GRPC} ocp.v1.TaskService/GetTask"),
         cli.task_call("PauseTask", "<id>"),

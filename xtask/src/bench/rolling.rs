@@ -62,7 +62,7 @@ fn restart(
     let task = wait_task(rest, id, every)?;
     if rolling && task["rollout"].is_null() {
         return Err(BenchError::Failed(format!(
-            "the controller answered task {id} without `rollout`: it predates rolling operations"
+            "the controller answered rolling task {id} without `rollout`: it ran stage-wise"
         )));
     }
     if task["status"] != "SUCCESSFUL" {
