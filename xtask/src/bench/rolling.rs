@@ -128,6 +128,8 @@ pub struct WaitCosts {
     pub gap_ms: Vec<f64>,
 }
 
+/// A Wait node held by a pause (an operator's, or `pauseAfterFirstBatch`) starts when it
+/// is resumed, so its gap holds the hold too: the bench's rollout holds nowhere.
 pub fn wait_costs(task: &Value, pause_ms: f64) -> Result<WaitCosts, BenchError> {
     let empty = Vec::new();
     let subtasks = task["subtasks"].as_array().unwrap_or(&empty);
