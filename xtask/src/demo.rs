@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::fleet::{AgentProfile, Fleet, FleetSpec, Transport, demo_controller_args};
 use crate::progress::{Screen, render};
@@ -26,7 +26,45 @@ pub struct DemoArgs {
     /// default the demo makes its own CA and runs with mutual TLS, as production does.
     #[arg(long)]
     pub plaintext: bool,
+    /// Run the batch restart as a rolling one, N hosts a batch (or N% of them), that
+    /// pauses after the first batch until you resume it with the command it prints
+    /// (with --no-wait the demo resumes it itself after a few seconds).
+    #[arg(long, value_name = "N", value_parser = batch_size)]
+    pub rollout: Option<BatchSize>,
 }
+
+/// `--rollout`: a number of hosts per batch, or a percentage of them, as `batchSize`
+/// takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Hosts(u64),
+    Percent(u8),
+}
+
+impl BatchSize {
+    fn json(self) -> Value {
+        match self {
+            BatchSize::Hosts(n) => json!(n),
+            BatchSize::Percent(p) => json!(format!("{p}%")),
+        }
+    }
+}
+
+fn batch_size(text: &str) -> Result<BatchSize, String> {
+    match text.strip_suffix('%') {
+        Some(p) => match p.parse::<u8>() {
+            Ok(p @ 1..=100) => Ok(BatchSize::Percent(p)),
+            _ => Err("a percentage from 1% to 100%".to_string()),
+        },
+        None => match text.parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(BatchSize::Hosts(n)),
+            _ => Err("a number of hosts (1 or more) or a percentage such as 50%".to_string()),
+        },
+    }
+}
+
+/// How long `--no-wait` leaves a paused rollout on screen before resuming it.
+const SELF_RESUME: Duration = Duration::from_secs(3);
 
 const GRPC: &str = "127.0.0.1:50051";
 const HTTP: &str = "127.0.0.1:8080";
@@ -108,17 +146,50 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let before = basic_pids(&rest, &host_ids)?;
 
-    let task = rest.post(
-        "/api/v2/compute/hosts/batchRestartAgents",
-        json!({ "hostIds": host_ids }),
-    )?;
+    let body = match args.rollout {
+        Some(size) => json!({
+            "hostIds": host_ids,
+            "rollout": {"batchSize": size.json(), "pauseAfterFirstBatch": true},
+        }),
+        None => json!({ "hostIds": host_ids }),
+    };
+    let task = rest.post("/api/v2/compute/hosts/batchRestartAgents", body)?;
     let task_id = task["id"].as_i64().context("task id in the answer")?;
-    println!("\nBatch restart submitted as task {task_id}:\n");
+    match args.rollout {
+        Some(_) => println!(
+            "\nRolling batch restart submitted as task {task_id}; it pauses after the first batch:\n"
+        ),
+        None => println!("\nBatch restart submitted as task {task_id}:\n"),
+    }
     let labels: Vec<String> = fleet.hosts.iter().map(|h| h.ip.to_string()).collect();
+    let cli = Cli::new(&fleet);
+    let resume_path = format!("/api/v2/tasks/instances/{task_id}/resume");
     let mut screen = Screen::default();
+    let mut paused_at: Option<Instant> = None;
+    let mut resumed = false;
     let task = loop {
         let task = rest.get(&format!("/api/v2/tasks/instances/{task_id}"))?;
-        screen.show(render(&task, &labels));
+        let mut lines = render(&task, &labels);
+        let paused = task["status"] == "RUNNING" && task["paused"] == true;
+        if paused {
+            let since = *paused_at.get_or_insert_with(Instant::now);
+            lines.push(String::new());
+            lines.push("The rollout is paused: check the hosts done so far, then resume it with either of:".into());
+            lines.extend(cli.resume(task_id).iter().map(|l| format!("  {l}")));
+            if args.no_wait && !resumed {
+                lines.push(format!(
+                    "(--no-wait: the demo resumes it itself in {} s)",
+                    SELF_RESUME.as_secs()
+                ));
+                if since.elapsed() >= SELF_RESUME {
+                    rest.post_empty(&resume_path)?;
+                    resumed = true;
+                }
+            }
+        } else {
+            paused_at = None;
+        }
+        screen.show(lines);
         if task["status"] != "RUNNING" {
             break task;
         }
@@ -138,7 +209,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {}: basic process pids {old:?} -> {new:?}", host.ip);
     }
 
-    print_guide(&fleet, &rest, host_ids[0])?;
+    print_guide(&fleet, &cli, &rest, &host_ids)?;
     if args.no_wait {
         fleet.stop();
         return Ok(());
@@ -171,7 +242,94 @@ fn basic_pids(rest: &Rest, host_ids: &[i64]) -> anyhow::Result<Vec<Vec<i64>>> {
         .collect()
 }
 
-fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
+/// The commands the guide prints, with the demo's credentials and, over TLS, its CA
+/// (and, to an agent, the controller's certificate: the only client an agent serves).
+struct Cli {
+    /// curl with the admin's credentials.
+    curl: String,
+    /// curl without credentials, for the open routes.
+    curl_open: String,
+    /// The REST base, `/api/v2` included.
+    base: String,
+    /// grpcurl's transport flags to the controller, and to an agent.
+    grpc_tls: String,
+    agent_tls: String,
+    /// grpcurl with the controller's transport flags and the admin's credentials.
+    grpcurl: String,
+}
+
+impl Cli {
+    fn new(fleet: &Fleet) -> Cli {
+        let password = &fleet.admin_password;
+        let (curl, curl_open, base, grpc_tls, agent_tls) = match &fleet.pki {
+            Some(pki) => {
+                let ca = shell_path(&pki.ca);
+                (
+                    format!("curl -s --cacert {ca} -u admin:{password}"),
+                    format!("curl -s --cacert {ca}"),
+                    format!("https://{HTTP}/api/v2"),
+                    format!("-cacert {ca}"),
+                    format!(
+                        "-cacert {ca} -cert {} -key {}",
+                        shell_path(&pki.controller_cert),
+                        shell_path(&pki.controller_key)
+                    ),
+                )
+            }
+            None => (
+                format!("curl -s -u admin:{password}"),
+                "curl -s".to_string(),
+                format!("http://{HTTP}/api/v2"),
+                "-plaintext".to_string(),
+                "-plaintext".to_string(),
+            ),
+        };
+        let auth = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("admin:{password}"),
+        );
+        let grpcurl = format!("grpcurl {grpc_tls} -H 'authorization: Basic {auth}'");
+        Cli {
+            curl,
+            curl_open,
+            base,
+            grpc_tls,
+            agent_tls,
+            grpcurl,
+        }
+    }
+
+    fn post_json(&self, path: &str, body: &str) -> String {
+        format!(
+            "{} -H 'Content-Type: application/json' -X POST {}{path} -d '{body}'",
+            self.curl, self.base
+        )
+    }
+
+    /// A POST without a body, as the task operations take it.
+    fn post(&self, path: &str) -> String {
+        format!("{} -X POST {}{path}", self.curl, self.base)
+    }
+
+    /// `TaskService/<method>` of task `id` (a number, or `<id>` for the reader to fill in).
+    fn task_call(&self, method: &str, id: &str) -> String {
+        format!(
+            "{} -d '{{\"id\":{id}}}' {GRPC} ocp.v1.TaskService/{method}",
+            self.grpcurl
+        )
+    }
+
+    /// Resuming a paused rollout, by REST and by gRPC.
+    fn resume(&self, task_id: i64) -> [String; 2] {
+        [
+            self.post(&format!("/tasks/instances/{task_id}/resume")),
+            self.task_call("ResumeTask", &task_id.to_string()),
+        ]
+    }
+}
+
+fn print_guide(fleet: &Fleet, cli: &Cli, rest: &Rest, host_ids: &[i64]) -> anyhow::Result<()> {
+    let host_id = host_ids[0];
     let processes = rest.get(&format!("/api/v2/compute/hosts/{host_id}/agent/processes"))?;
     let process_id = |alias: &str| -> i64 {
         processes["contents"]
@@ -189,62 +347,59 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
         fleet.password_file().display()
     );
     println!("\nREST (every route also answers without the /api/v2 prefix):");
-    // In TLS mode curl trusts the demo's CA, and gRPC calls name the CA (and, to an
-    // agent, the controller's certificate: the only client an agent serves).
-    let (c, open, base, g_tls, agent_tls) = match &fleet.pki {
-        Some(pki) => {
-            let ca = shell_path(&pki.ca);
-            (
-                format!("curl -s --cacert {ca} -u admin:{password}"),
-                format!("curl -s --cacert {ca}"),
-                format!("https://{HTTP}/api/v2"),
-                format!("-cacert {ca}"),
-                format!(
-                    "-cacert {ca} -cert {} -key {}",
-                    shell_path(&pki.controller_cert),
-                    shell_path(&pki.controller_key)
-                ),
-            )
-        }
-        None => (
-            format!("curl -s -u admin:{password}"),
-            "curl -s".to_string(),
-            format!("http://{HTTP}/api/v2"),
-            "-plaintext".to_string(),
-            "-plaintext".to_string(),
-        ),
-    };
-    let json_post = |path: &str, body: &str| {
-        format!("{c} -H 'Content-Type: application/json' -X POST {base}{path} -d '{body}'")
-    };
+    let Cli {
+        curl: c,
+        curl_open: open,
+        base,
+        ..
+    } = cli;
+    let all_hosts = host_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let lines = [
         format!("{c} {base}/compute/hosts"),
         format!("{c} {base}/compute/hosts/{host_id}"),
-        json_post(
+        cli.post_json(
             "/compute/hosts",
             r#"{"innerIpAddress":"127.0.0.5","agentPort":62888}"#,
         ),
         format!("{c} -X DELETE {base}/compute/hosts/<id>"),
         format!("{c} {base}/compute/hosts/{host_id}/agent"),
         format!("{c} {base}/compute/hosts/{host_id}/agent/processes"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/processes/{worker}/start"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/processes/{worker}/restart"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/processes/{worker}/stop"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/restart"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/stop"),
-        format!("{c} -X POST {base}/compute/hosts/{host_id}/agent/start"),
-        json_post(
+        cli.post(&format!(
+            "/compute/hosts/{host_id}/agent/processes/{worker}/start"
+        )),
+        cli.post(&format!(
+            "/compute/hosts/{host_id}/agent/processes/{worker}/restart"
+        )),
+        cli.post(&format!(
+            "/compute/hosts/{host_id}/agent/processes/{worker}/stop"
+        )),
+        cli.post(&format!("/compute/hosts/{host_id}/agent/restart")),
+        cli.post(&format!("/compute/hosts/{host_id}/agent/stop")),
+        cli.post(&format!("/compute/hosts/{host_id}/agent/start")),
+        cli.post_json(
             "/compute/hosts/batchRestartAgents",
             &format!(r#"{{"hostIds":[{host_id}]}}"#),
         ),
-        json_post(
+        cli.post_json(
             "/compute/hosts/batchStopAgents",
             &format!(r#"{{"hostIds":[{host_id}]}}"#),
         ),
-        json_post(
+        cli.post_json(
             "/compute/hosts/batchStartAgents",
             &format!(r#"{{"hostIds":[{host_id}]}}"#),
         ),
+        cli.post_json(
+            "/compute/hosts/batchRestartAgents",
+            &format!(
+                r#"{{"hostIds":[{all_hosts}],"rollout":{{"batchSize":1,"maxFailedHosts":0,"pauseAfterFirstBatch":true}}}}"#
+            ),
+        ),
+        cli.post("/tasks/instances/<id>/pause"),
+        cli.post("/tasks/instances/<id>/resume"),
         format!("{c} '{base}/tasks/instances?page=1&size=10'"),
         format!("{c} {base}/tasks/instances/{task_id}"),
         format!("{open} {base}/openapi.json"),
@@ -252,11 +407,12 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
     for line in lines {
         println!("  {line}");
     }
-    let auth = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("admin:{password}"),
-    );
-    let g = format!("grpcurl {g_tls} -H 'authorization: Basic {auth}'");
+    let Cli {
+        grpc_tls: g_tls,
+        agent_tls,
+        grpcurl: g,
+        ..
+    } = cli;
     println!("\ngRPC (reflection and health are open; the services take the same credentials):");
     for line in [
         format!("grpcurl {g_tls} {GRPC} list"),
@@ -266,7 +422,12 @@ fn print_guide(fleet: &Fleet, rest: &Rest, host_id: i64) -> anyhow::Result<()> {
         format!(
             "{g} -d '{{\"host_ids\":[{host_id}]}}' {GRPC} ocp.v1.HostAgentService/BatchRestartAgents"
         ),
+        format!(
+            "{g} -d '{{\"host_ids\":[{all_hosts}],\"rollout\":{{\"batch_size\":\"1\",\"pause_after_first_batch\":true}}}}' {GRPC} ocp.v1.HostAgentService/BatchRestartAgents"
+        ),
         format!("{g} -d '{{\"id\":{task_id}}}' {GRPC} ocp.v1.TaskService/GetTask"),
+        cli.task_call("PauseTask", "<id>"),
+        cli.task_call("ResumeTask", "<id>"),
     ] {
         println!("  {line}");
     }
@@ -330,4 +491,21 @@ impl Drop for DemoLock {
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BatchSize, batch_size};
+
+    #[test]
+    fn rollout_takes_a_number_of_hosts_or_a_percentage_as_batch_size_does() {
+        assert_eq!(batch_size("1"), Ok(BatchSize::Hosts(1)));
+        assert_eq!(batch_size("25%"), Ok(BatchSize::Percent(25)));
+        assert_eq!(batch_size("100%"), Ok(BatchSize::Percent(100)));
+        for bad in ["0", "0%", "101%", "-1", "two", "%", ""] {
+            assert!(batch_size(bad).is_err(), "{bad:?} was taken");
+        }
+        assert_eq!(BatchSize::Hosts(2).json(), serde_json::json!(2));
+        assert_eq!(BatchSize::Percent(50).json(), serde_json::json!("50%"));
+    }
 }

@@ -15,11 +15,13 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build, start a controller and three agents on 127.0.0.2-4 with mutual TLS, run a
-    /// batch restart while showing its DAG, print ready-to-paste commands, and run until Ctrl-C.
+    /// batch restart (with --rollout, a rolling one that pauses after its first batch)
+    /// while showing its DAG, print ready-to-paste commands, and run until Ctrl-C.
     Demo(xtask::demo::DemoArgs),
     /// Build in release mode and measure: fleet batch restarts, against Ansible and
     /// supervisord, and the gateway's throughput, ours in plaintext and with mutual TLS,
-    /// then two controllers on PostgreSQL; writes target/bench/results.json and chart.svg.
+    /// a rolling restart beside a stage-wise one, then two controllers on PostgreSQL;
+    /// writes target/bench/results.json and chart.svg.
     Bench(xtask::bench::BenchArgs),
 }
 

@@ -1,4 +1,7 @@
-//! A batch task's DAG drawn as a table: one row per stage, one column per host.
+//! A batch task's DAG drawn as a table: the seeds' stage-wise DAG one row per stage and
+//! one column per host; a rolling task (one whose JSON has `rollout`) one row per batch.
+
+mod rolling;
 
 use std::io::{IsTerminal, Write};
 
@@ -17,6 +20,9 @@ fn glyph(status: &str) -> &'static str {
 
 /// The table for `task` (the REST task JSON), hosts labelled by `parallelIdx`.
 pub fn render(task: &Value, hosts: &[String]) -> Vec<String> {
+    if task["rollout"].is_object() {
+        return rolling::render(task, hosts);
+    }
     let empty = Vec::new();
     let mut subtasks: Vec<&Value> = task["subtasks"]
         .as_array()
@@ -68,7 +74,8 @@ pub fn render(task: &Value, hosts: &[String]) -> Vec<String> {
     lines
 }
 
-/// Redraws the table in place on a terminal; elsewhere prints it only when it changed.
+/// Redraws the table in place on a terminal (a shorter table clears what the longer one
+/// left below it); elsewhere prints it only when it changed.
 pub struct Screen {
     drawn: usize,
     last: Vec<String>,
@@ -99,6 +106,9 @@ impl Screen {
                 let _ = write!(out, "\x1b[2K");
             }
             let _ = writeln!(out, "{line}");
+        }
+        if self.tty {
+            let _ = write!(out, "\x1b[J");
         }
         let _ = out.flush();
         self.drawn = lines.len();

@@ -31,7 +31,7 @@ pub fn register(fleet: &Fleet, rest: &Rest) -> Result<Vec<i64>, BenchError> {
         .collect()
 }
 
-fn millis(at: &Value) -> Option<i64> {
+pub(super) fn millis(at: &Value) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(at.as_str()?)
         .ok()
         .map(|t| t.timestamp_millis())

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: what the product exists for, measured on this machine against
 //! what an operator would use instead (Ansible, supervisord), with one command, and
-//! what mutual TLS costs: each of our figures is measured in plaintext and with TLS.
+//! what mutual TLS costs: each of our figures is measured in plaintext and with TLS;
+//! and what rolling a restart batch by batch costs against the stage-wise DAG.
 //! One controller on SQLite throughout, then two on one PostgreSQL database.
 //!
 //! Everything runs from release binaries: a debug xtask builds them, itself included,
@@ -12,6 +13,7 @@ mod fleet_restart;
 mod python;
 pub mod report;
 mod restart;
+mod rolling;
 mod supervisord;
 mod sys;
 mod throughput;
@@ -295,10 +297,19 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             }
         }
     };
+    let rolling_at = match rolling::plan(&sizes) {
+        Ok(at) => Some(at),
+        Err(why) => {
+            println!("skipping {why}");
+            results.skipped.push(why);
+            None
+        }
+    };
     let started = Instant::now();
     single_host(&bench, python.as_ref(), &mut results)?;
     for &n in &sizes {
-        fleet(&bench, &args, python.as_ref(), n, &mut results)?;
+        let rolling = rolling_at.and_then(|(size, hosts)| (size == n).then_some(hosts));
+        fleet(&bench, &args, python.as_ref(), n, rolling, &mut results)?;
     }
     if let Some(&n) = sizes.last() {
         two_controllers::run(&bench, &args, n, &mut results)?;
@@ -447,6 +458,35 @@ fn one_host(bench: &Bench, transport: Transport, results: &mut Results) -> Resul
     Ok(())
 }
 
+/// Scenario 7, on the first hosts of a fleet. A failure is reported as skipped, with
+/// its reason, so that the figures measured before it are still written.
+fn rolling_restart(rest: &Rest, ids: &[i64], results: &mut Results) {
+    println!(
+        "  rolling restart of {} hosts in batches of {}, beside a stage-wise one of the same hosts...",
+        ids.len(),
+        rolling::BATCH_SIZE
+    );
+    match rolling::measure(rest, ids, false, StoreKind::Sqlite) {
+        Ok(r) => {
+            println!(
+                "  stage-wise {:.0} ms, rolling {:.0} ms ({:.1}x); per Wait node {:.0} ms median, {:.0} ms max; last Finish to next Prepare {:.0} ms median, {:.0} ms max",
+                r.stage_wise_wall_ms,
+                r.rolling_wall_ms,
+                r.ratio,
+                r.wait_node_median_ms,
+                r.wait_node_max_ms,
+                r.gap_median_ms,
+                r.gap_max_ms
+            );
+            results.rolling = Some(r);
+        }
+        Err(e) => {
+            println!("  rolling restart: {e}");
+            results.skipped.push(format!("rolling restart: {e}"));
+        }
+    }
+}
+
 /// Finished tasks to fill the store with at 1,000 hosts or more.
 fn fill_tasks(args: &BenchArgs) -> usize {
     args.fill_tasks
@@ -454,12 +494,15 @@ fn fill_tasks(args: &BenchArgs) -> usize {
 }
 
 /// N hosts: the batch restart (and, with 1,000 or more, the store filled with finished
-/// tasks), then Ansible doing the same on the same addresses once the agents are gone.
+/// tasks; with `rolling`, a rolling restart of that many of the hosts beside a
+/// stage-wise one, in plaintext), then Ansible doing the same on the same addresses
+/// once the agents are gone.
 fn fleet(
     bench: &Bench,
     args: &BenchArgs,
     python: Option<&Python>,
     n: usize,
+    rolling: Option<usize>,
     results: &mut Results,
 ) -> Result<(), BenchError> {
     let mut ours = 0.0;
@@ -494,6 +537,10 @@ fn fleet(
                 fill,
             )?;
             results.store = filled.into_iter().next();
+        }
+        // After the store is filled: a rolling task that failed keeps its hosts.
+        if let Some(m) = rolling.filter(|_| !tls) {
+            rolling_restart(&rest, &ids[..m], results);
         }
         hosts = fleet.hosts.clone();
         drop(fleet);
