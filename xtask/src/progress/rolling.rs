@@ -156,23 +156,12 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// The number of hosts a batch holds: the controller's `hostsPerBatch`, else worked
-/// out from `batchSize` as the controller does (a percentage rounded up, at least 1).
-fn hosts_per_batch(rollout: &Value, hosts: usize) -> usize {
-    if let Some(n) = rollout["hostsPerBatch"].as_u64() {
-        return (n as usize).max(1);
-    }
-    let size = &rollout["batchSize"];
-    let n = match (size.as_u64(), size.as_str()) {
-        (Some(n), _) => n as usize,
-        (None, Some(text)) => match text.trim().trim_end_matches('%').parse::<usize>() {
-            Ok(p) if text.trim().ends_with('%') => (hosts * p).div_ceil(100),
-            Ok(n) => n,
-            Err(_) => 1,
-        },
-        _ => 1,
-    };
-    n.max(1)
+/// The number of hosts a batch holds, as the controller resolved `batchSize`.
+fn hosts_per_batch(rollout: &Value) -> usize {
+    rollout["hostsPerBatch"]
+        .as_u64()
+        .map_or(1, |n| n as usize)
+        .max(1)
 }
 
 /// A row: one batch, or a run of alike batches (`first..=last`, 0-based).
@@ -197,7 +186,7 @@ pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
         .max()
         .map_or(0, |i| i as usize + 1);
     let rollout = &task["rollout"];
-    let per = hosts_per_batch(rollout, n);
+    let per = hosts_per_batch(rollout);
     let batches = n.div_ceil(per);
     let paused = task["paused"].as_bool().unwrap_or(false);
     let budget = rollout["maxFailedHosts"].as_u64().unwrap_or(0) as usize;
@@ -462,7 +451,6 @@ fn active_lines(members: &[Host], first: usize, labels: &[String], order: &[&str
 mod tests {
     use serde_json::{Value, json};
 
-    use super::hosts_per_batch;
     use crate::progress::render;
 
     const CHAIN: [&str; 5] = [
@@ -526,6 +514,8 @@ mod tests {
             }
             subtasks.push(w);
         }
+        let mut rollout = rollout;
+        rollout["hostsPerBatch"] = json!(per);
         json!({"id": 9, "name": "Batch restart OCP agent", "status": "RUNNING",
             "rollout": rollout, "paused": false, "subtasks": subtasks})
     }
@@ -738,19 +728,6 @@ mod tests {
         assert!(
             waits[1].contains("holds here after this batch — resume with POST"),
             "{text}"
-        );
-    }
-
-    #[test]
-    fn hosts_per_batch_as_the_controller_resolves_it() {
-        assert_eq!(hosts_per_batch(&json!({"batchSize": "25%"}), 10), 3);
-        assert_eq!(hosts_per_batch(&json!({"batchSize": "1%"}), 10), 1);
-        assert_eq!(hosts_per_batch(&json!({"batchSize": "100%"}), 10), 10);
-        assert_eq!(hosts_per_batch(&json!({"batchSize": 4}), 10), 4);
-        assert_eq!(hosts_per_batch(&json!({}), 10), 1);
-        assert_eq!(
-            hosts_per_batch(&json!({"batchSize": "25%", "hostsPerBatch": 7}), 10),
-            7
         );
     }
 }
