@@ -88,10 +88,13 @@ pub struct RolloutInput {
     pub pause_seconds: Option<i64>,
     pub min_healthy_seconds: Option<i64>,
     pub pause_after_first_batch: Option<bool>,
+    /// Fields a face could not read as their type (a string for a number): reported
+    /// with the rest, so that one answer names every bad field.
+    pub unreadable: Vec<Problem>,
 }
 
 /// A field of a rollout, named by each face in its own spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RolloutField {
     BatchSize,
     MaxFailedHosts,
@@ -124,7 +127,7 @@ impl RolloutInput {
     /// The rollout, or every field that is wrong. Absent fields take Nomad's defaults:
     /// one host at a time, no failure tolerated, no pause, no health wait.
     pub fn validate(&self) -> Result<Rollout, Vec<Problem>> {
-        let mut problems = Vec::new();
+        let mut problems = self.unreadable.clone();
         let batch_size = match &self.batch_size {
             None => Some(BatchSize::Hosts(1)),
             Some(text) => parse_batch_size(text)
@@ -171,6 +174,7 @@ impl RolloutInput {
             self.min_healthy_seconds,
             MAX_MIN_HEALTHY_SECONDS,
         );
+        problems.sort_by_key(|p| p.field);
         match batch_size {
             Some(batch_size) if problems.is_empty() => Ok(Rollout {
                 batch_size,
@@ -293,6 +297,7 @@ mod tests {
             pause_seconds: Some(-5),
             min_healthy_seconds: Some(i64::from(MAX_MIN_HEALTHY_SECONDS) + 1),
             pause_after_first_batch: Some(true),
+            unreadable: Vec::new(),
         }
         .validate()
         .unwrap_err();

@@ -157,12 +157,13 @@ async fn a_dead_agent_past_budget_0_leaves_batch_two_untouched_and_a_retry_finis
     }
     assert_eq!(basic_pids(&agents[2].processes().await), before[0]);
     assert_eq!(basic_pids(&agents[3].processes().await), before[1]);
+    // The barrier did not run; its log says why.
     let barrier = barriers(&failed)[0];
-    assert_eq!(barrier.status, "FAILED");
+    assert_eq!(barrier.status, "PENDING");
     let log = log_of(&controller, failed.id, barrier.id).await;
     assert!(
         log.contains(&format!(
-            "1 host(s) failed (host {}), more than maxFailedHosts 0",
+            "stopped: 1 host(s) failed (host {}), more than maxFailedHosts 0",
             hosts[0]
         )),
         "{log}"
@@ -270,7 +271,10 @@ async fn a_pause_during_batch_one_holds_batch_two() {
     assert_eq!(held.status, "RUNNING");
     assert!(of_host(&held, 1).iter().all(|s| s.status == "PENDING"));
     let log = log_of(&controller, task.id, barriers(&held)[0].id).await;
-    assert!(log.contains("paused before batch 2 of 2"), "{log}");
+    assert!(
+        log.contains("paused: batch 2 of 2 starts when the task is resumed"),
+        "{log}"
+    );
 
     tasks
         .resume_task(ResumeTaskRequest { id: task.id })
@@ -278,6 +282,39 @@ async fn a_pause_during_batch_one_holds_batch_two() {
         .expect("resume");
     let done = wait_for_end(controller.grpc, task.id).await;
     assert_eq!(done.status, "SUCCESSFUL", "{done:#?}");
+    controller.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_names_every_bad_rollout_field_and_an_empty_batch_size_is_one_host() {
+    let agents = agents(2).await;
+    let mut controller = start_controller(None).await;
+    let hosts = register(controller.grpc, &agents.iter().collect::<Vec<_>>()).await;
+    let refused = hosts_client(controller.grpc)
+        .await
+        .batch_restart_agents(BatchRestartAgentsRequest {
+            host_ids: hosts.clone(),
+            rollout: Some(Rollout {
+                batch_size: "0%".to_string(),
+                pause_seconds: -1,
+                min_healthy_seconds: 7200,
+                ..Rollout::default()
+            }),
+        })
+        .await
+        .expect_err("a bad rollout is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    for field in [
+        "rollout.batch_size",
+        "rollout.pause_seconds",
+        "rollout.min_healthy_seconds",
+    ] {
+        assert!(refused.message().contains(field), "{}", refused.message());
+    }
+    let task = submit(&controller, &hosts, Rollout::default()).await;
+    assert_eq!(task.rollout.as_ref().expect("rollout").hosts_per_batch, 1);
+    assert_eq!(barriers(&task).len(), 1);
+    wait_for_end(controller.grpc, task.id).await;
     controller.shutdown().await;
 }
 
@@ -407,6 +444,27 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     let second_host = basic_pids(&agents[1].processes().await);
 
     controller.crash_and_restart().await;
+    // The new run has taken the task up once its barrier says again that it holds.
+    let barrier_log = format!(
+        "/api/v2/tasks/instances/{id}/subtasks/{}/log",
+        json_barrier(&task)["id"]
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = rest
+            .call(&controller, "GET", &barrier_log, Value::Null)
+            .await;
+        let holds = log["log"]
+            .as_str()
+            .unwrap_or_default()
+            .matches("paused")
+            .count();
+        if holds >= 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let after = rest
         .call(
             &controller,
@@ -418,6 +476,15 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     assert_eq!(after["status"], "RUNNING", "{after}");
     assert_eq!(after["paused"], true, "{after}");
     assert_eq!(json_barrier(&after)["status"], "READY", "{after}");
+    assert!(
+        after["subtasks"]
+            .as_array()
+            .expect("subtasks")
+            .iter()
+            .filter(|s| s["parallelIdx"] == 1)
+            .all(|s| s["status"] == "PENDING"),
+        "{after}"
+    );
     assert_eq!(basic_pids(&agents[1].processes().await), second_host);
 
     let resumed = rest

@@ -74,15 +74,24 @@ async fn bad_rollouts_are_400_naming_every_bad_field_and_create_nothing() {
         assert_eq!(sub_errors(&r)[0].0, "rollout.batchSize");
         assert!(r.text.contains(why), "{batch_size}: {}", r.text);
     }
-    // Wrong types and unknown fields are named by their path too.
+    // Wrong types are named with the wrong values, in one answer; unknown fields by
+    // their path.
     let r = refused(
         &h,
-        json!({"hostIds": hosts, "rollout": {"pauseSeconds": "soon"}}),
+        json!({"hostIds": hosts, "rollout": {"batchSize": 2.5, "pauseSeconds": "soon",
+            "maxFailedHosts": -3, "pauseAfterFirstBatch": "yes"}}),
     )
     .await;
-    assert_eq!(sub_errors(&r)[0].0, "rollout.pauseSeconds");
-    let r = refused(&h, json!({"hostIds": hosts, "rollout": {"batchSize": 2.5}})).await;
-    assert_eq!(sub_errors(&r)[0].0, "rollout.batchSize");
+    let fields: Vec<String> = sub_errors(&r).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        [
+            "rollout.batchSize",
+            "rollout.maxFailedHosts",
+            "rollout.pauseSeconds",
+            "rollout.pauseAfterFirstBatch"
+        ]
+    );
     let r = refused(
         &h,
         json!({"hostIds": hosts, "rollout": {"maxFailedHost": 1}}),
@@ -137,7 +146,8 @@ async fn a_rolling_task_reads_back_its_rollout_and_pauses_only_while_running() {
     let rolling = h
         .post(
             BATCH,
-            json!({"hostIds": [host], "rollout": {"batchSize": "25%", "maxFailedHosts": 2}}),
+            json!({"hostIds": [host], "rollout": {"batchSize": "25%", "maxFailedHosts": 2,
+                "minHealthySeconds": 1}}),
         )
         .await;
     rolling.expect(StatusCode::OK);
@@ -145,8 +155,17 @@ async fn a_rolling_task_reads_back_its_rollout_and_pauses_only_while_running() {
     assert_eq!(
         data["rollout"],
         json!({"batchSize": "25%", "maxFailedHosts": 2, "pauseSeconds": 0,
-            "minHealthySeconds": 0, "pauseAfterFirstBatch": false, "hostsPerBatch": 1}),
+            "minHealthySeconds": 1, "pauseAfterFirstBatch": false, "hostsPerBatch": 1}),
     );
+    // Start all's timeout holds the health wait on top of its own 600 s.
+    let start_all = data["subtasks"]
+        .as_array()
+        .and_then(|s| {
+            s.iter()
+                .find(|s| s["name"] == "Start all OCP agent processes")
+        })
+        .expect("start all");
+    assert_eq!(start_all["timeout"], 601);
     assert_eq!(data["paused"], false);
     let id = data["id"].as_i64().expect("id");
     let done = h.wait_task(id).await;
@@ -175,5 +194,76 @@ async fn a_rolling_task_reads_back_its_rollout_and_pauses_only_while_running() {
         .await;
     r.expect(StatusCode::NOT_FOUND);
     assert_eq!(r.code(), 20000);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_over_rest_holds_the_next_batch_and_a_resume_lets_it_go() {
+    let h = Harness::start(true).await;
+    let host = h.add_agent_host().await;
+    // Nothing answers on this one: batch 2 never gets far, and need not.
+    let unreachable = h.add_host("127.0.0.9", 1).await;
+    // A task's rollout, sent back as it reads (hostsPerBatch included), is accepted.
+    let task = h
+        .post(
+            BATCH,
+            json!({"hostIds": [host, unreachable], "rollout": {"batchSize": 1,
+                "maxFailedHosts": 0, "pauseSeconds": 0, "minHealthySeconds": 0,
+                "pauseAfterFirstBatch": false, "hostsPerBatch": 1}}),
+        )
+        .await;
+    task.expect(StatusCode::OK);
+    let id = task.json["data"]["id"].as_i64().expect("id");
+    let act = |action: &'static str| {
+        let path = format!("/api/v2/tasks/instances/{id}/{action}");
+        let h = &h;
+        async move { h.send(Method::POST, &path, Some(ADMIN), None).await }
+    };
+    let paused = act("pause").await;
+    paused.expect(StatusCode::OK);
+    assert_eq!(paused.json["data"]["paused"], true, "{}", paused.text);
+    // Pausing again is no error.
+    act("pause").await.expect(StatusCode::OK);
+
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = loop {
+        let t = h.get(&format!("/api/v2/tasks/instances/{id}")).await;
+        let barrier = t.json["data"]["subtasks"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "Wait node"))
+            .cloned()
+            .expect("a barrier");
+        if barrier["status"] == "READY" {
+            break t.json["data"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", t.text);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(held["status"], "RUNNING");
+    let second: Vec<&Value> = held["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .filter(|s| s["parallelIdx"] == 1)
+        .collect();
+    assert!(second.iter().all(|s| s["status"] == "PENDING"), "{held}");
+
+    let resumed = act("resume").await;
+    resumed.expect(StatusCode::OK);
+    assert_eq!(resumed.json["data"]["paused"], false);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let t = h.get(&format!("/api/v2/tasks/instances/{id}")).await;
+        let started = t.json["data"]["subtasks"]
+            .as_array()
+            .expect("subtasks")
+            .iter()
+            .any(|s| s["parallelIdx"] == 1 && s["status"] != "PENDING");
+        if started {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", t.text);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     h.stop().await;
 }

@@ -1,5 +1,6 @@
 //! What a task's runner decides: a state machine over the task's DAG that takes events
-//! (taken up, steps ended, cancel asked, lease lost) and answers with effects to carry out.
+//! (taken up, steps ended, cancel asked, lease lost, paused or resumed) and answers with
+//! effects to carry out.
 //!
 //! Pure: no store, no clock, no tokio. The executor (`runner.rs`) owns every side effect,
 //! so each rule of the engine (event-driven starts, the concurrency cap, fail-fast,
@@ -90,7 +91,8 @@ pub(super) struct Machine {
     direction: Direction,
     task_status: TaskStatus,
     task_operation: Operation,
-    /// Set by the first failure: nothing new starts, what runs finishes.
+    /// Set by the first failure of a stage-wise task: nothing new starts, what runs
+    /// finishes. A rolling task's failures are judged at its barriers instead.
     failed: bool,
     /// See [`Machine::new`].
     failed_since_reopen: bool,
@@ -180,7 +182,9 @@ impl Machine {
             if !rolling.due(&self.graph, id) || self.queue.contains(&id) {
                 continue;
             }
-            let judged = rolling.judge(&self.graph, id);
+            let Some(judged) = rolling.judge(&self.graph, id) else {
+                continue;
+            };
             let operation = self
                 .graph
                 .node(id)
@@ -200,18 +204,13 @@ impl Machine {
                     });
                     self.queue.push_back(id);
                 }
-                Verdict::Stop => {
-                    self.graph.set(id, SubtaskStatus::Failed, operation);
-                    effects.push(Effect::Record {
-                        outcomes: vec![Outcome {
-                            id,
-                            status: SubtaskStatus::Failed,
-                            operation,
-                            log: Some(judged.line),
-                        }],
-                        ready: Vec::new(),
-                    });
-                }
+                // The barrier stays as it is: the task ends FAILED for its failed hosts,
+                // and once a retry or skip has them settle again, the barrier is judged
+                // again like any other.
+                Verdict::Stop => effects.push(Effect::Note {
+                    id,
+                    line: judged.line,
+                }),
                 Verdict::Hold { canary } => {
                     self.graph.set(id, SubtaskStatus::Ready, operation);
                     effects.push(Effect::Hold {
@@ -331,7 +330,7 @@ impl Machine {
         if !barrier || *end != StepEnd::Succeeded || !rolling.paused() {
             return None;
         }
-        let line = rolling.hold_after_pause(id);
+        let line = rolling.hold_after_pause(id)?;
         let operation = self.operation(id);
         self.graph.set(id, SubtaskStatus::Ready, operation);
         Some(Effect::Hold {

@@ -261,7 +261,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 }
             },
             request = pauses.recv() => match request {
-                Ok((task_id, _)) => pass_pause(&shared, task_id),
+                Ok(task_id) => pass_pause(&shared, task_id),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     pauses = shared.store.subscribe_pauses();
@@ -334,8 +334,10 @@ async fn round(
     }
     // Pauses and resumes again, in case a notice was lost: a runner whose flag
     // already matches the store's does nothing with it.
-    for task_id in shared.store.rolling_tasks(&shared.options.owner).await? {
-        pass_pause(shared, task_id);
+    match shared.store.rolling_tasks(&shared.options.owner).await {
+        Ok(tasks) => tasks.into_iter().for_each(|id| pass_pause(shared, id)),
+        // Not worth skipping the rest of the round for: the flags are read again next time.
+        Err(e) => tracing::warn!("reading the rolling tasks to pass their pauses on: {e}"),
     }
     let me = ControllerRow {
         id: shared.options.owner.to_string(),

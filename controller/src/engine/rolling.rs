@@ -43,6 +43,7 @@ pub(super) struct Judged {
     pub line: String,
 }
 
+/// What a rolling task's runner knows of its batches and barriers, and of the pause.
 pub(super) struct Rolling {
     task_id: i64,
     rollout: Rollout,
@@ -50,6 +51,8 @@ pub(super) struct Rolling {
     canary_held: bool,
     /// Barrier ids in batch order: `barriers[k]` comes after batch k.
     barriers: Vec<i64>,
+    /// Which k each barrier is.
+    index: HashMap<i64, usize>,
     /// The hosts of batch k, for `barriers[k]`.
     batch_hosts: Vec<Vec<i64>>,
     /// Which barrier comes after a host's batch; none for the last batch.
@@ -96,6 +99,7 @@ impl Rolling {
         }
         Some(Rolling {
             task_id: task.id,
+            index: barriers.iter().enumerate().map(|(k, &b)| (b, k)).collect(),
             rollout,
             paused: task.paused,
             canary_held: task.canary_held,
@@ -147,7 +151,7 @@ impl Rolling {
     /// Whether the barrier waits for nothing but its verdict: its batch settled, and it
     /// neither ran nor is held.
     pub fn due(&self, graph: &Graph, barrier: i64) -> bool {
-        let Some(k) = self.barriers.iter().position(|&b| b == barrier) else {
+        let Some(&k) = self.index.get(&barrier) else {
             return false;
         };
         matches!(
@@ -157,6 +161,8 @@ impl Rolling {
             && self.batch_hosts[k].iter().all(|&h| self.settled(graph, h))
     }
 
+    /// A host has settled when nothing of its chain runs or waits to, and the chain
+    /// either got to its end or stopped at a failure.
     fn settled(&self, graph: &Graph, host: i64) -> bool {
         let statuses: Vec<Option<SubtaskStatus>> = self
             .chains
@@ -192,13 +198,10 @@ impl Rolling {
         failed
     }
 
-    /// Decides a due barrier, and remembers a hold.
-    pub fn judge(&mut self, graph: &Graph, barrier: i64) -> Judged {
-        let k = self
-            .barriers
-            .iter()
-            .position(|&b| b == barrier)
-            .unwrap_or_default();
+    /// Decides a due barrier, and remembers a hold. None for an id that is not one of
+    /// the task's barriers.
+    pub fn judge(&mut self, graph: &Graph, barrier: i64) -> Option<Judged> {
+        let k = *self.index.get(&barrier)?;
         let batches = self.barriers.len() + 1;
         let failed = self.failed_hosts(graph);
         let budget = self.rollout.max_failed_hosts;
@@ -219,9 +222,9 @@ impl Rolling {
                 )
             }
             Verdict::Stop => format!(
-                "FAILED: {} host(s) failed ({}), more than maxFailedHosts {budget}: batch \
-                 {next} of {batches} and the ones after it do not start; retry the task once \
-                 the hosts are fixed",
+                "stopped: {} host(s) failed ({}), more than maxFailedHosts {budget}: batch \
+                 {next} of {batches} and the ones after it do not start; once the hosts are \
+                 fixed, retry the task (or skip the failed steps) and the rollout goes on",
                 failed.len(),
                 failed
                     .iter()
@@ -230,15 +233,12 @@ impl Rolling {
                     .join(", ")
             ),
             Verdict::Hold { canary: true } => format!(
-                "paused after batch 1 of {batches} (pauseAfterFirstBatch): batch 2 starts \
-                 when the task is resumed (POST /tasks/instances/{}/resume)",
-                self.task_id
+                "paused after batch 1 of {batches} (pauseAfterFirstBatch): {}",
+                resume_hint(self.task_id, next, batches)
             ),
-            Verdict::Hold { canary: false } => format!(
-                "paused before batch {next} of {batches}: it starts when the task is resumed \
-                 (POST /tasks/instances/{}/resume)",
-                self.task_id
-            ),
+            Verdict::Hold { canary: false } => {
+                format!("paused: {}", resume_hint(self.task_id, next, batches))
+            }
         };
         if let Verdict::Hold { canary } = verdict {
             self.held.insert(barrier);
@@ -247,24 +247,26 @@ impl Rolling {
                 self.paused = true;
             }
         }
-        Judged { verdict, line }
+        Some(Judged { verdict, line })
     }
 
     /// A barrier whose pause ended while the task was paused: held, not passed.
-    pub fn hold_after_pause(&mut self, barrier: i64) -> String {
+    pub fn hold_after_pause(&mut self, barrier: i64) -> Option<String> {
+        let k = *self.index.get(&barrier)?;
         self.held.insert(barrier);
-        let next = self
-            .barriers
-            .iter()
-            .position(|&b| b == barrier)
-            .map_or(0, |k| k + 2);
-        format!(
-            "paused before batch {next} of {}: it starts when the task is resumed \
-             (POST /tasks/instances/{}/resume)",
-            self.barriers.len() + 1,
-            self.task_id
-        )
+        Some(format!(
+            "paused: {}",
+            resume_hint(self.task_id, k + 2, self.barriers.len() + 1)
+        ))
     }
+}
+
+/// What a held barrier's log says the operator can do.
+fn resume_hint(task_id: i64, next: usize, batches: usize) -> String {
+    format!(
+        "batch {next} of {batches} starts when the task is resumed (REST POST \
+         /tasks/instances/{task_id}/resume, gRPC TaskService.ResumeTask)"
+    )
 }
 
 #[cfg(test)]

@@ -101,9 +101,10 @@ async fn run_task(
         handles: HashMap::new(),
         cancelled: HashMap::new(),
     };
-    let mut event = Event::TakenUp(start);
+    let mut event = Some(Event::TakenUp(start));
     loop {
-        let effects = machine.on(event);
+        // None: a notice that came to nothing.
+        let effects = event.map(|e| machine.on(e)).unwrap_or_default();
         match carry_out(shared, &task, fence, &mut steps, effects).await {
             Ok(Flow::Continue) => {}
             Ok(Flow::Over) => return Ok(()),
@@ -116,21 +117,28 @@ async fn run_task(
             Err(e) => return Err(e),
         }
         event = tokio::select! {
-            _ = shared.cancel.cancelled() => Event::ShuttingDown,
+            _ = shared.cancel.cancelled() => Some(Event::ShuttingDown),
             Some(request) = control.recv() => match request {
-                Control::Cancel { subtask_id, by } => Event::CancelAsked { id: subtask_id, by },
+                Control::Cancel { subtask_id, by } => {
+                    Some(Event::CancelAsked { id: subtask_id, by })
+                }
                 // Read here, in turn with the runner's own writes, so that a notice sent
-                // before the canary's hold cannot undo it.
-                Control::PauseChanged => Event::Paused(
-                    shared.store.task_paused(fence.task_id).await?.unwrap_or(false),
-                ),
+                // before the canary's hold cannot undo it. A failed read costs nothing
+                // but time: the next lease round sends the notice again.
+                Control::PauseChanged => match shared.store.task_paused(fence.task_id).await {
+                    Ok(paused) => Some(Event::Paused(paused.unwrap_or(false))),
+                    Err(e) => {
+                        tracing::warn!("reading whether the task is paused: {e}");
+                        None
+                    }
+                },
                 Control::Lost => {
                     tracing::warn!(
                         generation = fence.generation,
                         "fenced: this controller no longer holds the task's lease; it stops \
                          driving it"
                     );
-                    Event::LeaseLost
+                    Some(Event::LeaseLost)
                 }
             },
             Some(first) = steps.set.join_next_with_id() => {
@@ -141,7 +149,7 @@ async fn run_task(
                     ends.push(steps.ended(joined));
                     next = steps.set.try_join_next_with_id();
                 }
-                Event::StepsEnded(ends)
+                Some(Event::StepsEnded(ends))
             }
         };
     }
@@ -239,6 +247,8 @@ async fn finish(
     status: TaskStatus,
     operation: Operation,
 ) -> Result<(), StoreError> {
+    // Notes (a barrier's reason to stop the rollout) land before the end.
+    shared.logbook.flush().await;
     shared
         .store
         .finish_task(fence, status, operation, now_millis())

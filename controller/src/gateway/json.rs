@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
-use crate::rollout::{BatchSize, RolloutInput};
+use crate::rollout::{BatchSize, Problem, RolloutField, RolloutInput};
 use crate::service::HostAgentView;
 use crate::time::format_millis;
 
@@ -89,25 +90,35 @@ pub struct BatchHostsRequest {
 }
 
 /// How a batch goes through its hosts in batches. Every field is optional: one host at
-/// a time, no failure tolerated, no pause and no health wait by default.
+/// a time, no failure tolerated, no pause and no health wait by default. Fields are read
+/// as JSON values and checked together, so that one answer names every bad field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RolloutRequest {
     /// Hosts per batch: a count (1 or more) or a share of the hosts ("25%", rounded up).
-    #[schema(example = json!("25%"))]
-    pub batch_size: Option<BatchSizeJson>,
+    #[schema(value_type = Option<BatchSizeJson>, example = json!("25%"))]
+    #[serde(default)]
+    pub batch_size: Value,
     /// Failed hosts tolerated: the next batch starts while failed hosts <= this.
-    #[schema(example = 0)]
-    pub max_failed_hosts: Option<i64>,
+    #[schema(value_type = Option<i64>, example = 0)]
+    #[serde(default)]
+    pub max_failed_hosts: Value,
     /// Seconds to wait between two batches, 0 to 86,400.
-    #[schema(example = 0)]
-    pub pause_seconds: Option<i64>,
+    #[schema(value_type = Option<i64>, example = 0)]
+    #[serde(default)]
+    pub pause_seconds: Value,
     /// Seconds a host's basic processes must stay up after Start all, 0 to 3,600.
-    #[schema(example = 0)]
-    pub min_healthy_seconds: Option<i64>,
+    #[schema(value_type = Option<i64>, example = 0)]
+    #[serde(default)]
+    pub min_healthy_seconds: Value,
     /// A canary: the task pauses after the first batch until resumed.
-    #[schema(example = false)]
-    pub pause_after_first_batch: Option<bool>,
+    #[schema(value_type = Option<bool>, example = false)]
+    #[serde(default)]
+    pub pause_after_first_batch: Value,
+    /// Ignored: what a task's `rollout` reads back, so that it may be sent again as is.
+    #[schema(value_type = Option<i64>)]
+    #[serde(default)]
+    pub hosts_per_batch: Value,
 }
 
 /// A batch size: a number of hosts or a string ("25%", "3").
@@ -120,15 +131,53 @@ pub enum BatchSizeJson {
 
 impl From<&RolloutRequest> for RolloutInput {
     fn from(r: &RolloutRequest) -> Self {
+        let mut unreadable = Vec::new();
+        let mut unreadable_as = |field, value: &Value, what: &str| {
+            unreadable.push(Problem {
+                field,
+                rejected: value.to_string(),
+                message: format!("must be {what}, got {value}"),
+            });
+        };
+        let batch_size = match &r.batch_size {
+            Value::Null => None,
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(text) => Some(text.clone()),
+            other => {
+                unreadable_as(
+                    RolloutField::BatchSize,
+                    other,
+                    "a number of hosts or a percentage string",
+                );
+                None
+            }
+        };
+        let mut whole = |field, value: &Value| match value {
+            Value::Null => None,
+            Value::Number(n) if n.as_i64().is_some() => n.as_i64(),
+            other => {
+                unreadable_as(field, other, "a whole number");
+                None
+            }
+        };
+        let max_failed_hosts = whole(RolloutField::MaxFailedHosts, &r.max_failed_hosts);
+        let pause_seconds = whole(RolloutField::PauseSeconds, &r.pause_seconds);
+        let min_healthy_seconds = whole(RolloutField::MinHealthySeconds, &r.min_healthy_seconds);
+        let pause_after_first_batch = match &r.pause_after_first_batch {
+            Value::Null => None,
+            Value::Bool(b) => Some(*b),
+            other => {
+                unreadable_as(RolloutField::PauseAfterFirstBatch, other, "true or false");
+                None
+            }
+        };
         RolloutInput {
-            batch_size: r.batch_size.as_ref().map(|size| match size {
-                BatchSizeJson::Hosts(n) => n.to_string(),
-                BatchSizeJson::Text(text) => text.clone(),
-            }),
-            max_failed_hosts: r.max_failed_hosts,
-            pause_seconds: r.pause_seconds,
-            min_healthy_seconds: r.min_healthy_seconds,
-            pause_after_first_batch: r.pause_after_first_batch,
+            batch_size,
+            max_failed_hosts,
+            pause_seconds,
+            min_healthy_seconds,
+            pause_after_first_batch,
+            unreadable,
         }
     }
 }

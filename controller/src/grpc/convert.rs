@@ -104,6 +104,7 @@ pub fn rollout_input(r: &pb::Rollout) -> RolloutInput {
         pause_seconds: Some(r.pause_seconds),
         min_healthy_seconds: Some(r.min_healthy_seconds),
         pause_after_first_batch: Some(r.pause_after_first_batch),
+        unreadable: Vec::new(),
     }
 }
 

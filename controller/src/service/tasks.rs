@@ -123,7 +123,9 @@ impl Core {
             (ApiOperation::ResumeTask, false),
         ])?;
         check_id(Field::TaskId, task_id)?;
-        self.store.set_paused(task_id, paused).await?;
+        self.store
+            .set_paused(task_id, paused, caller.name(), now_millis())
+            .await?;
         self.find_task(task_id).await
     }
 

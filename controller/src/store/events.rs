@@ -113,7 +113,9 @@ impl Store {
 
     /// Whether a subtask failed after the task's last RUNNING event (its creation, or a
     /// retry, skip or rollback that reopened it): what a resumed runner needs to know to
-    /// tell a task that had failed from one reopened around an older failure.
+    /// tell a task that had failed from one reopened around an older failure. A pause or
+    /// resume is a RUNNING event as well; it happens only to rolling tasks, whose runner
+    /// judges failures at its barriers and does not ask this.
     pub async fn failed_since_reopen(&self, task_id: i64) -> Result<bool, StoreError> {
         let failed: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM task_events WHERE task_id = $1 AND subtask_id IS NOT NULL \
@@ -135,7 +137,7 @@ impl Store {
     }
 
     /// Pauses and resumes asked of any controller (on SQLite, of this one).
-    pub fn subscribe_pauses(&self) -> tokio::sync::broadcast::Receiver<(i64, bool)> {
+    pub fn subscribe_pauses(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.pauses.subscribe()
     }
 
@@ -200,14 +202,13 @@ pub(super) fn cancel_payload(request: &CancelRequest) -> String {
     format!("{}:{}:{}", request.0, request.1, request.2)
 }
 
-/// `pause:task:1` or `pause:task:0`: a rolling task paused or resumed.
-pub(super) fn pause_payload(task_id: i64, paused: bool) -> String {
-    format!("pause:{task_id}:{}", u8::from(paused))
+/// `pause:task`: a rolling task paused or resumed; its runner reads which.
+pub(super) fn pause_payload(task_id: i64) -> String {
+    format!("pause:{task_id}")
 }
 
-fn parse_pause(payload: &str) -> Option<(i64, bool)> {
-    let (task, paused) = payload.strip_prefix("pause:")?.split_once(':')?;
-    Some((task.parse().ok()?, paused == "1"))
+fn parse_pause(payload: &str) -> Option<i64> {
+    payload.strip_prefix("pause:")?.parse().ok()
 }
 
 fn parse_cancel(payload: &str) -> Option<CancelRequest> {
@@ -233,9 +234,8 @@ mod tests {
 
     #[test]
     fn a_pause_is_not_taken_for_a_cancel() {
-        assert_eq!(parse_pause(&pause_payload(7, true)), Some((7, true)));
-        assert_eq!(parse_pause(&pause_payload(7, false)), Some((7, false)));
-        assert_eq!(parse_cancel(&pause_payload(7, true)), None);
+        assert_eq!(parse_pause(&pause_payload(7)), Some(7));
+        assert_eq!(parse_cancel(&pause_payload(7)), None);
         assert_eq!(parse_pause("7:42:ops"), None);
     }
 }

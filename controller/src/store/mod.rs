@@ -93,8 +93,8 @@ pub struct Store {
     news: tokio::sync::broadcast::Sender<i64>,
     /// Cancels asked of any controller: (task, subtask, by whom).
     cancels: tokio::sync::broadcast::Sender<CancelRequest>,
-    /// Pauses and resumes of rolling tasks asked of any controller: (task, paused).
-    pauses: tokio::sync::broadcast::Sender<(i64, bool)>,
+    /// Rolling tasks paused or resumed by any controller's request.
+    pauses: tokio::sync::broadcast::Sender<i64>,
     /// Stops the PostgreSQL listener.
     closing: tokio_util::sync::CancellationToken,
 }

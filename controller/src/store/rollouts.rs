@@ -14,9 +14,15 @@ use super::{Store, StoreError, TransitionRefused};
 use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskStatus};
 
 impl Store {
-    /// Pauses or resumes a RUNNING rolling task. Idempotent: pausing a paused task
-    /// succeeds and changes nothing.
-    pub async fn set_paused(&self, task_id: i64, paused: bool) -> Result<(), StoreError> {
+    /// Pauses or resumes a RUNNING rolling task, with an event saying who did it.
+    /// Idempotent: pausing a paused task succeeds and changes nothing.
+    pub async fn set_paused(
+        &self,
+        task_id: i64,
+        paused: bool,
+        by: &str,
+        at: Millis,
+    ) -> Result<(), StoreError> {
         let action = if paused { "pause" } else { "resume" };
         let mut tx = self.begin_write().await?;
         leases::lock_task(&mut tx, task_id).await?;
@@ -41,20 +47,37 @@ impl Store {
             }
             .into());
         }
-        sqlx::query("UPDATE tasks SET paused = $1 WHERE id = $2")
+        let changed = sqlx::query("UPDATE tasks SET paused = $1 WHERE id = $2 AND paused <> $1")
             .bind(i64::from(paused))
             .bind(task_id)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(());
+        }
+        let message = format!("{} by {by}", if paused { "paused" } else { "resumed" });
+        events::insert(
+            &mut tx,
+            task_id,
+            at,
+            NewEvent {
+                change: Change::Task(TaskStatus::Running),
+                operation,
+                message: &message,
+            },
+        )
+        .await?;
         if self.dialect == super::Dialect::Postgres {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(super::CANCEL_CHANNEL)
-                .bind(events::pause_payload(task_id, paused))
+                .bind(events::pause_payload(task_id))
                 .execute(&mut *tx)
                 .await?;
         }
         self.commit(tx, task_id).await?;
-        let _ = self.pauses.send((task_id, paused));
+        let _ = self.pauses.send(task_id);
         Ok(())
     }
 
@@ -80,7 +103,7 @@ impl Store {
                 .await?;
         }
         // PENDING when its batch just settled, RUNNING when a pause came during its wait.
-        sqlx::query(
+        let readied = sqlx::query(
             "UPDATE subtasks SET status = $1, start_time = NULL WHERE id = $2 \
              AND status IN ($3, $4)",
         )
@@ -89,7 +112,13 @@ impl Store {
         .bind(SubtaskStatus::Pending.as_str())
         .bind(SubtaskStatus::Running.as_str())
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        // Held again after a restart: the log says so, the event stream has it already.
+        if readied == 0 && !canary {
+            tx.commit().await?;
+            return Ok(());
+        }
         let row = sqlx::query("SELECT operation FROM subtasks WHERE id = $1")
             .bind(barrier_id)
             .fetch_one(&mut *tx)

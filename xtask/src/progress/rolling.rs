@@ -242,6 +242,15 @@ pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
                 .position(|w| w.is_some_and(|w| matches!(status(w), "PENDING" | "READY")))
         })
         .flatten();
+    // Where the budget stopped an ended rollout: the first barrier that never ran.
+    let failed_hosts = count(&hosts, State::Failed);
+    let stopped = (task["status"] == "FAILED" && failed_hosts > budget)
+        .then(|| {
+            wait_after
+                .iter()
+                .position(|w| w.is_some_and(|w| matches!(status(w), "PENDING" | "READY")))
+        })
+        .flatten();
     let batch = |b: usize| &hosts[b * per..((b + 1) * per).min(n)];
 
     let mut rows: Vec<Row> = Vec::new();
@@ -293,7 +302,7 @@ pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
         settings.push_str(", pauseAfterFirstBatch");
     }
     lines.push(settings);
-    let failed = count(&hosts, State::Failed);
+    let failed = failed_hosts;
     lines.push(format!(
         "hosts: {}{}",
         counts(&hosts),
@@ -379,7 +388,7 @@ pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
                         "paused: the rollout holds here after this batch — resume with {resume}"
                     )
                 }
-                "FAILED" if failed > budget => format!(
+                "PENDING" | "READY" if stopped == Some(row.last) => format!(
                     "stopped: {} failed, budget {budget}; no further batch starts",
                     plural(failed, "host", "hosts")
                 ),
@@ -682,7 +691,6 @@ mod tests {
             },
             |b| match b {
                 0 => "SUCCESSFUL",
-                1 => "FAILED",
                 _ => "PENDING",
             },
         );
@@ -697,7 +705,7 @@ mod tests {
         );
         assert!(
             lines.iter().any(|l| l
-                .contains("└ wait  ✘ stopped: 1 host failed, budget 0; no further batch starts")),
+                .contains("└ wait  · stopped: 1 host failed, budget 0; no further batch starts")),
             "{text}"
         );
         assert!(line(&lines, "batch 4/4").ends_with("pending"), "{text}");
