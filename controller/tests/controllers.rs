@@ -6,6 +6,7 @@
 //!   nothing, and says it was fenced;
 //! - a task made on one controller is read, watched (SSE and WatchTask) and cancelled
 //!   through another;
+//! - a rolling task driven by one controller is paused and resumed through another;
 //! - conflicting submissions to two controllers at the same moment: one wins;
 //! - a second controller on one SQLite store refuses to start;
 //! - each host is heartbeated by one controller at a time, and by a survivor once its
@@ -1129,4 +1130,83 @@ async fn an_owner_frozen_inside_a_transaction_still_loses_its_task() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a.thaw();
+}
+
+/// A rolling restart submitted to A (which drives it) and paused through B while its
+/// first batch runs: A holds the second batch until B is asked to resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_task_driven_by_one_controller_is_paused_and_resumed_through_another() {
+    let _serial = serial().await;
+    let Some(cluster) = Cluster::start(
+        "a_rolling_task_driven_by_one_controller_is_paused_and_resumed_through_another",
+        2,
+        &["--heartbeat-interval", "1s"],
+    )
+    .await
+    else {
+        return;
+    };
+    // Slow starts keep the first batch running while the pause comes.
+    let agents = start_agents(2, 1500, "1s").await;
+    for agent in &agents {
+        wait_all_started(agent).await;
+    }
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let hosts = add_hosts(a, &agents).await;
+    wait_online(b, &hosts).await;
+    let rest = Rest::new();
+    let (status, created) = rest
+        .post(
+            &a.url("/compute/hosts/batchRestartAgents"),
+            json!({"hostIds": hosts, "rollout": {"batchSize": 1}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created:#}");
+    let id = created["data"]["id"].as_i64().expect("task id");
+    let act = |action: &str| b.url(&format!("/tasks/instances/{id}/{action}"));
+
+    let (status, paused) = rest.call(Method::POST, &act("pause"), None).await;
+    assert_eq!(status, StatusCode::OK, "pause through B: {paused:#}");
+    let of_host = |t: &Value, index: i64| -> Vec<Value> {
+        t["subtasks"]
+            .as_array()
+            .expect("subtasks")
+            .iter()
+            .filter(|s| s["parallelIdx"] == index)
+            .cloned()
+            .collect()
+    };
+    assert!(
+        of_host(&paused["data"], 0)
+            .iter()
+            .any(|s| s["status"] != "SUCCESSFUL"),
+        "the pause came after the first batch: {paused:#}"
+    );
+    let barrier_ready = |t: &Value| {
+        t["subtasks"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "Wait node" && s["status"] == "READY")
+        })
+    };
+    let held = rest
+        .wait_task(a, id, Duration::from_secs(30), |t| barrier_ready(t))
+        .await;
+    assert_eq!(held["status"], "RUNNING");
+    assert!(
+        of_host(&held, 0)
+            .iter()
+            .all(|s| s["status"] == "SUCCESSFUL"),
+        "{held:#}"
+    );
+    assert!(
+        of_host(&held, 1).iter().all(|s| s["status"] == "PENDING"),
+        "the second batch started while paused: {held:#}"
+    );
+
+    let (status, resumed) = rest.call(Method::POST, &act("resume"), None).await;
+    assert_eq!(status, StatusCode::OK, "resume through B: {resumed:#}");
+    let done = rest
+        .wait_task(a, id, Duration::from_secs(30), |t| t["status"] != "RUNNING")
+        .await;
+    assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
 }
