@@ -21,7 +21,7 @@ use controller::Controller;
 use proto::agent::v1::ProcessStatus;
 use proto::ocp::v1::{
     AddHostRequest, BatchRestartAgentsRequest, GetHostAgentRequest, GetHostRequest,
-    GetSubtaskLogRequest, RetryTaskRequest, Task,
+    RetryTaskRequest, Task,
 };
 use tokio::time::Instant;
 
@@ -110,19 +110,6 @@ async fn host_status(controller: SocketAddr, host_id: i64) -> String {
         .expect("get host")
         .into_inner()
         .status
-}
-
-async fn subtask_log(controller: SocketAddr, task_id: i64, subtask_id: i64) -> String {
-    tasks_client(controller)
-        .await
-        .get_subtask_log(GetSubtaskLogRequest {
-            task_id,
-            subtask_id,
-        })
-        .await
-        .expect("subtask log")
-        .into_inner()
-        .log
 }
 
 /// Every failed subtask with its log, for assertions and for the test's output.

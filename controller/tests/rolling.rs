@@ -11,8 +11,8 @@ use common::binary::SpawnedController;
 use common::fleet::*;
 use proto::agent::v1::ProcessKind;
 use proto::ocp::v1::{
-    BatchRestartAgentsRequest, GetSubtaskLogRequest, PauseTaskRequest, ResumeTaskRequest,
-    RetryTaskRequest, Rollout, Subtask, Task,
+    BatchRestartAgentsRequest, PauseTaskRequest, ResumeTaskRequest, RetryTaskRequest, Rollout,
+    Subtask, Task,
 };
 use serde_json::{Value, json};
 
@@ -61,19 +61,6 @@ fn basic_pids(processes: &[proto::agent::v1::ProcessInfo]) -> HashMap<String, u3
         .filter(|p| p.kind() == ProcessKind::Basic)
         .map(|p| (p.alias.clone(), p.pid))
         .collect()
-}
-
-async fn log_of(controller: &TestController, task_id: i64, subtask_id: i64) -> String {
-    tasks_client(controller.grpc)
-        .await
-        .get_subtask_log(GetSubtaskLogRequest {
-            task_id,
-            subtask_id,
-        })
-        .await
-        .expect("subtask log")
-        .into_inner()
-        .log
 }
 
 async fn agents(n: usize) -> Vec<TestAgent> {
@@ -126,7 +113,7 @@ async fn batch_two_starts_only_after_every_finish_of_batch_one() {
     );
     let barrier = barriers(&done)[0];
     assert!(millis(&barrier.start_time) >= last_finish_of_batch_one);
-    let log = log_of(&controller, done.id, barrier.id).await;
+    let log = subtask_log(controller.grpc, done.id, barrier.id).await;
     assert!(log.contains("batch 1 of 2 settled (2 host(s))"), "{log}");
     controller.shutdown().await;
 }
@@ -160,7 +147,7 @@ async fn a_dead_agent_past_budget_0_leaves_batch_two_untouched_and_a_retry_finis
     // The barrier did not run; its log says why.
     let barrier = barriers(&failed)[0];
     assert_eq!(barrier.status, "PENDING");
-    let log = log_of(&controller, failed.id, barrier.id).await;
+    let log = subtask_log(controller.grpc, failed.id, barrier.id).await;
     assert!(
         log.contains(&format!(
             "stopped: 1 host(s) failed (host {}), more than maxFailedHosts 0",
@@ -226,7 +213,7 @@ async fn a_canary_waits_running_until_resumed() {
     assert_eq!(held.status, "RUNNING");
     assert!(of_host(&held, 0).iter().all(|s| s.status == "SUCCESSFUL"));
     assert!(of_host(&held, 1).iter().all(|s| s.status == "PENDING"));
-    let log = log_of(&controller, task.id, barriers(&held)[0].id).await;
+    let log = subtask_log(controller.grpc, task.id, barriers(&held)[0].id).await;
     assert!(
         log.contains("paused after batch 1 of 3 (pauseAfterFirstBatch)"),
         "{log}"
@@ -270,7 +257,7 @@ async fn a_pause_during_batch_one_holds_batch_two() {
     .await;
     assert_eq!(held.status, "RUNNING");
     assert!(of_host(&held, 1).iter().all(|s| s.status == "PENDING"));
-    let log = log_of(&controller, task.id, barriers(&held)[0].id).await;
+    let log = subtask_log(controller.grpc, task.id, barriers(&held)[0].id).await;
     assert!(
         log.contains("paused: batch 2 of 2 starts when the task is resumed"),
         "{log}"
@@ -346,7 +333,7 @@ stop_timeout = "5s"
         .find(|s| s.name == "Start all OCP agent processes")
         .expect("start all");
     assert_eq!(start_all.status, "FAILED");
-    let log = log_of(&controller, done.id, start_all.id).await;
+    let log = subtask_log(controller.grpc, done.id, start_all.id).await;
     assert!(
         log.contains("unhealthy within minHealthySeconds 2") && log.contains("flaky (pid"),
         "{log}"

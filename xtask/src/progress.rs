@@ -18,18 +18,22 @@ fn glyph(status: &str) -> &'static str {
     }
 }
 
+/// The task's subtasks in id order, which is each chain's order.
+fn by_id(task: &Value) -> Vec<&Value> {
+    let mut subtasks: Vec<&Value> = task["subtasks"]
+        .as_array()
+        .map(|s| s.iter().collect())
+        .unwrap_or_default();
+    subtasks.sort_by_key(|s| s["id"].as_i64().unwrap_or(0));
+    subtasks
+}
+
 /// The table for `task` (the REST task JSON), hosts labelled by `parallelIdx`.
 pub fn render(task: &Value, hosts: &[String]) -> Vec<String> {
     if task["rollout"].is_object() {
         return rolling::render(task, hosts);
     }
-    let empty = Vec::new();
-    let mut subtasks: Vec<&Value> = task["subtasks"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .collect();
-    subtasks.sort_by_key(|s| s["id"].as_i64().unwrap_or(0));
+    let subtasks = by_id(task);
     let mut stages: Vec<&str> = Vec::new();
     for s in &subtasks {
         let name = s["name"].as_str().unwrap_or("?");

@@ -328,6 +328,19 @@ pub async fn wait_for_task(
     }
 }
 
+pub async fn subtask_log(controller: SocketAddr, task_id: i64, subtask_id: i64) -> String {
+    tasks_client(controller)
+        .await
+        .get_subtask_log(proto::ocp::v1::GetSubtaskLogRequest {
+            task_id,
+            subtask_id,
+        })
+        .await
+        .expect("subtask log")
+        .into_inner()
+        .log
+}
+
 /// Whether a process with this pid exists (a zombie counts as gone: it was reaped or will be).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

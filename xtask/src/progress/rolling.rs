@@ -172,13 +172,7 @@ struct Row {
 }
 
 pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
-    let empty = Vec::new();
-    let mut subtasks: Vec<&Value> = task["subtasks"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .collect();
-    subtasks.sort_by_key(|s| s["id"].as_i64().unwrap_or(0));
+    let subtasks = super::by_id(task);
     let index = |s: &Value| s["parallelIdx"].as_i64().filter(|&i| i >= 0);
     let n = subtasks
         .iter()

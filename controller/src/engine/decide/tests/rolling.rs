@@ -53,6 +53,11 @@ impl Sim {
     }
 }
 
+/// A rolling restart of five hosts, just taken up.
+fn start(rollout: Rollout) -> (Sim, Vec<Effect>) {
+    Sim::take_up(rolling_restart(&FIVE, rollout), Start::Fresh, 256)
+}
+
 fn prepare_fails_on(host: i64) -> impl Fn(&Subtask) -> Option<StepEnd> {
     move |s: &Subtask| {
         (s.host_id == Some(host) && s.step == Step::PrepareRestart)
@@ -62,11 +67,7 @@ fn prepare_fails_on(host: i64) -> impl Fn(&Subtask) -> Option<StepEnd> {
 
 #[test]
 fn a_batch_starts_only_after_every_host_of_the_one_before_finished() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     let batch_of = |host: i64| FIVE.iter().position(|&h| h == host).unwrap() / 2;
     for _ in 0..1000 {
         if sim.finish.is_some() {
@@ -99,11 +100,7 @@ fn a_batch_starts_only_after_every_host_of_the_one_before_finished() {
 
 #[test]
 fn past_a_budget_of_0_no_further_batch_starts_and_the_rest_stays_pending() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
     assert_eq!(sim.finish, Some((TaskStatus::Failed, Operation::Execute)));
     // The other host of the batch went through its whole chain.
@@ -129,11 +126,7 @@ fn past_a_budget_of_0_no_further_batch_starts_and_the_rest_stays_pending() {
 
 #[test]
 fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
     // What the store's retry does: every FAILED subtask READY again as a RETRY.
     let mut task = sim.task.clone();
@@ -157,11 +150,7 @@ fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
 
 #[test]
 fn a_skip_of_the_failed_step_after_the_budget_stopped_the_rollout_lets_it_go_on() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
     // What the store's skip does: the FAILED step SUCCESSFUL as a SKIP, the task RUNNING.
     let mut task = sim.task.clone();
@@ -182,11 +171,7 @@ fn a_skip_of_the_failed_step_after_the_budget_stopped_the_rollout_lets_it_go_on(
 
 #[test]
 fn a_rollback_of_a_stopped_rollout_undoes_only_the_hosts_it_touched() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
     let mut task = sim.task.clone();
     task.status = TaskStatus::Running;
@@ -210,11 +195,7 @@ fn a_rollback_of_a_stopped_rollout_undoes_only_the_hosts_it_touched() {
 
 #[test]
 fn a_budget_of_1_goes_on_past_one_failure_and_still_ends_failed() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 1, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 1, false));
     sim.run_while_running(&prepare_fails_on(101));
     assert_eq!(sim.finish, Some((TaskStatus::Failed, Operation::Execute)));
     for host in [102, 103, 104, 105] {
@@ -230,11 +211,7 @@ fn a_budget_of_1_goes_on_past_one_failure_and_still_ends_failed() {
 
 #[test]
 fn a_second_failure_past_a_budget_of_1_stops_at_the_next_barrier() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 1, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 1, false));
     sim.run_while_running(&|s: &Subtask| {
         (matches!(s.host_id, Some(101 | 103)) && s.step == Step::StartAll)
             .then(|| StepEnd::Failed("crashed".to_string()))
@@ -249,11 +226,7 @@ fn a_second_failure_past_a_budget_of_1_stops_at_the_next_barrier() {
 
 #[test]
 fn a_canary_waits_after_the_first_batch_until_resumed() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("1", 0, true)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("1", 0, true));
     sim.run_while_running(&|_| None);
     // Held, not ended: the task is RUNNING and paused, batch 2 untouched.
     assert_eq!(sim.finish, None);
@@ -278,11 +251,7 @@ fn a_canary_waits_after_the_first_batch_until_resumed() {
 
 #[test]
 fn a_pause_during_a_batch_holds_the_next_one_until_resumed() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     assert!(sim.feed(Event::Paused(true)).is_empty());
     sim.run_while_running(&|_| None);
     assert_eq!(sim.finish, None);
@@ -300,11 +269,7 @@ fn a_pause_during_a_batch_holds_the_next_one_until_resumed() {
 
 #[test]
 fn a_barrier_whose_pause_ends_while_the_task_is_paused_is_held() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, false));
     let barrier = sim.barriers()[0];
     while !sim.running.contains(&barrier) {
         sim.round(&|_| None);
@@ -327,11 +292,7 @@ fn a_barrier_whose_pause_ends_while_the_task_is_paused_is_held() {
 
 #[test]
 fn a_paused_task_taken_up_after_a_restart_stays_paused() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 0, true)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 0, true));
     sim.run_while_running(&|_| None);
     assert!(sim.task.paused);
     // A new runner, after the controller restarted: the barrier is held again, with no
@@ -353,11 +314,7 @@ fn a_paused_task_taken_up_after_a_restart_stays_paused() {
 
 #[test]
 fn a_rolling_task_resumed_with_a_failure_within_budget_goes_on() {
-    let (mut sim, _) = Sim::take_up(
-        rolling_restart(&FIVE, rollout("2", 1, false)),
-        Start::Fresh,
-        256,
-    );
+    let (mut sim, _) = start(rollout("2", 1, false));
     // Batch 1 settles with host 101 failed, and the controller stops there.
     while sim.finish.is_none() && sim.untouched(103) {
         sim.round(&prepare_fails_on(101));
