@@ -85,14 +85,11 @@ async fn racing_operations_on_one_host_admit_exactly_one() {
         e.message()
     );
 
-    assert_eq!(
-        wait_for_end(controller.grpc, winner).await.status,
-        "SUCCESSFUL"
-    );
-    assert_eq!(
-        wait_for_end(controller.grpc, parallel.id).await.status,
-        "SUCCESSFUL"
-    );
+    for id in [winner, parallel.id] {
+        let done = wait_for_end(controller.grpc, id).await;
+        let why = explain(controller.grpc, &done).await;
+        assert_eq!(done.status, "SUCCESSFUL", "{why}");
+    }
     controller.shutdown().await;
 }
 

@@ -181,3 +181,20 @@ impl Rest {
         })
     }
 }
+
+/// A REST time (OCP's `2026-05-01T10:00:00.000+08:00`) as Unix milliseconds.
+pub fn millis(at: &Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The REST time `ms` milliseconds after a fixed instant, for tests that build task JSON.
+#[cfg(test)]
+pub fn time_at(ms: i64) -> String {
+    let base = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00.000+08:00")
+        .expect("a valid time");
+    (base + chrono::Duration::milliseconds(ms))
+        .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
+        .to_string()
+}

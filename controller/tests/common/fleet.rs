@@ -341,6 +341,20 @@ pub async fn subtask_log(controller: SocketAddr, task_id: i64, subtask_id: i64) 
         .log
 }
 
+/// The task and the logs of its failed subtasks, for an assertion's message: a task that
+/// ended otherwise than expected says why.
+pub async fn explain(controller: SocketAddr, task: &Task) -> String {
+    let mut out = format!("{task:#?}");
+    for subtask in task.subtasks.iter().filter(|s| s.status == "FAILED") {
+        let log = subtask_log(controller, task.id, subtask.id).await;
+        out.push_str(&format!(
+            "\n--- subtask {} ({}) log:\n{log}",
+            subtask.id, subtask.name
+        ));
+    }
+    out
+}
+
 /// Whether a process with this pid exists (a zombie counts as gone: it was reaped or will be).
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {

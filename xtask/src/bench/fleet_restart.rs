@@ -12,7 +12,7 @@ use super::BenchError;
 use super::report::{FleetRun, StoreFill, StoreKind};
 use super::sys;
 use crate::fleet::Fleet;
-use crate::rest::Rest;
+use crate::rest::{Rest, millis};
 
 /// Registers every host of the fleet with the controller; their ids, in host order.
 pub fn register(fleet: &Fleet, rest: &Rest) -> Result<Vec<i64>, BenchError> {
@@ -29,12 +29,6 @@ pub fn register(fleet: &Fleet, rest: &Rest) -> Result<Vec<i64>, BenchError> {
                 .ok_or_else(|| BenchError::Failed(format!("no host id in {host}")))
         })
         .collect()
-}
-
-pub(super) fn millis(at: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// Polls a task until it ends. Large tasks are big JSON documents, so they are polled

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::fleet_restart::{millis, wait_task};
+use super::fleet_restart::wait_task;
 use super::report::{RollingRun, StoreKind};
-use crate::rest::Rest;
+use crate::rest::{Rest, millis};
 
 /// The hosts of the rolling restart, at most: ten batches of ten, a few seconds.
 pub const HOSTS: usize = 100;
@@ -195,6 +195,7 @@ pub fn median_max(values: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rest::time_at;
 
     #[test]
     fn the_plan_follows_the_fleet_sizes() {
@@ -210,21 +211,13 @@ mod tests {
         assert!(plan(&[]).is_err());
     }
 
-    fn at(ms: i64) -> String {
-        let base = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00.000+08:00")
-            .expect("a valid time");
-        (base + chrono::Duration::milliseconds(ms))
-            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-            .to_string()
-    }
-
     #[test]
     fn a_wait_node_costs_its_own_time_and_the_gap_between_the_batches() {
         // Batches {1, 2} and {4, 5}; host 2 finishes last at 120 ms, host 5 starts
         // first at 127 ms; the Wait node ran from 121 to 125, with a 0 s pause.
         let s = |id: i64, name: &str, start: i64, finish: i64| {
             json!({"id": id, "name": name, "status": "SUCCESSFUL",
-                "startTime": at(start), "finishTime": at(finish)})
+                "startTime": time_at(start), "finishTime": time_at(finish)})
         };
         let mut wait = s(3, "Wait node", 121, 125);
         wait["upstreams"] = json!([1, 2]);

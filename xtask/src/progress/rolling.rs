@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use crate::rest::millis;
+
 /// A batch of at most this many hosts shows one glyph per host; a larger one, counts.
 const GLYPHS_MAX: usize = 16;
 /// The running batch lists each of its hosts up to this many; a larger one, per step.
@@ -45,12 +47,6 @@ enum Class {
 
 fn status(s: &Value) -> &str {
     s["status"].as_str().unwrap_or("")
-}
-
-fn millis(at: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
-        .ok()
-        .map(|t| t.timestamp_millis())
 }
 
 /// "Stop all OCP agent processes" -> "Stop all": the words that tell the steps apart.
@@ -455,6 +451,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::progress::render;
+    use crate::rest::time_at;
 
     const CHAIN: [&str; 5] = [
         "Prepare restart OCP agent",
@@ -463,14 +460,6 @@ mod tests {
         "Start all OCP agent processes",
         "Finish OCP agent operation",
     ];
-
-    fn at(ms: i64) -> String {
-        let base = chrono::DateTime::parse_from_rfc3339("2026-05-01T10:00:00.000+08:00")
-            .expect("a valid time");
-        (base + chrono::Duration::milliseconds(ms))
-            .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
-            .to_string()
-    }
 
     /// A rolling restart of `n` hosts `per` a batch as the controller answers it: host
     /// i's chain has `step(i).0` steps done and the next one in `step(i).1`; the Wait
@@ -495,10 +484,10 @@ mod tests {
                 let mut s =
                     json!({"id": id(i, k), "name": name, "parallelIdx": i, "status": status});
                 if status != "PENDING" {
-                    s["startTime"] = json!(at((i * 100 + k * 10) as i64));
+                    s["startTime"] = json!(time_at((i * 100 + k * 10) as i64));
                 }
                 if matches!(status, "SUCCESSFUL" | "FAILED") {
-                    s["finishTime"] = json!(at((i * 100 + k * 10 + 8) as i64));
+                    s["finishTime"] = json!(time_at((i * 100 + k * 10 + 8) as i64));
                 }
                 subtasks.push(s);
             }
@@ -512,8 +501,8 @@ mod tests {
             let mut w = json!({"id": (n * CHAIN.len() + b + 1) as i64, "name": "Wait node",
                 "parallelIdx": -1, "status": wait(b), "upstreams": ups, "downstreams": downs});
             if wait(b) == "SUCCESSFUL" {
-                w["startTime"] = json!(at(1000));
-                w["finishTime"] = json!(at(1003));
+                w["startTime"] = json!(time_at(1000));
+                w["finishTime"] = json!(time_at(1003));
             }
             subtasks.push(w);
         }

@@ -128,17 +128,7 @@ fn past_a_budget_of_0_no_further_batch_starts_and_the_rest_stays_pending() {
 fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
     let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
-    // What the store's retry does: every FAILED subtask READY again as a RETRY.
-    let mut task = sim.task.clone();
-    task.status = TaskStatus::Running;
-    task.operation = Operation::Retry;
-    for s in &mut task.subtasks {
-        if s.status == SubtaskStatus::Failed {
-            s.status = SubtaskStatus::Ready;
-            s.operation = Operation::Retry;
-        }
-    }
-    let (mut sim, _) = Sim::take_up_with(task, Start::Fresh, 256, false);
+    let (mut sim, _) = Sim::take_up_with(retried(sim.task.clone()), Start::Fresh, 256, false);
     // The failed host goes first; the barrier waits for it.
     let barrier = sim.barriers()[0];
     assert!(!sim.running.contains(&barrier));
@@ -152,17 +142,9 @@ fn a_retry_after_the_budget_stopped_the_rollout_carries_on_from_there() {
 fn a_skip_of_the_failed_step_after_the_budget_stopped_the_rollout_lets_it_go_on() {
     let (mut sim, _) = start(rollout("2", 0, false));
     sim.run_while_running(&prepare_fails_on(101));
-    // What the store's skip does: the FAILED step SUCCESSFUL as a SKIP, the task RUNNING.
-    let mut task = sim.task.clone();
-    task.status = TaskStatus::Running;
     let failed = sim.of_host(101)[0];
-    for s in &mut task.subtasks {
-        if s.id == failed {
-            s.status = SubtaskStatus::Successful;
-            s.operation = Operation::Skip;
-        }
-    }
-    let (mut sim, _) = Sim::take_up_with(task, Start::Fresh, 256, false);
+    let (mut sim, _) =
+        Sim::take_up_with(skipped(sim.task.clone(), failed), Start::Fresh, 256, false);
     assert_eq!(
         sim.run_to_end(&|_| None),
         (TaskStatus::Successful, Operation::Execute)
