@@ -24,12 +24,21 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub type Client = AgentServiceClient<Channel>;
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and never handed out before in this test
+/// binary: its tests run side by side, and a port is free while its process restarts.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A `[[process]]` running ocp-demo-proc with `args`, plus extra TOML lines.

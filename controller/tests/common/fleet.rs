@@ -41,11 +41,22 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// A port free now and never handed out before in this test binary. The tests of a
+/// binary run side by side, and a port is free again while its process restarts: the
+/// OS could hand it to another test's agent in that window, and the restart would fail.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// One host's agent, serving until dropped or stopped.
