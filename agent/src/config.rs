@@ -20,6 +20,9 @@
 //! Beyond the keys of the SPEC, a process may set `start_timeout` (default 30s):
 //! how long a start waits for its `ports` to listen before it counts as failed.
 //! Without `log_file`, the process's output is discarded.
+//!
+//! SPEC section 11 adds `autostart` (default true, as supervisord's), `cpu_quota`
+//! (CPUs, such as 2.0) and `memory_limit` (such as "2GiB"); see [`crate::limits`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -29,6 +32,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Deserializer, de::Error as _};
+
+use crate::limits::{self, Limits};
 
 /// A config problem, shown as the single line the agent exits with.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +89,9 @@ pub struct ProcessSpec {
     pub min_live: Duration,
     pub start_timeout: Duration,
     pub autorestart: bool,
+    /// Whether it starts with the agent when the operator has not said otherwise.
+    pub autostart: bool,
+    pub limits: Limits,
 }
 
 impl ProcessSpec {
@@ -143,6 +151,10 @@ struct RawProcess {
     start_timeout: Duration,
     #[serde(default = "yes")]
     autorestart: bool,
+    #[serde(default = "yes")]
+    autostart: bool,
+    cpu_quota: Option<f64>,
+    memory_limit: Option<String>,
 }
 
 fn yes() -> bool {
@@ -300,6 +312,19 @@ fn validate(i: usize, p: RawProcess, base: &Path) -> Result<ProcessSpec, (String
     if p.start_timeout.is_zero() && !p.ports.is_empty() {
         return Err((key("start_timeout"), "must be more than 0s".into()));
     }
+    let limits = Limits {
+        cpu_quota: p
+            .cpu_quota
+            .map(limits::check_cpu_quota)
+            .transpose()
+            .map_err(|e| (key("cpu_quota"), e))?,
+        memory_limit: p
+            .memory_limit
+            .as_deref()
+            .map(limits::parse_memory)
+            .transpose()
+            .map_err(|e| (key("memory_limit"), e))?,
+    };
     let command = if p.command.contains('/') {
         base.join(&p.command).display().to_string()
     } else {
@@ -322,6 +347,8 @@ fn validate(i: usize, p: RawProcess, base: &Path) -> Result<ProcessSpec, (String
         min_live: p.min_live,
         start_timeout: p.start_timeout,
         autorestart: p.autorestart,
+        autostart: p.autostart,
+        limits,
     })
 }
 
@@ -554,6 +581,26 @@ mod tests {
         assert_eq!(p.stop_timeout, Duration::from_secs(10));
         assert_eq!(p.min_live, Duration::from_secs(1));
         assert_eq!(c.agent.install_home, "/etc/ocp");
+        assert!(p.autostart && p.limits.is_empty());
+    }
+
+    #[test]
+    fn autostart_and_limits() {
+        let c = parse(
+            "[[process]]\nalias = \"a\"\ncommand = \"a\"\nautostart = false\ncpu_quota = 2\nmemory_limit = \"2GiB\"\n",
+        )
+        .expect("valid config");
+        let p = &c.processes[0];
+        assert!(!p.autostart);
+        assert_eq!(p.limits.cpu_quota, Some(2.0));
+        assert_eq!(p.limits.memory_limit.map(|m| m.to_string()).as_deref(), Some("2GiB"));
+        let bad = |extra: &str| {
+            parse(&format!("[[process]]\nalias = \"a\"\ncommand = \"a\"\n{extra}\n"))
+                .expect_err("invalid config")
+        };
+        assert_eq!(bad("memory_limit = \"2GB\"").0, "process[0].memory_limit");
+        assert_eq!(bad("cpu_quota = 0").0, "process[0].cpu_quota");
+        assert_eq!(bad("cpu_quota = \"two\"").0, "process[0].cpu_quota");
     }
 
     #[test]

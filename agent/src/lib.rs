@@ -4,10 +4,12 @@
 //! [`Agent::start`] is the whole agent, usable from tests: it serves on the given
 //! address (port 0 for a free one) until its cancellation token fires.
 
+mod cgroup;
 pub mod config;
 mod data_dir;
 mod group;
 mod leftovers;
+mod limits;
 mod policy;
 mod process_info;
 mod procfs;

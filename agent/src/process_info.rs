@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use proto::agent::v1::{ProcessInfo, ProcessKind, ProcessState, ProcessStatus};
 
+use crate::cgroup::Usage;
 use crate::config::Kind;
 use crate::procfs::{self, ListenTable};
 use crate::supervisor::{Handle, State, Status, unix_ms};
@@ -53,6 +54,15 @@ fn process_info(handle: &Handle, status: &Status, ports: Vec<u32>) -> ProcessInf
         .and_then(|s| procfs::elapsed(s.start_ticks))
         .map_or(0, |d| d.as_secs());
     let running = alive && status.state == State::Running;
+    let usage = match (&handle.cgroup, stat) {
+        (_, None) => Usage::default(),
+        (Some(cgroup), Some(_)) => cgroup.usage(),
+        (None, Some(s)) => Usage {
+            memory_bytes: s.rss_pages * procfs::page_size(),
+            cpu_usec: procfs::ticks_to_ms(s.cpu_ticks) * 1000,
+        },
+    };
+    let limits = handle.cgroup.as_ref().map(|c| c.limits).unwrap_or_default();
     ProcessInfo {
         alias: spec.alias.clone(),
         pid: u32::try_from(pid).unwrap_or(0),
@@ -84,6 +94,16 @@ fn process_info(handle: &Handle, status: &Status, ports: Vec<u32>) -> ProcessInf
         proxy: spec.proxy,
         last_error: status.last_error.clone(),
         desired_running: status.desired_running,
+        memory_bytes: usage.memory_bytes,
+        cpu_time_ms: usage.cpu_usec / 1000,
+        memory_limit_bytes: limits.memory_limit.map_or(0, |m| m.0),
+        cpu_quota: limits.cpu_quota.unwrap_or(0.0),
+        cgroup_dirs: handle
+            .cgroup
+            .iter()
+            .flat_map(|c| c.dirs())
+            .map(|d| d.display().to_string())
+            .collect(),
     }
 }
 

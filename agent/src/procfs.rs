@@ -24,6 +24,9 @@ pub struct Stat {
     pub pgrp: i32,
     /// Clock ticks after boot; with the pid, it identifies one process for good.
     pub start_ticks: u64,
+    /// User and system time so far, in clock ticks.
+    pub cpu_ticks: u64,
+    pub rss_pages: u64,
 }
 
 impl Stat {
@@ -45,6 +48,8 @@ fn parse_stat(text: &str) -> Option<Stat> {
         state: fields.first()?.chars().next()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
+        cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
     })
 }
 
@@ -72,6 +77,16 @@ fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions; it only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as u64 } else { 100 }
+}
+
+pub fn ticks_to_ms(ticks: u64) -> u64 {
+    ticks.saturating_mul(1000) / clock_ticks()
+}
+
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as u64 } else { 4096 }
 }
 
 /// How long a process with this start time has lived, from `/proc/uptime`.
@@ -314,7 +329,9 @@ mod tests {
             Stat {
                 state: 'S',
                 pgrp: 42,
-                start_ticks: 98765
+                start_ticks: 98765,
+                cpu_ticks: 3,
+                rss_pages: 10,
             }
         );
     }

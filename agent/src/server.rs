@@ -22,6 +22,7 @@ use tonic::transport::Server;
 use tracing::{info, warn};
 use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
+use crate::cgroup::Cgroups;
 use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::service::AgentServiceImpl;
@@ -119,6 +120,7 @@ impl Agent {
             .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
 
+        let cgroups = cgroups_for(&config, options.data_dir.clone()).await;
         let tracker = TaskTracker::new();
         let supervisors = CancellationToken::new();
         let handles = config
@@ -126,7 +128,11 @@ impl Agent {
             .into_iter()
             .map(|spec| {
                 let files = data.process(&spec.alias);
-                supervisor::launch(spec, files, supervisors.clone(), &tracker)
+                let cgroup = cgroups
+                    .as_ref()
+                    .filter(|_| !spec.limits.is_empty())
+                    .map(|c| c.process(&spec.alias, spec.limits));
+                supervisor::launch(spec, files, cgroup, supervisors.clone(), &tracker)
             })
             .collect();
         let service = AgentServiceImpl::new(config.agent, handles, cancel.clone());
@@ -245,5 +251,33 @@ impl Serving {
                 }
             }
         });
+    }
+}
+
+/// The agent's cgroups, looked for only when some process has limits; where they
+/// cannot be written the agent says so once and runs its processes unlimited.
+async fn cgroups_for(config: &Config, data_dir: PathBuf) -> Option<Cgroups> {
+    let limited: Vec<&str> = config
+        .processes
+        .iter()
+        .filter(|p| !p.limits.is_empty())
+        .map(|p| p.alias.as_str())
+        .collect();
+    if limited.is_empty() {
+        return None;
+    }
+    match tokio::task::spawn_blocking(move || Cgroups::discover(&data_dir)).await {
+        Ok(Ok(cgroups)) => {
+            info!(cgroup = cgroups.version(), "resource limits enforced through cgroups");
+            Some(cgroups)
+        }
+        Ok(Err(why)) => {
+            warn!(processes = %limited.join(", "), "cgroups cannot be written ({why}): running without cpu_quota and memory_limit");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot look for cgroups: running without limits");
+            None
+        }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nix::unistd::{Gid, Uid, User, geteuid};
 use tokio::process::{Child, Command};
 
+use crate::cgroup::ProcessCgroup;
 use crate::config::ProcessSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +70,13 @@ pub(crate) struct Identity {
     home: PathBuf,
 }
 
-/// `token` goes into the child's environment as [`SPAWN_ENV`].
-pub fn spawn(spec: &ProcessSpec, token: &str) -> Result<Spawned, SpawnError> {
+/// `token` goes into the child's environment as [`SPAWN_ENV`]; with a `cgroup` the
+/// child joins it before exec, while it is still root.
+pub fn spawn(
+    spec: &ProcessSpec,
+    token: &str,
+    cgroup: Option<&ProcessCgroup>,
+) -> Result<Spawned, SpawnError> {
     if let Some(cwd) = spec.cwd.as_ref().filter(|c| !c.is_dir()) {
         return Err(SpawnError::NoSuchDir(cwd.display().to_string()));
     }
@@ -96,6 +102,27 @@ pub fn spawn(spec: &ProcessSpec, token: &str) -> Result<Spawned, SpawnError> {
             .env("HOME", &id.home);
     }
     cmd.envs(&spec.env).env(SPAWN_ENV, token);
+    if let Some(files) = cgroup.map(ProcessCgroup::procs_files) {
+        // SAFETY: between fork and exec; open, write and close are async-signal-safe
+        // and the paths were made before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                for file in &files {
+                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, c"0".as_ptr().cast(), 1);
+                    let error = io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
     if let Some(id) = identity {
         let (uid, gid, groups) = (id.uid, id.gid, id.groups);
         // SAFETY: the closure runs between fork and exec and only makes

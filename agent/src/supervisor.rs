@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
+use crate::cgroup::ProcessCgroup;
 use crate::config::ProcessSpec;
 use crate::data_dir::{PidRecord, ProcessFiles};
 use crate::group;
@@ -93,6 +94,8 @@ pub enum SupervisorError {
 #[derive(Clone)]
 pub struct Handle {
     pub spec: Arc<ProcessSpec>,
+    /// Where its limits are enforced; `None` without limits or without cgroups.
+    pub cgroup: Option<Arc<ProcessCgroup>>,
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<Status>,
 }
@@ -119,21 +122,24 @@ impl Handle {
 }
 
 /// Starts the actor of one process on `tracker`; it runs until `cancel`, then stops
-/// its process without recording that as the operator's wish.
+/// its process without recording that as the operator's wish. Without a recorded
+/// wish, `autostart` says whether it starts now.
 pub fn launch(
     spec: ProcessSpec,
     files: ProcessFiles,
+    cgroup: Option<ProcessCgroup>,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Handle {
     let desired_running = match files.desired_running() {
         Ok(Some(desired)) => desired,
-        Ok(None) => spec.kind == crate::config::Kind::Basic,
+        Ok(None) => spec.autostart,
         Err(e) => {
             warn!(alias = %spec.alias, error = %e, "cannot read desired state; using the default");
-            spec.kind == crate::config::Kind::Basic
+            spec.autostart
         }
     };
+    let cgroup = cgroup.map(Arc::new);
     let (status_tx, status_rx) = watch::channel(Status {
         state: State::Stopped,
         pid: 0,
@@ -148,6 +154,8 @@ pub fn launch(
         policy: RestartPolicy::new(spec.min_live),
         spec: spec.clone(),
         files,
+        cgroup: cgroup.clone(),
+        oom_kills_before: 0,
         status: status_tx,
         child: None,
         retry_at: None,
@@ -157,6 +165,7 @@ pub fn launch(
     tracker.spawn(actor.run(requests_rx).instrument(span));
     Handle {
         spec,
+        cgroup,
         requests: requests_tx,
         status: status_rx,
     }
@@ -171,6 +180,9 @@ struct Running {
 struct Actor {
     spec: Arc<ProcessSpec>,
     files: ProcessFiles,
+    cgroup: Option<Arc<ProcessCgroup>>,
+    /// The cgroup's OOM kill count when the process was spawned.
+    oom_kills_before: u64,
     status: watch::Sender<Status>,
     policy: RestartPolicy,
     child: Option<Running>,
@@ -284,7 +296,11 @@ impl Actor {
         if let Err(e) = self.files.write_spawning(&token) {
             warn!(error = %e, "cannot write pid file");
         }
-        let Spawned { mut child, pid } = match spawn(&self.spec, &token) {
+        if let Err(e) = self.prepare_cgroup().await {
+            self.forget_pid();
+            return Err(e);
+        }
+        let Spawned { mut child, pid } = match spawn(&self.spec, &token, self.cgroup.as_deref()) {
             Ok(spawned) => spawned,
             Err(e) => {
                 self.forget_pid();
@@ -319,6 +335,7 @@ impl Actor {
                 Ok(())
             }
             Err(reason) => {
+                let reason = self.explain_exit(reason).await;
                 let stopped = group::stop_child(
                     &mut child,
                     pid,
@@ -327,7 +344,10 @@ impl Actor {
                 )
                 .await;
                 match stopped {
-                    Ok(_) => self.forget_pid(),
+                    Ok(_) => {
+                        self.forget_pid();
+                        self.release_cgroup().await;
+                    }
                     Err(e) => warn!(error = %e, "cannot clean up after a failed start"),
                 }
                 Err(reason)
@@ -345,6 +365,7 @@ impl Actor {
             Ok(status) => describe_exit(status, now - running.spawned_at),
             Err(e) => format!("cannot wait for pid {}: {e}", running.pid),
         };
+        let reason = self.explain_exit(reason).await;
         warn!(pid = running.pid, %reason, "exited unexpectedly");
         if let Err(e) =
             group::terminate_group(running.pid, self.spec.stop_signal, self.spec.stop_timeout).await
@@ -352,6 +373,7 @@ impl Actor {
             warn!(error = %e, "cannot stop what is left of the process group");
         }
         self.forget_pid();
+        self.release_cgroup().await;
         self.update(|s| s.last_error = reason.clone());
         if !(self.status.borrow().desired_running && self.spec.autorestart) {
             self.update(|s| s.state = State::Stopped);
@@ -381,6 +403,7 @@ impl Actor {
             Ok(status) => {
                 info!(pid = running.pid, %status, "stopped");
                 self.forget_pid();
+                self.release_cgroup().await;
                 self.update(|s| s.state = State::Stopped);
                 Ok(())
             }
@@ -392,6 +415,50 @@ impl Actor {
                 });
                 Err(e.to_string())
             }
+        }
+    }
+
+    /// Makes the process's cgroup and sets its limits before the spawn.
+    async fn prepare_cgroup(&mut self) -> Result<(), String> {
+        let Some(cgroup) = self.cgroup.clone() else {
+            return Ok(());
+        };
+        let prepared = tokio::task::spawn_blocking(move || cgroup.prepare())
+            .await
+            .map_err(|e| format!("cannot set up the cgroup: {e}"))?;
+        self.oom_kills_before = prepared.map_err(|e| format!("cannot apply the limits: {e}"))?;
+        Ok(())
+    }
+
+    /// Names the memory limit when the kernel's OOM killer ended the process, since
+    /// "killed by signal 9" alone sends an operator looking for who sent it.
+    async fn explain_exit(&self, reason: String) -> String {
+        let Some(cgroup) = self.cgroup.clone() else {
+            return reason;
+        };
+        let Some(limit) = cgroup.limits.memory_limit else {
+            return reason;
+        };
+        let kills = tokio::task::spawn_blocking(move || cgroup.oom_kills())
+            .await
+            .unwrap_or(0);
+        if kills > self.oom_kills_before {
+            format!("killed: memory limit {limit} ({reason})")
+        } else {
+            reason
+        }
+    }
+
+    /// The cgroup goes with the process; what is left in it (a daemon that left the
+    /// process group) goes too.
+    async fn release_cgroup(&self) {
+        let Some(cgroup) = self.cgroup.clone() else {
+            return;
+        };
+        match tokio::task::spawn_blocking(move || cgroup.remove()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "cannot remove the cgroup"),
+            Err(e) => warn!(error = %e, "cannot remove the cgroup"),
         }
     }
 

@@ -119,7 +119,7 @@ async fn a_crash_loop_ends_fatal_and_an_explicit_start_retries() {
     let config = demo_process(
         "crashy",
         &["--exit-after", "50", "--exit-code", "3"],
-        "kind = \"work\"\nmin_live = \"1s\"",
+        "kind = \"work\"\nmin_live = \"1s\"\nautostart = false",
     );
     let setup = Setup::new(&config);
     let mut a = setup.start().await;
@@ -127,7 +127,7 @@ async fn a_crash_loop_ends_fatal_and_an_explicit_start_retries() {
     assert_eq!(
         idle.state,
         ProcessState::Stopped as i32,
-        "work processes wait"
+        "autostart = false waits"
     );
 
     for _ in 0..2 {
@@ -154,10 +154,10 @@ async fn a_failed_start_says_why() {
             "deaf",
             &[],
             &format!(
-                "kind = \"work\"\nmin_live = \"0s\"\nports = [{port}]\nstart_timeout = \"200ms\"\nstop_timeout = \"100ms\""
+                "kind = \"work\"\nautostart = false\nmin_live = \"0s\"\nports = [{port}]\nstart_timeout = \"200ms\"\nstop_timeout = \"100ms\""
             ),
         ),
-        "[[process]]\nalias = \"missing\"\ncommand = \"./gone.sh\"\nkind = \"work\"\n"
+        "[[process]]\nalias = \"missing\"\ncommand = \"./gone.sh\"\nkind = \"work\"\nautostart = false\n"
     );
     let setup = Setup::new(&config);
     // A program that is there when the agent loads its config, and removed after.
@@ -432,7 +432,7 @@ async fn bulk_calls_and_agent_status() {
         "[agent]\nversion = \"4.2.1\"\n{}{}{}",
         demo_process("proxy", &[], "proxy = true\nmin_live = \"0s\""),
         demo_process("locked", &[], "operable = false\nmin_live = \"0s\""),
-        demo_process("job", &[], "kind = \"work\"\nmin_live = \"0s\""),
+        demo_process("job", &[], "kind = \"work\"\nmin_live = \"0s\"\nautostart = false"),
     );
     let setup = Setup::new(&config);
     let mut a = setup.start().await;

@@ -1,0 +1,389 @@
+//! Each limited process's own cgroup under the agent's (SPEC section 11): made and
+//! limited before its spawn, joined by the child before exec, read for usage and for
+//! OOM kills, and removed once the process is gone.
+//!
+//! Only processes with `cpu_quota` or `memory_limit` get one: a cgroup makes every
+//! spawn fork without `posix_spawn` and write a handful of files, which the
+//! single-process restart figure would pay for nothing. Everything here is blocking
+//! file I/O on cgroupfs, so callers run it on the blocking pool.
+
+mod layout;
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use layout::Layout;
+
+use crate::limits::{self, Limits};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot {action} {}: {source}", path.display())]
+pub struct CgroupError {
+    action: &'static str,
+    path: PathBuf,
+    source: io::Error,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The agent's cgroups, found and checked writable at start.
+#[derive(Debug)]
+pub struct Cgroups {
+    layout: Layout,
+    /// Names this agent's children apart from another agent's under the same cgroup
+    /// (tests run many agents in one process); stable across restarts of one agent.
+    instance: String,
+}
+
+impl Cgroups {
+    /// Finds where the agent may make cgroups; the error is the one line the agent logs
+    /// before it runs without limits.
+    pub fn discover(data_dir: &Path) -> Result<Cgroups, String> {
+        let read = |p: &str| fs::read_to_string(p).map_err(|e| format!("cannot read {p}: {e}"));
+        let layout = layout::locate(
+            &read("/proc/self/mountinfo")?,
+            &read("/proc/self/cgroup")?,
+            |dir| fs::read_to_string(dir.join("cgroup.controllers")).ok(),
+        )?;
+        if let Layout::V2 { own } = &layout {
+            delegate(own)?;
+        }
+        let cgroups = Cgroups {
+            layout,
+            instance: instance_of(data_dir),
+        };
+        let probe = cgroups.process(&format!(".probe{}", std::process::id()), Limits::default());
+        for dir in &probe.dirs {
+            fs::create_dir(dir)
+                .and_then(|()| fs::remove_dir(dir))
+                .map_err(|e| format!("cannot make a cgroup under {}: {e}", parent(dir)))?;
+        }
+        Ok(cgroups)
+    }
+
+    pub fn version(&self) -> &'static str {
+        match self.layout {
+            Layout::V2 { .. } => "v2",
+            Layout::V1 { .. } => "v1",
+        }
+    }
+
+    pub fn process(&self, alias: &str, limits: Limits) -> ProcessCgroup {
+        let name = format!("{alias}@{}", self.instance);
+        match &self.layout {
+            Layout::V2 { own } => ProcessCgroup {
+                v2: true,
+                dirs: vec![own.join(&name)],
+                cpuacct: None,
+                limits,
+            },
+            Layout::V1 {
+                memory,
+                cpu,
+                cpuacct,
+            } => {
+                let cpuacct = cpuacct.as_ref().map(|d| d.join(&name));
+                let mut dirs = vec![memory.join(&name), cpu.join(&name)];
+                if let Some(acct) = cpuacct.as_ref().filter(|d| !dirs.contains(d)) {
+                    dirs.push(acct.clone());
+                }
+                ProcessCgroup {
+                    v2: false,
+                    dirs,
+                    cpuacct,
+                    limits,
+                }
+            }
+        }
+    }
+}
+
+fn parent(dir: &Path) -> String {
+    dir.parent().unwrap_or(dir).display().to_string()
+}
+
+/// cgroup v2 lets a cgroup hand controllers to its children only while it holds no
+/// process itself, so the agent first moves into a leaf of its own (as a systemd
+/// service with `Delegate=yes` must).
+fn delegate(own: &Path) -> Result<(), String> {
+    let control = own.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&control).unwrap_or_default();
+    let on = |c: &str| enabled.split_whitespace().any(|e| e == c);
+    if on("memory") && on("cpu") {
+        return Ok(());
+    }
+    let enable = || fs::write(&control, "+memory +cpu");
+    match enable() {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() != Some(libc::EBUSY) => {
+            return Err(format!("cannot write {}: {e}", control.display()));
+        }
+        Err(_) => {}
+    }
+    let leaf = own.join("ocp-agent");
+    match fs::create_dir(&leaf) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot make {}: {e}", leaf.display())),
+    }
+    fs::write(leaf.join("cgroup.procs"), "0")
+        .map_err(|e| format!("cannot move the agent into {}: {e}", leaf.display()))?;
+    enable().map_err(|e| {
+        format!(
+            "cannot write {}: {e}; other processes share the agent's cgroup {}: run it in a cgroup of its own (systemd: Delegate=yes)",
+            control.display(),
+            own.display()
+        )
+    })
+}
+
+/// FNV-1a of the data directory, which one agent at a time holds (its lock).
+fn instance_of(data_dir: &Path) -> String {
+    let path = fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = path
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{:08x}", hash >> 32)
+}
+
+/// What a process's cgroup has used so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub cpu_usec: u64,
+}
+
+/// One process's cgroup: a directory on v2, one per hierarchy on v1.
+#[derive(Debug)]
+pub struct ProcessCgroup {
+    v2: bool,
+    dirs: Vec<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    pub limits: Limits,
+}
+
+impl ProcessCgroup {
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    fn memory_dir(&self) -> &Path {
+        &self.dirs[0]
+    }
+
+    fn cpu_dir(&self) -> &Path {
+        self.dirs.get(1).unwrap_or(&self.dirs[0])
+    }
+
+    /// Makes the cgroup (or takes over one an earlier run left) and writes the limits;
+    /// answers the OOM kills already counted, so that only new ones name an exit.
+    pub fn prepare(&self) -> Result<u64, CgroupError> {
+        for dir in &self.dirs {
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_err("make", dir)(e));
+                }
+                _ => {}
+            }
+        }
+        let memory = self.limits.memory_limit.map(|m| m.0);
+        if self.v2 {
+            let max = memory.map_or("max".to_string(), |b| b.to_string());
+            self.write(self.memory_dir(), "memory.max", &max)?;
+            // Swap would let a process over its limit slow down instead of stopping.
+            self.write_if_present("memory.swap.max", if memory.is_some() { "0" } else { "max" })?;
+            self.write_if_present("memory.oom.group", "1")?;
+            self.write(self.cpu_dir(), "cpu.max", &limits::cpu_max(self.limits.cpu_quota))?;
+        } else {
+            let bytes = memory.map_or("-1".to_string(), |b| b.to_string());
+            // memsw may never be below the limit: lift it, set the limit, then lower it.
+            let memsw = self.memory_dir().join("memory.memsw.limit_in_bytes");
+            let has_memsw = memsw.exists();
+            if has_memsw {
+                self.write(self.memory_dir(), "memory.memsw.limit_in_bytes", "-1")?;
+            }
+            self.write(self.memory_dir(), "memory.limit_in_bytes", &bytes)?;
+            if has_memsw {
+                self.write(self.memory_dir(), "memory.memsw.limit_in_bytes", &bytes)?;
+            }
+            let quota = self
+                .limits
+                .cpu_quota
+                .map_or("-1".to_string(), |q| limits::cpu_quota_us(q).to_string());
+            self.write(
+                self.cpu_dir(),
+                "cpu.cfs_period_us",
+                &limits::CPU_PERIOD_US.to_string(),
+            )?;
+            self.write(self.cpu_dir(), "cpu.cfs_quota_us", &quota)?;
+        }
+        Ok(self.oom_kills())
+    }
+
+    fn write(&self, dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+        let path = dir.join(file);
+        fs::write(&path, value).map_err(io_err("write", &path))
+    }
+
+    /// For files older kernels or swapless hosts do not have.
+    fn write_if_present(&self, file: &str, value: &str) -> Result<(), CgroupError> {
+        match self.write(self.memory_dir(), file, value) {
+            Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The `cgroup.procs` files a child writes "0" to, between fork and exec, so that
+    /// it runs its first instruction already limited.
+    pub fn procs_files(&self) -> Vec<CString> {
+        self.dirs
+            .iter()
+            .filter_map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).ok())
+            .collect()
+    }
+
+    /// Processes the kernel killed for the memory limit since the cgroup was made.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(self.memory_dir().join(file))
+            .ok()
+            .and_then(|text| keyed(&text, "oom_kill"))
+            .unwrap_or(0)
+    }
+
+    pub fn usage(&self) -> Usage {
+        let read = |dir: &Path, file: &str| fs::read_to_string(dir.join(file)).ok();
+        let number = |text: Option<String>| text.and_then(|t| t.trim().parse().ok());
+        if self.v2 {
+            Usage {
+                memory_bytes: number(read(self.memory_dir(), "memory.current")).unwrap_or(0),
+                cpu_usec: read(self.cpu_dir(), "cpu.stat")
+                    .and_then(|t| keyed(&t, "usage_usec"))
+                    .unwrap_or(0),
+            }
+        } else {
+            Usage {
+                memory_bytes: number(read(self.memory_dir(), "memory.usage_in_bytes"))
+                    .unwrap_or(0),
+                cpu_usec: self
+                    .cpuacct
+                    .as_deref()
+                    .and_then(|d| number(read(d, "cpuacct.usage")))
+                    .map_or(0, |ns: u64| ns / 1000),
+            }
+        }
+    }
+
+    /// Kills what is left in the cgroup (a daemon that left the process group is
+    /// still in it) and removes it.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for dir in &self.dirs {
+            if !dir.exists() {
+                continue;
+            }
+            kill_members(dir);
+            remove_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn kill_members(dir: &Path) {
+    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+        // SAFETY: kill(2) with a pid read from the cgroup; no memory is shared.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// A killed process leaves its cgroup only once the kernel has finished its exit,
+/// which may be a moment after the parent reaped it.
+fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    let mut tries = 0;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(io_err("remove", dir)(e)),
+        }
+    }
+}
+
+/// The value of `key` in a cgroup file of "key value" lines.
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_reads_the_exact_key() {
+        let events = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n";
+        assert_eq!(keyed(events, "oom_kill"), Some(2));
+        assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n", "oom_kill"), Some(5));
+        assert_eq!(keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), Some(1234));
+        assert_eq!(keyed("", "oom_kill"), None);
+    }
+
+    #[test]
+    fn each_agent_names_its_children_apart_and_the_same_across_restarts() {
+        let a = instance_of(Path::new("/nonexistent/agent-a"));
+        assert_eq!(a, instance_of(Path::new("/nonexistent/agent-a")));
+        assert_ne!(a, instance_of(Path::new("/nonexistent/agent-b")));
+        assert_eq!(a.len(), 8);
+    }
+
+    #[test]
+    fn v1_gives_each_hierarchy_its_own_directory_once() {
+        let together = Cgroups {
+            layout: Layout::V1 {
+                memory: "/m".into(),
+                cpu: "/c".into(),
+                cpuacct: Some("/c".into()),
+            },
+            instance: "0000beef".into(),
+        };
+        let p = together.process("ob", Limits::default());
+        assert_eq!(
+            p.dirs(),
+            [PathBuf::from("/m/ob@0000beef"), PathBuf::from("/c/ob@0000beef")]
+        );
+        assert_eq!(p.cpuacct.as_deref(), Some(Path::new("/c/ob@0000beef")));
+        let v2 = Cgroups {
+            layout: Layout::V2 { own: "/u".into() },
+            instance: "0000beef".into(),
+        };
+        assert_eq!(v2.process("ob", Limits::default()).dirs(), [PathBuf::from("/u/ob@0000beef")]);
+    }
+}
