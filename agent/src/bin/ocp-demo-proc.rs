@@ -1,11 +1,13 @@
 //! A small stand-in for a supervised program, for tests and demos:
 //!
 //! `ocp-demo-proc [--listen PORT|ADDR:PORT]... [--ignore-term] [--exit-after MS]
-//!  [--exit-code N] [--spawn-child] [--startup-delay MS] [--tag TEXT]`
+//!  [--exit-code N] [--spawn-child] [--startup-delay MS] [--tag TEXT]
+//!  [--hog-mb N [--hog-after MS]]`
 //!
 //! `--spawn-child` starts a second, sleeping copy in the same process group, to
 //! check that stopping a process also stops what it forked. `--tag` is ignored; it
-//! lets a test find its processes by command line.
+//! lets a test find its processes by command line. `--hog-mb` touches that many MiB
+//! once ready (after `--hog-after`), to run into a memory limit.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, ExitCode};
@@ -21,6 +23,8 @@ struct Args {
     spawn_child: bool,
     startup_delay: Duration,
     sleep_only: bool,
+    hog_mb: usize,
+    hog_after: Duration,
 }
 
 fn parse() -> Result<Args, String> {
@@ -54,6 +58,11 @@ fn parse() -> Result<Args, String> {
                 value()?;
             }
             "--sleep" => args.sleep_only = true,
+            "--hog-mb" => {
+                let v = value()?;
+                args.hog_mb = v.parse().map_err(|e| format!("bad MiB {v:?}: {e}"))?;
+            }
+            "--hog-after" => args.hog_after = ms(value()?)?,
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -104,6 +113,17 @@ fn main() -> ExitCode {
         });
     }
     println!("ready pid={}", std::process::id());
+    if args.hog_mb > 0 {
+        thread::sleep(args.hog_after);
+        let mut held = Vec::with_capacity(args.hog_mb);
+        for _ in 0..args.hog_mb {
+            held.push(vec![1u8; 1 << 20]);
+        }
+        println!("holding {} MiB", held.len());
+        loop {
+            thread::park();
+        }
+    }
     match (args.exit_after, args.exit_code) {
         (Some(after), code) => {
             thread::sleep(after);
