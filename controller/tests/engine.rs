@@ -31,7 +31,8 @@ async fn batch_restart_over_three_hosts_gives_every_basic_process_a_new_pid() {
     let mut controller = start_controller(None).await;
     let hosts = register(controller.grpc, &agents.iter().collect::<Vec<_>>()).await;
     let mut client = hosts_client(controller.grpc).await;
-    // A work process runs only when asked to; the batch restart must leave it alone.
+    // A work process with autostart = false runs only when asked to; the batch restart
+    // must leave it alone.
     for &host_id in &hosts {
         let page = client
             .list_host_agent_processes(ListHostAgentProcessesRequest {

@@ -96,6 +96,7 @@ min_live = "0s"
 alias = "worker"
 command = {demo:?}
 kind = "work"
+autostart = false
 log_file = "log/worker.log"
 min_live = "0s"
 "#
