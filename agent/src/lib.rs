@@ -8,6 +8,7 @@ pub mod config;
 mod data_dir;
 mod group;
 mod leftovers;
+mod log_tail;
 mod policy;
 mod process_info;
 mod procfs;
