@@ -10,6 +10,7 @@ mod data_dir;
 mod group;
 mod leftovers;
 mod limits;
+mod log_tail;
 mod policy;
 mod process_info;
 mod procfs;

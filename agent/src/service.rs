@@ -9,17 +9,23 @@
 //! in exactly one place (its `From` impl). A single-process operation that did
 //! not get there is ABORTED (with the reason) or DEADLINE_EXCEEDED; a bulk call is
 //! OK and lists, in `failures`, the processes that did not get there and why.
+//!
+//! TailLog reads a log, which changes nothing: it serves any configured process,
+//! operable or not; the file work is `log_tail`'s.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::{Stream, StreamExt};
 use proto::agent::v1::agent_service_server::AgentService;
 use proto::agent::v1::{
     AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest,
-    ListProcessesResponse, ProcessFailure, ProcessRequest, ProcessResponse, ProcessStatus,
+    ListProcessesResponse, LogChunk, ProcessFailure, ProcessRequest, ProcessResponse,
+    ProcessStatus, TailLogRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
@@ -27,6 +33,7 @@ use tonic::{Request, Response};
 use tracing::Instrument;
 
 use crate::config::{AgentSection, Kind};
+use crate::log_tail::{self, MAX_LINES, TailError};
 use crate::process_info;
 use crate::supervisor::{Command, Handle, SupervisorError};
 
@@ -54,6 +61,12 @@ pub enum CallError {
     },
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("lines must be from 1 to {MAX_LINES}, not {0}")]
+    InvalidLines(u32),
+    #[error("process {0:?} has no log file: its config sets no log_file")]
+    NoLogFile(String),
+    #[error(transparent)]
+    Log(#[from] TailError),
 }
 
 impl From<CallError> for tonic::Status {
@@ -64,7 +77,16 @@ impl From<CallError> for tonic::Status {
             CallError::NotOperable(_) => tonic::Status::failed_precondition(message),
             CallError::Failed { .. } => tonic::Status::aborted(message),
             CallError::Deadline { .. } => tonic::Status::deadline_exceeded(message),
-            CallError::ShuttingDown => tonic::Status::unavailable(message),
+            CallError::ShuttingDown | CallError::Log(TailError::ShuttingDown) => {
+                tonic::Status::unavailable(message)
+            }
+            CallError::InvalidLines(_) => tonic::Status::invalid_argument(message),
+            CallError::NoLogFile(_) | CallError::Log(TailError::NotYet(_)) => {
+                tonic::Status::not_found(message)
+            }
+            CallError::Log(TailError::Unreadable { .. }) => {
+                tonic::Status::failed_precondition(message)
+            }
         }
     }
 }
@@ -116,13 +138,19 @@ impl AgentServiceImpl {
     }
 }
 
+/// The messages of a TailLog call.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, tonic::Status>> + Send>>;
+
 impl Agent {
-    fn operable(&self, alias: &str) -> Result<&Handle, CallError> {
-        let handle = self
-            .by_alias
+    fn find(&self, alias: &str) -> Result<&Handle, CallError> {
+        self.by_alias
             .get(alias)
             .and_then(|&i| self.handles.get(i))
-            .ok_or_else(|| CallError::NotFound(alias.to_string()))?;
+            .ok_or_else(|| CallError::NotFound(alias.to_string()))
+    }
+
+    fn operable(&self, alias: &str) -> Result<&Handle, CallError> {
+        let handle = self.find(alias)?;
         if !handle.spec.operable {
             return Err(CallError::NotOperable(alias.to_string()));
         }
@@ -193,6 +221,22 @@ impl Agent {
             processes: process_info::snapshot(&handles),
             failures,
         }
+    }
+
+    async fn tail(&self, req: TailLogRequest) -> Result<LogStream, CallError> {
+        if req.lines == 0 || req.lines > MAX_LINES {
+            return Err(CallError::InvalidLines(req.lines));
+        }
+        let handle = self.find(&req.alias)?;
+        let path = handle
+            .spec
+            .log_file
+            .clone()
+            .ok_or_else(|| CallError::NoLogFile(req.alias.clone()))?;
+        let chunks = log_tail::tail(path, req.lines, req.follow, self.shutdown.clone()).await?;
+        Ok(Box::pin(chunks.map(|chunk| {
+            chunk.map_err(|e| tonic::Status::from(CallError::from(e)))
+        })))
     }
 
     fn info(&self) -> AgentInfo {
@@ -283,6 +327,8 @@ where
 
 #[tonic::async_trait]
 impl AgentService for AgentServiceImpl {
+    type TailLogStream = LogStream;
+
     async fn get_agent_info(
         &self,
         request: Request<GetAgentInfoRequest>,
@@ -377,6 +423,14 @@ impl AgentService for AgentServiceImpl {
             Ok(self.0.bulk(Command::Restart, proxy, limit).await)
         })
         .await
+    }
+
+    async fn tail_log(
+        &self,
+        request: Request<TailLogRequest>,
+    ) -> Result<Response<LogStream>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("TailLog", &meta, self.0.tail(req)).await
     }
 }
 

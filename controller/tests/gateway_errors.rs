@@ -371,6 +371,7 @@ async fn openapi_describes_every_served_route() {
         "POST /compute/hosts/{hostId}/agent/processes/{agentProcessId}/start",
         "GET /compute/hosts/{hostId}/agent",
         "GET /compute/hosts/{hostId}/agent/processes",
+        "GET /compute/hosts/{hostId}/agent/processes/{agentProcessId}/log",
         "POST /compute/hosts",
         "GET /compute/hosts",
         "GET /compute/hosts/{hostId}",
@@ -403,6 +404,7 @@ async fn openapi_describes_every_served_route() {
         "RolloutRequest",
         "RolloutJson",
         "AddHostRequest",
+        "ProcessLogJson",
         "ErrorEnvelope",
     ] {
         assert!(schemas.contains_key(name), "no schema {name}");

@@ -89,6 +89,7 @@ fn path() -> impl Strategy<Value = String> {
         Just("/compute/hosts/{}/agent/processes/{}/restart"),
         Just("/compute/hosts/{}/agent/processes/{}/stop"),
         Just("/compute/hosts/{}/agent/processes/{}/start"),
+        Just("/compute/hosts/{}/agent/processes/{}/log"),
         Just("/compute/hosts/{}/agent"),
         Just("/compute/hosts/{}/agent/processes"),
         Just("/compute/hosts"),
@@ -102,6 +103,7 @@ fn path() -> impl Strategy<Value = String> {
     let query = prop_oneof![
         Just(String::new()),
         (id(), id()).prop_map(|(p, s)| format!("?page={p}&size={s}")),
+        id().prop_map(|n| format!("?lines={n}")),
         (id(), id()).prop_map(|(s, h)| format!("?status={s}&hostId={h}&name={s}")),
         "[a-z=&%0-9]{0,16}".prop_map(|q| format!("?{q}")),
     ];

@@ -80,6 +80,10 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
         ),
         Op::GetHostAgent => ("GET", "/compute/hosts/{hostId}/agent"),
         Op::ListHostAgentProcesses => ("GET", "/compute/hosts/{hostId}/agent/processes"),
+        Op::TailProcessLog => (
+            "GET",
+            "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/log",
+        ),
         Op::AddHost => ("POST", "/compute/hosts"),
         Op::ListHosts => ("GET", "/compute/hosts"),
         Op::GetHost => ("GET", "/compute/hosts/{hostId}"),
@@ -257,6 +261,14 @@ async fn call_grpc(
             .list_host_agent_processes(r!(pb::ListHostAgentProcessesRequest {
                 host_id,
                 ..Default::default()
+            }))
+            .await
+            .map(|_| None),
+        Op::TailProcessLog => hosts
+            .tail_process_log(r!(pb::TailProcessLogRequest {
+                host_id: process.0,
+                agent_process_id: process.1,
+                lines: None,
             }))
             .await
             .map(|_| None),

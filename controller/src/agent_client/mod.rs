@@ -15,7 +15,7 @@ pub use channel::AgentChannel;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{
     AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest, ProcessInfo,
-    ProcessRequest, ProcessResponse, ProcessStatus,
+    ProcessRequest, ProcessResponse, ProcessStatus, TailLogRequest,
 };
 pub use retry::{Next, RetryPolicy};
 use trust::ClientTls;
@@ -273,6 +273,44 @@ impl AgentClient<'_> {
         }
     }
 
+    /// The last `lines` lines of the process's log: the agent's TailLog stream, without
+    /// following, read whole within `timeout`. Text past [`MAX_LOG_TEXT`] is dropped.
+    pub async fn tail_log(
+        &self,
+        alias: &str,
+        lines: u32,
+        timeout: Duration,
+    ) -> Result<String, AgentError> {
+        let body = TailLogRequest {
+            alias: alias.to_string(),
+            lines,
+            follow: false,
+        };
+        let request = self.request(body, timeout);
+        let mut grpc = self.grpc.clone();
+        let read = async move {
+            let mut stream = grpc.tail_log(request).await?.into_inner();
+            let mut log = String::new();
+            while let Some(chunk) = stream.message().await? {
+                if log.len() + chunk.text.len() > MAX_LOG_TEXT {
+                    break;
+                }
+                log.push_str(&chunk.text);
+            }
+            Ok(log)
+        };
+        let outcome = tokio::time::timeout(timeout, read)
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "the log did not come whole in {}",
+                    humantime::format_duration(timeout)
+                )))
+            });
+        self.answer(std::future::ready(outcome.map(tonic::Response::new)))
+            .await
+    }
+
     /// Where every call ends: the one place an answer is recorded and a failure read.
     async fn answer<T>(
         &self,
@@ -307,6 +345,11 @@ impl AgentClient<'_> {
         request
     }
 }
+
+/// The most log text one read takes from an agent: the agent sends at most 16 MiB of
+/// its file, which invalid UTF-8 replaced by U+FFFD can make up to three times longer;
+/// more than that is an agent misbehaving, and is not kept in memory.
+pub const MAX_LOG_TEXT: usize = 48 << 20;
 
 /// How long the agent itself may take, in the body of requests that wait on processes.
 fn timeout_ms(timeout: Duration) -> u64 {

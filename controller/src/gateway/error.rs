@@ -193,6 +193,7 @@ pub fn field_name(field: Field) -> &'static str {
         Field::CreatedAfter => "createdAfter",
         Field::CreatedBefore => "createdBefore",
         Field::Sort => "sort",
+        Field::LogLines => "lines",
         Field::Rollout(field) => match field {
             RolloutField::BatchSize => "rollout.batchSize",
             RolloutField::MaxFailedHosts => "rollout.maxFailedHosts",
@@ -257,6 +258,7 @@ impl From<CoreError> for ApiError {
             }
             CoreError::HostNotFound(_)
             | CoreError::ProcessNotFound { .. }
+            | CoreError::NoProcessLog { .. }
             | CoreError::SubtaskNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, message)
             }

@@ -190,6 +190,11 @@ impl QueryParams {
         })
     }
 
+    /// A whole number whose bounds are the core's to check.
+    pub fn whole(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.number::<i64>(name, |_| true, "must be a whole number")
+    }
+
     pub fn id(&self, name: &str) -> Result<Option<i64>, ApiError> {
         self.number::<i64>(name, |n| *n > 0, "must be a positive 64-bit integer id")
     }

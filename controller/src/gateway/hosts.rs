@@ -5,7 +5,7 @@ use axum::extract::State;
 use super::extract::{JsonBody, PathIds, QueryParams};
 use super::json::{
     AddHostRequest, BatchHostsRequest, Envelope, HostAgentJson, HostAgentProcessJson, HostJson,
-    PageOf, TaskJson,
+    PageOf, ProcessLogJson, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
 use crate::rollout::RolloutInput;
@@ -201,6 +201,29 @@ pub async fn list_host_agent_processes(
     let page = query.only(&["page", "size"])?.page()?;
     let processes = state.core.host_processes(&caller, host_id, page).await?;
     Ok(Data(PageOf::from_page(&processes, |p| p.into())))
+}
+
+/// The last lines of one agent process's log file, read from its agent now.
+#[utoipa::path(operation_id = ApiOperation::TailProcessLog.name(),
+    get, path = "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/log", tag = "hosts",
+    params(("hostId" = i64, Path, description = "host id"), ("agentProcessId" = i64, Path, description = "agent process id"),
+        ("lines" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "how many of the log's last lines, 1 to 10,000; 200 by default")),
+    responses((status = 200, description = "the log's last lines (404, code 10002, when the process has no log file)", body = Envelope<ProcessLogJson>), Failures),
+    security(("basic" = ["HOST_VIEWER"])))]
+pub async fn tail_process_log(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    ids: PathIds,
+    query: QueryParams,
+) -> ApiResult<ProcessLogJson> {
+    let host_id = ids.id("hostId")?;
+    let process_id = ids.id("agentProcessId")?;
+    let lines = query.only(&["lines"])?.whole("lines")?;
+    let log = state
+        .core
+        .process_log(&caller, host_id, process_id, lines)
+        .await?;
+    Ok(Data(ProcessLogJson { log }))
 }
 
 /// Register a host by the address and port of its agent.

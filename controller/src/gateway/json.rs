@@ -466,6 +466,13 @@ pub struct SubtaskLogJson {
     pub log: String,
 }
 
+/// The last lines of an agent process's log file, oldest first, as its agent read them
+/// just now: whole lines, at most the file's last 16 MiB.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProcessLogJson {
+    pub log: String,
+}
+
 /// One server-sent event of a task's stream, as its fields arrive on the wire.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskEventSse {

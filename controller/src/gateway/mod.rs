@@ -97,6 +97,7 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(hosts::start_agent_process))
         .routes(routes!(hosts::get_host_agent))
         .routes(routes!(hosts::list_host_agent_processes))
+        .routes(routes!(hosts::tail_process_log))
         .routes(routes!(hosts::add_host, hosts::list_hosts))
         .routes(routes!(hosts::get_host, hosts::delete_host))
         .routes(routes!(tasks::list_tasks))

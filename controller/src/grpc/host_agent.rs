@@ -160,6 +160,24 @@ impl HostAgentService for HostAgentGrpc {
         }))
     }
 
+    async fn tail_process_log(
+        &self,
+        r: Request<pb::TailProcessLogRequest>,
+    ) -> Result<Response<pb::ProcessLog>, Status> {
+        let caller = admit(ApiOperation::TailProcessLog, &r).await?;
+        let r = r.into_inner();
+        let log = self
+            .core
+            .process_log(
+                &caller,
+                r.host_id,
+                r.agent_process_id,
+                r.lines.map(i64::from),
+            )
+            .await?;
+        Ok(Response::new(pb::ProcessLog { log }))
+    }
+
     async fn add_host(&self, r: Request<pb::AddHostRequest>) -> Result<Response<pb::Host>, Status> {
         let caller = admit(ApiOperation::AddHost, &r).await?;
         let r = r.into_inner();

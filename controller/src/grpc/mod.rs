@@ -26,6 +26,7 @@ impl From<CoreError> for Status {
             CoreError::HostNotFound(_)
             | CoreError::HostsNotFound { .. }
             | CoreError::ProcessNotFound { .. }
+            | CoreError::NoProcessLog { .. }
             | CoreError::SubtaskNotFound { .. }
             | CoreError::TaskNotFound(_) => Code::NotFound,
             CoreError::IllegalState(_) | CoreError::RollbackProhibited(_) => {
@@ -80,6 +81,7 @@ fn field_name(field: Field) -> &'static str {
         Field::CreatedAfter => "created_after",
         Field::CreatedBefore => "created_before",
         Field::Sort => "sort",
+        Field::LogLines => "lines",
         Field::Rollout(field) => match field {
             RolloutField::BatchSize => "rollout.batch_size",
             RolloutField::MaxFailedHosts => "rollout.max_failed_hosts",

@@ -29,6 +29,8 @@ pub enum Field {
     CreatedBefore,
     /// A task list's order.
     Sort,
+    /// How many lines of a process's log to read.
+    LogLines,
     /// A field of a batch's rollout.
     Rollout(RolloutField),
 }
@@ -49,6 +51,7 @@ impl std::fmt::Display for Field {
             Field::CreatedAfter => "created after",
             Field::CreatedBefore => "created before",
             Field::Sort => "sort",
+            Field::LogLines => "log lines",
             Field::Rollout(field) => return write!(f, "rollout {field}"),
         })
     }
@@ -75,6 +78,17 @@ pub enum CoreError {
     ProcessNotFound { host_id: i64, process_id: i64 },
     #[error("task {0} does not exist")]
     TaskNotFound(i64),
+    /// The process has no log to read: none configured, or not written yet; `reason`
+    /// is the agent's.
+    #[error(
+        "agent process {process_id} ({alias}) on host {host_id} has no log file to read: {reason}"
+    )]
+    NoProcessLog {
+        host_id: i64,
+        process_id: i64,
+        alias: String,
+        reason: String,
+    },
     #[error("a host at {address} already exists, with id {existing_id}")]
     HostExists { address: String, existing_id: i64 },
     #[error("host {host_id} is held by task {task_id} ({task_name}, {task_status}); {advice}")]

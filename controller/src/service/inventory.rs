@@ -148,7 +148,11 @@ impl Core {
     }
 
     /// A client of the host's agent for calls made on the caller's behalf.
-    fn client(&self, host: &Host, caller: &Caller) -> Result<AgentClient<'_>, CoreError> {
+    pub(super) fn client(
+        &self,
+        host: &Host,
+        caller: &Caller,
+    ) -> Result<AgentClient<'_>, CoreError> {
         let origin = CallOrigin {
             trace_id: caller.trace_id().to_string(),
             ..CallOrigin::default()

@@ -10,6 +10,7 @@ mod finished;
 mod hosts;
 mod inventory;
 mod operations;
+mod process_log;
 mod tasks;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use crate::store::{Dialect, Store};
 pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
+pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
 pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct CoreOptions {
     /// How long a refreshed inventory is served from the store before the agent is asked
     /// again: a dashboard polling many hosts must not turn every read into agent calls.
     pub refresh_ttl: Duration,
+    /// How long reading a process's log from its agent may take, up to 16 MiB of it.
+    pub log_timeout: Duration,
     pub executor: String,
 }
 
@@ -45,6 +49,7 @@ impl Default for CoreOptions {
             process_op_timeout: Duration::from_secs(120),
             refresh_timeout: Duration::from_secs(3),
             refresh_ttl: Duration::from_secs(1),
+            log_timeout: Duration::from_secs(30),
             executor: "127.0.0.1".to_string(),
         }
     }

@@ -60,6 +60,7 @@ operations! {
     StartAgentProcess => Holds(HostManager),
     GetHostAgent => Holds(HostViewer),
     ListHostAgentProcesses => Holds(HostViewer),
+    TailProcessLog => Holds(HostViewer),
     AddHost => Holds(HostManager),
     ListHosts => Holds(HostViewer),
     GetHost => Holds(HostViewer),

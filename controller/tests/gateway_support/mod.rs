@@ -283,6 +283,15 @@ impl Harness {
             .unwrap_or_else(|| panic!("no process {alias}: {}", reply.json))
     }
 
+    /// Stops the test agent, leaving its host registered: the controller finds nobody
+    /// at its address from then on.
+    pub async fn stop_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            agent.cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(20), agent.served).await;
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(controller) = self.controller.take() {
             controller.shutdown().await;

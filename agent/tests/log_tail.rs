@@ -1,0 +1,174 @@
+//! TailLog against a real agent and a real process writing its log: the last lines,
+//! lines appended while following, a truncated log, the refusals, and a follow stream
+//! that ends when the agent stops.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+
+use common::*;
+use proto::agent::v1::{LogChunk, TailLogRequest};
+use tokio::time::{Instant, timeout};
+use tonic::{Code, Streaming};
+
+fn tail(alias: &str, lines: u32, follow: bool) -> TailLogRequest {
+    TailLogRequest {
+        alias: alias.to_string(),
+        lines,
+        follow,
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open the log");
+    file.write_all(text.as_bytes()).expect("append to the log");
+}
+
+/// The whole text of a stream that does not follow.
+async fn read_all(client: &mut Client, request: TailLogRequest) -> Result<String, tonic::Status> {
+    let mut stream = client.tail_log(request).await?.into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await? {
+        text.push_str(&chunk.text);
+    }
+    Ok(text)
+}
+
+/// Reads a following stream until its text so far ends with `wanted`.
+async fn read_until(stream: &mut Streaming<LogChunk>, wanted: &str) -> (String, Vec<LogChunk>) {
+    let deadline = Instant::now() + WAIT;
+    let (mut text, mut chunks) = (String::new(), Vec::new());
+    while !text.ends_with(wanted) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{wanted:?} never came; got {text:?}"))
+            .expect("a message")
+            .expect("the stream goes on");
+        text.push_str(&chunk.text);
+        chunks.push(chunk);
+    }
+    (text, chunks)
+}
+
+fn config() -> String {
+    format!(
+        "{}[[process]]\nalias = \"quiet\"\ncommand = {DEMO:?}\nmin_live = \"0s\"\n",
+        demo_process("web", &[], "min_live = \"0s\"")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_log_sends_the_last_lines_then_what_is_appended() {
+    let setup = Setup::new(&config());
+    let mut a = setup.start().await;
+    wait_running(&mut a.client, "web").await;
+    let log = setup.dir.path().join("log/web.log");
+    // ocp-demo-proc's own line comes first; the test's lines after it.
+    assert!(
+        eventually(|| std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ready pid="))).await,
+        "ocp-demo-proc never wrote its ready line"
+    );
+    let lines: String = (0..20).map(|i| format!("line {i}\n")).collect();
+    append(&log, &lines);
+
+    let last = read_all(&mut a.client, tail("web", 5, false))
+        .await
+        .expect("TailLog");
+    assert_eq!(last, "line 15\nline 16\nline 17\nline 18\nline 19\n");
+    let all = read_all(&mut a.client, tail("web", 10_000, false))
+        .await
+        .expect("TailLog");
+    assert!(
+        all.starts_with("ready pid=") && all.ends_with(&lines),
+        "{all:?}"
+    );
+
+    let mut stream = a
+        .client
+        .tail_log(tail("web", 1, true))
+        .await
+        .expect("TailLog follow")
+        .into_inner();
+    let (first, _) = read_until(&mut stream, "line 19\n").await;
+    assert_eq!(first, "line 19\n");
+    append(&log, "late 1\nlate 2\n");
+    let (late, _) = read_until(&mut stream, "late 2\n").await;
+    assert_eq!(late, "late 1\nlate 2\n");
+    // A line written in two parts arrives whole.
+    append(&log, "writ");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    append(&log, "ten in two parts\n");
+    let (whole, chunks) = read_until(&mut stream, "parts\n").await;
+    assert_eq!(whole, "written in two parts\n");
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+
+    // Truncated in place (copytruncate): followed again from the start.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .and_then(|f| f.set_len(0))
+        .expect("truncate the log");
+    append(&log, "after rotation\n");
+    let (rotated, chunks) = read_until(&mut stream, "after rotation\n").await;
+    assert_eq!(rotated, "after rotation\n");
+    assert!(chunks[0].rotated, "{chunks:?}");
+    drop(stream);
+
+    // Refusals: the number of lines, then what has no log to read.
+    for lines in [0, 10_001] {
+        let e = read_all(&mut a.client, tail("web", lines, false))
+            .await
+            .expect_err("lines out of range");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("lines"), "{e:?}");
+    }
+    let e = read_all(&mut a.client, tail("quiet", 5, false))
+        .await
+        .expect_err("no log_file");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("has no log file"), "{e:?}");
+    let e = read_all(&mut a.client, tail("nobody", 5, false))
+        .await
+        .expect_err("unknown alias");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    std::fs::remove_file(&log).expect("remove the log");
+    let e = read_all(&mut a.client, tail("web", 5, false))
+        .await
+        .expect_err("no file");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("no log file yet at"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follow_stream_ends_when_the_agent_stops() {
+    let setup = Setup::new(&config());
+    let mut a = setup.start().await;
+    wait_running(&mut a.client, "web").await;
+    let log = setup.dir.path().join("log/web.log");
+    assert!(eventually(|| log.exists()).await, "no log file");
+    append(&log, "before the stop\n");
+    let mut stream = a
+        .client
+        .tail_log(tail("web", 1, true))
+        .await
+        .expect("TailLog follow")
+        .into_inner();
+    read_until(&mut stream, "before the stop\n").await;
+
+    a.agent.signal(libc::SIGTERM);
+    let ended = timeout(WAIT, stream.message())
+        .await
+        .expect("the stream ended with the agent");
+    match ended {
+        Ok(None) => {}
+        Err(e) => assert_eq!(e.code(), Code::Unavailable, "{e:?}"),
+        Ok(Some(chunk)) => panic!("a message after the stop: {chunk:?}"),
+    }
+    let status = a.agent.wait_exit().await;
+    assert!(status.success(), "{status}: {:?}", a.agent.stderr());
+}
