@@ -98,11 +98,13 @@ async fn seed_examples_get_seed_shaped_answers() {
     let before = h
         .get(&format!("/compute/hosts/{host}/agent/processes?size=100"))
         .await;
-    let old_pid = before.json["data"]["contents"]
+    let listed = before.json["data"]["contents"]
         .as_array()
         .and_then(|c| c.iter().find(|p| p["id"] == process))
-        .map(|p| p["pid"].clone())
-        .expect("pid");
+        .expect("ob_cleaner listed");
+    // A work process starts with its agent (autostart), as the seed shows it STARTED.
+    assert_eq!(listed["status"], "STARTED", "{listed}");
+    let old_pid = listed["pid"].clone();
     let reply = h
         .send(
             Method::POST,
