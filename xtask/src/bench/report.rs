@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::agent_latency::AgentLatencyRun;
+
 /// Which store the controllers of a figure ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +228,8 @@ pub struct Results {
     /// The rolling restart beside the stage-wise one (scenario 7), when a fleet had
     /// 20 hosts or more.
     pub rolling: Option<RollingRun>,
+    /// GetAgentInfo while one agent starts 50 processes (scenario 8).
+    pub agent_latency: Option<AgentLatencyRun>,
     /// Each figure measured in both transports, side by side.
     pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,
@@ -443,6 +447,26 @@ impl Results {
             ),
             None => goal(barrier, "not measured".into(), None),
         }
+        let busy = format!(
+            "GetAgentInfo while {} processes start: p99 < {} ms",
+            super::agent_latency::PROCESSES,
+            super::agent_latency::GOAL_P99_MS
+        );
+        match &self.agent_latency {
+            Some(a) => goal(
+                &busy,
+                format!(
+                    "median {:.2} ms, p99 {:.2} ms over {} calls (idle: median {:.2} ms, p99 {:.2} ms)",
+                    a.during_start.median_ms,
+                    a.during_start.p99_ms,
+                    a.during_start.samples,
+                    a.idle.median_ms,
+                    a.idle.p99_ms
+                ),
+                Some(a.during_start.p99_ms < super::agent_latency::GOAL_P99_MS),
+            ),
+            None => goal(&busy, "not measured".into(), None),
+        }
         for l in self
             .load
             .iter()
@@ -594,6 +618,32 @@ impl Results {
                 r.gap_median_ms,
                 r.gap_max_ms
             );
+        }
+        if let Some(a) = &self.agent_latency {
+            let _ = writeln!(
+                t,
+                "\n8. one agent answering while StartAll starts {} processes ({} rounds; StartAll {} ms; agent RSS {:.1} MB)\n{:<44} {:>7} {:>10} {:>10} {:>10}",
+                a.processes,
+                a.rounds,
+                a.start_all_ms
+                    .iter()
+                    .map(|ms| format!("{ms:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.agent_rss_mb,
+                "call",
+                "samples",
+                "median_ms",
+                "p99_ms",
+                "max_ms"
+            );
+            for l in [&a.during_start, &a.idle] {
+                let _ = writeln!(
+                    t,
+                    "{:<44} {:>7} {:>10.2} {:>10.2} {:>10.2}",
+                    l.name, l.samples, l.median_ms, l.p99_ms, l.max_ms
+                );
+            }
         }
         let filled: Vec<&StoreFill> = self.store.iter().chain(&self.postgres_store).collect();
         if !filled.is_empty() {
