@@ -5,6 +5,10 @@
 //! true when a process changed user, closed a port or was replaced behind the
 //! agent's back. A file that vanished or cannot be read means "not there": a
 //! process can die between any two reads, which is not an error.
+//!
+//! Every read here is blocking (a `/proc` file of a process stuck in the kernel can
+//! take long), so the agent's one runtime thread calls the `_async` forms, which run
+//! on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -35,6 +39,17 @@ impl Stat {
 
 pub fn stat(pid: i32) -> Option<Stat> {
     parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// [`stat`] on the blocking pool.
+pub async fn stat_async(pid: i32) -> Option<Stat> {
+    off_thread(move || stat(pid)).await.flatten()
+}
+
+/// Runs a read on the blocking pool; `None` only when the pool could not run it (the
+/// runtime is shutting down).
+async fn off_thread<T: Send + 'static>(read: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(read).await.ok()
 }
 
 /// The command name may hold spaces and parentheses, so fields are counted from the last `)`.
@@ -211,6 +226,12 @@ pub fn group_alive(pgid: i32) -> bool {
     group_members(&HashSet::from([pgid])).contains_key(&pgid)
 }
 
+/// [`group_alive`] on the blocking pool; a group that could not be looked at counts
+/// as alive, so that nobody goes on as if it had been stopped.
+pub async fn group_alive_async(pgid: i32) -> bool {
+    off_thread(move || group_alive(pgid)).await.unwrap_or(true)
+}
+
 /// LISTEN sockets of this network namespace: socket inode to port.
 pub struct ListenTable(HashMap<u64, u16>);
 
@@ -283,6 +304,23 @@ pub fn group_ports(pgid: i32) -> Vec<u32> {
     let members = group_members(&HashSet::from([pgid]));
     let pids = members.get(&pgid).map(Vec::as_slice).unwrap_or_default();
     ListenTable::read().ports_of(pids)
+}
+
+/// [`group_ports`] on the blocking pool.
+pub async fn group_ports_async(pgid: i32) -> Vec<u32> {
+    off_thread(move || group_ports(pgid))
+        .await
+        .unwrap_or_default()
+}
+
+/// [`ports_ready`] on the blocking pool.
+pub async fn ports_ready_async(pgid: i32, wanted: Vec<u16>) -> bool {
+    if wanted.is_empty() {
+        return true;
+    }
+    off_thread(move || ports_ready(pgid, &wanted))
+        .await
+        .unwrap_or(false)
 }
 
 /// Whether every wanted port listens on a socket of the group. The cheap global

@@ -54,6 +54,8 @@ pub enum CallError {
     },
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("reading the processes' state from the OS: {0}")]
+    Unread(#[from] tokio::task::JoinError),
 }
 
 impl From<CallError> for tonic::Status {
@@ -65,6 +67,7 @@ impl From<CallError> for tonic::Status {
             CallError::Failed { .. } => tonic::Status::aborted(message),
             CallError::Deadline { .. } => tonic::Status::deadline_exceeded(message),
             CallError::ShuttingDown => tonic::Status::unavailable(message),
+            CallError::Unread(_) => tonic::Status::internal(message),
         }
     }
 }
@@ -173,11 +176,18 @@ impl Agent {
         self.act(handle, command, deadline(req.timeout_ms, meta))
             .await?;
         Ok(ProcessResponse {
-            process: process_info::snapshot(&[handle]).pop(),
+            process: process_info::snapshot_async(vec![handle.clone()])
+                .await?
+                .pop(),
         })
     }
 
-    async fn bulk(&self, command: Command, handles: Vec<&Handle>, limit: Duration) -> BulkResponse {
+    async fn bulk(
+        &self,
+        command: Command,
+        handles: Vec<&Handle>,
+        limit: Duration,
+    ) -> Result<BulkResponse, CallError> {
         let outcomes = join_all(handles.iter().map(|h| self.act(h, command, limit))).await;
         let failures = handles
             .iter()
@@ -189,12 +199,14 @@ impl Agent {
                 })
             })
             .collect();
-        BulkResponse {
-            processes: process_info::snapshot(&handles),
+        let handles = handles.into_iter().cloned().collect();
+        Ok(BulkResponse {
+            processes: process_info::snapshot_async(handles).await?,
             failures,
-        }
+        })
     }
 
+    /// Blocking: it reads `/proc` for every basic process.
     fn info(&self) -> AgentInfo {
         let all_started = self.basic().into_iter().all(process_info::is_started);
         AgentInfo {
@@ -287,8 +299,9 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<GetAgentInfoRequest>,
     ) -> Result<Response<AgentInfo>, tonic::Status> {
+        let agent = self.0.clone();
         traced("GetAgentInfo", request.metadata(), async {
-            Ok(self.0.info())
+            Ok(tokio::task::spawn_blocking(move || agent.info()).await?)
         })
         .await
     }
@@ -298,9 +311,8 @@ impl AgentService for AgentServiceImpl {
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, tonic::Status> {
         traced("ListProcesses", request.metadata(), async {
-            let all: Vec<&Handle> = self.0.handles.iter().collect();
             Ok(ListProcessesResponse {
-                processes: process_info::snapshot(&all),
+                processes: process_info::snapshot_async(self.0.handles.clone()).await?,
             })
         })
         .await
@@ -346,7 +358,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StartAll", request.metadata(), async {
-            Ok(self.0.bulk(Command::Start, self.0.basic(), limit).await)
+            self.0.bulk(Command::Start, self.0.basic(), limit).await
         })
         .await
     }
@@ -357,7 +369,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StopAll", request.metadata(), async {
-            Ok(self.0.bulk(Command::Stop, self.0.basic(), limit).await)
+            self.0.bulk(Command::Stop, self.0.basic(), limit).await
         })
         .await
     }
@@ -374,7 +386,7 @@ impl AgentService for AgentServiceImpl {
                 .into_iter()
                 .filter(|h| h.spec.proxy)
                 .collect();
-            Ok(self.0.bulk(Command::Restart, proxy, limit).await)
+            self.0.bulk(Command::Restart, proxy, limit).await
         })
         .await
     }
