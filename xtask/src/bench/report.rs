@@ -484,39 +484,41 @@ impl Results {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "machine: {}", self.machine);
-        let _ = writeln!(
-            t,
-            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL; 6. on PostgreSQL)\n{:>6} {:<14} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
-            "hosts",
-            "store",
-            "tls",
-            "subtasks",
-            "wall_ms",
-            "agents_ms",
-            "overhead_ms",
-            "ms/level",
-            "ctl_cpu",
-            "ctl_peak",
-            "agent_mb",
-            "start_s"
-        );
-        for f in &self.fleet {
+        if !self.fleet.is_empty() {
             let _ = writeln!(
                 t,
-                "{:>6} {:<14} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
-                f.hosts,
-                store_column(f.store, f.controllers),
-                if f.tls { "mTLS" } else { "no" },
-                f.subtasks,
-                f.wall_ms,
-                f.agents_ms,
-                f.overhead_ms,
-                f.overhead_per_level_ms,
-                f.controller_cpu_s,
-                f.controller_peak_rss_mb,
-                f.agent_mean_rss_idle_mb,
-                f.fleet_start_s
+                "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL; 6. on PostgreSQL)\n{:>6} {:<14} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
+                "hosts",
+                "store",
+                "tls",
+                "subtasks",
+                "wall_ms",
+                "agents_ms",
+                "overhead_ms",
+                "ms/level",
+                "ctl_cpu",
+                "ctl_peak",
+                "agent_mb",
+                "start_s"
             );
+            for f in &self.fleet {
+                let _ = writeln!(
+                    t,
+                    "{:>6} {:<14} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
+                    f.hosts,
+                    store_column(f.store, f.controllers),
+                    if f.tls { "mTLS" } else { "no" },
+                    f.subtasks,
+                    f.wall_ms,
+                    f.agents_ms,
+                    f.overhead_ms,
+                    f.overhead_per_level_ms,
+                    f.controller_cpu_s,
+                    f.controller_peak_rss_mb,
+                    f.agent_mean_rss_idle_mb,
+                    f.fleet_start_s
+                );
+            }
         }
         if !self.ansible.is_empty() {
             let _ = writeln!(
