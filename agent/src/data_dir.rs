@@ -11,7 +11,13 @@
 //!   killed before it could write the pid is found too.
 //!
 //! Files are replaced atomically (write to a temporary file, rename), so a crash
-//! leaves either the old or the new content, never a torn one.
+//! leaves either the old or the new content, never a torn one. The desired state is
+//! also durable: the file and then its folder are fsynced, so that the rename too
+//! survives a power cut.
+//!
+//! The agent runs on one runtime thread, which an fsync would hold for as long as
+//! the disk takes (tens of milliseconds on a busy one): so the writes the supervisors
+//! make while serving are `async` and run on the blocking pool.
 //!
 //! A pid file names a process group the agent will signal, and a root agent may
 //! signal anyone's: so the folders are created 0700 and the files 0600 whatever the
@@ -41,6 +47,11 @@ pub enum DataDirError {
         path: PathBuf,
         alias: String,
         problem: Distrust,
+    },
+    #[error("{path}: the write did not finish: {source}")]
+    Unfinished {
+        path: PathBuf,
+        source: tokio::task::JoinError,
     },
 }
 
@@ -133,6 +144,8 @@ impl DataDir {
         private_dir(root)?;
         let processes = root.join("processes");
         private_dir(&processes)?;
+        // Once, for the first run: the folder's own entry must survive a power cut too.
+        sync_dir(root).map_err(io_err(root))?;
         let lock_path = root.join("agent.lock");
         let file = OpenOptions::new()
             .create(true)
@@ -215,9 +228,9 @@ impl ProcessFiles {
         )
     }
 
-    pub fn set_desired_running(&self, running: bool) -> Result<(), DataDirError> {
+    pub async fn set_desired_running(&self, running: bool) -> Result<(), DataDirError> {
         let text = if running { "running\n" } else { "stopped\n" };
-        write_atomic(&self.desired, text, true)
+        off_thread(&self.desired, move |path| write_atomic(path, text, true)).await
     }
 
     /// A pid file that does not parse is treated as absent: there is nothing in it to
@@ -227,21 +240,33 @@ impl ProcessFiles {
         Ok(read_trusted(&self.pid, &self.alias)?.and_then(|text| parse_pid_file(&text)))
     }
 
-    pub fn write_spawning(&self, token: &str) -> Result<(), DataDirError> {
-        write_atomic(&self.pid, &format!("spawning {token}\n"), false)
+    pub async fn write_spawning(&self, token: &str) -> Result<(), DataDirError> {
+        let text = format!("spawning {token}\n");
+        off_thread(&self.pid, move |path| write_atomic(path, &text, false)).await
     }
 
-    pub fn write_pid(&self, record: PidRecord) -> Result<(), DataDirError> {
-        write_atomic(
-            &self.pid,
-            &format!("{} {}\n", record.pid, record.start_ticks),
-            false,
-        )
+    pub async fn write_pid(&self, record: PidRecord) -> Result<(), DataDirError> {
+        let text = format!("{} {}\n", record.pid, record.start_ticks);
+        off_thread(&self.pid, move |path| write_atomic(path, &text, false)).await
     }
 
-    pub fn remove_pid(&self) -> Result<(), DataDirError> {
-        remove_if_exists(&self.pid)
+    pub async fn remove_pid(&self) -> Result<(), DataDirError> {
+        off_thread(&self.pid, remove_if_exists).await
     }
+}
+
+/// Runs a file operation on `path` on the blocking pool.
+async fn off_thread(
+    path: &Path,
+    operation: impl FnOnce(&Path) -> Result<(), DataDirError> + Send + 'static,
+) -> Result<(), DataDirError> {
+    let owned = path.to_path_buf();
+    tokio::task::spawn_blocking(move || operation(&owned))
+        .await
+        .map_err(|source| DataDirError::Unfinished {
+            path: path.to_path_buf(),
+            source,
+        })?
 }
 
 fn parse_pid_file(text: &str) -> Option<PidFile> {
@@ -318,8 +343,6 @@ fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
     }
 }
 
-/// `durable` asks for fsync: the operator's wish must survive a power cut, but a
-/// pid file need not, since a power cut also ends the process it names.
 fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
@@ -327,6 +350,9 @@ fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
     }
 }
 
+/// `durable` asks for fsync of the file and then of its folder, which holds the
+/// rename: the operator's wish must survive a power cut, but a pid file need not,
+/// since a power cut also ends the process it names.
 fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -343,7 +369,16 @@ fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirErr
     if durable {
         file.sync_all().map_err(io_err(&tmp))?;
     }
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    match path.parent() {
+        Some(dir) if durable => sync_dir(dir).map_err(io_err(dir)),
+        _ => Ok(()),
+    }
+}
+
+/// fsync of a folder: makes the entries created, renamed or removed in it durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -351,7 +386,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_and_locks() {
+    fn syncs_a_folder_and_says_when_it_cannot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        sync_dir(dir.path()).expect("fsync of a folder");
+        let missing = sync_dir(&dir.path().join("gone")).expect_err("no such folder");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_durable_write_replaces_the_file_in_a_synced_folder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.desired");
+        write_atomic(&path, "running\n", true).expect("first");
+        write_atomic(&path, "stopped\n", true).expect("replaced");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "stopped\n");
+        assert!(!dir.path().join("x.desired.tmp").exists());
+        let gone = dir.path().join("gone").join("x.desired");
+        assert!(matches!(
+            off_thread(&gone, |p| write_atomic(p, "running\n", true)).await,
+            Err(DataDirError::Io { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn round_trips_and_locks() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDir::open(dir.path()).expect("first lock");
         assert!(matches!(
@@ -360,19 +418,19 @@ mod tests {
         ));
         let files = data.process("a");
         assert_eq!(files.desired_running().expect("read"), None);
-        files.set_desired_running(false).expect("write");
+        files.set_desired_running(false).await.expect("write");
         assert_eq!(files.desired_running().expect("read"), Some(false));
         let record = PidRecord {
             pid: 42,
             start_ticks: 7,
         };
-        files.write_pid(record).expect("write pid");
+        files.write_pid(record).await.expect("write pid");
         assert_eq!(
             files.pid_file().expect("read pid"),
             Some(PidFile::Running(record))
         );
-        files.remove_pid().expect("remove");
-        files.remove_pid().expect("remove twice");
+        files.remove_pid().await.expect("remove");
+        files.remove_pid().await.expect("remove twice");
         assert_eq!(files.pid_file().expect("read pid"), None);
         drop(data);
         DataDir::open(dir.path()).expect("lock after release");
@@ -415,8 +473,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_pid_file_names_a_process_or_a_spawn_under_way() {
+    #[tokio::test]
+    async fn a_pid_file_names_a_process_or_a_spawn_under_way() {
         let running = |pid, start_ticks| Some(PidFile::Running(PidRecord { pid, start_ticks }));
         assert_eq!(parse_pid_file("4242 17\n"), running(4242, 17));
         assert_eq!(
@@ -433,27 +491,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = DataDir::open(dir.path()).expect("open");
         let files = data.process("a");
-        files.write_spawning("a:1:2:3").expect("write");
+        files.write_spawning("a:1:2:3").await.expect("write");
         assert_eq!(
             files.pid_file().expect("read"),
             Some(PidFile::Spawning("a:1:2:3".into()))
         );
     }
 
-    #[test]
-    fn writes_private_files_and_refuses_what_others_could_write() {
+    #[tokio::test]
+    async fn writes_private_files_and_refuses_what_others_could_write() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("data");
         let data = DataDir::open(&root).expect("open");
         let files = data.process("a");
-        files.set_desired_running(true).expect("desired");
+        files.set_desired_running(true).await.expect("desired");
         let record = PidRecord {
             pid: 42,
             start_ticks: 7,
         };
-        files.write_pid(record).expect("pid");
+        files.write_pid(record).await.expect("pid");
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&root.join("processes")), 0o700);
         assert_eq!(mode(&root.join("agent.lock")), 0o600);
@@ -498,6 +556,7 @@ mod tests {
         );
         files
             .write_pid(record)
+            .await
             .expect("a new pid file replaces the link");
         assert_eq!(
             files.pid_file().expect("trusted again"),

@@ -42,7 +42,7 @@ pub fn signal_group(pgid: i32, sig: Signal) {
 /// Polls until no living member is left; false when the deadline passed first.
 pub async fn wait_group_gone(pgid: i32, deadline: Instant) -> bool {
     loop {
-        if !procfs::group_alive(pgid) {
+        if !procfs::group_alive_async(pgid).await {
             return true;
         }
         if Instant::now() >= deadline {
@@ -98,7 +98,7 @@ pub async fn terminate_group(
     sig: Signal,
     stop_timeout: Duration,
 ) -> Result<(), StopError> {
-    if !procfs::group_alive(pgid) {
+    if !procfs::group_alive_async(pgid).await {
         return Ok(());
     }
     signal_group(pgid, sig);

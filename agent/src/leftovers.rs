@@ -70,11 +70,11 @@ pub async fn terminate_leftover(
     .await??;
     let mut terminated = None;
     for pgid in groups {
-        if procfs::group_alive(pgid) {
+        if procfs::group_alive_async(pgid).await {
             group::terminate_group(pgid, sig, stop_timeout).await?;
             terminated.get_or_insert(pgid);
         }
     }
-    files.remove_pid()?;
+    files.remove_pid().await?;
     Ok(terminated)
 }

@@ -51,10 +51,18 @@ struct Cli {
     max_connections: usize,
 }
 
+/// Threads of the blocking pool, where `/proc` reads, fsyncs and spawns run off the
+/// runtime thread. Fifty processes starting at once would otherwise grow a thread
+/// each, with its stack and malloc arena, for work a host's few cores cannot run all
+/// at once anyway; eight leave room for the rest when a slow fsync or a hung `/proc`
+/// file holds one.
+const BLOCKING_THREADS: usize = 8;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()
     {
         Ok(runtime) => runtime,

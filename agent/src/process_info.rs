@@ -1,15 +1,24 @@
 //! ProcessInfo as the gRPC contract reports it: the actor's state, completed with
 //! what the OS says right now. A pid the actor still holds but that `/proc` shows
 //! dead (or a zombie) is reported as not running.
+//!
+//! A snapshot reads `/proc` for every process: callers on the runtime thread use
+//! [`snapshot_async`], which reads on the blocking pool.
 
 use std::collections::HashSet;
 
 use proto::agent::v1::{ProcessInfo, ProcessKind, ProcessState, ProcessStatus};
+use tokio::task::JoinError;
 
 use crate::cgroup::Usage;
 use crate::config::Kind;
 use crate::procfs::{self, ListenTable};
 use crate::supervisor::{Handle, State, Status, unix_ms};
+
+/// [`snapshot`] on the blocking pool.
+pub async fn snapshot_async(handles: Vec<Handle>) -> Result<Vec<ProcessInfo>, JoinError> {
+    tokio::task::spawn_blocking(move || snapshot(&handles.iter().collect::<Vec<_>>())).await
+}
 
 /// One scan of `/proc` and of the socket tables serves the whole list.
 pub fn snapshot(handles: &[&Handle]) -> Vec<ProcessInfo> {
@@ -118,7 +127,7 @@ pub fn proto_state(state: State) -> ProcessState {
     }
 }
 
-/// Whether the process runs, by the same rule as the reported `status`.
+/// Whether the process runs, by the same rule as the reported `status`; blocking.
 pub fn is_started(handle: &Handle) -> bool {
     let status = handle.status();
     status.state == State::Running && procfs::stat(status.pid).is_some_and(|s| s.is_alive())

@@ -5,7 +5,10 @@
 //! first 10 ms, then growing to 10 ms), so a process that is ready quickly is seen as
 //! ready quickly, and one that dies is seen dying at once rather than at the end of a
 //! fixed sleep. Most processes bind within a few milliseconds: a poll that doubled
-//! from the start found a port bound at 3.5 ms only at 7 ms.
+//! from the start found a port bound at 3.5 ms only at 7 ms. Each poll reads the
+//! socket table (and, once the ports listen, walks the group in `/proc`) on the
+//! blocking pool, so that fifty processes starting at once do not hold up the
+//! runtime thread that answers calls.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -36,11 +39,11 @@ pub async fn await_ready(
     let mut poll = FIRST_POLL;
     loop {
         let now = Instant::now();
-        if now >= live_at && procfs::ports_ready(pgid, &spec.ports) {
+        if now >= live_at && procfs::ports_ready_async(pgid, spec.ports.clone()).await {
             return Ok(());
         }
         if now >= give_up_at {
-            return Err(not_listening(pgid, spec));
+            return Err(not_listening(pgid, spec).await);
         }
         let next = if now < live_at { live_at } else { now + poll };
         tokio::select! {
@@ -60,8 +63,8 @@ pub async fn await_ready(
     }
 }
 
-fn not_listening(pgid: i32, spec: &ProcessSpec) -> String {
-    let held = procfs::group_ports(pgid);
+async fn not_listening(pgid: i32, spec: &ProcessSpec) -> String {
+    let held = procfs::group_ports_async(pgid).await;
     let missing: Vec<String> = spec
         .ports
         .iter()

@@ -67,6 +67,8 @@ pub enum CallError {
     NoLogFile(String),
     #[error(transparent)]
     Log(#[from] TailError),
+    #[error("reading the processes' state from the OS: {0}")]
+    Unread(#[from] tokio::task::JoinError),
 }
 
 impl From<CallError> for tonic::Status {
@@ -87,6 +89,7 @@ impl From<CallError> for tonic::Status {
             CallError::Log(TailError::Unreadable { .. }) => {
                 tonic::Status::failed_precondition(message)
             }
+            CallError::Unread(_) => tonic::Status::internal(message),
         }
     }
 }
@@ -201,11 +204,18 @@ impl Agent {
         self.act(handle, command, deadline(req.timeout_ms, meta))
             .await?;
         Ok(ProcessResponse {
-            process: process_info::snapshot(&[handle]).pop(),
+            process: process_info::snapshot_async(vec![handle.clone()])
+                .await?
+                .pop(),
         })
     }
 
-    async fn bulk(&self, command: Command, handles: Vec<&Handle>, limit: Duration) -> BulkResponse {
+    async fn bulk(
+        &self,
+        command: Command,
+        handles: Vec<&Handle>,
+        limit: Duration,
+    ) -> Result<BulkResponse, CallError> {
         let outcomes = join_all(handles.iter().map(|h| self.act(h, command, limit))).await;
         let failures = handles
             .iter()
@@ -217,10 +227,11 @@ impl Agent {
                 })
             })
             .collect();
-        BulkResponse {
-            processes: process_info::snapshot(&handles),
+        let handles = handles.into_iter().cloned().collect();
+        Ok(BulkResponse {
+            processes: process_info::snapshot_async(handles).await?,
             failures,
-        }
+        })
     }
 
     async fn tail(&self, req: TailLogRequest) -> Result<LogStream, CallError> {
@@ -239,6 +250,7 @@ impl Agent {
         })))
     }
 
+    /// Blocking: it reads `/proc` for every basic process.
     fn info(&self) -> AgentInfo {
         let all_started = self.basic().into_iter().all(process_info::is_started);
         AgentInfo {
@@ -333,8 +345,9 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<GetAgentInfoRequest>,
     ) -> Result<Response<AgentInfo>, tonic::Status> {
+        let agent = self.0.clone();
         traced("GetAgentInfo", request.metadata(), async {
-            Ok(self.0.info())
+            Ok(tokio::task::spawn_blocking(move || agent.info()).await?)
         })
         .await
     }
@@ -344,9 +357,8 @@ impl AgentService for AgentServiceImpl {
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, tonic::Status> {
         traced("ListProcesses", request.metadata(), async {
-            let all: Vec<&Handle> = self.0.handles.iter().collect();
             Ok(ListProcessesResponse {
-                processes: process_info::snapshot(&all),
+                processes: process_info::snapshot_async(self.0.handles.clone()).await?,
             })
         })
         .await
@@ -392,7 +404,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StartAll", request.metadata(), async {
-            Ok(self.0.bulk(Command::Start, self.0.basic(), limit).await)
+            self.0.bulk(Command::Start, self.0.basic(), limit).await
         })
         .await
     }
@@ -403,7 +415,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<BulkResponse>, tonic::Status> {
         let limit = deadline(request.get_ref().timeout_ms, request.metadata());
         traced("StopAll", request.metadata(), async {
-            Ok(self.0.bulk(Command::Stop, self.0.basic(), limit).await)
+            self.0.bulk(Command::Stop, self.0.basic(), limit).await
         })
         .await
     }
@@ -420,7 +432,7 @@ impl AgentService for AgentServiceImpl {
                 .into_iter()
                 .filter(|h| h.spec.proxy)
                 .collect();
-            Ok(self.0.bulk(Command::Restart, proxy, limit).await)
+            self.0.bulk(Command::Restart, proxy, limit).await
         })
         .await
     }

@@ -5,8 +5,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use nix::unistd::{Gid, Uid, User, geteuid};
 use tokio::process::{Child, Command};
@@ -205,4 +205,23 @@ fn output(spec: &ProcessSpec) -> Result<(Stdio, Stdio), SpawnError> {
         .map_err(log_err)?;
     let copy = file.try_clone().map_err(log_err)?;
     Ok((Stdio::from(file), Stdio::from(copy)))
+}
+
+/// [`spawn`] on the blocking pool: before the fork it looks the user up (NSS may ask
+/// a directory server), creates the log folder and opens the log file, any of which
+/// may wait on a slow disk or network.
+pub async fn spawn_async(
+    spec: Arc<ProcessSpec>,
+    token: String,
+    cgroup: Option<Arc<ProcessCgroup>>,
+) -> Result<Spawned, SpawnError> {
+    let command = spec.command.clone();
+    tokio::task::spawn_blocking(move || spawn(&spec, &token, cgroup.as_deref()))
+        .await
+        .unwrap_or_else(|e| {
+            Err(SpawnError::Io {
+                command,
+                source: io::Error::other(e),
+            })
+        })
 }

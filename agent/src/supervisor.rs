@@ -32,7 +32,7 @@ use crate::leftovers::terminate_leftover;
 use crate::policy::{Decision, MAX_QUICK_EXITS, RestartPolicy};
 use crate::procfs;
 use crate::ready::{await_ready, describe_exit};
-use crate::spawn::{Spawned, spawn, spawn_token};
+use crate::spawn::{Spawned, spawn_async, spawn_token};
 
 type Reply = oneshot::Sender<Result<(), String>>;
 
@@ -225,7 +225,7 @@ impl Actor {
     async fn handle(&mut self, Request { command, reply }: Request) {
         match command {
             Command::Start => {
-                self.want_running(true);
+                self.want_running(true).await;
                 if self.child.is_some() {
                     let _ = reply.send(Ok(()));
                     return;
@@ -234,14 +234,14 @@ impl Actor {
                 self.attempt_now().await;
             }
             Command::Stop => {
-                self.want_running(false);
+                self.want_running(false).await;
                 self.settle(Err("stopped by a later request".into()));
                 self.retry_at = None;
                 self.policy.reset();
                 let _ = reply.send(self.stop().await);
             }
             Command::Restart => {
-                self.want_running(true);
+                self.want_running(true).await;
                 if let Err(e) = self.stop().await {
                     let _ = reply.send(Err(e));
                     return;
@@ -293,29 +293,30 @@ impl Actor {
 
     async fn start_once(&mut self) -> Result<(), String> {
         let token = spawn_token(&self.spec.alias);
-        if let Err(e) = self.files.write_spawning(&token) {
+        if let Err(e) = self.files.write_spawning(&token).await {
             warn!(error = %e, "cannot write pid file");
         }
         if let Err(e) = self.prepare_cgroup().await {
-            self.forget_pid();
+            self.forget_pid().await;
             return Err(e);
         }
-        let Spawned { mut child, pid } = match spawn(&self.spec, &token, self.cgroup.as_deref()) {
+        let spawned = spawn_async(self.spec.clone(), token, self.cgroup.clone()).await;
+        let Spawned { mut child, pid } = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
-                self.forget_pid();
+                self.forget_pid().await;
                 return Err(e.to_string());
             }
         };
         let spawned_at = Instant::now();
         self.policy.spawned(spawned_at);
-        match procfs::stat(pid) {
+        match procfs::stat_async(pid).await {
             Some(stat) => {
                 let record = PidRecord {
                     pid,
                     start_ticks: stat.start_ticks,
                 };
-                if let Err(e) = self.files.write_pid(record) {
+                if let Err(e) = self.files.write_pid(record).await {
                     warn!(error = %e, "cannot write pid file");
                 }
             }
@@ -345,7 +346,7 @@ impl Actor {
                 .await;
                 match stopped {
                     Ok(_) => {
-                        self.forget_pid();
+                        self.forget_pid().await;
                         self.release_cgroup().await;
                     }
                     Err(e) => warn!(error = %e, "cannot clean up after a failed start"),
@@ -372,7 +373,7 @@ impl Actor {
         {
             warn!(error = %e, "cannot stop what is left of the process group");
         }
-        self.forget_pid();
+        self.forget_pid().await;
         self.release_cgroup().await;
         self.update(|s| s.last_error = reason.clone());
         if !(self.status.borrow().desired_running && self.spec.autorestart) {
@@ -402,7 +403,7 @@ impl Actor {
         match stopped {
             Ok(status) => {
                 info!(pid = running.pid, %status, "stopped");
-                self.forget_pid();
+                self.forget_pid().await;
                 self.release_cgroup().await;
                 self.update(|s| s.state = State::Stopped);
                 Ok(())
@@ -486,18 +487,18 @@ impl Actor {
         }
     }
 
-    fn want_running(&mut self, running: bool) {
+    async fn want_running(&mut self, running: bool) {
         if self.status.borrow().desired_running == running {
             return;
         }
-        if let Err(e) = self.files.set_desired_running(running) {
+        if let Err(e) = self.files.set_desired_running(running).await {
             warn!(error = %e, "cannot record the desired state");
         }
         self.update(|s| s.desired_running = running);
     }
 
-    fn forget_pid(&mut self) {
-        if let Err(e) = self.files.remove_pid() {
+    async fn forget_pid(&mut self) {
+        if let Err(e) = self.files.remove_pid().await {
             warn!(error = %e, "cannot remove pid file");
         }
         self.update(|s| {

@@ -2,11 +2,13 @@
 //! what an operator would use instead (Ansible, supervisord), with one command, and
 //! what mutual TLS costs: each of our figures is measured in plaintext and with TLS;
 //! and what rolling a restart batch by batch costs against the stage-wise DAG.
-//! One controller on SQLite throughout, then two on one PostgreSQL database.
+//! One controller on SQLite throughout, then two on one PostgreSQL database; and how
+//! promptly one agent answers while it starts 50 processes.
 //!
 //! Everything runs from release binaries: a debug xtask builds them, itself included,
 //! and hands over to the release xtask so that the load tool is not the bottleneck.
 
+mod agent_latency;
 mod ansible;
 mod chart;
 mod fleet_restart;
@@ -74,6 +76,21 @@ pub struct BenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432"
     )]
     pub postgres_url: String,
+    /// Run only this scenario (and build only what it needs); writes results.json
+    /// with its figures alone.
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
+    /// The ocp-agent binary of the agent-latency scenario (default: the one just
+    /// built), e.g. one built from an earlier commit, to compare the two.
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+}
+
+/// A scenario that runs alone with `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// GetAgentInfo latency while one agent starts 50 processes (scenario 8).
+    AgentLatency,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +198,13 @@ fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where cargo puts its builds: `CARGO_TARGET_DIR` when set, as cargo itself reads it.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
 fn cargo_build(root: &Path, packages: &[&str]) -> Result<(), BenchError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);
@@ -201,17 +225,21 @@ fn cargo_build(root: &Path, packages: &[&str]) -> Result<(), BenchError> {
 
 /// Builds the release binaries; from a debug xtask, also the release xtask, which then
 /// runs the bench. Returns the exit code when it handed over.
-fn build_or_hand_over(root: &Path) -> Result<Option<i32>, BenchError> {
+fn build_or_hand_over(root: &Path, only: Option<Only>) -> Result<Option<i32>, BenchError> {
     if std::env::var_os(HANDED_OVER).is_some() {
         return Ok(None);
     }
     println!("Building the release binaries (the first time takes a few minutes)...");
+    let packages: &[&str] = match only {
+        Some(Only::AgentLatency) => &["agent"],
+        None => &["agent", "controller"],
+    };
     if !cfg!(debug_assertions) {
-        cargo_build(root, &["agent", "controller"])?;
+        cargo_build(root, packages)?;
         return Ok(None);
     }
-    cargo_build(root, &["agent", "controller", "xtask"])?;
-    let status = Command::new(root.join("target/release/xtask"))
+    cargo_build(root, &[packages, &["xtask"]].concat())?;
+    let status = Command::new(target_dir(root).join("release").join("xtask"))
         .args(std::env::args_os().skip(1))
         .env(HANDED_OVER, "1")
         .status()
@@ -233,7 +261,7 @@ fn machine() -> String {
 
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     let root = workspace_root();
-    if let Some(code) = build_or_hand_over(&root)? {
+    if let Some(code) = build_or_hand_over(&root, args.only)? {
         if code != 0 {
             std::process::exit(code);
         }
@@ -255,7 +283,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             253 * 254
         )));
     }
-    let out = root.join("target").join("bench");
+    let out = target_dir(&root).join("bench");
     let _ = fs::remove_dir_all(out.join("run"));
     fs::create_dir_all(out.join("run")).map_err(io(format!("creating {}", out.display())))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -269,7 +297,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     let bench = Bench {
         out: out.clone(),
-        bin_dir: root.join("target").join("release"),
+        bin_dir: target_dir(&root).join("release"),
         rt,
         quick,
         restarts: args.restarts.unwrap_or(if quick { 50 } else { 200 }),
@@ -281,6 +309,13 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         machine: format!("{}, open files {files}", machine()),
         ..Results::default()
     };
+    if args.only == Some(Only::AgentLatency) {
+        results
+            .skipped
+            .push("every other scenario: --only agent-latency".into());
+        agent_latency(&bench, &args, &mut results)?;
+        return finish(&out, results, true);
+    }
     let python = if args.no_python {
         results
             .skipped
@@ -307,6 +342,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     };
     let started = Instant::now();
     single_host(&bench, python.as_ref(), &mut results)?;
+    agent_latency(&bench, &args, &mut results)?;
     for &n in &sizes {
         let rolling = rolling_at.and_then(|(size, hosts)| (size == n).then_some(hosts));
         fleet(&bench, &args, python.as_ref(), n, rolling, &mut results)?;
@@ -314,21 +350,61 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     if let Some(&n) = sizes.last() {
         two_controllers::run(&bench, &args, n, &mut results)?;
     }
+    finish(&out, results, false)?;
+    println!("({:.0} s of measuring)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Judges, prints the table and writes results.json (and, for a whole run, the chart).
+/// A run of one scenario lists only the goals it measured.
+fn finish(out: &Path, mut results: Results, partial: bool) -> Result<(), BenchError> {
     results.judge();
+    if partial {
+        results.goals.retain(|g| g.met.is_some());
+    }
     println!("\n{}", results.table());
     let json = out.join("results.json");
     let text =
         serde_json::to_string_pretty(&results).map_err(|e| BenchError::Failed(e.to_string()))?;
     fs::write(&json, text).map_err(io(format!("writing {}", json.display())))?;
-    let svg = out.join("chart.svg");
-    chart::draw(&results, &svg)?;
-    println!(
-        "Wrote {} and {} ({:.0} s of measuring).",
-        json.display(),
-        svg.display(),
-        started.elapsed().as_secs_f64()
-    );
+    if partial {
+        println!("Wrote {}.", json.display());
+    } else {
+        let svg = out.join("chart.svg");
+        chart::draw(&results, &svg)?;
+        println!("Wrote {} and {}.", json.display(), svg.display());
+    }
     let _ = fs::remove_dir_all(out.join("run"));
+    Ok(())
+}
+
+/// Scenario 8: one agent, 50 processes started at once, GetAgentInfo meanwhile.
+fn agent_latency(bench: &Bench, args: &BenchArgs, results: &mut Results) -> Result<(), BenchError> {
+    let agent = agent_latency::agent_bin(args.agent_bin.as_ref(), &bench.bin_dir);
+    println!(
+        "\n== one agent ({}): GetAgentInfo while StartAll starts {} processes",
+        agent.display(),
+        agent_latency::PROCESSES
+    );
+    let dir = bench.out.join("run").join("agent-latency");
+    let run = agent_latency::measure(&bench.rt, &dir, &agent, &bench.demo_proc())?;
+    for l in [&run.during_start, &run.idle] {
+        println!(
+            "  {}: median {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} calls)",
+            l.name, l.median_ms, l.p99_ms, l.max_ms, l.samples
+        );
+    }
+    let starts: Vec<String> = run
+        .start_all_ms
+        .iter()
+        .map(|ms| format!("{ms:.0}"))
+        .collect();
+    println!(
+        "  StartAll took {} ms; agent RSS {:.1} MB with its processes running",
+        starts.join(", "),
+        run.agent_rss_mb
+    );
+    results.agent_latency = Some(run);
     Ok(())
 }
 

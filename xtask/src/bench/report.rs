@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::agent_latency::AgentLatencyRun;
+
 /// Which store the controllers of a figure ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +228,8 @@ pub struct Results {
     /// The rolling restart beside the stage-wise one (scenario 7), when a fleet had
     /// 20 hosts or more.
     pub rolling: Option<RollingRun>,
+    /// GetAgentInfo while one agent starts 50 processes (scenario 8).
+    pub agent_latency: Option<AgentLatencyRun>,
     /// Each figure measured in both transports, side by side.
     pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,
@@ -443,6 +447,26 @@ impl Results {
             ),
             None => goal(barrier, "not measured".into(), None),
         }
+        let busy = format!(
+            "GetAgentInfo while {} processes start: p99 < {} ms",
+            super::agent_latency::PROCESSES,
+            super::agent_latency::GOAL_P99_MS
+        );
+        match &self.agent_latency {
+            Some(a) => goal(
+                &busy,
+                format!(
+                    "median {:.2} ms, p99 {:.2} ms over {} calls (idle: median {:.2} ms, p99 {:.2} ms)",
+                    a.during_start.median_ms,
+                    a.during_start.p99_ms,
+                    a.during_start.samples,
+                    a.idle.median_ms,
+                    a.idle.p99_ms
+                ),
+                Some(a.during_start.p99_ms < super::agent_latency::GOAL_P99_MS),
+            ),
+            None => goal(&busy, "not measured".into(), None),
+        }
         for l in self
             .load
             .iter()
@@ -460,39 +484,41 @@ impl Results {
     pub fn table(&self) -> String {
         let mut t = String::new();
         let _ = writeln!(t, "machine: {}", self.machine);
-        let _ = writeln!(
-            t,
-            "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL; 6. on PostgreSQL)\n{:>6} {:<14} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
-            "hosts",
-            "store",
-            "tls",
-            "subtasks",
-            "wall_ms",
-            "agents_ms",
-            "overhead_ms",
-            "ms/level",
-            "ctl_cpu",
-            "ctl_peak",
-            "agent_mb",
-            "start_s"
-        );
-        for f in &self.fleet {
+        if !self.fleet.is_empty() {
             let _ = writeln!(
                 t,
-                "{:>6} {:<14} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
-                f.hosts,
-                store_column(f.store, f.controllers),
-                if f.tls { "mTLS" } else { "no" },
-                f.subtasks,
-                f.wall_ms,
-                f.agents_ms,
-                f.overhead_ms,
-                f.overhead_per_level_ms,
-                f.controller_cpu_s,
-                f.controller_peak_rss_mb,
-                f.agent_mean_rss_idle_mb,
-                f.fleet_start_s
+                "\n1. fleet batch restart (batchRestartAgents, POST to SUCCESSFUL; 6. on PostgreSQL)\n{:>6} {:<14} {:>5} {:>8} {:>9} {:>9} {:>11} {:>9} {:>8} {:>9} {:>9} {:>9}",
+                "hosts",
+                "store",
+                "tls",
+                "subtasks",
+                "wall_ms",
+                "agents_ms",
+                "overhead_ms",
+                "ms/level",
+                "ctl_cpu",
+                "ctl_peak",
+                "agent_mb",
+                "start_s"
             );
+            for f in &self.fleet {
+                let _ = writeln!(
+                    t,
+                    "{:>6} {:<14} {:>5} {:>8} {:>9.0} {:>9.0} {:>11.0} {:>9.1} {:>7.2}s {:>7.1}MB {:>7.1}MB {:>9.1}",
+                    f.hosts,
+                    store_column(f.store, f.controllers),
+                    if f.tls { "mTLS" } else { "no" },
+                    f.subtasks,
+                    f.wall_ms,
+                    f.agents_ms,
+                    f.overhead_ms,
+                    f.overhead_per_level_ms,
+                    f.controller_cpu_s,
+                    f.controller_peak_rss_mb,
+                    f.agent_mean_rss_idle_mb,
+                    f.fleet_start_s
+                );
+            }
         }
         if !self.ansible.is_empty() {
             let _ = writeln!(
@@ -594,6 +620,32 @@ impl Results {
                 r.gap_median_ms,
                 r.gap_max_ms
             );
+        }
+        if let Some(a) = &self.agent_latency {
+            let _ = writeln!(
+                t,
+                "\n8. one agent answering while StartAll starts {} processes ({} rounds; StartAll {} ms; agent RSS {:.1} MB)\n{:<44} {:>7} {:>10} {:>10} {:>10}",
+                a.processes,
+                a.rounds,
+                a.start_all_ms
+                    .iter()
+                    .map(|ms| format!("{ms:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                a.agent_rss_mb,
+                "call",
+                "samples",
+                "median_ms",
+                "p99_ms",
+                "max_ms"
+            );
+            for l in [&a.during_start, &a.idle] {
+                let _ = writeln!(
+                    t,
+                    "{:<44} {:>7} {:>10.2} {:>10.2} {:>10.2}",
+                    l.name, l.samples, l.median_ms, l.p99_ms, l.max_ms
+                );
+            }
         }
         let filled: Vec<&StoreFill> = self.store.iter().chain(&self.postgres_store).collect();
         if !filled.is_empty() {
