@@ -28,6 +28,8 @@ pub enum SpawnError {
     UserLookup { user: String, source: nix::Error },
     #[error("cannot run as user {0:?}: the agent is not root")]
     NotRoot(String),
+    #[error("cannot join the cgroup {}: {source}", dir.display())]
+    Cgroup { dir: PathBuf, source: io::Error },
     #[error("cannot start {command}: {source}")]
     Io { command: String, source: io::Error },
 }
@@ -139,12 +141,20 @@ pub fn spawn(
             });
         }
     }
-    let child = cmd.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => SpawnError::NoSuchFile(spec.command.clone()),
-        _ => SpawnError::Io {
-            command: spec.command.clone(),
-            source,
-        },
+    let child = cmd.spawn().map_err(|source| {
+        if let Some(dir) = cgroup.and_then(ProcessCgroup::missing_dir) {
+            return SpawnError::Cgroup {
+                dir: dir.to_path_buf(),
+                source,
+            };
+        }
+        match source.kind() {
+            io::ErrorKind::NotFound => SpawnError::NoSuchFile(spec.command.clone()),
+            _ => SpawnError::Io {
+                command: spec.command.clone(),
+                source,
+            },
+        }
     })?;
     let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
     Ok(Spawned { child, pid })

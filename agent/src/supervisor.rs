@@ -13,6 +13,7 @@
 //! when a RUNNING process exits.
 
 use std::io;
+use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
-use crate::cgroup::ProcessCgroup;
+use crate::cgroup::{OomCount, ProcessCgroup};
 use crate::config::ProcessSpec;
 use crate::data_dir::{PidRecord, ProcessFiles};
 use crate::group;
@@ -155,7 +156,7 @@ pub fn launch(
         spec: spec.clone(),
         files,
         cgroup: cgroup.clone(),
-        oom_kills_before: 0,
+        oom_before: OomCount::Kills(0),
         status: status_tx,
         child: None,
         retry_at: None,
@@ -181,8 +182,8 @@ struct Actor {
     spec: Arc<ProcessSpec>,
     files: ProcessFiles,
     cgroup: Option<Arc<ProcessCgroup>>,
-    /// The cgroup's OOM kill count when the process was spawned.
-    oom_kills_before: u64,
+    /// What the cgroup's memory counters said when the process was spawned.
+    oom_before: OomCount,
     status: watch::Sender<Status>,
     policy: RestartPolicy,
     child: Option<Running>,
@@ -199,6 +200,8 @@ impl Actor {
             Ok(None) => {}
             Err(e) => warn!(error = %e, "cannot reconcile the leftover of an earlier agent run"),
         }
+        // What an earlier run left in the cgroup would share the new process's limits.
+        self.release_cgroup().await;
         if self.status.borrow().desired_running && !self.cancel.is_cancelled() {
             self.attempt().await;
         }
@@ -305,6 +308,7 @@ impl Actor {
             Ok(spawned) => spawned,
             Err(e) => {
                 self.forget_pid().await;
+                self.release_cgroup().await;
                 return Err(e.to_string());
             }
         };
@@ -336,7 +340,9 @@ impl Actor {
                 Ok(())
             }
             Err(reason) => {
-                let reason = self.explain_exit(reason).await;
+                // A start cut short says only its reason; the count of OOM kills
+                // still tells, except on kernels that count none.
+                let reason = self.explain_exit(reason, false).await;
                 let stopped = group::stop_child(
                     &mut child,
                     pid,
@@ -362,11 +368,14 @@ impl Actor {
             return;
         };
         let now = Instant::now();
+        let sigkill = waited
+            .as_ref()
+            .is_ok_and(|s| s.signal() == Some(libc::SIGKILL));
         let reason = match waited {
             Ok(status) => describe_exit(status, now - running.spawned_at),
             Err(e) => format!("cannot wait for pid {}: {e}", running.pid),
         };
-        let reason = self.explain_exit(reason).await;
+        let reason = self.explain_exit(reason, sigkill).await;
         warn!(pid = running.pid, %reason, "exited unexpectedly");
         if let Err(e) =
             group::terminate_group(running.pid, self.spec.stop_signal, self.spec.stop_timeout).await
@@ -427,23 +436,24 @@ impl Actor {
         let prepared = tokio::task::spawn_blocking(move || cgroup.prepare())
             .await
             .map_err(|e| format!("cannot set up the cgroup: {e}"))?;
-        self.oom_kills_before = prepared.map_err(|e| format!("cannot apply the limits: {e}"))?;
+        self.oom_before = prepared.map_err(|e| format!("cannot apply the limits: {e}"))?;
         Ok(())
     }
 
     /// Names the memory limit when the kernel's OOM killer ended the process, since
     /// "killed by signal 9" alone sends an operator looking for who sent it.
-    async fn explain_exit(&self, reason: String) -> String {
+    /// `sigkill`: whether the exit was a SIGKILL, when known.
+    async fn explain_exit(&self, reason: String, sigkill: bool) -> String {
         let Some(cgroup) = self.cgroup.clone() else {
             return reason;
         };
         let Some(limit) = cgroup.limits.memory_limit else {
             return reason;
         };
-        let kills = tokio::task::spawn_blocking(move || cgroup.oom_kills())
-            .await
-            .unwrap_or(0);
-        if kills > self.oom_kills_before {
+        let Ok(now) = tokio::task::spawn_blocking(move || cgroup.oom_count()).await else {
+            return reason;
+        };
+        if now.killed_since(self.oom_before, sigkill) {
             format!("killed: memory limit {limit} ({reason})")
         } else {
             reason
@@ -456,7 +466,8 @@ impl Actor {
         let Some(cgroup) = self.cgroup.clone() else {
             return;
         };
-        match tokio::task::spawn_blocking(move || cgroup.remove()).await {
+        let (signal, timeout) = (self.spec.stop_signal as i32, self.spec.stop_timeout);
+        match tokio::task::spawn_blocking(move || cgroup.remove(signal, timeout)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "cannot remove the cgroup"),
             Err(e) => warn!(error = %e, "cannot remove the cgroup"),

@@ -2,12 +2,12 @@
 //!
 //! `ocp-demo-proc [--listen PORT|ADDR:PORT]... [--ignore-term] [--exit-after MS]
 //!  [--exit-code N] [--spawn-child] [--startup-delay MS] [--tag TEXT]
-//!  [--hog-mb N [--hog-after MS]]`
+//!  [--hog-mb N [--hog-when FILE]]`
 //!
 //! `--spawn-child` starts a second, sleeping copy in the same process group, to
 //! check that stopping a process also stops what it forked. `--tag` is ignored; it
 //! lets a test find its processes by command line. `--hog-mb` touches that many MiB
-//! once ready (after `--hog-after`), to run into a memory limit.
+//! once ready (once FILE exists, with `--hog-when`), to run into a memory limit.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, ExitCode};
@@ -24,7 +24,7 @@ struct Args {
     startup_delay: Duration,
     sleep_only: bool,
     hog_mb: usize,
-    hog_after: Duration,
+    hog_when: Option<std::path::PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -62,7 +62,7 @@ fn parse() -> Result<Args, String> {
                 let v = value()?;
                 args.hog_mb = v.parse().map_err(|e| format!("bad MiB {v:?}: {e}"))?;
             }
-            "--hog-after" => args.hog_after = ms(value()?)?,
+            "--hog-when" => args.hog_when = Some(value()?.into()),
             other => return Err(format!("unknown flag {other:?}")),
         }
     }
@@ -114,7 +114,9 @@ fn main() -> ExitCode {
     }
     println!("ready pid={}", std::process::id());
     if args.hog_mb > 0 {
-        thread::sleep(args.hog_after);
+        while args.hog_when.as_ref().is_some_and(|f| !f.exists()) {
+            thread::sleep(Duration::from_millis(10));
+        }
         let mut held = Vec::with_capacity(args.hog_mb);
         for _ in 0..args.hog_mb {
             held.push(vec![1u8; 1 << 20]);

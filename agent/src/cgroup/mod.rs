@@ -56,9 +56,19 @@ impl Cgroups {
             &read("/proc/self/cgroup")?,
             |dir| fs::read_to_string(dir.join("cgroup.controllers")).ok(),
         )?;
-        if let Layout::V2 { own } = &layout {
-            delegate(own)?;
-        }
+        let layout = match layout {
+            Layout::V2 { own } => {
+                // Already in the leaf (an earlier run moved there, or systemd's
+                // `DelegateSubgroup=ocp-agent` put it there): the cgroup above is the agent's.
+                let own = match own.parent() {
+                    Some(parent) if own.file_name() == Some(LEAF.as_ref()) => parent.to_path_buf(),
+                    _ => own,
+                };
+                delegate(&own)?;
+                Layout::V2 { own }
+            }
+            v1 => v1,
+        };
         let cgroups = Cgroups {
             layout,
             instance: instance_of(data_dir),
@@ -113,6 +123,9 @@ fn parent(dir: &Path) -> String {
     dir.parent().unwrap_or(dir).display().to_string()
 }
 
+/// The agent's own leaf on cgroup v2.
+const LEAF: &str = "ocp-agent";
+
 /// cgroup v2 lets a cgroup hand controllers to its children only while it holds no
 /// process itself, so the agent first moves into a leaf of its own (as a systemd
 /// service with `Delegate=yes` must).
@@ -131,7 +144,7 @@ fn delegate(own: &Path) -> Result<(), String> {
         }
         Err(_) => {}
     }
-    let leaf = own.join("ocp-agent");
+    let leaf = own.join(LEAF);
     match fs::create_dir(&leaf) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -159,6 +172,25 @@ fn instance_of(data_dir: &Path) -> String {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
     format!("{:08x}", hash >> 32)
+}
+
+/// Kernels before 4.13 (CentOS 7's 3.10) count no OOM kills on v1, only how often
+/// the limit was hit; a SIGKILL after such hits is the OOM killer's all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OomCount {
+    Kills(u64),
+    LimitHits(u64),
+}
+
+impl OomCount {
+    /// Whether the exit since `before` was the memory limit's doing.
+    pub fn killed_since(self, before: OomCount, sigkill: bool) -> bool {
+        match (self, before) {
+            (OomCount::Kills(now), OomCount::Kills(then)) => now > then,
+            (OomCount::LimitHits(now), OomCount::LimitHits(then)) => sigkill && now > then,
+            _ => false,
+        }
+    }
 }
 
 /// What a process's cgroup has used so far.
@@ -191,8 +223,8 @@ impl ProcessCgroup {
     }
 
     /// Makes the cgroup (or takes over one an earlier run left) and writes the limits;
-    /// answers the OOM kills already counted, so that only new ones name an exit.
-    pub fn prepare(&self) -> Result<u64, CgroupError> {
+    /// answers what the kernel already counted, so that only new counts name an exit.
+    pub fn prepare(&self) -> Result<OomCount, CgroupError> {
         for dir in &self.dirs {
             match fs::create_dir(dir) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
@@ -221,6 +253,11 @@ impl ProcessCgroup {
             if has_memsw {
                 self.write(self.memory_dir(), "memory.memsw.limit_in_bytes", &bytes)?;
             }
+            // Without swap accounting (Debian's default) memsw is absent: keep the
+            // cgroup's pages out of swap all the same, or the limit would stretch.
+            if memory.is_some() {
+                self.write_if_present("memory.swappiness", "0")?;
+            }
             let quota = self
                 .limits
                 .cpu_quota
@@ -232,7 +269,7 @@ impl ProcessCgroup {
             )?;
             self.write(self.cpu_dir(), "cpu.cfs_quota_us", &quota)?;
         }
-        Ok(self.oom_kills())
+        Ok(self.oom_count())
     }
 
     fn write(&self, dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
@@ -257,17 +294,24 @@ impl ProcessCgroup {
             .collect()
     }
 
-    /// Processes the kernel killed for the memory limit since the cgroup was made.
-    pub fn oom_kills(&self) -> u64 {
-        let file = if self.v2 {
-            "memory.events"
-        } else {
-            "memory.oom_control"
-        };
-        fs::read_to_string(self.memory_dir().join(file))
-            .ok()
-            .and_then(|text| keyed(&text, "oom_kill"))
-            .unwrap_or(0)
+    /// What the kernel has counted against the memory limit since the cgroup was made.
+    pub fn oom_count(&self) -> OomCount {
+        let read = |file: &str| fs::read_to_string(self.memory_dir().join(file)).ok();
+        if self.v2 {
+            return OomCount::Kills(
+                read("memory.events")
+                    .and_then(|t| keyed(&t, "oom_kill"))
+                    .unwrap_or(0),
+            );
+        }
+        match read("memory.oom_control").and_then(|t| keyed(&t, "oom_kill")) {
+            Some(kills) => OomCount::Kills(kills),
+            None => OomCount::LimitHits(
+                read("memory.failcnt")
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0),
+            ),
+        }
     }
 
     pub fn usage(&self) -> Usage {
@@ -293,42 +337,84 @@ impl ProcessCgroup {
         }
     }
 
-    /// Kills what is left in the cgroup (a daemon that left the process group is
-    /// still in it) and removes it.
-    pub fn remove(&self) -> Result<(), CgroupError> {
+    /// Stops what is left in the cgroup (a daemon that left the process group is still
+    /// in it) as the process itself is stopped: `stop_signal`, `stop_timeout`, then
+    /// SIGKILL; and removes the cgroup.
+    pub fn remove(&self, stop_signal: i32, stop_timeout: Duration) -> Result<(), CgroupError> {
         for dir in &self.dirs {
             if !dir.exists() {
                 continue;
             }
-            kill_members(dir);
+            if !members(dir).is_empty() {
+                signal_members(dir, stop_signal);
+                wait_empty(dir, stop_timeout);
+            }
+            // Killing again until none is left catches a member that forked meanwhile.
+            while !members(dir).is_empty() && !wait_empty(dir, KILL_WAIT) {
+                if fs::write(dir.join("cgroup.kill"), "1").is_err() {
+                    signal_members(dir, libc::SIGKILL);
+                }
+            }
             remove_dir(dir)?;
         }
         Ok(())
     }
+
+    /// The directory a spawn could not join, if one has gone.
+    pub fn missing_dir(&self) -> Option<&Path> {
+        self.dirs.iter().find(|d| !d.is_dir()).map(PathBuf::as_path)
+    }
 }
 
-fn kill_members(dir: &Path) {
-    if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-        return;
-    }
-    let pids = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-    for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+/// How long a SIGKILLed member may take to leave, per round; a large process
+/// takes a while to release its memory.
+const KILL_WAIT: Duration = Duration::from_secs(1);
+/// How long an emptied cgroup may stay busy while the kernel finishes the exits.
+const REMOVE_WAIT: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(10);
+
+fn members(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
+fn signal_members(dir: &Path, signal: i32) {
+    for pid in members(dir) {
         // SAFETY: kill(2) with a pid read from the cgroup; no memory is shared.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// Whether the cgroup emptied within `wait`.
+fn wait_empty(dir: &Path, wait: Duration) -> bool {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if members(dir).is_empty() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
     }
 }
 
 /// A killed process leaves its cgroup only once the kernel has finished its exit,
 /// which may be a moment after the parent reaped it.
 fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
-    let mut tries = 0;
+    let deadline = std::time::Instant::now() + REMOVE_WAIT;
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(5));
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(POLL);
             }
             Err(e) => return Err(io_err("remove", dir)(e)),
         }
@@ -354,6 +440,16 @@ mod tests {
         assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n", "oom_kill"), Some(5));
         assert_eq!(keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), Some(1234));
         assert_eq!(keyed("", "oom_kill"), None);
+    }
+
+    #[test]
+    fn an_exit_is_the_limits_doing_only_when_the_kernel_counted_it() {
+        use OomCount::*;
+        assert!(Kills(2).killed_since(Kills(1), false));
+        assert!(!Kills(1).killed_since(Kills(1), true));
+        assert!(LimitHits(9).killed_since(LimitHits(3), true));
+        assert!(!LimitHits(9).killed_since(LimitHits(3), false), "it exited by itself");
+        assert!(!Kills(5).killed_since(LimitHits(0), true));
     }
 
     #[test]
