@@ -127,8 +127,11 @@ pub fn proto_state(state: State) -> ProcessState {
     }
 }
 
-/// Whether the process runs, by the same rule as the reported `status`; blocking.
+/// Whether the process runs, by its actor's word alone: the actor hears of an exit
+/// from SIGCHLD at once, and not reading `/proc` keeps GetAgentInfo, the controller's
+/// heartbeat, off the blocking pool, where it queued behind fifty spawns (p99 4 to 7 ms
+/// against 0.3 ms at rest, `cargo xtask bench --only agent-latency`).
 pub fn is_started(handle: &Handle) -> bool {
     let status = handle.status();
-    status.state == State::Running && procfs::stat(status.pid).is_some_and(|s| s.is_alive())
+    status.state == State::Running && status.pid > 0
 }

@@ -250,7 +250,7 @@ impl Agent {
         })))
     }
 
-    /// Blocking: it reads `/proc` for every basic process.
+    /// Reads no file: see [`process_info::is_started`].
     fn info(&self) -> AgentInfo {
         let all_started = self.basic().into_iter().all(process_info::is_started);
         AgentInfo {
@@ -269,9 +269,10 @@ impl Agent {
     }
 }
 
+/// uname(2): a system call that reads no file.
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
@@ -347,7 +348,7 @@ impl AgentService for AgentServiceImpl {
     ) -> Result<Response<AgentInfo>, tonic::Status> {
         let agent = self.0.clone();
         traced("GetAgentInfo", request.metadata(), async {
-            Ok(tokio::task::spawn_blocking(move || agent.info()).await?)
+            Ok(agent.info())
         })
         .await
     }
