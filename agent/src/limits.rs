@@ -137,9 +137,21 @@ mod tests {
         assert!(parse_memory("2GB").unwrap_err().contains("write GiB"));
         assert!(parse_memory("1MiB").unwrap_err().contains("at least 4MiB"));
         assert!(parse_memory("1.2.3G").unwrap_err().contains("not a number"));
-        assert!(parse_memory("lots").unwrap_err().contains("expected a size"));
-        assert!(parse_memory("2 parsecs").unwrap_err().contains("expected a size"));
-        assert!(parse_memory("99999999999T").unwrap_err().contains("too large"));
+        assert!(
+            parse_memory("lots")
+                .unwrap_err()
+                .contains("expected a size")
+        );
+        assert!(
+            parse_memory("2 parsecs")
+                .unwrap_err()
+                .contains("expected a size")
+        );
+        assert!(
+            parse_memory("99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
         assert!(parse_memory("").is_err());
     }
 

@@ -14,11 +14,17 @@
 //! (copytruncate) and is read again from its start; a path that names another file
 //! than the one open was replaced (rotated by rename): the old file is read to its end,
 //! then the new one from its start. Either way the next message says `rotated`.
+//!
+//! Safety: the agent often runs as root, and the log's folder is often writable by the
+//! process's user, who could put a link to `/etc/shadow` or a FIFO where the log was.
+//! Every open, the first and each after a rotation, goes through [`open_log`]: it does
+//! not follow a symlink, does not wait on a FIFO, and reads only a regular file owned
+//! by root, the agent's user or the process's user, as judged on the file it opened.
 
-use std::fs::File;
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -53,6 +59,8 @@ pub enum TailError {
         #[source]
         source: io::Error,
     },
+    #[error("the log file {} {why}: refusing to read it", .path.display())]
+    Refused { path: PathBuf, why: String },
     #[error("the agent is shutting down")]
     ShuttingDown,
 }
@@ -62,17 +70,22 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, TailError>> + 
 
 /// The last `lines` lines of the log at `path` and, with `follow`, what is appended to
 /// it until the receiver goes away or `shutdown` fires (the stream then ends with
-/// [`TailError::ShuttingDown`]).
+/// [`TailError::ShuttingDown`]). `user` is the process's configured user, who may own
+/// the file as well as root and the agent's user.
 pub async fn tail(
     path: PathBuf,
+    user: Option<String>,
     lines: u32,
     follow: bool,
     shutdown: CancellationToken,
 ) -> Result<ChunkStream, TailError> {
     let opened = path.clone();
-    let (follower, first) = tokio::task::spawn_blocking(move || start(opened, lines, follow))
-        .await
-        .map_err(|e| unreadable(&path, io::Error::other(e)))??;
+    let (follower, first) = tokio::task::spawn_blocking(move || {
+        let owners = Owners::of(user.as_deref());
+        start(opened, &owners, lines, follow)
+    })
+    .await
+    .map_err(|e| unreadable(&path, io::Error::other(e)))??;
     if !follow {
         return Ok(Box::pin(futures::stream::iter(first.into_iter().map(Ok))));
     }
@@ -83,31 +96,115 @@ pub async fn tail(
     })))
 }
 
-fn unreadable(path: &std::path::Path, source: io::Error) -> TailError {
+fn unreadable(path: &Path, source: io::Error) -> TailError {
     TailError::Unreadable {
         path: path.to_path_buf(),
         source,
     }
 }
 
+/// Who may own a log the agent reads: root, the agent's own user, and the process's
+/// configured user. A file anyone else owns may have been put there by them.
+#[derive(Debug, Clone)]
+pub(crate) struct Owners {
+    uids: Vec<u32>,
+}
+
+impl Owners {
+    /// Blocking: it reads the user database. A `user` not found there adds nobody.
+    pub(crate) fn of(user: Option<&str>) -> Owners {
+        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+        if let Some(Ok(Some(found))) = user.map(nix::unistd::User::from_name) {
+            uids.push(found.uid.as_raw());
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Owners { uids }
+    }
+}
+
+/// Why a file of this type is not read, or None for a regular file.
+fn not_regular(kind: FileType) -> Option<&'static str> {
+    Some(if kind.is_file() {
+        return None;
+    } else if kind.is_symlink() {
+        "is a symlink"
+    } else if kind.is_fifo() {
+        "is a FIFO, not a regular file"
+    } else if kind.is_dir() {
+        "is a directory, not a regular file"
+    } else if kind.is_socket() {
+        "is a socket, not a regular file"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "is a device, not a regular file"
+    } else {
+        "is not a regular file"
+    })
+}
+
+/// Opens the log at `path` for reading (blocking): the one way this module opens a
+/// file, the first time and after every rotation. The `lstat` first spares opening
+/// what is plainly no regular file (opening a device may do something); what decides
+/// is [`open_judged`], on the file actually opened.
+fn open_log(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailError> {
+    let seen = std::fs::symlink_metadata(path).map_err(|e| absent(path, e))?;
+    if let Some(why) = not_regular(seen.file_type()) {
+        return Err(refused(path, why.to_string()));
+    }
+    open_judged(path, owners)
+}
+
+fn refused(path: &Path, why: String) -> TailError {
+    TailError::Refused {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+fn absent(path: &Path, e: io::Error) -> TailError {
+    match e.kind() {
+        io::ErrorKind::NotFound => TailError::NotYet(path.to_path_buf()),
+        _ => unreadable(path, e),
+    }
+}
+
+/// The open itself: the final name is not followed if it is a symlink (`O_NOFOLLOW`),
+/// a FIFO does not block it (`O_NONBLOCK`), and what was opened is then judged by
+/// `fstat`, which no rename after the open can change: a regular file owned by one of
+/// `owners`, or refused.
+fn open_judged(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailError> {
+    let refuse = |why: String| refused(path, why);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("is a symlink".to_string()),
+            _ => absent(path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| unreadable(path, e))?;
+    if let Some(why) = not_regular(meta.file_type()) {
+        return Err(refuse(why.to_string()));
+    }
+    if !owners.uids.contains(&meta.uid()) {
+        return Err(refuse(format!(
+            "is owned by uid {}, neither root nor the agent's nor the process's user",
+            meta.uid()
+        )));
+    }
+    Ok((file, meta))
+}
+
 /// Opens the log and reads its last lines (blocking). While following, a last line
 /// without its newline is held back, to come whole with the appended text.
-fn start(path: PathBuf, lines: u32, follow: bool) -> Result<(Follower, Vec<LogChunk>), TailError> {
+fn start(
+    path: PathBuf,
+    owners: &Owners,
+    lines: u32,
+    follow: bool,
+) -> Result<(Follower, Vec<LogChunk>), TailError> {
     let fail = |e: io::Error| unreadable(&path, e);
-    // Checked before opening: opening a FIFO would wait for a writer.
-    match std::fs::metadata(&path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(fail(io::Error::other("not a regular file")));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TailError::NotYet(path)),
-        Err(e) => return Err(fail(e)),
-    }
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TailError::NotYet(path)),
-        Err(e) => return Err(fail(e)),
-    };
+    let (file, _) = open_log(&path, owners)?;
     let (meta, mut tail) = read_tail_of(&file, lines as usize).map_err(fail)?;
     tracing::debug!(
         bytes_read = tail.bytes_read,
@@ -124,7 +221,9 @@ fn start(path: PathBuf, lines: u32, follow: bool) -> Result<(Follower, Vec<LogCh
         offset: tail.start + tail.text.len() as u64,
         id: (meta.dev(), meta.ino()),
         path,
+        owners: owners.clone(),
         file,
+        refused: None,
     };
     Ok((follower, first))
 }
@@ -300,42 +399,58 @@ fn split(text: &[u8], max: usize) -> Vec<&[u8]> {
 /// A log being followed: the file open now and how far it was sent.
 struct Follower {
     path: PathBuf,
+    owners: Owners,
     file: File,
     /// Device and inode of `file`, to tell when the path names another file.
     id: (u64, u64),
     offset: u64,
+    /// The file that replaced `file` was refused: the stream ends with this once the
+    /// old file's last words are sent.
+    refused: Option<TailError>,
 }
 
 impl Follower {
     /// What was appended since the last poll (blocking), and whether all of it was
     /// read; a poll reads at most [`CHUNK_BYTES`], so a fast writer takes several.
-    fn poll(&mut self) -> io::Result<(Vec<LogChunk>, bool)> {
-        let replaced = std::fs::metadata(&self.path)
+    fn poll(&mut self) -> Result<(Vec<LogChunk>, bool), TailError> {
+        if let Some(refused) = self.refused.take() {
+            return Err(refused);
+        }
+        let fail = |e: io::Error| unreadable(&self.path, e);
+        let len = self.file.metadata().map_err(fail)?.len();
+        let replaced = std::fs::symlink_metadata(&self.path)
             .map(|m| (m.dev(), m.ino()) != self.id)
             .unwrap_or(false);
-        let len = self.file.metadata()?.len();
         let mut rotated = false;
         if len < self.offset {
             self.offset = 0;
             rotated = true;
         }
-        let (text, caught_up) = self.read_appended(len, !replaced)?;
+        let (text, caught_up) = self
+            .read_appended(len, !replaced)
+            .map_err(|e| unreadable(&self.path, e))?;
         let mut out = messages(&text, false, rotated, false);
         if !(replaced && caught_up) {
             return Ok((out, caught_up));
         }
-        // The old file was read to its end: on to the new one, from its start.
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
+        // The old file was read to its end: on to the new one, from its start, if it
+        // may be read.
+        let (file, meta) = match open_log(&self.path, &self.owners) {
+            Ok(opened) => opened,
             // Gone again before it could be opened: looked for at the next poll.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, true)),
-            Err(e) => return Err(e),
+            Err(TailError::NotYet(_)) => return Ok((out, true)),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(e) => {
+                self.refused = Some(e);
+                return Ok((out, true));
+            }
         };
-        let meta = file.metadata()?;
         self.file = file;
         self.id = (meta.dev(), meta.ino());
         self.offset = 0;
-        let (text, caught_up) = self.read_appended(meta.len(), true)?;
+        let (text, caught_up) = self
+            .read_appended(meta.len(), true)
+            .map_err(|e| unreadable(&self.path, e))?;
         out.extend(messages(&text, false, true, false));
         Ok((out, caught_up))
     }
@@ -419,7 +534,7 @@ async fn follow_file(
             let (chunks, caught_up) = match outcome {
                 Ok(polled) => polled,
                 Err(e) => {
-                    send(&tx, Err(unreadable(&path, e)), &shutdown).await;
+                    send(&tx, Err(e), &shutdown).await;
                     return;
                 }
             };
@@ -562,7 +677,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.log");
         std::fs::write(&path, "old 1\nold 2\npart").expect("write");
-        let (mut follower, first) = start(path.clone(), 5, true).expect("start");
+        let (mut follower, first) = start(path.clone(), &Owners::of(None), 5, true).expect("start");
         assert_eq!(first[0].text, "old 1\nold 2\n", "the unfinished line waits");
         let append = |text: &str| {
             let mut f = std::fs::OpenOptions::new()
@@ -611,6 +726,105 @@ mod tests {
     fn a_missing_file_is_not_yet_there() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("none.log");
-        assert!(matches!(start(path, 5, false), Err(TailError::NotYet(_))));
+        assert!(matches!(
+            start(path, &Owners::of(None), 5, false),
+            Err(TailError::NotYet(_))
+        ));
+    }
+
+    fn refusal(path: &Path, owners: &Owners) -> String {
+        match open_log(path, owners) {
+            Err(e @ TailError::Refused { .. }) => e.to_string(),
+            other => panic!("{} was not refused: {other:?}", path.display()),
+        }
+    }
+
+    #[test]
+    fn a_log_is_opened_only_when_it_is_a_regular_file_of_a_trusted_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let owners = Owners::of(None);
+        let log = dir.path().join("p.log");
+        std::fs::write(&log, "a line\n").expect("write");
+        let (_, meta) = open_log(&log, &owners).expect("a regular file is read");
+        assert_eq!(meta.len(), 7);
+
+        // A symlink is refused, whatever it points at.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's secret\n").expect("write");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+        let why = refusal(&link, &owners);
+        assert!(why.contains("is a symlink: refusing to read it"), "{why}");
+
+        // A FIFO is refused at once: the open neither waits for a writer nor hangs.
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let started = std::time::Instant::now();
+        let why = refusal(&fifo, &owners);
+        assert!(why.contains("is a FIFO"), "{why}");
+        // Also when the lstat saw a regular file and the FIFO or the symlink took its
+        // place before the open: what is opened decides.
+        for (path, expected) in [(&fifo, "is a FIFO"), (&link, "is a symlink")] {
+            match open_judged(path, &owners) {
+                Err(e @ TailError::Refused { .. }) => {
+                    assert!(e.to_string().contains(expected), "{e}")
+                }
+                other => panic!("{} was opened: {other:?}", path.display()),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        let why = refusal(dir.path(), &owners);
+        assert!(why.contains("is a directory"), "{why}");
+        assert!(matches!(
+            open_log(&dir.path().join("none"), &owners),
+            Err(TailError::NotYet(_))
+        ));
+    }
+
+    #[test]
+    fn a_log_owned_by_another_user_is_refused_unless_it_is_the_process_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can give a file to another user");
+            return;
+        }
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            eprintln!("skipped: no user nobody");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("p.log");
+        std::fs::write(&log, "theirs\n").expect("write");
+        std::os::unix::fs::chown(&log, Some(nobody.uid.as_raw()), None).expect("chown");
+        let why = refusal(&log, &Owners::of(None));
+        assert!(
+            why.contains(&format!("is owned by uid {}", nobody.uid)),
+            "{why}"
+        );
+        let why = refusal(&log, &Owners::of(Some("nosuch-ocp-user")));
+        assert!(why.contains("is owned by uid"), "{why}");
+        open_log(&log, &Owners::of(Some("nobody"))).expect("the process's user's file");
+    }
+
+    #[test]
+    fn a_follower_refuses_a_symlink_that_replaced_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.log");
+        std::fs::write(&path, "one\n").expect("write");
+        let (mut follower, _) = start(path.clone(), &Owners::of(None), 5, true).expect("start");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's secret\n").expect("write");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"last words\n"))
+            .expect("append");
+        std::fs::rename(&path, dir.path().join("p.log.1")).expect("rename");
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        let (chunks, _) = follower.poll().expect("the old file's last words");
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, vec!["last words\n"]);
+        let e = follower.poll().expect_err("the symlink is refused");
+        assert!(e.to_string().contains("is a symlink"), "{e}");
     }
 }

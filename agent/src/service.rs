@@ -86,7 +86,7 @@ impl From<CallError> for tonic::Status {
             CallError::NoLogFile(_) | CallError::Log(TailError::NotYet(_)) => {
                 tonic::Status::not_found(message)
             }
-            CallError::Log(TailError::Unreadable { .. }) => {
+            CallError::Log(TailError::Unreadable { .. } | TailError::Refused { .. }) => {
                 tonic::Status::failed_precondition(message)
             }
             CallError::Unread(_) => tonic::Status::internal(message),
@@ -244,7 +244,9 @@ impl Agent {
             .log_file
             .clone()
             .ok_or_else(|| CallError::NoLogFile(req.alias.clone()))?;
-        let chunks = log_tail::tail(path, req.lines, req.follow, self.shutdown.clone()).await?;
+        let user = handle.spec.user.clone();
+        let chunks =
+            log_tail::tail(path, user, req.lines, req.follow, self.shutdown.clone()).await?;
         Ok(Box::pin(chunks.map(|chunk| {
             chunk.map_err(|e| tonic::Status::from(CallError::from(e)))
         })))

@@ -28,7 +28,11 @@ async fn every_process_starts_with_the_agent_unless_autostart_is_false() {
         let idle = get(&mut first.client, alias).await;
         assert_eq!(
             (idle.state, idle.status, idle.pid),
-            (ProcessState::Stopped as i32, ProcessStatus::Stopped as i32, 0),
+            (
+                ProcessState::Stopped as i32,
+                ProcessStatus::Stopped as i32,
+                0
+            ),
             "{alias} has autostart = false"
         );
     }
@@ -110,7 +114,11 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", first.pid)).expect("cgroup");
     for dir in &first.cgroup_dirs {
         let name = Path::new(dir).file_name().expect("name").to_string_lossy();
-        assert!(own.contains(&*name), "pid {} not in {dir}: {own}", first.pid);
+        assert!(
+            own.contains(&*name),
+            "pid {} not in {dir}: {own}",
+            first.pid
+        );
         if Path::new(dir).join("cpu.max").exists() {
             assert_eq!(read(dir, "cpu.max"), "50000 100000");
             assert_eq!(read(dir, "memory.max"), (64u64 << 20).to_string());
@@ -120,13 +128,17 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
             assert_eq!(read(dir, "cpu.cfs_period_us"), "100000");
         }
         if Path::new(dir).join("memory.limit_in_bytes").exists() {
-            assert_eq!(read(dir, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+            assert_eq!(
+                read(dir, "memory.limit_in_bytes"),
+                (64u64 << 20).to_string()
+            );
         }
     }
 
     let killed = wait_for(&mut a.client, "hog", "killed by its limit", |p| {
         p.state == ProcessState::Backoff as i32
-            && p.last_error.starts_with("killed: memory limit 64MiB (killed by signal 9")
+            && p.last_error
+                .starts_with("killed: memory limit 64MiB (killed by signal 9")
     })
     .await;
     assert_eq!(killed.pid, 0);
@@ -158,5 +170,9 @@ async fn list_processes_reports_memory_and_cpu_in_use() {
     .await;
     assert!(busy.memory_bytes < 128 << 20, "{busy:?}");
     assert_eq!((busy.memory_limit_bytes, busy.cpu_quota), (0, 0.0));
-    assert!(enforced(&a.agent).is_none(), "no limits, no cgroups: {:?}", a.agent.stderr());
+    assert!(
+        enforced(&a.agent).is_none(),
+        "no limits, no cgroups: {:?}",
+        a.agent.stderr()
+    );
 }
