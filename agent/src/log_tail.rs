@@ -2,11 +2,15 @@
 //! file work of `TailLog`, all of it on the blocking pool, since the agent's runtime
 //! has one thread that nothing may hold up.
 //!
-//! Cost: the last N lines are found from the end of the file, in a window that starts
-//! at one 64 KiB block and doubles until it holds N lines, so tailing a 1 GB log costs
-//! what tailing a 1 KB log with the same last lines costs; the whole file is never read.
+//! Cost: the last N lines are found from the end of the file, read backwards one
+//! 64 KiB block at a time until they hold N lines, so tailing a 1 GB log costs what
+//! tailing a 1 KB log with the same last lines costs; the whole file is never read.
 //! What one call sends first is capped: at most [`MAX_LINES`] lines, and only the lines
 //! within the file's last [`MAX_TAIL_BYTES`] (the first message then says `truncated`).
+//! Memory: the blocks are copied once into a buffer of the tail's exact size, each
+//! freed as it is copied, and the text becomes messages one at a time as they are sent,
+//! so a call holds about its tail once, not twice; the service also bounds how many
+//! calls run at once.
 //!
 //! Following polls the file every [`POLL`] rather than watching it with inotify: a
 //! quarter of a second is soon enough for an operator reading a log, and a stat per
@@ -37,9 +41,10 @@ use tracing::Instrument;
 /// The most lines one call may ask for.
 pub const MAX_LINES: u32 = 10_000;
 /// The most bytes the first messages of a call carry, whatever `lines` asks: 10,000
-/// lines of a log with very long lines must not cost the agent hundreds of MB.
-pub const MAX_TAIL_BYTES: u64 = 16 << 20;
-/// The first window read from the end of the file; it doubles from there.
+/// lines of a log with very long lines must not cost the agent hundreds of MB, nor
+/// sixteen calls at once more than 64 MiB.
+pub const MAX_TAIL_BYTES: u64 = 4 << 20;
+/// What one read from the end of the file takes.
 const BLOCK: u64 = 64 << 10;
 /// The most text per message, well below gRPC's usual 4 MiB limit on a message.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -87,7 +92,7 @@ pub async fn tail(
     .await
     .map_err(|e| unreadable(&path, io::Error::other(e)))??;
     if !follow {
-        return Ok(Box::pin(futures::stream::iter(first.into_iter().map(Ok))));
+        return Ok(Box::pin(futures::stream::iter(first.map(Ok))));
     }
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(follow_file(follower, first, tx, shutdown).in_current_span());
@@ -202,7 +207,7 @@ fn start(
     owners: &Owners,
     lines: u32,
     follow: bool,
-) -> Result<(Follower, Vec<LogChunk>), TailError> {
+) -> Result<(Follower, Messages), TailError> {
     let fail = |e: io::Error| unreadable(&path, e);
     let (file, _) = open_log(&path, owners)?;
     let (meta, mut tail) = read_tail_of(&file, lines as usize).map_err(fail)?;
@@ -216,7 +221,6 @@ fn start(
         let whole = whole_lines(&tail.text);
         tail.text.truncate(whole);
     }
-    let first = messages(&tail.text, tail.truncated, false, true);
     let follower = Follower {
         offset: tail.start + tail.text.len() as u64,
         id: (meta.dev(), meta.ino()),
@@ -225,7 +229,10 @@ fn start(
         file,
         refused: None,
     };
-    Ok((follower, first))
+    Ok((
+        follower,
+        Messages::new(tail.text, tail.truncated, false, true),
+    ))
 }
 
 /// The tail of the file as it is now. A file truncated between the stat and the read
@@ -239,23 +246,6 @@ fn read_tail_of(file: &File, lines: usize) -> io::Result<(std::fs::Metadata, Tai
             outcome => return outcome.map(|tail| (meta, tail)),
         }
     }
-}
-
-/// Where the last `lines` lines of `text` begin, `text` being the end of a file: the
-/// offset just after the newline before them, or None when `text` holds fewer line
-/// ends than that before its last line (the lines may begin before `text`). A newline
-/// at the very end closes the last line; it does not begin an empty one.
-pub fn last_lines_start(text: &[u8], lines: usize) -> Option<usize> {
-    if lines == 0 {
-        return Some(text.len());
-    }
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    body.iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-        .map(|(i, _)| i + 1)
 }
 
 /// The end of the last whole line of `text` (0 when it has none), or all of `text`
@@ -305,95 +295,134 @@ pub(crate) struct Tail {
     pub bytes_read: u64,
 }
 
-/// The last `lines` lines of the first `end` bytes of `file`, read backwards in a
-/// doubling window, never more than `cap` bytes (blocking). Each byte is read once:
-/// a grown window reads only its new front part.
+/// The last `lines` lines of the first `end` bytes of `file`, read backwards one
+/// [`BLOCK`] at a time, never more than `cap` bytes (blocking). Each byte is read
+/// once, and copied once, into a buffer of the tail's size, each block freed as it is
+/// copied. A newline at the very end closes the last line; it does not begin an empty
+/// one.
 pub(crate) fn read_tail(file: &File, end: u64, lines: usize, cap: u64) -> io::Result<Tail> {
-    let mut window: Vec<u8> = Vec::new();
-    let mut bytes_read = 0;
-    loop {
-        let have = window.len() as u64;
-        let want = have.saturating_mul(2).max(BLOCK).min(end).min(cap);
-        if want > have {
-            let mut grown = vec![0; (want - have) as usize];
-            file.read_exact_at(&mut grown, end - want)?;
-            bytes_read += want - have;
-            grown.extend_from_slice(&window);
-            window = grown;
+    let floor = end.saturating_sub(cap);
+    // The blocks read, newest first, and the offset of the oldest.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut from = end;
+    let mut seen = 0;
+    let mut found = (lines == 0).then_some(end);
+    while found.is_none() && from > floor {
+        let size = (from - floor).min(BLOCK);
+        let mut block = vec![0; size as usize];
+        file.read_exact_at(&mut block, from - size)?;
+        from -= size;
+        let newlines = block
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(i, b)| **b == b'\n' && from + *i as u64 + 1 != end);
+        for (i, _) in newlines {
+            seen += 1;
+            if seen == lines {
+                found = Some(from + i as u64 + 1);
+                break;
+            }
         }
-        let from = end - window.len() as u64;
-        if let Some(i) = last_lines_start(&window, lines) {
-            window.drain(..i);
-            return Ok(Tail {
-                text: window,
-                start: from + i as u64,
-                truncated: false,
-                bytes_read,
-            });
-        }
-        if from == 0 {
-            return Ok(Tail {
-                text: window,
-                start: 0,
-                truncated: false,
-                bytes_read,
-            });
-        }
-        if want <= have {
-            // The cap is reached: keep the lines that begin within it, or, when one
-            // line is longer than the cap, its end.
-            let body = window.strip_suffix(b"\n").unwrap_or(&window);
-            let first = body.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
-            window.drain(..first);
-            return Ok(Tail {
-                text: window,
-                start: from + first as u64,
-                truncated: true,
-                bytes_read,
-            });
-        }
+        blocks.push(block);
     }
+    let (start, truncated) = match found {
+        Some(start) => (start, false),
+        None if from == 0 => (0, false),
+        // The cap is reached: keep the lines that begin within it, or, when one line
+        // is longer than the cap, its end.
+        None => {
+            let mut offset = from;
+            let first_newline = blocks.iter().rev().find_map(|block| {
+                let at = block
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map(|i| offset + i as u64);
+                offset += block.len() as u64;
+                at
+            });
+            let start = first_newline
+                .filter(|at| at + 1 != end)
+                .map_or(from, |at| at + 1);
+            (start, true)
+        }
+    };
+    let mut text = Vec::with_capacity((end - start) as usize);
+    let mut offset = from;
+    while let Some(block) = blocks.pop() {
+        let skip = start.saturating_sub(offset).min(block.len() as u64) as usize;
+        text.extend_from_slice(&block[skip..]);
+        offset += block.len() as u64;
+    }
+    Ok(Tail {
+        text,
+        start,
+        truncated,
+        bytes_read: end - from,
+    })
 }
 
 /// `text` as messages of at most [`CHUNK_BYTES`], split after a newline (or, for a
-/// longer line, between characters); the first carries the flags. With `at_least_one`,
-/// an empty `text` is still one message, so that the caller sees the flags.
-fn messages(text: &[u8], truncated: bool, rotated: bool, at_least_one: bool) -> Vec<LogChunk> {
-    let mut out: Vec<LogChunk> = split(text, CHUNK_BYTES)
-        .into_iter()
-        .map(|part| LogChunk {
-            text: String::from_utf8_lossy(part).into_owned(),
-            ..LogChunk::default()
-        })
-        .collect();
-    if out.is_empty() && (at_least_one || rotated) {
-        out.push(LogChunk::default());
-    }
-    if let Some(first) = out.first_mut() {
-        first.truncated = truncated;
-        first.rotated = rotated;
-    }
-    out
+/// longer line, between characters), each made when it is asked for, so that only one
+/// message's text exists beside `text`; the first carries the flags. With
+/// `at_least_one`, an empty `text` is still one message, so that the caller sees the
+/// flags.
+pub(crate) struct Messages {
+    text: Vec<u8>,
+    made: usize,
+    max: usize,
+    first: bool,
+    truncated: bool,
+    rotated: bool,
+    at_least_one: bool,
 }
 
-/// `text` in parts of at most `max` bytes, each ending after a newline when one fits.
-fn split(text: &[u8], max: usize) -> Vec<&[u8]> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while rest.len() > max {
-        let window = &rest[..max];
-        let cut = match window.iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None => complete_utf8(window),
+impl Messages {
+    fn new(text: Vec<u8>, truncated: bool, rotated: bool, at_least_one: bool) -> Messages {
+        Messages {
+            text,
+            made: 0,
+            max: CHUNK_BYTES,
+            first: true,
+            truncated,
+            rotated,
+            at_least_one,
+        }
+    }
+}
+
+impl Iterator for Messages {
+    type Item = LogChunk;
+
+    fn next(&mut self) -> Option<LogChunk> {
+        let rest = &self.text[self.made..];
+        if rest.is_empty() && !(self.first && (self.at_least_one || self.rotated)) {
+            return None;
+        }
+        let cut = if rest.len() > self.max {
+            let window = &rest[..self.max];
+            let cut = match window.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => complete_utf8(window),
+            };
+            cut.max(1)
+        } else {
+            rest.len()
         };
-        let (part, after) = rest.split_at(cut.max(1));
-        parts.push(part);
-        rest = after;
+        let chunk = LogChunk {
+            text: String::from_utf8_lossy(&rest[..cut]).into_owned(),
+            truncated: self.first && self.truncated,
+            rotated: self.first && self.rotated,
+        };
+        self.made += cut;
+        self.first = false;
+        Some(chunk)
     }
-    if !rest.is_empty() {
-        parts.push(rest);
-    }
-    parts
+}
+
+/// All the messages of `text` at once, for a poll's text of at most [`CHUNK_BYTES`].
+fn messages(text: Vec<u8>, rotated: bool) -> Vec<LogChunk> {
+    Messages::new(text, false, rotated, false).collect()
 }
 
 /// A log being followed: the file open now and how far it was sent.
@@ -429,7 +458,7 @@ impl Follower {
         let (text, caught_up) = self
             .read_appended(len, !replaced)
             .map_err(|e| unreadable(&self.path, e))?;
-        let mut out = messages(&text, false, rotated, false);
+        let mut out = messages(text, rotated);
         if !(replaced && caught_up) {
             return Ok((out, caught_up));
         }
@@ -451,7 +480,7 @@ impl Follower {
         let (text, caught_up) = self
             .read_appended(meta.len(), true)
             .map_err(|e| unreadable(&self.path, e))?;
-        out.extend(messages(&text, false, true, false));
+        out.extend(messages(text, true));
         Ok((out, caught_up))
     }
 
@@ -498,7 +527,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// is dropped (the client went away) or `shutdown` fires.
 async fn follow_file(
     mut follower: Follower,
-    first: Vec<LogChunk>,
+    first: Messages,
     tx: mpsc::Sender<Result<LogChunk, TailError>>,
     shutdown: CancellationToken,
 ) {
@@ -573,32 +602,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_last_lines_start_after_the_newline_before_them() {
-        let text = b"a\nbb\nccc\n";
-        assert_eq!(last_lines_start(text, 1), Some(5));
-        assert_eq!(last_lines_start(text, 2), Some(2));
-        assert_eq!(
-            last_lines_start(text, 3),
-            None,
-            "a starts before the buffer"
-        );
-        assert_eq!(
-            last_lines_start(b"a\nbb\nccc", 1),
-            Some(5),
-            "an unfinished line"
-        );
-        assert_eq!(last_lines_start(b"a\nbb\nccc", 2), Some(2));
-        assert_eq!(
-            last_lines_start(b"a\n\n\n", 2),
-            Some(2),
-            "empty lines count"
-        );
-        assert_eq!(last_lines_start(b"", 1), None);
-        assert_eq!(last_lines_start(b"\n", 1), None);
-        assert_eq!(last_lines_start(text, 0), Some(text.len()));
-    }
-
     fn file_with(content: &[u8]) -> (tempfile::NamedTempFile, File) {
         let mut named = tempfile::NamedTempFile::new().expect("temp file");
         named.write_all(content).expect("write");
@@ -609,6 +612,24 @@ mod tests {
     fn tail_of(content: &[u8], lines: usize, cap: u64) -> Tail {
         let (_named, file) = file_with(content);
         read_tail(&file, content.len() as u64, lines, cap).expect("tail")
+    }
+
+    #[test]
+    fn the_last_lines_start_after_the_newline_before_them() {
+        let start = |text: &[u8], lines| tail_of(text, lines, MAX_TAIL_BYTES).start;
+        let text = b"a\nbb\nccc\n";
+        assert_eq!(start(text, 1), 5);
+        assert_eq!(start(text, 2), 2);
+        assert_eq!(start(text, 3), 0, "a starts the file");
+        assert_eq!(start(text, 4), 0, "fewer lines than asked");
+        assert_eq!(start(b"a\nbb\nccc", 1), 5, "an unfinished line");
+        assert_eq!(start(b"a\nbb\nccc", 2), 2);
+        assert_eq!(start(b"a\n\n\n", 2), 2, "empty lines count");
+        assert_eq!(start(b"", 1), 0);
+        assert_eq!(start(b"\n", 1), 0);
+        assert_eq!(start(text, 0), text.len() as u64);
+        let tail = tail_of(text, 2, MAX_TAIL_BYTES);
+        assert_eq!(tail.text, b"bb\nccc\n");
     }
 
     #[test]
@@ -626,6 +647,7 @@ mod tests {
             &tail.text[..20]
         );
         assert_eq!(tail.bytes_read, 4 * BLOCK);
+        assert_eq!(tail.text.capacity(), tail.text.len(), "sized once");
         let tail = tail_of(b"one\ntwo", 5, MAX_TAIL_BYTES);
         assert_eq!((tail.text.as_slice(), tail.start), (&b"one\ntwo"[..], 0));
     }
@@ -661,15 +683,23 @@ mod tests {
 
     #[test]
     fn messages_split_after_newlines_and_never_inside_a_character() {
+        let split = |text: &[u8], max| -> Vec<(String, bool)> {
+            let mut messages = Messages::new(text.to_vec(), true, false, true);
+            messages.max = max;
+            messages.map(|m| (m.text, m.truncated)).collect()
+        };
         let parts = split(b"ab\ncd\nef\n", 7);
-        assert_eq!(parts, vec![&b"ab\ncd\n"[..], &b"ef\n"[..]]);
-        let text = "ééé".as_bytes();
-        let parts = split(text, 3);
-        assert_eq!(parts, vec![&text[..2], &text[2..4], &text[4..]]);
-        let first = messages(b"", true, false, true);
-        assert_eq!(first.len(), 1);
-        assert!(first[0].truncated && first[0].text.is_empty());
-        assert!(messages(b"", false, false, false).is_empty());
+        assert_eq!(
+            parts,
+            vec![("ab\ncd\n".into(), true), ("ef\n".into(), false)]
+        );
+        let parts = split("ééé".as_bytes(), 3);
+        let e = ("é".to_string(), false);
+        assert_eq!(parts, vec![("é".to_string(), true), e.clone(), e]);
+        let first = split(b"", 7);
+        assert_eq!(first, vec![(String::new(), true)], "the flags come alone");
+        assert!(messages(Vec::new(), false).is_empty());
+        assert_eq!(messages(Vec::new(), true).len(), 1);
     }
 
     #[test]
@@ -678,7 +708,11 @@ mod tests {
         let path = dir.path().join("p.log");
         std::fs::write(&path, "old 1\nold 2\npart").expect("write");
         let (mut follower, first) = start(path.clone(), &Owners::of(None), 5, true).expect("start");
-        assert_eq!(first[0].text, "old 1\nold 2\n", "the unfinished line waits");
+        assert_eq!(
+            first.collect::<Vec<_>>()[0].text,
+            "old 1\nold 2\n",
+            "the unfinished line waits"
+        );
         let append = |text: &str| {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
