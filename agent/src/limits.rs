@@ -39,7 +39,7 @@ impl fmt::Display for MemoryLimit {
     /// The largest unit that divides the value: "2GiB", "1536MiB", "4194305B".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0 & ((1 << shift) - 1) == 0 {
                 return write!(f, "{}{unit}", self.0 >> shift);
             }
         }
