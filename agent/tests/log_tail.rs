@@ -164,11 +164,17 @@ async fn a_follow_stream_ends_when_the_agent_stops() {
     let ended = timeout(WAIT, stream.message())
         .await
         .expect("the stream ended with the agent");
+    // The agent's own word that it stops, not merely a connection that went: a
+    // follower that missed the shutdown would end only with the connection.
     match ended {
-        Ok(None) => {}
-        Err(e) => assert_eq!(e.code(), Code::Unavailable, "{e:?}"),
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            assert!(e.message().contains("shutting down"), "{e:?}");
+        }
+        Ok(None) => panic!("the stream ended without saying the agent is shutting down"),
         Ok(Some(chunk)) => panic!("a message after the stop: {chunk:?}"),
     }
     let status = a.agent.wait_exit().await;
     assert!(status.success(), "{status}: {:?}", a.agent.stderr());
 }
+
