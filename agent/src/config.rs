@@ -593,10 +593,15 @@ mod tests {
         let p = &c.processes[0];
         assert!(!p.autostart);
         assert_eq!(p.limits.cpu_quota, Some(2.0));
-        assert_eq!(p.limits.memory_limit.map(|m| m.to_string()).as_deref(), Some("2GiB"));
+        assert_eq!(
+            p.limits.memory_limit.map(|m| m.to_string()).as_deref(),
+            Some("2GiB")
+        );
         let bad = |extra: &str| {
-            parse(&format!("[[process]]\nalias = \"a\"\ncommand = \"a\"\n{extra}\n"))
-                .expect_err("invalid config")
+            parse(&format!(
+                "[[process]]\nalias = \"a\"\ncommand = \"a\"\n{extra}\n"
+            ))
+            .expect_err("invalid config")
         };
         assert_eq!(bad("memory_limit = \"2GB\"").0, "process[0].memory_limit");
         assert_eq!(bad("cpu_quota = 0").0, "process[0].cpu_quota");

@@ -39,7 +39,7 @@ impl fmt::Display for MemoryLimit {
     /// The largest unit that divides the value: "2GiB", "1536MiB", "4194305B".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0 & ((1 << shift) - 1) == 0 {
                 return write!(f, "{}{unit}", self.0 >> shift);
             }
         }
@@ -137,9 +137,21 @@ mod tests {
         assert!(parse_memory("2GB").unwrap_err().contains("write GiB"));
         assert!(parse_memory("1MiB").unwrap_err().contains("at least 4MiB"));
         assert!(parse_memory("1.2.3G").unwrap_err().contains("not a number"));
-        assert!(parse_memory("lots").unwrap_err().contains("expected a size"));
-        assert!(parse_memory("2 parsecs").unwrap_err().contains("expected a size"));
-        assert!(parse_memory("99999999999T").unwrap_err().contains("too large"));
+        assert!(
+            parse_memory("lots")
+                .unwrap_err()
+                .contains("expected a size")
+        );
+        assert!(
+            parse_memory("2 parsecs")
+                .unwrap_err()
+                .contains("expected a size")
+        );
+        assert!(
+            parse_memory("99999999999T")
+                .unwrap_err()
+                .contains("too large")
+        );
         assert!(parse_memory("").is_err());
     }
 

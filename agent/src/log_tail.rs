@@ -2,11 +2,15 @@
 //! file work of `TailLog`, all of it on the blocking pool, since the agent's runtime
 //! has one thread that nothing may hold up.
 //!
-//! Cost: the last N lines are found from the end of the file, in a window that starts
-//! at one 64 KiB block and doubles until it holds N lines, so tailing a 1 GB log costs
-//! what tailing a 1 KB log with the same last lines costs; the whole file is never read.
+//! Cost: the last N lines are found from the end of the file, read backwards one
+//! 64 KiB block at a time until they hold N lines, so tailing a 1 GB log costs what
+//! tailing a 1 KB log with the same last lines costs; the whole file is never read.
 //! What one call sends first is capped: at most [`MAX_LINES`] lines, and only the lines
 //! within the file's last [`MAX_TAIL_BYTES`] (the first message then says `truncated`).
+//! Memory: the blocks are copied once into a buffer of the tail's exact size, each
+//! freed as it is copied, and the text becomes messages one at a time as they are sent,
+//! so a call holds about its tail once, not twice; the service also bounds how many
+//! calls run at once.
 //!
 //! Following polls the file every [`POLL`] rather than watching it with inotify: a
 //! quarter of a second is soon enough for an operator reading a log, and a stat per
@@ -14,11 +18,17 @@
 //! (copytruncate) and is read again from its start; a path that names another file
 //! than the one open was replaced (rotated by rename): the old file is read to its end,
 //! then the new one from its start. Either way the next message says `rotated`.
+//!
+//! Safety: the agent often runs as root, and the log's folder is often writable by the
+//! process's user, who could put a link to `/etc/shadow` or a FIFO where the log was.
+//! Every open, the first and each after a rotation, goes through [`open_log`]: it does
+//! not follow a symlink, does not wait on a FIFO, and reads only a regular file owned
+//! by root, the agent's user or the process's user, as judged on the file it opened.
 
-use std::fs::File;
+use std::fs::{File, FileType, Metadata, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::PathBuf;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -31,9 +41,10 @@ use tracing::Instrument;
 /// The most lines one call may ask for.
 pub const MAX_LINES: u32 = 10_000;
 /// The most bytes the first messages of a call carry, whatever `lines` asks: 10,000
-/// lines of a log with very long lines must not cost the agent hundreds of MB.
-pub const MAX_TAIL_BYTES: u64 = 16 << 20;
-/// The first window read from the end of the file; it doubles from there.
+/// lines of a log with very long lines must not cost the agent hundreds of MB, nor
+/// sixteen calls at once more than 64 MiB.
+pub const MAX_TAIL_BYTES: u64 = 4 << 20;
+/// What one read from the end of the file takes.
 const BLOCK: u64 = 64 << 10;
 /// The most text per message, well below gRPC's usual 4 MiB limit on a message.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -53,6 +64,8 @@ pub enum TailError {
         #[source]
         source: io::Error,
     },
+    #[error("the log file {} {why}: refusing to read it", .path.display())]
+    Refused { path: PathBuf, why: String },
     #[error("the agent is shutting down")]
     ShuttingDown,
 }
@@ -62,19 +75,24 @@ pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<LogChunk, TailError>> + 
 
 /// The last `lines` lines of the log at `path` and, with `follow`, what is appended to
 /// it until the receiver goes away or `shutdown` fires (the stream then ends with
-/// [`TailError::ShuttingDown`]).
+/// [`TailError::ShuttingDown`]). `user` is the process's configured user, who may own
+/// the file as well as root and the agent's user.
 pub async fn tail(
     path: PathBuf,
+    user: Option<String>,
     lines: u32,
     follow: bool,
     shutdown: CancellationToken,
 ) -> Result<ChunkStream, TailError> {
     let opened = path.clone();
-    let (follower, first) = tokio::task::spawn_blocking(move || start(opened, lines, follow))
-        .await
-        .map_err(|e| unreadable(&path, io::Error::other(e)))??;
+    let (follower, first) = tokio::task::spawn_blocking(move || {
+        let owners = Owners::of(user.as_deref());
+        start(opened, &owners, lines, follow)
+    })
+    .await
+    .map_err(|e| unreadable(&path, io::Error::other(e)))??;
     if !follow {
-        return Ok(Box::pin(futures::stream::iter(first.into_iter().map(Ok))));
+        return Ok(Box::pin(futures::stream::iter(first.map(Ok))));
     }
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(follow_file(follower, first, tx, shutdown).in_current_span());
@@ -83,31 +101,115 @@ pub async fn tail(
     })))
 }
 
-fn unreadable(path: &std::path::Path, source: io::Error) -> TailError {
+fn unreadable(path: &Path, source: io::Error) -> TailError {
     TailError::Unreadable {
         path: path.to_path_buf(),
         source,
     }
 }
 
+/// Who may own a log the agent reads: root, the agent's own user, and the process's
+/// configured user. A file anyone else owns may have been put there by them.
+#[derive(Debug, Clone)]
+pub(crate) struct Owners {
+    uids: Vec<u32>,
+}
+
+impl Owners {
+    /// Blocking: it reads the user database. A `user` not found there adds nobody.
+    pub(crate) fn of(user: Option<&str>) -> Owners {
+        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+        if let Some(Ok(Some(found))) = user.map(nix::unistd::User::from_name) {
+            uids.push(found.uid.as_raw());
+        }
+        uids.sort_unstable();
+        uids.dedup();
+        Owners { uids }
+    }
+}
+
+/// Why a file of this type is not read, or None for a regular file.
+fn not_regular(kind: FileType) -> Option<&'static str> {
+    Some(if kind.is_file() {
+        return None;
+    } else if kind.is_symlink() {
+        "is a symlink"
+    } else if kind.is_fifo() {
+        "is a FIFO, not a regular file"
+    } else if kind.is_dir() {
+        "is a directory, not a regular file"
+    } else if kind.is_socket() {
+        "is a socket, not a regular file"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "is a device, not a regular file"
+    } else {
+        "is not a regular file"
+    })
+}
+
+/// Opens the log at `path` for reading (blocking): the one way this module opens a
+/// file, the first time and after every rotation. The `lstat` first spares opening
+/// what is plainly no regular file (opening a device may do something); what decides
+/// is [`open_judged`], on the file actually opened.
+fn open_log(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailError> {
+    let seen = std::fs::symlink_metadata(path).map_err(|e| absent(path, e))?;
+    if let Some(why) = not_regular(seen.file_type()) {
+        return Err(refused(path, why.to_string()));
+    }
+    open_judged(path, owners)
+}
+
+fn refused(path: &Path, why: String) -> TailError {
+    TailError::Refused {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+fn absent(path: &Path, e: io::Error) -> TailError {
+    match e.kind() {
+        io::ErrorKind::NotFound => TailError::NotYet(path.to_path_buf()),
+        _ => unreadable(path, e),
+    }
+}
+
+/// The open itself: the final name is not followed if it is a symlink (`O_NOFOLLOW`),
+/// a FIFO does not block it (`O_NONBLOCK`), and what was opened is then judged by
+/// `fstat`, which no rename after the open can change: a regular file owned by one of
+/// `owners`, or refused.
+fn open_judged(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailError> {
+    let refuse = |why: String| refused(path, why);
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => refuse("is a symlink".to_string()),
+            _ => absent(path, e),
+        })?;
+    let meta = file.metadata().map_err(|e| unreadable(path, e))?;
+    if let Some(why) = not_regular(meta.file_type()) {
+        return Err(refuse(why.to_string()));
+    }
+    if !owners.uids.contains(&meta.uid()) {
+        return Err(refuse(format!(
+            "is owned by uid {}, neither root nor the agent's nor the process's user",
+            meta.uid()
+        )));
+    }
+    Ok((file, meta))
+}
+
 /// Opens the log and reads its last lines (blocking). While following, a last line
 /// without its newline is held back, to come whole with the appended text.
-fn start(path: PathBuf, lines: u32, follow: bool) -> Result<(Follower, Vec<LogChunk>), TailError> {
+fn start(
+    path: PathBuf,
+    owners: &Owners,
+    lines: u32,
+    follow: bool,
+) -> Result<(Follower, Messages), TailError> {
     let fail = |e: io::Error| unreadable(&path, e);
-    // Checked before opening: opening a FIFO would wait for a writer.
-    match std::fs::metadata(&path) {
-        Ok(meta) if !meta.is_file() => {
-            return Err(fail(io::Error::other("not a regular file")));
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TailError::NotYet(path)),
-        Err(e) => return Err(fail(e)),
-    }
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(TailError::NotYet(path)),
-        Err(e) => return Err(fail(e)),
-    };
+    let (file, _) = open_log(&path, owners)?;
     let (meta, mut tail) = read_tail_of(&file, lines as usize).map_err(fail)?;
     tracing::debug!(
         bytes_read = tail.bytes_read,
@@ -119,14 +221,18 @@ fn start(path: PathBuf, lines: u32, follow: bool) -> Result<(Follower, Vec<LogCh
         let whole = whole_lines(&tail.text);
         tail.text.truncate(whole);
     }
-    let first = messages(&tail.text, tail.truncated, false, true);
     let follower = Follower {
         offset: tail.start + tail.text.len() as u64,
         id: (meta.dev(), meta.ino()),
         path,
+        owners: owners.clone(),
         file,
+        refused: None,
     };
-    Ok((follower, first))
+    Ok((
+        follower,
+        Messages::new(tail.text, tail.truncated, false, true),
+    ))
 }
 
 /// The tail of the file as it is now. A file truncated between the stat and the read
@@ -140,23 +246,6 @@ fn read_tail_of(file: &File, lines: usize) -> io::Result<(std::fs::Metadata, Tai
             outcome => return outcome.map(|tail| (meta, tail)),
         }
     }
-}
-
-/// Where the last `lines` lines of `text` begin, `text` being the end of a file: the
-/// offset just after the newline before them, or None when `text` holds fewer line
-/// ends than that before its last line (the lines may begin before `text`). A newline
-/// at the very end closes the last line; it does not begin an empty one.
-pub fn last_lines_start(text: &[u8], lines: usize) -> Option<usize> {
-    if lines == 0 {
-        return Some(text.len());
-    }
-    let body = text.strip_suffix(b"\n").unwrap_or(text);
-    body.iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-        .map(|(i, _)| i + 1)
 }
 
 /// The end of the last whole line of `text` (0 when it has none), or all of `text`
@@ -206,137 +295,192 @@ pub(crate) struct Tail {
     pub bytes_read: u64,
 }
 
-/// The last `lines` lines of the first `end` bytes of `file`, read backwards in a
-/// doubling window, never more than `cap` bytes (blocking). Each byte is read once:
-/// a grown window reads only its new front part.
+/// The last `lines` lines of the first `end` bytes of `file`, read backwards one
+/// [`BLOCK`] at a time, never more than `cap` bytes (blocking). Each byte is read
+/// once, and copied once, into a buffer of the tail's size, each block freed as it is
+/// copied. A newline at the very end closes the last line; it does not begin an empty
+/// one.
 pub(crate) fn read_tail(file: &File, end: u64, lines: usize, cap: u64) -> io::Result<Tail> {
-    let mut window: Vec<u8> = Vec::new();
-    let mut bytes_read = 0;
-    loop {
-        let have = window.len() as u64;
-        let want = have.saturating_mul(2).max(BLOCK).min(end).min(cap);
-        if want > have {
-            let mut grown = vec![0; (want - have) as usize];
-            file.read_exact_at(&mut grown, end - want)?;
-            bytes_read += want - have;
-            grown.extend_from_slice(&window);
-            window = grown;
+    let floor = end.saturating_sub(cap);
+    // The blocks read, newest first, and the offset of the oldest.
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut from = end;
+    let mut seen = 0;
+    let mut found = (lines == 0).then_some(end);
+    while found.is_none() && from > floor {
+        let size = (from - floor).min(BLOCK);
+        let mut block = vec![0; size as usize];
+        file.read_exact_at(&mut block, from - size)?;
+        from -= size;
+        let newlines = block
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(i, b)| **b == b'\n' && from + *i as u64 + 1 != end);
+        for (i, _) in newlines {
+            seen += 1;
+            if seen == lines {
+                found = Some(from + i as u64 + 1);
+                break;
+            }
         }
-        let from = end - window.len() as u64;
-        if let Some(i) = last_lines_start(&window, lines) {
-            window.drain(..i);
-            return Ok(Tail {
-                text: window,
-                start: from + i as u64,
-                truncated: false,
-                bytes_read,
-            });
-        }
-        if from == 0 {
-            return Ok(Tail {
-                text: window,
-                start: 0,
-                truncated: false,
-                bytes_read,
-            });
-        }
-        if want <= have {
-            // The cap is reached: keep the lines that begin within it, or, when one
-            // line is longer than the cap, its end.
-            let body = window.strip_suffix(b"\n").unwrap_or(&window);
-            let first = body.iter().position(|b| *b == b'\n').map_or(0, |i| i + 1);
-            window.drain(..first);
-            return Ok(Tail {
-                text: window,
-                start: from + first as u64,
-                truncated: true,
-                bytes_read,
-            });
-        }
+        blocks.push(block);
     }
+    let (start, truncated) = match found {
+        Some(start) => (start, false),
+        None if from == 0 => (0, false),
+        // The cap is reached: keep the lines that begin within it, or, when one line
+        // is longer than the cap, its end.
+        None => {
+            let mut offset = from;
+            let first_newline = blocks.iter().rev().find_map(|block| {
+                let at = block
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map(|i| offset + i as u64);
+                offset += block.len() as u64;
+                at
+            });
+            let start = first_newline
+                .filter(|at| at + 1 != end)
+                .map_or(from, |at| at + 1);
+            (start, true)
+        }
+    };
+    let mut text = Vec::with_capacity((end - start) as usize);
+    let mut offset = from;
+    while let Some(block) = blocks.pop() {
+        let skip = start.saturating_sub(offset).min(block.len() as u64) as usize;
+        text.extend_from_slice(&block[skip..]);
+        offset += block.len() as u64;
+    }
+    Ok(Tail {
+        text,
+        start,
+        truncated,
+        bytes_read: end - from,
+    })
 }
 
 /// `text` as messages of at most [`CHUNK_BYTES`], split after a newline (or, for a
-/// longer line, between characters); the first carries the flags. With `at_least_one`,
-/// an empty `text` is still one message, so that the caller sees the flags.
-fn messages(text: &[u8], truncated: bool, rotated: bool, at_least_one: bool) -> Vec<LogChunk> {
-    let mut out: Vec<LogChunk> = split(text, CHUNK_BYTES)
-        .into_iter()
-        .map(|part| LogChunk {
-            text: String::from_utf8_lossy(part).into_owned(),
-            ..LogChunk::default()
-        })
-        .collect();
-    if out.is_empty() && (at_least_one || rotated) {
-        out.push(LogChunk::default());
-    }
-    if let Some(first) = out.first_mut() {
-        first.truncated = truncated;
-        first.rotated = rotated;
-    }
-    out
+/// longer line, between characters), each made when it is asked for, so that only one
+/// message's text exists beside `text`; the first carries the flags. With
+/// `at_least_one`, an empty `text` is still one message, so that the caller sees the
+/// flags.
+pub(crate) struct Messages {
+    text: Vec<u8>,
+    made: usize,
+    max: usize,
+    first: bool,
+    truncated: bool,
+    rotated: bool,
+    at_least_one: bool,
 }
 
-/// `text` in parts of at most `max` bytes, each ending after a newline when one fits.
-fn split(text: &[u8], max: usize) -> Vec<&[u8]> {
-    let mut parts = Vec::new();
-    let mut rest = text;
-    while rest.len() > max {
-        let window = &rest[..max];
-        let cut = match window.iter().rposition(|b| *b == b'\n') {
-            Some(i) => i + 1,
-            None => complete_utf8(window),
+impl Messages {
+    fn new(text: Vec<u8>, truncated: bool, rotated: bool, at_least_one: bool) -> Messages {
+        Messages {
+            text,
+            made: 0,
+            max: CHUNK_BYTES,
+            first: true,
+            truncated,
+            rotated,
+            at_least_one,
+        }
+    }
+}
+
+impl Iterator for Messages {
+    type Item = LogChunk;
+
+    fn next(&mut self) -> Option<LogChunk> {
+        let rest = &self.text[self.made..];
+        if rest.is_empty() && !(self.first && (self.at_least_one || self.rotated)) {
+            return None;
+        }
+        let cut = if rest.len() > self.max {
+            let window = &rest[..self.max];
+            let cut = match window.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => complete_utf8(window),
+            };
+            cut.max(1)
+        } else {
+            rest.len()
         };
-        let (part, after) = rest.split_at(cut.max(1));
-        parts.push(part);
-        rest = after;
+        let chunk = LogChunk {
+            text: String::from_utf8_lossy(&rest[..cut]).into_owned(),
+            truncated: self.first && self.truncated,
+            rotated: self.first && self.rotated,
+        };
+        self.made += cut;
+        self.first = false;
+        Some(chunk)
     }
-    if !rest.is_empty() {
-        parts.push(rest);
-    }
-    parts
+}
+
+/// All the messages of `text` at once, for a poll's text of at most [`CHUNK_BYTES`].
+fn messages(text: Vec<u8>, rotated: bool) -> Vec<LogChunk> {
+    Messages::new(text, false, rotated, false).collect()
 }
 
 /// A log being followed: the file open now and how far it was sent.
 struct Follower {
     path: PathBuf,
+    owners: Owners,
     file: File,
     /// Device and inode of `file`, to tell when the path names another file.
     id: (u64, u64),
     offset: u64,
+    /// The file that replaced `file` was refused: the stream ends with this once the
+    /// old file's last words are sent.
+    refused: Option<TailError>,
 }
 
 impl Follower {
     /// What was appended since the last poll (blocking), and whether all of it was
     /// read; a poll reads at most [`CHUNK_BYTES`], so a fast writer takes several.
-    fn poll(&mut self) -> io::Result<(Vec<LogChunk>, bool)> {
-        let replaced = std::fs::metadata(&self.path)
+    fn poll(&mut self) -> Result<(Vec<LogChunk>, bool), TailError> {
+        if let Some(refused) = self.refused.take() {
+            return Err(refused);
+        }
+        let fail = |e: io::Error| unreadable(&self.path, e);
+        let len = self.file.metadata().map_err(fail)?.len();
+        let replaced = std::fs::symlink_metadata(&self.path)
             .map(|m| (m.dev(), m.ino()) != self.id)
             .unwrap_or(false);
-        let len = self.file.metadata()?.len();
         let mut rotated = false;
         if len < self.offset {
             self.offset = 0;
             rotated = true;
         }
-        let (text, caught_up) = self.read_appended(len, !replaced)?;
-        let mut out = messages(&text, false, rotated, false);
+        let (text, caught_up) = self
+            .read_appended(len, !replaced)
+            .map_err(|e| unreadable(&self.path, e))?;
+        let mut out = messages(text, rotated);
         if !(replaced && caught_up) {
             return Ok((out, caught_up));
         }
-        // The old file was read to its end: on to the new one, from its start.
-        let file = match File::open(&self.path) {
-            Ok(file) => file,
+        // The old file was read to its end: on to the new one, from its start, if it
+        // may be read.
+        let (file, meta) = match open_log(&self.path, &self.owners) {
+            Ok(opened) => opened,
             // Gone again before it could be opened: looked for at the next poll.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, true)),
-            Err(e) => return Err(e),
+            Err(TailError::NotYet(_)) => return Ok((out, true)),
+            Err(e) if out.is_empty() => return Err(e),
+            Err(e) => {
+                self.refused = Some(e);
+                return Ok((out, true));
+            }
         };
-        let meta = file.metadata()?;
         self.file = file;
         self.id = (meta.dev(), meta.ino());
         self.offset = 0;
-        let (text, caught_up) = self.read_appended(meta.len(), true)?;
-        out.extend(messages(&text, false, true, false));
+        let (text, caught_up) = self
+            .read_appended(meta.len(), true)
+            .map_err(|e| unreadable(&self.path, e))?;
+        out.extend(messages(text, true));
         Ok((out, caught_up))
     }
 
@@ -383,7 +527,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 /// is dropped (the client went away) or `shutdown` fires.
 async fn follow_file(
     mut follower: Follower,
-    first: Vec<LogChunk>,
+    first: Messages,
     tx: mpsc::Sender<Result<LogChunk, TailError>>,
     shutdown: CancellationToken,
 ) {
@@ -419,7 +563,7 @@ async fn follow_file(
             let (chunks, caught_up) = match outcome {
                 Ok(polled) => polled,
                 Err(e) => {
-                    send(&tx, Err(unreadable(&path, e)), &shutdown).await;
+                    send(&tx, Err(e), &shutdown).await;
                     return;
                 }
             };
@@ -458,32 +602,6 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_last_lines_start_after_the_newline_before_them() {
-        let text = b"a\nbb\nccc\n";
-        assert_eq!(last_lines_start(text, 1), Some(5));
-        assert_eq!(last_lines_start(text, 2), Some(2));
-        assert_eq!(
-            last_lines_start(text, 3),
-            None,
-            "a starts before the buffer"
-        );
-        assert_eq!(
-            last_lines_start(b"a\nbb\nccc", 1),
-            Some(5),
-            "an unfinished line"
-        );
-        assert_eq!(last_lines_start(b"a\nbb\nccc", 2), Some(2));
-        assert_eq!(
-            last_lines_start(b"a\n\n\n", 2),
-            Some(2),
-            "empty lines count"
-        );
-        assert_eq!(last_lines_start(b"", 1), None);
-        assert_eq!(last_lines_start(b"\n", 1), None);
-        assert_eq!(last_lines_start(text, 0), Some(text.len()));
-    }
-
     fn file_with(content: &[u8]) -> (tempfile::NamedTempFile, File) {
         let mut named = tempfile::NamedTempFile::new().expect("temp file");
         named.write_all(content).expect("write");
@@ -494,6 +612,24 @@ mod tests {
     fn tail_of(content: &[u8], lines: usize, cap: u64) -> Tail {
         let (_named, file) = file_with(content);
         read_tail(&file, content.len() as u64, lines, cap).expect("tail")
+    }
+
+    #[test]
+    fn the_last_lines_start_after_the_newline_before_them() {
+        let start = |text: &[u8], lines| tail_of(text, lines, MAX_TAIL_BYTES).start;
+        let text = b"a\nbb\nccc\n";
+        assert_eq!(start(text, 1), 5);
+        assert_eq!(start(text, 2), 2);
+        assert_eq!(start(text, 3), 0, "a starts the file");
+        assert_eq!(start(text, 4), 0, "fewer lines than asked");
+        assert_eq!(start(b"a\nbb\nccc", 1), 5, "an unfinished line");
+        assert_eq!(start(b"a\nbb\nccc", 2), 2);
+        assert_eq!(start(b"a\n\n\n", 2), 2, "empty lines count");
+        assert_eq!(start(b"", 1), 0);
+        assert_eq!(start(b"\n", 1), 0);
+        assert_eq!(start(text, 0), text.len() as u64);
+        let tail = tail_of(text, 2, MAX_TAIL_BYTES);
+        assert_eq!(tail.text, b"bb\nccc\n");
     }
 
     #[test]
@@ -511,6 +647,7 @@ mod tests {
             &tail.text[..20]
         );
         assert_eq!(tail.bytes_read, 4 * BLOCK);
+        assert_eq!(tail.text.capacity(), tail.text.len(), "sized once");
         let tail = tail_of(b"one\ntwo", 5, MAX_TAIL_BYTES);
         assert_eq!((tail.text.as_slice(), tail.start), (&b"one\ntwo"[..], 0));
     }
@@ -546,15 +683,23 @@ mod tests {
 
     #[test]
     fn messages_split_after_newlines_and_never_inside_a_character() {
+        let split = |text: &[u8], max| -> Vec<(String, bool)> {
+            let mut messages = Messages::new(text.to_vec(), true, false, true);
+            messages.max = max;
+            messages.map(|m| (m.text, m.truncated)).collect()
+        };
         let parts = split(b"ab\ncd\nef\n", 7);
-        assert_eq!(parts, vec![&b"ab\ncd\n"[..], &b"ef\n"[..]]);
-        let text = "ééé".as_bytes();
-        let parts = split(text, 3);
-        assert_eq!(parts, vec![&text[..2], &text[2..4], &text[4..]]);
-        let first = messages(b"", true, false, true);
-        assert_eq!(first.len(), 1);
-        assert!(first[0].truncated && first[0].text.is_empty());
-        assert!(messages(b"", false, false, false).is_empty());
+        assert_eq!(
+            parts,
+            vec![("ab\ncd\n".into(), true), ("ef\n".into(), false)]
+        );
+        let parts = split("ééé".as_bytes(), 3);
+        let e = ("é".to_string(), false);
+        assert_eq!(parts, vec![("é".to_string(), true), e.clone(), e]);
+        let first = split(b"", 7);
+        assert_eq!(first, vec![(String::new(), true)], "the flags come alone");
+        assert!(messages(Vec::new(), false).is_empty());
+        assert_eq!(messages(Vec::new(), true).len(), 1);
     }
 
     #[test]
@@ -562,8 +707,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.log");
         std::fs::write(&path, "old 1\nold 2\npart").expect("write");
-        let (mut follower, first) = start(path.clone(), 5, true).expect("start");
-        assert_eq!(first[0].text, "old 1\nold 2\n", "the unfinished line waits");
+        let (mut follower, first) = start(path.clone(), &Owners::of(None), 5, true).expect("start");
+        assert_eq!(
+            first.collect::<Vec<_>>()[0].text,
+            "old 1\nold 2\n",
+            "the unfinished line waits"
+        );
         let append = |text: &str| {
             let mut f = std::fs::OpenOptions::new()
                 .append(true)
@@ -611,6 +760,105 @@ mod tests {
     fn a_missing_file_is_not_yet_there() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("none.log");
-        assert!(matches!(start(path, 5, false), Err(TailError::NotYet(_))));
+        assert!(matches!(
+            start(path, &Owners::of(None), 5, false),
+            Err(TailError::NotYet(_))
+        ));
+    }
+
+    fn refusal(path: &Path, owners: &Owners) -> String {
+        match open_log(path, owners) {
+            Err(e @ TailError::Refused { .. }) => e.to_string(),
+            other => panic!("{} was not refused: {other:?}", path.display()),
+        }
+    }
+
+    #[test]
+    fn a_log_is_opened_only_when_it_is_a_regular_file_of_a_trusted_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let owners = Owners::of(None);
+        let log = dir.path().join("p.log");
+        std::fs::write(&log, "a line\n").expect("write");
+        let (_, meta) = open_log(&log, &owners).expect("a regular file is read");
+        assert_eq!(meta.len(), 7);
+
+        // A symlink is refused, whatever it points at.
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's secret\n").expect("write");
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+        let why = refusal(&link, &owners);
+        assert!(why.contains("is a symlink: refusing to read it"), "{why}");
+
+        // A FIFO is refused at once: the open neither waits for a writer nor hangs.
+        let fifo = dir.path().join("fifo.log");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let started = std::time::Instant::now();
+        let why = refusal(&fifo, &owners);
+        assert!(why.contains("is a FIFO"), "{why}");
+        // Also when the lstat saw a regular file and the FIFO or the symlink took its
+        // place before the open: what is opened decides.
+        for (path, expected) in [(&fifo, "is a FIFO"), (&link, "is a symlink")] {
+            match open_judged(path, &owners) {
+                Err(e @ TailError::Refused { .. }) => {
+                    assert!(e.to_string().contains(expected), "{e}")
+                }
+                other => panic!("{} was opened: {other:?}", path.display()),
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        let why = refusal(dir.path(), &owners);
+        assert!(why.contains("is a directory"), "{why}");
+        assert!(matches!(
+            open_log(&dir.path().join("none"), &owners),
+            Err(TailError::NotYet(_))
+        ));
+    }
+
+    #[test]
+    fn a_log_owned_by_another_user_is_refused_unless_it_is_the_process_user() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can give a file to another user");
+            return;
+        }
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            eprintln!("skipped: no user nobody");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("p.log");
+        std::fs::write(&log, "theirs\n").expect("write");
+        std::os::unix::fs::chown(&log, Some(nobody.uid.as_raw()), None).expect("chown");
+        let why = refusal(&log, &Owners::of(None));
+        assert!(
+            why.contains(&format!("is owned by uid {}", nobody.uid)),
+            "{why}"
+        );
+        let why = refusal(&log, &Owners::of(Some("nosuch-ocp-user")));
+        assert!(why.contains("is owned by uid"), "{why}");
+        open_log(&log, &Owners::of(Some("nobody"))).expect("the process's user's file");
+    }
+
+    #[test]
+    fn a_follower_refuses_a_symlink_that_replaced_its_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.log");
+        std::fs::write(&path, "one\n").expect("write");
+        let (mut follower, _) = start(path.clone(), &Owners::of(None), 5, true).expect("start");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "root's secret\n").expect("write");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(b"last words\n"))
+            .expect("append");
+        std::fs::rename(&path, dir.path().join("p.log.1")).expect("rename");
+        std::os::unix::fs::symlink(&secret, &path).expect("symlink");
+        let (chunks, _) = follower.poll().expect("the old file's last words");
+        let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+        assert_eq!(texts, vec!["last words\n"]);
+        let e = follower.poll().expect_err("the symlink is refused");
+        assert!(e.to_string().contains("is a symlink"), "{e}");
     }
 }

@@ -268,7 +268,10 @@ async fn cgroups_for(config: &Config, data_dir: PathBuf) -> Option<Cgroups> {
     }
     match tokio::task::spawn_blocking(move || Cgroups::discover(&data_dir)).await {
         Ok(Ok(cgroups)) => {
-            info!(cgroup = cgroups.version(), "resource limits enforced through cgroups");
+            info!(
+                cgroup = cgroups.version(),
+                "resource limits enforced through cgroups"
+            );
             Some(cgroups)
         }
         Ok(Err(why)) => {

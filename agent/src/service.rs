@@ -11,7 +11,9 @@
 //! OK and lists, in `failures`, the processes that did not get there and why.
 //!
 //! TailLog reads a log, which changes nothing: it serves any configured process,
-//! operable or not; the file work is `log_tail`'s.
+//! operable or not; the file work is `log_tail`'s. At most [`MAX_TAILS`] calls run at
+//! once, each holding its place until its stream ends: each may hold a few MiB, and a
+//! blocking thread now and then.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +29,7 @@ use proto::agent::v1::{
     ListProcessesResponse, LogChunk, ProcessFailure, ProcessRequest, ProcessResponse,
     ProcessStatus, TailLogRequest,
 };
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response};
@@ -39,6 +42,8 @@ use crate::supervisor::{Command, Handle, SupervisorError};
 
 /// Used when a request leaves `timeout_ms` at 0 and sends no shorter grpc-timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most TailLog calls the agent serves at once; more are RESOURCE_EXHAUSTED.
+pub const MAX_TAILS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -65,6 +70,8 @@ pub enum CallError {
     InvalidLines(u32),
     #[error("process {0:?} has no log file: its config sets no log_file")]
     NoLogFile(String),
+    #[error("too many log tails at once ({MAX_TAILS}); try again later")]
+    TooManyTails,
     #[error(transparent)]
     Log(#[from] TailError),
     #[error("reading the processes' state from the OS: {0}")]
@@ -86,9 +93,10 @@ impl From<CallError> for tonic::Status {
             CallError::NoLogFile(_) | CallError::Log(TailError::NotYet(_)) => {
                 tonic::Status::not_found(message)
             }
-            CallError::Log(TailError::Unreadable { .. }) => {
+            CallError::Log(TailError::Unreadable { .. } | TailError::Refused { .. }) => {
                 tonic::Status::failed_precondition(message)
             }
+            CallError::TooManyTails => tonic::Status::resource_exhausted(message),
             CallError::Unread(_) => tonic::Status::internal(message),
         }
     }
@@ -114,6 +122,8 @@ pub struct Agent {
     by_alias: HashMap<String, usize>,
     started: Instant,
     shutdown: CancellationToken,
+    /// One permit per TailLog call under way.
+    tails: Arc<Semaphore>,
 }
 
 /// The gRPC face; cheap to clone.
@@ -137,6 +147,7 @@ impl AgentServiceImpl {
             by_alias,
             started: Instant::now(),
             shutdown,
+            tails: Arc::new(Semaphore::new(MAX_TAILS)),
         }))
     }
 }
@@ -244,8 +255,15 @@ impl Agent {
             .log_file
             .clone()
             .ok_or_else(|| CallError::NoLogFile(req.alias.clone()))?;
-        let chunks = log_tail::tail(path, req.lines, req.follow, self.shutdown.clone()).await?;
-        Ok(Box::pin(chunks.map(|chunk| {
+        let permit = Arc::clone(&self.tails)
+            .try_acquire_owned()
+            .map_err(|_| CallError::TooManyTails)?;
+        let user = handle.spec.user.clone();
+        let chunks =
+            log_tail::tail(path, user, req.lines, req.follow, self.shutdown.clone()).await?;
+        Ok(Box::pin(chunks.map(move |chunk| {
+            // Held as long as the stream: given back when it ends or the client goes.
+            let _permit = &permit;
             chunk.map_err(|e| tonic::Status::from(CallError::from(e)))
         })))
     }

@@ -432,7 +432,11 @@ async fn bulk_calls_and_agent_status() {
         "[agent]\nversion = \"4.2.1\"\n{}{}{}",
         demo_process("proxy", &[], "proxy = true\nmin_live = \"0s\""),
         demo_process("locked", &[], "operable = false\nmin_live = \"0s\""),
-        demo_process("job", &[], "kind = \"work\"\nmin_live = \"0s\"\nautostart = false"),
+        demo_process(
+            "job",
+            &[],
+            "kind = \"work\"\nmin_live = \"0s\"\nautostart = false"
+        ),
     );
     let setup = Setup::new(&config);
     let mut a = setup.start().await;

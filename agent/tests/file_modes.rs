@@ -53,7 +53,11 @@ async fn data_dir_and_its_files_are_private_under_umask_000() {
     let config = format!(
         "{}{}",
         demo_process("base", &[], "min_live = \"0s\""),
-        demo_process("worker", &[], "kind = \"work\"\nautostart = false\nmin_live = \"0s\"")
+        demo_process(
+            "worker",
+            &[],
+            "kind = \"work\"\nautostart = false\nmin_live = \"0s\""
+        )
     );
     let setup = Setup::new(&config);
     let mut a = setup.start_with(umask_000).await;

@@ -28,7 +28,11 @@ async fn every_process_starts_with_the_agent_unless_autostart_is_false() {
         let idle = get(&mut first.client, alias).await;
         assert_eq!(
             (idle.state, idle.status, idle.pid),
-            (ProcessState::Stopped as i32, ProcessStatus::Stopped as i32, 0),
+            (
+                ProcessState::Stopped as i32,
+                ProcessStatus::Stopped as i32,
+                0
+            ),
             "{alias} has autostart = false"
         );
     }
@@ -90,7 +94,12 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
     let trigger = dir.path().join("hog-now");
     let config = demo_process(
         "hog",
-        &["--hog-mb", "256", "--hog-when", &trigger.display().to_string()],
+        &[
+            "--hog-mb",
+            "256",
+            "--hog-when",
+            &trigger.display().to_string(),
+        ],
         "min_live = \"100ms\"\nmemory_limit = \"64MiB\"\ncpu_quota = 0.5",
     );
     let setup = Setup::new(&config);
@@ -124,7 +133,11 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
     let mut checked = 0;
     for dir in &first.cgroup_dirs {
         let name = Path::new(dir).file_name().expect("name").to_string_lossy();
-        assert!(own.contains(&*name), "pid {} not in {dir}: {own}", first.pid);
+        assert!(
+            own.contains(&*name),
+            "pid {} not in {dir}: {own}",
+            first.pid
+        );
         let has = |file: &str| Path::new(dir).join(file).exists();
         if has("cpu.max") {
             assert_eq!(read(dir, "cpu.max"), "50000 100000");
@@ -137,11 +150,18 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
             checked += 1;
         }
         if has("memory.limit_in_bytes") {
-            assert_eq!(read(dir, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+            assert_eq!(
+                read(dir, "memory.limit_in_bytes"),
+                (64u64 << 20).to_string()
+            );
             checked += 1;
         }
     }
-    assert_eq!(checked, 2, "cpu and memory limits found in {:?}", first.cgroup_dirs);
+    assert_eq!(
+        checked, 2,
+        "cpu and memory limits found in {:?}",
+        first.cgroup_dirs
+    );
 
     std::fs::write(&trigger, "").expect("trigger");
     let killed = wait_for(&mut a.client, "hog", "killed by its limit", |p| {
@@ -161,8 +181,8 @@ async fn a_process_past_its_memory_limit_is_killed_reported_and_restarted_with_b
     assert!(again.memory_bytes > 0, "{again:?}");
     let said = a.agent.stderr();
     assert!(
-        said.iter().any(|l| l.contains("exited unexpectedly")
-            && l.contains("killed: memory limit 64MiB")),
+        said.iter()
+            .any(|l| l.contains("exited unexpectedly") && l.contains("killed: memory limit 64MiB")),
         "{said:?}"
     );
 
@@ -187,5 +207,9 @@ async fn list_processes_reports_memory_and_cpu_in_use() {
     .await;
     assert!(busy.memory_bytes < 128 << 20, "{busy:?}");
     assert_eq!((busy.memory_limit_bytes, busy.cpu_quota), (0, 0.0));
-    assert!(enforced(&a.agent).is_none(), "no limits, no cgroups: {:?}", a.agent.stderr());
+    assert!(
+        enforced(&a.agent).is_none(),
+        "no limits, no cgroups: {:?}",
+        a.agent.stderr()
+    );
 }

@@ -1,6 +1,7 @@
 //! TailLog against a real agent and a real process writing its log: the last lines,
-//! lines appended while following, a truncated log, the refusals, and a follow stream
-//! that ends when the agent stops.
+//! lines appended while following, a truncated log, the refusals (a symlink and a file
+//! of another user among them), the limit on calls at once, and a follow stream that
+//! ends when the agent stops.
 
 mod common;
 
@@ -164,11 +165,130 @@ async fn a_follow_stream_ends_when_the_agent_stops() {
     let ended = timeout(WAIT, stream.message())
         .await
         .expect("the stream ended with the agent");
+    // The agent's own word that it stops, not merely a connection that went: a
+    // follower that missed the shutdown would end only with the connection.
     match ended {
-        Ok(None) => {}
-        Err(e) => assert_eq!(e.code(), Code::Unavailable, "{e:?}"),
+        Err(e) => {
+            assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+            assert!(e.message().contains("shutting down"), "{e:?}");
+        }
+        Ok(None) => panic!("the stream ended without saying the agent is shutting down"),
         Ok(Some(chunk)) => panic!("a message after the stop: {chunk:?}"),
     }
     let status = a.agent.wait_exit().await;
     assert!(status.success(), "{status}: {:?}", a.agent.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
+    let setup = Setup::new(&config());
+    let mut a = setup.start().await;
+    wait_running(&mut a.client, "web").await;
+    let log = setup.dir.path().join("log/web.log");
+    assert!(eventually(|| log.exists()).await, "no log file");
+    let secret = setup.dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET 42\n").expect("write the secret");
+    let refused = |e: &tonic::Status, why: &str| {
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(why), "{e:?}");
+        assert!(e.message().contains("refusing to read it"), "{e:?}");
+        assert!(!e.message().contains("TOP SECRET"), "{e:?}");
+    };
+
+    // Followed while a regular file, then replaced by a symlink to the secret: the
+    // old file's last words come, then the refusal.
+    append(&log, "before the swap\n");
+    let mut stream = a
+        .client
+        .tail_log(tail("web", 1, true))
+        .await
+        .expect("TailLog follow")
+        .into_inner();
+    read_until(&mut stream, "before the swap\n").await;
+    append(&log, "last words\n");
+    std::fs::rename(&log, setup.dir.path().join("log/web.log.1")).expect("rotate");
+    std::os::unix::fs::symlink(&secret, &log).expect("symlink");
+    let mut text = String::new();
+    let e = loop {
+        match timeout(WAIT, stream.message()).await.expect("an answer") {
+            Ok(Some(chunk)) => text.push_str(&chunk.text),
+            Ok(None) => panic!("the stream ended without a refusal; got {text:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(text, "last words\n");
+    refused(&e, "is a symlink");
+
+    // Asked for afresh, with or without following.
+    for follow in [false, true] {
+        let e = read_all(&mut a.client, tail("web", 10, follow))
+            .await
+            .expect_err("a symlink is refused");
+        refused(&e, "is a symlink");
+    }
+
+    // A FIFO: refused at once, not a blocking thread waiting for a writer.
+    std::fs::remove_file(&log).expect("remove the symlink");
+    nix::unistd::mkfifo(&log, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let e = timeout(WAIT, read_all(&mut a.client, tail("web", 10, false)))
+        .await
+        .expect("the FIFO was answered")
+        .expect_err("a FIFO is refused");
+    refused(&e, "is a FIFO");
+
+    // A file of a user neither root, the agent's nor the process's.
+    std::fs::remove_file(&log).expect("remove the FIFO");
+    std::fs::copy(&secret, &log).expect("copy the secret");
+    match nix::unistd::User::from_name("nobody") {
+        Ok(Some(nobody)) if nix::unistd::geteuid().is_root() => {
+            std::os::unix::fs::chown(&log, Some(nobody.uid.as_raw()), None).expect("chown");
+            let e = read_all(&mut a.client, tail("web", 10, false))
+                .await
+                .expect_err("another user's file is refused");
+            refused(&e, "is owned by uid");
+        }
+        _ => eprintln!("skipped the owner check: it needs root and a user nobody"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_16_tails_run_at_once() {
+    let setup = Setup::new(&config());
+    let mut a = setup.start().await;
+    wait_running(&mut a.client, "web").await;
+    let log = setup.dir.path().join("log/web.log");
+    assert!(eventually(|| log.exists()).await, "no log file");
+    append(&log, "a line\n");
+    let mut streams = Vec::new();
+    for _ in 0..16 {
+        let mut stream = a
+            .client
+            .tail_log(tail("web", 1, true))
+            .await
+            .expect("TailLog follow")
+            .into_inner();
+        read_until(&mut stream, "a line\n").await;
+        streams.push(stream);
+    }
+    let e = read_all(&mut a.client, tail("web", 1, false))
+        .await
+        .expect_err("the 17th is refused");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        e.message()
+            .contains("too many log tails at once (16); try again later"),
+        "{e:?}"
+    );
+    // A stream that ends gives its place back.
+    drop(streams.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match read_all(&mut a.client, tail("web", 1, false)).await {
+            Ok(text) => break assert_eq!(text, "a line\n"),
+            Err(e) if e.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the place was not given back: {e:?}"),
+        }
+    }
 }

@@ -230,8 +230,7 @@ mod tests {
 
     #[test]
     fn a_container_sees_its_own_part_at_the_mounts_top() {
-        let mountinfo =
-            "50 40 0:26 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let mountinfo = "50 40 0:26 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let layout = locate(mountinfo, "0::/docker/abc/agent\n", |_| {
             Some("memory cpu".into())
         });
@@ -248,7 +247,10 @@ mod tests {
         let only_v2 = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         let why = locate(only_v2, "0::/user.slice\n", |_| Some("pids io\n".into()))
             .expect_err("no memory controller");
-        assert!(why.contains("/sys/fs/cgroup/user.slice/cgroup.controllers"), "{why}");
+        assert!(
+            why.contains("/sys/fs/cgroup/user.slice/cgroup.controllers"),
+            "{why}"
+        );
         assert!(why.contains("not memory and cpu"), "{why}");
         assert_eq!(
             locate("", "", |_| None),

@@ -238,9 +238,16 @@ impl ProcessCgroup {
             let max = memory.map_or("max".to_string(), |b| b.to_string());
             self.write(self.memory_dir(), "memory.max", &max)?;
             // Swap would let a process over its limit slow down instead of stopping.
-            self.write_if_present("memory.swap.max", if memory.is_some() { "0" } else { "max" })?;
+            self.write_if_present(
+                "memory.swap.max",
+                if memory.is_some() { "0" } else { "max" },
+            )?;
             self.write_if_present("memory.oom.group", "1")?;
-            self.write(self.cpu_dir(), "cpu.max", &limits::cpu_max(self.limits.cpu_quota))?;
+            self.write(
+                self.cpu_dir(),
+                "cpu.max",
+                &limits::cpu_max(self.limits.cpu_quota),
+            )?;
         } else {
             let bytes = memory.map_or("-1".to_string(), |b| b.to_string());
             // memsw may never be below the limit: lift it, set the limit, then lower it.
@@ -326,8 +333,7 @@ impl ProcessCgroup {
             }
         } else {
             Usage {
-                memory_bytes: number(read(self.memory_dir(), "memory.usage_in_bytes"))
-                    .unwrap_or(0),
+                memory_bytes: number(read(self.memory_dir(), "memory.usage_in_bytes")).unwrap_or(0),
                 cpu_usec: self
                     .cpuacct
                     .as_deref()
@@ -437,8 +443,14 @@ mod tests {
     fn keyed_reads_the_exact_key() {
         let events = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 1\n";
         assert_eq!(keyed(events, "oom_kill"), Some(2));
-        assert_eq!(keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n", "oom_kill"), Some(5));
-        assert_eq!(keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"), Some(1234));
+        assert_eq!(
+            keyed("oom_kill_disable 0\nunder_oom 0\noom_kill 5\n", "oom_kill"),
+            Some(5)
+        );
+        assert_eq!(
+            keyed("usage_usec 1234\nuser_usec 1000\n", "usage_usec"),
+            Some(1234)
+        );
         assert_eq!(keyed("", "oom_kill"), None);
     }
 
@@ -448,7 +460,10 @@ mod tests {
         assert!(Kills(2).killed_since(Kills(1), false));
         assert!(!Kills(1).killed_since(Kills(1), true));
         assert!(LimitHits(9).killed_since(LimitHits(3), true));
-        assert!(!LimitHits(9).killed_since(LimitHits(3), false), "it exited by itself");
+        assert!(
+            !LimitHits(9).killed_since(LimitHits(3), false),
+            "it exited by itself"
+        );
         assert!(!Kills(5).killed_since(LimitHits(0), true));
     }
 
@@ -473,13 +488,19 @@ mod tests {
         let p = together.process("ob", Limits::default());
         assert_eq!(
             p.dirs(),
-            [PathBuf::from("/m/ob@0000beef"), PathBuf::from("/c/ob@0000beef")]
+            [
+                PathBuf::from("/m/ob@0000beef"),
+                PathBuf::from("/c/ob@0000beef")
+            ]
         );
         assert_eq!(p.cpuacct.as_deref(), Some(Path::new("/c/ob@0000beef")));
         let v2 = Cgroups {
             layout: Layout::V2 { own: "/u".into() },
             instance: "0000beef".into(),
         };
-        assert_eq!(v2.process("ob", Limits::default()).dirs(), [PathBuf::from("/u/ob@0000beef")]);
+        assert_eq!(
+            v2.process("ob", Limits::default()).dirs(),
+            [PathBuf::from("/u/ob@0000beef")]
+        );
     }
 }

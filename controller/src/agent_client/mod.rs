@@ -274,7 +274,8 @@ impl AgentClient<'_> {
     }
 
     /// The last `lines` lines of the process's log: the agent's TailLog stream, without
-    /// following, read whole within `timeout`. Text past [`MAX_LOG_TEXT`] is dropped.
+    /// following, read whole within `timeout`. Past [`MAX_LOG_TEXT`], the oldest
+    /// messages are dropped: a tail keeps its newest lines.
     pub async fn tail_log(
         &self,
         alias: &str,
@@ -290,14 +291,16 @@ impl AgentClient<'_> {
         let mut grpc = self.grpc.clone();
         let read = async move {
             let mut stream = grpc.tail_log(request).await?.into_inner();
-            let mut log = String::new();
+            let mut kept = std::collections::VecDeque::new();
+            let mut size = 0;
             while let Some(chunk) = stream.message().await? {
-                if log.len() + chunk.text.len() > MAX_LOG_TEXT {
-                    break;
+                size += chunk.text.len();
+                kept.push_back(chunk.text);
+                while size > MAX_LOG_TEXT {
+                    size -= kept.pop_front().map_or(0, |text| text.len());
                 }
-                log.push_str(&chunk.text);
             }
-            Ok(log)
+            Ok(kept.into_iter().collect::<String>())
         };
         let outcome = tokio::time::timeout(timeout, read)
             .await
@@ -346,10 +349,12 @@ impl AgentClient<'_> {
     }
 }
 
-/// The most log text one read takes from an agent: the agent sends at most 16 MiB of
-/// its file, which invalid UTF-8 replaced by U+FFFD can make up to three times longer;
-/// more than that is an agent misbehaving, and is not kept in memory.
-pub const MAX_LOG_TEXT: usize = 48 << 20;
+/// The most log text one read keeps from an agent. The agent sends at most 4 MiB of its
+/// file, which is all kept unless invalid UTF-8, each byte replaced by a 3-byte U+FFFD,
+/// makes it longer; then, or with an agent misbehaving, the newest 8 MiB are kept, in
+/// whole messages. The cap is on the text: its JSON may be longer still (a control byte
+/// becomes `\u0000`), which is bounded too, and fine.
+pub const MAX_LOG_TEXT: usize = 8 << 20;
 
 /// How long the agent itself may take, in the body of requests that wait on processes.
 fn timeout_ms(timeout: Duration) -> u64 {

@@ -467,7 +467,7 @@ pub struct SubtaskLogJson {
 }
 
 /// The last lines of an agent process's log file, oldest first, as its agent read them
-/// just now: whole lines, at most the file's last 16 MiB.
+/// just now: whole lines, at most the file's last 4 MiB.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProcessLogJson {
     pub log: String,

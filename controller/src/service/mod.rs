@@ -38,7 +38,7 @@ pub struct CoreOptions {
     /// How long a refreshed inventory is served from the store before the agent is asked
     /// again: a dashboard polling many hosts must not turn every read into agent calls.
     pub refresh_ttl: Duration,
-    /// How long reading a process's log from its agent may take, up to 16 MiB of it.
+    /// How long reading a process's log from its agent may take, up to 4 MiB of it.
     pub log_timeout: Duration,
     pub executor: String,
 }
