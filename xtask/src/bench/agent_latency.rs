@@ -30,8 +30,9 @@ const STARTUP_DELAY_MS: u64 = 100;
 const ROUNDS: usize = 3;
 /// GetAgentInfo calls on an agent with nothing to do, for comparison.
 const IDLE_CALLS: usize = 2000;
-const AGENT_PORT: u16 = 47190;
-const FIRST_PROCESS_PORT: u16 = 47200;
+/// Apart from every other scenario's ports (supervisord's are 47200 and 47201).
+const AGENT_PORT: u16 = 47600;
+const FIRST_PROCESS_PORT: u16 = 47610;
 /// The goal: a GetAgentInfo is never held up by more than a few milliseconds of work.
 pub const GOAL_P99_MS: f64 = 5.0;
 
