@@ -63,6 +63,16 @@ fn config() -> String {
     )
 }
 
+/// An agent running `web`, once its log file exists.
+async fn web_with_its_log() -> (Setup, RunningAgent, std::path::PathBuf) {
+    let setup = Setup::new(&config());
+    let mut a = setup.start().await;
+    wait_running(&mut a.client, "web").await;
+    let log = setup.dir.path().join("log/web.log");
+    assert!(eventually(|| log.exists()).await, "no log file");
+    (setup, a, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_log_sends_the_last_lines_then_what_is_appended() {
     let setup = Setup::new(&config());
@@ -147,11 +157,7 @@ async fn tail_log_sends_the_last_lines_then_what_is_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follow_stream_ends_when_the_agent_stops() {
-    let setup = Setup::new(&config());
-    let mut a = setup.start().await;
-    wait_running(&mut a.client, "web").await;
-    let log = setup.dir.path().join("log/web.log");
-    assert!(eventually(|| log.exists()).await, "no log file");
+    let (_setup, mut a, log) = web_with_its_log().await;
     append(&log, "before the stop\n");
     let mut stream = a
         .client
@@ -181,11 +187,7 @@ async fn a_follow_stream_ends_when_the_agent_stops() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
-    let setup = Setup::new(&config());
-    let mut a = setup.start().await;
-    wait_running(&mut a.client, "web").await;
-    let log = setup.dir.path().join("log/web.log");
-    assert!(eventually(|| log.exists()).await, "no log file");
+    let (setup, mut a, log) = web_with_its_log().await;
     let secret = setup.dir.path().join("secret.txt");
     std::fs::write(&secret, "TOP SECRET 42\n").expect("write the secret");
     let refused = |e: &tonic::Status, why: &str| {
@@ -253,11 +255,7 @@ async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_most_16_tails_run_at_once() {
-    let setup = Setup::new(&config());
-    let mut a = setup.start().await;
-    wait_running(&mut a.client, "web").await;
-    let log = setup.dir.path().join("log/web.log");
-    assert!(eventually(|| log.exists()).await, "no log file");
+    let (_setup, mut a, log) = web_with_its_log().await;
     append(&log, "a line\n");
     let mut streams = Vec::new();
     for _ in 0..16 {

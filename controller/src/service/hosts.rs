@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use super::errors::{Field, MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::model::{
-    AgentAction, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus, now_millis,
+    AgentAction, AgentProcess, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus,
+    now_millis,
 };
 use crate::plans;
 use crate::rollout::RolloutInput;
@@ -89,6 +90,23 @@ impl Core {
             .get_host(id)
             .await?
             .ok_or(CoreError::HostNotFound(id))
+    }
+
+    /// A host and one of its processes, or which of them is not there.
+    pub(super) async fn find_process(
+        &self,
+        host_id: i64,
+        process_id: i64,
+    ) -> Result<(Host, AgentProcess), CoreError> {
+        check_id(Field::ProcessId, process_id)?;
+        let host = self.find_host(host_id).await?;
+        let process = self.store.get_process(host_id, process_id).await?.ok_or(
+            CoreError::ProcessNotFound {
+                host_id,
+                process_id,
+            },
+        )?;
+        Ok((host, process))
     }
 
     pub async fn delete_host(&self, caller: &Caller, id: i64) -> Result<Host, CoreError> {

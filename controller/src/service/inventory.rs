@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
-use super::errors::{Field, check_id};
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::agent_client::{self, AgentClient, CallOrigin, ProcessAction};
 use crate::model::{AgentProcess, Host, Page, PageRequest};
@@ -120,14 +119,7 @@ impl Core {
             (ApiOperation::StopAgentProcess, ProcessAction::Stop),
             (ApiOperation::StartAgentProcess, ProcessAction::Start),
         ])?;
-        check_id(Field::ProcessId, process_id)?;
-        let host = self.find_host(host_id).await?;
-        let process = self.store.get_process(host_id, process_id).await?.ok_or(
-            CoreError::ProcessNotFound {
-                host_id,
-                process_id,
-            },
-        )?;
+        let (host, process) = self.find_process(host_id, process_id).await?;
         if self.store.lock_holder(host_id).await?.is_some() {
             return Err(self.busy(host_id).await);
         }

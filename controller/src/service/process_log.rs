@@ -1,7 +1,7 @@
 //! A process's log as the faces show it: its last lines, read from its agent at once
 //! (the agent finds them from the end of the file, so a large log costs no more).
 
-use super::errors::{Field, check_id, thousands};
+use super::errors::{Field, thousands};
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::agent_client::AgentError;
 
@@ -32,14 +32,7 @@ impl Core {
                     format!("must be from 1 to {}", thousands(MAX_LOG_LINES as usize)),
                 )
             })?;
-        check_id(Field::ProcessId, process_id)?;
-        let host = self.find_host(host_id).await?;
-        let process = self.store.get_process(host_id, process_id).await?.ok_or(
-            CoreError::ProcessNotFound {
-                host_id,
-                process_id,
-            },
-        )?;
+        let (host, process) = self.find_process(host_id, process_id).await?;
         let alias = &process.snapshot.alias;
         let read = self
             .client(&host, caller)?
