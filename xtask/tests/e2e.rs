@@ -165,9 +165,18 @@ fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
         }
     }
 
-    // One process: start the work process, then restart it.
-    let (worker, _, status) = processes(&rest, hosts[0])["ob_cleaner"].clone();
-    assert_eq!(status, "STOPPED", "a work process waits to be asked");
+    // One process: the work process started with its agent (autostart), as the seed
+    // shows it; stop it, start it, then restart it.
+    let (worker, autostarted_pid, status) = processes(&rest, hosts[0])["ob_cleaner"].clone();
+    assert_eq!(status, "STARTED", "a work process starts with its agent");
+    let stopped = rest
+        .post_empty(&format!(
+            "/compute/hosts/{}/agent/processes/{worker}/stop",
+            hosts[0]
+        ))
+        .expect("stop one process");
+    assert_eq!(stopped["status"], "STOPPED");
+    assert!(!pid_alive(autostarted_pid));
     let started = rest
         .post_empty(&format!(
             "/api/v2/compute/hosts/{}/agent/processes/{worker}/start",
