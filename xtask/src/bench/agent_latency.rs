@@ -30,9 +30,6 @@ const STARTUP_DELAY_MS: u64 = 100;
 const ROUNDS: usize = 3;
 /// GetAgentInfo calls on an agent with nothing to do, for comparison.
 const IDLE_CALLS: usize = 2000;
-/// Apart from every other scenario's ports (supervisord's are 47200 and 47201).
-const AGENT_PORT: u16 = 47600;
-const FIRST_PROCESS_PORT: u16 = 47610;
 /// The goal: a GetAgentInfo is never held up by more than a few milliseconds of work.
 pub const GOAL_P99_MS: f64 = 5.0;
 
@@ -81,14 +78,8 @@ pub fn measure(
     agent_bin: &Path,
     demo: &Path,
 ) -> Result<AgentLatencyRun, BenchError> {
-    let ports: Vec<u16> = (0..PROCESSES as u16)
-        .map(|i| FIRST_PROCESS_PORT + i)
-        .collect();
-    for &port in ports.iter().chain([&AGENT_PORT]) {
-        TcpListener::bind(("127.0.0.1", port)).map_err(io(format!(
-            "port {port} is needed free for the agent-latency scenario"
-        )))?;
-    }
+    let mut ports = free_ports(PROCESSES + 1)?;
+    let agent_port = ports.pop().unwrap_or_default();
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let config = dir.join("agent.toml");
@@ -99,7 +90,7 @@ pub fn measure(
     let log_err = log_file
         .try_clone()
         .map_err(io(format!("opening {}", log.display())))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], AGENT_PORT));
+    let addr = SocketAddr::from(([127, 0, 0, 1], agent_port));
     let child = Command::new(agent_bin)
         .arg("--listen")
         .arg(addr.to_string())
@@ -166,6 +157,20 @@ pub fn measure(
             agent_rss_mb,
         })
     })
+}
+
+/// Ports the kernel says are free, all different: fixed ones sit in the ephemeral range,
+/// where any client connection of an earlier scenario may hold one (CI once found 47612
+/// taken). They are free again when this returns, for the agent and its processes.
+fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io("finding free ports for the agent-latency scenario"))?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io("finding free ports for the agent-latency scenario"))
 }
 
 fn config_text(dir: &Path, demo: &Path, ports: &[u16]) -> String {

@@ -84,6 +84,11 @@ pub struct BenchArgs {
     /// built), e.g. one built from an earlier commit, to compare the two.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// Run on the debug binaries (the ones `cargo test` has just built) from this debug
+    /// xtask, without a release build: checks that the harness works, as CI does; the
+    /// figures are not the product's.
+    #[arg(long)]
+    pub debug_binaries: bool,
 }
 
 /// A scenario that runs alone with `--only`.
@@ -205,40 +210,44 @@ fn target_dir(root: &Path) -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-fn cargo_build(root: &Path, packages: &[&str]) -> Result<(), BenchError> {
+fn cargo_build(root: &Path, packages: &[&str], release: bool) -> Result<(), BenchError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);
-    build
-        .current_dir(root)
-        .args(["build", "--release", "--bins"]);
+    build.current_dir(root).args(["build", "--bins"]);
+    if release {
+        build.arg("--release");
+    }
     for p in packages {
         build.args(["-p", p]);
     }
     let status = build.status().map_err(io("running cargo build"))?;
     if !status.success() {
-        return Err(BenchError::Failed(format!(
-            "cargo build --release failed ({status})"
-        )));
+        return Err(BenchError::Failed(format!("cargo build failed ({status})")));
     }
     Ok(())
 }
 
 /// Builds the release binaries; from a debug xtask, also the release xtask, which then
-/// runs the bench. Returns the exit code when it handed over.
-fn build_or_hand_over(root: &Path, only: Option<Only>) -> Result<Option<i32>, BenchError> {
+/// runs the bench. Returns the exit code when it handed over. With `--debug-binaries`
+/// it builds (usually: finds built) the debug binaries and runs here.
+fn build_or_hand_over(root: &Path, args: &BenchArgs) -> Result<Option<i32>, BenchError> {
     if std::env::var_os(HANDED_OVER).is_some() {
         return Ok(None);
     }
-    println!("Building the release binaries (the first time takes a few minutes)...");
-    let packages: &[&str] = match only {
+    let packages: &[&str] = match args.only {
         Some(Only::AgentLatency) => &["agent"],
         None => &["agent", "controller"],
     };
-    if !cfg!(debug_assertions) {
-        cargo_build(root, packages)?;
+    if args.debug_binaries {
+        cargo_build(root, packages, false)?;
         return Ok(None);
     }
-    cargo_build(root, &[packages, &["xtask"]].concat())?;
+    println!("Building the release binaries (the first time takes a few minutes)...");
+    if !cfg!(debug_assertions) {
+        cargo_build(root, packages, true)?;
+        return Ok(None);
+    }
+    cargo_build(root, &[packages, &["xtask"]].concat(), true)?;
     let status = Command::new(target_dir(root).join("release").join("xtask"))
         .args(std::env::args_os().skip(1))
         .env(HANDED_OVER, "1")
@@ -261,7 +270,7 @@ fn machine() -> String {
 
 pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     let root = workspace_root();
-    if let Some(code) = build_or_hand_over(&root, args.only)? {
+    if let Some(code) = build_or_hand_over(&root, &args)? {
         if code != 0 {
             std::process::exit(code);
         }
@@ -283,6 +292,11 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             253 * 254
         )));
     }
+    let profile = if args.debug_binaries {
+        "debug"
+    } else {
+        "release"
+    };
     let out = target_dir(&root).join("bench");
     let _ = fs::remove_dir_all(out.join("run"));
     fs::create_dir_all(out.join("run")).map_err(io(format!("creating {}", out.display())))?;
@@ -297,16 +311,21 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     }
     let bench = Bench {
         out: out.clone(),
-        bin_dir: target_dir(&root).join("release"),
+        bin_dir: target_dir(&root).join(profile),
         rt,
         quick,
         restarts: args.restarts.unwrap_or(if quick { 50 } else { 200 }),
         load_seconds: args.load_seconds.unwrap_or(if quick { 3.0 } else { 10.0 }),
         controller_args,
     };
+    if args.debug_binaries {
+        println!(
+            "Debug binaries (--debug-binaries): the harness is checked, the figures are not the product's."
+        );
+    }
     let mut results = Results {
         quick,
-        machine: format!("{}, open files {files}", machine()),
+        machine: format!("{}, open files {files}, {profile} binaries", machine()),
         ..Results::default()
     };
     if args.only == Some(Only::AgentLatency) {
