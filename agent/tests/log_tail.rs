@@ -56,6 +56,18 @@ async fn read_until(stream: &mut Streaming<LogChunk>, wanted: &str) -> (String, 
     (text, chunks)
 }
 
+/// A following stream of web's log, read until its last line, `last`, has come.
+async fn follow_web(client: &mut Client, last: &str) -> Streaming<LogChunk> {
+    let mut stream = client
+        .tail_log(tail("web", 1, true))
+        .await
+        .expect("TailLog follow")
+        .into_inner();
+    let (first, _) = read_until(&mut stream, last).await;
+    assert_eq!(first, last, "a follow of 1 line starts with the last line");
+    stream
+}
+
 fn config() -> String {
     format!(
         "{}[[process]]\nalias = \"quiet\"\ncommand = {DEMO:?}\nmin_live = \"0s\"\n",
@@ -99,14 +111,7 @@ async fn tail_log_sends_the_last_lines_then_what_is_appended() {
         "{all:?}"
     );
 
-    let mut stream = a
-        .client
-        .tail_log(tail("web", 1, true))
-        .await
-        .expect("TailLog follow")
-        .into_inner();
-    let (first, _) = read_until(&mut stream, "line 19\n").await;
-    assert_eq!(first, "line 19\n");
+    let mut stream = follow_web(&mut a.client, "line 19\n").await;
     append(&log, "late 1\nlate 2\n");
     let (late, _) = read_until(&mut stream, "late 2\n").await;
     assert_eq!(late, "late 1\nlate 2\n");
@@ -159,13 +164,7 @@ async fn tail_log_sends_the_last_lines_then_what_is_appended() {
 async fn a_follow_stream_ends_when_the_agent_stops() {
     let (_setup, mut a, log) = web_with_its_log().await;
     append(&log, "before the stop\n");
-    let mut stream = a
-        .client
-        .tail_log(tail("web", 1, true))
-        .await
-        .expect("TailLog follow")
-        .into_inner();
-    read_until(&mut stream, "before the stop\n").await;
+    let mut stream = follow_web(&mut a.client, "before the stop\n").await;
 
     a.agent.signal(libc::SIGTERM);
     let ended = timeout(WAIT, stream.message())
@@ -200,13 +199,7 @@ async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
     // Followed while a regular file, then replaced by a symlink to the secret: the
     // old file's last words come, then the refusal.
     append(&log, "before the swap\n");
-    let mut stream = a
-        .client
-        .tail_log(tail("web", 1, true))
-        .await
-        .expect("TailLog follow")
-        .into_inner();
-    read_until(&mut stream, "before the swap\n").await;
+    let mut stream = follow_web(&mut a.client, "before the swap\n").await;
     append(&log, "last words\n");
     std::fs::rename(&log, setup.dir.path().join("log/web.log.1")).expect("rotate");
     std::os::unix::fs::symlink(&secret, &log).expect("symlink");
@@ -259,13 +252,7 @@ async fn at_most_16_tails_run_at_once() {
     append(&log, "a line\n");
     let mut streams = Vec::new();
     for _ in 0..16 {
-        let mut stream = a
-            .client
-            .tail_log(tail("web", 1, true))
-            .await
-            .expect("TailLog follow")
-            .into_inner();
-        read_until(&mut stream, "a line\n").await;
+        let stream = follow_web(&mut a.client, "a line\n").await;
         streams.push(stream);
     }
     let e = read_all(&mut a.client, tail("web", 1, false))

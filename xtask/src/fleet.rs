@@ -658,7 +658,9 @@ fn terminate(child: &Child) {
     }
 }
 
-fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child, FleetError> {
+/// Starts `command` with stdout and stderr in `log`, at RUST_LOG's level (info unless
+/// set): what a process said before it failed to come up is there to read.
+pub(crate) fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child, FleetError> {
     let file = fs::File::create(log).map_err(io(format!("creating {}", log.display())))?;
     let err = file
         .try_clone()

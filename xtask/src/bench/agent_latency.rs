@@ -10,7 +10,7 @@
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 use super::report::Latency;
 use super::{BenchError, io, sys};
 use crate::dial::Dialer;
+use crate::fleet::spawn_logged;
 
 pub const PROCESSES: usize = 50;
 /// Each process binds its port this long after it was spawned.
@@ -86,28 +87,17 @@ pub fn measure(
     fs::write(&config, config_text(dir, demo, &ports))
         .map_err(io(format!("writing {}", config.display())))?;
     let log = dir.join("agent.log");
-    let log_file = fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
-    let log_err = log_file
-        .try_clone()
-        .map_err(io(format!("opening {}", log.display())))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], agent_port));
-    let child = Command::new(agent_bin)
-        .arg("--listen")
-        .arg(addr.to_string())
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(log_err)
-        .spawn()
-        .map_err(io(format!("starting {}", agent_bin.display())))?;
+    let child = spawn_logged(
+        Command::new(agent_bin)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.join("data")),
+        &log,
+    )?;
     let mut agent = AgentProcess(child);
     wait_serving(&mut agent.0, addr, &log)?;
     let pid = agent.0.id();
