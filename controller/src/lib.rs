@@ -2,6 +2,7 @@
 
 pub mod agent_client;
 pub mod auth;
+pub mod console;
 pub mod engine;
 pub mod gateway;
 pub mod grpc;

@@ -139,6 +139,7 @@ pub fn router(state: GatewayState) -> Router {
             state.clone(),
             envelope,
         ))
+        .merge(crate::console::router())
         .with_state(state)
 }
 
