@@ -259,11 +259,15 @@ impl Fleet {
             controller,
             http,
         )?;
-        let password_file = fleet.password_file();
-        fleet.admin_password = fs::read_to_string(&password_file)
-            .map_err(io(format!("reading {}", password_file.display())))?
-            .trim()
-            .to_string();
+        // A controller given its own users file has no bootstrap admin: whoever wrote
+        // the file knows the passwords and sets `admin_password`.
+        if !fleet.spec.controller_args.iter().any(|a| a == "--users") {
+            let password_file = fleet.password_file();
+            fleet.admin_password = fs::read_to_string(&password_file)
+                .map_err(io(format!("reading {}", password_file.display())))?
+                .trim()
+                .to_string();
+        }
         fleet.probe("controller", http)?;
         Ok(fleet)
     }

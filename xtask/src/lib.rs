@@ -3,6 +3,7 @@
 //! end-to-end test shares with them.
 
 pub mod bench;
+pub mod browser;
 pub mod demo;
 pub mod dial;
 pub mod fleet;

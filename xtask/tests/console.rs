@@ -1,0 +1,567 @@
+//! The console in a real browser: headless Chromium under ChromeDriver, signed in to a
+//! real controller with real agents, doing what an operator does with the mouse, and
+//! every claim checked against the REST API and the OS. Screenshots go to
+//! `target/console-screenshots/`.
+//!
+//! Without Chromium and ChromeDriver the tests say SKIPPED, unless
+//! `OCP_REQUIRE_BROWSER=1` (CI) makes that a failure.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use xtask::browser::{self, Browser};
+use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport, demo_controller_args};
+use xtask::rest::Rest;
+
+const ADMIN: (&str, &str) = ("admin", "console-admin-secret");
+const VIEWER: (&str, &str) = ("viewer", "console-viewer-secret");
+const HOSTS_ONLY: (&str, &str) = ("hostwatcher", "console-hosts-secret");
+
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary");
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
+}
+
+fn screenshots() -> PathBuf {
+    bin_dir()
+        .parent()
+        .expect("target")
+        .join("console-screenshots")
+}
+
+fn free_port(ip: IpAddr) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Whether to go on: false (with the reason printed) when no browser is installed here.
+fn browser_here() -> bool {
+    match browser::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("OCP_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("OCP_REQUIRE_BROWSER=1 but {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED: {e}");
+            false
+        }
+    }
+}
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(bin_dir().join("ocp-controller"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ocp-controller hash-password");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(password.as_bytes())
+        .expect("password to stdin");
+    let out = child.wait_with_output().expect("hash");
+    assert!(out.status.success(), "hash-password failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string()
+}
+
+fn users_file(dir: &Path) -> PathBuf {
+    let users = [
+        (ADMIN, "\"HOST_MANAGER\", \"TASK_MANAGER\""),
+        (VIEWER, "\"HOST_VIEWER\", \"TASK_VIEWER\""),
+        (HOSTS_ONLY, "\"HOST_VIEWER\""),
+    ];
+    let text: String = users
+        .iter()
+        .map(|((name, password), permissions)| {
+            format!(
+                "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\npermissions = [{permissions}]\n\n",
+                hash(password)
+            )
+        })
+        .collect();
+    std::fs::create_dir_all(dir).expect("dir");
+    let path = dir.join("users.toml");
+    std::fs::write(&path, text).expect("users file");
+    path
+}
+
+fn start_fleet(
+    root: &Path,
+    ips: Vec<IpAddr>,
+    profile: AgentProfile,
+    transport: Transport,
+) -> Fleet {
+    let users = users_file(root);
+    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for _ in 0..5 {
+        let mut controller_args = demo_controller_args();
+        controller_args.extend(["--users".to_string(), users.display().to_string()]);
+        let spec = FleetSpec {
+            root: root.join("fleet"),
+            bin_dir: bin_dir(),
+            grpc: SocketAddr::new(local, free_port(local)),
+            http: SocketAddr::new(local, free_port(local)),
+            agent_ips: ips.clone(),
+            agent_port: free_port(ips[0]).min(65000),
+            profile,
+            controller_args,
+            transport,
+        };
+        match Fleet::start(spec) {
+            Ok(mut fleet) => {
+                fleet.admin_password = ADMIN.1.to_string();
+                return fleet;
+            }
+            Err(FleetError::AddressInUse(addr)) => {
+                eprintln!("{addr} was taken; picking other ports")
+            }
+            Err(e) => panic!("the fleet did not start: {e}"),
+        }
+    }
+    panic!("no free ports after 5 tries");
+}
+
+fn register_hosts(fleet: &Fleet, rest: &Rest) -> Vec<i64> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let host = rest
+                .post(
+                    "/api/v2/compute/hosts",
+                    json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
+                )
+                .expect("add host");
+            host["id"].as_i64().expect("id")
+        })
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(60);
+
+async fn sign_in(b: &Browser, base: &str, (user, password): (&str, &str)) {
+    b.client
+        .goto(&format!("{base}/console/"))
+        .await
+        .expect("open the console");
+    b.wait_until(
+        LONG,
+        "the sign-in form",
+        "return !!document.querySelector('#login-user')",
+    )
+    .await
+    .expect("sign-in form");
+    let find = |css: &'static str| {
+        let client = b.client.clone();
+        async move { client.find(fantoccini::Locator::Css(css)).await.expect(css) }
+    };
+    find("#login-user")
+        .await
+        .send_keys(user)
+        .await
+        .expect("user");
+    find("#login-password")
+        .await
+        .send_keys(password)
+        .await
+        .expect("password");
+    b.click("#login-submit").await.expect("submit");
+    b.wait_until(
+        LONG,
+        "the signed-in user's name in the header",
+        &format!("return document.querySelector('#username')?.textContent === '{user}'"),
+    )
+    .await
+    .expect("signed in");
+}
+
+async fn sign_out(b: &Browser) {
+    b.click("#signout").await.expect("sign out");
+    b.wait_until(
+        LONG,
+        "the sign-in form",
+        "return !!document.querySelector('#login-user')",
+    )
+    .await
+    .expect("signed out");
+}
+
+/// The statuses the host table shows, once it shows `n` hosts all `status`.
+async fn wait_hosts(b: &Browser, n: usize, status: &str) -> Value {
+    b.wait_until(
+        LONG,
+        &format!("{n} hosts {status} in the host table"),
+        &format!(
+            "const s = [...document.querySelectorAll('#host-table tbody tr[data-host-id] [data-status]')].map(e => e.dataset.status);
+             return s.length === {n} && s.every(x => x === '{status}') ? s : false"
+        ),
+    )
+    .await
+    .expect("hosts")
+}
+
+/// The task page's id, once the console went there.
+async fn task_page(b: &Browser) -> i64 {
+    b.wait_until(
+        LONG,
+        "the task page",
+        "return document.querySelector('#task')?.dataset.taskId || false",
+    )
+    .await
+    .expect("task page")
+    .as_str()
+    .and_then(|s| s.parse().ok())
+    .expect("task id")
+}
+
+async fn wait_task_status(b: &Browser, status: &str) {
+    b.wait_until(
+        LONG,
+        &format!("the task page to show {status}"),
+        &format!("return document.querySelector('#task-status [data-status]')?.dataset.status === '{status}'"),
+    )
+    .await
+    .expect("task status");
+}
+
+/// Subtask statuses drawn in the DAG, boxes and cells alike.
+async fn drawn(b: &Browser) -> Vec<String> {
+    let v = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#dag [data-subtask-id]')].map(e => e.dataset.status)",
+            vec![],
+        )
+        .await
+        .expect("drawn statuses");
+    serde_json::from_value(v).expect("strings")
+}
+
+async fn enabled_operations(b: &Browser) -> Vec<String> {
+    let v = b
+        .client
+        .execute(
+            "return [...document.querySelectorAll('button[data-op]')].filter(x => !x.disabled).map(x => x.dataset.op)",
+            vec![],
+        )
+        .await
+        .expect("buttons");
+    serde_json::from_value(v).expect("strings")
+}
+
+async fn page_was_not_reloaded(b: &Browser) -> bool {
+    b.client
+        .execute("return window.__sameDocument === true", vec![])
+        .await
+        .expect("marker")
+        .as_bool()
+        .unwrap_or(false)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
+    if !browser_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ips = (22..=24)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+        .collect();
+    let mut fleet = start_fleet(dir.path(), ips, AgentProfile::Demo, Transport::MutualTls);
+    let rest = fleet.rest().expect("REST client");
+    let hosts = register_hosts(&fleet, &rest);
+    let base = fleet.rest_base();
+    let shots = screenshots();
+
+    runtime().block_on(async {
+        let b = Browser::start(&dir.path().join("browser"), 1400, 1000)
+            .await
+            .expect("Chromium");
+        sign_in(&b, &base, ADMIN).await;
+        wait_hosts(&b, 3, "ONLINE").await;
+        b.screenshot(&shots.join("hosts.png")).await.expect("shot");
+        b.client
+            .execute("window.__sameDocument = true", vec![])
+            .await
+            .expect("marker");
+
+        // A batch restart of the three, from the console, watched to its end.
+        b.click("#select-page").await.expect("select");
+        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
+        let task = task_page(&b).await;
+        wait_task_status(&b, "SUCCESSFUL").await;
+        let statuses = drawn(&b).await;
+        assert_eq!(statuses.len(), 5 * 3 + 4, "every subtask is drawn: {statuses:?}");
+        assert!(statuses.iter().all(|s| s == "SUCCESSFUL"), "{statuses:?}");
+        let stored = rest.get(&format!("/api/v2/tasks/instances/{task}")).expect("task");
+        assert_eq!(stored["status"], "SUCCESSFUL");
+        assert_eq!(stored["name"], "Batch restart OCP agent");
+        assert_eq!(stored["creator"], ADMIN.0);
+        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
+        b.screenshot(&shots.join("task-3-finished.png")).await.expect("shot");
+
+        // A step's log, on a click on its box.
+        let stop_all = b
+            .client
+            .execute(
+                "return [...document.querySelectorAll('#dag g.node')].find(g => g.querySelector('text').textContent.startsWith('Stop all'))?.dataset.subtaskId",
+                vec![],
+            )
+            .await
+            .expect("a Stop all box");
+        let stop_all = stop_all.as_str().expect("a Stop all box").to_string();
+        b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
+            .await
+            .expect("click the step");
+        let log = b
+            .wait_until(
+                LONG,
+                "the step's log",
+                "const t = document.querySelector('#subtask-log')?.textContent; return t && t !== 'Loading…' ? t : false",
+            )
+            .await
+            .expect("log");
+        let log = log.as_str().unwrap_or_default().to_string();
+        let stored_log = rest
+            .get(&format!("/api/v2/tasks/instances/{task}/subtasks/{stop_all}/log"))
+            .expect("log over REST");
+        assert_eq!(log, stored_log["log"].as_str().unwrap_or_default(), "the drawer shows the step's log");
+        assert!(!log.is_empty() && !log.starts_with("Error"), "{log}");
+        b.screenshot(&shots.join("task-3-log.png")).await.expect("shot");
+        b.click("#drawer-close").await.expect("close");
+
+        // A rolling restart that holds after its first batch: running, then resumed
+        // from the console and watched to its end, still without a reload.
+        b.client.goto(&format!("{base}/console/#/hosts")).await.expect("hosts");
+        wait_hosts(&b, 3, "ONLINE").await;
+        b.client
+            .execute("window.__sameDocument = true", vec![])
+            .await
+            .expect("marker");
+        b.click("#select-page").await.expect("select");
+        b.click("#rollout-on").await.expect("rolling");
+        b.click("#rollout-canary").await.expect("canary");
+        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
+        let rolling = task_page(&b).await;
+        b.wait_until(LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
+            .await
+            .expect("paused");
+        let held = drawn(&b).await;
+        assert!(held.iter().any(|s| s == "SUCCESSFUL"), "the first batch is done: {held:?}");
+        assert!(held.iter().any(|s| s == "PENDING"), "the rest waits: {held:?}");
+        let stored = rest.get(&format!("/api/v2/tasks/instances/{rolling}")).expect("task");
+        assert_eq!(stored["status"], "RUNNING");
+        assert_eq!(stored["paused"], true);
+        b.screenshot(&shots.join("task-3-running.png")).await.expect("shot");
+        b.click("button[data-op=Resume]").await.expect("resume");
+        wait_task_status(&b, "SUCCESSFUL").await;
+        assert!(drawn(&b).await.iter().all(|s| s == "SUCCESSFUL"));
+        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
+
+        // Stop one process from the host's page.
+        let host = hosts[0];
+        b.client
+            .goto(&format!("{base}/console/#/hosts/{host}"))
+            .await
+            .expect("host page");
+        let row = "#process-table tr[data-process='ob_cleaner']";
+        b.wait_until(
+            LONG,
+            "ob_cleaner STARTED with a pid",
+            &format!("const r = document.querySelector(\"{row}\"); return r && r.querySelector('[data-status]').dataset.status === 'STARTED' && r.querySelector('.pid').textContent"),
+        )
+        .await
+        .expect("process row");
+        let pid: i32 = rest
+            .get(&format!("/api/v2/compute/hosts/{host}/agent/processes?size=100"))
+            .expect("processes")["contents"]
+            .as_array()
+            .expect("contents")
+            .iter()
+            .find(|p| p["alias"] == "ob_cleaner")
+            .and_then(|p| p["pid"].as_i64())
+            .expect("ob_cleaner's pid") as i32;
+        b.click(&format!("{row} button[data-op=Stop]")).await.expect("stop");
+        b.wait_until(
+            LONG,
+            "ob_cleaner STOPPED",
+            &format!("return document.querySelector(\"{row} [data-status]\").dataset.status === 'STOPPED'"),
+        )
+        .await
+        .expect("stopped");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+            "pid {pid} still runs after the console stopped it"
+        );
+        b.screenshot(&shots.join("host-process-stopped.png")).await.expect("shot");
+
+        // A viewer sees everything and may press nothing.
+        sign_out(&b).await;
+        sign_in(&b, &base, VIEWER).await;
+        wait_hosts(&b, 3, "ONLINE").await;
+        b.click("#select-page").await.expect("select");
+        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "host list");
+        b.client
+            .goto(&format!("{base}/console/#/hosts/{host}"))
+            .await
+            .expect("host page");
+        b.wait_until(LONG, "the process table", "return !!document.querySelector('#process-table tr[data-process]')")
+            .await
+            .expect("processes");
+        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "host page");
+        b.client
+            .goto(&format!("{base}/console/#/tasks/{task}"))
+            .await
+            .expect("task page");
+        wait_task_status(&b, "SUCCESSFUL").await;
+        b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
+            .await
+            .expect("click the step");
+        b.wait_until(LONG, "the drawer", "return !!document.querySelector('#subtask-status')")
+            .await
+            .expect("drawer");
+        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "task page");
+        let disabled = b
+            .client
+            .execute("return document.querySelectorAll('button[data-op]').length", vec![])
+            .await
+            .expect("count");
+        assert!(disabled.as_u64().unwrap_or(0) >= 7, "the operations are shown, disabled: {disabled}");
+
+        // Who may not list tasks is not shown them.
+        sign_out(&b).await;
+        sign_in(&b, &base, HOSTS_ONLY).await;
+        wait_hosts(&b, 3, "ONLINE").await;
+        let nav = b
+            .client
+            .execute("return document.querySelector('#nav').textContent", vec![])
+            .await
+            .expect("nav");
+        assert_eq!(nav, "Hosts");
+        b.close().await;
+    });
+    fleet.stop();
+}
+
+#[test]
+fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
+    if !browser_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ips = (1..=100)
+        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 3, i)))
+        .collect();
+    let mut fleet = start_fleet(dir.path(), ips, AgentProfile::Bench, Transport::Plaintext);
+    let rest = fleet.rest().expect("REST client");
+    register_hosts(&fleet, &rest);
+    let base = fleet.rest_base();
+    let shots = screenshots();
+
+    runtime().block_on(async {
+        let b = Browser::start(&dir.path().join("browser"), 1600, 1200)
+            .await
+            .expect("Chromium");
+        sign_in(&b, &base, ADMIN).await;
+        wait_hosts(&b, 50, "ONLINE").await;
+        b.client
+            .execute("window.__sameDocument = true", vec![])
+            .await
+            .expect("marker");
+
+        // The seeds' stage-wise shape: nine stages, five of them a hundred hosts wide.
+        b.click("#select-page").await.expect("select page 1");
+        b.click("button[data-page=next]").await.expect("page 2");
+        b.wait_until(LONG, "page 2", "return document.querySelector('#host-table tbody tr[data-host-id]')?.dataset.hostId > 50")
+            .await
+            .expect("page 2");
+        b.click("#select-page").await.expect("select page 2");
+        b.wait_until(LONG, "100 selected", "return document.querySelector('#selected-count').textContent === '100 selected'")
+            .await
+            .expect("100 selected");
+        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
+        task_page(&b).await;
+        wait_task_status(&b, "SUCCESSFUL").await;
+        let groups = b
+            .client
+            .execute("return [...document.querySelectorAll('#dag g.group')].map(g => Number(g.dataset.count))", vec![])
+            .await
+            .expect("groups");
+        assert_eq!(groups, json!([100, 100, 100, 100, 100]), "one box per per-host stage");
+        let boxes = b
+            .client
+            .execute("return document.querySelectorAll('#dag g.node').length", vec![])
+            .await
+            .expect("boxes");
+        assert_eq!(boxes, json!(4), "only the four Wait nodes get a box of their own");
+        assert_eq!(drawn(&b).await.len(), 5 * 100 + 4);
+        b.screenshot(&shots.join("task-100-stages-finished.png")).await.expect("shot");
+
+        // Rolling, a quarter at a time, held after the first quarter.
+        b.client.goto(&format!("{base}/console/#/hosts")).await.expect("hosts");
+        wait_hosts(&b, 50, "ONLINE").await;
+        b.click("#select-page").await.expect("select page 1");
+        b.click("button[data-page=next]").await.expect("page 2");
+        b.wait_until(LONG, "page 2", "return document.querySelector('#host-table tbody tr[data-host-id]')?.dataset.hostId > 50")
+            .await
+            .expect("page 2");
+        b.click("#select-page").await.expect("select page 2");
+        b.click("#rollout-on").await.expect("rolling");
+        let size = b
+            .client
+            .find(fantoccini::Locator::Css("#rollout-batch-size"))
+            .await
+            .expect("batch size");
+        size.clear().await.expect("clear");
+        size.send_keys("25%").await.expect("25%");
+        b.click("#rollout-canary").await.expect("canary");
+        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
+        let rolling = task_page(&b).await;
+        b.wait_until(LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
+            .await
+            .expect("paused");
+        let held = drawn(&b).await;
+        assert_eq!(held.len(), 5 * 100 + 3, "every subtask is drawn");
+        assert_eq!(held.iter().filter(|s| *s == "SUCCESSFUL").count(), 5 * 25, "{held:?}");
+        let stored = rest.get(&format!("/api/v2/tasks/instances/{rolling}")).expect("task");
+        assert_eq!(stored["paused"], true);
+        let now = b
+            .client
+            .execute("return document.querySelector('#running-now').textContent", vec![])
+            .await
+            .expect("summary");
+        assert!(now.as_str().unwrap_or_default().contains("125 successful"), "{now}");
+        b.screenshot(&shots.join("task-100-running.png")).await.expect("shot");
+        b.click("button[data-op=Resume]").await.expect("resume");
+        wait_task_status(&b, "SUCCESSFUL").await;
+        assert!(drawn(&b).await.iter().all(|s| s == "SUCCESSFUL"));
+        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
+        b.screenshot(&shots.join("task-100-finished.png")).await.expect("shot");
+        b.close().await;
+    });
+    fleet.stop();
+}
