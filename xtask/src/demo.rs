@@ -346,6 +346,15 @@ fn print_guide(fleet: &Fleet, cli: &Cli, rest: &Rest, host_ids: &[i64]) -> anyho
         "\nCredentials: admin / {password}   (also in {})",
         fleet.password_file().display()
     );
+    println!(
+        "\nConsole: {}/console/   (sign in as admin with the password above{})",
+        fleet.rest_base(),
+        if fleet.pki.is_some() {
+            "; the browser will warn that the demo's own CA signed the certificate"
+        } else {
+            ""
+        }
+    );
     println!("\nREST (every route also answers without the /api/v2 prefix):");
     let Cli {
         curl: c,

@@ -11,6 +11,7 @@
 mod agent_latency;
 mod ansible;
 mod chart;
+mod console;
 mod fleet_restart;
 mod python;
 pub mod report;
@@ -96,6 +97,9 @@ pub struct BenchArgs {
 pub enum Only {
     /// GetAgentInfo latency while one agent starts 50 processes (scenario 8).
     AgentLatency,
+    /// The console's first paint in Chromium, the store filled (scenario 9): 1,000
+    /// hosts (or the largest of --hosts) and --fill-tasks finished tasks (10,000).
+    Console,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +122,8 @@ pub enum BenchError {
         what: String,
         status: Box<tonic::Status>,
     },
+    #[error(transparent)]
+    Browser(#[from] crate::browser::BrowserError),
     #[error("{0}")]
     Failed(String),
 }
@@ -236,7 +242,7 @@ fn build_or_hand_over(root: &Path, args: &BenchArgs) -> Result<Option<i32>, Benc
     }
     let packages: &[&str] = match args.only {
         Some(Only::AgentLatency) => &["agent"],
-        None => &["agent", "controller"],
+        Some(Only::Console) | None => &["agent", "controller"],
     };
     if args.debug_binaries {
         cargo_build(root, packages, false)?;
@@ -328,6 +334,32 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         machine: format!("{}, open files {files}, {profile} binaries", machine()),
         ..Results::default()
     };
+    if args.only == Some(Only::Console) {
+        results
+            .skipped
+            .push("every other scenario: --only console".into());
+        let n = sizes
+            .last()
+            .copied()
+            .filter(|_| args.hosts.is_some())
+            .unwrap_or(1000);
+        let (fleet, rest, ids, took) = bench.start("console", n, Transport::Plaintext)?;
+        println!("\n== {n} hosts: started in {:.1} s", took.as_secs_f64());
+        let fill = args.fill_tasks.unwrap_or(console::GOAL_TASKS);
+        if fill > 0 {
+            println!("  filling the store with {fill} finished tasks...");
+            fleet_restart::fill_store(
+                &fleet,
+                std::slice::from_ref(&rest),
+                StoreKind::Sqlite,
+                &ids,
+                fill,
+            )?;
+        }
+        console_paint(&bench, &fleet, &rest, &mut results)?;
+        drop(fleet);
+        return finish(&out, results, true);
+    }
     if args.only == Some(Only::AgentLatency) {
         results
             .skipped
@@ -362,9 +394,19 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
     let started = Instant::now();
     single_host(&bench, python.as_ref(), &mut results)?;
     agent_latency(&bench, &args, &mut results)?;
+    let largest = sizes.last().copied();
     for &n in &sizes {
         let rolling = rolling_at.and_then(|(size, hosts)| (size == n).then_some(hosts));
-        fleet(&bench, &args, python.as_ref(), n, rolling, &mut results)?;
+        let console = largest == Some(n);
+        fleet(
+            &bench,
+            &args,
+            python.as_ref(),
+            n,
+            rolling,
+            console,
+            &mut results,
+        )?;
     }
     if let Some(&n) = sizes.last() {
         two_controllers::run(&bench, &args, n, &mut results)?;
@@ -394,6 +436,45 @@ fn finish(out: &Path, mut results: Results, partial: bool) -> Result<(), BenchEr
         println!("Wrote {} and {}.", json.display(), svg.display());
     }
     let _ = fs::remove_dir_all(out.join("run"));
+    Ok(())
+}
+
+/// Scenario 9: the console in Chromium over the fleet's store as it is; skipped with
+/// the reason where no Chromium is installed.
+fn console_paint(
+    bench: &Bench,
+    fleet: &Fleet,
+    rest: &Rest,
+    results: &mut Results,
+) -> Result<(), BenchError> {
+    if let Err(e) = crate::browser::available() {
+        println!("  skipping the console's first paint: {e}");
+        results.skipped.push(format!("console first paint: {e}"));
+        return Ok(());
+    }
+    let hosts = rest.get("/api/v2/compute/hosts?size=1")?["page"]["totalElements"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    let tasks = rest.get("/api/v2/tasks/instances?size=1")?["page"]["totalElements"]
+        .as_u64()
+        .unwrap_or(0) as usize;
+    println!("  the console in Chromium: {hosts} hosts, {tasks} tasks in the store...");
+    let dir = bench.out.join("run").join("console");
+    let run = console::measure(
+        &bench.rt,
+        &dir,
+        &fleet.rest_base(),
+        ("admin", &fleet.admin_password),
+        hosts,
+        tasks,
+    )?;
+    for l in [&run.first_paint, &run.hosts_shown, &run.tasks_shown] {
+        println!(
+            "  {}: median {:.0} ms, max {:.0} ms ({} loads)",
+            l.name, l.median_ms, l.max_ms, l.samples
+        );
+    }
+    results.console = Some(run);
     Ok(())
 }
 
@@ -598,6 +679,7 @@ fn fleet(
     python: Option<&Python>,
     n: usize,
     rolling: Option<usize>,
+    console: bool,
     results: &mut Results,
 ) -> Result<(), BenchError> {
     let mut ours = 0.0;
@@ -632,6 +714,9 @@ fn fleet(
                 fill,
             )?;
             results.store = filled.into_iter().next();
+        }
+        if console && !tls {
+            console_paint(bench, &fleet, &rest, results)?;
         }
         // After the store is filled: a rolling task that failed keeps its hosts.
         if let Some(m) = rolling.filter(|_| !tls) {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use super::agent_latency::AgentLatencyRun;
+pub use super::console::ConsoleRun;
 
 /// Which store the controllers of a figure ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -230,6 +231,8 @@ pub struct Results {
     pub rolling: Option<RollingRun>,
     /// GetAgentInfo while one agent starts 50 processes (scenario 8).
     pub agent_latency: Option<AgentLatencyRun>,
+    /// The console in Chromium with the store as the largest fleet left it (scenario 9).
+    pub console: Option<ConsoleRun>,
     /// Each figure measured in both transports, side by side.
     pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,
@@ -466,6 +469,29 @@ impl Results {
                 Some(a.during_start.p99_ms < super::agent_latency::GOAL_P99_MS),
             ),
             None => goal(&busy, "not measured".into(), None),
+        }
+        let paint = format!(
+            "console with {} hosts and {} tasks: host list painted < {} ms",
+            super::console::GOAL_HOSTS,
+            super::console::GOAL_TASKS,
+            super::console::GOAL_MS
+        );
+        match &self.console {
+            Some(c) => goal(
+                &paint,
+                format!(
+                    "median {:.0} ms, max {:.0} ms (first paint {:.0} ms; task list {:.0} ms) at {} hosts, {} tasks",
+                    c.hosts_shown.median_ms,
+                    c.hosts_shown.max_ms,
+                    c.first_paint.median_ms,
+                    c.tasks_shown.median_ms,
+                    c.hosts,
+                    c.tasks
+                ),
+                (c.hosts >= super::console::GOAL_HOSTS && c.tasks >= super::console::GOAL_TASKS)
+                    .then_some(c.hosts_shown.max_ms < super::console::GOAL_MS),
+            ),
+            None => goal(&paint, "not measured".into(), None),
         }
         for l in self
             .load
