@@ -80,6 +80,8 @@ fn field_name(field: Field) -> &'static str {
         Field::TaskStatus => "status",
         Field::CreatedAfter => "created_after",
         Field::CreatedBefore => "created_before",
+        Field::HostStatus => "status",
+        Field::Keyword => "keyword",
         Field::Sort => "sort",
         Field::LogLines => "lines",
         Field::Rollout(field) => match field {

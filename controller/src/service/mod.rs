@@ -24,6 +24,7 @@ pub use crate::agent_client::ProcessAction;
 use crate::engine::Engine;
 use crate::store::{Dialect, Store};
 pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
+pub use hosts::{HostQuery, MAX_KEYWORD_CHARS, host_filter};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
