@@ -387,6 +387,7 @@ async fn openapi_describes_every_served_route() {
         "POST /tasks/instances/{id}/subtasks/{subtaskId}/cancel",
         "GET /tasks/instances/{id}/subtasks/{subtaskId}/log",
         "GET /tasks/instances/{id}/events",
+        "GET /profiles/me",
         "GET /api/v2/openapi.json",
     ]
     .into_iter()
@@ -405,6 +406,7 @@ async fn openapi_describes_every_served_route() {
         "RolloutJson",
         "AddHostRequest",
         "ProcessLogJson",
+        "CurrentUserJson",
         "ErrorEnvelope",
     ] {
         assert!(schemas.contains_key(name), "no schema {name}");

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod hosts;
 pub mod json;
 pub mod openapi;
+pub mod profiles;
 pub mod routes;
 pub mod tasks;
 
@@ -111,6 +112,7 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::cancel_subtask))
         .routes(routes!(tasks::get_subtask_log))
         .routes(routes!(tasks::watch_task))
+        .routes(routes!(profiles::get_current_user))
         .split_for_parts();
     let routes = routes::Routes::from_openapi(&doc);
     let document = match serde_json::to_vec(&doc) {
