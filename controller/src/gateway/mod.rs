@@ -191,6 +191,16 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
+/// A request a page's script sent (`X-Requested-With: XMLHttpRequest`, as the console
+/// and Spring Security have it): its 401 asks for no Basic credentials, or the browser
+/// would put its own login dialog over the page that asks for them itself.
+fn from_script(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("XMLHttpRequest"))
+}
+
 async fn envelope(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace_id: Arc<str> = crate::trace::accept(
@@ -202,6 +212,7 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
     .into();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let scripted = from_script(request.headers());
     request.extensions_mut().insert(RequestContext {
         trace_id: trace_id.clone(),
     });
@@ -284,6 +295,9 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
     }
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(X_TRACE_ID.clone(), v);
+    }
+    if scripted {
+        response.headers_mut().remove(header::WWW_AUTHENTICATE);
     }
     span.in_scope(|| {
         tracing::debug!(
