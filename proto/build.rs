@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "ocp/agent/v1/agent.proto",
     "ocp/v1/task.proto",
     "ocp/v1/host_agent.proto",
+    "ocp/v1/profile.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -27,7 +27,7 @@ struct Args {
     /// `admin` gets every permission and a random password kept in <data-dir>/admin-password.
     #[arg(long, env = "OCP_USERS")]
     users: Option<PathBuf>,
-    /// gRPC address (HostAgentService, TaskService, reflection, health).
+    /// gRPC address (HostAgentService, TaskService, ProfileService, reflection, health).
     #[arg(long, env = "OCP_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: SocketAddr,
     /// Where the default SQLite store lives.

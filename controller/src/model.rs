@@ -532,23 +532,100 @@ impl Default for TaskSort {
 impl FromStr for TaskSort {
     type Err = UnknownWord;
 
-    /// `key` or `key,asc|desc`, as Spring-style OCP clients send `sort`.
     fn from_str(s: &str) -> Result<TaskSort, UnknownWord> {
-        let (key, direction) = s.split_once(',').unwrap_or((s, "desc"));
-        let ascending = match direction.trim().to_ascii_lowercase().as_str() {
-            "asc" => true,
-            "desc" => false,
+        let (key, ascending) = sort_parts(s, TaskSort::default().ascending)?;
+        Ok(TaskSort { key, ascending })
+    }
+}
+
+/// `key` or `key,asc|desc`, as Spring-style OCP clients send `sort`; a bare key sorts
+/// in the list's default direction, `default_ascending`.
+fn sort_parts<K: FromStr<Err = UnknownWord>>(
+    s: &str,
+    default_ascending: bool,
+) -> Result<(K, bool), UnknownWord> {
+    let (key, ascending) = match s.split_once(',') {
+        None => (s, default_ascending),
+        Some((key, direction)) => match direction.trim().to_ascii_lowercase().as_str() {
+            "asc" => (key, true),
+            "desc" => (key, false),
             other => {
                 return Err(UnknownWord {
                     kind: "sort direction",
                     word: other.to_string(),
                 });
             }
-        };
-        Ok(TaskSort {
-            key: key.trim().parse()?,
-            ascending,
-        })
+        },
+    };
+    Ok((key.trim().parse()?, ascending))
+}
+
+/// Which hosts a host list shows, and in which order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFilter {
+    /// Any of these; all when empty.
+    pub statuses: Vec<HostStatus>,
+    /// Found in the name or the inner IP address, ASCII letters in either case.
+    pub keyword: Option<String>,
+    pub sort: HostSort,
+}
+
+words!(
+    /// What a host list is ordered by; the names of the host's JSON fields.
+    HostSortKey {
+        Id = "id",
+        Name = "name",
+        InnerIpAddress = "innerIpAddress",
+        Status = "status",
+        CreateTime = "createTime",
+        UpdateTime = "updateTime",
+    }
+);
+
+impl HostSortKey {
+    pub fn column(self) -> &'static str {
+        match self {
+            HostSortKey::Id => "id",
+            HostSortKey::Name => "name",
+            HostSortKey::InnerIpAddress => "inner_ip_address",
+            HostSortKey::Status => "status",
+            HostSortKey::CreateTime => "create_time",
+            HostSortKey::UpdateTime => "update_time",
+        }
+    }
+
+    /// Text is ordered by its bytes, so that both stores list hosts alike whatever
+    /// PostgreSQL's locale.
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            HostSortKey::Name | HostSortKey::InnerIpAddress | HostSortKey::Status
+        )
+    }
+}
+
+/// Oldest host first unless asked otherwise, as the list always was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostSort {
+    pub key: HostSortKey,
+    pub ascending: bool,
+}
+
+impl Default for HostSort {
+    fn default() -> Self {
+        HostSort {
+            key: HostSortKey::Id,
+            ascending: true,
+        }
+    }
+}
+
+impl FromStr for HostSort {
+    type Err = UnknownWord;
+
+    fn from_str(s: &str) -> Result<HostSort, UnknownWord> {
+        let (key, ascending) = sort_parts(s, HostSort::default().ascending)?;
+        Ok(HostSort { key, ascending })
     }
 }
 

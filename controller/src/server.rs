@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::ocp::v1::host_agent_service_server::HostAgentServiceServer;
+use proto::ocp::v1::profile_service_server::ProfileServiceServer;
 use proto::ocp::v1::task_service_server::TaskServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +18,7 @@ use crate::agent_client::AgentPool;
 use crate::auth::{AuthLayer, Users};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
-use crate::grpc::{HostAgentGrpc, TaskGrpc};
+use crate::grpc::{HostAgentGrpc, ProfileGrpc, TaskGrpc};
 use crate::heartbeat::{Heartbeat, HeartbeatOptions};
 use crate::service::{Core, CoreOptions};
 use crate::store::{SoleController, SoleError, Store, StoreError};
@@ -305,6 +306,9 @@ async fn grpc_router(
     health_reporter
         .set_serving::<TaskServiceServer<TaskGrpc>>()
         .await;
+    health_reporter
+        .set_serving::<ProfileServiceServer<ProfileGrpc>>()
+        .await;
     // Advertise only what this server serves: the descriptor set also holds the agent's API.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -312,6 +316,7 @@ async fn grpc_router(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("ocp.v1.HostAgentService")
             .with_service_name("ocp.v1.TaskService")
+            .with_service_name("ocp.v1.ProfileService")
             .with_service_name("grpc.health.v1.Health")
     };
     let reflection_v1 = reflection().build_v1()?;
@@ -326,5 +331,6 @@ async fn grpc_router(
         .add_service(HostAgentServiceServer::new(HostAgentGrpc::new(
             core.clone(),
         )))
+        .add_service(ProfileServiceServer::new(ProfileGrpc::new(core.clone())))
         .add_service(TaskServiceServer::new(TaskGrpc::new(core))))
 }

@@ -387,6 +387,7 @@ async fn openapi_describes_every_served_route() {
         "POST /tasks/instances/{id}/subtasks/{subtaskId}/cancel",
         "GET /tasks/instances/{id}/subtasks/{subtaskId}/log",
         "GET /tasks/instances/{id}/events",
+        "GET /profiles/me",
         "GET /api/v2/openapi.json",
     ]
     .into_iter()
@@ -405,10 +406,35 @@ async fn openapi_describes_every_served_route() {
         "RolloutJson",
         "AddHostRequest",
         "ProcessLogJson",
+        "CurrentUserJson",
         "ErrorEnvelope",
     ] {
         assert!(schemas.contains_key(name), "no schema {name}");
     }
+    // The host list's filters, as a client generated from the document sends them.
+    let params = &doc["paths"]["/compute/hosts"]["get"]["parameters"];
+    let param = |name: &str| {
+        params
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .unwrap_or_else(|| panic!("GET /compute/hosts documents no {name}: {params}"))
+    };
+    for name in ["page", "size", "status", "keyword", "sort"] {
+        assert_eq!(param(name)["in"], "query", "{name}");
+    }
+    assert_eq!(param("status")["explode"], true);
+    assert!(
+        param("status")["schema"]["type"]
+            .to_string()
+            .contains("array"),
+        "{}",
+        param("status")
+    );
+    assert_eq!(
+        param("keyword")["schema"]["maxLength"],
+        controller::service::MAX_KEYWORD_CHARS,
+        "the document's bound is the core's"
+    );
     let process = &schemas["HostAgentProcessJson"]["properties"];
     assert_eq!(process.as_object().map(|p| p.len()), Some(14));
     assert!(doc["components"]["securitySchemes"]["basic"].is_object());

@@ -105,6 +105,7 @@ fn path() -> impl Strategy<Value = String> {
         (id(), id()).prop_map(|(p, s)| format!("?page={p}&size={s}")),
         id().prop_map(|n| format!("?lines={n}")),
         (id(), id()).prop_map(|(s, h)| format!("?status={s}&hostId={h}&name={s}")),
+        (id(), id()).prop_map(|(k, s)| format!("?keyword={k}&status={s}&sort={k}&status={k}")),
         "[a-z=&%0-9]{0,16}".prop_map(|q| format!("?{q}")),
     ];
     (templates, id(), id(), any::<bool>(), query).prop_map(|(t, a, b, v2, q)| {

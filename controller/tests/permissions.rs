@@ -14,6 +14,7 @@ use controller::service::{Access, ApiOperation};
 use gateway_support::*;
 use proto::ocp::v1 as pb;
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
+use proto::ocp::v1::profile_service_client::ProfileServiceClient;
 use proto::ocp::v1::task_service_client::TaskServiceClient;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -42,6 +43,7 @@ fn admitted(op: ApiOperation, user: &str, permissions: &[Permission]) -> bool {
     match op.access() {
         Access::Holds(permission) => principal.has(permission),
         Access::TaskReader => principal.has(Permission::TaskViewer) || user == CREATOR,
+        Access::SignedIn => true,
     }
 }
 
@@ -99,6 +101,7 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
         Op::CancelSubtask => ("POST", "/tasks/instances/{id}/subtasks/{subtaskId}/cancel"),
         Op::GetSubtaskLog => ("GET", "/tasks/instances/{id}/subtasks/{subtaskId}/log"),
         Op::WatchTask => ("GET", "/tasks/instances/{id}/events"),
+        Op::GetCurrentUser => ("GET", "/profiles/me"),
     };
     (Method::from_bytes(method.as_bytes()).expect("method"), path)
 }
@@ -188,6 +191,7 @@ async fn call_grpc(
     use ApiOperation as Op;
     let mut hosts = HostAgentServiceClient::new(channel.clone());
     let mut tasks = TaskServiceClient::new(channel.clone());
+    let mut profiles = ProfileServiceClient::new(channel.clone());
     macro_rules! r {
         ($message:expr) => {
             grpc_request($message, user, password)
@@ -349,6 +353,10 @@ async fn call_grpc(
                 id: task_id,
                 after_seq: 0,
             }))
+            .await
+            .map(|_| None),
+        Op::GetCurrentUser => profiles
+            .get_current_user(r!(pb::GetCurrentUserRequest {}))
             .await
             .map(|_| None),
     }

@@ -5,8 +5,8 @@ mod common;
 use common::stores::test_stores;
 use controller::model::AgentAction;
 use controller::model::{
-    AgentSummary, HostStatus, NewHost, Operation, PageRequest, ProcessSnapshot, SubtaskStatus,
-    TaskFilter, TaskStatus,
+    AgentSummary, HostFilter, HostSort, HostSortKey, HostStatus, NewHost, Operation, PageRequest,
+    ProcessSnapshot, SubtaskStatus, TaskFilter, TaskStatus,
 };
 use controller::plans;
 use controller::store::{Claim, Store, StoreError, TaskOrigin};
@@ -329,6 +329,222 @@ async fn tasks_list_newest_first_with_filters_and_pages() {
             t.name
         );
     }
+}
+
+#[tokio::test]
+async fn hosts_list_by_status_keyword_and_order_alike_on_every_store() {
+    for t in test_stores().await {
+        let store = &t.store;
+        if let Some(url) = t.postgres_url() {
+            with_english_collation(&url).await;
+        }
+        let mut ids = Vec::new();
+        for (name, address) in [
+            ("Zeta", "10.0.0.1"),
+            ("alpha", "10.0.0.2"),
+            ("web_1", "10.0.1.3"),
+            ("web%2", "192.168.0.4"),
+            ("webx1", "10.0.2.5"),
+            ("back\\slash", "10.0.0.6"),
+            ("Éclair", "10.0.3.7"),
+        ] {
+            let host = store
+                .insert_host(&NewHost {
+                    name: name.to_string(),
+                    inner_ip_address: address.to_string(),
+                    agent_port: 62888,
+                })
+                .await
+                .expect("insert host");
+            ids.push(host.id);
+        }
+        store
+            .set_host_status(ids[0], HostStatus::Online, Some(1))
+            .await
+            .unwrap();
+        store
+            .set_host_status(ids[1], HostStatus::Offline, None)
+            .await
+            .unwrap();
+        let list = |filter: HostFilter, size: u32| async move {
+            let page = store
+                .list_hosts(&filter, PageRequest { number: 1, size })
+                .await
+                .unwrap();
+            let names: Vec<String> = page.contents.into_iter().map(|h| h.name).collect();
+            (names, page.total_elements)
+        };
+        let keyword = |k: &str| HostFilter {
+            keyword: Some(k.to_string()),
+            ..HostFilter::default()
+        };
+        let sorted = |key: HostSortKey, ascending: bool| HostFilter {
+            sort: HostSort { key, ascending },
+            ..HostFilter::default()
+        };
+        let all = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let total = names.len() as i64;
+            (names, total)
+        };
+        let store_name = t.name;
+
+        assert_eq!(
+            list(HostFilter::default(), 10).await,
+            all(&[
+                "Zeta",
+                "alpha",
+                "web_1",
+                "web%2",
+                "webx1",
+                "back\\slash",
+                "Éclair"
+            ]),
+            "{store_name}: oldest first by default"
+        );
+        let by_status = HostFilter {
+            statuses: vec![HostStatus::Online, HostStatus::Offline],
+            ..HostFilter::default()
+        };
+        assert_eq!(
+            list(by_status, 10).await,
+            all(&["Zeta", "alpha"]),
+            "{store_name}"
+        );
+        let new_ones = HostFilter {
+            statuses: vec![HostStatus::New],
+            ..HostFilter::default()
+        };
+        assert_eq!(
+            list(new_ones, 2).await,
+            (vec!["web_1".to_string(), "web%2".to_string()], 5),
+            "{store_name}: the total counts every NEW host, not the page"
+        );
+        // `_` and `%` are themselves, not LIKE's wildcards: webx1 does not match "web_".
+        assert_eq!(
+            list(keyword("WEB_"), 10).await,
+            all(&["web_1"]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(keyword("%"), 10).await,
+            all(&["web%2"]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(keyword("\\"), 10).await,
+            all(&["back\\slash"]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(keyword("ALPHA"), 10).await,
+            all(&["alpha"]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(keyword("10.0.0."), 10).await,
+            all(&["Zeta", "alpha", "back\\slash"]),
+            "{store_name}: the address is searched too"
+        );
+        assert_eq!(list(keyword("nothing"), 10).await, all(&[]), "{store_name}");
+        // Only ASCII letters match in either case, on both stores: SQLite knows no more.
+        assert_eq!(
+            list(keyword("ÉCLAIR"), 10).await,
+            all(&["Éclair"]),
+            "{store_name}"
+        );
+        assert_eq!(list(keyword("éclair"), 10).await, all(&[]), "{store_name}");
+        let online_web = HostFilter {
+            statuses: vec![HostStatus::Online],
+            keyword: Some("web".to_string()),
+            ..HostFilter::default()
+        };
+        assert_eq!(
+            list(online_web, 10).await,
+            all(&[]),
+            "{store_name}: both filters hold"
+        );
+
+        // Text is ordered by its bytes on both stores, whatever PostgreSQL's locale:
+        // capitals before lower case, punctuation by its code.
+        assert_eq!(
+            list(sorted(HostSortKey::Name, true), 10).await,
+            all(&[
+                "Zeta",
+                "alpha",
+                "back\\slash",
+                "web%2",
+                "web_1",
+                "webx1",
+                "Éclair"
+            ]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(sorted(HostSortKey::InnerIpAddress, false), 10).await,
+            all(&[
+                "web%2",
+                "Éclair",
+                "webx1",
+                "web_1",
+                "back\\slash",
+                "alpha",
+                "Zeta"
+            ]),
+            "{store_name}"
+        );
+        // Ties are broken by id, in the same direction.
+        assert_eq!(
+            list(sorted(HostSortKey::Status, false), 10).await,
+            all(&[
+                "Zeta",
+                "alpha",
+                "Éclair",
+                "back\\slash",
+                "webx1",
+                "web%2",
+                "web_1"
+            ]),
+            "{store_name}"
+        );
+        assert_eq!(
+            list(sorted(HostSortKey::CreateTime, false), 3).await,
+            (
+                vec![
+                    "Éclair".to_string(),
+                    "back\\slash".to_string(),
+                    "webx1".to_string()
+                ],
+                7
+            ),
+            "{store_name}"
+        );
+    }
+}
+
+/// Gives the hosts' text columns an English collation, as a server set up with an
+/// English locale would: a list ordered by that instead of by bytes would differ from
+/// SQLite's. A server without ICU keeps its own, said so on stderr.
+async fn with_english_collation(url: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::AnyConnection::connect(url).await.expect("connect");
+    let icu: Option<String> =
+        sqlx::query_scalar("SELECT collname::text FROM pg_collation WHERE collname = 'en-x-icu'")
+            .fetch_optional(&mut conn)
+            .await
+            .expect("collations");
+    if icu.is_none() {
+        eprintln!("no en-x-icu collation: the host list is ordered under the server's own");
+        return;
+    }
+    sqlx::query(
+        "ALTER TABLE hosts ALTER COLUMN name TYPE TEXT COLLATE \"en-x-icu\", \
+         ALTER COLUMN inner_ip_address TYPE TEXT COLLATE \"en-x-icu\", \
+         ALTER COLUMN status TYPE TEXT COLLATE \"en-x-icu\"",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("collation");
 }
 
 /// A one-host stop task whose first subtask runs: its fence, id and that subtask's id.

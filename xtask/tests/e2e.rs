@@ -324,6 +324,7 @@ async fn discover_like_grpcurl(channel: tonic::transport::Channel) {
     for wanted in [
         "ocp.v1.HostAgentService",
         "ocp.v1.TaskService",
+        "ocp.v1.ProfileService",
         "grpc.health.v1.Health",
     ] {
         assert!(

@@ -76,6 +76,13 @@ impl Permissions {
     pub fn contains(self, p: Permission) -> bool {
         self.0 & p.bit() != 0
     }
+
+    /// The permissions held, in the order of [`Permission::ALL`].
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |p| self.contains(*p))
+    }
 }
 
 impl FromIterator<Permission> for Permissions {
@@ -102,5 +109,9 @@ mod tests {
         let t: Permissions = [Permission::TaskManager].into_iter().collect();
         assert!(t.contains(Permission::TaskViewer));
         assert!(!t.contains(Permission::HostViewer));
+        assert_eq!(
+            p.iter().collect::<Vec<_>>(),
+            [Permission::HostViewer, Permission::HostManager]
+        );
     }
 }

@@ -192,6 +192,8 @@ pub fn field_name(field: Field) -> &'static str {
         Field::TaskStatus => "status",
         Field::CreatedAfter => "createdAfter",
         Field::CreatedBefore => "createdBefore",
+        Field::HostStatus => "status",
+        Field::Keyword => "keyword",
         Field::Sort => "sort",
         Field::LogLines => "lines",
         Field::Rollout(field) => match field {

@@ -155,6 +155,15 @@ impl QueryParams {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a name given more than once (`status=NEW&status=ONLINE`), in order.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     fn number<T: std::str::FromStr>(
         &self,
         name: &str,

@@ -9,7 +9,7 @@ use super::json::{
 };
 use super::{ApiResult, Data, Failures, GatewayState};
 use crate::rollout::RolloutInput;
-use crate::service::{ApiOperation, Caller};
+use crate::service::{ApiOperation, Caller, HostQuery, host_filter};
 
 async fn batch(
     state: &GatewayState,
@@ -249,11 +249,17 @@ pub async fn add_host(
     Ok(Data((&host).into()))
 }
 
-/// A page of the hosts.
+/// A page of the hosts, filtered and sorted as asked.
 #[utoipa::path(operation_id = ApiOperation::ListHosts.name(),
     get, path = "/compute/hosts", tag = "hosts",
     params(("page" = Option<u32>, Query, description = "page number, from 1"),
-        ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000")),
+        ("size" = Option<u32>, Query, description = "page size, 10 by default, at most 2000"),
+        ("status" = Option<Vec<String>>, Query, style = Form, explode,
+            description = "NEW, ONLINE or OFFLINE; hosts in any of those given, repeated (status=NEW&status=ONLINE) or separated by commas (status=NEW,ONLINE)"),
+        ("keyword" = Option<String>, Query, max_length = 256,
+            description = "hosts whose name or inner IP address contains it, ASCII letters in either case; % and _ match themselves"),
+        ("sort" = Option<String>, Query,
+            description = "id, name, innerIpAddress, status, createTime or updateTime, with ,asc or ,desc (default id,asc)")),
     responses((status = 200, description = "the hosts", body = Envelope<PageOf<HostJson>>), Failures),
     security(("basic" = ["HOST_VIEWER"])))]
 pub async fn list_hosts(
@@ -261,10 +267,14 @@ pub async fn list_hosts(
     caller: Caller,
     query: QueryParams,
 ) -> ApiResult<PageOf<HostJson>> {
-    let hosts = state
-        .core
-        .list_hosts(&caller, query.only(&["page", "size"])?.page()?)
-        .await?;
+    let query = query.only(&["page", "size", "status", "keyword", "sort"])?;
+    let page = query.page()?;
+    let filter = host_filter(&HostQuery {
+        statuses: query.all("status"),
+        keyword: query.get("keyword"),
+        sort: query.get("sort"),
+    })?;
+    let hosts = state.core.list_hosts(&caller, &filter, page).await?;
     Ok(Data(PageOf::from_page(&hosts, |h| h.into())))
 }
 

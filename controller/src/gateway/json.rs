@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
 use crate::rollout::{BatchSize, Problem, RolloutField, RolloutInput};
-use crate::service::HostAgentView;
+use crate::service::{CurrentUser, HostAgentView};
 use crate::time::format_millis;
 
 /// Every answer, success or failure, travels in this envelope.
@@ -464,6 +464,29 @@ impl From<&Task> for TaskJson {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubtaskLogJson {
     pub log: String,
+}
+
+/// The signed-in user.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentUserJson {
+    pub username: String,
+    /// HOST_VIEWER, HOST_MANAGER, TASK_VIEWER, TASK_MANAGER: every one held, implied ones
+    /// included.
+    #[schema(example = json!(["HOST_VIEWER", "HOST_MANAGER"]))]
+    pub permissions: Vec<String>,
+}
+
+impl From<&CurrentUser> for CurrentUserJson {
+    fn from(user: &CurrentUser) -> Self {
+        CurrentUserJson {
+            username: user.username.clone(),
+            permissions: user
+                .permissions
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+        }
+    }
 }
 
 /// The last lines of an agent process's log file, oldest first, as its agent read them

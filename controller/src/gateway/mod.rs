@@ -11,6 +11,7 @@ pub mod guard;
 pub mod hosts;
 pub mod json;
 pub mod openapi;
+pub mod profiles;
 pub mod routes;
 pub mod tasks;
 
@@ -111,6 +112,7 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::cancel_subtask))
         .routes(routes!(tasks::get_subtask_log))
         .routes(routes!(tasks::watch_task))
+        .routes(routes!(profiles::get_current_user))
         .split_for_parts();
     let routes = routes::Routes::from_openapi(&doc);
     let document = match serde_json::to_vec(&doc) {
@@ -190,6 +192,16 @@ impl axum::serve::Listener for GuardedListener {
     }
 }
 
+/// A request a page's script sent (`X-Requested-With: XMLHttpRequest`, as the console
+/// and Spring Security have it): its 401 asks for no Basic credentials, or the browser
+/// would put its own login dialog over the page that asks for them itself.
+fn from_script(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("x-requested-with")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("XMLHttpRequest"))
+}
+
 async fn envelope(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace_id: Arc<str> = crate::trace::accept(
@@ -201,6 +213,7 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
     .into();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let scripted = from_script(request.headers());
     request.extensions_mut().insert(RequestContext {
         trace_id: trace_id.clone(),
     });
@@ -283,6 +296,9 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
     }
     if let Ok(v) = HeaderValue::from_str(&trace_id) {
         response.headers_mut().insert(X_TRACE_ID.clone(), v);
+    }
+    if scripted {
+        response.headers_mut().remove(header::WWW_AUTHENTICATE);
     }
     span.in_scope(|| {
         tracing::debug!(

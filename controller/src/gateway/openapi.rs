@@ -30,6 +30,7 @@ use super::json::ErrorEnvelope;
     tags(
         (name = "hosts", description = "host inventory and agent operations"),
         (name = "tasks", description = "DAG tasks"),
+        (name = "profiles", description = "the signed-in user"),
     )
 )]
 pub struct ApiDoc;

@@ -6,7 +6,7 @@ use proto::ocp::v1::host_agent_service_server::HostAgentService;
 use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
-use crate::service::{ApiOperation, Core};
+use crate::service::{ApiOperation, Core, HostQuery, host_filter};
 
 pub struct HostAgentGrpc {
     core: Core,
@@ -195,10 +195,13 @@ impl HostAgentService for HostAgentGrpc {
     ) -> Result<Response<pb::HostPage>, Status> {
         let caller = admit(ApiOperation::ListHosts, &r).await?;
         let r = r.into_inner();
-        let hosts = self
-            .core
-            .list_hosts(&caller, page_request(r.page, r.size)?)
-            .await?;
+        let page = page_request(r.page, r.size)?;
+        let filter = host_filter(&HostQuery {
+            statuses: r.status.iter().map(String::as_str).collect(),
+            keyword: Some(&r.keyword),
+            sort: Some(&r.sort),
+        })?;
+        let hosts = self.core.list_hosts(&caller, &filter, page).await?;
         Ok(Response::new(pb::HostPage {
             contents: hosts.contents.iter().map(convert::host).collect(),
             page: Some(convert::page(&hosts)),

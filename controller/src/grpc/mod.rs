@@ -1,8 +1,9 @@
-//! The controller's gRPC face: `ocp.v1.HostAgentService` and `ocp.v1.TaskService`,
-//! thin translations onto the service core.
+//! The controller's gRPC face: `ocp.v1.HostAgentService`, `ocp.v1.TaskService` and
+//! `ocp.v1.ProfileService`, thin translations onto the service core.
 
 mod convert;
 mod host_agent;
+mod profile;
 mod task;
 
 use tonic::{Code, Status};
@@ -13,6 +14,7 @@ use crate::rollout::RolloutField;
 use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 
 pub use host_agent::HostAgentGrpc;
+pub use profile::ProfileGrpc;
 pub use task::TaskGrpc;
 
 /// The one mapping of core errors to gRPC status codes.
@@ -80,6 +82,8 @@ fn field_name(field: Field) -> &'static str {
         Field::TaskStatus => "status",
         Field::CreatedAfter => "created_after",
         Field::CreatedBefore => "created_before",
+        Field::HostStatus => "status",
+        Field::Keyword => "keyword",
         Field::Sort => "sort",
         Field::LogLines => "lines",
         Field::Rollout(field) => match field {

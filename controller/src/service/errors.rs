@@ -27,7 +27,11 @@ pub enum Field {
     TaskStatus,
     CreatedAfter,
     CreatedBefore,
-    /// A task list's order.
+    /// The host statuses a host list is filtered by.
+    HostStatus,
+    /// What a host list's names and addresses are searched for.
+    Keyword,
+    /// A list's order.
     Sort,
     /// How many lines of a process's log to read.
     LogLines,
@@ -50,6 +54,8 @@ impl std::fmt::Display for Field {
             Field::TaskStatus => "task status",
             Field::CreatedAfter => "created after",
             Field::CreatedBefore => "created before",
+            Field::HostStatus => "host status",
+            Field::Keyword => "keyword",
             Field::Sort => "sort",
             Field::LogLines => "log lines",
             Field::Rollout(field) => return write!(f, "rollout {field}"),

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use super::errors::{Field, MAX_BATCH_HOSTS, check_id, first_few, name_hosts, thousands};
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::model::{
-    AgentAction, AgentProcess, Host, NewHost, NewTask, Page, PageRequest, Task, TaskStatus,
-    now_millis,
+    AgentAction, AgentProcess, Host, HostFilter, HostSort, HostStatus, NewHost, NewTask, Page,
+    PageRequest, Task, TaskStatus, now_millis,
 };
 use crate::plans;
 use crate::rollout::RolloutInput;
@@ -73,10 +73,11 @@ impl Core {
     pub async fn list_hosts(
         &self,
         caller: &Caller,
+        filter: &HostFilter,
         page: PageRequest,
     ) -> Result<Page<Host>, CoreError> {
         caller.admitted(ApiOperation::ListHosts)?;
-        Ok(self.store.list_hosts(page).await?)
+        Ok(self.store.list_hosts(filter, page).await?)
     }
 
     pub async fn get_host(&self, caller: &Caller, id: i64) -> Result<Host, CoreError> {
@@ -220,6 +221,72 @@ impl Core {
     }
 }
 
+/// The longest keyword a host list is searched for: longer than any name (128) or
+/// address, so a longer one could only be a mistake or an attack on the store.
+pub const MAX_KEYWORD_CHARS: usize = 256;
+
+/// A host list's filter as either face receives it: strings, unchecked. Each of
+/// `statuses` may itself list several, separated by commas.
+#[derive(Debug, Clone, Default)]
+pub struct HostQuery<'a> {
+    pub statuses: Vec<&'a str>,
+    pub keyword: Option<&'a str>,
+    pub sort: Option<&'a str>,
+}
+
+/// Checks a host list's filter once for both faces, naming the field that is wrong.
+pub fn host_filter(q: &HostQuery<'_>) -> Result<HostFilter, CoreError> {
+    let mut statuses = Vec::new();
+    for given in &q.statuses {
+        for word in given.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            let status = word.parse::<HostStatus>().map_err(|_| {
+                CoreError::invalid(
+                    Field::HostStatus,
+                    *given,
+                    format!("{word:?} is not a host status: use NEW, ONLINE or OFFLINE, several separated by commas"),
+                )
+            })?;
+            if !statuses.contains(&status) {
+                statuses.push(status);
+            }
+        }
+    }
+    let keyword = match q.keyword.filter(|k| !k.is_empty()) {
+        None => None,
+        Some(k) if k.chars().count() > MAX_KEYWORD_CHARS => {
+            return Err(CoreError::invalid(
+                Field::Keyword,
+                format!("{} characters", thousands(k.chars().count())),
+                format!("must be at most {MAX_KEYWORD_CHARS} characters"),
+            ));
+        }
+        // PostgreSQL stores no NUL in text, and no name or address holds a control character.
+        Some(k) if k.chars().any(char::is_control) => {
+            return Err(CoreError::invalid(
+                Field::Keyword,
+                k.escape_default().to_string(),
+                "must not contain control characters",
+            ));
+        }
+        Some(k) => Some(k.to_string()),
+    };
+    let sort = match q.sort.filter(|s| !s.is_empty()) {
+        None => HostSort::default(),
+        Some(s) => s.parse().map_err(|e| {
+            CoreError::invalid(
+                Field::Sort,
+                s,
+                format!("{e}: use id, name, innerIpAddress, status, createTime or updateTime, optionally with ,asc or ,desc"),
+            )
+        })?,
+    };
+    Ok(HostFilter {
+        statuses,
+        keyword,
+        sort,
+    })
+}
+
 /// What a batch's ids alone decide, before the store is asked which hosts exist: some,
 /// not too many, each a positive id and named once.
 fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
@@ -270,6 +337,77 @@ fn check_batch(host_ids: &[i64]) -> Result<(), CoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::HostSortKey;
+
+    #[test]
+    fn a_host_filter_reads_statuses_both_ways_and_names_what_is_wrong() {
+        let filter = |statuses: &[&str], keyword: Option<&str>, sort: Option<&str>| {
+            host_filter(&HostQuery {
+                statuses: statuses.to_vec(),
+                keyword,
+                sort,
+            })
+        };
+        assert_eq!(
+            filter(&[], Some(""), Some("")).ok(),
+            Some(HostFilter::default())
+        );
+        let both = filter(
+            &["ONLINE, NEW", "OFFLINE", "NEW", ""],
+            Some("Web_"),
+            Some("name"),
+        )
+        .expect("valid");
+        assert_eq!(
+            both,
+            HostFilter {
+                statuses: vec![HostStatus::Online, HostStatus::New, HostStatus::Offline],
+                keyword: Some("Web_".to_string()),
+                sort: HostSort {
+                    key: HostSortKey::Name,
+                    ascending: true,
+                },
+            }
+        );
+        let refused = |statuses: &[&str], keyword: Option<&str>, sort: Option<&str>| match filter(
+            statuses, keyword, sort,
+        ) {
+            Err(CoreError::InvalidArgument {
+                field, rejected, ..
+            }) => (field, rejected),
+            other => panic!("not refused: {other:?}"),
+        };
+        assert_eq!(
+            refused(&["NEW", "ONLINE,online"], None, None),
+            (Field::HostStatus, "ONLINE,online".to_string())
+        );
+        assert_eq!(
+            refused(&[], None, Some("foo,asc")),
+            (Field::Sort, "foo,asc".to_string())
+        );
+        assert_eq!(
+            refused(&[], None, Some("name,sideways")),
+            (Field::Sort, "name,sideways".to_string())
+        );
+        let long = "k".repeat(MAX_KEYWORD_CHARS + 1);
+        assert_eq!(
+            refused(&[], Some(&long), None),
+            (Field::Keyword, "257 characters".to_string())
+        );
+        assert!(filter(&[], Some(&"é".repeat(MAX_KEYWORD_CHARS)), None).is_ok());
+        assert_eq!(
+            refused(&[], Some("a\0b"), None),
+            (Field::Keyword, "a\\u{0}b".to_string())
+        );
+        let message = filter(&[], None, Some("name,sideways"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "sort: unknown sort direction \"sideways\": use id, name, innerIpAddress, status, \
+             createTime or updateTime, optionally with ,asc or ,desc"
+        );
+    }
 
     #[test]
     fn a_batch_is_refused_for_its_ids_alone_before_the_store_is_asked() {

@@ -3,7 +3,7 @@
 //! The gRPC services and the REST gateway only translate requests and results; all
 //! checks, all store access and every agent call live here, so both faces behave alike.
 //! `Core` and what it is built from are here; its operations are in `hosts`,
-//! `inventory` and `tasks`, what they refuse in `errors`.
+//! `inventory`, `tasks` and `profiles`, what they refuse in `errors`.
 
 mod errors;
 mod finished;
@@ -11,6 +11,7 @@ mod hosts;
 mod inventory;
 mod operations;
 mod process_log;
+mod profiles;
 mod tasks;
 
 use std::collections::HashMap;
@@ -24,9 +25,11 @@ pub use crate::agent_client::ProcessAction;
 use crate::engine::Engine;
 use crate::store::{Dialect, Store};
 pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
+pub use hosts::{HostQuery, MAX_KEYWORD_CHARS, host_filter};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
+pub use profiles::CurrentUser;
 pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};
 
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! face.
 
 use super::CoreError;
-use crate::auth::{AuthError, Permission, Principal};
+use crate::auth::{AuthError, Permission, Permissions, Principal};
 use crate::model::Task;
 
 /// Who may call an operation.
@@ -17,6 +17,8 @@ pub enum Access {
     /// Any authenticated caller is admitted; the core then shows a task only to
     /// TASK_VIEWER and to the task's creator (SPEC section 5), once it has read it.
     TaskReader,
+    /// Any authenticated caller: the operation answers about the caller alone.
+    SignedIn,
 }
 
 macro_rules! operations {
@@ -76,6 +78,7 @@ operations! {
     CancelSubtask => Holds(TaskManager),
     GetSubtaskLog => TaskReader,
     WatchTask => TaskReader,
+    GetCurrentUser => SignedIn,
 }
 
 impl ApiOperation {
@@ -105,6 +108,11 @@ impl Caller {
 
     pub fn trace_id(&self) -> &str {
         &self.trace_id
+    }
+
+    /// What the caller holds, the implied permissions included.
+    pub fn permissions(&self) -> Permissions {
+        self.principal.permissions
     }
 
     pub fn operation(&self) -> ApiOperation {
@@ -178,7 +186,6 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Permissions;
 
     fn principal(permissions: &[Permission]) -> Principal {
         Principal {
@@ -224,7 +231,7 @@ mod tests {
                     assert_eq!((holder.name(), holder.trace_id()), ("ann", "t"));
                     assert_eq!(holder.operation(), *op);
                 }
-                Access::TaskReader => assert!(nobody.is_ok(), "{op:?}"),
+                Access::TaskReader | Access::SignedIn => assert!(nobody.is_ok(), "{op:?}"),
             }
             assert_eq!(
                 admit(*op, Err(AuthError::Unauthenticated), "t".into()).unwrap_err(),

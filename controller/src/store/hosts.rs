@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use super::leases::{self, Fence};
 use super::{Dialect, Store, StoreError, flag, get_word};
 use crate::model::{
-    AgentProcess, AgentSummary, Host, HostStatus, Millis, NewHost, Page, PageRequest,
+    AgentProcess, AgentSummary, Host, HostFilter, HostStatus, Millis, NewHost, Page, PageRequest,
     ProcessSnapshot, now_millis,
 };
 
@@ -98,20 +98,75 @@ impl Store {
             .collect()
     }
 
-    pub async fn list_hosts(&self, page: PageRequest) -> Result<Page<Host>, StoreError> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM hosts")
-            .fetch_one(&self.pool)
-            .await?;
-        let contents = sqlx::query(&format!(
-            "SELECT {HOST_COLUMNS} FROM hosts ORDER BY id LIMIT $1 OFFSET $2"
-        ))
-        .bind(i64::from(page.size))
-        .bind(page.offset())
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(host_from_row)
-        .collect::<Result<_, _>>()?;
+    /// The hosts `filter` lets through, in its order. The keyword is matched literally
+    /// (`%`, `_` and `\` are escaped) and ASCII letters in either case, with text
+    /// compared by its bytes, so that SQLite and PostgreSQL answer alike whatever the
+    /// latter's locale.
+    pub async fn list_hosts(
+        &self,
+        filter: &HostFilter,
+        page: PageRequest,
+    ) -> Result<Page<Host>, StoreError> {
+        let bytewise = |column: &str| match self.dialect {
+            Dialect::Postgres => format!("{column} COLLATE \"C\""),
+            Dialect::Sqlite => column.to_string(),
+        };
+        let mut clauses = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if !filter.statuses.is_empty() {
+            let params: Vec<String> = filter.statuses.iter().map(|_| next()).collect();
+            clauses.push(format!("status IN ({})", params.join(", ")));
+        }
+        let pattern = filter.keyword.as_deref().map(like_pattern);
+        if pattern.is_some() {
+            let p = next();
+            clauses.push(format!(
+                "(lower({}) LIKE {p} ESCAPE '\\' OR lower({}) LIKE {p} ESCAPE '\\')",
+                bytewise("name"),
+                bytewise("inner_ip_address")
+            ));
+        }
+        let filter_sql = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let (limit, offset) = (next(), next());
+        let direction = if filter.sort.ascending { "ASC" } else { "DESC" };
+        let key = filter.sort.key;
+        let order = if key.is_text() {
+            bytewise(key.column())
+        } else {
+            key.column().to_string()
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM hosts {filter_sql}");
+        let page_sql = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts {filter_sql} ORDER BY {order} {direction}, id {direction} \
+             LIMIT {limit} OFFSET {offset}"
+        );
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        let mut rows = sqlx::query(&page_sql);
+        for status in &filter.statuses {
+            count = count.bind(status.as_str());
+            rows = rows.bind(status.as_str());
+        }
+        if let Some(pattern) = pattern {
+            count = count.bind(pattern.clone());
+            rows = rows.bind(pattern);
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        let contents = rows
+            .bind(i64::from(page.size))
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(host_from_row)
+            .collect::<Result<_, _>>()?;
         Ok(Page {
             contents,
             total_elements: total,
@@ -402,4 +457,19 @@ fn process_from_row(row: &AnyRow) -> Result<AgentProcess, StoreError> {
         create_time: row.try_get("create_time")?,
         update_time: row.try_get("update_time")?,
     })
+}
+
+/// A LIKE pattern that finds `keyword` anywhere, its wildcards and escape character taken
+/// literally, its ASCII letters lowered as the column is.
+fn like_pattern(keyword: &str) -> String {
+    let mut pattern = String::with_capacity(keyword.len() + 2);
+    pattern.push('%');
+    for c in keyword.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c.to_ascii_lowercase());
+    }
+    pattern.push('%');
+    pattern
 }
