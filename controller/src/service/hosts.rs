@@ -1,5 +1,5 @@
-//! The host inventory as operators change it, and the whole-agent tasks submitted on
-//! hosts: a batch is checked whole before anything is created.
+//! The host inventory as operators change and search it, and the whole-agent tasks
+//! submitted on hosts: a batch is checked whole before anything is created.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
