@@ -758,7 +758,8 @@ function renderNow(task, el) {
   }
   const summary = STATUSES.filter((x) => counts[x]).map((x) => `${counts[x]} ${x.toLowerCase()}`).join(" · ");
   const doing = [...running].map(([name, n]) => (n > 1 ? `${name} ×${n}` : name)).join(", ");
-  el.textContent = `${task.subtasks.length} subtasks: ${summary}` + (doing ? ` — running now: ${doing}` : "");
+  const held = task.paused && task.status === "RUNNING" ? " — paused before its next batch: Resume goes on" : "";
+  el.textContent = `${task.subtasks.length} subtasks: ${summary}` + (doing ? ` — running now: ${doing}` : "") + held;
 }
 
 function legend() {
@@ -831,7 +832,7 @@ function rowsOf(levels, unfolded) {
   return rows;
 }
 
-const BOX_W = 150, BOX_H = 42, GAP = 14, ROW_GAP = 26, CELL = 10, CELLS_PER_ROW = 50, LEFT = 44;
+const BOX_W = 190, BOX_H = 42, GAP = 14, ROW_GAP = 26, CELL = 10, CELLS_PER_ROW = 50, LEFT = 44;
 
 function drawDag(page, onSelect, onUnfold) {
   const task = page.task;
@@ -859,12 +860,12 @@ function drawDag(page, onSelect, onUnfold) {
     for (const group of row.level) {
       if (group.length <= EXPAND_LIMIT) {
         for (const sub of group) {
-          items.push(subtaskBox(task, sub, x, y, page.selected === sub.id, onSelect));
+          items.push(subtaskBox(task, sub, x, y, page.selected === sub.id));
           anchors.set(sub.id, { x: x + BOX_W / 2, top: y, bottom: y + BOX_H });
           x += BOX_W + GAP;
         }
       } else {
-        const drawn = groupBox(task, group, x, y, page.selected, onSelect);
+        const drawn = groupBox(task, group, x, y, page.selected);
         items.push(drawn.el);
         for (const sub of group) anchors.set(sub.id, { x: x + drawn.width / 2, top: y, bottom: y + drawn.height });
         rowHeight = Math.max(rowHeight, drawn.height);
@@ -891,12 +892,17 @@ function drawDag(page, onSelect, onUnfold) {
   }
   const defs = s("defs", {}, s("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
     s("path", { d: "M0,0 L10,5 L0,10 z", fill: "#8c959f" })));
-  return s("svg", { width, height: y, "data-subtasks": task.subtasks.length }, defs, ...paths, ...items);
+  // One listener for every box and cell: a thousand-host stage is a thousand cells.
+  const pick = (ev) => {
+    const hit = ev.target.closest("[data-subtask-id]");
+    if (hit) onSelect(Number(hit.dataset.subtaskId));
+  };
+  return s("svg", { width, height: y, "data-subtasks": task.subtasks.length, onclick: pick }, defs, ...paths, ...items);
 }
 
-function subtaskBox(task, sub, x, y, selected, onSelect) {
-  const label = sub.name.length > 24 ? sub.name.slice(0, 23) + "…" : sub.name;
-  return s("g", { class: `node${selected ? " selected" : ""}`, "data-subtask-id": sub.id, "data-status": sub.status, onclick: () => onSelect(sub.id) },
+function subtaskBox(task, sub, x, y, selected) {
+  const label = sub.name.length > 28 ? sub.name.slice(0, 27) + "…" : sub.name;
+  return s("g", { class: `node${selected ? " selected" : ""}`, "data-subtask-id": sub.id, "data-status": sub.status },
     s("title", {}, `${sub.name} (${hostOf(task, sub) || "whole task"}): ${sub.status}`),
     s("rect", { class: `box f-${sub.status}${sub.status === "RUNNING" ? " pulse" : ""}`, x, y, width: BOX_W, height: BOX_H }),
     s("text", { x: x + 8, y: y + 17 }, label),
@@ -904,7 +910,7 @@ function subtaskBox(task, sub, x, y, selected, onSelect) {
 }
 
 /** A stage of many hosts: one box, a bar of the counts, and a small cell per subtask. */
-function groupBox(task, group, x, y, selectedId, onSelect) {
+function groupBox(task, group, x, y, selectedId) {
   const perRow = Math.min(CELLS_PER_ROW, group.length);
   const width = Math.max(260, perRow * CELL + 16);
   const cellRows = Math.ceil(group.length / perRow);
@@ -928,7 +934,6 @@ function groupBox(task, group, x, y, selectedId, onSelect) {
     el.append(s("rect", {
       class: `cell f-${sub.status}${sub.status === "RUNNING" ? " pulse" : ""}${selectedId === sub.id ? " selected" : ""}`,
       x: cx, y: cy, width: CELL - 2, height: CELL - 2, rx: 2, "data-subtask-id": sub.id, "data-status": sub.status,
-      onclick: () => onSelect(sub.id),
     }, s("title", {}, `${sub.name} (${hostOf(task, sub)}): ${sub.status}`)));
   });
   return { el, width, height };

@@ -153,18 +153,40 @@ fn register_hosts(fleet: &Fleet, rest: &Rest) -> Vec<i64> {
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// Waits for `check`, or fails saying what the page showed: its address, the banner
+/// (an API refusal) and a screenshot.
+async fn wait(b: &Browser, limit: Duration, what: &str, check: &str) -> Value {
+    match b.wait_until(limit, what, check).await {
+        Ok(v) => v,
+        Err(e) => {
+            let shown = b
+                .client
+                .execute(
+                    "const e = document.querySelector('#banner'); return location.hash + ' | banner: ' + (e && !e.hidden ? e.textContent : '(none)')",
+                    vec![],
+                )
+                .await
+                .map(|v| v.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            let shot = screenshots().join("failure.png");
+            let _ = b.screenshot(&shot).await;
+            panic!("{e}; the page: {shown}; screenshot {}", shot.display())
+        }
+    }
+}
+
 async fn sign_in(b: &Browser, base: &str, (user, password): (&str, &str)) {
     b.client
         .goto(&format!("{base}/console/"))
         .await
         .expect("open the console");
-    b.wait_until(
+    wait(
+        b,
         LONG,
         "the sign-in form",
         "return !!document.querySelector('#login-user')",
     )
-    .await
-    .expect("sign-in form");
+    .await;
     let find = |css: &'static str| {
         let client = b.client.clone();
         async move { client.find(fantoccini::Locator::Css(css)).await.expect(css) }
@@ -180,29 +202,29 @@ async fn sign_in(b: &Browser, base: &str, (user, password): (&str, &str)) {
         .await
         .expect("password");
     b.click("#login-submit").await.expect("submit");
-    b.wait_until(
+    wait(
+        b,
         LONG,
         "the signed-in user's name in the header",
         &format!("return document.querySelector('#username')?.textContent === '{user}'"),
     )
-    .await
-    .expect("signed in");
+    .await;
 }
 
 async fn sign_out(b: &Browser) {
     b.click("#signout").await.expect("sign out");
-    b.wait_until(
+    wait(
+        b,
         LONG,
         "the sign-in form",
         "return !!document.querySelector('#login-user')",
     )
-    .await
-    .expect("signed out");
+    .await;
 }
 
 /// The statuses the host table shows, once it shows `n` hosts all `status`.
 async fn wait_hosts(b: &Browser, n: usize, status: &str) -> Value {
-    b.wait_until(
+    wait(b,
         LONG,
         &format!("{n} hosts {status} in the host table"),
         &format!(
@@ -210,32 +232,56 @@ async fn wait_hosts(b: &Browser, n: usize, status: &str) -> Value {
              return s.length === {n} && s.every(x => x === '{status}') ? s : false"
         ),
     )
-    .await
-    .expect("hosts")
+        .await
 }
 
 /// The task page's id, once the console went there.
 async fn task_page(b: &Browser) -> i64 {
-    b.wait_until(
+    wait(
+        b,
         LONG,
         "the task page",
         "return document.querySelector('#task')?.dataset.taskId || false",
     )
     .await
-    .expect("task page")
     .as_str()
     .and_then(|s| s.parse().ok())
     .expect("task id")
 }
 
 async fn wait_task_status(b: &Browser, status: &str) {
-    b.wait_until(
+    wait(b,
         LONG,
         &format!("the task page to show {status}"),
         &format!("return document.querySelector('#task-status [data-status]')?.dataset.status === '{status}'"),
     )
-    .await
-    .expect("task status");
+        .await;
+}
+
+/// Selects the hundred hosts of both pages of the host list (50 a page), from whichever
+/// page the list shows: it keeps the page it was left on.
+async fn select_both_pages(b: &Browser) {
+    let first_row = "return Number(document.querySelector('#host-table tbody tr[data-host-id]')?.dataset.hostId)";
+    if b.client
+        .execute(first_row, vec![])
+        .await
+        .expect("first row")
+        != json!(1)
+    {
+        b.click("button[data-page=previous]").await.expect("page 1");
+        wait(b, LONG, "page 1", &format!("{first_row} === 1")).await;
+    }
+    b.click("#select-page").await.expect("select page 1");
+    b.click("button[data-page=next]").await.expect("page 2");
+    wait(b, LONG, "page 2", &format!("{first_row} === 51")).await;
+    b.click("#select-page").await.expect("select page 2");
+    wait(
+        b,
+        LONG,
+        "100 selected",
+        "return document.querySelector('#selected-count').textContent === '100 selected'",
+    )
+    .await;
 }
 
 /// Subtask statuses drawn in the DAG, boxes and cells alike.
@@ -335,14 +381,12 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
             .await
             .expect("click the step");
-        let log = b
-            .wait_until(
+        let log = wait(&b,
                 LONG,
                 "the step's log",
                 "const t = document.querySelector('#subtask-log')?.textContent; return t && t !== 'Loading…' ? t : false",
             )
-            .await
-            .expect("log");
+        .await;
         let log = log.as_str().unwrap_or_default().to_string();
         let stored_log = rest
             .get(&format!("/api/v2/tasks/instances/{task}/subtasks/{stop_all}/log"))
@@ -365,9 +409,8 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         b.click("#rollout-canary").await.expect("canary");
         b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
         let rolling = task_page(&b).await;
-        b.wait_until(LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
-            .await
-            .expect("paused");
+        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
+        .await;
         let held = drawn(&b).await;
         assert!(held.iter().any(|s| s == "SUCCESSFUL"), "the first batch is done: {held:?}");
         assert!(held.iter().any(|s| s == "PENDING"), "the rest waits: {held:?}");
@@ -375,6 +418,28 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         assert_eq!(stored["status"], "RUNNING");
         assert_eq!(stored["paused"], true);
         b.screenshot(&shots.join("task-3-running.png")).await.expect("shot");
+
+        // What the API refuses is said with OCP's code: the last host waits in the
+        // paused task, so its agent cannot be restarted by another.
+        let waiting = hosts[2];
+        b.client
+            .goto(&format!("{base}/console/#/hosts/{waiting}"))
+            .await
+            .expect("host page");
+        b.click("button[data-op='Restart agent']").await.expect("restart agent");
+        let banner = wait(&b, LONG, "the refusal", "const e = document.querySelector('#banner'); return !e.hidden && e.textContent")
+        .await;
+        let banner = banner.as_str().unwrap_or_default();
+        assert!(
+            banner.starts_with("Error 40000: ") && banner.contains(&format!("task {rolling}")),
+            "{banner}"
+        );
+        b.client
+            .goto(&format!("{base}/console/#/tasks/{rolling}"))
+            .await
+            .expect("back to the task");
+        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
+        .await;
         b.click("button[data-op=Resume]").await.expect("resume");
         wait_task_status(&b, "SUCCESSFUL").await;
         assert!(drawn(&b).await.iter().all(|s| s == "SUCCESSFUL"));
@@ -387,13 +452,12 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
             .await
             .expect("host page");
         let row = "#process-table tr[data-process='ob_cleaner']";
-        b.wait_until(
+        wait(&b,
             LONG,
             "ob_cleaner STARTED with a pid",
             &format!("const r = document.querySelector(\"{row}\"); return r && r.querySelector('[data-status]').dataset.status === 'STARTED' && r.querySelector('.pid').textContent"),
         )
-        .await
-        .expect("process row");
+        .await;
         let pid: i32 = rest
             .get(&format!("/api/v2/compute/hosts/{host}/agent/processes?size=100"))
             .expect("processes")["contents"]
@@ -404,13 +468,12 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
             .and_then(|p| p["pid"].as_i64())
             .expect("ob_cleaner's pid") as i32;
         b.click(&format!("{row} button[data-op=Stop]")).await.expect("stop");
-        b.wait_until(
+        wait(&b,
             LONG,
             "ob_cleaner STOPPED",
             &format!("return document.querySelector(\"{row} [data-status]\").dataset.status === 'STOPPED'"),
         )
-        .await
-        .expect("stopped");
+        .await;
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
                 || std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -429,9 +492,8 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
             .goto(&format!("{base}/console/#/hosts/{host}"))
             .await
             .expect("host page");
-        b.wait_until(LONG, "the process table", "return !!document.querySelector('#process-table tr[data-process]')")
-            .await
-            .expect("processes");
+        wait(&b, LONG, "the process table", "return !!document.querySelector('#process-table tr[data-process]')")
+        .await;
         assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "host page");
         b.client
             .goto(&format!("{base}/console/#/tasks/{task}"))
@@ -441,9 +503,8 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
             .await
             .expect("click the step");
-        b.wait_until(LONG, "the drawer", "return !!document.querySelector('#subtask-status')")
-            .await
-            .expect("drawer");
+        wait(&b, LONG, "the drawer", "return !!document.querySelector('#subtask-status')")
+        .await;
         assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "task page");
         let disabled = b
             .client
@@ -494,15 +555,7 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
             .expect("marker");
 
         // The seeds' stage-wise shape: nine stages, five of them a hundred hosts wide.
-        b.click("#select-page").await.expect("select page 1");
-        b.click("button[data-page=next]").await.expect("page 2");
-        b.wait_until(LONG, "page 2", "return document.querySelector('#host-table tbody tr[data-host-id]')?.dataset.hostId > 50")
-            .await
-            .expect("page 2");
-        b.click("#select-page").await.expect("select page 2");
-        b.wait_until(LONG, "100 selected", "return document.querySelector('#selected-count').textContent === '100 selected'")
-            .await
-            .expect("100 selected");
+        select_both_pages(&b).await;
         b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
         task_page(&b).await;
         wait_task_status(&b, "SUCCESSFUL").await;
@@ -524,12 +577,7 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
         // Rolling, a quarter at a time, held after the first quarter.
         b.client.goto(&format!("{base}/console/#/hosts")).await.expect("hosts");
         wait_hosts(&b, 50, "ONLINE").await;
-        b.click("#select-page").await.expect("select page 1");
-        b.click("button[data-page=next]").await.expect("page 2");
-        b.wait_until(LONG, "page 2", "return document.querySelector('#host-table tbody tr[data-host-id]')?.dataset.hostId > 50")
-            .await
-            .expect("page 2");
-        b.click("#select-page").await.expect("select page 2");
+        select_both_pages(&b).await;
         b.click("#rollout-on").await.expect("rolling");
         let size = b
             .client
@@ -541,9 +589,8 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
         b.click("#rollout-canary").await.expect("canary");
         b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
         let rolling = task_page(&b).await;
-        b.wait_until(LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
-            .await
-            .expect("paused");
+        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
+        .await;
         let held = drawn(&b).await;
         assert_eq!(held.len(), 5 * 100 + 3, "every subtask is drawn");
         assert_eq!(held.iter().filter(|s| *s == "SUCCESSFUL").count(), 5 * 25, "{held:?}");
