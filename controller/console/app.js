@@ -607,7 +607,7 @@ async function tasksView(view) {
  */
 async function taskView(id, view) {
   const signal = view.abort.signal;
-  const page = { task: await api("GET", `/tasks/instances/${id}`, undefined, signal), selected: null, unfolded: new Set(), lastSeq: 0, lastEventAt: 0 };
+  const page = { task: await api("GET", `/tasks/instances/${id}`, undefined, signal), selected: null, unfolded: new Set(), lastSeq: 0, lastEventAt: 0, sinceRead: null };
   const root = h("div", { id: "task", "data-task-id": id });
   const head = h("div");
   const now = h("div", { class: "now", id: "running-now" });
@@ -633,8 +633,18 @@ async function taskView(id, view) {
   function schedule() {
     if (!scheduled) { scheduled = true; setTimeout(redraw, 150); }
   }
+  // A read of the whole task may be overtaken by events, and by a later read: only the
+  // latest read is kept, with the events that came while it was out applied again on
+  // top, so the page never steps back to an older state.
+  let reads = 0;
   async function reloadTask() {
-    page.task = await api("GET", `/tasks/instances/${id}`, undefined, signal);
+    const mine = ++reads;
+    page.sinceRead = [];
+    const task = await api("GET", `/tasks/instances/${id}`, undefined, signal);
+    if (mine !== reads) return;
+    for (const event of page.sinceRead) applyEvent(task, event);
+    page.sinceRead = null;
+    page.task = task;
     schedule();
     if (page.task.status === "RUNNING") follow();
     document.dispatchEvent(new CustomEvent("task-changed"));
@@ -652,6 +662,7 @@ async function taskView(id, view) {
       await watch(id, page, signal, (event) => {
         page.lastEventAt = Date.now();
         applyEvent(page.task, event);
+        if (page.sinceRead) page.sinceRead.push(event);
         schedule();
         if (page.selected === event.subtaskId) document.dispatchEvent(new CustomEvent("task-changed"));
       });

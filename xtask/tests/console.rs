@@ -549,6 +549,36 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
             .expect("Chromium");
         sign_in(&b, &base, ADMIN).await;
         wait_hosts(&b, 50, "ONLINE").await;
+
+        // OCP's filters, from the search box: the address holds the keyword.
+        let keyword = b
+            .client
+            .find(fantoccini::Locator::Css("#host-keyword"))
+            .await
+            .expect("keyword box");
+        keyword.send_keys("127.0.3.7").await.expect("keyword");
+        let matched = wait(
+            &b,
+            LONG,
+            "the hosts whose address holds 127.0.3.7",
+            "const r = [...document.querySelectorAll('#host-table tbody tr[data-host-id] td:nth-child(4)')].map(td => td.textContent.split(':')[0]);
+             return r.length === 11 && r",
+        )
+        .await;
+        let mut matched: Vec<String> = serde_json::from_value(matched).expect("addresses");
+        matched.sort();
+        let mut expected: Vec<String> = std::iter::once(7)
+            .chain(70..80)
+            .map(|i| format!("127.0.3.{i}"))
+            .collect();
+        expected.sort();
+        assert_eq!(matched, expected);
+        // Backspaces, as a person erases it (WebDriver's clear fires no input event).
+        keyword
+            .send_keys(&"\u{E003}".repeat("127.0.3.7".len()))
+            .await
+            .expect("erase");
+        wait_hosts(&b, 50, "ONLINE").await;
         b.client
             .execute("window.__sameDocument = true", vec![])
             .await
