@@ -19,6 +19,7 @@ use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
 use crate::grpc::{HostAgentGrpc, TaskGrpc};
 use crate::heartbeat::{Heartbeat, HeartbeatOptions};
+use crate::metrics::{GrpcRequests, Metrics};
 use crate::service::{Core, CoreOptions};
 use crate::store::{SoleController, SoleError, Store, StoreError};
 
@@ -128,7 +129,8 @@ impl Controller {
         })
         .await??;
         let store = Store::connect_with(&options.database_url, Some(options.lease_ttl)).await?;
-        let agents = Arc::new(AgentPool::new(agent_tls));
+        let metrics = Arc::new(Metrics::new());
+        let agents = Arc::new(AgentPool::new(agent_tls, metrics.agent_calls()));
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             store.clone(),
@@ -142,6 +144,7 @@ impl Controller {
                 sole: sole.is_some(),
             },
             cancel.clone(),
+            metrics.engine(),
         );
         let core = Core::new(
             store.clone(),
@@ -193,7 +196,13 @@ impl Controller {
         engine.run_leases();
 
         let tracker = TaskTracker::new();
-        let router = grpc_router(core.clone(), options.users.clone(), &options.conns).await?;
+        let router = grpc_router(
+            core.clone(),
+            options.users.clone(),
+            &options.conns,
+            metrics.grpc(),
+        )
+        .await?;
         let shutdown = cancel.clone();
         let grpc_incoming =
             Incoming::new(listener, faces_tls.clone(), options.conns).map_err(|source| {
@@ -220,6 +229,7 @@ impl Controller {
                 users: options.users.clone(),
                 server: options.advertise.as_str().into(),
                 https: faces_tls.is_some(),
+                metrics: metrics.clone(),
             });
             let shutdown = cancel.clone();
             let incoming = Incoming::new(listener, faces_tls.clone(), options.conns)
@@ -242,6 +252,7 @@ impl Controller {
             options: options.heartbeat,
             wake: core.host_added(),
             membership: engine.membership(),
+            misses: metrics.heartbeat_misses(),
         };
         tracker.spawn(heartbeat.run(cancel.clone()));
         tracing::info!(%grpc_addr, "controller serving gRPC");
@@ -293,11 +304,16 @@ impl Controller {
     }
 }
 
+/// The gRPC face: every call counted (outermost, so that each is counted with the
+/// code its client gets), then its credentials taken.
+type GrpcLayers = Stack<AuthLayer, Stack<GrpcRequests, Identity>>;
+
 async fn grpc_router(
     core: Core,
     users: Users,
     conns: &ConnLimits,
-) -> Result<tonic::transport::server::Router<Stack<AuthLayer, Identity>>, StartError> {
+    requests: GrpcRequests,
+) -> Result<tonic::transport::server::Router<GrpcLayers>, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<HostAgentServiceServer<HostAgentGrpc>>()
@@ -319,6 +335,7 @@ async fn grpc_router(
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(conns.keepalive_interval()))
         .http2_keepalive_timeout(Some(conns.keepalive_interval()))
+        .layer(requests)
         .layer(AuthLayer::new(users))
         .add_service(health)
         .add_service(reflection_v1)
