@@ -323,12 +323,12 @@ async fn grpc_router(
         .await;
     // Advertise only what this server serves: the descriptor set also holds the agent's API.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("ocp.v1.HostAgentService")
-            .with_service_name("ocp.v1.TaskService")
-            .with_service_name("grpc.health.v1.Health")
+        crate::grpc::SERVICES.into_iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(service),
+        )
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;

@@ -15,6 +15,14 @@ use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 pub use host_agent::HostAgentGrpc;
 pub use task::TaskGrpc;
 
+/// The services the gRPC port serves and reflection advertises, besides reflection
+/// itself (v1 and v1alpha).
+pub const SERVICES: [&str; 3] = [
+    "ocp.v1.HostAgentService",
+    "ocp.v1.TaskService",
+    "grpc.health.v1.Health",
+];
+
 /// The one mapping of core errors to gRPC status codes.
 impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {

@@ -22,11 +22,8 @@ use prost::Message;
 /// The method label of every path the controller does not serve.
 pub const UNKNOWN_METHOD: &str = "unknown";
 
-/// The gRPC services the controller's port serves: its own two, health and reflection.
-pub const SERVED: [&str; 5] = [
-    "ocp.v1.HostAgentService",
-    "ocp.v1.TaskService",
-    "grpc.health.v1.Health",
+/// Reflection, served beside [`crate::grpc::SERVICES`].
+const REFLECTION: [&str; 2] = [
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 ];
@@ -77,8 +74,8 @@ impl GrpcRequests {
     }
 }
 
-/// `/package.Service/Method` of every method of [`SERVED`], read from the descriptor
-/// sets the controller registers for reflection.
+/// `/package.Service/Method` of every method the controller's gRPC port serves, read
+/// from the descriptor sets it registers for reflection.
 fn served_methods() -> HashMap<String, Arc<str>> {
     let sets = [
         proto::FILE_DESCRIPTOR_SET,
@@ -98,7 +95,8 @@ fn served_methods() -> HashMap<String, Arc<str>> {
         for file in &set.file {
             for service in &file.service {
                 let name = format!("{}.{}", file.package(), service.name());
-                if !SERVED.contains(&name.as_str()) {
+                let mut served = crate::grpc::SERVICES.iter().chain(&REFLECTION);
+                if !served.any(|s| *s == name) {
                     continue;
                 }
                 for method in &service.method {
@@ -273,13 +271,11 @@ mod tests {
     fn the_controllers_own_methods_are_all_known() {
         let requests = GrpcRequests::new();
         for op in crate::service::ApiOperation::ALL {
-            let known = ["ocp.v1.HostAgentService", "ocp.v1.TaskService"]
-                .iter()
-                .any(|s| {
-                    requests
-                        .methods
-                        .contains_key(&format!("/{s}/{}", op.name()))
-                });
+            let known = crate::grpc::SERVICES.iter().any(|s| {
+                requests
+                    .methods
+                    .contains_key(&format!("/{s}/{}", op.name()))
+            });
             assert!(known, "{} is served but has no label", op.name());
         }
     }

@@ -2,8 +2,8 @@
 //! record into, the store's counts read at scrape time, and the `GET /metrics` answer.
 //!
 //! Hot paths only touch atomics and short histogram locks: a request looks its label
-//! set up under a shared read lock (taken for writing once per new label set) and
-//! bumps an atomic counter. What the store knows (tasks, subtasks, hosts) is read
+//! set up under a shared read lock (taken for writing once per new label set, and a
+//! REST request's route label is one small string) and bumps an atomic counter. What the store knows (tasks, subtasks, hosts) is read
 //! by the scrape, one GROUP BY query each, and kept for [`STORE_TTL`] so that several
 //! Prometheus servers scraping one controller cost one read.
 
