@@ -236,7 +236,8 @@ impl Collector for StoreGauges {
             ),
             (
                 "subtasks",
-                "Subtasks in the store, by name and status",
+                "Subtasks of the open tasks (RUNNING, or FAILED until retried or rolled back), \
+                 by name and status",
                 &counts.subtasks,
             ),
         ];
