@@ -39,8 +39,8 @@ impl HttpRequests {
         self.0.get_or_create(&labels).inc();
     }
 
-    /// How many requests were counted under these labels; for tests.
-    pub fn count(&self, method: &Method, route: &str, status: StatusCode) -> u64 {
+    #[cfg(test)]
+    fn count(&self, method: &Method, route: &str, status: StatusCode) -> u64 {
         let labels = HttpLabels {
             method: method_label(method),
             route: route.to_string(),
