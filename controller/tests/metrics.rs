@@ -99,6 +99,16 @@ async fn a_rolling_restart_moves_tasks_steps_agent_calls_requests_and_leases() {
     )
     .await;
     let task_id = submitted["data"]["id"].as_i64().expect("task id");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let path = format!("/tasks/instances/{task_id}");
+        let task = rest(http, reqwest::Method::GET, &path, None).await;
+        if task["data"]["paused"] == json!(true) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never held: {task}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let held = wait_metric(
         http,
         STEPS,
@@ -110,7 +120,10 @@ async fn a_rolling_restart_moves_tasks_steps_agent_calls_requests_and_leases() {
     )
     .await;
     assert_eq!(held.value(LEASES, &[]), 1.0);
-    let running = wait_metric(http, TASKS, &[("status", "RUNNING")], |n| n == 1.0).await;
+    // A step's duration is recorded as it ends, its status written just after, and the
+    // store's counts may be a read old: wait for the write, which the hold keeps.
+    let finish = |status| [("name", "Finish OCP agent operation"), ("status", status)];
+    let running = wait_metric(http, SUBTASKS, &finish("SUCCESSFUL"), |n| n == 1.0).await;
     assert_eq!(
         running.value(
             TASKS,
@@ -118,8 +131,6 @@ async fn a_rolling_restart_moves_tasks_steps_agent_calls_requests_and_leases() {
         ),
         1.0
     );
-    let finish = |status| [("name", "Finish OCP agent operation"), ("status", status)];
-    assert_eq!(running.value(SUBTASKS, &finish("SUCCESSFUL")), 1.0);
     assert_eq!(
         running.value(SUBTASKS, &finish("PENDING")),
         1.0,
@@ -136,6 +147,8 @@ async fn a_rolling_restart_moves_tasks_steps_agent_calls_requests_and_leases() {
     let task = wait_for_end(grpc, task_id).await;
     assert_eq!(task.status, "SUCCESSFUL", "{}", explain(grpc, &task).await);
 
+    // The runner lets go of the lease a moment after it wrote the end.
+    wait_metric(http, LEASES, &[], |n| n == 0.0).await;
     let after = wait_metric(http, TASKS, &[("status", "SUCCESSFUL")], |n| n == 1.0).await;
     assert_eq!(after.value(TASKS, &[("status", "RUNNING")]), 0.0);
     assert_eq!(
@@ -143,7 +156,6 @@ async fn a_rolling_restart_moves_tasks_steps_agent_calls_requests_and_leases() {
         0.0,
         "a finished task's subtasks are history"
     );
-    assert_eq!(after.value(LEASES, &[]), 0.0, "the lease goes with the end");
     for step in [
         "Prepare restart OCP agent",
         "Restart pos proxy",
@@ -231,11 +243,6 @@ async fn a_silent_agent_moves_heartbeat_misses_and_hosts_by_status() {
     assert_eq!(scrape.value(MISSES, &[]), 0.0);
     register(controller.grpc_addr(), &[&agent]).await;
     wait_metric(http, HOSTS, &[("status", "ONLINE")], |n| n == 1.0).await;
-    assert_eq!(
-        Scrape::fetch(http).await.value(MISSES, &[]),
-        0.0,
-        "all answered"
-    );
 
     agent.stop().await;
     let offline = wait_metric(http, HOSTS, &[("status", "OFFLINE")], |n| n == 1.0).await;
