@@ -11,6 +11,7 @@ mod group;
 mod leftovers;
 mod limits;
 mod log_tail;
+mod metrics;
 mod policy;
 mod process_info;
 mod procfs;

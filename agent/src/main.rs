@@ -49,6 +49,10 @@ struct Cli {
     #[arg(long, env = "OCP_AGENT_MAX_CONNECTIONS", default_value_t = 256,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
+    /// Serve Prometheus metrics at `GET /metrics` on this address, over plain HTTP;
+    /// off unless given.
+    #[arg(long, env = "OCP_AGENT_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Threads of the blocking pool, where `/proc` reads, fsyncs and spawns run off the
@@ -122,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             idle_timeout: cli.idle_timeout,
             max_connections: cli.max_connections,
         },
+        metrics_addr: cli.metrics_addr,
     };
     Agent::run_until_signal(options).await?;
     Ok(())

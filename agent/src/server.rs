@@ -25,6 +25,7 @@ use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 use crate::cgroup::Cgroups;
 use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
+use crate::metrics::{self, MetricsBuilder};
 use crate::service::AgentServiceImpl;
 use crate::supervisor;
 
@@ -41,6 +42,8 @@ pub struct AgentOptions {
     pub insecure_plaintext: bool,
     /// How long a client may take, and how many may be connected at once.
     pub conns: ConnLimits,
+    /// Where to serve `GET /metrics` over plain HTTP; `None` serves no metrics.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,11 +122,24 @@ impl Agent {
             .await
             .map_err(listen_err)?;
         let addr = listener.local_addr().map_err(listen_err)?;
+        let metrics_listener = match options.metrics_addr {
+            Some(metrics_addr) => {
+                let metrics_err = |source| AgentError::Listen {
+                    addr: metrics_addr,
+                    source,
+                };
+                let listener = TcpListener::bind(metrics_addr).await.map_err(metrics_err)?;
+                let bound = listener.local_addr().map_err(metrics_err)?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
 
         let cgroups = cgroups_for(&config, options.data_dir.clone()).await;
         let tracker = TaskTracker::new();
         let supervisors = CancellationToken::new();
-        let handles = config
+        let metrics = MetricsBuilder::new();
+        let handles: Vec<_> = config
             .processes
             .into_iter()
             .map(|spec| {
@@ -132,9 +148,22 @@ impl Agent {
                     .as_ref()
                     .filter(|_| !spec.limits.is_empty())
                     .map(|c| c.process(&spec.alias, spec.limits));
-                supervisor::launch(spec, files, cgroup, supervisors.clone(), &tracker)
+                let recorded = metrics.process(&spec.alias);
+                supervisor::launch(spec, files, cgroup, recorded, supervisors.clone(), &tracker)
             })
             .collect();
+        let registry = metrics.finish(handles.clone());
+        // Its own token, so that it also stops when the gRPC server ends by itself.
+        let metrics_stop = cancel.child_token();
+        let metrics_served = metrics_listener.map(|(listener, bound)| {
+            info!(metrics = %bound, "ocp-agent serving GET /metrics over plain HTTP");
+            tokio::spawn(metrics::serve(
+                listener,
+                registry,
+                metrics::limits(options.conns),
+                metrics_stop.clone(),
+            ))
+        });
         let service = AgentServiceImpl::new(config.agent, handles, cancel.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -182,6 +211,12 @@ impl Agent {
                     Ok(())
                 }
             };
+            metrics_stop.cancel();
+            if let Some(metrics) = metrics_served
+                && let Err(e) = metrics.await
+            {
+                warn!("the metrics listener failed: {e}");
+            }
             info!("stopped serving; stopping processes");
             supervisors.cancel();
             tracker.close();

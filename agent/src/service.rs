@@ -195,7 +195,7 @@ impl Agent {
                 Ok(Err(SupervisorError::Gone(_))) => Err(CallError::ShuttingDown),
                 Err(_) => {
                     let status = handle.status();
-                    let mut state = format!("{:?}", status.state).to_uppercase();
+                    let mut state = status.state.name().to_string();
                     if !status.last_error.is_empty() {
                         state = format!("{state}: {}", status.last_error);
                     }

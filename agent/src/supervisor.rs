@@ -30,6 +30,7 @@ use crate::config::ProcessSpec;
 use crate::data_dir::{PidRecord, ProcessFiles};
 use crate::group;
 use crate::leftovers::terminate_leftover;
+use crate::metrics::ProcessMetrics;
 use crate::policy::{Decision, MAX_QUICK_EXITS, RestartPolicy};
 use crate::procfs;
 use crate::ready::{await_ready, describe_exit};
@@ -69,6 +70,29 @@ pub enum State {
     Stopping,
     Stopped,
     Fatal,
+}
+
+impl State {
+    pub const ALL: [State; 6] = [
+        State::Starting,
+        State::Running,
+        State::Backoff,
+        State::Stopping,
+        State::Stopped,
+        State::Fatal,
+    ];
+
+    /// The state's name as supervisord writes it, and as the agent reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "STARTING",
+            State::Running => "RUNNING",
+            State::Backoff => "BACKOFF",
+            State::Stopping => "STOPPING",
+            State::Stopped => "STOPPED",
+            State::Fatal => "FATAL",
+        }
+    }
 }
 
 /// What the actor knows; what the OS says is read separately, by [`crate::process_info`].
@@ -129,6 +153,7 @@ pub fn launch(
     spec: ProcessSpec,
     files: ProcessFiles,
     cgroup: Option<ProcessCgroup>,
+    metrics: ProcessMetrics,
     cancel: CancellationToken,
     tracker: &TaskTracker,
 ) -> Handle {
@@ -160,7 +185,9 @@ pub fn launch(
         status: status_tx,
         child: None,
         retry_at: None,
+        restart_after_exit: false,
         waiters: Vec::new(),
+        metrics,
         cancel,
     };
     tracker.spawn(actor.run(requests_rx).instrument(span));
@@ -188,8 +215,12 @@ struct Actor {
     policy: RestartPolicy,
     child: Option<Running>,
     retry_at: Option<Instant>,
+    /// The attempt due at `retry_at` starts the process again after it exited, rather
+    /// than retrying a start that failed: it counts as a restart.
+    restart_after_exit: bool,
     /// Start requests waiting for RUNNING or for the reason it will not get there.
     waiters: Vec<Reply>,
+    metrics: ProcessMetrics,
     cancel: CancellationToken,
 }
 
@@ -215,6 +246,9 @@ impl Actor {
                 waited = wait_child(&mut self.child) => self.exited(waited).await,
                 _ = sleep_until_some(self.retry_at) => {
                     self.retry_at = None;
+                    if std::mem::take(&mut self.restart_after_exit) {
+                        self.metrics.restarts_after_exit.inc();
+                    }
                     self.attempt().await;
                 }
             }
@@ -240,10 +274,12 @@ impl Actor {
                 self.want_running(false).await;
                 self.settle(Err("stopped by a later request".into()));
                 self.retry_at = None;
+                self.restart_after_exit = false;
                 self.policy.reset();
                 let _ = reply.send(self.stop().await);
             }
             Command::Restart => {
+                self.metrics.restarts_asked.inc();
                 self.want_running(true).await;
                 if let Err(e) = self.stop().await {
                     let _ = reply.send(Err(e));
@@ -259,6 +295,7 @@ impl Actor {
     async fn attempt_now(&mut self) {
         self.policy.reset();
         self.retry_at = None;
+        self.restart_after_exit = false;
         self.attempt().await;
     }
 
@@ -332,6 +369,9 @@ impl Actor {
         });
         match await_ready(&mut child, pid, &self.spec, &self.cancel).await {
             Ok(()) => {
+                self.metrics
+                    .start_latency
+                    .observe(spawned_at.elapsed().as_secs_f64());
                 self.child = Some(Running {
                     child,
                     pid,
@@ -367,6 +407,7 @@ impl Actor {
         let Some(running) = self.child.take() else {
             return;
         };
+        self.metrics.unexpected_exits.inc();
         let now = Instant::now();
         let sigkill = waited
             .as_ref()
@@ -390,7 +431,10 @@ impl Actor {
             return;
         }
         match self.policy.exited(now) {
-            Decision::RetryAfter(delay) => self.back_off(delay, reason),
+            Decision::RetryAfter(delay) => {
+                self.back_off(delay, reason);
+                self.restart_after_exit = true;
+            }
             Decision::Fatal => self.fatal(reason),
         }
     }

@@ -37,6 +37,7 @@ async fn in_process(
         tls: None,
         insecure_plaintext: false,
         conns: Default::default(),
+        metrics_addr: None,
     };
     let (addr, served) = Agent::start(options, cancel.clone())
         .await

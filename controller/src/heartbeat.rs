@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +61,8 @@ pub struct Heartbeat {
     pub wake: Arc<Notify>,
     /// Which hosts are this controller's to check.
     pub membership: watch::Receiver<Membership>,
+    /// Counts checks not answered within their deadline.
+    pub misses: Counter,
 }
 
 /// What the loop and the checks it spawned share.
@@ -71,6 +74,7 @@ struct Checks {
     out: Mutex<HashSet<i64>>,
     permits: Semaphore,
     membership: watch::Receiver<Membership>,
+    misses: Counter,
 }
 
 impl Heartbeat {
@@ -82,6 +86,7 @@ impl Heartbeat {
             options: self.options,
             out: Mutex::new(HashSet::new()),
             membership: self.membership,
+            misses: self.misses,
         });
         let tracker = TaskTracker::new();
         loop {
@@ -140,6 +145,9 @@ impl Checks {
             return Ok(());
         };
         let wait = self.options.offline_grace;
+        // A check is missed once: when its deadline passes unanswered, or when it fails
+        // before that (a closed port answers at once).
+        let mut missed = false;
         let answer = match self.agents.client(host, CallOrigin::default()) {
             Ok(client) => {
                 let mut call = std::pin::pin!(client.agent_info(wait));
@@ -147,6 +155,8 @@ impl Checks {
                 let answered = match tokio::time::timeout(short, &mut call).await {
                     Ok(answered) => Ok(answered),
                     Err(_) => {
+                        missed = true;
+                        self.misses.inc();
                         tracing::info!(
                             host_id = host.id,
                             "heartbeat missed: no answer in {}; still waiting",
@@ -163,6 +173,9 @@ impl Checks {
             }
             Err(e) => Err(e.reason()),
         };
+        if answer.is_err() && !missed {
+            self.misses.inc();
+        }
         match answer {
             Ok(info) => {
                 if host.status != HostStatus::Online {

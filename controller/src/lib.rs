@@ -7,6 +7,7 @@ pub mod engine;
 pub mod gateway;
 pub mod grpc;
 pub mod heartbeat;
+pub mod metrics;
 pub mod model;
 pub mod plans;
 pub mod rollout;

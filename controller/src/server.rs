@@ -20,6 +20,7 @@ use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
 use crate::grpc::{HostAgentGrpc, ProfileGrpc, TaskGrpc};
 use crate::heartbeat::{Heartbeat, HeartbeatOptions};
+use crate::metrics::{GrpcRequests, Metrics};
 use crate::service::{Core, CoreOptions};
 use crate::store::{SoleController, SoleError, Store, StoreError};
 
@@ -129,7 +130,8 @@ impl Controller {
         })
         .await??;
         let store = Store::connect_with(&options.database_url, Some(options.lease_ttl)).await?;
-        let agents = Arc::new(AgentPool::new(agent_tls));
+        let metrics = Arc::new(Metrics::new());
+        let agents = Arc::new(AgentPool::new(agent_tls, metrics.agent_calls()));
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             store.clone(),
@@ -143,6 +145,7 @@ impl Controller {
                 sole: sole.is_some(),
             },
             cancel.clone(),
+            metrics.engine(),
         );
         let core = Core::new(
             store.clone(),
@@ -194,7 +197,13 @@ impl Controller {
         engine.run_leases();
 
         let tracker = TaskTracker::new();
-        let router = grpc_router(core.clone(), options.users.clone(), &options.conns).await?;
+        let router = grpc_router(
+            core.clone(),
+            options.users.clone(),
+            &options.conns,
+            metrics.grpc(),
+        )
+        .await?;
         let shutdown = cancel.clone();
         let grpc_incoming =
             Incoming::new(listener, faces_tls.clone(), options.conns).map_err(|source| {
@@ -221,6 +230,7 @@ impl Controller {
                 users: options.users.clone(),
                 server: options.advertise.as_str().into(),
                 https: faces_tls.is_some(),
+                metrics: metrics.clone(),
             });
             let shutdown = cancel.clone();
             let incoming = Incoming::new(listener, faces_tls.clone(), options.conns)
@@ -243,6 +253,7 @@ impl Controller {
             options: options.heartbeat,
             wake: core.host_added(),
             membership: engine.membership(),
+            misses: metrics.heartbeat_misses(),
         };
         tracker.spawn(heartbeat.run(cancel.clone()));
         tracing::info!(%grpc_addr, "controller serving gRPC");
@@ -294,11 +305,16 @@ impl Controller {
     }
 }
 
+/// The gRPC face: every call counted (outermost, so that each is counted with the
+/// code its client gets), then its credentials taken.
+type GrpcLayers = Stack<AuthLayer, Stack<GrpcRequests, Identity>>;
+
 async fn grpc_router(
     core: Core,
     users: Users,
     conns: &ConnLimits,
-) -> Result<tonic::transport::server::Router<Stack<AuthLayer, Identity>>, StartError> {
+    requests: GrpcRequests,
+) -> Result<tonic::transport::server::Router<GrpcLayers>, StartError> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<HostAgentServiceServer<HostAgentGrpc>>()
@@ -311,19 +327,19 @@ async fn grpc_router(
         .await;
     // Advertise only what this server serves: the descriptor set also holds the agent's API.
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("ocp.v1.HostAgentService")
-            .with_service_name("ocp.v1.TaskService")
-            .with_service_name("ocp.v1.ProfileService")
-            .with_service_name("grpc.health.v1.Health")
+        crate::grpc::SERVICES.into_iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, service| builder.with_service_name(service),
+        )
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(conns.keepalive_interval()))
         .http2_keepalive_timeout(Some(conns.keepalive_interval()))
+        .layer(requests)
         .layer(AuthLayer::new(users))
         .add_service(health)
         .add_service(reflection_v1)

@@ -967,3 +967,85 @@ async fn a_failure_counts_until_the_task_is_reopened() {
         assert!(store.failed_since_reopen(id).await.unwrap(), "{}", t.name);
     }
 }
+
+#[tokio::test]
+async fn counts_group_tasks_subtasks_and_hosts_by_their_words() {
+    for t in test_stores().await {
+        let store = &t.store;
+        assert_eq!(
+            store.counts().await.unwrap(),
+            Default::default(),
+            "{}",
+            t.name
+        );
+        let hosts = add_hosts(store, 4).await;
+        store
+            .set_host_status(hosts[0], HostStatus::Online, None)
+            .await
+            .unwrap();
+        let done = store
+            .create_task(&plans::single_host(AgentAction::Start, hosts[3]), &origin())
+            .await
+            .unwrap();
+        store
+            .finish_task(&done, TaskStatus::Successful, Operation::Execute, 9)
+            .await
+            .unwrap();
+        let batch = store
+            .create_task(&plans::batch(AgentAction::Restart, &hosts[..2]), &origin())
+            .await
+            .unwrap();
+        store
+            .create_task(&plans::single_host(AgentAction::Stop, hosts[2]), &origin())
+            .await
+            .unwrap();
+        store
+            .finish_task(&batch, TaskStatus::Failed, Operation::Execute, 9)
+            .await
+            .unwrap();
+        let counts = store.counts().await.unwrap();
+        let word = |s: &str| s.to_string();
+        assert_eq!(
+            counts.tasks,
+            vec![
+                (word("Batch restart OCP agent"), word("FAILED"), 1),
+                (word("Start OCP agent"), word("SUCCESSFUL"), 1),
+                (word("Stop OCP agent"), word("RUNNING"), 1),
+            ],
+            "{}",
+            t.name
+        );
+        assert_eq!(
+            counts.hosts,
+            vec![(word("NEW"), 3), (word("ONLINE"), 1)],
+            "{}",
+            t.name
+        );
+        let subtasks = |name: &str, status: &str| {
+            counts
+                .subtasks
+                .iter()
+                .find(|(n, s, _)| n == name && s == status)
+                .map_or(0, |(_, _, count)| *count)
+        };
+        // Two hosts' prepares are READY; the stop task's own prepare too.
+        assert_eq!(
+            subtasks("Prepare restart OCP agent", "READY"),
+            2,
+            "{}",
+            t.name
+        );
+        assert_eq!(subtasks("Prepare stop OCP agent", "READY"), 1, "{}", t.name);
+        assert_eq!(subtasks("Wait node", "PENDING"), 4, "{}", t.name);
+        let total: i64 = counts.subtasks.iter().map(|(_, _, n)| n).sum();
+        // The open ones: a batch restart of two hosts, and a stop (prepare, stop all,
+        // finish); the finished start's subtasks are history, not counted.
+        assert_eq!(
+            subtasks("Prepare start OCP agent", "READY"),
+            0,
+            "{}",
+            t.name
+        );
+        assert_eq!(total, (5 * 2 + 4) + 3, "{}", t.name);
+    }
+}

@@ -559,6 +559,26 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
             "plaintext gRPC was served on the TLS port"
         );
     }
+
+    // The metrics are served over HTTPS on the REST port, to a scraper without
+    // credentials; the calls the agents' certificates made fail count as untrusted.
+    let metrics = TlsController::https(&ca)
+        .get(format!("https://{}/metrics", controller.http))
+        .send()
+        .await
+        .expect("GET /metrics over HTTPS");
+    let scrape = common::metrics::Scrape::answer(metrics).await;
+    let tasks = "ocp_controller_tasks";
+    assert_eq!(scrape.value(tasks, &[("status", "SUCCESSFUL")]), 1.0);
+    assert_eq!(scrape.value(tasks, &[("status", "FAILED")]), 2.0);
+    let untrusted = scrape.value(
+        "ocp_controller_agent_call_duration_seconds",
+        &[("outcome", "untrusted")],
+    );
+    assert!(
+        untrusted >= 2.0,
+        "calls refused for a certificate: {untrusted}"
+    );
 }
 
 fn copy_into(from: &Path, files: &[(&str, &str)], to: &Path) {

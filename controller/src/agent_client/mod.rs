@@ -1,6 +1,6 @@
 //! The controller's one way of calling an agent: the pool of connections, a client of
-//! one host's agent whose every call is classified into an [`AgentError`] and counted
-//! as a sign of life when answered, the retry policy of the steps, and the
+//! one host's agent whose every call is timed, classified into an [`AgentError`] and
+//! counted as a sign of life when answered, the retry policy of the steps, and the
 //! translation of what agents say into the model.
 
 mod channel;
@@ -20,6 +20,7 @@ use proto::agent::v1::{
 pub use retry::{Next, RetryPolicy};
 use trust::ClientTls;
 
+use crate::metrics::AgentCalls;
 use crate::model::{AgentSummary, Host, Millis, ProcessSnapshot, now_millis};
 
 /// Who a call to an agent is made for: carried as gRPC metadata so that the agent's
@@ -61,6 +62,16 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The outcome label of the call in the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentError::BadAddress { .. } => "bad_address",
+            AgentError::Unreachable { .. } => "unreachable",
+            AgentError::Untrusted { .. } => "untrusted",
+            AgentError::Refused { .. } => "refused",
+        }
+    }
+
     /// Whether another attempt may fare better.
     pub fn is_transient(&self) -> bool {
         matches!(self, AgentError::Unreachable { .. })
@@ -144,14 +155,16 @@ pub struct AgentPool {
     /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
     /// those answers count as signs of life too.
     answered: Mutex<HashMap<i64, Millis>>,
+    calls: AgentCalls,
 }
 
 impl AgentPool {
-    pub fn new(tls: Option<ClientTls>) -> AgentPool {
+    pub fn new(tls: Option<ClientTls>, calls: AgentCalls) -> AgentPool {
         AgentPool {
             channel: Mutex::new(AgentChannel::new(tls.clone())),
             tls,
             answered: Mutex::default(),
+            calls,
         }
     }
 
@@ -231,13 +244,16 @@ impl AgentClient<'_> {
     pub async fn agent_info(&self, timeout: Duration) -> Result<AgentInfo, AgentError> {
         let request = self.request(GetAgentInfoRequest {}, timeout);
         let mut grpc = self.grpc.clone();
-        self.answer(grpc.get_agent_info(request)).await
+        self.answer("GetAgentInfo", grpc.get_agent_info(request))
+            .await
     }
 
     pub async fn processes(&self, timeout: Duration) -> Result<Vec<ProcessInfo>, AgentError> {
         let request = self.request(ListProcessesRequest {}, timeout);
         let mut grpc = self.grpc.clone();
-        let list = self.answer(grpc.list_processes(request)).await?;
+        let list = self
+            .answer("ListProcesses", grpc.list_processes(request))
+            .await?;
         Ok(list.processes)
     }
 
@@ -248,9 +264,9 @@ impl AgentClient<'_> {
         let request = self.request(body, timeout);
         let mut grpc = self.grpc.clone();
         match op {
-            BulkCall::RestartProxy => self.answer(grpc.restart_proxy(request)).await,
-            BulkCall::StopAll => self.answer(grpc.stop_all(request)).await,
-            BulkCall::StartAll => self.answer(grpc.start_all(request)).await,
+            BulkCall::RestartProxy => self.answer(op.name(), grpc.restart_proxy(request)).await,
+            BulkCall::StopAll => self.answer(op.name(), grpc.stop_all(request)).await,
+            BulkCall::StartAll => self.answer(op.name(), grpc.start_all(request)).await,
         }
     }
 
@@ -267,9 +283,15 @@ impl AgentClient<'_> {
         let request = self.request(body, timeout);
         let mut grpc = self.grpc.clone();
         match op {
-            ProcessAction::Restart => self.answer(grpc.restart_process(request)).await,
-            ProcessAction::Stop => self.answer(grpc.stop_process(request)).await,
-            ProcessAction::Start => self.answer(grpc.start_process(request)).await,
+            ProcessAction::Restart => {
+                self.answer("RestartProcess", grpc.restart_process(request))
+                    .await
+            }
+            ProcessAction::Stop => self.answer("StopProcess", grpc.stop_process(request)).await,
+            ProcessAction::Start => {
+                self.answer("StartProcess", grpc.start_process(request))
+                    .await
+            }
         }
     }
 
@@ -302,29 +324,41 @@ impl AgentClient<'_> {
             }
             Ok(kept.into_iter().collect::<String>())
         };
-        let outcome = tokio::time::timeout(timeout, read)
-            .await
-            .unwrap_or_else(|_| {
-                Err(tonic::Status::deadline_exceeded(format!(
-                    "the log did not come whole in {}",
-                    humantime::format_duration(timeout)
-                )))
-            });
-        self.answer(std::future::ready(outcome.map(tonic::Response::new)))
-            .await
+        let whole = async move {
+            let outcome = tokio::time::timeout(timeout, read)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "the log did not come whole in {}",
+                        humantime::format_duration(timeout)
+                    )))
+                });
+            outcome.map(tonic::Response::new)
+        };
+        self.answer("TailLog", whole).await
     }
 
-    /// Where every call ends: the one place an answer is recorded and a failure read.
+    /// Where every call ends: the one place a call is timed, an answer recorded and a
+    /// failure read. `method` is the RPC's name, as the metrics label it.
     async fn answer<T>(
         &self,
+        method: &'static str,
         call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     ) -> Result<T, AgentError> {
-        match call.await {
+        let started = tokio::time::Instant::now();
+        let answered = call.await;
+        let took = started.elapsed();
+        match answered {
             Ok(response) => {
+                self.pool.calls.record(method, "ok", took);
                 self.pool.answered(self.host_id);
                 Ok(response.into_inner())
             }
-            Err(status) => Err(classify(status, &self.address)),
+            Err(status) => {
+                let error = classify(status, &self.address);
+                self.pool.calls.record(method, error.kind(), took);
+                Err(error)
+            }
         }
     }
 

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agent_client::AgentPool;
+use crate::metrics::EngineMetrics;
 use crate::model::Task;
 use crate::store::{Claim, Fence, Store, StoreError};
 
@@ -103,6 +104,7 @@ pub(crate) struct Shared {
     /// way to reach each runner.
     active: Mutex<HashMap<i64, Active>>,
     membership: watch::Sender<Membership>,
+    metrics: EngineMetrics,
 }
 
 #[derive(Clone)]
@@ -125,6 +127,7 @@ impl Engine {
         agents: Arc<AgentPool>,
         options: EngineOptions,
         cancel: CancellationToken,
+        metrics: EngineMetrics,
     ) -> Engine {
         let tracker = TaskTracker::new();
         let logbook = logbook::LogBook::start(store.clone(), &tracker, cancel.clone());
@@ -140,6 +143,7 @@ impl Engine {
                 clock: leases::Clock::start(),
                 active: Mutex::new(HashMap::new()),
                 membership,
+                metrics,
             }),
         }
     }
@@ -228,15 +232,19 @@ fn drive(shared: &Arc<Shared>, fence: Fence, start: Start, read: Option<Arc<Task
                 next: None,
             },
         );
+        shared.metrics.set_leases_held(active.len());
     }
     let task_id = fence.task_id;
     let runner_shared = shared.clone();
     shared.tracker.spawn(
         async move {
             runner::drive_until_done(&runner_shared, fence, start, read, rx, &hold).await;
-            let next = lock_active(&runner_shared)
-                .remove(&task_id)
-                .and_then(|a| a.next);
+            let next = {
+                let mut active = lock_active(&runner_shared);
+                let ended = active.remove(&task_id);
+                runner_shared.metrics.set_leases_held(active.len());
+                ended.and_then(|a| a.next)
+            };
             if let Some((fence, start)) = next {
                 drive(&runner_shared, fence, start, None);
             }

@@ -17,7 +17,7 @@ use super::decide::{Effect, Event, Machine, StepEnd};
 use super::leases::Hold;
 use super::steps;
 use super::{Control, Shared, Start};
-use crate::model::{Operation, Task, TaskStatus, now_millis};
+use crate::model::{Operation, Step, Task, TaskStatus, now_millis};
 use crate::store::{Fence, LogEntry, Outcome, StoreError};
 
 /// Runs the task; a store failure (database gone for a moment) is retried from the
@@ -98,7 +98,7 @@ async fn run_task(
         hold: hold.clone(),
         set: JoinSet::new(),
         ids: HashMap::new(),
-        handles: HashMap::new(),
+        running: HashMap::new(),
         cancelled: HashMap::new(),
     };
     let mut event = Some(Event::TakenUp(start));
@@ -146,7 +146,7 @@ async fn run_task(
                 let mut ends = Vec::new();
                 let mut next = Some(first);
                 while let Some(joined) = next {
-                    ends.push(steps.ended(joined));
+                    ends.push(steps.ended(shared, joined));
                     next = steps.set.try_join_next_with_id();
                 }
                 Some(Event::StepsEnded(ends))
@@ -267,13 +267,41 @@ struct Steps {
     hold: Arc<Hold>,
     set: JoinSet<(i64, StepEnd)>,
     ids: HashMap<tokio::task::Id, i64>,
-    handles: HashMap<i64, tokio::task::AbortHandle>,
+    running: HashMap<i64, Running>,
     /// Subtasks whose step was stopped for a cancel, and by whom.
     cancelled: HashMap<i64, String>,
 }
 
+/// A step in flight: how to stop it, and what its duration is recorded under.
+struct Running {
+    abort: tokio::task::AbortHandle,
+    step: Step,
+    started: Instant,
+}
+
+/// How a step ended, as the step duration metric labels it.
+fn outcome_label(end: &StepEnd) -> &'static str {
+    match end {
+        StepEnd::Succeeded => "succeeded",
+        StepEnd::Failed(_) => "failed",
+        StepEnd::TimedOut(_) => "timed_out",
+        StepEnd::Stopped => "stopped",
+        StepEnd::Cancelled { .. } => "cancelled",
+    }
+}
+
 impl Steps {
-    fn ended(&mut self, joined: Joined) -> (i64, StepEnd) {
+    fn ended(&mut self, shared: &Shared, joined: Joined) -> (i64, StepEnd) {
+        let (id, end) = self.end_of(joined);
+        if let Some(running) = self.running.remove(&id) {
+            shared
+                .metrics
+                .step_ended(running.step, outcome_label(&end), running.started.elapsed());
+        }
+        (id, end)
+    }
+
+    fn end_of(&mut self, joined: Joined) -> (i64, StepEnd) {
         let (tokio_id, result) = match joined {
             Ok((tokio_id, done)) => (tokio_id, Some(done)),
             Err(e) => {
@@ -284,7 +312,6 @@ impl Steps {
             }
         };
         let id = self.ids.remove(&tokio_id).unwrap_or_default();
-        self.handles.remove(&id);
         if let Some(by) = self.cancelled.remove(&id) {
             return (id, StepEnd::Cancelled { by });
         }
@@ -298,8 +325,8 @@ impl Steps {
         if self.cancelled.contains_key(&id) {
             return;
         }
-        if let Some(handle) = self.handles.get(&id) {
-            handle.abort();
+        if let Some(running) = self.running.get(&id) {
+            running.abort.abort();
             self.cancelled.insert(id, by);
         }
     }
@@ -327,6 +354,7 @@ impl Steps {
                 .map_or(Duration::ZERO, |r| r.extra_time(subtask.step));
             timeout = timeout.min(cap + waits);
         }
+        let step = subtask.step;
         let span = tracing::info_span!(
             "subtask",
             subtask_id = id,
@@ -366,7 +394,14 @@ impl Steps {
             .instrument(span),
         );
         self.ids.insert(handle.id(), id);
-        self.handles.insert(id, handle);
+        self.running.insert(
+            id,
+            Running {
+                abort: handle,
+                step,
+                started: Instant::now(),
+            },
+        );
         Ok(())
     }
 }

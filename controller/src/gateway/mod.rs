@@ -10,6 +10,7 @@ pub mod extract;
 pub mod guard;
 pub mod hosts;
 pub mod json;
+pub mod metrics;
 pub mod openapi;
 pub mod profiles;
 pub mod routes;
@@ -57,6 +58,8 @@ pub struct GatewayState {
     pub server: Arc<str>,
     /// Served over TLS: the controller's own origin is then `https://`.
     pub https: bool,
+    /// What `GET /metrics` answers with; the gateway counts its requests into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A handler's successful answer, serialized into the envelope's `data`.
@@ -124,6 +127,7 @@ pub fn router(state: GatewayState) -> Router {
     };
     Router::new()
         .route("/api/v2/openapi.json", get(openapi::openapi_json))
+        .route("/metrics", get(metrics::scrape))
         .merge(api.clone())
         .nest("/api/v2", api)
         .layer(Extension(openapi::Document(document)))
@@ -142,6 +146,10 @@ pub fn router(state: GatewayState) -> Router {
             envelope,
         ))
         .merge(crate::console::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.http(),
+            crate::metrics::count_http,
+        ))
         .with_state(state)
 }
 

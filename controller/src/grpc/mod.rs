@@ -17,6 +17,15 @@ pub use host_agent::HostAgentGrpc;
 pub use profile::ProfileGrpc;
 pub use task::TaskGrpc;
 
+/// The services the gRPC port serves and reflection advertises, besides reflection
+/// itself (v1 and v1alpha).
+pub const SERVICES: [&str; 4] = [
+    "ocp.v1.HostAgentService",
+    "ocp.v1.TaskService",
+    "ocp.v1.ProfileService",
+    "grpc.health.v1.Health",
+];
+
 /// The one mapping of core errors to gRPC status codes.
 impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {

@@ -7,6 +7,7 @@
 //! which database it talks to. Only the DDL differs, in `migrations/<dialect>`, and the
 //! one query that takes a list of ids as a single parameter (`existing_host_ids`).
 
+mod counts;
 mod events;
 mod hosts;
 mod leases;
@@ -22,6 +23,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
+pub use counts::StoreCounts;
 pub use leases::{Claim, ControllerRow, Fence};
 pub use sole::{SoleController, SoleError};
 pub use tasks::{LockHolder, LogEntry, TaskOrigin};

@@ -139,6 +139,7 @@ async fn serve_agent(
             tls: None,
             insecure_plaintext: false,
             conns: Default::default(),
+            metrics_addr: None,
         },
         cancel.clone(),
     )

@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod controllers;
 pub mod fleet;
+pub mod metrics;
 pub mod netns;
 pub mod proc_agent;
 pub mod slow_link;

@@ -129,6 +129,7 @@ stop_timeout = "2s"
             tls: None,
             insecure_plaintext: false,
             conns: Default::default(),
+            metrics_addr: None,
         },
         cancel.clone(),
     )

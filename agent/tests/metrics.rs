@@ -1,0 +1,214 @@
+//! `--metrics-addr`: a real agent's `GET /metrics`, read over HTTP and parsed as
+//! Prometheus reads it, moves with what happens to its processes.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use tokio::time::{Instant, sleep};
+
+struct Scrape(MetricsExposition<OpenMetricsType, OpenMetricsValue>);
+
+impl Scrape {
+    async fn fetch(addr: SocketAddr) -> Scrape {
+        let response = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .expect("content type")
+            .to_string();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let text = response.text().await.expect("body");
+        // openmetrics-parser 0.5 refuses a UNIT line on a histogram, which OpenMetrics
+        // allows and Prometheus reads: those lines are dropped first.
+        let without_units: String = text
+            .lines()
+            .filter(|l| !l.starts_with("# UNIT "))
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&without_units)
+            .unwrap_or_else(|e| panic!("not OpenMetrics ({e}):\n{text}"));
+        Scrape(parsed)
+    }
+
+    /// The sum over the family's samples with these labels (a histogram counts its
+    /// observations); 0 when there is none.
+    fn value(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
+        let Some(family) = self.0.families.get(family) else {
+            return 0.0;
+        };
+        family
+            .iter_samples()
+            .filter(|s| {
+                let set = s.get_labelset().expect("labels");
+                labels
+                    .iter()
+                    .all(|(k, v)| set.get_label_value(k) == Some(*v))
+            })
+            .map(|s| match &s.value {
+                OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
+                OpenMetricsValue::Counter(c) => c.value.as_f64(),
+                OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
+                other => panic!("unexpected value {other:?}"),
+            })
+            .sum()
+    }
+}
+
+/// Scrapes until `cond` holds; panics with the last value after [`WAIT`].
+async fn wait_metric(
+    addr: SocketAddr,
+    what: &str,
+    family: &str,
+    labels: &[(&str, &str)],
+    cond: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = Scrape::fetch(addr).await.value(family, labels);
+        if cond(value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {value}");
+        sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const STATE: &str = "ocp_agent_process_state";
+const RESTARTS: &str = "ocp_agent_restarts";
+const EXITS: &str = "ocp_agent_unexpected_exits";
+const STARTS: &str = "ocp_agent_start_latency_seconds";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_kills_and_starts_move_the_agents_metrics() {
+    let port = free_port();
+    let config = format!(
+        "{}{}",
+        demo_process(
+            "web",
+            &["--listen", &port.to_string()],
+            &format!("ports = [{port}]\nmin_live = \"0s\"")
+        ),
+        demo_process("worker", &[], "min_live = \"0s\"")
+    );
+    let setup = Setup::new(&config);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut a = setup
+        .start_with(|c| {
+            c.args(["--metrics-addr", &metrics.to_string()]);
+        })
+        .await;
+    wait_running(&mut a.client, "web").await;
+    let worker = wait_running(&mut a.client, "worker").await.pid;
+
+    let web = [("alias", "web")];
+    let now = Scrape::fetch(metrics).await;
+    assert_eq!(
+        now.value(STATE, &[("alias", "web"), ("state", "RUNNING")]),
+        1.0
+    );
+    assert_eq!(
+        now.value(STATE, &[("alias", "web"), ("state", "STOPPED")]),
+        0.0
+    );
+    assert_eq!(
+        now.value(STATE, &[("alias", "web")]),
+        1.0,
+        "one state at a time"
+    );
+    assert_eq!(now.value(STARTS, &web), 1.0);
+    assert_eq!(now.value(RESTARTS, &web), 0.0);
+    assert_eq!(now.value(EXITS, &[("alias", "worker")]), 0.0);
+
+    a.client
+        .restart_process(request("web"))
+        .await
+        .expect("RestartProcess");
+    let now = Scrape::fetch(metrics).await;
+    assert_eq!(
+        now.value(RESTARTS, &[("alias", "web"), ("cause", "asked")]),
+        1.0
+    );
+    assert_eq!(now.value(STARTS, &web), 2.0, "the restart's start is timed");
+    assert_eq!(now.value(EXITS, &web), 0.0, "an asked restart is no exit");
+
+    // SAFETY: kill has no memory-safety preconditions; the pid is our agent's child.
+    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    let worker_exits = [("alias", "worker")];
+    wait_metric(metrics, "the kill counted", EXITS, &worker_exits, |v| {
+        v == 1.0
+    })
+    .await;
+    let after_exit = [("alias", "worker"), ("cause", "exit")];
+    wait_metric(metrics, "restarted by itself", RESTARTS, &after_exit, |v| {
+        v == 1.0
+    })
+    .await;
+    wait_running(&mut a.client, "worker").await;
+    let now = Scrape::fetch(metrics).await;
+    assert_eq!(now.value(STARTS, &worker_exits), 2.0);
+    assert_eq!(
+        now.value(STATE, &[("alias", "worker"), ("state", "RUNNING")]),
+        1.0
+    );
+
+    a.client
+        .stop_process(request("web"))
+        .await
+        .expect("StopProcess");
+    let now = Scrape::fetch(metrics).await;
+    assert_eq!(
+        now.value(STATE, &[("alias", "web"), ("state", "STOPPED")]),
+        1.0
+    );
+    assert_eq!(now.value(EXITS, &web), 0.0, "an asked stop is no exit");
+
+    a.agent.signal(libc::SIGTERM);
+    let status = a.agent.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "{:?}", a.agent.stderr());
+    assert!(
+        std::net::TcpStream::connect(metrics).is_err(),
+        "the metrics port closed with the agent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_get_metrics_is_served() {
+    let setup = Setup::new(&demo_process("one", &[], "min_live = \"0s\""));
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let _a = setup
+        .start_with(|c| {
+            c.env("OCP_AGENT_METRICS_ADDR", metrics.to_string());
+        })
+        .await;
+    let client = reqwest::Client::new();
+    for path in ["/", "/metrics/", "/api/v2/metrics", "/metricsx"] {
+        let response = client
+            .get(format!("http://{metrics}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let response = client
+        .post(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
+    let response = client
+        .head(format!("http://{metrics}/metrics"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    Scrape::fetch(metrics).await;
+}
