@@ -93,7 +93,8 @@ function headers(extra) {
   return out;
 }
 
-async function api(method, path, body, signal) {
+/** The call's `data` and its response headers; throws an ApiError for a refusal. */
+async function request(method, path, body, signal) {
   let response;
   try {
     response = await fetch(API + path, {
@@ -112,13 +113,19 @@ async function api(method, path, body, signal) {
   } catch (_) {
     // An answer without OCP's envelope, e.g. from a proxy in between.
   }
-  if (response.ok && json && json.successful) return json.data;
+  if (response.ok && json && json.successful) return { data: json.data, headers: response.headers };
   const err = (json && json.error) || {};
   const error = new ApiError(response.status, err.code, err.message || response.statusText, err.subErrors);
-  if (response.status === 401 && state.auth) {
+  // A session that stops being accepted (the password changed) ends; a wrong password
+  // at sign-in is the sign-in form's to say.
+  if (response.status === 401 && state.me) {
     signOut("Your session is no longer accepted: " + error.describe());
   }
   throw error;
+}
+
+async function api(method, path, body, signal) {
+  return (await request(method, path, body, signal)).data;
 }
 
 const may = (permission) => !!state.me && state.me.permissions.includes(permission);
@@ -137,6 +144,7 @@ async function act(button, work) {
 }
 
 function showError(e) {
+  if (e && e.name === "AbortError") return; // the page it was for is gone
   const banner = document.getElementById("banner");
   banner.className = "";
   banner.replaceChildren(
@@ -254,7 +262,8 @@ function loginView() {
       state.auth = btoa(unescape(encodeURIComponent(`${user.value}:${pass.value}`)));
       if (await loadMe()) {
         sessionStorage.setItem("ocp.auth", state.auth);
-        if (!location.hash || location.hash === "#/login") location.hash = "#/hosts";
+        // A deep link is kept; otherwise render() picks the page this user may see.
+        if (location.hash === "#/login") location.hash = "#/";
         else render();
       } else {
         state.auth = null;
@@ -296,7 +305,9 @@ async function hostsView(view) {
   const batch = batchForm(selected);
 
   let shown = "";
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     const page = await api("GET", "/compute/hosts" + query({
       status: [...hostFilter.status].join(","),
       keyword: hostFilter.keyword,
@@ -304,10 +315,19 @@ async function hostsView(view) {
       page: hostFilter.page,
       size: hostFilter.size,
     }), undefined, view.abort.signal);
-    // Redrawn only when something changed, so that a refresh never swaps a row or a
-    // checkbox from under the user's pointer.
-    const seen = JSON.stringify(page);
-    if (seen === shown) return;
+    // An answer overtaken by a later load (a refresh sent before a page or filter
+    // change) is dropped.
+    if (mine !== loads) return;
+    // Redrawn only when more than the update times changed (a heartbeat rewrites
+    // them), so that a refresh never swaps a row or a checkbox from under the pointer.
+    const seen = JSON.stringify([page.page, page.contents.map(({ updateTime, ...rest }) => rest)]);
+    if (seen === shown) {
+      for (const x of page.contents) {
+        const cell = list.querySelector(`tr[data-host-id="${x.id}"] .updated`);
+        if (cell) cell.textContent = when(x.updateTime);
+      }
+      return;
+    }
     shown = seen;
     list.replaceChildren(hostTable(page.contents, refreshCount), pager(page.page, (n) => { hostFilter.page = n; load().catch(showError); }));
     refreshCount();
@@ -321,6 +341,7 @@ async function hostsView(view) {
 
   const keyword = h("input", { id: "host-keyword", placeholder: "name or address contains", value: hostFilter.keyword, maxlength: 256 });
   let typing;
+  view.abort.signal.addEventListener("abort", () => clearTimeout(typing));
   keyword.addEventListener("input", () => {
     clearTimeout(typing);
     typing = setTimeout(() => { hostFilter.keyword = keyword.value; hostFilter.page = 1; load().catch(showError); }, 250);
@@ -366,7 +387,7 @@ function hostTable(hosts, onSelect) {
     h("td", {}, `${x.innerIpAddress}:${x.agentPort}`),
     h("td", {}, badge(x.status)),
     h("td", { class: "wrap muted" }, x.statusReason || ""),
-    h("td", {}, when(x.updateTime)),
+    h("td", { class: "updated" }, when(x.updateTime)),
   ));
   return h("table", { id: "host-table" },
     h("thead", {}, h("tr", {}, h("th", {}, all), ...["id", "name", "agent address", "status", "reason", "updated"].map((t) => h("th", {}, t)))),
@@ -577,10 +598,13 @@ function taskTable(tasks) {
 async function tasksView(view) {
   const list = h("div");
   let shown = "";
+  let loads = 0;
   async function load() {
+    const mine = ++loads;
     const page = await api("GET", "/tasks/instances" + query({
       status: taskFilter.status, name: taskFilter.name, hostId: taskFilter.hostId, page: taskFilter.page, size: taskFilter.size,
     }), undefined, view.abort.signal);
+    if (mine !== loads) return;
     const seen = JSON.stringify(page);
     if (seen === shown) return;
     shown = seen;
@@ -607,7 +631,9 @@ async function tasksView(view) {
  */
 async function taskView(id, view) {
   const signal = view.abort.signal;
-  const page = { task: await api("GET", `/tasks/instances/${id}`, undefined, signal), selected: null, unfolded: new Set(), lastSeq: 0, lastEventAt: 0, sinceRead: null };
+  const first = await request("GET", `/tasks/instances/${id}`, undefined, signal);
+  const page = { task: first.data, selected: null, unfolded: new Set(), lastSeq: seqOf(first), lastEventAt: 0, sinceRead: null, index: null };
+  page.index = indexOf(page.task);
   const root = h("div", { id: "task", "data-task-id": id });
   const head = h("div");
   const now = h("div", { class: "now", id: "running-now" });
@@ -631,7 +657,8 @@ async function taskView(id, view) {
       (key) => { page.unfolded.add(key); schedule(); }));
   }
   function schedule() {
-    if (!scheduled) { scheduled = true; setTimeout(redraw, 150); }
+    // A thousand-host graph takes ~150 ms to draw: redrawn at most twice a second.
+    if (!scheduled) { scheduled = true; setTimeout(redraw, page.task.subtasks.length > 1000 ? 500 : 150); }
   }
   // A read of the whole task may be overtaken by events, and by a later read: only the
   // latest read is kept, with the events that came while it was out applied again on
@@ -640,11 +667,21 @@ async function taskView(id, view) {
   async function reloadTask() {
     const mine = ++reads;
     page.sinceRead = [];
-    const task = await api("GET", `/tasks/instances/${id}`, undefined, signal);
+    let read;
+    try {
+      read = await request("GET", `/tasks/instances/${id}`, undefined, signal);
+    } finally {
+      if (mine === reads && !read) page.sinceRead = null;
+    }
     if (mine !== reads) return;
-    for (const event of page.sinceRead) applyEvent(task, event);
+    const task = read.data;
+    const index = indexOf(task);
+    for (const event of page.sinceRead) applyEvent(task, index, event);
     page.sinceRead = null;
     page.task = task;
+    page.index = index;
+    // The stream, if it reconnects, need not send again what this read shows.
+    page.lastSeq = Math.max(page.lastSeq, seqOf(read));
     schedule();
     if (page.task.status === "RUNNING") follow();
     document.dispatchEvent(new CustomEvent("task-changed"));
@@ -661,7 +698,7 @@ async function taskView(id, view) {
     try {
       await watch(id, page, signal, (event) => {
         page.lastEventAt = Date.now();
-        applyEvent(page.task, event);
+        applyEvent(page.task, page.index, event);
         if (page.sinceRead) page.sinceRead.push(event);
         schedule();
         if (page.selected === event.subtaskId) document.dispatchEvent(new CustomEvent("task-changed"));
@@ -699,6 +736,7 @@ async function taskView(id, view) {
 
 async function watch(id, page, signal, onEvent) {
   const response = await fetch(`${API}/tasks/instances/${id}/events?after=${page.lastSeq}`, { headers: headers({ Accept: "text/event-stream" }), signal });
+  if (response.status === 401 && state.me) signOut("Your session is no longer accepted.");
   if (!response.ok) throw new ApiError(response.status, 0, `the event stream was refused (${response.status})`);
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
@@ -725,13 +763,23 @@ async function watch(id, page, signal, onEvent) {
   }
 }
 
-function applyEvent(task, event) {
+/** Subtasks by id: a thousand-host task gets fifteen thousand events. */
+function indexOf(task) {
+  return new Map(task.subtasks.map((x) => [x.id, x]));
+}
+
+/** The seq of the task's latest event when it was read (0 from an older controller). */
+function seqOf(read) {
+  return Number(read.headers.get("X-Task-Event-Seq")) || 0;
+}
+
+function applyEvent(task, index, event) {
   if (event.subtaskId === undefined) {
     task.status = event.status;
     task.operation = event.operation;
     return;
   }
-  const sub = task.subtasks.find((x) => x.id === event.subtaskId);
+  const sub = index.get(event.subtaskId);
   if (!sub) return;
   sub.status = event.status;
   sub.operation = event.operation;
@@ -748,16 +796,22 @@ function renderTaskHead(page, head, live, reload) {
     return b;
   };
   const prohibit = t.context && t.context.stringMap && t.context.stringMap.prohibit_rollback === "true";
+  const paused = rolling && t.paused && t.status === "RUNNING";
   head.replaceChildren(
-    h("h1", {}, `Task ${t.id}: ${t.name} `, h("span", { id: "task-status" }, badge(t.status)), t.paused ? h("span", { id: "task-paused" }, " paused") : "", " ", live),
+    h("h1", {}, `Task ${t.id}: ${t.name} `, h("span", { id: "task-status" }, badge(t.status)), paused ? h("span", { id: "task-paused" }, " paused") : "", " ", live),
     h("div", { class: "bar" },
-      op("Retry", "retry", t.status === "FAILED", "only a FAILED task is retried"),
+      op("Retry", "retry", reopens(t), "only a FAILED task that is not a rollback is retried"),
       op("Rollback", "rollback", t.status === "FAILED" && !prohibit, prohibit ? "this task prohibits rollback" : "only a FAILED task is rolled back"),
-      op("Pause", "pause", rolling && t.status === "RUNNING" && !t.paused, "only a running rolling task is paused"),
-      op("Resume", "resume", rolling && t.paused, "only a paused rolling task is resumed"),
+      op("Pause", "pause", rolling && t.status === "RUNNING" && !t.paused && t.operation !== "ROLLBACK", "only a running rolling task is paused"),
+      op("Resume", "resume", paused && t.operation !== "ROLLBACK", "only a paused rolling task is resumed"),
       h("span", { class: "muted" }, `by ${t.creator} · started ${when(t.startTime)}${t.finishTime ? ` · finished ${when(t.finishTime)}` : ""}`),
     ),
   );
+}
+
+/** Whether the task may be reopened (retry, or a step's retry or skip): the store's rule. */
+function reopens(task) {
+  return task.status === "FAILED" && task.operation !== "ROLLBACK";
 }
 
 function renderNow(task, el) {
@@ -831,13 +885,16 @@ function rowsOf(levels, unfolded) {
     let j = i;
     while (status && j + 1 < levels.length && uniformStatus(levels[j + 1]) === status) j++;
     const key = `${i}-${j}`;
-    if (status && j - i + 1 >= FOLD_RUN && !unfolded.has(key)) {
+    if (!status || j - i + 1 < FOLD_RUN) {
+      rows.push({ level: levels[i], index: i });
+      i++;
+    } else if (unfolded.has(key)) {
+      for (let k = i; k <= j; k++) rows.push({ level: levels[k], index: k });
+      i = j + 1;
+    } else {
       const count = levels.slice(i, j + 1).reduce((n, l) => n + l.reduce((m, g) => m + g.length, 0), 0);
       rows.push({ fold: { key, from: i, to: j, status, count } });
       i = j + 1;
-    } else {
-      rows.push({ level: levels[i], index: i });
-      i++;
     }
   }
   return rows;
@@ -985,8 +1042,8 @@ function openSubtask(page, sid, reload) {
       return b;
     };
     buttons.replaceChildren(
-      op("Retry step", "retry", sub.status === "FAILED", "only a FAILED subtask is retried"),
-      op("Skip step", "skip", sub.status === "FAILED", "only a FAILED subtask is skipped"),
+      op("Retry step", "retry", sub.status === "FAILED" && reopens(page.task), "only a FAILED step of a FAILED task (not a rollback) is retried"),
+      op("Skip step", "skip", sub.status === "FAILED" && reopens(page.task), "only a FAILED step of a FAILED task (not a rollback) is skipped"),
       op("Cancel step", "cancel", sub.status === "RUNNING", "only a RUNNING subtask is cancelled"),
     );
     try {

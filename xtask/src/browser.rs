@@ -5,6 +5,7 @@
 //! them); `OCP_CHROMIUM` and `OCP_CHROMEDRIVER` name others.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -78,15 +79,18 @@ impl Browser {
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let log = dir.join("chromedriver.log");
+        // Its own process group, so that Chromium goes with it when a failed test
+        // never ends the session.
         let mut driver = spawn_logged(
-            Command::new(&chromedriver).arg(format!("--port={port}")),
+            Command::new(&chromedriver)
+                .arg(format!("--port={port}"))
+                .process_group(0),
             &log,
         )?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline || driver.try_wait().ok().flatten().is_some() {
-                let _ = driver.kill();
-                let _ = driver.wait();
+                end(&mut driver);
                 return Err(BrowserError::NotReady {
                     addr,
                     tail: tail(&log),
@@ -124,8 +128,7 @@ impl Browser {
         match connected {
             Ok(client) => Ok(Browser { client, driver }),
             Err(e) => {
-                let _ = driver.kill();
-                let _ = driver.wait();
+                end(&mut driver);
                 Err(e.into())
             }
         }
@@ -174,17 +177,27 @@ impl Browser {
         Ok(())
     }
 
-    /// Ends the session (Chromium exits) and ChromeDriver.
-    pub async fn close(mut self) {
+    /// Ends the session (Chromium exits), then ChromeDriver.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
+}
+
+/// SIGKILL to ChromeDriver's process group (Chromium included), then the reap.
+fn end(driver: &mut Child) {
+    if let Ok(pid) = i32::try_from(driver.id()) {
+        // SAFETY: kill(2) of the group our child leads; it is not reaped yet, so the
+        // group id is still ours.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+    let _ = driver.kill();
+    let _ = driver.wait();
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        end(&mut self.driver);
     }
 }

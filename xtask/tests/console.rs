@@ -19,6 +19,7 @@ use xtask::rest::Rest;
 const ADMIN: (&str, &str) = ("admin", "console-admin-secret");
 const VIEWER: (&str, &str) = ("viewer", "console-viewer-secret");
 const HOSTS_ONLY: (&str, &str) = ("hostwatcher", "console-hosts-secret");
+const TASKS_ONLY: (&str, &str) = ("taskwatcher", "console-tasks-secret");
 
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary");
@@ -83,6 +84,7 @@ fn users_file(dir: &Path) -> PathBuf {
         (ADMIN, "\"HOST_MANAGER\", \"TASK_MANAGER\""),
         (VIEWER, "\"HOST_VIEWER\", \"TASK_VIEWER\""),
         (HOSTS_ONLY, "\"HOST_VIEWER\""),
+        (TASKS_ONLY, "\"TASK_VIEWER\""),
     ];
     let text: String = users
         .iter()
@@ -175,7 +177,21 @@ async fn wait(b: &Browser, limit: Duration, what: &str, check: &str) -> Value {
     }
 }
 
-async fn sign_in(b: &Browser, base: &str, (user, password): (&str, &str)) {
+async fn sign_in(b: &Browser, base: &str, credentials: (&str, &str)) {
+    submit_credentials(b, base, credentials).await;
+    wait(
+        b,
+        LONG,
+        "the signed-in user's name in the header",
+        &format!(
+            "return document.querySelector('#username')?.textContent === '{}'",
+            credentials.0
+        ),
+    )
+    .await;
+}
+
+async fn submit_credentials(b: &Browser, base: &str, (user, password): (&str, &str)) {
     b.client
         .goto(&format!("{base}/console/"))
         .await
@@ -202,13 +218,6 @@ async fn sign_in(b: &Browser, base: &str, (user, password): (&str, &str)) {
         .await
         .expect("password");
     b.click("#login-submit").await.expect("submit");
-    wait(
-        b,
-        LONG,
-        "the signed-in user's name in the header",
-        &format!("return document.querySelector('#username')?.textContent === '{user}'"),
-    )
-    .await;
 }
 
 async fn sign_out(b: &Browser) {
@@ -345,6 +354,16 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         let b = Browser::start(&dir.path().join("browser"), 1400, 1000)
             .await
             .expect("Chromium");
+        // A wrong password is said so on the form, which stays.
+        submit_credentials(&b, &base, (ADMIN.0, "not-the-password")).await;
+        let refused = wait(
+            &b,
+            LONG,
+            "the refusal",
+            "const e = document.querySelector('#banner'); return !e.hidden && !!document.querySelector('#login-user') && e.textContent",
+        )
+        .await;
+        assert!(refused.as_str().unwrap_or_default().starts_with("Sign-in refused"), "{refused}");
         sign_in(&b, &base, ADMIN).await;
         wait_hosts(&b, 3, "ONLINE").await;
         b.screenshot(&shots.join("hosts.png")).await.expect("shot");
@@ -442,7 +461,9 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         .await;
         b.click("button[data-op=Resume]").await.expect("resume");
         wait_task_status(&b, "SUCCESSFUL").await;
-        assert!(drawn(&b).await.iter().all(|s| s == "SUCCESSFUL"));
+        let done = drawn(&b).await;
+        assert_eq!(done.len(), 5 * 3 + 2, "three batches of one host: {done:?}");
+        assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
         assert!(page_was_not_reloaded(&b).await, "the page reloaded");
 
         // Stop one process from the host's page.
@@ -523,6 +544,23 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
             .await
             .expect("nav");
         assert_eq!(nav, "Hosts");
+
+        // Who may only read tasks starts on the task list, with nothing refused.
+        sign_out(&b).await;
+        sign_in(&b, &base, TASKS_ONLY).await;
+        wait(
+            &b,
+            LONG,
+            "the task list",
+            "return location.hash === '#/tasks' && document.querySelectorAll('#task-table tbody tr[data-task-id]').length === 2",
+        )
+        .await;
+        let banner = b
+            .client
+            .execute("return document.querySelector('#banner').hidden", vec![])
+            .await
+            .expect("banner");
+        assert_eq!(banner, json!(true), "no refusal on the way in");
         b.close().await;
     });
     fleet.stop();
@@ -635,7 +673,9 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
         b.screenshot(&shots.join("task-100-running.png")).await.expect("shot");
         b.click("button[data-op=Resume]").await.expect("resume");
         wait_task_status(&b, "SUCCESSFUL").await;
-        assert!(drawn(&b).await.iter().all(|s| s == "SUCCESSFUL"));
+        let done = drawn(&b).await;
+        assert_eq!(done.len(), 5 * 100 + 3);
+        assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
         assert!(page_was_not_reloaded(&b).await, "the page reloaded");
         b.screenshot(&shots.join("task-100-finished.png")).await.expect("shot");
         b.close().await;

@@ -130,6 +130,9 @@ pub fn router(state: GatewayState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .merge(api.clone())
         .nest("/api/v2", api)
+        // Explicit, so that it stays this router's once the console's routes are merged
+        // in: an unknown path gets OCP's enveloped 404, with the layers below.
+        .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(Extension(openapi::Document(document)))
         .layer(Extension(routes.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -61,16 +61,20 @@ pub async fn list_tasks(
 #[utoipa::path(operation_id = ApiOperation::GetTask.name(),
     get, path = "/tasks/instances/{id}", tag = "tasks",
     params(("id" = i64, Path, description = "task id")),
-    responses((status = 200, description = "the task", body = Envelope<TaskJson>), Failures),
+    responses((status = 200, description = "the task", body = Envelope<TaskJson>,
+        headers(("X-Task-Event-Seq" = i64, description = "the seq of the task's latest event when it was read: watch its events from there (`/events?after=`)"))), Failures),
     security(("basic" = ["TASK_VIEWER"])))]
 pub async fn get_task(
     State(state): State<GatewayState>,
     caller: Caller,
     ids: PathIds,
-) -> ApiResult<TaskJson> {
-    let task = state.core.get_task(&caller, ids.id("id")?).await?;
-    Ok(Data((&task).into()))
+) -> Result<Response, ApiError> {
+    let (task, seq) = state.core.get_task_and_seq(&caller, ids.id("id")?).await?;
+    let seq = HeaderValue::from(seq);
+    Ok(([(X_TASK_EVENT_SEQ.clone(), seq)], Data(TaskJson::from(&task))).into_response())
 }
+
+pub static X_TASK_EVENT_SEQ: HeaderName = HeaderName::from_static("x-task-event-seq");
 
 async fn task_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
     let task = state.core.task_op(caller, ids.id("id")?).await?;
