@@ -2,65 +2,14 @@
 //! Prometheus reads it, moves with what happens to its processes.
 
 mod common;
+#[path = "../../controller/tests/common/scrape.rs"]
+mod scrape;
 
 use std::net::SocketAddr;
 
 use common::*;
-use openmetrics_parser::{MetricsExposition, OpenMetricsType, OpenMetricsValue};
+use scrape::Scrape;
 use tokio::time::{Instant, sleep};
-
-struct Scrape(MetricsExposition<OpenMetricsType, OpenMetricsValue>);
-
-impl Scrape {
-    async fn fetch(addr: SocketAddr) -> Scrape {
-        let response = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .expect("GET /metrics");
-        assert_eq!(response.status(), 200);
-        let content_type = response.headers()[reqwest::header::CONTENT_TYPE]
-            .to_str()
-            .expect("content type")
-            .to_string();
-        assert!(
-            content_type.starts_with("application/openmetrics-text"),
-            "{content_type}"
-        );
-        let text = response.text().await.expect("body");
-        // openmetrics-parser 0.5 refuses a UNIT line on a histogram, which OpenMetrics
-        // allows and Prometheus reads: those lines are dropped first.
-        let without_units: String = text
-            .lines()
-            .filter(|l| !l.starts_with("# UNIT "))
-            .flat_map(|l| [l, "\n"])
-            .collect();
-        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&without_units)
-            .unwrap_or_else(|e| panic!("not OpenMetrics ({e}):\n{text}"));
-        Scrape(parsed)
-    }
-
-    /// The sum over the family's samples with these labels (a histogram counts its
-    /// observations); 0 when there is none.
-    fn value(&self, family: &str, labels: &[(&str, &str)]) -> f64 {
-        let Some(family) = self.0.families.get(family) else {
-            return 0.0;
-        };
-        family
-            .iter_samples()
-            .filter(|s| {
-                let set = s.get_labelset().expect("labels");
-                labels
-                    .iter()
-                    .all(|(k, v)| set.get_label_value(k) == Some(*v))
-            })
-            .map(|s| match &s.value {
-                OpenMetricsValue::Gauge(n) | OpenMetricsValue::Unknown(n) => n.as_f64(),
-                OpenMetricsValue::Counter(c) => c.value.as_f64(),
-                OpenMetricsValue::Histogram(h) => h.count.unwrap_or(0) as f64,
-                other => panic!("unexpected value {other:?}"),
-            })
-            .sum()
-    }
-}
 
 /// Scrapes until `cond` holds; panics with the last value after [`WAIT`].
 async fn wait_metric(

@@ -137,6 +137,21 @@ fn start_fleet(
     panic!("no free ports after 5 tries");
 }
 
+/// A fleet on `ips` with this test's users, its hosts registered: the folder it lives
+/// in, the fleet, a REST client as admin and the host ids.
+fn setup(
+    ips: impl Iterator<Item = Ipv4Addr>,
+    profile: AgentProfile,
+    transport: Transport,
+) -> (tempfile::TempDir, Fleet, Rest, Vec<i64>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ips = ips.map(IpAddr::V4).collect();
+    let fleet = start_fleet(dir.path(), ips, profile, transport);
+    let rest = fleet.rest().expect("REST client");
+    let hosts = register_hosts(&fleet, &rest);
+    (dir, fleet, rest, hosts)
+}
+
 fn register_hosts(fleet: &Fleet, rest: &Rest) -> Vec<i64> {
     fleet
         .hosts
@@ -340,13 +355,8 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
     if !browser_here() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ips = (22..=24)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-        .collect();
-    let mut fleet = start_fleet(dir.path(), ips, AgentProfile::Demo, Transport::MutualTls);
-    let rest = fleet.rest().expect("REST client");
-    let hosts = register_hosts(&fleet, &rest);
+    let ips = (22..=24).map(|i| Ipv4Addr::new(127, 0, 0, i));
+    let (dir, mut fleet, rest, hosts) = setup(ips, AgentProfile::Demo, Transport::MutualTls);
     let base = fleet.rest_base();
     let shots = screenshots();
 
@@ -571,13 +581,8 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
     if !browser_here() {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ips = (1..=100)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 3, i)))
-        .collect();
-    let mut fleet = start_fleet(dir.path(), ips, AgentProfile::Bench, Transport::Plaintext);
-    let rest = fleet.rest().expect("REST client");
-    register_hosts(&fleet, &rest);
+    let ips = (1..=100).map(|i| Ipv4Addr::new(127, 0, 3, i));
+    let (dir, mut fleet, rest, _) = setup(ips, AgentProfile::Bench, Transport::Plaintext);
     let base = fleet.rest_base();
     let shots = screenshots();
 

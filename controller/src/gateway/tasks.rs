@@ -71,7 +71,11 @@ pub async fn get_task(
 ) -> Result<Response, ApiError> {
     let (task, seq) = state.core.get_task_and_seq(&caller, ids.id("id")?).await?;
     let seq = HeaderValue::from(seq);
-    Ok(([(X_TASK_EVENT_SEQ.clone(), seq)], Data(TaskJson::from(&task))).into_response())
+    Ok((
+        [(X_TASK_EVENT_SEQ.clone(), seq)],
+        Data(TaskJson::from(&task)),
+    )
+        .into_response())
 }
 
 pub static X_TASK_EVENT_SEQ: HeaderName = HeaderName::from_static("x-task-event-seq");

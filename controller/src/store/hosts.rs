@@ -158,21 +158,7 @@ impl Store {
             count = count.bind(pattern.clone());
             rows = rows.bind(pattern);
         }
-        let total = count.fetch_one(&self.pool).await?;
-        let contents = rows
-            .bind(i64::from(page.size))
-            .bind(page.offset())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(host_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(Page {
-            contents,
-            total_elements: total,
-            number: page.number,
-            size: page.size,
-        })
+        self.fetch_page(count, rows, page, host_from_row).await
     }
 
     /// Deletes a host that no unfinished task holds; its processes go with it.

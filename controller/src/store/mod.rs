@@ -336,6 +336,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// One page of a list: `count` and `rows` carry the same filter with its values
+    /// bound, and the page's LIMIT and OFFSET are bound to `rows` here, last.
+    async fn fetch_page<'q, T>(
+        &self,
+        count: sqlx::query::QueryScalar<'q, sqlx::Any, i64, sqlx::any::AnyArguments<'q>>,
+        rows: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        page: crate::model::PageRequest,
+        read: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<crate::model::Page<T>, StoreError> {
+        let total = count.fetch_one(&self.pool).await?;
+        let contents = rows
+            .bind(i64::from(page.size))
+            .bind(page.offset())
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(read)
+            .collect::<Result<_, _>>()?;
+        Ok(crate::model::Page {
+            contents,
+            total_elements: total,
+            number: page.number,
+            size: page.size,
+        })
+    }
+}
+
 /// A statement whose text grows with the rows or ids it carries. It is prepared for the
 /// one call and not kept in the connection's statement cache, where every size would be
 /// a statement of its own, up to the cache's hundred per connection, each held in memory.

@@ -342,21 +342,7 @@ impl Store {
             count = count.bind(value);
             rows = rows.bind(value);
         }
-        let total = count.fetch_one(&self.pool).await?;
-        let contents = rows
-            .bind(i64::from(page.size))
-            .bind(page.offset())
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(task_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(Page {
-            contents,
-            total_elements: total,
-            number: page.number,
-            size: page.size,
-        })
+        self.fetch_page(count, rows, page, task_from_row).await
     }
 
     pub async fn lock_holder(&self, host_id: i64) -> Result<Option<LockHolder>, StoreError> {

@@ -7,5 +7,6 @@ pub mod fleet;
 pub mod metrics;
 pub mod netns;
 pub mod proc_agent;
+pub mod scrape;
 pub mod slow_link;
 pub mod stores;

@@ -347,14 +347,7 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
         println!("\n== {n} hosts: started in {:.1} s", took.as_secs_f64());
         let fill = args.fill_tasks.unwrap_or(console::GOAL_TASKS);
         if fill > 0 {
-            println!("  filling the store with {fill} finished tasks...");
-            fleet_restart::fill_store(
-                &fleet,
-                std::slice::from_ref(&rest),
-                StoreKind::Sqlite,
-                &ids,
-                fill,
-            )?;
+            fill_store(&fleet, &rest, &ids, fill)?;
         }
         console_paint(&bench, &fleet, &rest, &mut results)?;
         drop(fleet);
@@ -663,6 +656,24 @@ fn rolling_restart(rest: &Rest, ids: &[i64], results: &mut Results) {
     }
 }
 
+/// Puts `tasks` finished tasks in the one SQLite controller's store; its memory then.
+fn fill_store(
+    fleet: &Fleet,
+    rest: &Rest,
+    ids: &[i64],
+    tasks: usize,
+) -> Result<Option<report::StoreFill>, BenchError> {
+    println!("  filling the store with {tasks} finished tasks...");
+    let filled = fleet_restart::fill_store(
+        fleet,
+        std::slice::from_ref(rest),
+        StoreKind::Sqlite,
+        ids,
+        tasks,
+    )?;
+    Ok(filled.into_iter().next())
+}
+
 /// Finished tasks to fill the store with at 1,000 hosts or more.
 fn fill_tasks(args: &BenchArgs) -> usize {
     args.fill_tasks
@@ -705,15 +716,7 @@ fn fleet(
         let fill = fill_tasks(args);
         // The store's figure is the plaintext fleet's, as when its goal was set.
         if n >= 1000 && fill > 0 && !tls {
-            println!("  filling the store with {fill} finished tasks...");
-            let filled = fleet_restart::fill_store(
-                &fleet,
-                std::slice::from_ref(&rest),
-                StoreKind::Sqlite,
-                &ids,
-                fill,
-            )?;
-            results.store = filled.into_iter().next();
+            results.store = fill_store(&fleet, &rest, &ids, fill)?;
         }
         if console && !tls {
             console_paint(bench, &fleet, &rest, results)?;
