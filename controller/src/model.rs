@@ -253,6 +253,10 @@ pub struct Task {
     /// The canary pause (`pauseAfterFirstBatch`) happened: it happens once, even if
     /// the controller restarts or the first barrier runs again.
     pub canary_held: bool,
+    /// The seq of the task's latest event when it was read, in the same statement as
+    /// its row and before its subtasks, so the read shows at least that much: where a
+    /// watch goes on without replaying what the read shows. 0 when not read with it.
+    pub last_event_seq: i64,
     pub subtasks: Vec<Subtask>,
 }
 
@@ -649,6 +653,7 @@ impl Task {
             rollout: None,
             paused: false,
             canary_held: false,
+            last_event_seq: 0,
             subtasks: Vec::new(),
         }
     }

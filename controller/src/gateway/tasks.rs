@@ -69,8 +69,8 @@ pub async fn get_task(
     caller: Caller,
     ids: PathIds,
 ) -> Result<Response, ApiError> {
-    let (task, seq) = state.core.get_task_and_seq(&caller, ids.id("id")?).await?;
-    let seq = HeaderValue::from(seq);
+    let task = state.core.get_task(&caller, ids.id("id")?).await?;
+    let seq = HeaderValue::from(task.last_event_seq);
     Ok((
         [(X_TASK_EVENT_SEQ.clone(), seq)],
         Data(TaskJson::from(&task)),

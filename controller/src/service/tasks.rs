@@ -50,19 +50,6 @@ impl Core {
         self.readable_task(caller, id).await
     }
 
-    /// The task, and the seq of its latest event read just before it: a watch from that
-    /// seq replays nothing the task does not already show (an event that lands between
-    /// the two reads is sent again, and says nothing older than the task).
-    pub async fn get_task_and_seq(
-        &self,
-        caller: &Caller,
-        id: i64,
-    ) -> Result<(Task, i64), CoreError> {
-        caller.admitted(ApiOperation::GetTask)?;
-        let seq = self.store.last_event_seq(id).await?;
-        Ok((self.readable_task(caller, id).await?, seq))
-    }
-
     /// The task if this caller may read it. Without TASK_VIEWER, a missing task is
     /// refused like another's, so that whether a task exists is not revealed.
     async fn readable_task(&self, caller: &Caller, id: i64) -> Result<Task, CoreError> {

@@ -74,17 +74,6 @@ pub(super) async fn insert_many(
 }
 
 impl Store {
-    /// The seq of the task's latest event, 0 before its first: read before the task, it
-    /// is where a watch resumes without replaying what the read already shows.
-    pub async fn last_event_seq(&self, task_id: i64) -> Result<i64, StoreError> {
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(id) FROM task_events WHERE task_id = $1")
-                .bind(task_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(seq.unwrap_or(0))
-    }
-
     /// Events of the task after `after` (0 for all), oldest first.
     pub async fn events_after(
         &self,

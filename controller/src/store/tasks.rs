@@ -223,14 +223,20 @@ impl Store {
 
     /// The task with its subtasks (in id order) and their edges.
     pub async fn get_task(&self, id: i64) -> Result<Option<Task>, StoreError> {
-        let Some(row) = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS}, (SELECT MAX(e.id) FROM task_events e WHERE e.task_id = tasks.id) \
+             AS last_event_seq FROM tasks WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
         let mut task = task_from_row(&row)?;
+        task.last_event_seq = row
+            .try_get::<Option<i64>, _>("last_event_seq")?
+            .unwrap_or(0);
         let mut subtasks: Vec<Subtask> = sqlx::query(&format!(
             "SELECT {SUBTASK_COLUMNS} FROM subtasks WHERE task_id = $1 ORDER BY id"
         ))
@@ -451,6 +457,7 @@ pub(super) fn task_from_row(row: &AnyRow) -> Result<Task, StoreError> {
         rollout,
         paused: row.try_get::<i64, _>("paused")? != 0,
         canary_held: row.try_get::<i64, _>("canary_held")? != 0,
+        last_event_seq: 0,
         subtasks: Vec::new(),
     })
 }

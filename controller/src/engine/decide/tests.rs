@@ -69,6 +69,7 @@ fn task_from(plan: &NewTask) -> Task {
         rollout: plan.rollout,
         paused: false,
         canary_held: false,
+        last_event_seq: 0,
         subtasks,
     }
 }
