@@ -84,6 +84,8 @@ impl Browser {
         let mut driver = spawn_logged(
             Command::new(&chromedriver)
                 .arg(format!("--port={port}"))
+                // Chromium's scratch folders go with the run's, not into /tmp.
+                .env("TMPDIR", dir)
                 .process_group(0),
             &log,
         )?;
