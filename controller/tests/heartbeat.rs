@@ -41,12 +41,7 @@ async fn a_silent_host_goes_offline_fails_steps_at_once_and_comes_back() {
     let mut agent = start_agent(Duration::ZERO).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut options = controller_options(dir.path(), None);
-    options.heartbeat = HeartbeatOptions {
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        offline_grace: Duration::from_millis(800),
-        concurrency: 16,
-    };
+    options.heartbeat = quick_heartbeats();
     let controller = Controller::start(options).await.expect("controller");
     let grpc = controller.grpc_addr();
     let host = register(grpc, &[&agent]).await[0];

@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::fleet::*;
 use common::metrics::{Scrape, wait_metric};
 use controller::Controller;
-use controller::heartbeat::HeartbeatOptions;
 use serde_json::{Value, json};
 
 const TASKS: &str = "ocp_controller_tasks";
@@ -27,12 +26,7 @@ const MISSES: &str = "ocp_controller_heartbeat_misses";
 async fn start(dir: &std::path::Path) -> (Controller, SocketAddr) {
     let mut options = controller_options(dir, None);
     options.http_addr = Some("127.0.0.1:0".parse().expect("addr"));
-    options.heartbeat = HeartbeatOptions {
-        interval: Duration::from_millis(200),
-        timeout: Duration::from_millis(500),
-        offline_grace: Duration::from_millis(800),
-        concurrency: 16,
-    };
+    options.heartbeat = quick_heartbeats();
     let controller = Controller::start(options).await.expect("controller");
     let http = controller.http_addr().expect("http addr");
     (controller, http)

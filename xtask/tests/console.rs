@@ -6,14 +6,17 @@
 //! Without Chromium and ChromeDriver the tests say SKIPPED, unless
 //! `OCP_REQUIRE_BROWSER=1` (CI) makes that a failure.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use support::bin_dir;
 use xtask::browser::{self, Browser};
-use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport, demo_controller_args};
+use xtask::fleet::{AgentProfile, Fleet, Transport, demo_controller_args};
 use xtask::rest::Rest;
 
 const ADMIN: (&str, &str) = ("admin", "console-admin-secret");
@@ -21,26 +24,11 @@ const VIEWER: (&str, &str) = ("viewer", "console-viewer-secret");
 const HOSTS_ONLY: (&str, &str) = ("hostwatcher", "console-hosts-secret");
 const TASKS_ONLY: (&str, &str) = ("taskwatcher", "console-tasks-secret");
 
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
 fn screenshots() -> PathBuf {
     bin_dir()
         .parent()
         .expect("target")
         .join("console-screenshots")
-}
-
-fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 /// Whether to go on: false (with the reason printed) when no browser is installed here.
@@ -108,33 +96,12 @@ fn start_fleet(
     transport: Transport,
 ) -> Fleet {
     let users = users_file(root);
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    for _ in 0..5 {
-        let mut controller_args = demo_controller_args();
-        controller_args.extend(["--users".to_string(), users.display().to_string()]);
-        let spec = FleetSpec {
-            root: root.join("fleet"),
-            bin_dir: bin_dir(),
-            grpc: SocketAddr::new(local, free_port(local)),
-            http: SocketAddr::new(local, free_port(local)),
-            agent_ips: ips.clone(),
-            agent_port: free_port(ips[0]).min(65000),
-            profile,
-            controller_args,
-            transport,
-        };
-        match Fleet::start(spec) {
-            Ok(mut fleet) => {
-                fleet.admin_password = ADMIN.1.to_string();
-                return fleet;
-            }
-            Err(FleetError::AddressInUse(addr)) => {
-                eprintln!("{addr} was taken; picking other ports")
-            }
-            Err(e) => panic!("the fleet did not start: {e}"),
-        }
-    }
-    panic!("no free ports after 5 tries");
+    let mut controller_args = demo_controller_args();
+    controller_args.extend(["--users".to_string(), users.display().to_string()]);
+    let mut fleet =
+        support::start_fleet(root.join("fleet"), ips, profile, transport, controller_args);
+    fleet.admin_password = ADMIN.1.to_string();
+    fleet
 }
 
 /// A fleet on `ips` with this test's users, its hosts registered: the folder it lives
@@ -333,6 +300,34 @@ async fn enabled_operations(b: &Browser) -> Vec<String> {
     serde_json::from_value(v).expect("strings")
 }
 
+/// Marks the page's document: `page_was_not_reloaded` then tells whether it is the same.
+async fn mark_document(b: &Browser) {
+    b.client
+        .execute("window.__sameDocument = true", vec![])
+        .await
+        .expect("marker");
+}
+
+/// Restarts the selected hosts' agents from the batch bar; the id of the task the
+/// console then shows.
+async fn restart_selected(b: &Browser) -> i64 {
+    b.click("button[data-batch=batchRestartAgents]")
+        .await
+        .expect("restart");
+    task_page(b).await
+}
+
+/// Waits until the task page shows its rolling task held ("paused").
+async fn wait_paused(b: &Browser) {
+    wait(
+        b,
+        LONG,
+        "the canary's pause",
+        "return !!document.querySelector('#task-paused')",
+    )
+    .await;
+}
+
 async fn page_was_not_reloaded(b: &Browser) -> bool {
     b.client
         .execute("return window.__sameDocument === true", vec![])
@@ -340,6 +335,45 @@ async fn page_was_not_reloaded(b: &Browser) -> bool {
         .expect("marker")
         .as_bool()
         .unwrap_or(false)
+}
+
+/// What a console test drives besides the browser: the controller's address, a REST
+/// client as admin, the registered hosts, and where screenshots go.
+struct Console {
+    base: String,
+    rest: Rest,
+    hosts: Vec<i64>,
+    shots: PathBuf,
+}
+
+/// Starts a fleet on `ips` and Chromium with a `window`-sized window, lets `drive` act,
+/// then stops both. Without a browser it says SKIPPED (and fails under
+/// `OCP_REQUIRE_BROWSER=1`).
+fn with_console(
+    ips: impl Iterator<Item = Ipv4Addr>,
+    profile: AgentProfile,
+    transport: Transport,
+    (width, height): (u32, u32),
+    drive: impl AsyncFnOnce(&Browser, Console),
+) {
+    if !browser_here() {
+        return;
+    }
+    let (dir, mut fleet, rest, hosts) = setup(ips, profile, transport);
+    let console = Console {
+        base: fleet.rest_base(),
+        rest,
+        hosts,
+        shots: screenshots(),
+    };
+    runtime().block_on(async {
+        let b = Browser::start(&dir.path().join("browser"), width, height)
+            .await
+            .expect("Chromium");
+        drive(&b, console).await;
+        b.close().await;
+    });
+    fleet.stop();
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -352,53 +386,65 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
-    if !browser_here() {
-        return;
-    }
     let ips = (22..=24).map(|i| Ipv4Addr::new(127, 0, 0, i));
-    let (dir, mut fleet, rest, hosts) = setup(ips, AgentProfile::Demo, Transport::MutualTls);
-    let base = fleet.rest_base();
-    let shots = screenshots();
-
-    runtime().block_on(async {
-        let b = Browser::start(&dir.path().join("browser"), 1400, 1000)
-            .await
-            .expect("Chromium");
-        // A wrong password is said so on the form, which stays.
-        submit_credentials(&b, &base, (ADMIN.0, "not-the-password")).await;
-        let refused = wait(
-            &b,
+    let window = (1400, 1000);
+    with_console(
+        ips,
+        AgentProfile::Demo,
+        Transport::MutualTls,
+        window,
+        async |b, c| {
+            let Console {
+                base,
+                rest,
+                hosts,
+                shots,
+            } = c;
+            // A wrong password is said so on the form, which stays.
+            submit_credentials(b, &base, (ADMIN.0, "not-the-password")).await;
+            let refused = wait(
+            b,
             LONG,
             "the refusal",
             "const e = document.querySelector('#banner'); return !e.hidden && !!document.querySelector('#login-user') && e.textContent",
         )
         .await;
-        assert!(refused.as_str().unwrap_or_default().starts_with("Sign-in refused"), "{refused}");
-        sign_in(&b, &base, ADMIN).await;
-        wait_hosts(&b, 3, "ONLINE").await;
-        b.screenshot(&shots.join("hosts.png")).await.expect("shot");
-        b.client
-            .execute("window.__sameDocument = true", vec![])
-            .await
-            .expect("marker");
+            assert!(
+                refused
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("Sign-in refused"),
+                "{refused}"
+            );
+            sign_in(b, &base, ADMIN).await;
+            wait_hosts(b, 3, "ONLINE").await;
+            b.screenshot(&shots.join("hosts.png")).await.expect("shot");
+            mark_document(b).await;
 
-        // A batch restart of the three, from the console, watched to its end.
-        b.click("#select-page").await.expect("select");
-        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
-        let task = task_page(&b).await;
-        wait_task_status(&b, "SUCCESSFUL").await;
-        let statuses = drawn(&b).await;
-        assert_eq!(statuses.len(), 5 * 3 + 4, "every subtask is drawn: {statuses:?}");
-        assert!(statuses.iter().all(|s| s == "SUCCESSFUL"), "{statuses:?}");
-        let stored = rest.get(&format!("/api/v2/tasks/instances/{task}")).expect("task");
-        assert_eq!(stored["status"], "SUCCESSFUL");
-        assert_eq!(stored["name"], "Batch restart OCP agent");
-        assert_eq!(stored["creator"], ADMIN.0);
-        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
-        b.screenshot(&shots.join("task-3-finished.png")).await.expect("shot");
+            // A batch restart of the three, from the console, watched to its end.
+            b.click("#select-page").await.expect("select");
+            let task = restart_selected(b).await;
+            wait_task_status(b, "SUCCESSFUL").await;
+            let statuses = drawn(b).await;
+            assert_eq!(
+                statuses.len(),
+                5 * 3 + 4,
+                "every subtask is drawn: {statuses:?}"
+            );
+            assert!(statuses.iter().all(|s| s == "SUCCESSFUL"), "{statuses:?}");
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{task}"))
+                .expect("task");
+            assert_eq!(stored["status"], "SUCCESSFUL");
+            assert_eq!(stored["name"], "Batch restart OCP agent");
+            assert_eq!(stored["creator"], ADMIN.0);
+            assert!(page_was_not_reloaded(b).await, "the page reloaded");
+            b.screenshot(&shots.join("task-3-finished.png"))
+                .await
+                .expect("shot");
 
-        // A step's log, on a click on its box.
-        let stop_all = b
+            // A step's log, on a click on its box.
+            let stop_all = b
             .client
             .execute(
                 "return [...document.querySelectorAll('#dag g.node')].find(g => g.querySelector('text').textContent.startsWith('Stop all'))?.dataset.subtaskId",
@@ -406,284 +452,364 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
             )
             .await
             .expect("a Stop all box");
-        let stop_all = stop_all.as_str().expect("a Stop all box").to_string();
-        b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
-            .await
-            .expect("click the step");
-        let log = wait(&b,
+            let stop_all = stop_all.as_str().expect("a Stop all box").to_string();
+            b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
+                .await
+                .expect("click the step");
+            let log = wait(b,
                 LONG,
                 "the step's log",
                 "const t = document.querySelector('#subtask-log')?.textContent; return t && t !== 'Loading…' ? t : false",
             )
         .await;
-        let log = log.as_str().unwrap_or_default().to_string();
-        let stored_log = rest
-            .get(&format!("/api/v2/tasks/instances/{task}/subtasks/{stop_all}/log"))
-            .expect("log over REST");
-        assert_eq!(log, stored_log["log"].as_str().unwrap_or_default(), "the drawer shows the step's log");
-        assert!(!log.is_empty() && !log.starts_with("Error"), "{log}");
-        b.screenshot(&shots.join("task-3-log.png")).await.expect("shot");
-        b.click("#drawer-close").await.expect("close");
+            let log = log.as_str().unwrap_or_default().to_string();
+            let stored_log = rest
+                .get(&format!(
+                    "/api/v2/tasks/instances/{task}/subtasks/{stop_all}/log"
+                ))
+                .expect("log over REST");
+            assert_eq!(
+                log,
+                stored_log["log"].as_str().unwrap_or_default(),
+                "the drawer shows the step's log"
+            );
+            assert!(!log.is_empty() && !log.starts_with("Error"), "{log}");
+            b.screenshot(&shots.join("task-3-log.png"))
+                .await
+                .expect("shot");
+            b.click("#drawer-close").await.expect("close");
 
-        // A rolling restart that holds after its first batch: running, then resumed
-        // from the console and watched to its end, still without a reload.
-        b.client.goto(&format!("{base}/console/#/hosts")).await.expect("hosts");
-        wait_hosts(&b, 3, "ONLINE").await;
-        b.client
-            .execute("window.__sameDocument = true", vec![])
-            .await
-            .expect("marker");
-        b.click("#select-page").await.expect("select");
-        b.click("#rollout-on").await.expect("rolling");
-        b.click("#rollout-canary").await.expect("canary");
-        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
-        let rolling = task_page(&b).await;
-        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
-        .await;
-        let held = drawn(&b).await;
-        assert!(held.iter().any(|s| s == "SUCCESSFUL"), "the first batch is done: {held:?}");
-        assert!(held.iter().any(|s| s == "PENDING"), "the rest waits: {held:?}");
-        let stored = rest.get(&format!("/api/v2/tasks/instances/{rolling}")).expect("task");
-        assert_eq!(stored["status"], "RUNNING");
-        assert_eq!(stored["paused"], true);
-        b.screenshot(&shots.join("task-3-running.png")).await.expect("shot");
+            // A rolling restart that holds after its first batch: running, then resumed
+            // from the console and watched to its end, still without a reload.
+            b.client
+                .goto(&format!("{base}/console/#/hosts"))
+                .await
+                .expect("hosts");
+            wait_hosts(b, 3, "ONLINE").await;
+            mark_document(b).await;
+            b.click("#select-page").await.expect("select");
+            b.click("#rollout-on").await.expect("rolling");
+            b.click("#rollout-canary").await.expect("canary");
+            let rolling = restart_selected(b).await;
+            wait_paused(b).await;
+            let held = drawn(b).await;
+            assert!(
+                held.iter().any(|s| s == "SUCCESSFUL"),
+                "the first batch is done: {held:?}"
+            );
+            assert!(
+                held.iter().any(|s| s == "PENDING"),
+                "the rest waits: {held:?}"
+            );
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{rolling}"))
+                .expect("task");
+            assert_eq!(stored["status"], "RUNNING");
+            assert_eq!(stored["paused"], true);
+            b.screenshot(&shots.join("task-3-running.png"))
+                .await
+                .expect("shot");
 
-        // What the API refuses is said with OCP's code: the last host waits in the
-        // paused task, so its agent cannot be restarted by another.
-        let waiting = hosts[2];
-        b.client
-            .goto(&format!("{base}/console/#/hosts/{waiting}"))
-            .await
-            .expect("host page");
-        b.click("button[data-op='Restart agent']").await.expect("restart agent");
-        let banner = wait(&b, LONG, "the refusal", "const e = document.querySelector('#banner'); return !e.hidden && e.textContent")
-        .await;
-        let banner = banner.as_str().unwrap_or_default();
-        assert!(
-            banner.starts_with("Error 40000: ") && banner.contains(&format!("task {rolling}")),
-            "{banner}"
-        );
-        b.client
-            .goto(&format!("{base}/console/#/tasks/{rolling}"))
-            .await
-            .expect("back to the task");
-        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
-        .await;
-        b.click("button[data-op=Resume]").await.expect("resume");
-        wait_task_status(&b, "SUCCESSFUL").await;
-        let done = drawn(&b).await;
-        assert_eq!(done.len(), 5 * 3 + 2, "three batches of one host: {done:?}");
-        assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
-        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
+            // What the API refuses is said with OCP's code: the last host waits in the
+            // paused task, so its agent cannot be restarted by another.
+            let waiting = hosts[2];
+            b.client
+                .goto(&format!("{base}/console/#/hosts/{waiting}"))
+                .await
+                .expect("host page");
+            b.click("button[data-op='Restart agent']")
+                .await
+                .expect("restart agent");
+            let banner = wait(
+                b,
+                LONG,
+                "the refusal",
+                "const e = document.querySelector('#banner'); return !e.hidden && e.textContent",
+            )
+            .await;
+            let banner = banner.as_str().unwrap_or_default();
+            assert!(
+                banner.starts_with("Error 40000: ") && banner.contains(&format!("task {rolling}")),
+                "{banner}"
+            );
+            b.client
+                .goto(&format!("{base}/console/#/tasks/{rolling}"))
+                .await
+                .expect("back to the task");
+            wait_paused(b).await;
+            b.click("button[data-op=Resume]").await.expect("resume");
+            wait_task_status(b, "SUCCESSFUL").await;
+            let done = drawn(b).await;
+            assert_eq!(done.len(), 5 * 3 + 2, "three batches of one host: {done:?}");
+            assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
+            assert!(page_was_not_reloaded(b).await, "the page reloaded");
 
-        // Stop one process from the host's page.
-        let host = hosts[0];
-        b.client
-            .goto(&format!("{base}/console/#/hosts/{host}"))
-            .await
-            .expect("host page");
-        let row = "#process-table tr[data-process='ob_cleaner']";
-        wait(&b,
+            // Stop one process from the host's page.
+            let host = hosts[0];
+            b.client
+                .goto(&format!("{base}/console/#/hosts/{host}"))
+                .await
+                .expect("host page");
+            let row = "#process-table tr[data-process='ob_cleaner']";
+            wait(b,
             LONG,
             "ob_cleaner STARTED with a pid",
             &format!("const r = document.querySelector(\"{row}\"); return r && r.querySelector('[data-status]').dataset.status === 'STARTED' && r.querySelector('.pid').textContent"),
         )
         .await;
-        let pid: i32 = rest
-            .get(&format!("/api/v2/compute/hosts/{host}/agent/processes?size=100"))
-            .expect("processes")["contents"]
-            .as_array()
-            .expect("contents")
-            .iter()
-            .find(|p| p["alias"] == "ob_cleaner")
-            .and_then(|p| p["pid"].as_i64())
-            .expect("ob_cleaner's pid") as i32;
-        b.click(&format!("{row} button[data-op=Stop]")).await.expect("stop");
-        wait(&b,
+            let pid: i32 = rest
+                .get(&format!(
+                    "/api/v2/compute/hosts/{host}/agent/processes?size=100"
+                ))
+                .expect("processes")["contents"]
+                .as_array()
+                .expect("contents")
+                .iter()
+                .find(|p| p["alias"] == "ob_cleaner")
+                .and_then(|p| p["pid"].as_i64())
+                .expect("ob_cleaner's pid") as i32;
+            b.click(&format!("{row} button[data-op=Stop]"))
+                .await
+                .expect("stop");
+            wait(b,
             LONG,
             "ob_cleaner STOPPED",
             &format!("return document.querySelector(\"{row} [data-status]\").dataset.status === 'STOPPED'"),
         )
         .await;
-        assert!(
-            !Path::new(&format!("/proc/{pid}")).exists()
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
-            "pid {pid} still runs after the console stopped it"
-        );
-        b.screenshot(&shots.join("host-process-stopped.png")).await.expect("shot");
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
+                        .rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+                "pid {pid} still runs after the console stopped it"
+            );
+            b.screenshot(&shots.join("host-process-stopped.png"))
+                .await
+                .expect("shot");
 
-        // A viewer sees everything and may press nothing.
-        sign_out(&b).await;
-        sign_in(&b, &base, VIEWER).await;
-        wait_hosts(&b, 3, "ONLINE").await;
-        b.click("#select-page").await.expect("select");
-        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "host list");
-        b.client
-            .goto(&format!("{base}/console/#/hosts/{host}"))
-            .await
-            .expect("host page");
-        wait(&b, LONG, "the process table", "return !!document.querySelector('#process-table tr[data-process]')")
-        .await;
-        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "host page");
-        b.client
-            .goto(&format!("{base}/console/#/tasks/{task}"))
-            .await
-            .expect("task page");
-        wait_task_status(&b, "SUCCESSFUL").await;
-        b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
-            .await
-            .expect("click the step");
-        wait(&b, LONG, "the drawer", "return !!document.querySelector('#subtask-status')")
-        .await;
-        assert_eq!(enabled_operations(&b).await, Vec::<String>::new(), "task page");
-        let disabled = b
-            .client
-            .execute("return document.querySelectorAll('button[data-op]').length", vec![])
-            .await
-            .expect("count");
-        assert!(disabled.as_u64().unwrap_or(0) >= 7, "the operations are shown, disabled: {disabled}");
+            // A viewer sees everything and may press nothing.
+            sign_out(b).await;
+            sign_in(b, &base, VIEWER).await;
+            wait_hosts(b, 3, "ONLINE").await;
+            b.click("#select-page").await.expect("select");
+            assert_eq!(
+                enabled_operations(b).await,
+                Vec::<String>::new(),
+                "host list"
+            );
+            b.client
+                .goto(&format!("{base}/console/#/hosts/{host}"))
+                .await
+                .expect("host page");
+            wait(
+                b,
+                LONG,
+                "the process table",
+                "return !!document.querySelector('#process-table tr[data-process]')",
+            )
+            .await;
+            assert_eq!(
+                enabled_operations(b).await,
+                Vec::<String>::new(),
+                "host page"
+            );
+            b.client
+                .goto(&format!("{base}/console/#/tasks/{task}"))
+                .await
+                .expect("task page");
+            wait_task_status(b, "SUCCESSFUL").await;
+            b.click(&format!("#dag g.node[data-subtask-id='{stop_all}'] rect"))
+                .await
+                .expect("click the step");
+            wait(
+                b,
+                LONG,
+                "the drawer",
+                "return !!document.querySelector('#subtask-status')",
+            )
+            .await;
+            assert_eq!(
+                enabled_operations(b).await,
+                Vec::<String>::new(),
+                "task page"
+            );
+            let disabled = b
+                .client
+                .execute(
+                    "return document.querySelectorAll('button[data-op]').length",
+                    vec![],
+                )
+                .await
+                .expect("count");
+            assert!(
+                disabled.as_u64().unwrap_or(0) >= 7,
+                "the operations are shown, disabled: {disabled}"
+            );
 
-        // Who may not list tasks is not shown them.
-        sign_out(&b).await;
-        sign_in(&b, &base, HOSTS_ONLY).await;
-        wait_hosts(&b, 3, "ONLINE").await;
-        let nav = b
-            .client
-            .execute("return document.querySelector('#nav').textContent", vec![])
-            .await
-            .expect("nav");
-        assert_eq!(nav, "Hosts");
+            // Who may not list tasks is not shown them.
+            sign_out(b).await;
+            sign_in(b, &base, HOSTS_ONLY).await;
+            wait_hosts(b, 3, "ONLINE").await;
+            let nav = b
+                .client
+                .execute("return document.querySelector('#nav').textContent", vec![])
+                .await
+                .expect("nav");
+            assert_eq!(nav, "Hosts");
 
-        // Who may only read tasks starts on the task list, with nothing refused.
-        sign_out(&b).await;
-        sign_in(&b, &base, TASKS_ONLY).await;
-        wait(
-            &b,
+            // Who may only read tasks starts on the task list, with nothing refused.
+            sign_out(b).await;
+            sign_in(b, &base, TASKS_ONLY).await;
+            wait(
+            b,
             LONG,
             "the task list",
             "return location.hash === '#/tasks' && document.querySelectorAll('#task-table tbody tr[data-task-id]').length === 2",
         )
         .await;
-        let banner = b
-            .client
-            .execute("return document.querySelector('#banner').hidden", vec![])
-            .await
-            .expect("banner");
-        assert_eq!(banner, json!(true), "no refusal on the way in");
-        b.close().await;
-    });
-    fleet.stop();
+            let banner = b
+                .client
+                .execute("return document.querySelector('#banner').hidden", vec![])
+                .await
+                .expect("banner");
+            assert_eq!(banner, json!(true), "no refusal on the way in");
+        },
+    );
 }
 
 #[test]
 fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
-    if !browser_here() {
-        return;
-    }
     let ips = (1..=100).map(|i| Ipv4Addr::new(127, 0, 3, i));
-    let (dir, mut fleet, rest, _) = setup(ips, AgentProfile::Bench, Transport::Plaintext);
-    let base = fleet.rest_base();
-    let shots = screenshots();
+    let window = (1600, 1200);
+    with_console(
+        ips,
+        AgentProfile::Bench,
+        Transport::Plaintext,
+        window,
+        async |b, c| {
+            let Console {
+                base, rest, shots, ..
+            } = c;
+            sign_in(b, &base, ADMIN).await;
+            wait_hosts(b, 50, "ONLINE").await;
 
-    runtime().block_on(async {
-        let b = Browser::start(&dir.path().join("browser"), 1600, 1200)
-            .await
-            .expect("Chromium");
-        sign_in(&b, &base, ADMIN).await;
-        wait_hosts(&b, 50, "ONLINE").await;
-
-        // OCP's filters, from the search box: the address holds the keyword.
-        let keyword = b
-            .client
-            .find(fantoccini::Locator::Css("#host-keyword"))
-            .await
-            .expect("keyword box");
-        keyword.send_keys("127.0.3.7").await.expect("keyword");
-        let matched = wait(
-            &b,
+            // OCP's filters, from the search box: the address holds the keyword.
+            let keyword = b
+                .client
+                .find(fantoccini::Locator::Css("#host-keyword"))
+                .await
+                .expect("keyword box");
+            keyword.send_keys("127.0.3.7").await.expect("keyword");
+            let matched = wait(
+            b,
             LONG,
             "the hosts whose address holds 127.0.3.7",
             "const r = [...document.querySelectorAll('#host-table tbody tr[data-host-id] td:nth-child(4)')].map(td => td.textContent.split(':')[0]);
              return r.length === 11 && r",
         )
         .await;
-        let mut matched: Vec<String> = serde_json::from_value(matched).expect("addresses");
-        matched.sort();
-        let mut expected: Vec<String> = std::iter::once(7)
-            .chain(70..80)
-            .map(|i| format!("127.0.3.{i}"))
-            .collect();
-        expected.sort();
-        assert_eq!(matched, expected);
-        // Backspaces, as a person erases it (WebDriver's clear fires no input event).
-        keyword
-            .send_keys(&"\u{E003}".repeat("127.0.3.7".len()))
-            .await
-            .expect("erase");
-        wait_hosts(&b, 50, "ONLINE").await;
-        b.client
-            .execute("window.__sameDocument = true", vec![])
-            .await
-            .expect("marker");
+            let mut matched: Vec<String> = serde_json::from_value(matched).expect("addresses");
+            matched.sort();
+            let mut expected: Vec<String> = std::iter::once(7)
+                .chain(70..80)
+                .map(|i| format!("127.0.3.{i}"))
+                .collect();
+            expected.sort();
+            assert_eq!(matched, expected);
+            // Backspaces, as a person erases it (WebDriver's clear fires no input event).
+            keyword
+                .send_keys(&"\u{E003}".repeat("127.0.3.7".len()))
+                .await
+                .expect("erase");
+            wait_hosts(b, 50, "ONLINE").await;
+            mark_document(b).await;
 
-        // The seeds' stage-wise shape: nine stages, five of them a hundred hosts wide.
-        select_both_pages(&b).await;
-        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
-        task_page(&b).await;
-        wait_task_status(&b, "SUCCESSFUL").await;
-        let groups = b
+            // The seeds' stage-wise shape: nine stages, five of them a hundred hosts wide.
+            select_both_pages(b).await;
+            restart_selected(b).await;
+            wait_task_status(b, "SUCCESSFUL").await;
+            let groups = b
             .client
             .execute("return [...document.querySelectorAll('#dag g.group')].map(g => Number(g.dataset.count))", vec![])
             .await
             .expect("groups");
-        assert_eq!(groups, json!([100, 100, 100, 100, 100]), "one box per per-host stage");
-        let boxes = b
-            .client
-            .execute("return document.querySelectorAll('#dag g.node').length", vec![])
-            .await
-            .expect("boxes");
-        assert_eq!(boxes, json!(4), "only the four Wait nodes get a box of their own");
-        assert_eq!(drawn(&b).await.len(), 5 * 100 + 4);
-        b.screenshot(&shots.join("task-100-stages-finished.png")).await.expect("shot");
+            assert_eq!(
+                groups,
+                json!([100, 100, 100, 100, 100]),
+                "one box per per-host stage"
+            );
+            let boxes = b
+                .client
+                .execute(
+                    "return document.querySelectorAll('#dag g.node').length",
+                    vec![],
+                )
+                .await
+                .expect("boxes");
+            assert_eq!(
+                boxes,
+                json!(4),
+                "only the four Wait nodes get a box of their own"
+            );
+            assert_eq!(drawn(b).await.len(), 5 * 100 + 4);
+            b.screenshot(&shots.join("task-100-stages-finished.png"))
+                .await
+                .expect("shot");
 
-        // Rolling, a quarter at a time, held after the first quarter.
-        b.client.goto(&format!("{base}/console/#/hosts")).await.expect("hosts");
-        wait_hosts(&b, 50, "ONLINE").await;
-        select_both_pages(&b).await;
-        b.click("#rollout-on").await.expect("rolling");
-        let size = b
-            .client
-            .find(fantoccini::Locator::Css("#rollout-batch-size"))
-            .await
-            .expect("batch size");
-        size.clear().await.expect("clear");
-        size.send_keys("25%").await.expect("25%");
-        b.click("#rollout-canary").await.expect("canary");
-        b.click("button[data-batch=batchRestartAgents]").await.expect("restart");
-        let rolling = task_page(&b).await;
-        wait(&b, LONG, "the canary's pause", "return !!document.querySelector('#task-paused')")
-        .await;
-        let held = drawn(&b).await;
-        assert_eq!(held.len(), 5 * 100 + 3, "every subtask is drawn");
-        assert_eq!(held.iter().filter(|s| *s == "SUCCESSFUL").count(), 5 * 25, "{held:?}");
-        let stored = rest.get(&format!("/api/v2/tasks/instances/{rolling}")).expect("task");
-        assert_eq!(stored["paused"], true);
-        let now = b
-            .client
-            .execute("return document.querySelector('#running-now').textContent", vec![])
-            .await
-            .expect("summary");
-        assert!(now.as_str().unwrap_or_default().contains("125 successful"), "{now}");
-        b.screenshot(&shots.join("task-100-running.png")).await.expect("shot");
-        b.click("button[data-op=Resume]").await.expect("resume");
-        wait_task_status(&b, "SUCCESSFUL").await;
-        let done = drawn(&b).await;
-        assert_eq!(done.len(), 5 * 100 + 3);
-        assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
-        assert!(page_was_not_reloaded(&b).await, "the page reloaded");
-        b.screenshot(&shots.join("task-100-finished.png")).await.expect("shot");
-        b.close().await;
-    });
-    fleet.stop();
+            // Rolling, a quarter at a time, held after the first quarter.
+            b.client
+                .goto(&format!("{base}/console/#/hosts"))
+                .await
+                .expect("hosts");
+            wait_hosts(b, 50, "ONLINE").await;
+            select_both_pages(b).await;
+            b.click("#rollout-on").await.expect("rolling");
+            let size = b
+                .client
+                .find(fantoccini::Locator::Css("#rollout-batch-size"))
+                .await
+                .expect("batch size");
+            size.clear().await.expect("clear");
+            size.send_keys("25%").await.expect("25%");
+            b.click("#rollout-canary").await.expect("canary");
+            let rolling = restart_selected(b).await;
+            wait_paused(b).await;
+            let held = drawn(b).await;
+            assert_eq!(held.len(), 5 * 100 + 3, "every subtask is drawn");
+            assert_eq!(
+                held.iter().filter(|s| *s == "SUCCESSFUL").count(),
+                5 * 25,
+                "{held:?}"
+            );
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{rolling}"))
+                .expect("task");
+            assert_eq!(stored["paused"], true);
+            let now = b
+                .client
+                .execute(
+                    "return document.querySelector('#running-now').textContent",
+                    vec![],
+                )
+                .await
+                .expect("summary");
+            assert!(
+                now.as_str().unwrap_or_default().contains("125 successful"),
+                "{now}"
+            );
+            b.screenshot(&shots.join("task-100-running.png"))
+                .await
+                .expect("shot");
+            b.click("button[data-op=Resume]").await.expect("resume");
+            wait_task_status(b, "SUCCESSFUL").await;
+            let done = drawn(b).await;
+            assert_eq!(done.len(), 5 * 100 + 3);
+            assert!(done.iter().all(|s| s == "SUCCESSFUL"), "{done:?}");
+            assert!(page_was_not_reloaded(b).await, "the page reloaded");
+            b.screenshot(&shots.join("task-100-finished.png"))
+                .await
+                .expect("shot");
+        },
+    );
 }

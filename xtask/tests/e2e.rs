@@ -3,8 +3,10 @@
 //! pki`), driven over HTTPS with Basic auth and discovered over gRPC reflection over TLS
 //! the way grpcurl does, with every claim checked against the OS.
 
+mod support;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -12,61 +14,21 @@ use prost::Message;
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use xtask::dial::Dialer;
-use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport, demo_controller_args};
+use xtask::fleet::{AgentProfile, Fleet, Transport, demo_controller_args};
 use xtask::rest::Rest;
 
-fn bin_dir() -> PathBuf {
-    // target/debug/deps/e2e-... -> target/debug
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A fleet on 127.0.0.12-14, away from the demo's addresses; ports are picked free, and
-/// picked again if another program took one in between.
+/// A fleet on 127.0.0.12-14, away from the demo's addresses.
 fn start_fleet(root: PathBuf) -> Fleet {
-    let bins = bin_dir();
-    for name in ["ocp-controller", "ocp-agent", "ocp-demo-proc"] {
-        assert!(
-            bins.join(name).exists(),
-            "{name} is missing in {}: run `cargo build --workspace --bins` (cargo test --workspace builds them)",
-            bins.display()
-        );
-    }
     let ips: Vec<IpAddr> = (12..=14)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
         .collect();
-    let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    for _ in 0..5 {
-        let spec = FleetSpec {
-            root: root.clone(),
-            bin_dir: bins.clone(),
-            grpc: SocketAddr::new(local, free_port(local)),
-            http: SocketAddr::new(local, free_port(local)),
-            agent_ips: ips.clone(),
-            agent_port: free_port(ips[0]).min(65000),
-            profile: AgentProfile::Demo,
-            controller_args: demo_controller_args(),
-            transport: Transport::MutualTls,
-        };
-        match Fleet::start(spec) {
-            Ok(fleet) => return fleet,
-            Err(FleetError::AddressInUse(addr)) => {
-                eprintln!("{addr} was taken; picking other ports")
-            }
-            Err(e) => panic!("the fleet did not start: {e}"),
-        }
-    }
-    panic!("no free ports after 5 tries");
+    support::start_fleet(
+        root,
+        ips,
+        AgentProfile::Demo,
+        Transport::MutualTls,
+        demo_controller_args(),
+    )
 }
 
 fn pid_alive(pid: i64) -> bool {

@@ -234,6 +234,16 @@ pub fn admin_auth() -> BasicAuth {
     BasicAuth::new("admin", ADMIN_PASSWORD).expect("credentials")
 }
 
+/// Heartbeats quick enough for a test: a silent agent is OFFLINE within a second.
+pub fn quick_heartbeats() -> HeartbeatOptions {
+    HeartbeatOptions {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(500),
+        offline_grace: Duration::from_millis(800),
+        concurrency: 16,
+    }
+}
+
 pub fn controller_options(
     data_dir: &std::path::Path,
     max_subtask_timeout: Option<Duration>,
