@@ -5,6 +5,7 @@
 //! address (port 0 for a free one) until its cancellation token fires.
 
 mod cgroup;
+mod child_log;
 pub mod config;
 mod data_dir;
 mod group;

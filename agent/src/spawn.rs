@@ -1,8 +1,9 @@
 //! Starting one configured process: its own process group, its args, env, cwd and
-//! user, and stdout and stderr appended to its log file.
+//! user, and stdout and stderr appended to its log file (opened by the child as that
+//! user, see [`crate::child_log`]).
 
-use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use nix::unistd::{Gid, Uid, User, geteuid};
 use tokio::process::{Child, Command};
 
 use crate::cgroup::ProcessCgroup;
+use crate::child_log::{ChildLog, Failed};
 use crate::config::ProcessSpec;
 
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +22,16 @@ pub enum SpawnError {
     NoSuchFile(String),
     #[error("no such directory: {0}")]
     NoSuchDir(String),
-    #[error("cannot open log file {path}: {source}")]
-    LogFile { path: PathBuf, source: io::Error },
+    #[error("cannot {step} log file {} as {who}: {source}{hint}", path.display())]
+    LogFile {
+        path: PathBuf,
+        step: &'static str,
+        /// Whose rights the log was opened with.
+        who: String,
+        source: io::Error,
+        /// What the file or folder in the way is, when that explains the failure.
+        hint: String,
+    },
     #[error("user {0:?} does not exist")]
     UnknownUser(String),
     #[error("cannot look up user {user:?}: {source}")]
@@ -86,13 +96,29 @@ pub fn spawn(
         return Err(SpawnError::NoSuchFile(spec.command.clone()));
     }
     let identity = identity(spec)?;
-    let (stdout, stderr) = output(spec)?;
+    let who = identity.as_ref().map_or_else(
+        || "the agent's user".to_string(),
+        |id| format!("user {:?}", id.name),
+    );
+    let log = match &spec.log_file {
+        Some(path) => Some(Arc::new(ChildLog::prepare(path).map_err(|source| {
+            SpawnError::LogFile {
+                path: path.clone(),
+                step: "prepare",
+                who: who.clone(),
+                source,
+                hint: String::new(),
+            }
+        })?)),
+        None => None,
+    };
+    let owner = identity.as_ref().map(|id| (id.uid, id.name.clone()));
 
     let mut cmd = Command::new(&spec.command);
     cmd.args(&spec.args)
         .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(false);
     if let Some(cwd) = &spec.cwd {
@@ -141,7 +167,27 @@ pub fn spawn(
             });
         }
     }
+    if let Some(log) = log.clone() {
+        // SAFETY: registered after the switch of user, so it runs as the process's
+        // user; `open_in_child` makes only async-signal-safe calls.
+        unsafe {
+            cmd.pre_exec(move || log.open_in_child());
+        }
+    }
     let child = cmd.spawn().map_err(|source| {
+        if let Some((log, failed)) = log.as_ref().and_then(|l| Some((l, l.failure()?))) {
+            let (step, hint) = match failed {
+                Failed::CreatingFolder => ("create the folder of its", String::new()),
+                Failed::Opening => ("open", not_theirs(log.path(), owner.as_ref())),
+            };
+            return SpawnError::LogFile {
+                path: log.path().to_path_buf(),
+                step,
+                who,
+                source,
+                hint,
+            };
+        }
         if let Some(dir) = cgroup.and_then(ProcessCgroup::missing_dir) {
             return SpawnError::Cgroup {
                 dir: dir.to_path_buf(),
@@ -197,29 +243,27 @@ pub(crate) fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnErro
     }))
 }
 
-fn output(spec: &ProcessSpec) -> Result<(Stdio, Stdio), SpawnError> {
-    let Some(path) = &spec.log_file else {
-        return Ok((Stdio::null(), Stdio::null()));
+/// Why a log the process's user could not open may be in its way: it belongs to
+/// someone else (an agent before this version created logs as root). Read as the
+/// agent, without following a symlink; it only adds words to the refusal.
+fn not_theirs(path: &Path, owner: Option<&(Uid, String)>) -> String {
+    let Some((uid, name)) = owner else {
+        return String::new();
     };
-    let log_err = |source| SpawnError::LogFile {
-        path: path.clone(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(log_err)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => " (it is a symlink)".to_string(),
+        Ok(meta) if meta.uid() != uid.as_raw() => format!(
+            " (it is owned by uid {}, not by {name:?}: give it to that user, e.g. chown {name} {})",
+            meta.uid(),
+            path.display()
+        ),
+        _ => String::new(),
     }
-    let file: File = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(log_err)?;
-    let copy = file.try_clone().map_err(log_err)?;
-    Ok((Stdio::from(file), Stdio::from(copy)))
 }
 
 /// [`spawn`] on the blocking pool: before the fork it looks the user up (NSS may ask
-/// a directory server), creates the log folder and opens the log file, any of which
-/// may wait on a slow disk or network.
+/// a directory server) and looks at the log's folders, either of which may wait on a
+/// slow disk or network.
 pub async fn spawn_async(
     spec: Arc<ProcessSpec>,
     token: String,

@@ -548,6 +548,11 @@ async fn runs_as_the_configured_user_and_reports_it_from_the_os() {
     }
     let config = demo_process("lowly", &[], "user = \"nobody\"\nmin_live = \"0s\"");
     let setup = Setup::new(&config);
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("nobody");
+    setup.give_log_folder(&nobody);
     let mut a = setup.start().await;
     let info = wait_running(&mut a.client, "lowly").await;
     assert_eq!(info.user, "nobody");

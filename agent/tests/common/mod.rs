@@ -70,6 +70,20 @@ impl Setup {
         self.dir.path().join("data")
     }
 
+    /// Makes the `log/` folder [`demo_process`] logs to `user`'s, and lets it pass
+    /// through the temp dir (root's, 0700) to reach it: a process opens its log with
+    /// its own user's rights.
+    pub fn give_log_folder(&self, user: &nix::unistd::User) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod the temp dir");
+        let logs = self.dir.path().join("log");
+        std::fs::create_dir_all(&logs).expect("log folder");
+        std::os::unix::fs::chown(&logs, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+            .expect("chown the log folder");
+        logs
+    }
+
     /// Starts the binary and waits until it serves.
     pub async fn start(&self) -> RunningAgent {
         self.start_with(|_| {}).await
