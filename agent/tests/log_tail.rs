@@ -185,7 +185,7 @@ async fn a_follow_stream_ends_when_the_agent_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
+async fn a_log_that_is_a_symlink_a_hard_link_or_another_users_file_is_never_read() {
     let (setup, mut a, log) = web_with_its_log().await;
     let secret = setup.dir.path().join("secret.txt");
     std::fs::write(&secret, "TOP SECRET 42\n").expect("write the secret");
@@ -231,8 +231,18 @@ async fn a_log_that_is_a_symlink_or_another_users_file_is_never_read() {
         .expect_err("a FIFO is refused");
     refused(&e, "is a FIFO");
 
-    // A file of a user neither root, the agent's nor the process's.
+    // A second name of a file that is read only through it: the secret, hard-linked.
     std::fs::remove_file(&log).expect("remove the FIFO");
+    std::fs::hard_link(&secret, &log).expect("hard link");
+    for follow in [false, true] {
+        let e = read_all(&mut a.client, tail("web", 10, follow))
+            .await
+            .expect_err("a file with two names is refused");
+        refused(&e, "has 2 names (hard links)");
+    }
+
+    // A file of a user neither root, the agent's nor the process's.
+    std::fs::remove_file(&log).expect("remove the hard link");
     std::fs::copy(&secret, &log).expect("copy the secret");
     match nix::unistd::User::from_name("nobody") {
         Ok(Some(nobody)) if nix::unistd::geteuid().is_root() => {

@@ -106,6 +106,24 @@ async fn the_log_route_answers_the_last_lines_and_refuses_what_it_cannot_read() 
     r.expect(StatusCode::FORBIDDEN);
     assert_eq!(r.code(), 30014);
 
+    // A log that is another name of some other file (a hard link the process's user
+    // made) is refused as a conflict, and nothing of that file is shown.
+    let secret = h.dir.path().join("secret.txt");
+    std::fs::write(&secret, "TOP SECRET 42\n").expect("secret");
+    let kept = h.dir.path().join("agent/log/ob_cleaner.log.kept");
+    std::fs::rename(&log, &kept).expect("set the log aside");
+    std::fs::hard_link(&secret, &log).expect("hard link");
+    let r = h.get(&route).await;
+    r.expect(StatusCode::CONFLICT).assert_envelope();
+    let message = r.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("hard links") && !r.text.contains("TOP SECRET"),
+        "{}",
+        r.text
+    );
+    std::fs::remove_file(&log).expect("remove the link");
+    std::fs::rename(&kept, &log).expect("put the log back");
+
     // The same over gRPC.
     let mut grpc = HostAgentServiceClient::connect(format!("http://{}", h.grpc_addr()))
         .await

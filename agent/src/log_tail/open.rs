@@ -92,6 +92,15 @@ fn open_judged(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailErr
     if let Some(why) = not_regular(meta.file_type()) {
         return Err(refuse(why.to_string()));
     }
+    // Another name of the file may be anywhere on the file system: a user who can
+    // write the log folder could link a file it may not read there (without the
+    // kernel's protected_hardlinks), and the owner check alone would pass root's.
+    if meta.nlink() > 1 {
+        return Err(refuse(format!(
+            "has {} names (hard links), so it may be another file than this process's log",
+            meta.nlink()
+        )));
+    }
     if !owners.uids.contains(&meta.uid()) {
         return Err(refuse(format!(
             "is owned by uid {}, neither root nor the agent's nor the process's user",
