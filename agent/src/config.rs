@@ -214,6 +214,14 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        // What the config names runs as root: only root (or the agent's user) may have
+        // written it, as sshd's StrictModes has it.
+        trust::strict::check(path).map_err(|e| match e {
+            trust::strict::StrictError::Unreadable { source, .. } => {
+                err("(file)", source.to_string())
+            }
+            untrusted => err("(file)", format!("not trusted: {}", untrusted.reason())),
+        })?;
         let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
         let absolute = std::path::absolute(path).map_err(|e| err("(file)", e.to_string()))?;
         let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();

@@ -136,3 +136,73 @@ async fn a_bare_name_without_any_path() {
         .await;
     wait_running(&mut a.client, "nap").await;
 }
+
+/// Runs the agent on the setup's config as it stands; its one line of stderr.
+async fn refused_line(setup: &Setup) -> String {
+    let mut agent = setup.spawn();
+    let status = agent.wait_exit().await;
+    assert!(!status.success(), "{status}");
+    let lines = agent.stderr();
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    lines[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new(&demo_process("fine", &[], ""));
+    let config = setup.config();
+    let chmod = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let fix = format!(
+        "the file and every folder above it must be owned by root or by uid {me} \
+         (this process's user) and writable by no one else (chown, chmod go-w)"
+    );
+
+    chmod(&config, 0o666);
+    assert_eq!(
+        refused_line(&setup).await,
+        format!(
+            "{}: (file): not trusted: it may be written by others (mode 0666, owner uid {me}); {fix}",
+            config.display()
+        )
+    );
+    chmod(&config, 0o620);
+    assert!(
+        refused_line(&setup)
+            .await
+            .contains("it may be written by its group (mode 0620"),
+    );
+    chmod(&config, 0o644);
+
+    // The folder above it, which anyone may write: anyone could swap the file.
+    chmod(setup.dir.path(), 0o777);
+    assert_eq!(
+        refused_line(&setup).await,
+        format!(
+            "{}: (file): not trusted: its folder {} may be written by others (mode 0777, owner uid {me}); {fix}",
+            config.display(),
+            setup.dir.path().display()
+        )
+    );
+    chmod(setup.dir.path(), 0o700);
+
+    // Owned by another user (the unit's /home/admin/... as the probe found it).
+    if me == 0 {
+        std::os::unix::fs::chown(&config, Some(65534), None).expect("chown");
+        assert_eq!(
+            refused_line(&setup).await,
+            format!(
+                "{}: (file): not trusted: it is owned by another user (mode 0644, owner uid 65534); {fix}",
+                config.display()
+            )
+        );
+        std::os::unix::fs::chown(&config, Some(0), None).expect("chown back");
+    } else {
+        eprintln!("skipped the owner check: it needs root");
+    }
+    let mut agent = setup.start().await;
+    wait_running(&mut agent.client, "fine").await;
+}

@@ -131,3 +131,90 @@ async fn data_dir_and_database_are_private_under_umask_000() {
         "modes after a restart"
     );
 }
+
+/// Runs the controller with `args` and returns its one line of stderr; it must exit 1
+/// without serving.
+fn refused(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ocp-controller");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn a_users_file_or_a_tls_file_someone_else_could_write_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let users = dir.path().join("users.toml");
+    std::fs::write(
+        &users,
+        "[[users]]\nname = \"admin\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA\"\npermissions = [\"HOST_MANAGER\"]\n",
+    )
+    .expect("users");
+    let chmod = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+    };
+    chmod(&users, 0o666);
+    let line = refused(&[
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        "--users".as_ref(),
+        users.as_os_str(),
+    ]);
+    assert!(
+        line.contains(&format!(
+            "{} is not trusted: it may be written by others (mode 0666",
+            users.display()
+        )),
+        "{line}"
+    );
+
+    // A PKI whose key someone else owns, then whose folder anyone may write.
+    let pki = dir.path().join("pki");
+    let days = trust::pki::Validity::days(30).expect("days");
+    trust::pki::init(&pki, &["127.0.0.1".to_string()], days, days, false).expect("pki init");
+    let cert = pki.join(trust::pki::CONTROLLER_CERT);
+    let key = pki.join(trust::pki::CONTROLLER_KEY);
+    let tls = |_: ()| {
+        refused(&[
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ])
+    };
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&key, Some(65534), None).expect("chown");
+        let line = tls(());
+        assert!(
+            line.contains(&format!(
+                "{} is not trusted: it is owned by another user",
+                key.display()
+            )),
+            "{line}"
+        );
+        std::os::unix::fs::chown(&key, Some(0), None).expect("chown back");
+    } else {
+        eprintln!("skipped the owner check: it needs root");
+    }
+    chmod(&pki, 0o777);
+    let line = tls(());
+    assert!(
+        line.contains(&format!(
+            "its folder {} may be written by others (mode 0777",
+            pki.display()
+        )),
+        "{line}"
+    );
+}

@@ -17,6 +17,8 @@ pub enum TrustError {
     },
     #[error("{} is not a regular file", path.display())]
     NotAFile { path: PathBuf },
+    #[error(transparent)]
+    Untrusted(#[from] crate::strict::StrictError),
     #[error("{} is over {MAX_PEM} bytes: not a certificate or key file", path.display())]
     TooLarge { path: PathBuf },
     #[error("{} was issued for {found}, not for {wanted}", path.display())]
@@ -51,11 +53,20 @@ pub enum TrustError {
 /// mistake (`/dev/zero`, a log file) fails at once instead of filling memory.
 const MAX_PEM: u64 = 1 << 20;
 
+/// A certificate or key file, once [`crate::strict`] found that only root or this
+/// process's user could have written it: whoever can swap a key or a CA decides who
+/// this side trusts.
 fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
     let err = |error| TrustError::Read {
         path: path.to_owned(),
         error,
     };
+    if let Err(e) = crate::strict::check(path) {
+        return Err(match e {
+            crate::strict::StrictError::Unreadable { source, .. } => err(source),
+            untrusted => untrusted.into(),
+        });
+    }
     // A FIFO or a device would block or never end: only regular files are read.
     if !std::fs::metadata(path).map_err(err)?.is_file() {
         return Err(TrustError::NotAFile {

@@ -15,6 +15,7 @@ pub mod pki;
 mod refusal;
 mod role;
 mod server;
+pub mod strict;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;

@@ -33,6 +33,8 @@ pub enum UsersError {
         user: String,
         reason: String,
     },
+    #[error("users file: {0}")]
+    Untrusted(trust::strict::StrictError),
     #[error("users file {origin} names no user: add a [[users]] entry")]
     Empty { origin: String },
     #[error("bootstrap admin password file {path}: {source}")]
@@ -80,7 +82,16 @@ impl fmt::Debug for Users {
 }
 
 impl Users {
+    /// Blocking. The file says who may stop every process of the fleet, so only root
+    /// or the controller's user may have written it ([`trust::strict`]).
     pub fn load(path: &Path) -> Result<Users, UsersError> {
+        trust::strict::check(path).map_err(|e| match e {
+            trust::strict::StrictError::Unreadable { source, .. } => UsersError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            untrusted => UsersError::Untrusted(untrusted),
+        })?;
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
             path: path.to_path_buf(),
             source,

@@ -1,0 +1,220 @@
+//! Whether a file that says what a binary may do can be believed: it, and every folder
+//! on the way to it, is owned by root or by the user the binary runs as, and writable
+//! by nobody else (sshd's StrictModes). Both binaries judge their config, users and TLS
+//! files by it before they read them.
+//!
+//! The agent runs as root and runs what its config names: a config that another user
+//! could write (mode 0666, or a folder above it that user owns) makes that user root on
+//! the host. A folder writable by all but sticky and owned by root (`/tmp`) passes:
+//! nobody may rename or remove there what they do not own.
+//!
+//! The path is judged as written (each folder it passes through, symlinks followed)
+//! and as resolved (the folders of the file it finally names), so that a symlink in a
+//! folder someone else controls cannot point the check away from what is read.
+//! Blocking: callers run it on the blocking pool or before they serve.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StrictError {
+    #[error("{} is not trusted: {}", file.display(), self.reason())]
+    Untrusted {
+        file: PathBuf,
+        culprit: PathBuf,
+        why: &'static str,
+        mode: u32,
+        owner: u32,
+        me: u32,
+    },
+    #[error("cannot check who may write {}: {}: {source}", file.display(), culprit.display())]
+    Unreadable {
+        file: PathBuf,
+        culprit: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StrictError {
+    /// What is wrong and how to fix it, without the file's name: for a message that
+    /// already names it.
+    pub fn reason(&self) -> String {
+        match self {
+            StrictError::Untrusted {
+                file,
+                culprit,
+                why,
+                mode,
+                owner,
+                me,
+            } => {
+                let which = if culprit == file {
+                    "it".to_string()
+                } else {
+                    format!("its folder {}", culprit.display())
+                };
+                format!(
+                    "{which} {why} (mode {mode:04o}, owner uid {owner}); the file and every \
+                     folder above it must be owned by root or by uid {me} (this process's \
+                     user) and writable by no one else (chown, chmod go-w)"
+                )
+            }
+            StrictError::Unreadable {
+                culprit, source, ..
+            } => format!("cannot check who may write {}: {source}", culprit.display()),
+        }
+    }
+}
+
+/// What judging one file or folder needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub owner: u32,
+    pub mode: u32,
+    pub dir: bool,
+}
+
+/// Why `entry` makes what lies in or below it untrustworthy to a process of uid `me`;
+/// `None` when it does not.
+pub fn judge(entry: Entry, me: u32) -> Option<&'static str> {
+    if entry.owner != 0 && entry.owner != me {
+        return Some("is owned by another user");
+    }
+    let sticky_root_dir = entry.dir && entry.owner == 0 && entry.mode & 0o1000 != 0;
+    if entry.mode & 0o022 != 0 && !sticky_root_dir {
+        return Some(if entry.mode & 0o002 != 0 {
+            "may be written by others"
+        } else {
+            "may be written by its group"
+        });
+    }
+    None
+}
+
+/// Refuses `file` unless it and every folder above it pass [`judge`] for this process.
+pub fn check(file: &Path) -> Result<(), StrictError> {
+    let me = nix::unistd::geteuid().as_raw();
+    let unreadable = |culprit: &Path, source| StrictError::Unreadable {
+        file: file.to_path_buf(),
+        culprit: culprit.to_path_buf(),
+        source,
+    };
+    let written = std::path::absolute(file).map_err(|e| unreadable(file, e))?;
+    let resolved = std::fs::canonicalize(file).map_err(|e| unreadable(file, e))?;
+    let mut seen = HashSet::new();
+    for path in written.ancestors().chain(resolved.ancestors()) {
+        if path.as_os_str().is_empty() {
+            continue;
+        }
+        let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let entry = Entry {
+            owner: meta.uid(),
+            mode: meta.mode() & 0o7777,
+            dir: meta.is_dir(),
+        };
+        if let Some(why) = judge(entry, me) {
+            return Err(StrictError::Untrusted {
+                file: file.to_path_buf(),
+                culprit: path.to_path_buf(),
+                why,
+                mode: entry.mode,
+                owner: entry.owner,
+                me,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(owner: u32, mode: u32) -> Entry {
+        Entry {
+            owner,
+            mode,
+            dir: false,
+        }
+    }
+
+    fn dir(owner: u32, mode: u32) -> Entry {
+        Entry {
+            owner,
+            mode,
+            dir: true,
+        }
+    }
+
+    #[test]
+    fn root_or_my_own_and_written_by_no_one_else() {
+        assert_eq!(judge(file(0, 0o644), 0), None);
+        assert_eq!(judge(file(0, 0o640), 999), None, "root's, read by my group");
+        assert_eq!(judge(file(999, 0o600), 999), None);
+        assert_eq!(
+            judge(file(65534, 0o644), 0),
+            Some("is owned by another user")
+        );
+        assert_eq!(judge(file(0, 0o666), 0), Some("may be written by others"));
+        assert_eq!(
+            judge(file(0, 0o664), 0),
+            Some("may be written by its group")
+        );
+        assert_eq!(judge(dir(0, 0o755), 0), None);
+        assert_eq!(judge(dir(0, 0o777), 0), Some("may be written by others"));
+    }
+
+    #[test]
+    fn a_sticky_folder_writable_by_all_passes_only_as_roots() {
+        assert_eq!(judge(dir(0, 0o1777), 0), None, "/tmp");
+        assert_eq!(
+            judge(dir(1000, 0o1777), 1000),
+            Some("may be written by others"),
+            "a user's sticky folder: its owner may still replace what is in it"
+        );
+        assert_eq!(
+            judge(file(0, 0o1666), 0),
+            Some("may be written by others"),
+            "a sticky bit on a file means nothing"
+        );
+    }
+
+    #[test]
+    fn a_folder_above_the_file_is_judged_too() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let folder = root.path().join("etc");
+        std::fs::create_dir(&folder).expect("folder");
+        let config = folder.join("agent.toml");
+        std::fs::write(&config, "").expect("config");
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod")
+        };
+        chmod(&config, 0o644);
+        chmod(&folder, 0o755);
+        check(&config).expect("a file of mine, written by me only");
+
+        chmod(&folder, 0o777);
+        let e = check(&config).expect_err("a folder anyone may write");
+        let said = e.to_string();
+        assert!(
+            said.contains(&folder.display().to_string())
+                && said.contains("may be written by others")
+                && said.contains("mode 0777"),
+            "{said}"
+        );
+        chmod(&folder, 0o755);
+
+        // A symlink to it from a folder anyone may write: judged as written, too.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).expect("open");
+        chmod(&open, 0o777);
+        let link = open.join("agent.toml");
+        std::os::unix::fs::symlink(&config, &link).expect("symlink");
+        assert!(check(&link).is_err(), "the link's folder is anyone's");
+    }
+}
