@@ -1,6 +1,8 @@
 //! What the controller writes is its user's alone, whatever the umask it was started
 //! with: the data dir 0700, the database with its WAL and shared-memory files and the
-//! admin password 0600.
+//! admin password 0600. What it reads must be as private: a users file or a TLS file
+//! someone else could write stops the start, and so does a store another controller
+//! holds, by whatever name (a hard link too).
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -215,6 +217,24 @@ fn a_users_file_or_a_tls_file_someone_else_could_write_stops_the_start() {
             "its folder {} may be written by others (mode 0777",
             pki.display()
         )),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_controller_on_a_hard_link_to_the_store_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first");
+    let _running = start_under_umask_000(&first).await;
+    let second = dir.path().join("second");
+    std::fs::create_dir(&second).expect("second data dir");
+    std::fs::set_permissions(&second, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    std::fs::hard_link(first.join("controller.db"), second.join("controller.db"))
+        .expect("hard link");
+    let line = refused(&["--data-dir".as_ref(), second.as_os_str()]);
+    assert!(
+        line.contains("already uses the SQLite store")
+            && line.contains("through another name of the same file"),
         "{line}"
     );
 }

@@ -1,21 +1,23 @@
 //! The one controller of a SQLite store: a second one on the same file would drive the
 //! same tasks, so it is refused at start, naming the first.
 //!
-//! The claim is an `flock` on `<database>.lock`, next to the database file with symlinks
-//! resolved, which the kernel drops when the process dies however it dies, so a killed
-//! controller never leaves a stale claim behind. The file says who holds it, for the
-//! refusal's one line. (A hard link to the database is not seen; SQLite itself does not
-//! support one, its journal being named after the path.)
+//! The claim is an `flock` on the database file itself, so it is keyed by the file's
+//! device and inode, not by any of its names: a second controller given a symlink, a
+//! path through `..` or a hard link to the database finds it taken. (SQLite's own
+//! locks are `fcntl` locks, which do not meet `flock`s on a local file system.) The
+//! kernel drops the claim when the process dies however it dies, so a killed controller
+//! never leaves a stale one behind. `<database>.lock`, beside the database with symlinks
+//! resolved, says who holds it, for the refusal's one line.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
-use super::{StoreError, sqlite_file};
+use super::{StoreError, sqlite_file, url_params};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SoleError {
@@ -32,7 +34,9 @@ pub enum SoleError {
 
 /// Held for as long as this controller runs.
 pub struct SoleController {
-    lock: Flock<File>,
+    _claim: Flock<File>,
+    /// `<database>.lock`: who holds the claim.
+    holder: File,
 }
 
 impl SoleController {
@@ -43,48 +47,78 @@ impl SoleController {
             return Ok(None);
         };
         let database = resolved(database);
-        let mut path = database.as_os_str().to_owned();
-        path.push(".lock");
-        let path = PathBuf::from(path);
-        let io = |source| StoreError::File {
-            path: path.clone(),
-            source,
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::File { path, source }
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+        if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
+        // Created here when SQLite would create it, and as it would be made (0600), so
+        // that there is a file to claim.
+        let create = url_params(url).any(|p| p == "mode=rwc");
         let file = OpenOptions::new()
+            .read(true)
+            .create(create)
+            .append(create)
+            .mode(0o600)
+            .open(&database)
+            .map_err(io(&database))?;
+        let holder_path = lock_file(&database);
+        let claim = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(claim) => claim,
+            Err((file, Errno::EWOULDBLOCK)) => {
+                return Err(SoleError::Taken {
+                    holder: holder_of(&holder_path, &file),
+                    database,
+                });
+            }
+            Err((_, errno)) => return Err(io(&database)(std::io::Error::from(errno)).into()),
+        };
+        let mut holder = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
             .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
-        let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => lock,
-            Err((mut file, Errno::EWOULDBLOCK)) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
-                return Err(SoleError::Taken {
-                    database,
-                    holder: if holder.is_empty() {
-                        "starting up".to_string()
-                    } else {
-                        holder.to_string()
-                    },
-                });
-            }
-            Err((_, errno)) => return Err(io(std::io::Error::from(errno)).into()),
-        };
-        write_holder(&mut lock, who).map_err(io)?;
-        Ok(Some(SoleController { lock }))
+            .open(&holder_path)
+            .map_err(io(&holder_path))?;
+        write_holder(&mut holder, who).map_err(io(&holder_path))?;
+        Ok(Some(SoleController {
+            _claim: claim,
+            holder,
+        }))
     }
 
     /// Says who holds the store, once the addresses it serves on are known.
     pub fn describe(&mut self, who: &str) -> std::io::Result<()> {
-        write_holder(&mut self.lock, who)
+        write_holder(&mut self.holder, who)
+    }
+}
+
+fn lock_file(database: &Path) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push(".lock");
+    PathBuf::from(path)
+}
+
+/// Who holds the claim, as its lock file beside this name of the database says; a
+/// holder that reached the file by another name (a hard link) left its words beside
+/// that one, so it is named by the file's device and inode.
+fn holder_of(lock_file: &Path, database: &File) -> String {
+    let mut holder = String::new();
+    let _ = File::open(lock_file).and_then(|mut f| f.read_to_string(&mut holder));
+    match holder.trim() {
+        "" => match database.metadata() {
+            Ok(meta) => format!(
+                "through another name of the same file, device {}:{} inode {}",
+                nix::sys::stat::major(meta.dev()),
+                nix::sys::stat::minor(meta.dev()),
+                meta.ino()
+            ),
+            Err(_) => "starting up".to_string(),
+        },
+        holder => holder.to_string(),
     }
 }
 
@@ -146,6 +180,32 @@ mod tests {
             SoleController::acquire(&relative, "pid 3"),
             Err(SoleError::Taken { .. })
         ));
+    }
+
+    #[test]
+    fn a_store_reached_through_a_hard_link_is_the_same_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("controller.db");
+        let first = SoleController::acquire(&url(&db), "pid 1").expect("first");
+        assert!(first.is_some());
+        let other = dir.path().join("elsewhere");
+        std::fs::create_dir_all(&other).unwrap();
+        let link = other.join("copy.db");
+        std::fs::hard_link(&db, &link).unwrap();
+        match SoleController::acquire(&url(&link), "pid 2") {
+            Err(SoleError::Taken { holder, .. }) => assert!(
+                holder.starts_with("through another name of the same file, device "),
+                "{holder}"
+            ),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a second controller got the store through a hard link"),
+        }
+        drop(first);
+        assert!(
+            SoleController::acquire(&url(&link), "pid 2")
+                .expect("free once the first is gone")
+                .is_some()
+        );
     }
 
     #[test]
