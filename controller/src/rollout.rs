@@ -189,23 +189,34 @@ impl RolloutInput {
 }
 
 /// "3" is three hosts, "25%" a quarter of them; anything else says what it should be.
+/// Exactly these spellings: digits without a sign, spaces or leading zeros, then `%`
+/// or nothing, so that "50 %" or " 3" is a typo the client hears about, not a guess.
 fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
-    let trimmed = text.trim();
     let expected = "must be a number of hosts (1 or more) or a percentage from 1% to 100%";
-    if let Some(percent) = trimmed.strip_suffix('%') {
-        return match percent.trim().parse::<u32>() {
-            Ok(p @ 1..=100) => Ok(BatchSize::Percent(p as u8)),
-            Ok(p) if p > 100 => Err(format!("{expected}; {p}% is more than every host")),
-            _ => Err(format!("{expected}, got {text:?}")),
+    let (digits, percent) = match text.strip_suffix('%') {
+        Some(digits) => (digits, true),
+        None => (text, false),
+    };
+    let exact = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !exact {
+        return Err(format!(
+            "{expected}, written as 3 or \"25%\" (no spaces, signs or leading zeros), got {text:?}"
+        ));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{expected}, got {text}"))?;
+    if percent {
+        return match u8::try_from(n) {
+            Ok(p @ 1..=100) => Ok(BatchSize::Percent(p)),
+            _ => Err(format!("{expected}; {n}% is more than every host")),
         };
     }
-    match trimmed.parse::<i64>() {
-        Ok(n) if n >= 1 => u32::try_from(n)
-            .map(BatchSize::Hosts)
-            .map_err(|_| format!("{expected}, got {n}")),
-        Ok(n) => Err(format!("{expected}, got {n}")),
-        Err(_) => Err(format!("{expected}, got {text:?}")),
-    }
+    u32::try_from(n)
+        .map(BatchSize::Hosts)
+        .map_err(|_| format!("{expected}, got {n}"))
 }
 
 impl Rollout {
@@ -263,7 +274,7 @@ mod tests {
             BatchSize::Hosts(3)
         );
         assert_eq!(
-            input(" 25% ").validate().unwrap().batch_size,
+            input("25%").validate().unwrap().batch_size,
             BatchSize::Percent(25)
         );
         assert_eq!(
@@ -281,6 +292,16 @@ mod tests {
             "",
             "%",
             "99999999999",
+            "99999999999999999999999%",
+            // Not exactly a count or a percentage.
+            "50 %",
+            " 25% ",
+            " 3",
+            "+3",
+            "03",
+            "3.0",
+            "1e2",
+            "25%%",
         ] {
             let problems = input(bad).validate().unwrap_err();
             assert_eq!(problems.len(), 1, "{bad}");

@@ -65,6 +65,10 @@ async fn bad_rollouts_are_400_naming_every_bad_field_and_create_nothing() {
         (json!("101%"), "more than every host"),
         (json!("x"), "a number of hosts"),
         (json!(-2), "a number of hosts"),
+        // Not exactly a count or a percentage: a typo is refused, not read kindly.
+        (json!("50 %"), "no spaces, signs or leading zeros"),
+        (json!(" 3"), "no spaces, signs or leading zeros"),
+        (json!("03"), "no spaces, signs or leading zeros"),
     ] {
         let r = refused(
             &h,
@@ -98,8 +102,14 @@ async fn bad_rollouts_are_400_naming_every_bad_field_and_create_nothing() {
     )
     .await;
     assert_eq!(sub_errors(&r)[0].0, "rollout.maxFailedHost");
-    let r = refused(&h, json!({"hostIds": hosts, "rollout": 3})).await;
-    assert_eq!(sub_errors(&r)[0].0, "rollout");
+    // A rollout is an object or null: an array of its fields is not one, nor is a
+    // body that is an array.
+    for rollout in [json!(3), json!([]), json!([2, 0]), json!("25%")] {
+        let r = refused(&h, json!({"hostIds": hosts, "rollout": rollout})).await;
+        assert_eq!(sub_errors(&r)[0].0, "rollout", "{rollout}: {}", r.text);
+    }
+    let r = refused(&h, json!([hosts, {"batchSize": 1}])).await;
+    assert_eq!(sub_errors(&r)[0].0, "body", "{}", r.text);
 
     let tasks = h.get("/api/v2/tasks/instances").await;
     tasks.expect(StatusCode::OK);

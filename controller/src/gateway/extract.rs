@@ -229,6 +229,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
         let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
             ApiError::invalid("body", Value::Null, format!("is not valid JSON: {e}"))
         })?;
+        // Every body of this API is an object; serde would also read a struct from an
+        // array of its fields in order.
+        if !value.is_object() {
+            return Err(ApiError::invalid(
+                "body",
+                Value::Null,
+                "must be a JSON object",
+            ));
+        }
         serde_path_to_error::deserialize(&value)
             .map(JsonBody)
             .map_err(|e| body_error(&value, e))

@@ -79,8 +79,8 @@ pub fn check_origin(method: &Method, https: bool, from: Provenance<'_>) -> Resul
             origin: origin.to_string(),
         });
     };
-    let expected = format!("{scheme}://{host}");
-    if normalize(origin) == normalize(&expected) {
+    let expected = serialized_origin(scheme, host);
+    if origin == expected {
         Ok(())
     } else {
         Err(CrossSite::ForeignOrigin {
@@ -90,14 +90,15 @@ pub fn check_origin(method: &Method, https: bool, from: Provenance<'_>) -> Resul
     }
 }
 
-/// An origin compared as browsers serialize it: lower case, without the scheme's default port.
-fn normalize(origin: &str) -> String {
-    let lower = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    [("http://", ":80"), ("https://", ":443")]
-        .into_iter()
-        .filter(|(scheme, _)| lower.starts_with(scheme))
-        .find_map(|(_, port)| lower.strip_suffix(port))
-        .map_or_else(|| lower.clone(), str::to_string)
+/// This controller's origin as a browser writes it in `Origin` (RFC 6454): the scheme,
+/// the host in lower case, and the port unless it is the scheme's default. An `Origin`
+/// is compared with it exactly: no browser sends a trailing slash, spaces, capitals or
+/// a default port, so whatever does was not sent by one of this controller's pages.
+fn serialized_origin(scheme: &str, host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let host = host.strip_suffix(default_port).unwrap_or(&host);
+    format!("{scheme}://{host}")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -281,7 +282,7 @@ mod tests {
         assert_eq!(check_origin(&Method::POST, false, own), Ok(()));
         let own_tls = from(Some("https://ocp.example"), None, Some("OCP.example:443"));
         assert_eq!(check_origin(&Method::POST, true, own_tls), Ok(()));
-        let default_port = from(Some("http://ocp.example:80"), None, Some("ocp.example"));
+        let default_port = from(Some("http://ocp.example"), None, Some("ocp.example:80"));
         assert_eq!(check_origin(&Method::DELETE, false, default_port), Ok(()));
         let user_typed = from(Some("http://10.0.0.1:8080"), Some("none"), HOST);
         assert_eq!(check_origin(&Method::POST, false, user_typed), Ok(()));
@@ -314,6 +315,11 @@ mod tests {
             "http://10.0.0.1",
             "null",
             "",
+            // Not as a browser writes this controller's origin: compared exactly.
+            "http://10.0.0.1:8080/",
+            " http://10.0.0.1:8080",
+            "http://10.0.0.1:8080 ",
+            "HTTP://10.0.0.1:8080",
         ] {
             assert!(
                 check_origin(&Method::POST, false, from(Some(origin), None, HOST)).is_err(),

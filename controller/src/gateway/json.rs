@@ -85,8 +85,36 @@ pub struct BatchHostsRequest {
     #[schema(example = json!([1001, 1002]), min_items = 1, max_items = 10_000)]
     pub host_ids: Vec<i64>,
     /// Goes through the hosts in batches instead of stage by stage (SPEC section 9).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub rollout: Option<RolloutRequest>,
+}
+
+/// A field that holds a JSON object, or null for none. serde's derived structs also
+/// take an array of their fields in order, which made `"rollout": []` a rolling task
+/// with every default; this takes the object's keys only, through the same access, so
+/// an error inside it still names its field (`rollout.batchSize`).
+fn object_or_null<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Option<T>, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
 /// How a batch goes through its hosts in batches. Every field is optional: one host at
