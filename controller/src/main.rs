@@ -73,7 +73,8 @@ struct Args {
     /// The key of --tls-cert.
     #[arg(long, env = "OCP_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Failed logins one client address may make in a row before it is refused (429).
+    /// Failed logins of one user name from one client address in a row before that name
+    /// is refused there (429); the address may make ten times as many for all names.
     #[arg(long, env = "OCP_LOGIN_FAILURE_BURST", default_value_t = auth::LoginLimits::DEFAULT_BURST,
         value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     login_failure_burst: u32,

@@ -65,9 +65,15 @@ pub enum AuthError {
         permission: Permission,
     },
     /// Refused before the password is even checked, so it says nothing about it.
-    #[error("too many failed logins from {client}; retry after {retry_after} s")]
+    #[error(
+        "too many failed logins {}from {client}; retry after {retry_after} s",
+        user.as_ref().map(|u| format!("as {u:?} ")).unwrap_or_default()
+    )]
     Throttled {
         client: String,
+        /// The name whose failures at this address are spent; `None` when the address
+        /// has spent its ceiling for every name.
+        user: Option<String>,
         /// Whole seconds.
         retry_after: u64,
     },

@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use super::basic::parse_basic;
 use super::users::User;
 use super::{AuthError, LoginLimits, Principal};
-use crate::throttle::{ClientKey, Throttle, retry_after_secs};
+use crate::throttle::{ClientKey, Exhausted, Throttle, retry_after_secs};
 
 /// How long verified credentials are remembered, and how many at most.
 const VERIFIED_TTL: Duration = Duration::from_secs(300);
@@ -100,7 +100,7 @@ impl Verifier {
         let client = peer.map(ClientKey::of);
         let slot = match client {
             Some(client) => {
-                self.admit(client)?;
+                self.admit(client, &name)?;
                 let slots = self.throttle().slots(client, Instant::now());
                 match slots {
                     Some(slots) => {
@@ -112,7 +112,7 @@ impl Verifier {
                         if let Some(principal) = self.remembered(&digest) {
                             return Ok(principal);
                         }
-                        self.admit(client)?;
+                        self.admit(client, &name)?;
                         Some(slot)
                     }
                     None => None,
@@ -147,7 +147,7 @@ impl Verifier {
             let held = (permit, suspect, slot);
             let verified = verifier.verify(&name, &password);
             if let (Err(AuthError::Unauthenticated), Some(client)) = (&verified, client) {
-                verifier.throttle().failed(client, Instant::now());
+                verifier.throttle().failed(client, &name, Instant::now());
             }
             drop(held);
             verified
@@ -158,15 +158,20 @@ impl Verifier {
         Ok(principal)
     }
 
-    /// Refuses `client` while it has used up its failed logins.
-    fn admit(&self, client: ClientKey) -> Result<(), AuthError> {
+    /// Refuses `name` from `client` while it has used up its failed logins there, and
+    /// every name from `client` while the address has used up its ceiling.
+    fn admit(&self, client: ClientKey, name: &str) -> Result<(), AuthError> {
         self.throttle()
-            .check(client, Instant::now())
-            .map_err(|wait| {
-                tracing::debug!(%client, "refused a login: too many failures from there");
+            .check(client, name, Instant::now())
+            .map_err(|spent| {
+                tracing::debug!(%client, user = name, "refused a login: too many failures");
                 AuthError::Throttled {
                     client: client.to_string(),
-                    retry_after: retry_after_secs(wait),
+                    user: match spent {
+                        Exhausted::Name(_) => Some(name.to_string()),
+                        Exhausted::Address(_) => None,
+                    },
+                    retry_after: retry_after_secs(spent.wait()),
                 }
             })
     }
@@ -293,12 +298,19 @@ mod tests {
         }
         let refused = users.authenticate(Some(&wrong), from("10.0.0.1")).await;
         assert!(
-            matches!(&refused, Err(AuthError::Throttled { client, retry_after: 60 }) if client == "10.0.0.1"),
+            matches!(&refused, Err(AuthError::Throttled { client, user: Some(user), retry_after: 60 }) if client == "10.0.0.1" && user == "ops"),
             "{refused:?}"
         );
         assert_eq!(
             refused.unwrap_err().to_string(),
-            "too many failed logins from 10.0.0.1; retry after 60 s"
+            "too many failed logins as \"ops\" from 10.0.0.1; retry after 60 s"
+        );
+        // Another name at the same address (behind the same NAT) is still verified.
+        assert_eq!(
+            users
+                .authenticate(Some(&basic_header("viewer", "wrong")), from("10.0.0.1"))
+                .await,
+            Err(AuthError::Unauthenticated)
         );
         // The same name from elsewhere, then its verified credentials from anywhere.
         assert_eq!(
@@ -359,7 +371,7 @@ mod tests {
         }
         let throttle = users.verifier.throttle();
         let key = ClientKey::of("10.0.0.1".parse().unwrap());
-        assert!(throttle.check(key, Instant::now()).is_err());
+        assert!(throttle.check(key, "admin", Instant::now()).is_err());
     }
 
     #[tokio::test]
@@ -380,7 +392,7 @@ mod tests {
         }
         // Neither attempt counted against the address.
         let key = ClientKey::of("10.0.0.1".parse().unwrap());
-        assert!(users.verifier.throttle().check(key, Instant::now()).is_ok());
+        assert!(users.verifier.throttle().check(key, "ops", Instant::now()).is_ok());
     }
 
     #[test]
