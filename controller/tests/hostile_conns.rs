@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::fleet::{WAIT, free_port, workspace_bin};
@@ -35,12 +37,27 @@ struct Controller {
     http: SocketAddr,
     grpc: SocketAddr,
     dir: tempfile::TempDir,
+    /// The CA of the certificate both faces serve, when they serve TLS.
+    ca: Option<PathBuf>,
 }
 
 impl Controller {
     /// Starts it, with at most `nofile` descriptors when given, and waits until both
     /// ports answer.
     async fn start(env: &[(&str, &str)], nofile: Option<u64>) -> Controller {
+        Controller::start_with(env, nofile, None).await
+    }
+
+    /// Both faces over TLS with the PKI's controller certificate.
+    async fn start_tls(env: &[(&str, &str)], pki: &Pki) -> Controller {
+        Controller::start_with(env, None, Some(pki)).await
+    }
+
+    async fn start_with(
+        env: &[(&str, &str)],
+        nofile: Option<u64>,
+        pki: Option<&Pki>,
+    ) -> Controller {
         let dir = tempfile::tempdir().expect("tempdir");
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -53,9 +70,17 @@ impl Controller {
             .arg(dir.path().join("data"))
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
+        if let Some(pki) = pki {
+            command
+                .arg("--tls-cert")
+                .arg(pki.file(pki::CONTROLLER_CERT))
+                .arg("--tls-key")
+                .arg(pki.file(pki::CONTROLLER_KEY));
+        }
         if let Some(limit) = nofile {
             // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
             unsafe {
@@ -76,6 +101,7 @@ impl Controller {
             http,
             grpc,
             dir,
+            ca: pki.map(|p| p.file(pki::CA_CERT)),
         };
         let deadline = Instant::now() + WAIT;
         while !(controller.rest_answers().await && controller.grpc_answers().await) {
@@ -98,22 +124,43 @@ impl Controller {
 
     /// A real REST client on a new connection, answered within 10 s.
     async fn rest_answers(&self) -> bool {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        let url = format!("http://{}/api/v2/openapi.json", self.http);
+        let mut client = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        let mut scheme = "http";
+        if let Some(ca) = &self.ca {
+            let pem = std::fs::read(ca).expect("read CA");
+            client = client
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"));
+            scheme = "https";
+        }
+        let client = client.build().expect("client");
+        let url = format!("{scheme}://{}/api/v2/openapi.json", self.http);
         matches!(client.get(url).send().await, Ok(r) if r.status().is_success())
     }
 
     /// A real gRPC client on a new connection, answered within 10 s.
     async fn grpc_answers(&self) -> bool {
         let call = async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
+            let channel = match &self.ca {
+                None => tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+                    .ok()?
+                    .connect()
+                    .await
+                    .ok()?,
+                Some(ca) => {
+                    let files = ClientTlsFiles {
+                        ca: ca.clone(),
+                        identity: None,
+                    };
+                    let tls = ClientTls::load(files, Role::Controller).await.ok()?;
+                    tonic::transport::Endpoint::from_shared(format!("https://{}", self.grpc))
+                        .ok()?
+                        .connect_with_connector(tls.connector("127.0.0.1").ok()?)
+                        .await
+                        .ok()?
+                }
+            };
             tonic_health::pb::health_client::HealthClient::new(channel)
                 .check(tonic_health::pb::HealthCheckRequest::default())
                 .await
@@ -496,4 +543,141 @@ fn bad_limits_are_refused_with_one_line() {
             "{flag} {value}: {stderr}"
         );
     }
+}
+
+/// `n` clients that connect to `addr` and never say a word, so their TLS handshakes
+/// never finish; each comes back a second after the server closed it, as the probe's
+/// did. `connects` counts their connections. They stop once `stop` is set.
+fn hold_stalled(
+    addr: SocketAddr,
+    n: usize,
+    connects: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..n)
+        .map(|_| {
+            let (connects, stop) = (connects.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut tcp) = TcpStream::connect(addr).await else {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    };
+                    connects.fetch_add(1, Ordering::Relaxed);
+                    let mut buf = [0u8; 64];
+                    loop {
+                        let read =
+                            tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut buf));
+                        match read.await {
+                            Ok(Ok(0)) | Ok(Err(_)) => break,
+                            _ if stop.load(Ordering::Relaxed) => break,
+                            _ => {}
+                        }
+                    }
+                    drop(tcp);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+/// How many of `tries` new connections, one every 250 ms (so that they span the
+/// stalled clients' timeouts and returns), got an answer.
+async fn answered<F, Fut>(tries: usize, mut ask: F) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut answered = 0;
+    let mut pace = tokio::time::interval(Duration::from_millis(250));
+    for _ in 0..tries {
+        pace.tick().await;
+        if ask().await {
+            answered += 1;
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_tls_handshakes_cannot_keep_real_clients_out_of_any_port() {
+    const STALLED: usize = 300;
+    const CLIENTS: usize = 20;
+    let pki = Pki::new();
+    let controller = Controller::start_tls(&[], &pki).await;
+    let agent = pki.agent(&sleeper(&unique_tag(), ""), &[]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ports = [
+        ("REST (HTTPS)", controller.http),
+        ("controller gRPC (TLS)", controller.grpc),
+        ("agent gRPC (TLS)", agent.addr),
+    ];
+    let mut holders = Vec::new();
+    let mut connects = Vec::new();
+    for (_, addr) in ports {
+        let count = Arc::new(AtomicUsize::new(0));
+        holders.extend(hold_stalled(addr, STALLED, count.clone(), stop.clone()));
+        connects.push(count);
+    }
+    let started = Instant::now();
+    let deadline = started + WAIT;
+    // Every one connected once; more than the handshake slots, so some already made
+    // room for others (and come back).
+    while connects.iter().any(|c| c.load(Ordering::Relaxed) < STALLED) {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled clients never all connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let (rest, grpc, agent_calls) = tokio::join!(
+        answered(CLIENTS, || controller.rest_answers()),
+        answered(CLIENTS, || controller.grpc_answers()),
+        answered(CLIENTS, || async {
+            let call = async {
+                let mut client = agent.client().await.ok()?;
+                client
+                    .list_processes(proto::agent::v1::ListProcessesRequest {})
+                    .await
+                    .ok()
+            };
+            matches!(
+                tokio::time::timeout(Duration::from_secs(10), call).await,
+                Ok(Some(_))
+            )
+        }),
+    );
+    let held_for = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    futures::future::join_all(holders).await;
+    eprintln!(
+        "with {STALLED} stalled handshakes held on each port for {held_for:?}: real clients \
+         answered REST {rest}/{CLIENTS}, controller gRPC {grpc}/{CLIENTS}, agent {agent_calls}/{CLIENTS}"
+    );
+    assert_eq!(
+        (rest, grpc, agent_calls),
+        (CLIENTS, CLIENTS, CLIENTS),
+        "real clients kept out by stalled handshakes:\n{}",
+        controller.log()
+    );
+
+    // The refusals were logged, a line a second at most per kind and listener.
+    let log = controller.log();
+    let evictions = log
+        .lines()
+        .filter(|l| l.contains("closed the oldest unfinished one"))
+        .count();
+    let handshake_lines = log.lines().filter(|l| l.contains("TLS handshake")).count();
+    let seconds = held_for.as_secs() as usize + 2;
+    eprintln!(
+        "controller log: {evictions} eviction lines, {handshake_lines} other handshake lines"
+    );
+    assert!(evictions >= 2, "the evictions were logged:\n{log}");
+    assert!(
+        evictions <= 2 * seconds && handshake_lines <= 2 * 2 * seconds,
+        "more than a line a second per kind and listener in {held_for:?}: {evictions} \
+         eviction lines, {handshake_lines} others"
+    );
 }

@@ -6,11 +6,10 @@
 //! 200 sockets that sent half a header used to stay open 75 s and more, and with a low
 //! descriptor limit real clients were turned away behind them ("Too many open files").
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,11 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::incoming::{self, TlsConn};
+use crate::rate_log::Refusals;
 use crate::server::ServerTls;
+use crate::waiting::{Ticket, Waiting};
 
 /// How long a client may take, and how many may be connected at once, per listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,68 +145,6 @@ impl HeadScan {
     }
 }
 
-/// Connections that have not yet sent a complete head, oldest first: at the cap, the
-/// oldest of them is closed to make room, since it has proven nothing and costs the
-/// same descriptor as a client being served.
-#[derive(Clone, Default)]
-struct Waiting(Arc<Mutex<WaitingQueue>>);
-
-#[derive(Default)]
-struct WaitingQueue {
-    next: u64,
-    tokens: BTreeMap<u64, CancellationToken>,
-}
-
-impl Waiting {
-    fn enter(&self) -> Ticket {
-        let token = CancellationToken::new();
-        let mut queue = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let id = queue.next;
-        queue.next += 1;
-        queue.tokens.insert(id, token.clone());
-        Ticket {
-            id,
-            token,
-            waiting: self.clone(),
-        }
-    }
-
-    /// Closes the oldest connection still waiting for its head; false when none is.
-    fn evict_oldest(&self) -> bool {
-        let oldest = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tokens
-            .pop_first();
-        match oldest {
-            Some((_, token)) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// A connection's place among those waiting for their head; leaves it when dropped.
-struct Ticket {
-    id: u64,
-    token: CancellationToken,
-    waiting: Waiting,
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.waiting
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tokens
-            .remove(&self.id);
-    }
-}
-
 /// Accepted connections, held to [`ConnLimits`], for tonic and axum.
 pub struct Incoming {
     ready: mpsc::Receiver<(Conn, SocketAddr)>,
@@ -254,7 +193,8 @@ async fn accept_loop(
     let max = limits.max_connections.max(1);
     let open = Arc::new(Semaphore::new(max));
     let waiting = Waiting::default();
-    let handshakes = Arc::new(Semaphore::new(incoming::HANDSHAKES));
+    let handshaking = Waiting::default();
+    let refusals = Arc::new(Refusals::default());
     let mut at_cap = false;
     loop {
         let accepted = tokio::select! {
@@ -264,25 +204,29 @@ async fn accept_loop(
         let (tcp, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
+                if let Some(n) = refusals.accept.hit() {
+                    tracing::warn!(listener = ?local, "accept error ({n} since the last such line): {e}");
+                }
                 // Out of descriptors, most likely: give the clients a moment to leave.
-                tracing::warn!("accept error: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let accepted_at = Instant::now();
-        // Refused before it may take a place under the cap, which could close a client
-        // that was waiting for its turn.
-        let handshake = match &tls {
-            Some(_) => match handshakes.clone().try_acquire_owned() {
-                Ok(handshake) => Some(handshake),
-                Err(_) => {
-                    tracing::warn!(%peer, "{} TLS handshakes already in progress; connection closed", incoming::HANDSHAKES);
-                    continue;
-                }
-            },
-            None => None,
-        };
+        // Every handshake slot taken: the oldest unfinished handshake is closed for this
+        // one, so connections that never finish theirs cannot keep real clients out.
+        let handshake = tls.as_ref().map(|_| {
+            let (ticket, evicted) = handshaking.enter_within(incoming::HANDSHAKES);
+            if evicted && let Some(n) = refusals.evicted.hit() {
+                tracing::warn!(
+                    listener = ?local,
+                    "{} TLS handshakes in progress: closed the oldest unfinished one to make \
+                     room for a new connection ({n} since the last such line)",
+                    incoming::HANDSHAKES
+                );
+            }
+            ticket
+        });
         let permit = match open.clone().try_acquire_owned() {
             Ok(permit) => {
                 if at_cap && below_cap_again(open.available_permits(), max) {
@@ -324,12 +268,21 @@ async fn accept_loop(
         let limit = incoming::HANDSHAKE_TIMEOUT.min(limits.header_timeout);
         let tls = tls.clone();
         let ready = ready.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
             let evicted = ticket.token.clone();
+            let crowded = handshake
+                .as_ref()
+                .map(|h| h.token.clone())
+                .unwrap_or_default();
             let stream = tokio::select! {
-                stream = incoming::handshake(tcp, peer, &tls, limit) => stream,
+                stream = incoming::handshake(tcp, peer, &tls, limit, &refusals) => stream,
                 _ = evicted.cancelled() => {
                     tracing::debug!(%peer, "closed mid-handshake to make room under the connection cap");
+                    None
+                }
+                _ = crowded.cancelled() => {
+                    tracing::debug!(%peer, "closed mid-handshake to make room for a newer one");
                     None
                 }
             };
@@ -591,20 +544,6 @@ mod tests {
         assert!(!below_cap_again(408, 4096));
         assert!(below_cap_again(409, 4096));
         assert!(below_cap_again(1, 5));
-    }
-
-    #[test]
-    fn the_oldest_waiting_connection_is_evicted_and_a_served_one_never() {
-        let waiting = Waiting::default();
-        let first = waiting.enter();
-        let second = waiting.enter();
-        let third = waiting.enter();
-        drop(first);
-        assert!(waiting.evict_oldest());
-        assert!(second.token.is_cancelled());
-        assert!(!third.token.is_cancelled());
-        drop(third);
-        assert!(!waiting.evict_oldest(), "nobody waiting: nothing to evict");
     }
 
     #[test]

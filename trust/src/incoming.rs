@@ -17,23 +17,25 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::rate_log::Refusals;
 use crate::server::{Current, ServerTls};
 
 /// A client gets this long to finish its handshake: a real one needs milliseconds.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handshakes in progress at once. Each costs a key exchange before the client has
-/// proved anything, so a flood of stalled ones is turned away at the door rather than
-/// allowed to keep the CPU busy.
+/// proved anything, so a flood of them cannot keep the CPU busy; past this, the oldest
+/// unfinished one is closed for the newcomer (see `guard`).
 pub(crate) const HANDSHAKES: usize = 256;
 
-/// The server's half of a handshake on `tcp`, within `limit`; `None` (logged) when the
-/// client was refused or too slow.
+/// The server's half of a handshake on `tcp`, within `limit`; `None` (logged, at most a
+/// line a second per kind) when the client was refused or too slow.
 pub(crate) async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
     tls: &ServerTls,
     limit: Duration,
+    refusals: &Refusals,
 ) -> Option<TlsConn> {
     // Subscribed before the handshake: a reload during it is seen afterwards.
     let mut trust = tls.subscribe();
@@ -53,11 +55,15 @@ pub(crate) async fn handshake(
         }
         Ok(Err(e)) => {
             let reason = crate::refusal(&e).unwrap_or_else(|| e.to_string());
-            tracing::warn!(%peer, "TLS handshake refused: {reason}");
+            if let Some(n) = refusals.refused.hit_for(&reason) {
+                tracing::warn!(%peer, "TLS handshake refused ({n} since the last such line): {reason}");
+            }
             None
         }
         Err(_) => {
-            tracing::info!(%peer, "TLS handshake not finished in {limit:?}; closed");
+            if let Some(n) = refusals.slow.hit() {
+                tracing::info!(%peer, "TLS handshake not finished in {limit:?}; closed ({n} since the last such line)");
+            }
             None
         }
     }

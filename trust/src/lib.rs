@@ -12,10 +12,12 @@ mod files;
 mod guard;
 mod incoming;
 pub mod pki;
+mod rate_log;
 mod refusal;
 mod role;
 mod server;
 pub mod strict;
+mod waiting;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;

@@ -392,7 +392,13 @@ mod tests {
         }
         // Neither attempt counted against the address.
         let key = ClientKey::of("10.0.0.1".parse().unwrap());
-        assert!(users.verifier.throttle().check(key, "ops", Instant::now()).is_ok());
+        assert!(
+            users
+                .verifier
+                .throttle()
+                .check(key, "ops", Instant::now())
+                .is_ok()
+        );
     }
 
     #[test]
