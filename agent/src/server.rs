@@ -179,6 +179,7 @@ impl Agent {
                 .with_service_name("grpc.health.v1.Health")
         };
         let router = Server::builder()
+            .max_concurrent_streams(Some(ConnLimits::MAX_STREAMS))
             .http2_keepalive_interval(Some(options.conns.keepalive_interval()))
             .http2_keepalive_timeout(Some(options.conns.keepalive_interval()))
             .add_service(health_service)

@@ -94,6 +94,12 @@ struct Args {
     #[arg(long, env = "OCP_MAX_CONNECTIONS", default_value_t = 4096,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
+    /// Watches of tasks (server-sent events and WatchTask) one user may hold open at
+    /// once, across both ports and every connection; the next is refused (429,
+    /// RESOURCE_EXHAUSTED) until one closes.
+    #[arg(long, env = "OCP_MAX_WATCHES_PER_USER", default_value_t = controller::service::DEFAULT_MAX_WATCHES_PER_USER,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_watches_per_user: usize,
     /// How long a controller that went silent (dead, paused, cut off) keeps its tasks
     /// before another one on the same PostgreSQL database takes them over; leases are
     /// renewed every third of it. Shorter: faster takeover; longer: fewer takeovers
@@ -309,6 +315,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_connections: args.max_connections,
         },
         lease_ttl: args.lease_ttl,
+        max_watches_per_user: args.max_watches_per_user,
     };
     let controller = Controller::start(options).await?;
     until_shutdown(&controller).await?;

@@ -46,6 +46,8 @@ pub struct ControllerOptions {
     pub conns: ConnLimits,
     /// How long a silent controller keeps its tasks before another takes them over.
     pub lease_ttl: Duration,
+    /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
+    pub max_watches_per_user: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,7 @@ impl Controller {
             agents.clone(),
             CoreOptions {
                 executor: options.advertise.clone(),
+                max_watches_per_user: options.max_watches_per_user,
                 ..CoreOptions::default()
             },
         );
@@ -337,6 +340,7 @@ async fn grpc_router(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(ConnLimits::MAX_STREAMS))
         .http2_keepalive_interval(Some(conns.keepalive_interval()))
         .http2_keepalive_timeout(Some(conns.keepalive_interval()))
         .layer(requests)

@@ -681,3 +681,30 @@ async fn stalled_tls_handshakes_cannot_keep_real_clients_out_of_any_port() {
          eviction lines, {handshake_lines} others"
     );
 }
+
+/// The concurrent streams the HTTP/2 server at `addr` lets one connection open, as its
+/// SETTINGS say (read once it answered a first request).
+async fn advertised_streams(addr: SocketAddr) -> usize {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::pin!(conn);
+    let request = http::Request::builder()
+        .uri(format!("http://{addr}/api/v2/openapi.json"))
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    tokio::select! {
+        answered = response => { answered.expect("an answer"); }
+        ended = &mut conn => panic!("the connection ended first: {ended:?}"),
+    }
+    conn.max_concurrent_send_streams()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ports_advertise_at_most_200_streams_a_connection() {
+    let controller = Controller::start(&[], None).await;
+    let rest = advertised_streams(controller.http).await;
+    let grpc = advertised_streams(controller.grpc).await;
+    eprintln!("SETTINGS_MAX_CONCURRENT_STREAMS: REST {rest}, gRPC {grpc}");
+    assert_eq!((rest, grpc), (200, 200));
+}

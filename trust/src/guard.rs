@@ -54,6 +54,11 @@ impl Default for ConnLimits {
 }
 
 impl ConnLimits {
+    /// HTTP/2 streams one connection may have open at once, as advertised in its
+    /// SETTINGS_MAX_CONCURRENT_STREAMS. hyper's server default, which the REST port
+    /// keeps; tonic advertises no limit unless told, so its servers are told this.
+    pub const MAX_STREAMS: u32 = 200;
+
     /// How often an HTTP/2 server pings, and how long it waits for the answer: well
     /// inside the idle timeout, so that the client's PING ACK, a read, keeps a long call
     /// or stream that sends nothing else from being taken for idle.

@@ -27,6 +27,8 @@ pub mod codes {
     pub const UNAUTHENTICATED: i32 = 30001;
     /// Project choice: too many failed logins from the client's address (HTTP 429).
     pub const TOO_MANY_FAILED_LOGINS: i32 = 30002;
+    /// Project choice: a user holds too many watches of tasks open (HTTP 429).
+    pub const TOO_MANY_WATCHES: i32 = 30003;
     pub const NOT_PERMITTED: i32 = 30014;
     pub const AGENT_STATE: i32 = 40000;
 }
@@ -295,6 +297,11 @@ impl From<CoreError> for ApiError {
                 )
             }
             // Logged where the core found it.
+            CoreError::TooManyWatches { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                codes::TOO_MANY_WATCHES,
+                message,
+            ),
             CoreError::Misrouted { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL,

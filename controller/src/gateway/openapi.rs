@@ -77,10 +77,12 @@ pub enum Failures {
     /// A body sent without Content-Type: application/json (10001).
     #[response(status = 415)]
     UnsupportedMediaType(ErrorEnvelope),
-    /// Too many failed logins from the client's address (30002): retry after the
-    /// seconds the `Retry-After` header gives.
+    /// Too many failed logins as this user from the client's address, or from that
+    /// address in all (30002): retry after the seconds the `Retry-After` header gives.
+    /// Or, on the events route, the user already holds `--max-watches-per-user` watches
+    /// open (30003).
     #[response(status = 429)]
-    TooManyFailedLogins(ErrorEnvelope),
+    TooMany(ErrorEnvelope),
     /// The host's agent cannot be reached (40000).
     #[response(status = 503)]
     Unavailable(ErrorEnvelope),

@@ -47,6 +47,7 @@ impl From<CoreError> for Status {
             | CoreError::HostBusy { .. }
             | CoreError::HostJustReleased(_) => Code::AlreadyExists,
             CoreError::AgentUnavailable { .. } => Code::Unavailable,
+            CoreError::TooManyWatches { .. } => Code::ResourceExhausted,
             CoreError::AgentRefused { code, .. } => match code {
                 Code::NotFound | Code::FailedPrecondition => Code::FailedPrecondition,
                 Code::DeadlineExceeded => Code::DeadlineExceeded,

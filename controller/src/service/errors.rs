@@ -140,6 +140,12 @@ pub enum CoreError {
     /// bug of the face, refused rather than obeyed.
     #[error("this request was admitted to {} and asked for another operation", .admitted.name())]
     Misrouted { admitted: ApiOperation },
+    /// A watch beyond the user's limit; refused before any store read.
+    #[error(
+        "user {user:?} already has {limit} watches of tasks open (--max-watches-per-user): \
+         close one before opening another"
+    )]
+    TooManyWatches { user: String, limit: usize },
 }
 
 impl From<StoreError> for CoreError {

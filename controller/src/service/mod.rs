@@ -13,6 +13,7 @@ mod operations;
 mod process_log;
 mod profiles;
 mod tasks;
+mod watch;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub use operations::{Access, ApiOperation, Caller, admit};
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
 pub use profiles::CurrentUser;
 pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};
+pub use watch::DEFAULT_MAX_WATCHES_PER_USER;
 
 #[derive(Debug, Clone)]
 pub struct CoreOptions {
@@ -44,6 +46,8 @@ pub struct CoreOptions {
     /// How long reading a process's log from its agent may take, up to 4 MiB of it.
     pub log_timeout: Duration,
     pub executor: String,
+    /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
+    pub max_watches_per_user: usize,
 }
 
 impl Default for CoreOptions {
@@ -54,6 +58,7 @@ impl Default for CoreOptions {
             refresh_ttl: Duration::from_secs(1),
             log_timeout: Duration::from_secs(30),
             executor: "127.0.0.1".to_string(),
+            max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Core {
     /// refresh is out wait for it instead of all calling the agent at once.
     refreshing: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
     finished: Arc<finished::FinishedTasks>,
+    watches: Arc<watch::Watches>,
 }
 
 impl Core {
@@ -79,6 +85,7 @@ impl Core {
         let finished = Arc::new(finished::FinishedTasks::new(
             store.dialect() == Dialect::Sqlite,
         ));
+        let watches = watch::Watches::new(store.clone(), options.max_watches_per_user);
         Core {
             store,
             engine,
@@ -88,6 +95,7 @@ impl Core {
             refreshed: Arc::new(Mutex::new(HashMap::new())),
             refreshing: Arc::new(Mutex::new(HashMap::new())),
             finished,
+            watches,
         }
     }
 

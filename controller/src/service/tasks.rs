@@ -1,23 +1,18 @@
 //! Tasks as the operator reads and acts on them: reading, retry, rollback, skip,
 //! cancel, the subtask log, and watching a task's transitions.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::Stream;
 
 use super::errors::{Field, check_id};
+use super::watch::WATCH_POLL;
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::engine::Start;
 use crate::model::{
     Page, PageRequest, SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort,
     TaskStatus, now_millis,
 };
-use crate::store::Store;
-
-/// How often a watcher reads the store when no wake-up came: what another controller
-/// sharing the store writes is seen this late at worst.
-const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// How long a cancel waits for the controller driving the step to record its end.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -220,7 +215,8 @@ impl Core {
 
     /// Every transition of the task after event `after` (0: from its creation), in order,
     /// ending once the task is no longer RUNNING and everything was delivered. A client
-    /// that reconnects passes the last `seq` it saw and misses nothing.
+    /// that reconnects passes the last `seq` it saw and misses nothing. The caller's
+    /// watches are counted first, so a refused one costs no store read.
     pub async fn watch(
         &self,
         caller: &Caller,
@@ -228,6 +224,7 @@ impl Core {
         after: i64,
     ) -> Result<impl Stream<Item = Result<TaskEvent, CoreError>> + use<>, CoreError> {
         caller.admitted(ApiOperation::WatchTask)?;
+        let slot = self.watches.admit(caller.name())?;
         self.readable_task(caller, task_id).await?;
         if after < 0 {
             return Err(CoreError::InvalidArgument {
@@ -236,74 +233,7 @@ impl Core {
                 message: "must be an event sequence number, 0 or more".to_string(),
             });
         }
-        let watcher = Watcher {
-            news: self.store.subscribe(),
-            store: self.store.clone(),
-            task_id,
-            after,
-            buffer: VecDeque::new(),
-            ended: false,
-        };
-        Ok(futures::stream::unfold(watcher, |mut w| async move {
-            let next = w.next().await;
-            next.map(|item| (item, w))
-        }))
-    }
-}
-
-struct Watcher {
-    store: Store,
-    news: tokio::sync::broadcast::Receiver<i64>,
-    task_id: i64,
-    after: i64,
-    buffer: VecDeque<TaskEvent>,
-    ended: bool,
-}
-
-impl Watcher {
-    async fn next(&mut self) -> Option<Result<TaskEvent, CoreError>> {
-        loop {
-            if let Some(event) = self.buffer.pop_front() {
-                self.after = event.seq;
-                return Some(Ok(event));
-            }
-            if self.ended {
-                return None;
-            }
-            // The status is read before the events, so a task that ends in between
-            // still has its last events read on the next turn.
-            let status = match self.store.task_status(self.task_id).await {
-                Ok(status) => status,
-                Err(e) => return Some(Err(e.into())),
-            };
-            match self.store.events_after(self.task_id, self.after, 500).await {
-                Ok(events) if !events.is_empty() => {
-                    self.buffer.extend(events);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => return Some(Err(e.into())),
-            }
-            if status != Some(TaskStatus::Running) {
-                self.ended = true;
-                continue;
-            }
-            let _ = tokio::time::timeout(WATCH_POLL, self.wait_for_news()).await;
-        }
-    }
-
-    async fn wait_for_news(&mut self) {
-        loop {
-            match self.news.recv().await {
-                Ok(id) if id == self.task_id => return,
-                Ok(_) => {}
-                // Missed some: read the store to be sure.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
+        Ok(self.watches.stream(slot, task_id, after))
     }
 }
 

@@ -111,6 +111,16 @@ impl Store {
         .collect()
     }
 
+    /// The seq of the task's latest event; 0 when it has none.
+    pub async fn last_event_seq(&self, task_id: i64) -> Result<i64, StoreError> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(id) FROM task_events WHERE task_id = $1")
+                .bind(task_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
     /// Whether a subtask failed after the task's last RUNNING event (its creation, or a
     /// retry, skip or rollback that reopened it): what a resumed runner needs to know to
     /// tell a task that had failed from one reopened around an older failure. A pause or

@@ -60,11 +60,14 @@ impl SpawnedController {
     async fn wait_serving(&mut self) {
         let controller = self;
         let password_file = controller.dir.path().join("data/admin-password");
+        // With a users file there is no bootstrap admin, nor its password to wait for.
+        let users_file = controller.extra.iter().any(|a| a == "--users");
         let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Ok(password) = std::fs::read_to_string(&password_file) {
-                controller.password = password.trim().to_string();
+            let password = std::fs::read_to_string(&password_file);
+            if users_file || password.is_ok() {
+                controller.password = password.unwrap_or_default().trim().to_string();
                 let answered = client
                     .get(controller.url("/api/v2/openapi.json"))
                     .send()

@@ -264,6 +264,7 @@ pub fn controller_options(
         tls: None,
         conns: Default::default(),
         lease_ttl: Duration::from_secs(10),
+        max_watches_per_user: controller::service::DEFAULT_MAX_WATCHES_PER_USER,
     }
 }
 

@@ -170,6 +170,7 @@ impl Harness {
             tls: None,
             conns: Default::default(),
             lease_ttl: Duration::from_secs(10),
+            max_watches_per_user: controller::service::DEFAULT_MAX_WATCHES_PER_USER,
         })
         .await
         .expect("controller starts");
