@@ -85,8 +85,8 @@ impl ChildLog {
     /// child's stdout and stderr. Only async-signal-safe calls, on data made before
     /// the fork.
     pub(crate) fn open_in_child(&self) -> io::Result<()> {
-        // SAFETY: umask, mkdir, open, dup2, close and write are async-signal-safe; every
-        // pointer is to a CString that lives as long as `self`.
+        // SAFETY: umask, mkdir, open, fcntl, dup2, close and write are async-signal-safe;
+        // every pointer is to a CString that lives as long as `self`.
         unsafe {
             let umask = libc::umask(0);
             let fail = |step: u8| {
@@ -102,12 +102,24 @@ impl ChildLog {
                     return fail(FAILED_DIR);
                 }
             }
+            // Non-blocking, so that a FIFO put in the log's place fails the open (no
+            // reader) instead of holding the spawn forever; blocking again once open.
             let fd = libc::open(
                 self.c_path.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOCTTY | libc::O_CLOEXEC,
+                libc::O_WRONLY
+                    | libc::O_CREAT
+                    | libc::O_APPEND
+                    | libc::O_NOCTTY
+                    | libc::O_CLOEXEC
+                    | libc::O_NONBLOCK,
                 FILE_MODE as libc::c_uint,
             );
             if fd < 0 {
+                return fail(FAILED_OPEN);
+            }
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+                libc::close(fd);
                 return fail(FAILED_OPEN);
             }
             libc::umask(umask);

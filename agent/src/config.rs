@@ -216,11 +216,9 @@ impl Config {
         };
         // What the config names runs as root: only root (or the agent's user) may have
         // written it, as sshd's StrictModes has it.
-        trust::strict::check(path).map_err(|e| match e {
-            trust::strict::StrictError::Unreadable { source, .. } => {
-                err("(file)", source.to_string())
-            }
-            untrusted => err("(file)", format!("not trusted: {}", untrusted.reason())),
+        trust::strict::check(path).map_err(|e| match e.into_unreadable_file() {
+            Ok(source) => err("(file)", source.to_string()),
+            Err(untrusted) => err("(file)", format!("not trusted: {}", untrusted.reason())),
         })?;
         let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
         let absolute = std::path::absolute(path).map_err(|e| err("(file)", e.to_string()))?;

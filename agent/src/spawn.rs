@@ -245,19 +245,26 @@ pub(crate) fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnErro
 
 /// Why a log the process's user could not open may be in its way: it belongs to
 /// someone else (an agent before this version created logs as root). Read as the
-/// agent, without following a symlink; it only adds words to the refusal.
+/// agent, without following a symlink; it only adds words to the refusal, and advises
+/// a chown only for a plain file with no other name, never for what may be another
+/// file's hard link.
 fn not_theirs(path: &Path, owner: Option<&(Uid, String)>) -> String {
     let Some((uid, name)) = owner else {
         return String::new();
     };
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => " (it is a symlink)".to_string(),
-        Ok(meta) if meta.uid() != uid.as_raw() => format!(
+        Ok(meta) if meta.uid() == uid.as_raw() => String::new(),
+        Ok(meta) if !meta.is_file() || meta.nlink() > 1 => format!(
+            " (it is owned by uid {} and is not a plain file with one name: remove it)",
+            meta.uid()
+        ),
+        Ok(meta) => format!(
             " (it is owned by uid {}, not by {name:?}: give it to that user, e.g. chown {name} {})",
             meta.uid(),
             path.display()
         ),
-        _ => String::new(),
+        Err(_) => String::new(),
     }
 }
 

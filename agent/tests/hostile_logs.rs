@@ -176,3 +176,26 @@ async fn a_log_folder_the_process_user_cannot_write_is_a_fatal_reason() {
         "root made the folder for it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_in_place_of_the_log_fails_the_start_instead_of_holding_it() {
+    let setup = Setup::new(&process("", "log/p.log", "autostart = false"));
+    let logs = setup.dir.path().join("log");
+    std::fs::create_dir(&logs).expect("log folder");
+    nix::unistd::mkfifo(&logs.join("p.log"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let mut a = setup.start().await;
+    // Nobody reads the FIFO: an open that waited for a reader would never return.
+    let started = tokio::time::timeout(WAIT, a.client.start_process(request("p")))
+        .await
+        .expect("the start was answered");
+    assert!(started.is_err(), "{started:?}");
+    let info = wait_for(&mut a.client, "p", "FATAL", |p| {
+        p.state == ProcessState::Fatal as i32
+    })
+    .await;
+    assert!(
+        info.last_error.contains("cannot open log file"),
+        "{}",
+        info.last_error
+    );
+}

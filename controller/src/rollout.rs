@@ -197,6 +197,9 @@ fn parse_batch_size(text: &str) -> Result<BatchSize, String> {
         Some(digits) => (digits, true),
         None => (text, false),
     };
+    if digits == "0" {
+        return Err(format!("{expected}, got {text}"));
+    }
     let exact = !digits.is_empty()
         && digits.bytes().all(|b| b.is_ascii_digit())
         && !digits.starts_with('0');

@@ -185,17 +185,23 @@ impl Throttle {
 
     /// Whether `name` may have a login verified from `key` at `now`; when not, which
     /// budget is spent and how long until it may.
+    /// When both are spent, the longer wait is the one told, so that a client that
+    /// waits as told is not refused again by the other.
     pub fn check(&self, key: ClientKey, name: &str, now: Instant) -> Result<(), Exhausted> {
-        if let Some(entry) = self.addresses.get(&key) {
-            self.limits
-                .ceiling()
-                .check(entry.due, now)
-                .map_err(Exhausted::Address)?;
+        let address = self
+            .addresses
+            .get(&key)
+            .and_then(|entry| self.limits.ceiling().check(entry.due, now).err());
+        let name = self
+            .names
+            .get(&(key, name_key(name)))
+            .and_then(|due| self.limits.check(*due, now).err());
+        match (address, name) {
+            (None, None) => Ok(()),
+            (Some(a), Some(n)) if a > n => Err(Exhausted::Address(a)),
+            (_, Some(n)) => Err(Exhausted::Name(n)),
+            (Some(a), None) => Err(Exhausted::Address(a)),
         }
-        if let Some(due) = self.names.get(&(key, name_key(name))) {
-            self.limits.check(*due, now).map_err(Exhausted::Name)?;
-        }
-        Ok(())
     }
 
     /// Whether `key` failed a login within SUSPECT_FOR of `now`: its logins then take
@@ -373,6 +379,14 @@ mod tests {
             t.check(key("10.0.0.2"), "someone", t0),
             Ok(()),
             "another address is not concerned"
+        );
+        // A name spent at a spent address is told the longer of the two waits.
+        for _ in 0..10 {
+            t.failed(a, "user0", t0);
+        }
+        assert_eq!(
+            t.check(a, "user0", t0),
+            Err(Exhausted::Name(Duration::from_secs(6)))
         );
     }
 

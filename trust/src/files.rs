@@ -62,10 +62,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TrustError> {
         error,
     };
     if let Err(e) = crate::strict::check(path) {
-        return Err(match e {
-            crate::strict::StrictError::Unreadable { source, .. } => err(source),
-            untrusted => untrusted.into(),
-        });
+        return Err(e.into_unreadable_file().map_or_else(Into::into, err));
     }
     // A FIFO or a device would block or never end: only regular files are read.
     if !std::fs::metadata(path).map_err(err)?.is_file() {

@@ -60,7 +60,8 @@ impl RateLog {
                 .is_some_and(|last| now.saturating_duration_since(last) < EVERY)
         };
         if !reasons.contains_key(reason) && reasons.len() >= REASONS {
-            reasons.retain(|_, state| recent(state) || state.unsaid > 0);
+            // Reasons quiet for a second make room; what they had not said yet is lost.
+            reasons.retain(|_, state| recent(state));
         }
         let key = if reasons.contains_key(reason) || reasons.len() < REASONS {
             reason

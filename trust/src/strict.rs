@@ -8,14 +8,15 @@
 //! the host. A folder writable by all but sticky and owned by root (`/tmp`) passes:
 //! nobody may rename or remove there what they do not own.
 //!
-//! The path is judged as written (each folder it passes through, symlinks followed)
-//! and as resolved (the folders of the file it finally names), so that a symlink in a
-//! folder someone else controls cannot point the check away from what is read.
+//! The path is walked as the kernel resolves it, one component at a time, and every
+//! folder passed through is judged, those holding a symlink met on the way included:
+//! whoever may write such a folder may point the link elsewhere. Once all of them
+//! pass, nobody else can change what the path names between the check and the read.
 //! Blocking: callers run it on the blocking pool or before they serve.
 
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StrictError {
@@ -37,6 +38,19 @@ pub enum StrictError {
 }
 
 impl StrictError {
+    /// The file's own I/O error (missing, say), for a caller that reports it as it
+    /// reports a failed read; anything else stays this error, which names its folder.
+    pub fn into_unreadable_file(self) -> Result<std::io::Error, StrictError> {
+        match self {
+            StrictError::Unreadable {
+                file,
+                culprit,
+                source,
+            } if file == culprit => Ok(source),
+            other => Err(other),
+        }
+    }
+
     /// What is wrong and how to fix it, without the file's name: for a message that
     /// already names it.
     pub fn reason(&self) -> String {
@@ -100,17 +114,8 @@ pub fn check(file: &Path) -> Result<(), StrictError> {
         culprit: culprit.to_path_buf(),
         source,
     };
-    let written = std::path::absolute(file).map_err(|e| unreadable(file, e))?;
-    let resolved = std::fs::canonicalize(file).map_err(|e| unreadable(file, e))?;
-    let mut seen = HashSet::new();
-    for path in written.ancestors().chain(resolved.ancestors()) {
-        if path.as_os_str().is_empty() {
-            continue;
-        }
-        let meta = std::fs::metadata(path).map_err(|e| unreadable(path, e))?;
-        if !seen.insert((meta.dev(), meta.ino())) {
-            continue;
-        }
+    for path in resolution(file).map_err(|(at, e)| unreadable(&at, e))? {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| unreadable(&path, e))?;
         let entry = Entry {
             owner: meta.uid(),
             mode: meta.mode() & 0o7777,
@@ -119,7 +124,7 @@ pub fn check(file: &Path) -> Result<(), StrictError> {
         if let Some(why) = judge(entry, me) {
             return Err(StrictError::Untrusted {
                 file: file.to_path_buf(),
-                culprit: path.to_path_buf(),
+                culprit: path,
                 why,
                 mode: entry.mode,
                 owner: entry.owner,
@@ -128,6 +133,55 @@ pub fn check(file: &Path) -> Result<(), StrictError> {
         }
     }
     Ok(())
+}
+
+/// Symlinks followed at most, as the kernel's own limit.
+const MAX_LINKS: usize = 40;
+
+/// What the kernel passes through to reach `file`, one component at a time: every
+/// folder (those that hold a symlink met on the way included, since whoever may write
+/// one may point the link elsewhere), then the file itself. The error names where the
+/// walk stopped.
+fn resolution(file: &Path) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let start = std::path::absolute(file).map_err(|e| (file.to_path_buf(), e))?;
+    let mut todo: VecDeque<PathBuf> = VecDeque::new();
+    push_front(&mut todo, &start);
+    let mut here = PathBuf::from("/");
+    let mut passed = vec![here.clone()];
+    let mut links = 0;
+    while let Some(part) = todo.pop_front() {
+        match part.components().next() {
+            Some(Component::RootDir) => here = PathBuf::from("/"),
+            Some(Component::ParentDir) => {
+                here.pop();
+            }
+            Some(Component::Normal(name)) => {
+                let next = here.join(name);
+                let meta = std::fs::symlink_metadata(&next).map_err(|e| (next.clone(), e))?;
+                if meta.file_type().is_symlink() {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err((next, nix::errno::Errno::ELOOP.into()));
+                    }
+                    let target = std::fs::read_link(&next).map_err(|e| (next.clone(), e))?;
+                    push_front(&mut todo, &target);
+                } else {
+                    here = next;
+                    passed.push(here.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    passed.dedup();
+    Ok(passed)
+}
+
+/// `path`'s components, to be walked before what `todo` holds.
+fn push_front(todo: &mut VecDeque<PathBuf>, path: &Path) {
+    for part in path.components().rev() {
+        todo.push_front(PathBuf::from(part.as_os_str()));
+    }
 }
 
 #[cfg(test)]
@@ -216,5 +270,42 @@ mod tests {
         let link = open.join("agent.toml");
         std::os::unix::fs::symlink(&config, &link).expect("symlink");
         assert!(check(&link).is_err(), "the link's folder is anyone's");
+
+        // A chain: a link in a trusted folder to a link in an open one, to the file.
+        let trusted = root.path().join("trusted");
+        std::fs::create_dir(&trusted).expect("trusted");
+        chmod(&trusted, 0o755);
+        let first = trusted.join("agent.toml");
+        std::os::unix::fs::symlink(&link, &first).expect("symlink");
+        let e = check(&first).expect_err("the middle link's folder is anyone's");
+        assert!(e.to_string().contains(&open.display().to_string()), "{e}");
+        // Relative links and `..` are walked as the kernel does.
+        let relative = trusted.join("relative.toml");
+        std::os::unix::fs::symlink("../etc/agent.toml", &relative).expect("symlink");
+        check(&relative).expect("through trusted folders only");
+        let loop_link = trusted.join("loop");
+        std::os::unix::fs::symlink("loop", &loop_link).expect("symlink");
+        assert!(matches!(
+            check(&loop_link),
+            Err(StrictError::Unreadable { .. })
+        ));
+    }
+
+    #[test]
+    fn the_walk_passes_every_folder_once_and_ends_at_the_file() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let real = root.path().join("real");
+        std::fs::create_dir_all(real.join("sub")).expect("dirs");
+        std::fs::write(real.join("sub/f"), "").expect("file");
+        let via = root.path().join("via");
+        std::os::unix::fs::symlink("real/sub", &via).expect("symlink");
+        let walked = resolution(&via.join("../sub/f")).expect("walk");
+        assert_eq!(walked.first(), Some(&PathBuf::from("/")));
+        assert_eq!(walked.last(), Some(&real.join("sub/f")));
+        assert!(
+            walked.contains(&root.path().to_path_buf()),
+            "the link's folder"
+        );
+        assert!(walked.contains(&real.join("sub")));
     }
 }

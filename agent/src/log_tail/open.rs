@@ -9,23 +9,39 @@ use std::path::Path;
 
 use super::{TailError, unreadable};
 
-/// Who may own a log the agent reads: root, the agent's own user, and the process's
-/// configured user. A file anyone else owns may have been put there by them.
+/// Who may own a log the agent reads. A process with a `user` opens its log as that
+/// user (see `child_log`), so its log is that user's and nobody else's: a file of
+/// root's in its place was put there, through a folder that user controls, and is not
+/// shown. A process without one writes as the agent: root or the agent's own user.
 #[derive(Debug, Clone)]
 pub(crate) struct Owners {
     uids: Vec<u32>,
+    /// Who they are, for a refusal.
+    who: &'static str,
 }
 
 impl Owners {
-    /// Blocking: it reads the user database. A `user` not found there adds nobody.
+    /// Blocking: it reads the user database. A `user` not found there leaves nobody,
+    /// so every file is refused.
     pub(crate) fn of(user: Option<&str>) -> Owners {
-        let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
-        if let Some(Ok(Some(found))) = user.map(nix::unistd::User::from_name) {
-            uids.push(found.uid.as_raw());
+        match user {
+            Some(name) => Owners {
+                uids: nix::unistd::User::from_name(name)
+                    .ok()
+                    .flatten()
+                    .map(|found| vec![found.uid.as_raw()])
+                    .unwrap_or_default(),
+                who: "the process's user, who writes it",
+            },
+            None => {
+                let mut uids = vec![0, nix::unistd::geteuid().as_raw()];
+                uids.dedup();
+                Owners {
+                    uids,
+                    who: "root or the agent's user, who write it",
+                }
+            }
         }
-        uids.sort_unstable();
-        uids.dedup();
-        Owners { uids }
     }
 }
 
@@ -103,8 +119,9 @@ fn open_judged(path: &Path, owners: &Owners) -> Result<(File, Metadata), TailErr
     }
     if !owners.uids.contains(&meta.uid()) {
         return Err(refuse(format!(
-            "is owned by uid {}, neither root nor the agent's nor the process's user",
-            meta.uid()
+            "is owned by uid {}, not by {}",
+            meta.uid(),
+            owners.who
         )));
     }
     Ok((file, meta))
@@ -167,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn a_log_owned_by_another_user_is_refused_unless_it_is_the_process_user() {
+    fn a_log_is_read_only_when_owned_by_whoever_writes_it() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipped: only root can give a file to another user");
             return;
@@ -188,5 +205,13 @@ mod tests {
         let why = refusal(&log, &Owners::of(Some("nosuch-ocp-user")));
         assert!(why.contains("is owned by uid"), "{why}");
         open_log(&log, &Owners::of(Some("nobody"))).expect("the process's user's file");
+
+        // Root's file where a process with a user keeps its log was put there.
+        std::os::unix::fs::chown(&log, Some(0), None).expect("chown");
+        let why = refusal(&log, &Owners::of(Some("nobody")));
+        assert!(
+            why.contains("is owned by uid 0, not by the process's user"),
+            "{why}"
+        );
     }
 }

@@ -85,12 +85,12 @@ impl Users {
     /// Blocking. The file says who may stop every process of the fleet, so only root
     /// or the controller's user may have written it ([`trust::strict`]).
     pub fn load(path: &Path) -> Result<Users, UsersError> {
-        trust::strict::check(path).map_err(|e| match e {
-            trust::strict::StrictError::Unreadable { source, .. } => UsersError::Read {
+        trust::strict::check(path).map_err(|e| match e.into_unreadable_file() {
+            Ok(source) => UsersError::Read {
                 path: path.to_path_buf(),
                 source,
             },
-            untrusted => UsersError::Untrusted(untrusted),
+            Err(untrusted) => UsersError::Untrusted(untrusted),
         })?;
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
             path: path.to_path_buf(),

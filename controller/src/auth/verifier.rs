@@ -16,9 +16,10 @@
 //!   address cannot queue its runs ahead of everyone else's;
 //! - an address that failed recently goes through a narrower lane than the gate, so a
 //!   flood spread over many addresses leaves room for the others;
-//! - an address that keeps failing is refused before any argon2 work until it has
-//!   waited (see `throttle`). A name is never locked out, and credentials that verified
-//!   recently pass from any address.
+//! - a user name that keeps failing from an address, or an address that keeps failing
+//!   for any names, is refused there before any argon2 work until it has waited (see
+//!   `throttle`). A name is never locked out from elsewhere, and credentials that
+//!   verified recently pass from any address.
 //!
 //! A failure of this machinery itself (a closed semaphore, a verification that
 //! panicked) is [`AuthError::Internal`]: neither the caller's fault nor a failed login.

@@ -296,12 +296,15 @@ impl From<CoreError> for ApiError {
                     "the controller's store failed; see its log under this traceId",
                 )
             }
-            // Logged where the core found it.
             CoreError::TooManyWatches { .. } => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 codes::TOO_MANY_WATCHES,
                 message,
             ),
+            CoreError::WatchLost { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, codes::INTERNAL, message)
+            }
+            // Logged where the core found it.
             CoreError::Misrouted { .. } => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL,

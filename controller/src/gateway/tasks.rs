@@ -261,7 +261,7 @@ pub async fn watch_task(
         Err(e) => {
             // A caller who may not read the task learns that first, not what is wrong
             // with its resume point.
-            drop(state.core.watch(&caller, task_id, 0).await?);
+            state.core.may_watch(&caller, task_id).await?;
             return Err(e);
         }
     };

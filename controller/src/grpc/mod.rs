@@ -48,6 +48,7 @@ impl From<CoreError> for Status {
             | CoreError::HostJustReleased(_) => Code::AlreadyExists,
             CoreError::AgentUnavailable { .. } => Code::Unavailable,
             CoreError::TooManyWatches { .. } => Code::ResourceExhausted,
+            CoreError::WatchLost { .. } => Code::Unavailable,
             CoreError::AgentRefused { code, .. } => match code {
                 Code::NotFound | Code::FailedPrecondition => Code::FailedPrecondition,
                 Code::DeadlineExceeded => Code::DeadlineExceeded,

@@ -146,6 +146,13 @@ pub enum CoreError {
          close one before opening another"
     )]
     TooManyWatches { user: String, limit: usize },
+    /// The reader a watch shared stopped before the task's end; a new watch from the
+    /// last seq seen goes on where this one stopped.
+    #[error(
+        "the watch of task {task_id} was interrupted inside the controller; watch again \
+         after seq {after}"
+    )]
+    WatchLost { task_id: i64, after: i64 },
 }
 
 impl From<StoreError> for CoreError {

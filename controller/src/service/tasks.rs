@@ -213,6 +213,13 @@ impl Core {
         Ok(self.store.subtask_log(subtask_id).await?)
     }
 
+    /// Whether the caller may watch the task, without opening a watch: what a face
+    /// says first when a watch request is wrong in other ways too.
+    pub async fn may_watch(&self, caller: &Caller, task_id: i64) -> Result<(), CoreError> {
+        caller.admitted(ApiOperation::WatchTask)?;
+        self.readable_task(caller, task_id).await.map(drop)
+    }
+
     /// Every transition of the task after event `after` (0: from its creation), in order,
     /// ending once the task is no longer RUNNING and everything was delivered. A client
     /// that reconnects passes the last `seq` it saw and misses nothing. The caller's

@@ -87,7 +87,7 @@ impl Watches {
             after,
             buffer: VecDeque::new(),
             ended: false,
-            _slot: slot,
+            slot,
         };
         futures::stream::unfold(watch, |mut w| async move {
             let next = w.next().await;
@@ -101,6 +101,7 @@ impl Watches {
         let mut feeds = lock(&self.feeds);
         if let Some(feed) = feeds.get(&task_id).and_then(Weak::upgrade)
             && !lock(&feed.window).ended
+            && !lock(&feed.window).lost
         {
             return feed;
         }
@@ -111,6 +112,7 @@ impl Watches {
                 from: i64::MAX,
                 events: VecDeque::new(),
                 ended: false,
+                lost: false,
             }),
             changes,
         });
@@ -156,6 +158,8 @@ struct Window {
     events: VecDeque<TaskEvent>,
     /// The task is no longer RUNNING and its last events are in the window.
     ended: bool,
+    /// The reader stopped before the end (it panicked): the watches must start over.
+    lost: bool,
 }
 
 /// What a watch finds in the window.
@@ -166,6 +170,7 @@ enum Found {
         from: i64,
     },
     Ended,
+    Lost,
     Nothing,
 }
 
@@ -181,6 +186,8 @@ impl Window {
         }
         if self.ended {
             Found::Ended
+        } else if self.lost {
+            Found::Lost
         } else {
             Found::Nothing
         }
@@ -198,29 +205,61 @@ impl Window {
 
 /// The task's reader: from its latest event on, reads what comes into the window when
 /// the store says the task has news (or every WATCH_POLL), until the task is no longer
-/// RUNNING, or no watch of it is left.
+/// RUNNING, or no watch of it is left. A store that fails is tried again at the next
+/// round; the watches wait meanwhile.
 async fn read(store: Store, task_id: i64, feed: Weak<Feed>) {
+    let _lost = Lost(feed.clone());
     let mut news = store.subscribe();
     let mut cursor = None;
+    let mut failing = false;
     loop {
         let Some(live) = feed.upgrade() else { return };
         match read_once(&store, task_id, &mut cursor, &live).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(task_id, "reading the task's events for its watches: {e}"),
+            Ok(Round::Ended) => return,
+            Ok(Round::More) => continue,
+            Ok(Round::Idle) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(task_id, "reading the task's events for its watches: {e}");
+                }
+                failing = true;
+            }
         }
         drop(live);
         let _ = tokio::time::timeout(WATCH_POLL, wait_for_news(&mut news, task_id)).await;
     }
 }
 
-/// One round of the reader; true once the feed has ended.
+/// Tells the watches when their reader stopped before the task's end (a panic).
+struct Lost(Weak<Feed>);
+
+impl Drop for Lost {
+    fn drop(&mut self) {
+        if let Some(feed) = self.0.upgrade() {
+            let mut window = lock(&feed.window);
+            if !window.ended {
+                window.lost = true;
+                drop(window);
+                feed.changes.send_replace(());
+            }
+        }
+    }
+}
+
+/// What one round of the reader came to.
+enum Round {
+    /// A full page came: there may be more at once.
+    More,
+    Idle,
+    Ended,
+}
+
 async fn read_once(
     store: &Store,
     task_id: i64,
     cursor: &mut Option<i64>,
     feed: &Feed,
-) -> Result<bool, CoreError> {
+) -> Result<Round, CoreError> {
     let (after, first) = match *cursor {
         Some(after) => (after, false),
         None => {
@@ -236,20 +275,21 @@ async fn read_once(
     let events = store.events_after(task_id, after, PAGE).await?;
     if let Some(last) = events.last() {
         *cursor = Some(last.seq);
+        let full = events.len() == PAGE as usize;
         lock(&feed.window).push(events);
         feed.changes.send_replace(());
-        return Ok(false);
+        return Ok(if full { Round::More } else { Round::Idle });
     }
     if status == Some(TaskStatus::Running) {
         if first {
             // The watches waiting to learn where the window starts.
             feed.changes.send_replace(());
         }
-        return Ok(false);
+        return Ok(Round::Idle);
     }
     lock(&feed.window).ended = true;
     feed.changes.send_replace(());
-    Ok(true)
+    Ok(Round::Ended)
 }
 
 async fn wait_for_news(news: &mut tokio::sync::broadcast::Receiver<i64>, task_id: i64) {
@@ -273,7 +313,8 @@ struct Watch {
     after: i64,
     buffer: VecDeque<TaskEvent>,
     ended: bool,
-    _slot: Slot,
+    /// This watch's place among its user's; also the way back to a new feed.
+    slot: Slot,
 }
 
 impl Watch {
@@ -310,7 +351,25 @@ impl Watch {
                         Err(e) => return Some(Err(e.into())),
                     }
                 }
-                Found::Ended => self.ended = true,
+                Found::Ended => {
+                    // A retry may have reopened the task since its feed ended: then the
+                    // watch goes on with a new feed.
+                    match self.store.task_status(self.task_id).await {
+                        Ok(Some(TaskStatus::Running)) => {
+                            self.feed = self.slot.watches.feed(self.task_id);
+                            self.changes = self.feed.changes.subscribe();
+                        }
+                        Ok(_) => self.ended = true,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+                Found::Lost => {
+                    self.ended = true;
+                    return Some(Err(CoreError::WatchLost {
+                        task_id: self.task_id,
+                        after: self.after,
+                    }));
+                }
                 Found::Nothing => {
                     if self.changes.changed().await.is_err() {
                         return None;
@@ -342,6 +401,7 @@ mod tests {
             Found::Events(events) => events.iter().map(|e| e.seq).collect(),
             Found::Behind { from } => vec![-from],
             Found::Ended => vec![-1],
+            Found::Lost => vec![-2],
             Found::Nothing => vec![],
         }
     }
@@ -352,6 +412,7 @@ mod tests {
             from: 10,
             events: VecDeque::new(),
             ended: false,
+            lost: false,
         };
         assert_eq!(seqs(window.after(10)), Vec::<i64>::new(), "nothing yet");
         assert_eq!(seqs(window.after(3)), vec![-10], "a replay reads the store");
@@ -374,6 +435,7 @@ mod tests {
             from: 0,
             events: VecDeque::new(),
             ended: false,
+            lost: false,
         };
         window.push((1..=WINDOW as i64 + 10).map(event).collect());
         assert_eq!(window.events.len(), WINDOW);

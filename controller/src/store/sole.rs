@@ -37,6 +37,9 @@ pub struct SoleController {
     _claim: Flock<File>,
     /// `<database>.lock`: who holds the claim.
     holder: File,
+    /// The database file's device and inode, written with the holder's words so that
+    /// words left beside another name of another file are not believed.
+    file_id: String,
 }
 
 impl SoleController {
@@ -65,11 +68,14 @@ impl SoleController {
             .open(&database)
             .map_err(io(&database))?;
         let holder_path = lock_file(&database);
+        let file_id = file_id(&file).map_err(io(&database))?;
+        // No connection of this process has the database open yet, so dropping this
+        // descriptor on a refusal releases no lock of SQLite's.
         let claim = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(claim) => claim,
-            Err((file, Errno::EWOULDBLOCK)) => {
+            Err((_, Errno::EWOULDBLOCK)) => {
                 return Err(SoleError::Taken {
-                    holder: holder_of(&holder_path, &file),
+                    holder: holder_of(&holder_path, &file_id),
                     database,
                 });
             }
@@ -83,17 +89,29 @@ impl SoleController {
             .mode(0o600)
             .open(&holder_path)
             .map_err(io(&holder_path))?;
-        write_holder(&mut holder, who).map_err(io(&holder_path))?;
+        write_holder(&mut holder, who, &file_id).map_err(io(&holder_path))?;
         Ok(Some(SoleController {
             _claim: claim,
             holder,
+            file_id,
         }))
     }
 
     /// Says who holds the store, once the addresses it serves on are known.
     pub fn describe(&mut self, who: &str) -> std::io::Result<()> {
-        write_holder(&mut self.holder, who)
+        write_holder(&mut self.holder, who, &self.file_id)
     }
+}
+
+/// "device 8:1 inode 1234": which file the database is, whatever its name.
+fn file_id(file: &File) -> std::io::Result<String> {
+    let meta = file.metadata()?;
+    Ok(format!(
+        "device {}:{} inode {}",
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+        meta.ino()
+    ))
 }
 
 fn lock_file(database: &Path) -> PathBuf {
@@ -102,23 +120,16 @@ fn lock_file(database: &Path) -> PathBuf {
     PathBuf::from(path)
 }
 
-/// Who holds the claim, as its lock file beside this name of the database says; a
-/// holder that reached the file by another name (a hard link) left its words beside
-/// that one, so it is named by the file's device and inode.
-fn holder_of(lock_file: &Path, database: &File) -> String {
-    let mut holder = String::new();
-    let _ = File::open(lock_file).and_then(|mut f| f.read_to_string(&mut holder));
-    match holder.trim() {
-        "" => match database.metadata() {
-            Ok(meta) => format!(
-                "through another name of the same file, device {}:{} inode {}",
-                nix::sys::stat::major(meta.dev()),
-                nix::sys::stat::minor(meta.dev()),
-                meta.ino()
-            ),
-            Err(_) => "starting up".to_string(),
-        },
-        holder => holder.to_string(),
+/// Who holds the claim, as its lock file beside this name of the database says when it
+/// names this very file; a holder that reached the file by another name (a hard link)
+/// left its words beside that one, and one that is only starting has written none yet.
+fn holder_of(lock_file: &Path, file_id: &str) -> String {
+    let mut text = String::new();
+    let _ = File::open(lock_file).and_then(|mut f| f.read_to_string(&mut text));
+    let mut lines = text.lines();
+    match (lines.next(), lines.next()) {
+        (Some(who), Some(id)) if id == file_id && !who.is_empty() => who.to_string(),
+        _ => format!("starting up, or through another name of the same file, {file_id}"),
     }
 }
 
@@ -142,10 +153,12 @@ fn resolved(database: PathBuf) -> PathBuf {
     }
 }
 
-fn write_holder(file: &mut File, who: &str) -> std::io::Result<()> {
-    file.set_len(0)?;
+/// Written over the old words, then cut to length: a reader never finds it empty.
+fn write_holder(file: &mut File, who: &str, file_id: &str) -> std::io::Result<()> {
+    let text = format!("{who}\n{file_id}\n");
     file.rewind()?;
-    file.write_all(format!("{who}\n").as_bytes())
+    file.write_all(text.as_bytes())?;
+    file.set_len(text.len() as u64)
 }
 
 #[cfg(test)]
@@ -194,7 +207,8 @@ mod tests {
         std::fs::hard_link(&db, &link).unwrap();
         match SoleController::acquire(&url(&link), "pid 2") {
             Err(SoleError::Taken { holder, .. }) => assert!(
-                holder.starts_with("through another name of the same file, device "),
+                holder
+                    .starts_with("starting up, or through another name of the same file, device "),
                 "{holder}"
             ),
             Err(e) => panic!("{e}"),
