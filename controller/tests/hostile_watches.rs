@@ -8,6 +8,8 @@
 mod common;
 
 use std::net::SocketAddr;
+
+use futures::StreamExt;
 use std::time::Duration;
 
 use common::binary::SpawnedController;
@@ -280,4 +282,139 @@ async fn a_user_holds_at_most_64_watches_across_both_faces_and_each_sees_the_end
         all.len(),
         "a finished task is replayed whole, and the stream ends"
     );
+}
+
+/// The seqs a WatchTask stream sends, until it ends.
+async fn seqs(mut stream: tonic::Streaming<proto::ocp::v1::TaskEvent>) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while let Some(event) = stream.message().await.expect("an event") {
+        seqs.push(event.seq);
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_live_behind_or_late_all_see_every_transition_once_in_order() {
+    let controller = SpawnedController::start(&[]).await;
+    let rest = Rest {
+        client: reqwest::Client::builder()
+            .timeout(WAIT * 3)
+            .build()
+            .expect("client"),
+        base: format!("http://{}", controller.http),
+    };
+    // Hosts nobody answers for: each step fails at once, and the task makes far more
+    // transitions than a feed keeps in its window.
+    let started = Instant::now();
+    let add = |i: u32| {
+        let request = rest
+            .client
+            .post(format!("{}/api/v2/compute/hosts", rest.base))
+            .basic_auth("admin", Some(&controller.password))
+            .json(&json!({"innerIpAddress": format!("127.0.{}.{}", 1 + i / 200, 1 + i % 200), "agentPort": 1}));
+        async move {
+            let host: Value = request
+                .send()
+                .await
+                .expect("add host")
+                .json()
+                .await
+                .expect("json");
+            host["data"]["id"].as_i64().expect("host id")
+        }
+    };
+    // Many at once: each addition wakes a heartbeat round over every host.
+    let hosts: Vec<i64> = futures::stream::iter((0..800).map(add))
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let task = rest
+        .client
+        .post(format!(
+            "{}/api/v2/compute/hosts/batchRestartAgents",
+            rest.base
+        ))
+        .basic_auth("admin", Some(&controller.password))
+        .json(&json!({"hostIds": hosts}))
+        .send()
+        .await
+        .expect("batch")
+        .json::<Value>()
+        .await
+        .expect("json");
+    let id = task["data"]["id"].as_i64().expect("task id");
+    eprintln!(
+        "800 hosts added and the task made in {:?}",
+        started.elapsed()
+    );
+
+    let connect = |window: Option<u32>| {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", controller.grpc))
+                .expect("uri")
+                .initial_stream_window_size(window);
+        let auth = controller.auth();
+        async move {
+            let channel = endpoint.connect().await.expect("connect");
+            TaskServiceClient::with_interceptor(channel, auth)
+        }
+    };
+    let client = connect(None).await;
+    // A client that reads nothing takes 4 KiB: the controller soon stops sending to it.
+    let mut stalled = connect(Some(4096)).await;
+    let watch = || {
+        let mut client = client.clone();
+        async move {
+            client
+                .watch_task(WatchTaskRequest { id, after_seq: 0 })
+                .await
+                .expect("watch")
+                .into_inner()
+        }
+    };
+    // Read as it comes; opened at once but not read until the task ended (its client
+    // stops reading, so it falls behind the feed's window); opened after the end.
+    let eager = tokio::spawn(seqs(watch().await));
+    let idle = stalled
+        .watch_task(WatchTaskRequest { id, after_seq: 0 })
+        .await
+        .expect("watch")
+        .into_inner();
+    let deadline = Instant::now() + WAIT * 3;
+    loop {
+        let t = rest
+            .client
+            .get(format!("{}/api/v2/tasks/instances/{id}", rest.base))
+            .basic_auth("admin", Some(&controller.password))
+            .send()
+            .await
+            .expect("task")
+            .json::<Value>()
+            .await
+            .expect("json");
+        if t["data"]["status"] != "RUNNING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the task ended {:?} after the start", started.elapsed());
+    let late = seqs(watch().await).await;
+    let idle = seqs(idle).await;
+    let eager = eager.await.expect("eager watch");
+    eprintln!(
+        "{} transitions: eager {}, idle {}, late {}",
+        late.len(),
+        eager.len(),
+        idle.len(),
+        late.len()
+    );
+    assert!(
+        late.len() > 1024,
+        "more than a window's worth: {}",
+        late.len()
+    );
+    assert!(late.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+    assert_eq!(eager, late, "the watch read as the events came");
+    assert_eq!(idle, late, "the watch that fell behind");
 }
