@@ -137,16 +137,6 @@ async fn a_bare_name_without_any_path() {
     wait_running(&mut a.client, "nap").await;
 }
 
-/// Runs the agent on the setup's config as it stands; its one line of stderr.
-async fn refused_line(setup: &Setup) -> String {
-    let mut agent = setup.spawn();
-    let status = agent.wait_exit().await;
-    assert!(!status.success(), "{status}");
-    let lines = agent.stderr();
-    assert_eq!(lines.len(), 1, "one line: {lines:?}");
-    lines[0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     use std::os::unix::fs::PermissionsExt;
@@ -163,7 +153,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
 
     chmod(&config, 0o666);
     assert_eq!(
-        refused_line(&setup).await,
+        setup.refusal().await,
         format!(
             "{}: (file): not trusted: it may be written by others (mode 0666, owner uid {me}); {fix}",
             config.display()
@@ -171,7 +161,8 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     );
     chmod(&config, 0o620);
     assert!(
-        refused_line(&setup)
+        setup
+            .refusal()
             .await
             .contains("it may be written by its group (mode 0620"),
     );
@@ -180,7 +171,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     // The folder above it, which anyone may write: anyone could swap the file.
     chmod(setup.dir.path(), 0o777);
     assert_eq!(
-        refused_line(&setup).await,
+        setup.refusal().await,
         format!(
             "{}: (file): not trusted: its folder {} may be written by others (mode 0777, owner uid {me}); {fix}",
             config.display(),
@@ -193,7 +184,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     if me == 0 {
         std::os::unix::fs::chown(&config, Some(65534), None).expect("chown");
         assert_eq!(
-            refused_line(&setup).await,
+            setup.refusal().await,
             format!(
                 "{}: (file): not trusted: it is owned by another user (mode 0644, owner uid 65534); {fix}",
                 config.display()

@@ -98,16 +98,6 @@ async fn data_dir_and_its_files_are_private_under_umask_000() {
     );
 }
 
-/// Starts the agent on a data dir it must refuse; returns its one line of stderr.
-async fn refused(setup: &Setup) -> String {
-    let mut agent = setup.spawn();
-    let status = agent.wait_exit().await;
-    assert!(!status.success(), "{status}");
-    let lines = agent.stderr();
-    assert_eq!(lines.len(), 1, "one line: {lines:?}");
-    lines[0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_data_dir_another_user_owns() {
     if !is_root() {
@@ -121,7 +111,7 @@ async fn refuses_a_data_dir_another_user_owns() {
         .create(&data)
         .expect("mkdir");
     std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).expect("chown");
-    let line = refused(&setup).await;
+    let line = setup.refusal().await;
     assert_eq!(
         line,
         format!(
@@ -138,7 +128,7 @@ async fn refuses_a_data_dir_others_can_write() {
     let data = setup.data_dir();
     std::fs::create_dir(&data).expect("mkdir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let line = refused(&setup).await;
+    let line = setup.refusal().await;
     assert_eq!(
         line,
         format!(
@@ -152,7 +142,7 @@ async fn refuses_a_data_dir_others_can_write() {
     let processes = data.join("processes");
     std::fs::create_dir(&processes).expect("mkdir");
     std::fs::set_permissions(&processes, std::fs::Permissions::from_mode(0o770)).expect("chmod");
-    let line = refused(&setup).await;
+    let line = setup.refusal().await;
     assert!(
         line.starts_with(&format!(
             "{}: writable by group (mode 0770)",

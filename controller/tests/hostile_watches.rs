@@ -100,27 +100,19 @@ async fn grpc(
 /// A rolling task over a real agent's host and an unreachable one, held RUNNING by
 /// its canary pause after the first batch.
 async fn held_task(rest: &Rest, agent: SocketAddr) -> i64 {
-    let host = |address: &str, port: u16| json!({"innerIpAddress": address, "agentPort": port});
-    let real = rest
-        .json(
+    let add = |address: &'static str, port: u16| async move {
+        rest.json(
             reqwest::Method::POST,
             "/api/v2/compute/hosts",
             "operator",
-            Some(host("127.0.0.1", agent.port())),
+            Some(json!({"innerIpAddress": address, "agentPort": port})),
         )
         .await["data"]["id"]
-        .as_i64()
-        .expect("host id");
-    let gone = rest
-        .json(
-            reqwest::Method::POST,
-            "/api/v2/compute/hosts",
-            "operator",
-            Some(host("127.0.0.9", 1)),
-        )
-        .await["data"]["id"]
-        .as_i64()
-        .expect("host id");
+            .as_i64()
+            .expect("host id")
+    };
+    let real = add("127.0.0.1", agent.port()).await;
+    let gone = add("127.0.0.9", 1).await;
     let task = rest
         .json(
             reqwest::Method::POST,

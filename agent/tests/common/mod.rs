@@ -97,6 +97,17 @@ impl Setup {
         RunningAgent { agent, client }
     }
 
+    /// Runs the agent on what this setup holds, which it must refuse at start; its one
+    /// line of stderr.
+    pub async fn refusal(&self) -> String {
+        let mut agent = self.spawn();
+        let status = agent.wait_exit().await;
+        assert!(!status.success(), "{status}");
+        let lines = agent.stderr();
+        assert_eq!(lines.len(), 1, "one line: {lines:?}");
+        lines[0].clone()
+    }
+
     pub fn spawn(&self) -> AgentProcess {
         self.spawn_with(|_| {})
     }
