@@ -51,6 +51,16 @@ struct Rest {
 }
 
 impl Rest {
+    fn of(controller: &SpawnedController) -> Rest {
+        Rest {
+            client: reqwest::Client::builder()
+                .timeout(WAIT * 3)
+                .build()
+                .expect("client"),
+            base: format!("http://{}", controller.http),
+        }
+    }
+
     async fn send(
         &self,
         method: reqwest::Method,
@@ -163,13 +173,7 @@ async fn a_user_holds_at_most_64_watches_across_both_faces_and_each_sees_the_end
         &format!("[[process]]\nalias = \"sleeper\"\ncommand = {demo:?}\nargs = [\"--tag\", \"{tag}\"]\nmin_live = \"0s\"\n"),
     )
     .await;
-    let rest = Rest {
-        client: reqwest::Client::builder()
-            .timeout(WAIT * 3)
-            .build()
-            .expect("client"),
-        base: format!("http://{}", controller.http),
-    };
+    let rest = Rest::of(&controller);
     let id = held_task(&rest, agent_addr).await;
     let events = format!("/api/v2/tasks/instances/{id}/events");
 
@@ -288,13 +292,7 @@ async fn seqs(mut stream: tonic::Streaming<proto::ocp::v1::TaskEvent>) -> Vec<i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_live_behind_or_late_all_see_every_transition_once_in_order() {
     let controller = SpawnedController::start(&[]).await;
-    let rest = Rest {
-        client: reqwest::Client::builder()
-            .timeout(WAIT * 3)
-            .build()
-            .expect("client"),
-        base: format!("http://{}", controller.http),
-    };
+    let rest = Rest::of(&controller);
     // Hosts nobody answers for: each step fails at once, and the task makes far more
     // transitions than a feed keeps in its window.
     let started = Instant::now();
