@@ -1,4 +1,4 @@
-//! The agent's TOML configuration (SPEC section 3).
+//! The agent's TOML configuration (docs/agent.md#configuration).
 //!
 //! Parsing goes through `serde_path_to_error` so that a bad value is reported with
 //! the exact key it sits under (`process[1].stop_timeout`), because an operator
@@ -17,11 +17,11 @@
 //! a directory that user may enter. "May" is judged on the mode bits, as the kernel
 //! does without ACLs: the agent is often root, the process often not.
 //!
-//! Beyond the keys of the SPEC, a process may set `start_timeout` (default 30s):
+//! A process may also set `start_timeout` (default 30s):
 //! how long a start waits for its `ports` to listen before it counts as failed.
 //! Without `log_file`, the process's output is discarded.
 //!
-//! SPEC section 11 adds `autostart` (default true, as supervisord's), `cpu_quota`
+//! Also `autostart` (default true, as supervisord's), `cpu_quota`
 //! (CPUs, such as 2.0) and `memory_limit` (such as "2GiB"); see [`crate::limits`].
 
 use std::collections::BTreeMap;

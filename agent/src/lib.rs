@@ -1,5 +1,5 @@
 //! ocp-agent: a process supervisor for one host, served over gRPC
-//! (`ocp.agent.v1.AgentService`, see SPEC section 3).
+//! (`ocp.agent.v1.AgentService`, see docs/agent.md).
 //!
 //! [`Agent::start`] is the whole agent, usable from tests: it serves on the given
 //! address (port 0 for a free one) until its cancellation token fires.

@@ -2,7 +2,7 @@
 //! stop every process (without recording that as the operator's wish, so the next
 //! agent run starts them again), then release the data dir.
 //!
-//! Who may call it (SPEC section 7): over TLS, only a client holding the controller's
+//! Who may call it (docs/trust.md): over TLS, only a client holding the controller's
 //! certificate; without TLS, only clients on this machine (a loopback address), unless
 //! the operator insists with `--insecure-plaintext`.
 
@@ -29,7 +29,7 @@ use crate::metrics::{self, MetricsBuilder};
 use crate::service::AgentServiceImpl;
 use crate::supervisor;
 
-/// Where the agent listens and what it reads; see SPEC section 4.
+/// Where the agent listens and what it reads; see docs/agent.md#command-line.
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     /// Port 0 picks a free port; [`Agent::start`] returns the one it got.

@@ -1,4 +1,4 @@
-//! SPEC section 11 against the real `ocp-agent` binary: autostart, and `cpu_quota` and
+//! docs/agent.md#limits against the real `ocp-agent` binary: autostart, and `cpu_quota` and
 //! `memory_limit` enforced by the kernel through the process's own cgroup.
 
 mod common;

@@ -57,7 +57,7 @@ struct Ids {
     subtask: i64,
 }
 
-/// Each operation's REST route as SPEC section 2 gives it, written here apart from the
+/// Each operation's REST route as docs/api.md gives it, written here apart from the
 /// code, so that a handler documented as another operation cannot go unseen.
 fn spec_route(op: ApiOperation) -> (Method, &'static str) {
     use ApiOperation as Op;
@@ -150,7 +150,7 @@ async fn documented_routes(h: &Harness) -> HashMap<ApiOperation, (Method, String
         assert_eq!(
             routes.get(op),
             Some(&(method, path.to_string())),
-            "{op:?}: the documented route is not SPEC's"
+            "{op:?}: the route is not the documented one"
         );
     }
     routes

@@ -1,4 +1,4 @@
-//! Mutual TLS against the real binaries (SPEC section 7): who an agent refuses, and that
+//! Mutual TLS against the real binaries (docs/trust.md): who an agent refuses, and that
 //! its processes are untouched; a batch restart driven over mutual TLS; an agent with
 //! another host's or an expired certificate, named in the step log and the host's
 //! reason; rotation by SIGHUP on both binaries; the guard against plaintext on a public

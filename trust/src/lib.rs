@@ -1,4 +1,4 @@
-//! Mutual TLS between `ocp-controller` and its agents (SPEC section 7): the built-in CA
+//! Mutual TLS between `ocp-controller` and its agents (docs/trust.md): the built-in CA
 //! that issues every certificate, the role each certificate carries, and TLS for both
 //! ends that re-reads its files on demand, so that SIGHUP rotates them without a restart.
 //!

@@ -88,7 +88,7 @@ pub enum Transport {
     Plaintext,
     /// The fleet's own CA (`ocp-controller pki init`, one `pki issue` per agent): the
     /// controller dials every agent over mutual TLS, and serves REST as HTTPS and gRPC
-    /// over TLS, as SPEC section 7 has it in production.
+    /// over TLS, as in production (docs/trust.md).
     MutualTls,
 }
 

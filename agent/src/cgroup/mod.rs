@@ -1,4 +1,4 @@
-//! Each limited process's own cgroup under the agent's (SPEC section 11): made and
+//! Each limited process's own cgroup under the agent's (docs/agent.md#limits): made and
 //! limited before its spawn, joined by the child before exec, read for usage and for
 //! OOM kills, and removed once the process is gone.
 //!

@@ -148,7 +148,7 @@ pub enum ProcessAction {
 /// a thousand idle HTTP/2 connections at most; a restarted agent is dialled again at
 /// the next call.
 pub struct AgentPool {
-    /// Every agent connection is mutual TLS when set; see SPEC section 7.
+    /// Every agent connection is mutual TLS when set; see docs/trust.md.
     tls: Option<ClientTls>,
     channel: Mutex<AgentChannel>,
     /// When each host's agent last answered any call. An agent busy with a fleet-wide

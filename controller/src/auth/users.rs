@@ -186,7 +186,7 @@ impl Users {
         ))
     }
 
-    /// SPEC section 4: without a users file, `admin` gets every permission and a random
+    /// docs/operating.md#users: without a users file, `admin` gets every permission and a random
     /// password kept in `<data-dir>/admin-password` (mode 0600). The file is reused on
     /// the next start so the password does not change under an operator's feet.
     pub fn bootstrap(data_dir: &Path) -> Result<(Users, PathBuf), UsersError> {

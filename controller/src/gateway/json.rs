@@ -84,7 +84,7 @@ pub struct BatchHostsRequest {
     #[serde(alias = "hostids")]
     #[schema(example = json!([1001, 1002]), min_items = 1, max_items = 10_000)]
     pub host_ids: Vec<i64>,
-    /// Goes through the hosts in batches instead of stage by stage (SPEC section 9).
+    /// Goes through the hosts in batches instead of stage by stage (docs/rolling.md).
     #[serde(default, deserialize_with = "object_or_null")]
     pub rollout: Option<RolloutRequest>,
 }

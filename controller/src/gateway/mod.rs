@@ -87,7 +87,7 @@ impl<T: Serialize> IntoResponse for Data<T> {
     }
 }
 
-/// Every route of SPEC section 2, at its documented path and under `/api/v2`.
+/// Every route of docs/api.md, at its documented path and under `/api/v2`.
 pub fn router(state: GatewayState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(hosts::batch_restart_agents))

@@ -15,7 +15,7 @@ pub enum Access {
     /// Callers who hold this permission.
     Holds(Permission),
     /// Any authenticated caller is admitted; the core then shows a task only to
-    /// TASK_VIEWER and to the task's creator (SPEC section 5), once it has read it.
+    /// TASK_VIEWER and to the task's creator (docs/api.md#permissions), once it has read it.
     TaskReader,
     /// Any authenticated caller: the operation answers about the caller alone.
     SignedIn,
@@ -119,7 +119,7 @@ impl Caller {
         self.operation
     }
 
-    /// SPEC: TASK_VIEWER reads every task, and the creator of a task may always read it.
+    /// docs/api.md#permissions: TASK_VIEWER reads every task, and the creator of a task may always read it.
     pub(super) fn may_read(&self, task: &Task) -> bool {
         self.principal.has(Permission::TaskViewer) || task.creator == self.principal.name
     }
