@@ -206,7 +206,7 @@ async fn what_the_operator_stopped_stays_stopped_across_an_agent_restart() {
         .expect("StopProcess");
     assert!(!alive(halted));
 
-    first.agent.signal(libc::SIGTERM);
+    first.agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = first.agent.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{:?}", first.agent.stderr());
     assert!(!alive(kept), "SIGTERM to the agent stops its children");
@@ -267,7 +267,7 @@ async fn leftovers_of_a_killed_agent_run_exactly_once() {
     .expect("config");
     let mut first = setup.start().await;
     let old = wait_running(&mut first.client, "survivor").await.pid;
-    first.agent.signal(libc::SIGKILL);
+    first.agent.signal(nix::sys::signal::Signal::SIGKILL);
     first.agent.wait_exit().await;
     assert!(alive(old), "the orphan lives on until a new agent comes");
 
@@ -392,7 +392,7 @@ async fn sigterm_stops_every_child_and_exits_zero() {
     let two = get(&mut a.client, "two").await.pid;
     assert!(eventually(|| group_members(one).len() == 2).await);
 
-    a.agent.signal(libc::SIGTERM);
+    a.agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = a.agent.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{:?}", a.agent.stderr());
     assert!(group_members(one).is_empty());

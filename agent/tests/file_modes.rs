@@ -154,11 +154,8 @@ async fn refuses_a_data_dir_others_can_write() {
 
 /// `<pid> <start ticks>`, as the agent writes a pid file.
 fn pid_file_text(pid: u32) -> String {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect(")") + 1..]
-        .split_whitespace()
-        .collect();
-    format!("{pid} {}\n", fields[19])
+    let stat = test_support::procs::stat(pid).expect("stat");
+    format!("{pid} {}\n", stat.start_ticks)
 }
 
 /// A process leading its own group, like one an agent started; another user's when

@@ -48,7 +48,7 @@ async fn every_process_starts_with_the_agent_unless_autostart_is_false() {
         .stop_process(request("ob_cleaner"))
         .await
         .expect("StopProcess");
-    first.agent.signal(libc::SIGTERM);
+    first.agent.signal(nix::sys::signal::Signal::SIGTERM);
     first.agent.wait_exit().await;
     let mut second = setup.start().await;
     wait_running(&mut second.client, "manual").await;

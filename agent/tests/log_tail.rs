@@ -166,7 +166,7 @@ async fn a_follow_stream_ends_when_the_agent_stops() {
     append(&log, "before the stop\n");
     let mut stream = follow_web(&mut a.client, "before the stop\n").await;
 
-    a.agent.signal(libc::SIGTERM);
+    a.agent.signal(nix::sys::signal::Signal::SIGTERM);
     let ended = timeout(WAIT, stream.message())
         .await
         .expect("the stream ended with the agent");

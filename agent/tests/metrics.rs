@@ -2,13 +2,11 @@
 //! Prometheus reads it, moves with what happens to its processes.
 
 mod common;
-#[path = "../../controller/tests/common/scrape.rs"]
-mod scrape;
 
 use std::net::SocketAddr;
 
 use common::*;
-use scrape::Scrape;
+use test_support::scrape::Scrape;
 use tokio::time::{Instant, sleep};
 
 /// Scrapes until `cond` holds; panics with the last value after [`WAIT`].
@@ -119,7 +117,7 @@ async fn restarts_kills_and_starts_move_the_agents_metrics() {
     );
     assert_eq!(now.value(EXITS, &web), 0.0, "an asked stop is no exit");
 
-    a.agent.signal(libc::SIGTERM);
+    a.agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = a.agent.wait_exit().await;
     assert_eq!(status.code(), Some(0), "{:?}", a.agent.stderr());
     assert!(

@@ -4,7 +4,7 @@
 //! `cargo build --release -p agent --bins && cargo run --release -p controller --example engine_overhead -- 1 50`
 
 #[path = "../tests/common/fleet.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod fleet;
 
 use std::collections::BTreeMap;
@@ -38,9 +38,9 @@ async fn main() {
             .expect("submit")
             .into_inner();
         fleet::wait_for_end(controller.grpc, submitted.id).await;
-        let core = controller.controller.as_ref().expect("running").core();
-        let task = core
+        let task = controller
             .store()
+            .await
             .get_task(submitted.id)
             .await
             .expect("store")

@@ -232,13 +232,7 @@ async fn bodies_must_be_json_and_only_where_a_route_takes_one() {
 }
 
 fn vm_rss_mb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .expect("VmRSS")
-        / 1024
+    test_support::procs::rss_kib(pid).expect("VmRSS") / 1024
 }
 
 /// The body of a route that takes none is refused after authentication, so it is read

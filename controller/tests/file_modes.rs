@@ -4,23 +4,12 @@
 //! someone else could write stops the start, and so does a store another controller
 //! holds, by whatever name (a hard link too).
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use tokio::time::{Instant, sleep};
-
-/// Generous, so a slow machine does not fail the test; conditions are polled.
-const WAIT: Duration = Duration::from_secs(30);
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-}
+use test_support::controller::{Launch, Launched};
+use test_support::pki::TestPki;
 
 /// In octal, as `ls` and `chmod` write it.
 fn mode(path: &Path) -> String {
@@ -37,49 +26,17 @@ fn sibling(db: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(path)
 }
 
-struct Controller(Child);
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary with umask 000 and waits until it serves gRPC.
-async fn start_under_umask_000(data_dir: &Path) -> Controller {
-    let grpc = free_addr();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
-    command
-        .arg("--grpc-addr")
-        .arg(grpc.to_string())
-        .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    // SAFETY: umask is async-signal-safe and touches no memory.
-    unsafe {
-        command.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
-    let mut child = Controller(command.spawn().expect("spawn ocp-controller"));
-    let deadline = Instant::now() + WAIT;
-    while tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("uri")
-        .connect()
-        .await
-        .is_err()
-    {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("ocp-controller exited with {status}");
-        }
-        assert!(Instant::now() < deadline, "controller never served");
-        sleep(Duration::from_millis(20)).await;
-    }
-    child
+/// Starts the binary with umask 000 and waits until it serves. Its log goes beside the
+/// data dir, whose files this test inspects.
+async fn start_under_umask_000(data_dir: &Path) -> Launched {
+    Launch::new(
+        env!("CARGO_BIN_EXE_ocp-controller"),
+        data_dir,
+        &data_dir.with_extension("log"),
+    )
+    .umask(0)
+    .start()
+    .await
 }
 
 fn modes(data_dir: &Path) -> Vec<(String, String)> {
@@ -181,11 +138,9 @@ fn a_users_file_or_a_tls_file_someone_else_could_write_stops_the_start() {
     );
 
     // A PKI whose key someone else owns, then whose folder anyone may write.
-    let pki = dir.path().join("pki");
-    let days = trust::pki::Validity::days(30).expect("days");
-    trust::pki::init(&pki, &["127.0.0.1".to_string()], days, days, false).expect("pki init");
-    let cert = pki.join(trust::pki::CONTROLLER_CERT);
-    let key = pki.join(trust::pki::CONTROLLER_KEY);
+    let pki = TestPki::new();
+    let cert = pki.file(trust::pki::CONTROLLER_CERT);
+    let key = pki.file(trust::pki::CONTROLLER_KEY);
     let tls = |_: ()| {
         refused(&[
             "--data-dir".as_ref(),
@@ -210,12 +165,12 @@ fn a_users_file_or_a_tls_file_someone_else_could_write_stops_the_start() {
     } else {
         eprintln!("skipped the owner check: it needs root");
     }
-    chmod(&pki, 0o777);
+    chmod(pki.path(), 0o777);
     let line = tls(());
     assert!(
         line.contains(&format!(
             "its folder {} may be written by others (mode 0777",
-            pki.display()
+            pki.path().display()
         )),
         "{line}"
     );

@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::io;
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -19,10 +17,12 @@ use std::time::Duration;
 use common::fleet::{WAIT, free_port, workspace_bin};
 use common::proc_agent::{AgentTls, ProcAgent, live_with_arg, unique_tag};
 use proto::agent::v1::ProcessRequest;
+use test_support::controller::{Launch, Launched};
+use test_support::pki::TestPki;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use trust::pki::{self, Validity};
+use trust::pki;
 use trust::{ClientTls, ClientTlsFiles, Role};
 
 /// Far more than any machine needs to notice a deadline; before the limits, such
@@ -33,10 +33,10 @@ const MARGIN: Duration = Duration::from_secs(9);
 /// go by environment, which a build without them ignores: this file then measures
 /// what the limits changed.
 struct Controller {
-    child: Child,
+    launched: Launched,
     http: SocketAddr,
     grpc: SocketAddr,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The CA of the certificate both faces serve, when they serve TLS.
     ca: Option<PathBuf>,
 }
@@ -59,53 +59,36 @@ impl Controller {
         pki: Option<&Pki>,
     ) -> Controller {
         let dir = tempfile::tempdir().expect("tempdir");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
-        command
-            .args(["--http-addr", &http.to_string()])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log);
+        let mut launch = Launch::new(
+            env!("CARGO_BIN_EXE_ocp-controller"),
+            &dir.path().join("data"),
+            &dir.path().join("controller.log"),
+        )
+        .log_filter("info");
+        for (key, value) in env {
+            launch = launch.env(key, value);
+        }
         if let Some(pki) = pki {
-            command
-                .arg("--tls-cert")
-                .arg(pki.file(pki::CONTROLLER_CERT))
-                .arg("--tls-key")
-                .arg(pki.file(pki::CONTROLLER_KEY));
+            launch = launch.tls(
+                &pki.file(pki::CONTROLLER_CERT),
+                &pki.file(pki::CONTROLLER_KEY),
+                &pki.file(pki::CA_CERT),
+            );
         }
         if let Some(limit) = nofile {
-            // SAFETY: only setrlimit(2), async-signal-safe, runs between fork and exec.
-            unsafe {
-                command.pre_exec(move || {
-                    let limit = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            launch = launch.max_open_files(limit);
         }
+        let launched = launch.spawn().expect("spawn ocp-controller");
         let mut controller = Controller {
-            child: command.spawn().expect("spawn ocp-controller"),
-            http,
-            grpc,
-            dir,
+            http: launched.http(),
+            grpc: launched.grpc(),
+            _dir: dir,
             ca: pki.map(|p| p.file(pki::CA_CERT)),
+            launched,
         };
         let deadline = Instant::now() + WAIT;
         while !(controller.rest_answers().await && controller.grpc_answers().await) {
-            if let Ok(Some(status)) = controller.child.try_wait() {
+            if let Some(status) = controller.launched.try_exit() {
                 panic!("ocp-controller exited with {status}:\n{}", controller.log());
             }
             assert!(
@@ -119,7 +102,7 @@ impl Controller {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+        self.launched.log()
     }
 
     /// A real REST client on a new connection, answered within 10 s.
@@ -170,13 +153,6 @@ impl Controller {
             tokio::time::timeout(Duration::from_secs(10), call).await,
             Ok(Some(_))
         )
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -237,31 +213,23 @@ fn slowest(closed: &[Option<Duration>]) -> Result<Duration, usize> {
 
 /// A CA, the controller's certificate and one agent's, as `pki` writes them.
 struct Pki {
-    dir: tempfile::TempDir,
+    pki: TestPki,
+    agent: PathBuf,
 }
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let days = Validity::days(30).expect("validity");
-        pki::init(dir.path(), &["127.0.0.1".to_string()], days, days, false).expect("pki init");
-        pki::issue(
-            dir.path(),
-            &["127.0.0.1".to_string()],
-            &dir.path().join("agent"),
-            days,
-            false,
-        )
-        .expect("pki issue");
-        Pki { dir }
+        let pki = TestPki::new();
+        let agent = pki.issue("127.0.0.1");
+        Pki { pki, agent }
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.pki.file(name)
     }
 
     fn agent_file(&self, name: &str) -> PathBuf {
-        self.dir.path().join("agent").join(name)
+        self.agent.join(name)
     }
 
     async fn controller(&self) -> ClientTls {

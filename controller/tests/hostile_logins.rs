@@ -8,17 +8,19 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::fleet::{WAIT, free_port};
-use controller::auth::{BasicAuth, basic_header, hash_password};
+use common::fleet::WAIT;
+use controller::auth::{BasicAuth, basic_header};
 use proto::ocp::v1::ListHostsRequest;
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use reqwest::StatusCode;
 use serde_json::Value;
+use test_support::controller::{Launch, Launched};
+use test_support::pki::TestPki;
+use test_support::users::{self, Cost, User};
 use tokio::io::AsyncWriteExt;
 use trust::pki;
 use trust::{ClientTls, ClientTlsFiles, Role};
@@ -37,12 +39,13 @@ const LOGIN_LIMIT: Duration = Duration::from_secs(1);
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct TestController {
-    child: Child,
+    launched: Launched,
     http: SocketAddr,
     grpc: SocketAddr,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The CA of its certificate, when it serves TLS.
     ca: Option<PathBuf>,
+    _pki: Option<TestPki>,
 }
 
 impl TestController {
@@ -53,55 +56,38 @@ impl TestController {
     /// With `tls`, both faces serve TLS with a certificate from `pki init`.
     async fn start_with(tls: bool) -> TestController {
         let dir = tempfile::tempdir().expect("tempdir");
-        let users = dir.path().join("users.toml");
-        let text = tokio::task::spawn_blocking(|| {
-            USERS
+        let home = dir.path().to_path_buf();
+        let users = tokio::task::spawn_blocking(move || {
+            let users: Vec<User> = USERS
                 .iter()
-                .map(|name| {
-                    format!(
-                        "[[users]]\nname = {name:?}\npassword_hash = {:?}\npermissions = [\"HOST_MANAGER\", \"TASK_MANAGER\"]\n\n",
-                        hash_password(PASSWORD).expect("hash")
-                    )
+                .map(|name| User {
+                    name,
+                    password: PASSWORD,
+                    permissions: users::ALL,
                 })
-                .collect::<String>()
+                .collect();
+            users::write_with(&home, &users, Cost::Production)
         })
         .await
         .expect("hashing");
-        std::fs::write(&users, text).expect("users file");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
-        let ca = tls.then(|| {
-            let pki_dir = dir.path().join("pki");
-            let days = pki::Validity::days(30).expect("validity");
-            pki::init(&pki_dir, &["127.0.0.1".to_string()], days, days, false).expect("pki init");
-            command
-                .arg("--tls-cert")
-                .arg(pki_dir.join(pki::CONTROLLER_CERT))
-                .arg("--tls-key")
-                .arg(pki_dir.join(pki::CONTROLLER_KEY));
-            pki_dir.join(pki::CA_CERT)
-        });
-        let child = command
-            .args(["--http-addr", &http.to_string()])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--users")
-            .arg(&users)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ocp-controller");
+        let mut launch = Launch::new(
+            env!("CARGO_BIN_EXE_ocp-controller"),
+            &dir.path().join("data"),
+            &dir.path().join("controller.log"),
+        )
+        .users(&users);
+        let pki = tls.then(TestPki::new);
+        if let Some(pki) = &pki {
+            launch = launch.args(pki.controller_flags());
+        }
+        let launched = launch.spawn().expect("spawn ocp-controller");
         let controller = TestController {
-            child,
-            http,
-            grpc,
-            dir,
-            ca,
+            http: launched.http(),
+            grpc: launched.grpc(),
+            launched,
+            _dir: dir,
+            ca: pki.as_ref().map(|p| p.file(pki::CA_CERT)),
+            _pki: pki,
         };
         let deadline = Instant::now() + WAIT;
         let url = format!("{}/api/v2/openapi.json", controller.base());
@@ -118,7 +104,7 @@ impl TestController {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+        self.launched.log()
     }
 
     fn base(&self) -> String {
@@ -185,23 +171,8 @@ impl TestController {
     }
 }
 
-impl Drop for TestController {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn vm_rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    test_support::procs::rss_kib(pid)
 }
 
 /// The controller's peak VmRSS, sampled every 20 ms on a thread of its own.
@@ -280,7 +251,7 @@ async fn hang_up_flood(http: SocketAddr, clients: u8) {
 async fn a_disconnect_flood_keeps_the_controller_under_300_mb() {
     let _serial = SERIAL.lock().await;
     let controller = TestController::start().await;
-    let pid = controller.child.id();
+    let pid = controller.launched.pid();
     let idle_mb = vm_rss_kb(pid).expect("VmRSS") / 1024;
     let watch = RssWatch::start(pid);
     for _ in 0..3 {

@@ -20,6 +20,7 @@ use proto::ocp::v1::WatchTaskRequest;
 use proto::ocp::v1::task_service_client::TaskServiceClient;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use test_support::users::{self, User};
 use tokio::time::Instant;
 
 const PASSWORD: &str = "watch me";
@@ -27,22 +28,19 @@ const LIMIT: usize = 64;
 
 /// A users file: an operator, and two users who may only read tasks.
 fn users_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let hash = controller::auth::hash_password(PASSWORD).expect("hash");
-    let text: String = [
-        ("operator", "\"HOST_MANAGER\", \"TASK_MANAGER\""),
-        ("viewer", "\"TASK_VIEWER\""),
-        ("another", "\"TASK_VIEWER\""),
-    ]
-    .iter()
-    .map(|(name, permissions)| {
-        format!(
-            "[[users]]\nname = {name:?}\npassword_hash = {hash:?}\npermissions = [{permissions}]\n\n"
-        )
-    })
-    .collect();
-    let path = dir.join("users.toml");
-    std::fs::write(&path, text).expect("users file");
-    path
+    let user = |name, permissions| User {
+        name,
+        password: PASSWORD,
+        permissions,
+    };
+    users::write(
+        dir,
+        &[
+            user("operator", users::ALL),
+            user("viewer", &["TASK_VIEWER"]),
+            user("another", &["TASK_VIEWER"]),
+        ],
+    )
 }
 
 struct Rest {

@@ -5,57 +5,39 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::fleet::*;
 use proto::agent::v1::ProcessKind;
 use proto::ocp::v1::BatchRestartAgentsRequest;
+use test_support::controller::Launch;
+use test_support::users::{self, User};
 
 /// A users file with the test admin, as an operator would write one.
 fn users_file(data_dir: &Path) -> std::path::PathBuf {
     let path = data_dir.join("users.toml");
-    if !path.exists() {
-        let params = argon2::Params::new(8, 1, 1, None).expect("params");
-        let hash = controller::auth::hash_password_with(ADMIN_PASSWORD, params).expect("hash");
-        std::fs::write(
-            &path,
-            format!("[[users]]\nname = \"admin\"\npassword_hash = \"{hash}\"\npermissions = [\"HOST_MANAGER\", \"TASK_MANAGER\"]\n"),
-        )
-        .expect("write users file");
+    if path.exists() {
+        return path;
     }
-    path
+    users::write(
+        data_dir,
+        &[User {
+            name: "admin",
+            password: ADMIN_PASSWORD,
+            permissions: users::ALL,
+        }],
+    )
 }
 
-fn spawn_controller(data_dir: &Path, grpc: SocketAddr) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
-        .arg("--grpc-addr")
-        .arg(grpc.to_string())
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--http-addr", "127.0.0.1:0", "--users"])
-        .arg(users_file(data_dir))
-        .args(["--heartbeat-interval", "1s"])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn ocp-controller")
-}
-
-async fn wait_serving(grpc: SocketAddr) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-        .expect("uri")
-        .connect()
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "controller never served on {grpc}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The controller on `data_dir`, its gRPC face on `grpc` (which the agents' tasks are
+/// followed on across restarts).
+fn launch(data_dir: &Path, grpc: SocketAddr) -> Launch {
+    let log = data_dir.join("controller.log");
+    let launch = Launch::new(env!("CARGO_BIN_EXE_ocp-controller"), data_dir, &log)
+        .users(&users_file(data_dir))
+        .args(["--heartbeat-interval", "1s"]);
+    let http = launch.http;
+    launch.at(http, grpc)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +49,7 @@ async fn a_killed_controller_finishes_the_task_after_a_restart() {
     ];
     let data = tempfile::tempdir().expect("tempdir");
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut first = spawn_controller(data.path(), grpc);
-    wait_serving(grpc).await;
+    let mut first = launch(data.path(), grpc).start().await;
     let hosts = register(grpc, &agents.iter().collect::<Vec<_>>()).await;
     let task = hosts_client(grpc)
         .await
@@ -85,8 +66,7 @@ async fn a_killed_controller_finishes_the_task_after_a_restart() {
             .any(|s| s.name == "Start all OCP agent processes" && s.status == "RUNNING")
     })
     .await;
-    first.kill().expect("SIGKILL the controller");
-    first.wait().expect("reap it");
+    first.kill();
     let interrupted: Vec<i64> = running
         .subtasks
         .iter()
@@ -94,11 +74,9 @@ async fn a_killed_controller_finishes_the_task_after_a_restart() {
         .map(|s| s.id)
         .collect();
 
-    let mut second = spawn_controller(data.path(), grpc);
-    wait_serving(grpc).await;
+    let mut second = launch(data.path(), grpc).start().await;
     let done = wait_for_end(grpc, task.id).await;
-    second.kill().ok();
-    second.wait().ok();
+    second.kill();
 
     assert_eq!(done.status, "SUCCESSFUL", "{done:#?}");
     for s in done.subtasks.iter().filter(|s| interrupted.contains(&s.id)) {
@@ -134,8 +112,7 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
     ];
     let data = tempfile::tempdir().expect("tempdir");
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut controller = spawn_controller(data.path(), grpc);
-    wait_serving(grpc).await;
+    let mut controller = launch(data.path(), grpc).start().await;
     let hosts = register(grpc, &agents.iter().collect::<Vec<_>>()).await;
     let store =
         controller::store::Store::connect(&controller::store::Store::sqlite_url(data.path()))
@@ -156,14 +133,12 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
         // Anywhere from right after the submission to the end of the task.
         let delay = Duration::from_millis(rand::random::<u64>() % 550);
         tokio::time::sleep(delay).await;
-        controller.kill().expect("SIGKILL the controller");
-        controller.wait().expect("reap it");
+        controller.kill();
         let at_kill = store.get_task(task.id).await.unwrap().expect("task");
         if at_kill.status == controller::model::TaskStatus::Running {
             interrupted += 1;
         }
-        controller = spawn_controller(data.path(), grpc);
-        wait_serving(grpc).await;
+        controller = launch(data.path(), grpc).start().await;
         let done = wait_for_end(grpc, task.id).await;
         assert_eq!(
             done.status, "SUCCESSFUL",
@@ -201,8 +176,7 @@ async fn twenty_random_kills_during_batch_restarts_lose_nothing() {
         }
         survived += 1;
     }
-    controller.kill().ok();
-    controller.wait().ok();
+    controller.kill();
     eprintln!(
         "controller crash trials survived: {survived}/{TRIALS} ({interrupted} killed mid-task)"
     );
@@ -220,8 +194,7 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
     let agent = start_agent(Duration::from_millis(1500)).await;
     let data = tempfile::tempdir().expect("tempdir");
     let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut controller = spawn_controller(data.path(), grpc);
-    wait_serving(grpc).await;
+    let mut controller = launch(data.path(), grpc).start().await;
     let hosts = register(grpc, &[&agent]).await;
     let task = hosts_client(grpc)
         .await
@@ -267,14 +240,11 @@ async fn a_killed_controller_finishes_a_rollback_after_a_restart() {
         })
     })
     .await;
-    controller.kill().expect("SIGKILL the controller");
-    controller.wait().expect("reap it");
+    controller.kill();
 
-    let mut again = spawn_controller(data.path(), grpc);
-    wait_serving(grpc).await;
+    let mut again = launch(data.path(), grpc).start().await;
     let done = wait_for_end(grpc, task.id).await;
-    again.kill().ok();
-    again.wait().ok();
+    again.kill();
     assert_eq!(
         (done.status.as_str(), done.operation.as_str()),
         ("SUCCESSFUL", "ROLLBACK"),

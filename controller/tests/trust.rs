@@ -9,42 +9,38 @@ mod common;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fleet::{WAIT, free_port, workspace_bin};
 use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
+use nix::sys::signal::Signal;
 use proto::agent::v1::{BulkRequest, GetAgentInfoRequest, ProcessStatus};
 use serde_json::{Value, json};
+use test_support::controller::{Launch, Launched};
+use test_support::pki::TestPki;
 use trust::pki::{self, Validity};
 use trust::{ClientTls, ClientTlsFiles, Role};
 
 /// A CA and the controller's certificate, as `pki init` writes them.
-struct Pki {
-    dir: tempfile::TempDir,
-}
+struct Pki(TestPki);
 
 impl Pki {
     fn new() -> Pki {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let days = Validity::days(30).expect("validity");
-        pki::init(dir.path(), &["127.0.0.1".to_string()], days, days, false).expect("pki init");
-        Pki { dir }
+        Pki(TestPki::new())
     }
 
     fn path(&self) -> &Path {
-        self.dir.path()
+        self.0.path()
     }
 
     fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.file(name)
     }
 
     /// An agent's certificate for `host`, in its own folder.
     fn issue(&self, host: &str, validity: Validity) -> PathBuf {
-        let out = self.dir.path().join("agents").join(host);
-        pki::issue(self.path(), &[host.to_string()], &out, validity, true).expect("pki issue");
-        out
+        self.0.issue_for(host, validity)
     }
 
     /// A client of agents holding `identity` (a certificate and key), trusting this CA.
@@ -68,9 +64,7 @@ impl Pki {
     }
 }
 
-fn month() -> Validity {
-    Validity::days(30).expect("validity")
-}
+use test_support::pki::month;
 
 fn processes(tag: &str, ip: &str) -> String {
     let demo = workspace_bin("ocp-demo-proc");
@@ -231,49 +225,39 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
 /// `ocp-controller` as an operator starts it with a PKI: mutual TLS to the agents and
 /// HTTPS on its REST port, over which the test drives it.
 struct TlsController {
-    child: Child,
+    launched: Launched,
     http: SocketAddr,
     grpc: SocketAddr,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     password: String,
 }
 
 impl TlsController {
     async fn start(pki_dir: &Path) -> TlsController {
         let dir = tempfile::tempdir().expect("tempdir");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::File::create(dir.path().join("controller.log")).expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ocp-controller"))
-            .args([
-                "--http-addr",
-                &http.to_string(),
-                "--grpc-addr",
-                &grpc.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--pki-dir")
-            .arg(pki_dir)
-            .arg("--tls-cert")
-            .arg(pki_dir.join(pki::CONTROLLER_CERT))
-            .arg("--tls-key")
-            .arg(pki_dir.join(pki::CONTROLLER_KEY))
-            .args(["--heartbeat-interval", "1s"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn ocp-controller");
+        let launched = Launch::new(
+            env!("CARGO_BIN_EXE_ocp-controller"),
+            &dir.path().join("data"),
+            &dir.path().join("controller.log"),
+        )
+        .log_filter("info")
+        .arg("--pki-dir")
+        .arg(pki_dir)
+        .arg("--tls-cert")
+        .arg(pki_dir.join(pki::CONTROLLER_CERT))
+        .arg("--tls-key")
+        .arg(pki_dir.join(pki::CONTROLLER_KEY))
+        .args(["--heartbeat-interval", "1s"])
+        .spawn()
+        .expect("spawn ocp-controller");
         let mut controller = TlsController {
-            child,
-            http,
-            grpc,
-            dir,
+            http: launched.http(),
+            grpc: launched.grpc(),
+            launched,
+            _dir: dir,
             password: String::new(),
         };
-        let password_file = controller.dir.path().join("data/admin-password");
+        let password_file = controller.launched.launch().data_dir.join("admin-password");
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(password) = std::fs::read_to_string(&password_file) {
@@ -293,7 +277,7 @@ impl TlsController {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("controller.log")).unwrap_or_default()
+        self.launched.log()
     }
 
     /// A new HTTPS client trusting only `ca`: a new connection, with the certificate the
@@ -396,24 +380,14 @@ impl TlsController {
         logs
     }
 
-    fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on the child this value owns and has not reaped.
-        unsafe {
-            libc::kill(pid, signal);
-        }
+    fn signal(&self, signal: Signal) {
+        self.launched.signal(signal);
     }
 }
 
 impl Drop for TlsController {
     fn drop(&mut self) {
-        self.signal(libc::SIGTERM);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.launched.stop_within(Duration::from_secs(10));
     }
 }
 
@@ -672,7 +646,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
     // Then the controller: its HTTPS face presents the new certificate, and the failed
     // task's retry reaches the agent with the new controller certificate.
     copy_into(new.path(), &controller_files, &controller_dir);
-    controller.signal(libc::SIGHUP);
+    controller.signal(Signal::SIGHUP);
     let deadline = tokio::time::Instant::now() + WAIT;
     while controller.get(&new_ca, "/compute/hosts").await.is_err() {
         assert!(

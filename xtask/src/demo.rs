@@ -498,8 +498,7 @@ impl Drop for DemoLock {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    u32::try_from(pid).is_ok_and(test_support::procs::alive)
 }
 
 #[cfg(test)]

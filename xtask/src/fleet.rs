@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use test_support::controller::{Launch, Launched, NotServing};
+
 use crate::rest::{Rest, RestError};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +169,9 @@ pub struct Fleet {
     pub admin_password: String,
     /// Set in TLS mode.
     pub pki: Option<Pki>,
-    controller: Option<Child>,
+    controller: Option<Launched>,
     /// Controllers started by `add_controller`.
-    more_controllers: Vec<Child>,
+    more_controllers: Vec<Launched>,
     agents: Vec<Child>,
 }
 
@@ -251,14 +253,9 @@ impl Fleet {
             }
         }
         let (grpc, http) = (fleet.spec.grpc, fleet.spec.http);
-        let child = fleet.spawn_controller("controller", grpc, http)?;
-        let controller = fleet.controller.insert(child);
-        wait_ready(
-            "controller",
-            &fleet.spec.log("controller"),
-            controller,
-            http,
-        )?;
+        let launched = fleet.spawn_controller("controller", grpc, http)?;
+        let controller = fleet.controller.insert(launched);
+        controller_ready("controller", controller)?;
         // A controller given its own users file has no bootstrap admin: whoever wrote
         // the file knows the passwords and sets `admin_password`.
         if !fleet.spec.controller_args.iter().any(|a| a == "--users") {
@@ -287,13 +284,9 @@ impl Fleet {
         let password_file = dir.join("admin-password");
         fs::write(&password_file, &self.admin_password)
             .map_err(io(format!("writing {}", password_file.display())))?;
-        let mut child = self.spawn_controller(&name, grpc, http)?;
-        if let Err(e) = wait_ready(&name, &self.spec.log(&name), &mut child, http) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
-        self.more_controllers.push(child);
+        let mut launched = self.spawn_controller(&name, grpc, http)?;
+        controller_ready(&name, &mut launched)?;
+        self.more_controllers.push(launched);
         self.probe(&name, http)
     }
 
@@ -348,15 +341,15 @@ impl Fleet {
 
     /// The controller's pid, for reading its CPU time and memory from /proc.
     pub fn controller_pid(&self) -> Option<u32> {
-        self.controller.as_ref().map(Child::id)
+        self.controller.as_ref().map(Launched::pid)
     }
 
     /// Every controller's pid, the first one first.
     pub fn controller_pids(&self) -> Vec<u32> {
         self.controller
             .iter()
-            .map(Child::id)
-            .chain(self.more_controllers.iter().map(Child::id))
+            .map(Launched::pid)
+            .chain(self.more_controllers.iter().map(Launched::pid))
             .collect()
     }
 
@@ -486,28 +479,21 @@ min_live = "200ms"
         name: &str,
         grpc: SocketAddr,
         http: SocketAddr,
-    ) -> Result<Child, FleetError> {
-        let binary = self.spec.binary("ocp-controller");
+    ) -> Result<Launched, FleetError> {
+        let log = self.spec.log(name);
+        fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
         let wrapper = std::env::var("OCP_CONTROLLER_WRAPPER").unwrap_or_default();
-        let mut words = wrapper.split_whitespace();
-        let mut command = match words.next() {
-            Some(program) => {
-                let mut c = Command::new(program);
-                c.args(words).arg(&binary);
-                c
-            }
-            None => Command::new(&binary),
-        };
-        command
-            .arg("--grpc-addr")
-            .arg(grpc.to_string())
-            .arg("--http-addr")
-            .arg(http.to_string())
-            .arg("--data-dir")
-            .arg(self.spec.root.join(name))
-            .args(&self.spec.controller_args);
+        let mut launch = Launch::new(
+            self.spec.binary("ocp-controller"),
+            &self.spec.root.join(name),
+            &log,
+        )
+        .at(http, grpc)
+        .wrapped(&wrapper)
+        .args(&self.spec.controller_args)
+        .log_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()));
         if let Some(pki) = &self.pki {
-            command
+            launch = launch
                 .arg("--pki-dir")
                 .arg(&pki.dir)
                 .arg("--tls-cert")
@@ -515,19 +501,28 @@ min_live = "200ms"
                 .arg("--tls-key")
                 .arg(&pki.controller_key);
         }
-        spawn_logged(&mut command, &self.spec.log(name))
+        launch.spawn().map_err(io(format!(
+            "starting {}",
+            self.spec.binary("ocp-controller").display()
+        )))
     }
 
     /// SIGTERM to every process, the controllers first, then a bounded wait, then SIGKILL.
     pub fn stop(&mut self) {
-        let mut children: Vec<Child> = self.controller.take().into_iter().collect();
-        children.append(&mut self.more_controllers);
-        children.append(&mut self.agents);
-        for child in &children {
+        let mut controllers: Vec<Launched> = self.controller.take().into_iter().collect();
+        controllers.append(&mut self.more_controllers);
+        let agents = std::mem::take(&mut self.agents);
+        for controller in &controllers {
+            controller.terminate();
+        }
+        for child in &agents {
             terminate(child);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        for mut child in children {
+        for mut controller in controllers {
+            controller.stop_within(deadline.saturating_duration_since(Instant::now()));
+        }
+        for mut child in agents {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
@@ -711,6 +706,30 @@ fn wait_ready(
             });
         }
         thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a controller listens on both faces; what its log says if it does not.
+fn controller_ready(name: &str, controller: &mut Launched) -> Result<(), FleetError> {
+    let limit = Duration::from_secs(30);
+    let log = controller.launch().log.clone();
+    match controller.wait_listening(limit) {
+        Ok(()) => Ok(()),
+        Err(NotServing::Exited(status)) => Err(FleetError::Exited {
+            name: name.to_string(),
+            status: status.to_string(),
+            log: log.display().to_string(),
+            tail: tail(&log),
+        }),
+        Err(NotServing::TimedOut(limit)) => {
+            controller.kill();
+            Err(FleetError::NotReady {
+                name: name.to_string(),
+                secs: limit.as_secs(),
+                log: log.display().to_string(),
+                tail: tail(&log),
+            })
+        }
     }
 }
 

@@ -10,11 +10,11 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::bin_dir;
+use test_support::users::{self, User};
 use xtask::browser::{self, Browser};
 use xtask::fleet::{AgentProfile, Fleet, Transport, demo_controller_args};
 use xtask::rest::Rest;
@@ -45,48 +45,21 @@ fn browser_here() -> bool {
     }
 }
 
-fn hash(password: &str) -> String {
-    let mut child = Command::new(bin_dir().join("ocp-controller"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ocp-controller hash-password");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(password.as_bytes())
-        .expect("password to stdin");
-    let out = child.wait_with_output().expect("hash");
-    assert!(out.status.success(), "hash-password failed");
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string()
-}
-
 fn users_file(dir: &Path) -> PathBuf {
-    let users = [
-        (ADMIN, "\"HOST_MANAGER\", \"TASK_MANAGER\""),
-        (VIEWER, "\"HOST_VIEWER\", \"TASK_VIEWER\""),
-        (HOSTS_ONLY, "\"HOST_VIEWER\""),
-        (TASKS_ONLY, "\"TASK_VIEWER\""),
-    ];
-    let text: String = users
-        .iter()
-        .map(|((name, password), permissions)| {
-            format!(
-                "[[users]]\nname = \"{name}\"\npassword_hash = \"{}\"\npermissions = [{permissions}]\n\n",
-                hash(password)
-            )
-        })
-        .collect();
-    std::fs::create_dir_all(dir).expect("dir");
-    let path = dir.join("users.toml");
-    std::fs::write(&path, text).expect("users file");
-    path
+    let user = |(name, password), permissions| User {
+        name,
+        password,
+        permissions,
+    };
+    users::write(
+        dir,
+        &[
+            user(ADMIN, users::ALL),
+            user(VIEWER, &["HOST_VIEWER", "TASK_VIEWER"]),
+            user(HOSTS_ONLY, &["HOST_VIEWER"]),
+            user(TASKS_ONLY, &["TASK_VIEWER"]),
+        ],
+    )
 }
 
 fn start_fleet(
@@ -578,10 +551,7 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
         )
         .await;
             assert!(
-                !Path::new(&format!("/proc/{pid}")).exists()
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
-                        .rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+                !u32::try_from(pid).is_ok_and(test_support::procs::alive),
                 "pid {pid} still runs after the console stopped it"
             );
             b.screenshot(&shots.join("host-process-stopped.png"))

@@ -32,12 +32,7 @@ fn start_fleet(root: PathBuf) -> Fleet {
 }
 
 fn pid_alive(pid: i64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    u32::try_from(pid).is_ok_and(test_support::procs::alive)
 }
 
 /// alias -> (id, pid, status) of a host's processes, from the REST list.

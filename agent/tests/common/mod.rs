@@ -1,11 +1,11 @@
 //! Helpers for the agent's integration tests: a real `ocp-agent` binary with real
 //! `ocp-demo-proc` children, checked over gRPC and against `/proc`.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,23 +23,6 @@ pub const DEMO: &str = env!("CARGO_BIN_EXE_ocp-demo-proc");
 pub const WAIT: Duration = Duration::from_secs(20);
 
 pub type Client = AgentServiceClient<Channel>;
-
-/// A port nobody listens on right now, and never handed out before in this test
-/// binary: its tests run side by side, and a port is free while its process restarts.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 /// A `[[process]]` running ocp-demo-proc with `args`, plus extra TOML lines.
 pub fn demo_process(alias: &str, args: &[&str], extra: &str) -> String {
@@ -191,11 +174,8 @@ impl AgentProcess {
         }
     }
 
-    pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        test_support::procs::signal(self.child.id(), signal);
     }
 }
 
@@ -203,7 +183,7 @@ impl Drop for AgentProcess {
     /// A failing test still stops its agent and, through it, its children.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            self.signal(libc::SIGTERM);
+            self.signal(nix::sys::signal::Signal::SIGTERM);
             let deadline = std::time::Instant::now() + WAIT;
             while std::time::Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
@@ -292,53 +272,5 @@ pub async fn eventually(cond: impl Fn() -> bool) -> bool {
     cond()
 }
 
-/// Alive means present in /proc and not a zombie: a zombie has died and only waits
-/// for a parent (maybe a non-reaping init) to collect it.
-pub fn alive(pid: u32) -> bool {
-    stat(pid).is_some_and(|(state, _)| state != 'Z' && state != 'X')
-}
-
-fn stat(pid: u32) -> Option<(char, u32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
-    Some((state, pgrp))
-}
-
-fn all_pids() -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Living members of a process group.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| stat(pid).is_some_and(|(s, g)| g == pgid && s != 'Z' && s != 'X'))
-        .collect()
-}
-
-/// Living processes whose command line holds `tag`.
-pub fn tagged(tag: &str) -> Vec<u32> {
-    all_pids()
-        .into_iter()
-        .filter(|&pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.split(|&b| b == 0).any(|arg| arg == tag.as_bytes()))
-                .unwrap_or(false)
-                && alive(pid)
-        })
-        .collect()
-}
-
-/// A tag unique to one test, to count its processes in the whole machine.
-pub fn unique_tag(name: &str, dir: &Path) -> String {
-    format!("{name}-{}", dir.display())
-}
+pub use test_support::free_port;
+pub use test_support::procs::{alive, group_members, tagged, unique_tag};

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -13,7 +12,10 @@ use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::time::Instant;
 
-use super::fleet::{ADMIN_PASSWORD, WAIT, free_port, workspace_bin};
+use test_support::controller::{Launch, Launched};
+use test_support::users::{self, User};
+
+use super::fleet::{ADMIN_PASSWORD, free_port, workspace_bin};
 
 /// The lease every controller here runs with: short, so a takeover is seconds away.
 pub const LEASE_TTL: Duration = Duration::from_secs(1);
@@ -165,20 +167,17 @@ pub struct StoredEvent {
     pub message: String,
 }
 
-/// A users file with the test admin, hashed cheaply: every controller of a cluster reads
-/// the same one, so one password opens them all.
+/// A users file with the test admin: every controller of a cluster reads the same
+/// one, so one password opens them all.
 pub fn write_users_file(dir: &Path) -> PathBuf {
-    let path = dir.join("users.toml");
-    let params = argon2::Params::new(8, 1, 1, None).expect("params");
-    let hash = controller::auth::hash_password_with(ADMIN_PASSWORD, params).expect("hash");
-    std::fs::write(
-        &path,
-        format!(
-            "[[users]]\nname = \"admin\"\npassword_hash = \"{hash}\"\npermissions = [\"HOST_MANAGER\", \"TASK_MANAGER\"]\n"
-        ),
+    users::write(
+        dir,
+        &[User {
+            name: "admin",
+            password: ADMIN_PASSWORD,
+            permissions: users::ALL,
+        }],
     )
-    .expect("write users file");
-    path
 }
 
 /// How to start one controller.
@@ -196,90 +195,49 @@ pub struct NodeSpec<'a> {
 
 /// One `ocp-controller` process of a test.
 pub struct Node {
-    child: Option<Child>,
-    pid: u32,
+    launched: Launched,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
-    pub log_path: PathBuf,
     _dir: Option<tempfile::TempDir>,
 }
 
 impl Node {
     /// Spawns the binary on fresh ports; does not wait for it to serve.
     pub fn spawn(spec: &NodeSpec<'_>) -> Node {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(spec.log)
-            .expect("controller log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ocp-controller"));
-        command
-            .args(["--http-addr", &http.to_string()])
-            .args(["--grpc-addr", &grpc.to_string()])
-            .arg("--data-dir")
-            .arg(spec.data_dir)
-            .arg("--users")
-            .arg(spec.users);
+        let mut launch = Launch::new(
+            env!("CARGO_BIN_EXE_ocp-controller"),
+            spec.data_dir,
+            spec.log,
+        )
+        .users(spec.users)
+        .log_filter(spec.log_filter);
         if let Some(url) = spec.database_url {
-            command.args(["--database-url", url]);
+            launch = launch.args(["--database-url", url]);
         }
-        let child = command
+        let launched = launch
             .args(spec.flags)
-            .env("RUST_LOG", spec.log_filter)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
             .spawn()
             .expect("spawn ocp-controller");
         Node {
-            pid: child.id(),
-            child: Some(child),
-            http,
-            grpc,
-            log_path: spec.log.to_path_buf(),
+            http: launched.http(),
+            grpc: launched.grpc(),
+            launched,
             _dir: None,
         }
     }
 
     /// Waits until both REST and gRPC answer; fails with the log if it exits first.
     pub async fn wait_serving(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let rest = client
-                .get(self.url("/openapi.json"))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if rest && tokio::net::TcpStream::connect(self.grpc).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self.try_exit() {
-                panic!(
-                    "controller {} exited with {status}:\n{}",
-                    self.pid,
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "controller {} never served:\n{}",
-                self.pid,
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.launched.wait_serving().await;
     }
 
     /// Its exit status, once it has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut()?.try_wait().expect("poll controller")
+        self.launched.try_exit()
     }
 
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.launched.pid()
     }
 
     /// `path` under `/api/v2`, where every REST route (and the OpenAPI document) answers.
@@ -289,50 +247,31 @@ impl Node {
 
     /// Its log, ANSI colours removed.
     pub fn log(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
+        self.launched.log()
     }
 
     /// The last lines of its log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
-        let log = self.log();
-        let all: Vec<&str> = log.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.launched.log_tail(lines)
     }
 
     /// SIGKILL and reap, as a crash or the OOM killer would end it.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL the controller");
-            child.wait().expect("reap the controller");
-        }
+        self.launched.kill();
     }
 
     /// SIGSTOP: the process is frozen, its sockets stay open, its timers stand still.
     pub fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
+        self.launched.freeze();
     }
 
     /// SIGCONT after `freeze`.
     pub fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn signal(&self, signal: i32) {
-        assert!(self.child.is_some(), "controller {} is gone", self.pid);
-        let pid = i32::try_from(self.pid).expect("pid");
-        // SAFETY: kill(2) on a child this value owns and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal}");
+        self.launched.thaw();
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.is_some() && self.try_exit().is_none()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        // SIGKILL also ends a frozen process.
-        self.kill();
+        self.launched.is_running()
     }
 }
 
@@ -411,23 +350,7 @@ impl Cluster {
     }
 }
 
-/// Drops ANSI escape sequences (the controller colours its log even into a file).
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use test_support::controller::strip_ansi;
 
 /// The REST gateway as an OCP client calls it, with the admin's credentials.
 #[derive(Clone)]

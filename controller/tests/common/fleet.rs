@@ -3,7 +3,6 @@
 //! children on free ports, and the controller is reached over gRPC like any client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use controller::auth::{BasicAuth, Users};
@@ -20,44 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Generous so that a slow machine passes; every wait polls a condition, so a fast
-/// one does not sit out the whole of it.
-pub const WAIT: Duration = Duration::from_secs(60);
-
-/// A binary of the workspace, built by `cargo test --workspace` (the agent package's
-/// own tests need them).
-pub fn workspace_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p agent --bins` (or `cargo test --workspace`)",
-        path.display()
-    );
-    path
-}
-
-/// A port free now and never handed out before in this test binary. The tests of a
-/// binary run side by side, and a port is free again while its process restarts: the
-/// OS could hand it to another test's agent in that window, and the restart would fail.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use test_support::bins::workspace_bin;
+pub use test_support::{WAIT, free_port};
 
 /// One host's agent, serving until dropped or stopped.
 pub struct TestAgent {
@@ -199,23 +162,15 @@ impl Drop for TestAgent {
             }
             let text = std::fs::read_to_string(file.path()).unwrap_or_default();
             let mut words = text.split_whitespace();
-            let (Some(Ok(pid)), Some(ticks)) = (words.next().map(str::parse::<i32>), words.next())
-            else {
+            let (Some(Ok(pid)), Some(Ok(ticks))) = (
+                words.next().map(str::parse::<u32>),
+                words.next().map(str::parse::<u64>),
+            ) else {
                 continue;
             };
-            if start_ticks(pid).as_deref() == Some(ticks) {
-                // SAFETY: signals a process group this test's agent started.
-                unsafe { libc::killpg(pid, libc::SIGKILL) };
-            }
+            test_support::procs::kill_group_of(pid, ticks);
         }
     }
-}
-
-/// Field 22 of /proc/<pid>/stat: with the pid, it names one process for good.
-fn start_ticks(pid: i32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19).map(str::to_string)
 }
 
 pub struct TestController {
@@ -281,6 +236,13 @@ pub async fn start_controller(max_subtask_timeout: Option<Duration>) -> TestCont
 }
 
 impl TestController {
+    /// The controller's store, read beside it as an operator's SQL client would.
+    pub async fn store(&self) -> Store {
+        Store::connect(&Store::sqlite_url(self.data_dir.path()))
+            .await
+            .expect("read the controller's store")
+    }
+
     pub async fn shutdown(&mut self) {
         if let Some(c) = self.controller.take() {
             c.shutdown().await;
@@ -379,13 +341,4 @@ pub async fn explain(controller: SocketAddr, task: &Task) -> String {
     out
 }
 
-/// Whether a process with this pid exists (a zombie counts as gone: it was reaped or will be).
-pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+pub use test_support::procs::alive as pid_alive;

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::fleet::WAIT;
-pub use super::scrape::Scrape;
+pub use test_support::scrape::Scrape;
 
 /// Scrapes until `cond` holds for the value; panics with the last one after [`WAIT`].
 pub async fn wait_metric(

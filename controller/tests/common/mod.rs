@@ -1,4 +1,4 @@
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 //! Shared helpers of the controller's integration tests.
 
 pub mod binary;
@@ -7,6 +7,5 @@ pub mod fleet;
 pub mod metrics;
 pub mod netns;
 pub mod proc_agent;
-pub mod scrape;
 pub mod slow_link;
 pub mod stores;

@@ -8,12 +8,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use controller::auth::{basic_header, hash_password_with};
+use controller::auth::basic_header;
 use controller::heartbeat::HeartbeatOptions;
 use controller::store::Store;
 use controller::{Controller, ControllerOptions};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use test_support::users::{self, User};
 use tokio_util::sync::CancellationToken;
 
 pub const PASSWORD: &str = "correct horse battery staple";
@@ -26,28 +27,20 @@ pub const TASK_VIEWER: &str = "task_viewer";
 pub const TASK_MANAGER: &str = "task_manager";
 pub const NOBODY: &str = "nobody";
 
-/// Cheap argon2id parameters: the production defaults cost ~20 ms per verification,
-/// which a test suite does not need to pay for every user it makes.
-fn cheap() -> argon2::Params {
-    argon2::Params::new(1024, 1, 1, None).expect("params")
-}
-
 pub fn users_file() -> String {
-    let mut text = String::new();
-    for (name, permissions) in [
-        (ADMIN, r#"["HOST_MANAGER", "TASK_MANAGER"]"#),
-        (HOST_VIEWER, r#"["HOST_VIEWER"]"#),
-        (HOST_MANAGER, r#"["HOST_MANAGER"]"#),
-        (TASK_VIEWER, r#"["TASK_VIEWER"]"#),
-        (TASK_MANAGER, r#"["TASK_MANAGER"]"#),
-        (NOBODY, "[]"),
-    ] {
-        let hash = hash_password_with(PASSWORD, cheap()).expect("hash");
-        text.push_str(&format!(
-            "[[users]]\nname = {name:?}\npassword_hash = {hash:?}\npermissions = {permissions}\n\n"
-        ));
-    }
-    text
+    let user = |name, permissions| User {
+        name,
+        password: PASSWORD,
+        permissions,
+    };
+    users::text(&[
+        user(ADMIN, users::ALL),
+        user(HOST_VIEWER, &["HOST_VIEWER"]),
+        user(HOST_MANAGER, &["HOST_MANAGER"]),
+        user(TASK_VIEWER, &["TASK_VIEWER"]),
+        user(TASK_MANAGER, &["TASK_MANAGER"]),
+        user(NOBODY, &[]),
+    ])
 }
 
 /// A gRPC request as `user` with `password` (None: without credentials).
@@ -68,6 +61,15 @@ pub struct Harness {
     pub http: reqwest::Client,
     pub agent: Option<TestAgent>,
     pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// The controller's store, read beside it as an operator's SQL client would.
+    pub async fn store(&self) -> Store {
+        Store::connect(&Store::sqlite_url(self.dir.path()))
+            .await
+            .expect("read the controller's store")
+    }
 }
 
 pub struct TestAgent {

@@ -8,7 +8,7 @@
 //! compares an agent before and after a change.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::Arc;
@@ -79,7 +79,9 @@ pub fn measure(
     agent_bin: &Path,
     demo: &Path,
 ) -> Result<AgentLatencyRun, BenchError> {
-    let mut ports = free_ports(PROCESSES + 1)?;
+    // Fixed ports would sit in the ephemeral range, where any client connection of an
+    // earlier scenario may hold one (CI once found 47612 taken).
+    let mut ports: Vec<u16> = (0..=PROCESSES).map(|_| test_support::free_port()).collect();
     let agent_port = ports.pop().unwrap_or_default();
     let _ = fs::remove_dir_all(dir);
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
@@ -147,20 +149,6 @@ pub fn measure(
             agent_rss_mb,
         })
     })
-}
-
-/// Ports the kernel says are free, all different: fixed ones sit in the ephemeral range,
-/// where any client connection of an earlier scenario may hold one (CI once found 47612
-/// taken). They are free again when this returns, for the agent and its processes.
-fn free_ports(n: usize) -> Result<Vec<u16>, BenchError> {
-    let held = (0..n)
-        .map(|_| TcpListener::bind(("127.0.0.1", 0)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io("finding free ports for the agent-latency scenario"))?;
-    held.iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io("finding free ports for the agent-latency scenario"))
 }
 
 fn config_text(dir: &Path, demo: &Path, ports: &[u16]) -> String {

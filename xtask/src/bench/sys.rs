@@ -15,35 +15,17 @@ pub struct Memory {
 }
 
 pub fn memory(pid: u32) -> Memory {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
+    let mb =
+        |field| test_support::procs::status_kib(pid, field).map_or(0.0, |kb| kb as f64 / 1024.0);
     Memory {
-        rss_mb: field("VmRSS:"),
-        peak_mb: field("VmHWM:"),
+        rss_mb: mb("VmRSS"),
+        peak_mb: mb("VmHWM"),
     }
 }
 
 /// User plus system CPU time the process spent so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command name may hold spaces; the fields after its closing parenthesis do not.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // After ")": state is field 3 of stat(5), so utime (14) and stime (15) are at 11 and 12.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<f64>().ok()))
-        .sum();
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks / per_second
+    test_support::procs::cpu_time(pid).map_or(0.0, |t| t.as_secs_f64())
 }
 
 /// Raises the soft open-files limit to the hard one; children inherit it. A thousand
@@ -105,18 +87,7 @@ pub fn kill_pid_files() {
 
 /// Running or stopped, not yet a zombie (whose sockets are closed) nor reaped.
 fn alive(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .next()?
-                .to_string();
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
+    u32::try_from(pid).is_ok_and(test_support::procs::alive)
 }
 
 type Undo = Box<dyn FnOnce() + Send>;
@@ -134,25 +105,9 @@ pub fn at_interrupt(undo: impl FnOnce() + Send + 'static) {
 
 /// Our direct children, found by their parent pid in /proc.
 fn children() -> Vec<i32> {
-    let me = std::process::id().to_string();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    let after = s.rsplit_once(')')?.1.to_string();
-                    let mut f = after.split_whitespace();
-                    let state = f.next()?.to_string();
-                    let ppid = f.next()?.to_string();
-                    Some(state != "Z" && ppid == me)
-                })
-                .unwrap_or(false)
-        })
+    test_support::procs::children_of(std::process::id())
+        .into_iter()
+        .filter_map(|pid| i32::try_from(pid).ok())
         .collect()
 }
 

@@ -6,22 +6,8 @@ use std::path::PathBuf;
 
 use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport};
 
-/// target/<profile>, where cargo put the workspace's binaries: two folders up from
-/// target/<profile>/deps/<test>.
-pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary");
-    exe.parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-pub fn free_port(ip: IpAddr) -> u16 {
-    std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+pub use test_support::bins::bin_dir;
+use test_support::free_port_on as free_port;
 
 /// A fleet in `root` with agents on `ips`; ports are picked free, and picked again if
 /// another program took one in between.

@@ -1,7 +1,5 @@
-#![allow(dead_code)]
 //! A `GET /metrics` read as Prometheus reads it: over HTTP, without credentials, parsed
-//! by a strict OpenMetrics parser. Shared by the controller's and the agent's tests
-//! (the agent's include this file), each of which uses part of it.
+//! by a strict OpenMetrics parser.
 
 use std::net::SocketAddr;
 
