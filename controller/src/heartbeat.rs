@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent_client::{self, AgentPool, CallOrigin};
-use crate::engine::Membership;
-use crate::model::{Host, HostStatus, Millis, now_millis};
+use crate::membership::Membership;
+use crate::model::{AgentSummary, Host, HostStatus, Millis, now_millis};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -178,12 +178,15 @@ impl Checks {
         }
         match answer {
             Ok(info) => {
+                let summary = agent_client::summary(&info);
+                let now = now_millis();
+                if !must_record(host, &summary, now, self.options.offline_grace / 2) {
+                    return Ok(());
+                }
                 if host.status != HostStatus::Online {
                     tracing::info!(host_id = host.id, "host is ONLINE");
                 }
-                self.store
-                    .record_heartbeat(host.id, &agent_client::summary(&info), now_millis())
-                    .await
+                self.store.record_heartbeat(host.id, &summary, now).await
             }
             Err(reason) => {
                 // Shown at once, before the grace is over: a refused certificate will
@@ -212,5 +215,78 @@ impl Checks {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Whether an answer of the host's agent must be written to the store: when it changes
+/// what the store says of the host (its status, the reason it was unreachable, what
+/// the agent says of itself), and otherwise once its stored last answer is `refresh`
+/// old. Between those writes the answer is kept in memory (the agent pool's last
+/// answer, which the faces show); the refresh bounds how stale the store is for a
+/// controller that takes the host over, so that it does not judge a live host by an
+/// old answer. A steady fleet thus costs the single writer a fraction of a write per
+/// host and round instead of one transaction each.
+fn must_record(host: &Host, summary: &AgentSummary, now: Millis, refresh: Duration) -> bool {
+    let refresh = i64::try_from(refresh.as_millis()).unwrap_or(i64::MAX);
+    host.status != HostStatus::Online
+        || host.status_reason.is_some()
+        || host.agent != *summary
+        || host
+            .last_available_time
+            .is_none_or(|at| now.saturating_sub(at) >= refresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn online(at: Millis) -> (Host, AgentSummary) {
+        let summary = AgentSummary {
+            version: "4.2.1".into(),
+            install_home: "/home/admin/ocp_agent".into(),
+            log_home: "/home/admin/ocp_agent/log".into(),
+            status: "STARTED".into(),
+        };
+        let host = Host {
+            id: 1,
+            name: "h".into(),
+            inner_ip_address: "10.0.0.1".into(),
+            agent_port: 62888,
+            status: HostStatus::Online,
+            last_available_time: Some(at),
+            agent: summary.clone(),
+            create_time: 0,
+            update_time: at,
+            status_reason: None,
+        };
+        (host, summary)
+    }
+
+    const REFRESH: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_steady_host_is_written_only_once_its_stored_answer_is_old() {
+        let (host, summary) = online(100_000);
+        assert!(!must_record(&host, &summary, 100_000 + 14_999, REFRESH));
+        assert!(must_record(&host, &summary, 100_000 + 15_000, REFRESH));
+    }
+
+    #[test]
+    fn a_change_of_status_reason_or_agent_is_written_at_once() {
+        let now = 100_001;
+        let (mut host, summary) = online(100_000);
+        host.status = HostStatus::Offline;
+        assert!(must_record(&host, &summary, now, REFRESH));
+        host.status = HostStatus::New;
+        assert!(must_record(&host, &summary, now, REFRESH));
+        let (mut host, summary) = online(100_000);
+        host.status_reason = Some("connection refused".into());
+        assert!(must_record(&host, &summary, now, REFRESH));
+        let (host, mut summary) = online(100_000);
+        summary.version = "4.2.2".into();
+        assert!(must_record(&host, &summary, now, REFRESH));
+        let (mut host, summary) = online(100_000);
+        host.last_available_time = None;
+        assert!(must_record(&host, &summary, now, REFRESH));
     }
 }

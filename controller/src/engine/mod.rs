@@ -34,12 +34,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::agent_client::AgentPool;
+use crate::membership::Membership;
 use crate::metrics::EngineMetrics;
 use crate::model::Task;
 use crate::store::{Claim, Fence, Store, StoreError};
 
-pub use leases::{Membership, new_owner};
-pub use steps::StepError;
+pub use leases::new_owner;
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
