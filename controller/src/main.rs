@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use controller::auth::{self, Users};
 use controller::heartbeat::HeartbeatOptions;
-use controller::server::Reloaded;
+use controller::lifecycle::Reloaded;
 use controller::store::Store;
 use controller::{Controller, ControllerOptions};
 use trust::{ClientTlsFiles, ServerTlsFiles, pki};

@@ -141,15 +141,6 @@ impl Step {
             Step::Wait => 0,
         }
     }
-
-    /// Seconds, as OCP's templates give them.
-    pub fn timeout_secs(self) -> i64 {
-        match self {
-            Step::StopAll | Step::StartAll => 600,
-            Step::Wait => 30,
-            _ => 60,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,6 +300,8 @@ pub struct NewTask {
 #[derive(Debug, Clone)]
 pub struct NewSubtask {
     pub step: Step,
+    /// Seconds, as the plan sets them.
+    pub timeout_secs: i64,
     pub host_id: Option<i64>,
     pub parallel_idx: i32,
     pub series_id: i32,
@@ -414,6 +407,16 @@ pub struct SubtaskLogLine {
     pub at: Millis,
     pub trace_id: String,
     pub line: String,
+}
+
+/// Rows of the store counted by their words, as stored: (name, status, count) and
+/// (status, count); what the metrics expose.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub tasks: Vec<(String, String, i64)>,
+    /// Of the open tasks only.
+    pub subtasks: Vec<(String, String, i64)>,
+    pub hosts: Vec<(String, i64)>,
 }
 
 /// A page request as both faces take it: 1-based, size bounded.

@@ -10,8 +10,55 @@
 //! are numbered in rank order and a per-host slot takes N consecutive numbers, so that
 //! the one-host batch is exactly the seed and every N gets unique ids `0..len`.
 
+use std::time::Duration;
+
 use crate::model::{AgentAction, NewSubtask, NewTask, Step, SubtaskStatus, TaskContext};
 use crate::rollout::Rollout;
+
+/// How long a step may take on its own, as OCP's templates give it.
+fn own_timeout(step: Step) -> Duration {
+    Duration::from_secs(match step {
+        Step::StopAll | Step::StartAll => 600,
+        Step::Wait => 30,
+        _ => 60,
+    })
+}
+
+/// How long a step of a rolling task may take on top of its own time: a barrier waits
+/// the pause, Start all watches its host for the health time.
+fn waits(step: Step, rollout: Option<&Rollout>) -> Duration {
+    let Some(rollout) = rollout else {
+        return Duration::ZERO;
+    };
+    match step {
+        Step::Wait => Duration::from_secs(u64::from(rollout.pause_seconds)),
+        Step::StartAll => Duration::from_secs(u64::from(rollout.min_healthy_seconds)),
+        _ => Duration::ZERO,
+    }
+}
+
+/// The timeout a subtask of `step` is planned with, in seconds, as the task shows it:
+/// its own, plus what its rollout asks it to wait (a barrier's pause, Start all's
+/// watch of its host's health).
+pub fn timeout_secs(step: Step, rollout: Option<&Rollout>) -> i64 {
+    let total = own_timeout(step) + waits(step, rollout);
+    i64::try_from(total.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// How long a subtask may run: its planned timeout, with its own work shortened to
+/// `cap` when the controller sets one; the waits its rollout asks for are kept.
+pub fn run_timeout(
+    planned_secs: i64,
+    step: Step,
+    rollout: Option<&Rollout>,
+    cap: Option<Duration>,
+) -> Duration {
+    let planned = Duration::from_secs(u64::try_from(planned_secs).unwrap_or(0).max(1));
+    match cap {
+        Some(cap) => planned.min(cap + waits(step, rollout)),
+        None => planned,
+    }
+}
 
 /// The chain of slots of `action`, each with its seed rank.
 fn slots(action: AgentAction, batch: bool) -> &'static [(Slot, i32)] {
@@ -88,6 +135,7 @@ pub fn single_host(op: AgentAction, host_id: i64) -> NewTask {
         .enumerate()
         .map(|(i, (slot, rank))| NewSubtask {
             step: slot.step(),
+            timeout_secs: timeout_secs(slot.step(), None),
             host_id: Some(host_id),
             parallel_idx: -1,
             series_id: *rank,
@@ -128,6 +176,7 @@ pub fn batch(op: AgentAction, host_ids: &[i64]) -> NewTask {
             Slot::Wait => {
                 nodes.push(NewSubtask {
                     step: Step::Wait,
+                    timeout_secs: timeout_secs(Step::Wait, None),
                     host_id: None,
                     parallel_idx: -1,
                     series_id: series_base[slot_idx],
@@ -141,6 +190,7 @@ pub fn batch(op: AgentAction, host_ids: &[i64]) -> NewTask {
                 .map(|(i, &host_id)| {
                     nodes.push(NewSubtask {
                         step: *step,
+                        timeout_secs: timeout_secs(*step, None),
                         host_id: Some(host_id),
                         parallel_idx: i as i32,
                         series_id: series_base[slot_idx] + i as i32,
@@ -181,6 +231,7 @@ pub fn rolling(op: AgentAction, host_ids: &[i64], rollout: &Rollout) -> NewTask 
         let barrier = (batch > 0).then(|| {
             nodes.push(NewSubtask {
                 step: Step::Wait,
+                timeout_secs: timeout_secs(Step::Wait, Some(rollout)),
                 host_id: None,
                 parallel_idx: -1,
                 series_id: nodes.len() as i32,
@@ -196,6 +247,7 @@ pub fn rolling(op: AgentAction, host_ids: &[i64], rollout: &Rollout) -> NewTask 
                 let first = position == 0;
                 nodes.push(NewSubtask {
                     step: slot.step(),
+                    timeout_secs: timeout_secs(slot.step(), Some(rollout)),
                     host_id: Some(host_id),
                     parallel_idx,
                     series_id: nodes.len() as i32,
@@ -337,6 +389,49 @@ mod tests {
         }
         .validate()
         .unwrap()
+    }
+
+    #[test]
+    fn a_subtask_is_planned_with_its_steps_time_plus_its_rollouts_waits() {
+        let plain = batch(AgentAction::Restart, &[1, 2]);
+        let of = |plan: &NewTask, step| {
+            let node = plan.nodes.iter().find(|n| n.step == step).expect("step");
+            node.timeout_secs
+        };
+        assert_eq!(of(&plain, Step::StartAll), 600);
+        assert_eq!(of(&plain, Step::Wait), 30);
+        assert_eq!(of(&plain, Step::PrepareRestart), 60);
+        let mut slow = rollout("1");
+        slow.pause_seconds = 45;
+        slow.min_healthy_seconds = 20;
+        let rolling = rolling(AgentAction::Restart, &[1, 2], &slow);
+        assert_eq!(of(&rolling, Step::StartAll), 620);
+        assert_eq!(of(&rolling, Step::Wait), 75);
+        assert_eq!(of(&rolling, Step::StopAll), 600);
+    }
+
+    #[test]
+    fn a_cap_shortens_a_steps_own_work_but_not_its_rollouts_waits() {
+        let mut slow = rollout("1");
+        slow.min_healthy_seconds = 20;
+        let cap = Some(Duration::from_secs(5));
+        let planned = timeout_secs(Step::StartAll, Some(&slow));
+        assert_eq!(
+            run_timeout(planned, Step::StartAll, Some(&slow), cap),
+            Duration::from_secs(25)
+        );
+        assert_eq!(
+            run_timeout(600, Step::StopAll, None, cap),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            run_timeout(600, Step::StopAll, None, None),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            run_timeout(0, Step::Finish, None, None),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

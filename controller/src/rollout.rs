@@ -5,11 +5,7 @@
 //! request in one go instead of one refusal at a time. Both faces hand the same
 //! `RolloutInput` over; only how they spell a field differs.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
-
-use crate::model::Step;
 
 /// The longest pause between two batches: a day. Longer is a rollout that belongs in
 /// several tasks, and a bound keeps a typo (seconds for milliseconds) from parking
@@ -231,16 +227,6 @@ impl Rollout {
             BatchSize::Percent(p) => (hosts * usize::from(p)).div_ceil(100),
         };
         per.clamp(1, hosts.max(1))
-    }
-
-    /// How long a step of this rollout may take on top of its own timeout: a barrier
-    /// waits the pause, Start all watches its host for the health time.
-    pub fn extra_time(&self, step: Step) -> Duration {
-        match step {
-            Step::Wait => Duration::from_secs(u64::from(self.pause_seconds)),
-            Step::StartAll => Duration::from_secs(u64::from(self.min_healthy_seconds)),
-            _ => Duration::ZERO,
-        }
     }
 }
 

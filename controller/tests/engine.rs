@@ -314,11 +314,8 @@ async fn an_unreachable_agent_fails_its_step_at_the_timeout_and_keeps_the_host()
     );
 
     let log = controller
-        .controller
-        .as_ref()
-        .unwrap()
-        .core()
         .store()
+        .await
         .subtask_log(prepare.id)
         .await
         .unwrap();

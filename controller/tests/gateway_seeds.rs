@@ -250,22 +250,16 @@ async fn trace_id_reaches_the_task_and_comes_back() {
     let id = reply.json["data"]["id"].as_i64().expect("id");
     h.wait_task(id).await;
     let task = h
-        .controller
-        .as_ref()
-        .expect("running")
-        .core()
         .store()
+        .await
         .get_task(id)
         .await
         .expect("store")
         .expect("task");
     assert_eq!(task.trace_id, trace);
     let logs = h
-        .controller
-        .as_ref()
-        .expect("running")
-        .core()
         .store()
+        .await
         .subtask_log(task.subtasks[0].id)
         .await
         .expect("log");

@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::rate_log::Refusals;
-use crate::server::{Current, ServerTls};
+use crate::server_tls::{Current, ServerTls};
 
 /// A client gets this long to finish its handshake: a real one needs milliseconds.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

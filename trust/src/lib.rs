@@ -9,22 +9,22 @@
 
 mod client;
 mod files;
-mod guard;
 mod incoming;
+mod listener;
 pub mod pki;
 mod rate_log;
 mod refusal;
 mod role;
-mod server;
+mod server_tls;
 pub mod strict;
 mod waiting;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
-pub use guard::{Conn, ConnLimits, Incoming, parse_timeout};
+pub use listener::{Conn, ConnLimits, Incoming, parse_timeout};
 pub use refusal::{Refusal, causes, refusal};
 pub use role::Role;
-pub use server::{ServerTls, ServerTlsFiles};
+pub use server_tls::{ServerTls, ServerTlsFiles};
 
 /// rustls needs one process-wide crypto provider when more than one could be compiled
 /// in; this workspace builds with ring only, and every config here names it directly.

@@ -345,15 +345,12 @@ impl Steps {
                 detail: format!("subtask {id} is not part of task {}", task.id),
             });
         };
-        let mut timeout =
-            Duration::from_secs(u64::try_from(subtask.timeout_secs).unwrap_or(0).max(1));
-        // The cap shortens a step's own work, not the waits its rollout asks for.
-        if let Some(cap) = shared.options.max_subtask_timeout {
-            let waits = task
-                .rollout
-                .map_or(Duration::ZERO, |r| r.extra_time(subtask.step));
-            timeout = timeout.min(cap + waits);
-        }
+        let timeout = crate::plans::run_timeout(
+            subtask.timeout_secs,
+            subtask.step,
+            task.rollout.as_ref(),
+            shared.options.max_subtask_timeout,
+        );
         let step = subtask.step;
         let span = tracing::info_span!(
             "subtask",

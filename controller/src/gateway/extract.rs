@@ -71,7 +71,7 @@ impl FromRequestParts<GatewayState> for Caller {
         let trace_id = RequestContext::of(parts).trace_id.to_string();
         let principal = Credentials::principal(&parts.extensions).await;
         let caller = admit(operation, principal, trace_id)?;
-        super::guard::unwanted_body(parts)?;
+        super::cross_site::unwanted_body(parts)?;
         Ok(caller)
     }
 }
@@ -218,7 +218,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
         let bytes = read_body(body, &parts.method, parts.uri.path()).await?;
-        super::guard::json_body(&parts, &bytes)?;
+        super::cross_site::json_body(&parts, &bytes)?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid(
                 "body",

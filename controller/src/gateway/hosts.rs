@@ -8,18 +8,20 @@ use super::json::{
     PageOf, ProcessLogJson, TaskJson,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
+use crate::model::AgentAction;
 use crate::rollout::RolloutInput;
-use crate::service::{ApiOperation, Caller, HostQuery, host_filter};
+use crate::service::{ApiOperation, Caller, HostQuery, ProcessAction, host_filter};
 
 async fn batch(
     state: &GatewayState,
     caller: &Caller,
     body: BatchHostsRequest,
+    action: AgentAction,
 ) -> ApiResult<TaskJson> {
     let rollout = body.rollout.as_ref().map(RolloutInput::from);
     let task = state
         .core
-        .submit_batch(caller, &body.host_ids, rollout.as_ref())
+        .operate_agents(caller, action, &body.host_ids, rollout.as_ref())
         .await?;
     Ok(Data((&task).into()))
 }
@@ -35,7 +37,7 @@ pub async fn batch_restart_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body).await
+    batch(&state, &caller, body, AgentAction::Restart).await
 }
 
 /// Batch stop the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -49,7 +51,7 @@ pub async fn batch_stop_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body).await
+    batch(&state, &caller, body, AgentAction::Stop).await
 }
 
 /// Batch start the OCP agent's basic processes on hosts: returns the DAG task at once.
@@ -63,12 +65,17 @@ pub async fn batch_start_agents(
     caller: Caller,
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
-    batch(&state, &caller, body).await
+    batch(&state, &caller, body, AgentAction::Start).await
 }
 
-async fn single(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
+async fn single(
+    state: &GatewayState,
+    caller: &Caller,
+    ids: &PathIds,
+    action: AgentAction,
+) -> ApiResult<TaskJson> {
     let host_id = ids.id("hostId")?;
-    let task = state.core.submit_single(caller, host_id).await?;
+    let task = state.core.operate_agent(caller, action, host_id).await?;
     Ok(Data((&task).into()))
 }
 
@@ -83,7 +90,7 @@ pub async fn restart_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids).await
+    single(&state, &caller, &ids, AgentAction::Restart).await
 }
 
 /// Stop the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -97,7 +104,7 @@ pub async fn stop_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids).await
+    single(&state, &caller, &ids, AgentAction::Stop).await
 }
 
 /// Start the OCP agent's basic processes on one host: returns the DAG task at once.
@@ -111,17 +118,21 @@ pub async fn start_agent(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    single(&state, &caller, &ids).await
+    single(&state, &caller, &ids, AgentAction::Start).await
 }
 
 async fn process(
     state: &GatewayState,
     caller: &Caller,
     ids: &PathIds,
+    action: ProcessAction,
 ) -> ApiResult<HostAgentProcessJson> {
     let host_id = ids.id("hostId")?;
     let process_id = ids.id("agentProcessId")?;
-    let process = state.core.process_op(caller, host_id, process_id).await?;
+    let process = state
+        .core
+        .operate_process(caller, action, host_id, process_id)
+        .await?;
     Ok(Data((&process).into()))
 }
 
@@ -136,7 +147,7 @@ pub async fn restart_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids).await
+    process(&state, &caller, &ids, ProcessAction::Restart).await
 }
 
 /// Stop one agent process; answers once the agent has finished, with the process then.
@@ -150,7 +161,7 @@ pub async fn stop_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids).await
+    process(&state, &caller, &ids, ProcessAction::Stop).await
 }
 
 /// Start one agent process; answers once the agent has finished, with the process then.
@@ -164,7 +175,7 @@ pub async fn start_agent_process(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<HostAgentProcessJson> {
-    process(&state, &caller, &ids).await
+    process(&state, &caller, &ids, ProcessAction::Start).await
 }
 
 /// The host's agent and its processes, fresh from the agent when it answers in time.

@@ -16,7 +16,7 @@ use super::error::{ApiError, codes};
 use crate::metrics::CONTENT_TYPE;
 
 pub async fn scrape(State(state): State<GatewayState>) -> Response {
-    match state.metrics.render(state.core.store()).await {
+    match state.metrics.render(state.core.counts()).await {
         Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::warn!("metrics: reading the store: {e}");

@@ -5,9 +5,9 @@
 //! the framework's own (unknown route, wrong method, body too large, a panic), in OCP's
 //! envelope with the request's trace id, timing and the advertised server.
 
+pub mod cross_site;
 pub mod error;
 pub mod extract;
-pub mod guard;
 pub mod hosts;
 pub mod json;
 pub mod metrics;
@@ -138,11 +138,11 @@ pub fn router(state: GatewayState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(AuthLayer::new(state.users.clone()))
         .layer(axum::middleware::from_fn_with_state(
-            guard::Guard {
+            cross_site::Guard {
                 https: state.https,
                 routes,
             },
-            guard::guard,
+            cross_site::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -51,6 +51,10 @@ impl Modify for BasicAuth {
 
 /// The failures every authenticated route can answer with.
 #[derive(utoipa::IntoResponses)]
+#[allow(
+    dead_code,
+    reason = "only described in the OpenAPI document, never built"
+)]
 pub enum Failures {
     /// Illegal argument (10001): malformed JSON, a wrong type, an id that does not parse,
     /// a body sent to a route that takes none; `subErrors` names the field and the

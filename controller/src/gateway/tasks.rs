@@ -80,22 +80,6 @@ pub async fn get_task(
 
 pub static X_TASK_EVENT_SEQ: HeaderName = HeaderName::from_static("x-task-event-seq");
 
-async fn task_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
-    let task = state.core.task_op(caller, ids.id("id")?).await?;
-    Ok(Data((&task).into()))
-}
-
-async fn pause_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
-    let task = state.core.pause_op(caller, ids.id("id")?).await?;
-    Ok(Data((&task).into()))
-}
-
-async fn subtask_op(state: &GatewayState, caller: &Caller, ids: &PathIds) -> ApiResult<TaskJson> {
-    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
-    let task = state.core.subtask_op(caller, task_id, subtask_id).await?;
-    Ok(Data((&task).into()))
-}
-
 /// Runs every FAILED subtask of a FAILED task again (operation RETRY, runTime + 1).
 #[utoipa::path(operation_id = ApiOperation::RetryTask.name(),
     post, path = "/tasks/instances/{id}/retry", tag = "tasks",
@@ -107,7 +91,8 @@ pub async fn retry_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids).await
+    let task = state.core.retry_task(&caller, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
 }
 
 /// Undoes what a FAILED task did, backwards through its DAG, and lets its hosts go. It
@@ -123,7 +108,8 @@ pub async fn rollback_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    task_op(&state, &caller, &ids).await
+    let task = state.core.rollback_task(&caller, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
 }
 
 /// Holds a RUNNING rolling task before its next batch; steps already running finish.
@@ -138,7 +124,8 @@ pub async fn pause_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    pause_op(&state, &caller, &ids).await
+    let task = state.core.pause_task(&caller, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
 }
 
 /// Lets a paused rolling task (paused by an operator or by `pauseAfterFirstBatch`) go
@@ -153,7 +140,8 @@ pub async fn resume_task(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    pause_op(&state, &caller, &ids).await
+    let task = state.core.resume_task(&caller, ids.id("id")?).await?;
+    Ok(Data((&task).into()))
 }
 
 /// Runs one FAILED subtask again.
@@ -167,7 +155,12 @@ pub async fn retry_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids).await
+    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
+    let task = state
+        .core
+        .retry_subtask(&caller, task_id, subtask_id)
+        .await?;
+    Ok(Data((&task).into()))
 }
 
 /// Counts a FAILED subtask as done (SUCCESSFUL, operation SKIP) so that the DAG goes on.
@@ -181,7 +174,12 @@ pub async fn skip_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids).await
+    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
+    let task = state
+        .core
+        .skip_subtask(&caller, task_id, subtask_id)
+        .await?;
+    Ok(Data((&task).into()))
 }
 
 /// Cancels a RUNNING subtask: its agent call is dropped and it ends FAILED with operation
@@ -196,7 +194,12 @@ pub async fn cancel_subtask(
     caller: Caller,
     ids: PathIds,
 ) -> ApiResult<TaskJson> {
-    subtask_op(&state, &caller, &ids).await
+    let (task_id, subtask_id) = (ids.id("id")?, ids.id("subtaskId")?);
+    let task = state
+        .core
+        .cancel_subtask(&caller, task_id, subtask_id)
+        .await?;
+    Ok(Data((&task).into()))
 }
 
 /// What a subtask did: timestamped lines, each agent call with its trace id, every error.

@@ -6,7 +6,8 @@ use proto::ocp::v1::host_agent_service_server::HostAgentService;
 use tonic::{Request, Response, Status};
 
 use super::{admit, convert, page_request};
-use crate::service::{ApiOperation, Core, HostQuery, host_filter};
+use crate::model::AgentAction;
+use crate::service::{ApiOperation, Core, HostQuery, ProcessAction, host_filter};
 
 pub struct HostAgentGrpc {
     core: Core,
@@ -19,41 +20,44 @@ impl HostAgentGrpc {
 
     async fn batch<M>(
         &self,
-        operation: ApiOperation,
+        action: AgentAction,
         request: Request<M>,
         host_ids: impl FnOnce(M) -> (Vec<i64>, Option<pb::Rollout>),
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request).await?;
+        let caller = admit(ApiOperation::batch(action), &request).await?;
         let (host_ids, rollout) = host_ids(request.into_inner());
         let rollout = rollout.as_ref().map(convert::rollout_input);
         let task = self
             .core
-            .submit_batch(&caller, &host_ids, rollout.as_ref())
+            .operate_agents(&caller, action, &host_ids, rollout.as_ref())
             .await?;
         Ok(Response::new(convert::task(&task)))
     }
 
     async fn single<M>(
         &self,
-        operation: ApiOperation,
+        action: AgentAction,
         request: Request<M>,
         host_id: impl FnOnce(&M) -> i64,
     ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request).await?;
+        let caller = admit(ApiOperation::single(action), &request).await?;
         let host_id = host_id(request.get_ref());
-        let task = self.core.submit_single(&caller, host_id).await?;
+        let task = self.core.operate_agent(&caller, action, host_id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
     async fn process<M>(
         &self,
-        operation: ApiOperation,
+        action: ProcessAction,
         request: Request<M>,
         ids: impl FnOnce(&M) -> (i64, i64),
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let caller = admit(operation, &request).await?;
+        let caller = admit(ApiOperation::process(action), &request).await?;
         let (host_id, process_id) = ids(request.get_ref());
-        let process = self.core.process_op(&caller, host_id, process_id).await?;
+        let process = self
+            .core
+            .operate_process(&caller, action, host_id, process_id)
+            .await?;
         Ok(Response::new(convert::process(&process)))
     }
 }
@@ -64,65 +68,62 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::BatchRestartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::BatchRestartAgents;
-        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
+        self.batch(AgentAction::Restart, r, |m| (m.host_ids, m.rollout))
+            .await
     }
 
     async fn batch_stop_agents(
         &self,
         r: Request<pb::BatchStopAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::BatchStopAgents;
-        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
+        self.batch(AgentAction::Stop, r, |m| (m.host_ids, m.rollout))
+            .await
     }
 
     async fn batch_start_agents(
         &self,
         r: Request<pb::BatchStartAgentsRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::BatchStartAgents;
-        self.batch(op, r, |m| (m.host_ids, m.rollout)).await
+        self.batch(AgentAction::Start, r, |m| (m.host_ids, m.rollout))
+            .await
     }
 
     async fn restart_agent(
         &self,
         r: Request<pb::RestartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::RestartAgent;
-        self.single(op, r, |m| m.host_id).await
+        self.single(AgentAction::Restart, r, |m| m.host_id).await
     }
 
     async fn stop_agent(
         &self,
         r: Request<pb::StopAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::StopAgent;
-        self.single(op, r, |m| m.host_id).await
+        self.single(AgentAction::Stop, r, |m| m.host_id).await
     }
 
     async fn start_agent(
         &self,
         r: Request<pb::StartAgentRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::StartAgent;
-        self.single(op, r, |m| m.host_id).await
+        self.single(AgentAction::Start, r, |m| m.host_id).await
     }
 
     async fn restart_agent_process(
         &self,
         r: Request<pb::RestartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let op = ApiOperation::RestartAgentProcess;
-        self.process(op, r, |m| (m.host_id, m.agent_process_id))
-            .await
+        self.process(ProcessAction::Restart, r, |m| {
+            (m.host_id, m.agent_process_id)
+        })
+        .await
     }
 
     async fn stop_agent_process(
         &self,
         r: Request<pb::StopAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let op = ApiOperation::StopAgentProcess;
-        self.process(op, r, |m| (m.host_id, m.agent_process_id))
+        self.process(ProcessAction::Stop, r, |m| (m.host_id, m.agent_process_id))
             .await
     }
 
@@ -130,8 +131,7 @@ impl HostAgentService for HostAgentGrpc {
         &self,
         r: Request<pb::StartAgentProcessRequest>,
     ) -> Result<Response<pb::HostAgentProcess>, Status> {
-        let op = ApiOperation::StartAgentProcess;
-        self.process(op, r, |m| (m.host_id, m.agent_process_id))
+        self.process(ProcessAction::Start, r, |m| (m.host_id, m.agent_process_id))
             .await
     }
 

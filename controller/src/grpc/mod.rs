@@ -152,3 +152,22 @@ fn page_request(page: u32, size: u32) -> Result<PageRequest, Status> {
     let given = |n: u32| (n != 0).then_some(n);
     PageRequest::new(given(page), given(size)).map_err(|e| Status::invalid_argument(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SERVICES;
+    use crate::metrics::{Metrics, UNKNOWN_METHOD};
+    use crate::service::ApiOperation;
+
+    #[test]
+    fn every_operation_is_counted_under_its_own_method_label() {
+        let requests = Metrics::new(&SERVICES).grpc();
+        for op in ApiOperation::ALL {
+            let known = SERVICES.iter().any(|s| {
+                let path = format!("/{s}/{}", op.name());
+                *requests.method(&path) != *UNKNOWN_METHOD
+            });
+            assert!(known, "{} is served but has no label", op.name());
+        }
+    }
+}

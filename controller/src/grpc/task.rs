@@ -20,30 +20,6 @@ impl TaskGrpc {
     pub fn new(core: Core) -> TaskGrpc {
         TaskGrpc { core }
     }
-
-    async fn task_op<M>(
-        &self,
-        operation: ApiOperation,
-        request: Request<M>,
-        task_id: impl FnOnce(&M) -> i64,
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request).await?;
-        let task_id = task_id(request.get_ref());
-        let task = self.core.task_op(&caller, task_id).await?;
-        Ok(Response::new(convert::task(&task)))
-    }
-
-    async fn subtask_op<M>(
-        &self,
-        operation: ApiOperation,
-        request: Request<M>,
-        ids: impl FnOnce(&M) -> (i64, i64),
-    ) -> Result<Response<pb::Task>, Status> {
-        let caller = admit(operation, &request).await?;
-        let (task_id, subtask_id) = ids(request.get_ref());
-        let task = self.core.subtask_op(&caller, task_id, subtask_id).await?;
-        Ok(Response::new(convert::task(&task)))
-    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::TaskEvent, Status>> + Send>>;
@@ -85,16 +61,20 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::RetryTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::RetryTask;
-        self.task_op(op, request, |m| m.id).await
+        let caller = admit(ApiOperation::RetryTask, &request).await?;
+        let r = request.get_ref();
+        let task = self.core.retry_task(&caller, r.id).await?;
+        Ok(Response::new(convert::task(&task)))
     }
 
     async fn rollback_task(
         &self,
         request: Request<pb::RollbackTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::RollbackTask;
-        self.task_op(op, request, |m| m.id).await
+        let caller = admit(ApiOperation::RollbackTask, &request).await?;
+        let r = request.get_ref();
+        let task = self.core.rollback_task(&caller, r.id).await?;
+        Ok(Response::new(convert::task(&task)))
     }
 
     async fn pause_task(
@@ -102,7 +82,8 @@ impl TaskService for TaskGrpc {
         request: Request<pb::PauseTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let caller = admit(ApiOperation::PauseTask, &request).await?;
-        let task = self.core.pause_op(&caller, request.get_ref().id).await?;
+        let r = request.get_ref();
+        let task = self.core.pause_task(&caller, r.id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
@@ -111,7 +92,8 @@ impl TaskService for TaskGrpc {
         request: Request<pb::ResumeTaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
         let caller = admit(ApiOperation::ResumeTask, &request).await?;
-        let task = self.core.pause_op(&caller, request.get_ref().id).await?;
+        let r = request.get_ref();
+        let task = self.core.resume_task(&caller, r.id).await?;
         Ok(Response::new(convert::task(&task)))
     }
 
@@ -119,27 +101,39 @@ impl TaskService for TaskGrpc {
         &self,
         request: Request<pb::RetrySubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::RetrySubtask;
-        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
-            .await
+        let caller = admit(ApiOperation::RetrySubtask, &request).await?;
+        let r = request.get_ref();
+        let task = self
+            .core
+            .retry_subtask(&caller, r.task_id, r.subtask_id)
+            .await?;
+        Ok(Response::new(convert::task(&task)))
     }
 
     async fn skip_subtask(
         &self,
         request: Request<pb::SkipSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::SkipSubtask;
-        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
-            .await
+        let caller = admit(ApiOperation::SkipSubtask, &request).await?;
+        let r = request.get_ref();
+        let task = self
+            .core
+            .skip_subtask(&caller, r.task_id, r.subtask_id)
+            .await?;
+        Ok(Response::new(convert::task(&task)))
     }
 
     async fn cancel_subtask(
         &self,
         request: Request<pb::CancelSubtaskRequest>,
     ) -> Result<Response<pb::Task>, Status> {
-        let op = ApiOperation::CancelSubtask;
-        self.subtask_op(op, request, |m| (m.task_id, m.subtask_id))
-            .await
+        let caller = admit(ApiOperation::CancelSubtask, &request).await?;
+        let r = request.get_ref();
+        let task = self
+            .core
+            .cancel_subtask(&caller, r.task_id, r.subtask_id)
+            .await?;
+        Ok(Response::new(convert::task(&task)))
     }
 
     async fn get_subtask_log(

@@ -24,11 +24,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use tokio::time::Instant;
 
-pub use grpc::{CountGrpc, GrpcRequests};
+pub use grpc::GrpcRequests;
+#[cfg(test)]
+pub use grpc::UNKNOWN_METHOD;
 pub use http::{HttpRequests, count_http};
 
-use crate::model::{HostStatus, Step};
-use crate::store::{Store, StoreCounts, StoreError};
+use crate::model::{HostStatus, Step, StoreCounts};
 
 /// How long the store's counts are served before a scrape reads them again.
 pub const STORE_TTL: Duration = Duration::from_secs(2);
@@ -114,7 +115,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// `served`: the gRPC services (`package.Service`) the controller serves besides
+    /// reflection; their methods are counted by name, any other path as unknown.
+    pub fn new(served: &[&str]) -> Metrics {
         let mut registry = Registry::with_prefix("ocp_controller");
         let agent_calls: Histograms<AgentCallLabels> =
             Family::new_with_constructor(|| Histogram::new(AGENT_CALL_BUCKETS));
@@ -151,7 +154,7 @@ impl Metrics {
             "REST requests answered, by method, matched route template and HTTP status",
             http.family(),
         );
-        let grpc = GrpcRequests::new();
+        let grpc = GrpcRequests::new(served);
         registry.register(
             "grpc_requests",
             "gRPC calls answered, by method (/package.Service/Method) and gRPC status code",
@@ -192,12 +195,16 @@ impl Metrics {
         self.grpc.clone()
     }
 
-    /// The exposition: the store is read first unless it was within [`STORE_TTL`].
-    pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
+    /// The exposition: the store's counts are read first, with `read`, unless they
+    /// were within [`STORE_TTL`].
+    pub async fn render<E>(
+        &self,
+        read: impl Future<Output = Result<StoreCounts, E>>,
+    ) -> Result<String, E> {
         {
             let mut read_at = self.store_read.lock().await;
             if read_at.is_none_or(|at| at.elapsed() >= STORE_TTL) {
-                self.store.replace(store.counts().await?);
+                self.store.replace(read.await?);
                 *read_at = Some(Instant::now());
             }
         }
@@ -207,12 +214,6 @@ impl Metrics {
             tracing::error!("encoding the metrics: {e}");
         }
         Ok(text)
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
     }
 }
 

@@ -77,7 +77,20 @@ impl Core {
         page: PageRequest,
     ) -> Result<Page<Host>, CoreError> {
         caller.admitted(ApiOperation::ListHosts)?;
-        Ok(self.store.list_hosts(filter, page).await?)
+        let mut page = self.store.list_hosts(filter, page).await?;
+        for host in &mut page.contents {
+            self.heard(host);
+        }
+        Ok(page)
+    }
+
+    /// The freshest answer of the host's agent this controller has seen: the heartbeat
+    /// writes a steady host's answers to the store only now and then, and keeps them
+    /// in memory in between.
+    fn heard(&self, host: &mut Host) {
+        host.last_available_time = host
+            .last_available_time
+            .max(self.agents.last_answer(host.id));
     }
 
     pub async fn get_host(&self, caller: &Caller, id: i64) -> Result<Host, CoreError> {
@@ -87,10 +100,13 @@ impl Core {
 
     pub(super) async fn find_host(&self, id: i64) -> Result<Host, CoreError> {
         check_id(Field::HostId, id)?;
-        self.store
+        let mut host = self
+            .store
             .get_host(id)
             .await?
-            .ok_or(CoreError::HostNotFound(id))
+            .ok_or(CoreError::HostNotFound(id))?;
+        self.heard(&mut host);
+        Ok(host)
     }
 
     /// A host and one of its processes, or which of them is not there.
@@ -124,32 +140,30 @@ impl Core {
         }
     }
 
-    /// Creates the DAG task of a whole-agent operation on one host and starts it.
-    pub async fn submit_single(&self, caller: &Caller, host_id: i64) -> Result<Task, CoreError> {
-        let op = caller.admitted_to(&[
-            (ApiOperation::RestartAgent, AgentAction::Restart),
-            (ApiOperation::StopAgent, AgentAction::Stop),
-            (ApiOperation::StartAgent, AgentAction::Start),
-        ])?;
+    /// Restarts, stops or starts one host's agent: creates the DAG task and starts it.
+    pub async fn operate_agent(
+        &self,
+        caller: &Caller,
+        action: AgentAction,
+        host_id: i64,
+    ) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::single(action))?;
         self.find_host(host_id).await?;
-        self.create_and_drive(plans::single_host(op, host_id), caller)
+        self.create_and_drive(plans::single_host(action, host_id), caller)
             .await
     }
 
-    /// Validates the whole batch first: nothing is created unless every host can be taken.
-    /// A batch task over `host_ids`: stage-wise as OCP's, or rolling when a rollout is
-    /// given.
-    pub async fn submit_batch(
+    /// Restarts, stops or starts the agents of `host_ids` as one batch task: stage-wise
+    /// as OCP's, or rolling when a rollout is given. The whole batch is validated first:
+    /// nothing is created unless every host can be taken.
+    pub async fn operate_agents(
         &self,
         caller: &Caller,
+        action: AgentAction,
         host_ids: &[i64],
         rollout: Option<&RolloutInput>,
     ) -> Result<Task, CoreError> {
-        let op = caller.admitted_to(&[
-            (ApiOperation::BatchRestartAgents, AgentAction::Restart),
-            (ApiOperation::BatchStopAgents, AgentAction::Stop),
-            (ApiOperation::BatchStartAgents, AgentAction::Start),
-        ])?;
+        caller.admitted(ApiOperation::batch(action))?;
         let rollout = rollout
             .map(RolloutInput::validate)
             .transpose()
@@ -169,8 +183,8 @@ impl Core {
             });
         }
         let plan = match rollout {
-            Some(rollout) => plans::rolling(op, host_ids, &rollout),
-            None => plans::batch(op, host_ids),
+            Some(rollout) => plans::rolling(action, host_ids, &rollout),
+            None => plans::batch(action, host_ids),
         };
         self.create_and_drive(plan, caller).await
     }

@@ -108,24 +108,25 @@ impl Core {
     }
 
     /// Restarts, stops or starts one process and answers once the agent is done.
-    pub async fn process_op(
+    pub async fn operate_process(
         &self,
         caller: &Caller,
+        action: ProcessAction,
         host_id: i64,
         process_id: i64,
     ) -> Result<AgentProcess, CoreError> {
-        let op = caller.admitted_to(&[
-            (ApiOperation::RestartAgentProcess, ProcessAction::Restart),
-            (ApiOperation::StopAgentProcess, ProcessAction::Stop),
-            (ApiOperation::StartAgentProcess, ProcessAction::Start),
-        ])?;
+        caller.admitted(ApiOperation::process(action))?;
         let (host, process) = self.find_process(host_id, process_id).await?;
         if self.store.lock_holder(host_id).await?.is_some() {
             return Err(self.busy(host_id).await);
         }
         let response = self
             .client(&host, caller)?
-            .process(op, &process.snapshot.alias, self.options.process_op_timeout)
+            .process(
+                action,
+                &process.snapshot.alias,
+                self.options.process_op_timeout,
+            )
             .await
             .map_err(|e| CoreError::agent(host_id, e))?;
         let info = response.process.ok_or_else(|| CoreError::AgentRefused {

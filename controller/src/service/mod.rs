@@ -6,7 +6,7 @@
 //! `inventory`, `tasks` and `profiles`, what they refuse in `errors`.
 
 mod errors;
-mod finished;
+mod finished_cache;
 mod hosts;
 mod inventory;
 mod operations;
@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 use crate::agent_client::AgentPool;
 pub use crate::agent_client::ProcessAction;
 use crate::engine::Engine;
+use crate::model::StoreCounts;
 use crate::store::{Dialect, Store};
 pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_hosts, thousands};
 pub use hosts::{HostQuery, MAX_KEYWORD_CHARS, host_filter};
@@ -31,7 +32,7 @@ pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
 pub use profiles::CurrentUser;
-pub use tasks::{SubtaskAction, TaskAction, TaskQuery, log_text, task_filter};
+pub use tasks::{TaskQuery, log_text, task_filter};
 pub use watch::DEFAULT_MAX_WATCHES_PER_USER;
 
 #[derive(Debug, Clone)]
@@ -76,13 +77,13 @@ pub struct Core {
     /// One refresh per host at a time: readers that find the inventory stale while a
     /// refresh is out wait for it instead of all calling the agent at once.
     refreshing: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>>,
-    finished: Arc<finished::FinishedTasks>,
+    finished: Arc<finished_cache::FinishedTasks>,
     watches: Arc<watch::Watches>,
 }
 
 impl Core {
     pub fn new(store: Store, engine: Engine, agents: Arc<AgentPool>, options: CoreOptions) -> Core {
-        let finished = Arc::new(finished::FinishedTasks::new(
+        let finished = Arc::new(finished_cache::FinishedTasks::new(
             store.dialect() == Dialect::Sqlite,
         ));
         let watches = watch::Watches::new(store.clone(), options.max_watches_per_user);
@@ -99,8 +100,9 @@ impl Core {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The store's counts of tasks, subtasks and hosts, for the metrics.
+    pub async fn counts(&self) -> Result<StoreCounts, CoreError> {
+        Ok(self.store.counts().await?)
     }
 
     pub fn host_added(&self) -> Arc<Notify> {

@@ -6,8 +6,9 @@
 //! face.
 
 use super::CoreError;
+use crate::agent_client::ProcessAction;
 use crate::auth::{AuthError, Permission, Permissions, Principal};
-use crate::model::Task;
+use crate::model::{AgentAction, Task};
 
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,33 @@ impl ApiOperation {
             .copied()
             .find(|op| op.name() == name)
     }
+
+    /// The operation that does `action` to one host's agent.
+    pub const fn single(action: AgentAction) -> ApiOperation {
+        match action {
+            AgentAction::Restart => ApiOperation::RestartAgent,
+            AgentAction::Stop => ApiOperation::StopAgent,
+            AgentAction::Start => ApiOperation::StartAgent,
+        }
+    }
+
+    /// The operation that does `action` to the agents of several hosts at once.
+    pub const fn batch(action: AgentAction) -> ApiOperation {
+        match action {
+            AgentAction::Restart => ApiOperation::BatchRestartAgents,
+            AgentAction::Stop => ApiOperation::BatchStopAgents,
+            AgentAction::Start => ApiOperation::BatchStartAgents,
+        }
+    }
+
+    /// The operation that does `action` to one process of a host.
+    pub const fn process(action: ProcessAction) -> ApiOperation {
+        match action {
+            ProcessAction::Restart => ApiOperation::RestartAgentProcess,
+            ProcessAction::Stop => ApiOperation::StopAgentProcess,
+            ProcessAction::Start => ApiOperation::StartAgentProcess,
+        }
+    }
 }
 
 /// Who asks, under which trace id their request runs, and which operation they were
@@ -137,31 +165,20 @@ impl Caller {
         self.principal.has(Permission::TaskViewer)
     }
 
-    /// What the operation this caller was admitted to means, among the `choices` of the
-    /// core's operation at hand.
-    pub(super) fn admitted_to<T: Copy>(
-        &self,
-        choices: &[(ApiOperation, T)],
-    ) -> Result<T, CoreError> {
-        choices
-            .iter()
-            .find(|(op, _)| *op == self.operation)
-            .map(|(_, meaning)| *meaning)
-            .ok_or_else(|| {
-                let expected: Vec<&str> = choices.iter().map(|(op, _)| op.name()).collect();
-                tracing::error!(
-                    admitted = self.operation.name(),
-                    "a face asked the core for {} with a caller admitted to another operation",
-                    expected.join(" or ")
-                );
-                CoreError::Misrouted {
-                    admitted: self.operation,
-                }
-            })
-    }
-
+    /// Whether this caller was admitted to `operation`: a face that admitted another
+    /// one asked the core for the wrong thing, which is logged and refused.
     pub(super) fn admitted(&self, operation: ApiOperation) -> Result<(), CoreError> {
-        self.admitted_to(&[(operation, ())])
+        if self.operation == operation {
+            return Ok(());
+        }
+        tracing::error!(
+            admitted = self.operation.name(),
+            "a face asked the core for {} with a caller admitted to another operation",
+            operation.name()
+        );
+        Err(CoreError::Misrouted {
+            admitted: self.operation,
+        })
     }
 }
 
@@ -195,6 +212,31 @@ mod tests {
     }
 
     #[test]
+    fn each_action_has_its_own_operation_of_its_kind() {
+        use std::collections::HashSet;
+        let actions = [AgentAction::Restart, AgentAction::Stop, AgentAction::Start];
+        let processes = [
+            ProcessAction::Restart,
+            ProcessAction::Stop,
+            ProcessAction::Start,
+        ];
+        let ops: HashSet<ApiOperation> = actions
+            .iter()
+            .flat_map(|&a| [ApiOperation::single(a), ApiOperation::batch(a)])
+            .chain(processes.iter().map(|&p| ApiOperation::process(p)))
+            .collect();
+        assert_eq!(ops.len(), 9);
+        assert_eq!(
+            ApiOperation::batch(AgentAction::Stop).name(),
+            "BatchStopAgents"
+        );
+        assert_eq!(
+            ApiOperation::process(ProcessAction::Start).name(),
+            "StartAgentProcess"
+        );
+    }
+
+    #[test]
     fn names_are_unique_and_found_again() {
         for op in ApiOperation::ALL {
             assert_eq!(ApiOperation::from_name(op.name()), Some(*op));
@@ -213,8 +255,6 @@ mod tests {
                 admitted: ApiOperation::GetHost
             })
         ));
-        let choices = [(ApiOperation::ListHosts, 1), (ApiOperation::GetHost, 2)];
-        assert_eq!(caller.admitted_to(&choices).ok(), Some(2));
     }
 
     #[test]

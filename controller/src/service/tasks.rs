@@ -17,9 +17,9 @@ use crate::model::{
 /// How long a cancel waits for the controller driving the step to record its end.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
 
-/// What an operator asks of a whole task.
+/// How a FAILED task is reopened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskAction {
+enum TaskAction {
     /// Every FAILED subtask runs again (operation RETRY, one more attempt).
     Retry,
     /// What the FAILED task did is undone, backwards through its DAG, and its hosts are let
@@ -28,15 +28,13 @@ pub enum TaskAction {
     Rollback,
 }
 
-/// What an operator asks of one subtask.
+/// How a FAILED subtask is reopened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SubtaskAction {
-    /// A FAILED subtask runs again.
+enum SubtaskAction {
+    /// It runs again.
     Retry,
-    /// A FAILED subtask counts as done (SUCCESSFUL, operation SKIP) and the DAG goes on.
+    /// It counts as done (SUCCESSFUL, operation SKIP) and the DAG goes on.
     Skip,
-    /// A RUNNING subtask's agent call is dropped and it ends FAILED with operation CANCEL.
-    Cancel,
 }
 
 impl Core {
@@ -83,15 +81,29 @@ impl Core {
         Ok(self.store.list_tasks(filter, page).await?)
     }
 
-    pub async fn task_op(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
-        let op = caller.admitted_to(&[
-            (ApiOperation::RetryTask, TaskAction::Retry),
-            (ApiOperation::RollbackTask, TaskAction::Rollback),
-        ])?;
+    /// Runs every FAILED subtask of a FAILED task again (operation RETRY).
+    pub async fn retry_task(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::RetryTask)?;
+        self.reopen_task(caller, task_id, TaskAction::Retry).await
+    }
+
+    /// Undoes what a FAILED task did, backwards through its DAG.
+    pub async fn rollback_task(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::RollbackTask)?;
+        self.reopen_task(caller, task_id, TaskAction::Rollback)
+            .await
+    }
+
+    async fn reopen_task(
+        &self,
+        caller: &Caller,
+        task_id: i64,
+        action: TaskAction,
+    ) -> Result<Task, CoreError> {
         check_id(Field::TaskId, task_id)?;
         let at = now_millis();
         let claim = self.engine.claim();
-        let fence = match op {
+        let fence = match action {
             TaskAction::Retry => {
                 self.store
                     .retry_task(task_id, caller.name(), at, &claim)
@@ -110,13 +122,24 @@ impl Core {
         self.find_task(task_id).await
     }
 
-    /// Pauses or resumes a RUNNING rolling task: a pause holds it before its next batch
-    /// (what runs finishes), a resume lets the held batch go.
-    pub async fn pause_op(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
-        let paused = caller.admitted_to(&[
-            (ApiOperation::PauseTask, true),
-            (ApiOperation::ResumeTask, false),
-        ])?;
+    /// Holds a RUNNING rolling task before its next batch; what runs finishes.
+    pub async fn pause_task(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::PauseTask)?;
+        self.set_paused(caller, task_id, true).await
+    }
+
+    /// Lets a paused rolling task's held batch go.
+    pub async fn resume_task(&self, caller: &Caller, task_id: i64) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::ResumeTask)?;
+        self.set_paused(caller, task_id, false).await
+    }
+
+    async fn set_paused(
+        &self,
+        caller: &Caller,
+        task_id: i64,
+        paused: bool,
+    ) -> Result<Task, CoreError> {
         check_id(Field::TaskId, task_id)?;
         self.store
             .set_paused(task_id, paused, caller.name(), now_millis())
@@ -124,21 +147,41 @@ impl Core {
         self.find_task(task_id).await
     }
 
-    pub async fn subtask_op(
+    /// Runs one FAILED subtask again.
+    pub async fn retry_subtask(
         &self,
         caller: &Caller,
         task_id: i64,
         subtask_id: i64,
     ) -> Result<Task, CoreError> {
-        let op = caller.admitted_to(&[
-            (ApiOperation::RetrySubtask, SubtaskAction::Retry),
-            (ApiOperation::SkipSubtask, SubtaskAction::Skip),
-            (ApiOperation::CancelSubtask, SubtaskAction::Cancel),
-        ])?;
+        caller.admitted(ApiOperation::RetrySubtask)?;
+        self.reopen_subtask(caller, task_id, subtask_id, SubtaskAction::Retry)
+            .await
+    }
+
+    /// Counts one FAILED subtask as done (operation SKIP), and the DAG goes on.
+    pub async fn skip_subtask(
+        &self,
+        caller: &Caller,
+        task_id: i64,
+        subtask_id: i64,
+    ) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::SkipSubtask)?;
+        self.reopen_subtask(caller, task_id, subtask_id, SubtaskAction::Skip)
+            .await
+    }
+
+    async fn reopen_subtask(
+        &self,
+        caller: &Caller,
+        task_id: i64,
+        subtask_id: i64,
+        action: SubtaskAction,
+    ) -> Result<Task, CoreError> {
         check_ids(task_id, subtask_id)?;
         let at = now_millis();
         let claim = self.engine.claim();
-        let fence = match op {
+        let fence = match action {
             SubtaskAction::Retry => {
                 self.store
                     .retry_subtask(task_id, subtask_id, caller.name(), at, &claim)
@@ -149,7 +192,6 @@ impl Core {
                     .skip_subtask(task_id, subtask_id, caller.name(), at, &claim)
                     .await?
             }
-            SubtaskAction::Cancel => return self.cancel_subtask(task_id, subtask_id, caller).await,
         };
         self.finished.forget(task_id);
         self.engine.drive(fence, Start::Fresh);
@@ -161,12 +203,14 @@ impl Core {
     /// answers once the outcome is recorded, or after [`CANCEL_WAIT`] with the subtask
     /// still CANCELING when no controller drives the task right now (the next owner
     /// records the cancel when it takes the task over).
-    async fn cancel_subtask(
+    pub async fn cancel_subtask(
         &self,
+        caller: &Caller,
         task_id: i64,
         subtask_id: i64,
-        caller: &Caller,
     ) -> Result<Task, CoreError> {
+        caller.admitted(ApiOperation::CancelSubtask)?;
+        check_ids(task_id, subtask_id)?;
         let mut news = self.store.subscribe();
         self.store
             .mark_canceling(task_id, subtask_id, caller.name(), now_millis())

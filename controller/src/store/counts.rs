@@ -9,16 +9,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::model::TaskStatus;
-
-/// Rows counted by their words, as stored: (name, status, count) and (status, count).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct StoreCounts {
-    pub tasks: Vec<(String, String, i64)>,
-    /// Of the open tasks only.
-    pub subtasks: Vec<(String, String, i64)>,
-    pub hosts: Vec<(String, i64)>,
-}
+use crate::model::{StoreCounts, TaskStatus};
 
 impl Store {
     pub async fn counts(&self) -> Result<StoreCounts, StoreError> {

@@ -12,7 +12,7 @@ mod events;
 mod hosts;
 mod leases;
 mod rollouts;
-mod sole;
+mod sqlite_lock;
 mod tasks;
 mod transitions;
 
@@ -23,9 +23,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
-pub use counts::StoreCounts;
 pub use leases::{Claim, ControllerRow, Fence};
-pub use sole::{SoleController, SoleError};
+pub use sqlite_lock::{SoleController, SoleError};
 pub use tasks::{LockHolder, LogEntry, TaskOrigin};
 pub use transitions::{Outcome, TransitionRefused};
 

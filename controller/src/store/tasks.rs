@@ -150,10 +150,7 @@ impl Store {
                     Operation::Execute.as_str(),
                     node.status.as_str(),
                     node.parallel_idx,
-                    node.step.timeout_secs()
-                        + plan
-                            .rollout
-                            .map_or(0, |r| r.extra_time(node.step).as_secs() as i64)
+                    node.timeout_secs
                 ])
             })
             .collect();

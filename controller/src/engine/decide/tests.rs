@@ -32,7 +32,7 @@ fn task_from(plan: &NewTask) -> Task {
                 operation: Operation::Execute,
                 status: node.status,
                 parallel_idx: node.parallel_idx,
-                timeout_secs: node.step.timeout_secs(),
+                timeout_secs: node.timeout_secs,
                 run_time: 1,
                 executor: None,
                 start_time: None,

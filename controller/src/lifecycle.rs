@@ -132,7 +132,7 @@ impl Controller {
         })
         .await??;
         let store = Store::connect_with(&options.database_url, Some(options.lease_ttl)).await?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(&crate::grpc::SERVICES));
         let agents = Arc::new(AgentPool::new(agent_tls, metrics.agent_calls()));
         let cancel = CancellationToken::new();
         let engine = Engine::new(

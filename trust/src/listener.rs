@@ -24,7 +24,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::incoming::{self, TlsConn};
 use crate::rate_log::Refusals;
-use crate::server::ServerTls;
+use crate::server_tls::ServerTls;
 use crate::waiting::{Ticket, Waiting};
 
 /// How long a client may take, and how many may be connected at once, per listener.

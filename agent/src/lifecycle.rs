@@ -25,8 +25,8 @@ use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 use crate::cgroup::Cgroups;
 use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
+use crate::grpc::AgentServiceImpl;
 use crate::metrics::{self, MetricsBuilder};
-use crate::service::AgentServiceImpl;
 use crate::supervisor;
 
 /// Where the agent listens and what it reads; see docs/agent.md#command-line.
