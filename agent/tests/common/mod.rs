@@ -27,8 +27,8 @@ pub type Client = AgentServiceClient<Channel>;
 /// A port nobody listens on right now, and never handed out before in this test
 /// binary: its tests run side by side, and a port is free while its process restarts.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    static GIVEN: parking_lot::Mutex<Vec<u16>> = parking_lot::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock();
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -45,8 +45,8 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 /// binary run side by side, and a port is free again while its process restarts: the
 /// OS could hand it to another test's agent in that window, and the restart would fail.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    static GIVEN: parking_lot::Mutex<Vec<u16>> = parking_lot::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock();
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
