@@ -8,6 +8,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::fleet::{AgentProfile, Fleet, FleetSpec, Transport, demo_controller_args};
@@ -498,8 +500,8 @@ impl Drop for DemoLock {
 }
 
 fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+    // No signal: only checks that the process exists.
+    pid > 0 && kill(Pid::from_raw(pid), None).is_ok()
 }
 
 #[cfg(test)]

@@ -192,10 +192,8 @@ impl AgentProcess {
     }
 
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe {
-            libc::kill(self.child.id() as i32, sig);
-        }
+        let sig = nix::sys::signal::Signal::try_from(sig).expect("a signal");
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig);
     }
 }
 

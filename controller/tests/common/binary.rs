@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use controller::auth::BasicAuth;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, SysconfVar, sysconf};
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -125,15 +127,18 @@ impl SpawnedController {
         // utime and stime: fields 14 and 15 of stat, 12 and 13 after the command name.
         let ticks: u64 =
             fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let per_second = sysconf(SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(1)
+            .max(1) as u64;
         Duration::from_millis(ticks * 1000 / per_second)
     }
 
     /// SIGTERM, and waits for the controller to finish shutting down.
     pub fn stop(mut self) -> String {
-        // SAFETY: kill with a pid this test spawned and has not reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        // A pid this test spawned and has not reaped.
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let deadline = std::time::Instant::now() + WAIT;
         while self.child.try_wait().ok().flatten().is_none() {
             assert!(

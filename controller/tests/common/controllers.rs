@@ -320,8 +320,10 @@ impl Node {
     fn signal(&self, signal: i32) {
         assert!(self.child.is_some(), "controller {} is gone", self.pid);
         let pid = i32::try_from(self.pid).expect("pid");
-        // SAFETY: kill(2) on a child this value owns and has not reaped.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "signal {signal}");
+        // A child this value owns and has not reaped.
+        let sig = nix::sys::signal::Signal::try_from(signal).expect("a signal");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+            .unwrap_or_else(|e| panic!("signal {signal}: {e}"));
     }
 
     pub fn is_running(&mut self) -> bool {

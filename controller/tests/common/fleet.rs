@@ -204,8 +204,11 @@ impl Drop for TestAgent {
                 continue;
             };
             if start_ticks(pid).as_deref() == Some(ticks) {
-                // SAFETY: signals a process group this test's agent started.
-                unsafe { libc::killpg(pid, libc::SIGKILL) };
+                // A process group this test's agent started.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         }
     }
