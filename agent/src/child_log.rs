@@ -15,16 +15,19 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::OFlag;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl, open};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{dup2_stderr, dup2_stdout, mkdir, write};
 
 /// Modes of what the child creates: the process's user and its group may read the log,
 /// nobody else; the agent (root) reads it anyway for TailLog.
-const DIR_MODE: libc::mode_t = 0o750;
-const FILE_MODE: libc::mode_t = 0o640;
+const DIR_MODE: Mode = Mode::from_bits_truncate(0o750);
+const FILE_MODE: Mode = Mode::from_bits_truncate(0o640);
 
 /// What the child reports on the pipe before it fails.
 const FAILED_DIR: u8 = b'd';
@@ -85,52 +88,50 @@ impl ChildLog {
     /// child's stdout and stderr. Only async-signal-safe calls, on data made before
     /// the fork.
     pub(crate) fn open_in_child(&self) -> io::Result<()> {
-        // SAFETY: umask, mkdir, open, fcntl, dup2, close and write are async-signal-safe;
-        // every pointer is to a CString that lives as long as `self`.
-        unsafe {
-            let umask = libc::umask(0);
-            let fail = |step: u8| {
-                let error = io::Error::last_os_error();
-                libc::umask(umask);
-                libc::write(self.report.as_raw_fd(), [step].as_ptr().cast(), 1);
-                Err(error)
-            };
-            for dir in &self.dirs {
-                if libc::mkdir(dir.as_ptr(), DIR_MODE) != 0
-                    && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST)
-                {
-                    return fail(FAILED_DIR);
-                }
+        // umask, mkdir, open, fcntl, dup2, close and write are async-signal-safe, and
+        // nix's wrappers of them allocate nothing: the paths are CStrings already.
+        let old_umask = umask(Mode::empty());
+        let fail = |step: u8, error: Errno| {
+            umask(old_umask);
+            let _ = write(&self.report, &[step]);
+            Err(error.into())
+        };
+        for dir in &self.dirs {
+            match mkdir(dir.as_c_str(), DIR_MODE) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return fail(FAILED_DIR, e),
             }
-            // Non-blocking, so that a FIFO put in the log's place fails the open (no
-            // reader) instead of holding the spawn forever; blocking again once open.
-            let fd = libc::open(
-                self.c_path.as_ptr(),
-                libc::O_WRONLY
-                    | libc::O_CREAT
-                    | libc::O_APPEND
-                    | libc::O_NOCTTY
-                    | libc::O_CLOEXEC
-                    | libc::O_NONBLOCK,
-                FILE_MODE as libc::c_uint,
-            );
-            if fd < 0 {
-                return fail(FAILED_OPEN);
-            }
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
-                libc::close(fd);
-                return fail(FAILED_OPEN);
-            }
-            libc::umask(umask);
-            // dup2 leaves close-on-exec off on the copies, so only they reach the program.
-            let duped = libc::dup2(fd, 1) >= 0 && libc::dup2(fd, 2) >= 0;
-            let error = io::Error::last_os_error();
-            libc::close(fd);
-            if !duped {
-                libc::write(self.report.as_raw_fd(), [FAILED_OPEN].as_ptr().cast(), 1);
-                return Err(error);
-            }
+        }
+        // Non-blocking, so that a FIFO put in the log's place fails the open (no
+        // reader) instead of holding the spawn forever; blocking again once open.
+        let fd = match open(
+            self.c_path.as_c_str(),
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_APPEND
+                | OFlag::O_NOCTTY
+                | OFlag::O_CLOEXEC
+                | OFlag::O_NONBLOCK,
+            FILE_MODE,
+        ) {
+            Ok(fd) => fd,
+            Err(e) => return fail(FAILED_OPEN, e),
+        };
+        let blocking = fcntl(&fd, FcntlArg::F_GETFL).and_then(|flags| {
+            let flags = OFlag::from_bits_retain(flags) - OFlag::O_NONBLOCK;
+            fcntl(&fd, FcntlArg::F_SETFL(flags))
+        });
+        if let Err(e) = blocking {
+            drop(fd);
+            return fail(FAILED_OPEN, e);
+        }
+        umask(old_umask);
+        // dup2 leaves close-on-exec off on the copies, so only they reach the program.
+        let duped = dup2_stdout(&fd).and_then(|()| dup2_stderr(&fd));
+        drop(fd);
+        if let Err(e) = duped {
+            let _ = write(&self.report, &[FAILED_OPEN]);
+            return Err(e.into());
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::killpg;
-use nix::unistd::{Pid, Uid, User};
+use nix::unistd::{Pid, SysconfVar, Uid, User, sysconf};
 
 use crate::sockdiag;
 
@@ -94,9 +94,10 @@ pub fn user_name(uid: u32) -> String {
 }
 
 fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as u64 } else { 100 }
+    match sysconf(SysconfVar::CLK_TCK) {
+        Ok(Some(ticks)) if ticks > 0 => ticks as u64,
+        _ => 100,
+    }
 }
 
 pub fn ticks_to_ms(ticks: u64) -> u64 {
@@ -104,9 +105,10 @@ pub fn ticks_to_ms(ticks: u64) -> u64 {
 }
 
 pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions; it only reads a system constant.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as u64 } else { 4096 }
+    match sysconf(SysconfVar::PAGE_SIZE) {
+        Ok(Some(size)) if size > 0 => size as u64,
+        _ => 4096,
+    }
 }
 
 /// How long a process with this start time has lived, from `/proc/uptime`.

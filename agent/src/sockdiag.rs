@@ -16,8 +16,15 @@
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
+    setsockopt, socket, sockopt,
+};
+use nix::sys::time::TimeVal;
 
 /// A dump of a few thousand sockets takes well under a millisecond; a second means
 /// the kernel will not answer, and `/proc/net/tcp` is read instead.
@@ -90,36 +97,17 @@ pub fn listening() -> io::Result<Vec<(u64, u16)>> {
 
 /// A `sock_diag` socket whose `recv` gives up after `timeout`.
 fn open(timeout: Duration) -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the result is checked before it is owned.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the pointer and length describe a live timeval.
-    let set = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if set != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )?;
+    let tv = TimeVal::new(
+        timeout.as_secs() as libc::time_t,
+        timeout.subsec_micros() as libc::suseconds_t,
+    );
+    setsockopt(&fd, sockopt::ReceiveTimeout, &tv)?;
     Ok(fd)
 }
 
@@ -146,23 +134,21 @@ fn dump(fd: &OwnedFd, family: u8, found: &mut Vec<(u64, u16)>) -> io::Result<()>
             cookie: [0; 2],
         },
     };
-    // SAFETY: zeroed sockaddr_nl is valid; the kernel is address 0.
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: the pointers and lengths describe live, properly sized values.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            (&request as *const Request).cast(),
+    // SAFETY: a live Request, read as the bytes it is made of; it is plain old data
+    // without padding (every field is aligned to its size, 72 bytes in all).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&request as *const Request).cast::<u8>(),
             size_of::<Request>(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // The kernel is netlink address 0.
+    sendto(
+        fd.as_raw_fd(),
+        bytes,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
     receive(fd, found)
 }
 
@@ -171,18 +157,17 @@ fn dump(fd: &OwnedFd, family: u8, found: &mut Vec<(u64, u16)>) -> io::Result<()>
 fn receive(fd: &OwnedFd, found: &mut Vec<(u64, u16)>) -> io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
-        // SAFETY: recv writes at most `buf.len()` bytes into `buf`.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return Err(match e.kind() {
-                io::ErrorKind::WouldBlock => {
-                    io::Error::new(io::ErrorKind::TimedOut, "sock_diag did not answer in time")
-                }
-                _ => e,
-            });
-        }
-        if parse(&buf[..n as usize], found)? {
+        let n = match recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "sock_diag did not answer in time",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if parse(&buf[..n], found)? {
             return Ok(());
         }
     }

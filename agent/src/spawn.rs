@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use nix::unistd::{Gid, Uid, User, geteuid};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, User, geteuid, setgid, setgroups, setuid, write};
 use tokio::process::{Child, Command};
 
 use crate::cgroup::ProcessCgroup;
@@ -136,15 +138,13 @@ pub fn spawn(
         unsafe {
             cmd.pre_exec(move || {
                 for file in &files {
-                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    let written = libc::write(fd, c"0".as_ptr().cast(), 1);
-                    let error = io::Error::last_os_error();
-                    libc::close(fd);
-                    if written != 1 {
-                        return Err(error);
+                    let fd = open(
+                        file.as_c_str(),
+                        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    if write(&fd, b"0")? != 1 {
+                        return Err(io::ErrorKind::WriteZero.into());
                     }
                 }
                 Ok(())
@@ -152,17 +152,15 @@ pub fn spawn(
         }
     }
     if let Some(id) = identity {
-        let (uid, gid, groups) = (id.uid, id.gid, id.groups);
+        let (uid, gid) = (id.uid, id.gid);
+        let groups: Vec<Gid> = id.groups.into_iter().map(Gid::from_raw).collect();
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe system calls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                    || libc::setgid(gid.as_raw()) != 0
-                    || libc::setuid(uid.as_raw()) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                setgroups(&groups)?;
+                setgid(gid)?;
+                setuid(uid)?;
                 Ok(())
             });
         }

@@ -86,8 +86,12 @@ async fn restarts_kills_and_starts_move_the_agents_metrics() {
     assert_eq!(now.value(STARTS, &web), 2.0, "the restart's start is timed");
     assert_eq!(now.value(EXITS, &web), 0.0, "an asked restart is no exit");
 
-    // SAFETY: kill has no memory-safety preconditions; the pid is our agent's child.
-    assert_eq!(unsafe { libc::kill(worker as i32, libc::SIGKILL) }, 0);
+    // The pid is our agent's child.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the worker");
     let worker_exits = [("alias", "worker")];
     wait_metric(metrics, "the kill counted", EXITS, &worker_exits, |v| {
         v == 1.0

@@ -17,9 +17,10 @@
 //! longer seen alive, a lease TTL later.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -136,8 +137,8 @@ impl Checks {
         Ok(())
     }
 
-    fn lock_out(&self) -> std::sync::MutexGuard<'_, HashSet<i64>> {
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_out(&self) -> MutexGuard<'_, HashSet<i64>> {
+        self.out.lock()
     }
 
     async fn check(&self, host: &Host) -> Result<(), StoreError> {

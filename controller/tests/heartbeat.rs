@@ -8,6 +8,8 @@ use std::time::Duration;
 use common::fleet::*;
 use controller::Controller;
 use controller::heartbeat::HeartbeatOptions;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proto::ocp::v1::{
     GetHostAgentRequest, GetHostRequest, GetSubtaskLogRequest, RestartAgentRequest,
 };
@@ -162,11 +164,11 @@ async fn an_agent_that_answers_late_stays_online() {
     }
     assert_ne!(before, last_available().await, "late answers are recorded");
 
-    let signal = |sig| assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal the agent");
-    signal(libc::SIGSTOP);
+    let signal = |sig| kill(Pid::from_raw(pid), sig).expect("signal the agent");
+    signal(Signal::SIGSTOP);
     let frozen = tokio::time::Instant::now();
     wait_host_status(grpc, host, "OFFLINE").await;
-    signal(libc::SIGCONT);
+    signal(Signal::SIGCONT);
     assert!(
         frozen.elapsed() >= Duration::from_secs(2),
         "OFFLINE only after the grace: {:?}",

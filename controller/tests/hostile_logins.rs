@@ -193,10 +193,11 @@ impl RssWatch {
                     let Some(kb) = vm_rss_kb(pid) else { return };
                     peak_kb.fetch_max(kb, Ordering::Relaxed);
                     if kb > RSS_SAFETY_MB * 1024 {
-                        // SAFETY: kill(2) on the controller this test started and still owns.
-                        unsafe {
-                            libc::kill(pid as i32, libc::SIGKILL);
-                        }
+                        // The controller this test started and still owns.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(20));

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::fleet::{WAIT, free_port, workspace_bin};
 use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proto::agent::v1::{BulkRequest, GetAgentInfoRequest, ProcessStatus};
 use serde_json::{Value, json};
 use test_support::controller::{Launch, Launched};
@@ -603,10 +604,8 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
     // certificate only, and closes the open connection of the old one (revocation).
     copy_into(&new_agent_certs, &agent_files, &agent_dir);
     let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
-    // SAFETY: kill(2) on the agent child the test started and has not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGHUP);
-    }
+    // The agent child the test started and has not reaped.
+    kill(Pid::from_raw(pid), Signal::SIGHUP).expect("SIGHUP the agent");
     let as_new = new.client(new.controller_identity()).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while info_through(&agent, &as_new).await.is_err() {
@@ -682,10 +681,8 @@ async fn sighup_never_ends_a_plaintext_agent() {
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let agent = ProcAgent::start(listen, &[], tag, &config).await;
     let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
-    // SAFETY: kill(2) on the agent child the test started and has not reaped.
-    unsafe {
-        libc::kill(pid, libc::SIGHUP);
-    }
+    // The agent child the test started and has not reaped.
+    kill(Pid::from_raw(pid), Signal::SIGHUP).expect("SIGHUP the agent");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !agent.log_tail().contains("no TLS files to reload") {
         assert!(

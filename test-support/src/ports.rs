@@ -1,12 +1,11 @@
 //! Free TCP ports, never handed out twice in one test binary.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::sync::Mutex;
 
 /// Ports handed out so far by this process. The tests of a binary run side by side,
 /// and a port is free again while its process restarts: the OS could hand it to another
 /// test in that window, and the restart would fail.
-static GIVEN: Mutex<Vec<(IpAddr, u16)>> = Mutex::new(Vec::new());
+static GIVEN: parking_lot::Mutex<Vec<(IpAddr, u16)>> = parking_lot::Mutex::new(Vec::new());
 
 /// A port free on 127.0.0.1 now and never handed out before in this process.
 pub fn free_port() -> u16 {
@@ -15,7 +14,7 @@ pub fn free_port() -> u16 {
 
 /// A port free on `ip` now and never handed out before in this process.
 pub fn free_port_on(ip: IpAddr) -> u16 {
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut given = GIVEN.lock();
     loop {
         let port = TcpListener::bind((ip, 0))
             .and_then(|l| l.local_addr())

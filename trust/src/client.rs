@@ -7,10 +7,11 @@ use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hyper_util::rt::TokioIo;
+use parking_lot::RwLock;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{Resumption, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -74,15 +75,12 @@ impl ClientTls {
     /// Reads the files again; on error the config in use stays.
     pub async fn reload(&self) -> Result<(), TrustError> {
         let config = build_blocking(self.files.clone(), self.peer, self.own).await?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = config;
+        *self.current.write() = config;
         Ok(())
     }
 
     pub fn config(&self) -> Arc<ClientConfig> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().clone()
     }
 
     /// A connector for tonic's `Endpoint::connect_with_connector_lazy` that dials the

@@ -5,8 +5,9 @@
 //! oldest lets new clients in however many stalled ones an attacker keeps open.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Default)]
@@ -19,8 +20,8 @@ struct Queue {
 }
 
 impl Waiting {
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.0.lock()
     }
 
     pub(crate) fn enter(&self) -> Ticket {

@@ -11,6 +11,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
 
 use crate::fleet::{FleetError, spawn_logged, tail};
@@ -188,11 +190,8 @@ impl Browser {
 /// SIGKILL to ChromeDriver's process group (Chromium included), then the reap.
 fn end(driver: &mut Child) {
     if let Ok(pid) = i32::try_from(driver.id()) {
-        // SAFETY: kill(2) of the group our child leads; it is not reaped yet, so the
-        // group id is still ours.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
+        // The group our child leads; it is not reaped yet, so the group id is still ours.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
     }
     let _ = driver.kill();
     let _ = driver.wait();

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use test_support::controller::{Launch, Launched, NotServing};
 
 use crate::rest::{Rest, RestError};
@@ -650,10 +652,8 @@ fn check_pki(command: String, output: std::process::Output) -> Result<(), FleetE
 
 fn terminate(child: &Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: plain kill(2) on a child we spawned and have not reaped.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
+        // A child we spawned and have not reaped.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     }
 }
 

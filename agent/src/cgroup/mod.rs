@@ -16,6 +16,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use layout::Layout;
 
 use crate::limits::{self, Limits};
@@ -388,9 +391,11 @@ fn members(dir: &Path) -> Vec<i32> {
 }
 
 fn signal_members(dir: &Path, signal: i32) {
+    let Ok(signal) = Signal::try_from(signal) else {
+        return;
+    };
     for pid in members(dir) {
-        // SAFETY: kill(2) with a pid read from the cgroup; no memory is shared.
-        unsafe { libc::kill(pid, signal) };
+        let _ = kill(Pid::from_raw(pid), signal);
     }
 }
 

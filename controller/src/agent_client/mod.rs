@@ -8,10 +8,10 @@ mod retry;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 pub use channel::AgentChannel;
+use parking_lot::Mutex;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{
     AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest, ProcessInfo,
@@ -175,24 +175,16 @@ impl AgentPool {
             return Ok(false);
         };
         tls.reload().await?;
-        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) =
-            AgentChannel::new(Some(tls.clone()));
+        *self.channel.lock() = AgentChannel::new(Some(tls.clone()));
         Ok(true)
     }
 
     fn answered(&self, host_id: i64) {
-        self.answered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host_id, now_millis());
+        self.answered.lock().insert(host_id, now_millis());
     }
 
     pub fn last_answer(&self, host_id: i64) -> Option<Millis> {
-        self.answered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&host_id)
-            .copied()
+        self.answered.lock().get(&host_id).copied()
     }
 
     /// A client of the host's agent for calls made on behalf of `origin`.
@@ -204,11 +196,7 @@ impl AgentPool {
                 address: address.clone(),
                 reason: e.to_string(),
             })?;
-        let channel = self
-            .channel
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let channel = self.channel.lock().clone();
         Ok(AgentClient {
             pool: self,
             host_id: host.id,

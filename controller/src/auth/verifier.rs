@@ -26,11 +26,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{self, PasswordHashString};
 use argon2::{Argon2, PasswordVerifier};
+use parking_lot::{Mutex, MutexGuard};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -187,7 +188,7 @@ impl Verifier {
     }
 
     fn remembered(&self, digest: &[u8; 32]) -> Option<Principal> {
-        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let verified = self.verified.lock();
         match verified.get(digest) {
             Some((principal, at)) if at.elapsed() < VERIFIED_TTL => Some(principal.clone()),
             _ => None,
@@ -195,7 +196,7 @@ impl Verifier {
     }
 
     fn remember(&self, digest: [u8; 32], principal: &Principal) {
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let mut verified = self.verified.lock();
         if verified.len() >= VERIFIED_MAX {
             verified.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
             if verified.len() >= VERIFIED_MAX {
@@ -206,7 +207,7 @@ impl Verifier {
     }
 
     fn throttle(&self) -> MutexGuard<'_, Throttle> {
-        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+        self.throttle.lock()
     }
 
     /// Only a wrong password (or an unknown name) is the caller's failure; a hash that

@@ -25,9 +25,10 @@ mod runner;
 mod steps;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::{Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -202,8 +203,8 @@ impl Engine {
     }
 }
 
-fn lock_active(shared: &Shared) -> std::sync::MutexGuard<'_, HashMap<i64, Active>> {
-    shared.active.lock().unwrap_or_else(|e| e.into_inner())
+fn lock_active(shared: &Shared) -> MutexGuard<'_, HashMap<i64, Active>> {
+    shared.active.lock()
 }
 
 fn drive(shared: &Arc<Shared>, fence: Fence, start: Start, read: Option<Arc<Task>>) {

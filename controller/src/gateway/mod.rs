@@ -16,7 +16,6 @@ pub mod profiles;
 pub mod routes;
 pub mod tasks;
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,10 +28,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::IncomingStream;
 use axum::{Extension, Router};
-use futures::FutureExt;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tracing::Instrument;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -144,6 +143,7 @@ pub fn router(state: GatewayState) -> Router {
             },
             cross_site::guard,
         ))
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             envelope,
@@ -213,6 +213,13 @@ fn from_script(headers: &axum::http::HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("XMLHttpRequest"))
 }
 
+/// A panic below the envelope, caught by `CatchPanicLayer`: a bare 500, which the
+/// envelope answers as any other bare status. Runs inside the request's span.
+fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
 async fn envelope(State(state): State<GatewayState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let trace_id: Arc<str> = crate::trace::accept(
@@ -240,17 +247,7 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
         extract::linger(request.into_body().into_data_stream(), 0).await;
         ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, method.as_str(), &path).into_response()
     } else {
-        match AssertUnwindSafe(next.run(request).instrument(span.clone()))
-            .catch_unwind()
-            .await
-        {
-            Ok(response) => response,
-            Err(_) => {
-                span.in_scope(|| tracing::error!("a handler panicked"));
-                ApiError::from_status(StatusCode::INTERNAL_SERVER_ERROR, method.as_str(), &path)
-                    .into_response()
-            }
-        }
+        next.run(request).instrument(span.clone()).await
     };
 
     let meta = |status: StatusCode| Meta {

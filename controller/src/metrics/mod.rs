@@ -11,9 +11,10 @@
 mod grpc;
 mod http;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -223,13 +224,13 @@ struct StoreGauges(Mutex<Arc<StoreCounts>>);
 
 impl StoreGauges {
     fn replace(&self, counts: StoreCounts) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(counts);
+        *self.0.lock() = Arc::new(counts);
     }
 }
 
 impl Collector for StoreGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let counts = self.0.lock().clone();
         let by_name = [
             (
                 "tasks",

@@ -6,8 +6,9 @@
 //! controller could retry a task behind this one's back, so every read goes to the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::model::{Task, TaskStatus};
 
@@ -31,8 +32,8 @@ impl FinishedTasks {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Task>> {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<i64, Task>> {
+        self.tasks.lock()
     }
 
     pub fn get(&self, id: i64) -> Option<Task> {

@@ -2,8 +2,10 @@
 //! stale, and the per-process operations, which act on the agent at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::Instant;
+
+use parking_lot::MutexGuard;
 
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::agent_client::{self, AgentClient, CallOrigin, ProcessAction};
@@ -86,11 +88,11 @@ impl Core {
     }
 
     fn lock_refreshed(&self) -> MutexGuard<'_, HashMap<i64, Instant>> {
-        self.refreshed.lock().unwrap_or_else(|e| e.into_inner())
+        self.refreshed.lock()
     }
 
     fn lock_refreshing(&self) -> MutexGuard<'_, HashMap<i64, Arc<tokio::sync::Mutex<()>>>> {
-        self.refreshing.lock().unwrap_or_else(|e| e.into_inner())
+        self.refreshing.lock()
     }
 
     /// Asks the agent for its summary and processes and records them.

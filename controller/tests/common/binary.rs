@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use controller::auth::BasicAuth;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::{Pid, SysconfVar, sysconf};
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use test_support::controller::{Launch, Launched};
 use tonic::service::interceptor::InterceptedService;

@@ -88,8 +88,7 @@ pub struct Netns {
 
 /// Whether the test runs as root; namespaces need it.
 pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
 impl Netns {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{GetAgentInfoRequest, ListProcessesRequest, ProcessInfo};
 use tokio::time::Instant;
@@ -263,10 +265,8 @@ impl ProcAgent {
     fn terminate(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
-                // SAFETY: plain kill(2) on a child this value owns and has not reaped.
-                unsafe {
-                    libc::kill(pid, libc::SIGTERM);
-                }
+                // A child this value owns and has not reaped.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
             }
             let deadline = std::time::Instant::now() + Duration::from_secs(15);
             while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
@@ -277,10 +277,8 @@ impl ProcAgent {
         }
         for pid in live_with_arg(&self.tag) {
             if let Ok(pid) = i32::try_from(pid) {
-                // SAFETY: kill(2) on a pid whose command line carries this agent's tag.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+                // A pid whose command line carries this agent's tag.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
     }

@@ -15,6 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{BulkRequest, GetAgentInfoRequest};
 use serde::Serialize;
@@ -56,10 +58,8 @@ struct AgentProcess(Child);
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: kill(2) of our own child, not yet reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+            // Our own child, not yet reaped.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {

@@ -8,6 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use super::python::Python;
 use super::report::Latency;
 use super::{BenchError, io};
@@ -21,10 +24,8 @@ struct Supervisord(Child);
 impl Drop for Supervisord {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.0.id()) {
-            // SAFETY: kill(2) of our own unreaped child.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+            // Our own unreaped child.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
         }
         let _ = self.0.wait();
     }

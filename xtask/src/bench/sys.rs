@@ -7,6 +7,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 /// Resident and peak resident memory of a process, in MiB.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memory {
@@ -31,18 +35,13 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// Raises the soft open-files limit to the hard one; children inherit it. A thousand
 /// agents each hold a listener and connections, the controller one channel per agent.
 pub fn raise_open_files() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((_, hard)) => {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+            hard
         }
+        Err(_) => 0,
     }
-    limit.rlim_cur
 }
 
 /// Pid files of processes started outside our process tree (Ansible's `setsid`), which
@@ -68,10 +67,8 @@ pub fn kill_pid_files() {
             .and_then(|s| s.trim().parse::<i32>().ok())
             .filter(|&p| p > 1)
         {
-            // SAFETY: kill(2) of a pid we started; at worst it is gone already.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
+            // A pid we started; at worst it is gone already.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             killed.push(pid);
         }
     }
@@ -120,20 +117,17 @@ pub fn install_interrupt_cleanup() {
         kill_pid_files();
         let signal = |sig| {
             for pid in children() {
-                // SAFETY: kill(2) of our own child.
-                unsafe {
-                    libc::kill(pid, sig);
-                }
+                let _ = kill(Pid::from_raw(pid), sig);
             }
         };
         // Again and again: the main thread may still be starting agents. A SIGKILLed
         // agent would leave its processes behind, so the agents get time to stop them.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !children().is_empty() && Instant::now() < deadline {
-            signal(libc::SIGTERM);
+            signal(Signal::SIGTERM);
             std::thread::sleep(Duration::from_millis(100));
         }
-        signal(libc::SIGKILL);
+        signal(Signal::SIGKILL);
         let undo = AT_INTERRUPT
             .lock()
             .map(|mut all| std::mem::take(&mut *all))
