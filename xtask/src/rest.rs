@@ -184,7 +184,12 @@ impl Rest {
 
 /// A REST time (OCP's `2026-05-01T10:00:00.000+08:00`) as Unix milliseconds.
 pub fn millis(at: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
+    millis_of(at.as_str()?)
+}
+
+/// The same, of the time's text.
+pub fn millis_of(at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at)
         .ok()
         .map(|t| t.timestamp_millis())
 }
