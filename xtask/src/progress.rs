@@ -1,11 +1,15 @@
 //! A batch task's DAG drawn as a table: the seeds' stage-wise DAG one row per stage and
 //! one column per host; a rolling task (one whose JSON has `rollout`) one row per batch.
 
+mod json;
 mod rolling;
 
 use std::io::{IsTerminal, Write};
 
 use serde_json::Value;
+
+/// The glyphs' key, under every table.
+const LEGEND: &str = "· pending  ○ ready  ▶ running  ✔ successful  ✘ failed";
 
 fn glyph(status: &str) -> &'static str {
     match status {
@@ -74,7 +78,7 @@ pub fn render(task: &Value, hosts: &[String]) -> Vec<String> {
     if !barriers.is_empty() {
         lines.push(format!("{:width$}{}", "barriers", barriers.join(" ")));
     }
-    lines.push("· pending  ○ ready  ▶ running  ✔ successful  ✘ failed".to_string());
+    lines.push(LEGEND.to_string());
     lines
 }
 

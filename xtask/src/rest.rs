@@ -1,8 +1,14 @@
 //! A small blocking client of the controller's REST gateway, as curl would use it:
 //! over HTTP, or over HTTPS trusting one CA file as `curl --cacert` does.
+//!
+//! Blocking, yet callable from an async task too (the console test calls it from one):
+//! each call runs on the client's own runtime thread while the caller waits for it, as
+//! it would wait for curl.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -18,11 +24,12 @@ pub enum RestError {
         code: i64,
         message: String,
     },
-    #[error("{method} {path}: {source}")]
+    /// The message holds the error's causes: reqwest's own names only the URL.
+    #[error("{method} {path}: {}", with_causes(error))]
     Transport {
         method: &'static str,
         path: String,
-        source: Box<ureq::Error>,
+        error: reqwest::Error,
     },
     #[error("{method} {path}: unreadable response: {reason}")]
     Unreadable {
@@ -32,6 +39,9 @@ pub enum RestError {
     },
     #[error(transparent)]
     Ca(#[from] CaError),
+    /// The client itself could not be made, or its runtime is gone.
+    #[error("the REST client: {0}")]
+    Client(String),
 }
 
 /// A CA file no client can trust.
@@ -42,10 +52,24 @@ pub struct CaError {
     pub reason: String,
 }
 
+/// "error sending request for url (...): client error (Connect): tcp connect error:
+/// Connection refused (os error 111)".
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// What an HTTPS client of the controller needs: the CA in `ca` and nothing else, since
 /// the faces take passwords, not client certificates; the host name is checked against
 /// the URL's as curl does, so a certificate curl would refuse is refused here too.
-/// HTTP/1.1 only: the gateway offers h2 too, and ureq speaks only HTTP/1.1.
+/// HTTP/1.1 only: the gateway offers h2 too, and the workspace's reqwest is built
+/// without HTTP/2.
 pub fn https_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject as _;
@@ -77,7 +101,21 @@ pub fn https_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, CaError> {
 pub struct Rest {
     base: String,
     authorization: String,
-    agent: ureq::Agent,
+    client: reqwest::Client,
+    runtime: Background,
+}
+
+/// The client's own runtime: one thread that drives its connections, kept between
+/// calls. Shut down without waiting (no call is under way when the client goes), so
+/// that a client may be dropped anywhere, in an async task too.
+struct Background(Option<tokio::runtime::Runtime>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// A response as the gateway sends it: the envelope and its trace id.
@@ -93,9 +131,16 @@ impl Reply {
     }
 }
 
+/// How a call failed before the gateway's envelope was read.
+enum Failure {
+    Transport(reqwest::Error),
+    Unreadable(String),
+}
+
 impl Rest {
-    pub fn new(base: &str, user: &str, password: &str) -> Rest {
-        Rest::build(base, user, password, ureq::AgentBuilder::new())
+    /// Over HTTP.
+    pub fn new(base: &str, user: &str, password: &str) -> Result<Rest, RestError> {
+        Rest::with_ca(base, user, password, None)
     }
 
     /// With `ca`, an `https://` base is verified against that CA alone (`curl --cacert`).
@@ -105,20 +150,29 @@ impl Rest {
         password: &str,
         ca: Option<&Path>,
     ) -> Result<Rest, RestError> {
-        let mut agent = ureq::AgentBuilder::new();
+        let mut client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .no_proxy();
         if let Some(ca) = ca {
-            agent = agent.tls_config(https_config(ca)?);
+            let tls = https_config(ca)?;
+            client = client.use_preconfigured_tls(rustls::ClientConfig::clone(&tls));
         }
-        Ok(Rest::build(base, user, password, agent))
-    }
-
-    fn build(base: &str, user: &str, password: &str, agent: ureq::AgentBuilder) -> Rest {
+        let client = client
+            .build()
+            .map_err(|e| RestError::Client(with_causes(&e)))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("rest-client")
+            .enable_all()
+            .build()
+            .map_err(|e| RestError::Client(format!("starting its runtime: {e}")))?;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        Rest {
+        Ok(Rest {
             base: base.trim_end_matches('/').to_string(),
             authorization: format!("Basic {token}"),
-            agent: agent.timeout(Duration::from_secs(120)).build(),
-        }
+            client,
+            runtime: Background(Some(runtime)),
+        })
     }
 
     pub fn get(&self, path: &str) -> Result<Value, RestError> {
@@ -142,29 +196,35 @@ impl Rest {
         path: &str,
         body: Option<Value>,
     ) -> Result<Reply, RestError> {
-        let request = self
-            .agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &self.authorization);
-        let response = match body {
-            Some(body) => request.send_json(body),
-            None => request.call(),
-        };
-        let (status, response) = match response {
-            Ok(r) => (r.status(), r),
-            Err(ureq::Error::Status(status, r)) => (status, r),
-            Err(e) => {
-                return Err(RestError::Transport {
-                    method,
-                    path: path.to_string(),
-                    source: Box::new(e),
-                });
-            }
-        };
-        let envelope: Value = response.into_json().map_err(|e| RestError::Unreadable {
-            method,
-            path: path.to_string(),
-            reason: e.to_string(),
+        let verb = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| RestError::Client(format!("{method}: {e}")))?;
+        let mut request = self
+            .client
+            .request(verb, format!("{}{path}", self.base))
+            .header(reqwest::header::AUTHORIZATION, &self.authorization);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = self.wait(async move {
+            let response = request.send().await.map_err(Failure::Transport)?;
+            let status = response.status().as_u16();
+            let envelope: Value = response
+                .json()
+                .await
+                .map_err(|e| Failure::Unreadable(with_causes(&e)))?;
+            Ok((status, envelope))
+        })?;
+        let (status, envelope) = answer.map_err(|failure| match failure {
+            Failure::Transport(error) => RestError::Transport {
+                method,
+                path: path.to_string(),
+                error,
+            },
+            Failure::Unreadable(reason) => RestError::Unreadable {
+                method,
+                path: path.to_string(),
+                reason,
+            },
         })?;
         if (200..300).contains(&status) {
             return Ok(Reply { status, envelope });
@@ -180,11 +240,30 @@ impl Rest {
                 .to_string(),
         })
     }
+
+    /// Runs `work` on the client's runtime and waits for it, from any thread.
+    fn wait<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, RestError> {
+        let gone = || RestError::Client("its runtime is gone".into());
+        let runtime = self.runtime.0.as_ref().ok_or_else(gone)?;
+        let (done, answer) = mpsc::sync_channel(1);
+        runtime.spawn(async move {
+            let _ = done.send(work.await);
+        });
+        answer.recv().map_err(|_| gone())
+    }
 }
 
 /// A REST time (OCP's `2026-05-01T10:00:00.000+08:00`) as Unix milliseconds.
 pub fn millis(at: &Value) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(at.as_str()?)
+    millis_of(at.as_str()?)
+}
+
+/// The same, of the time's text.
+pub fn millis_of(at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at)
         .ok()
         .map(|t| t.timestamp_millis())
 }
@@ -197,4 +276,43 @@ pub fn time_at(ms: i64) -> String {
     (base + chrono::Duration::milliseconds(ms))
         .format("%Y-%m-%dT%H:%M:%S%.3f%:z")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port nothing listens on.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("its address").port()
+    }
+
+    #[test]
+    fn a_refused_connection_says_why() {
+        let rest =
+            Rest::new(&format!("http://127.0.0.1:{}", closed_port()), "a", "b").expect("a client");
+        let text = rest.get("/api/v2/compute/hosts").unwrap_err().to_string();
+        assert!(text.starts_with("GET /api/v2/compute/hosts: "), "{text}");
+        assert!(text.contains("Connection refused"), "{text}");
+    }
+
+    /// As the console test does: called, and dropped, inside an async task.
+    #[test]
+    fn it_is_called_and_dropped_in_an_async_task() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let rest = Rest::new(&format!("http://127.0.0.1:{}", closed_port()), "a", "b")
+                .expect("a client");
+            let answer = rest.get("/api/v2/compute/hosts");
+            assert!(
+                matches!(answer, Err(RestError::Transport { .. })),
+                "{answer:?}"
+            );
+            drop(rest);
+        });
+    }
 }

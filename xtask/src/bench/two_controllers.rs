@@ -9,7 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::report::{Results, StoreKind};
-use super::{Bench, BenchArgs, BenchError, fill_tasks, fleet_restart, sys};
+use super::run::Bench;
+use super::{BenchArgs, BenchError, fleet_restart, sys};
 use crate::fleet::{Fleet, Transport};
 
 /// The second controller's faces; the first one takes the bench's usual ones.
@@ -89,7 +90,7 @@ pub fn run(
             "{WHAT}: the second controller does not show the batch restart as SUCCESSFUL: {latest}"
         )));
     }
-    let fill = fill_tasks(args);
+    let fill = args.fill_tasks();
     if n >= 1000 && fill > 0 {
         println!(
             "  filling the shared store with {fill} finished tasks, through both controllers..."

@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 
-use crate::rest::millis;
+use super::json::{BatchSize, Subtask, Task};
 
 /// A batch of at most this many hosts shows one glyph per host; a larger one, counts.
 const GLYPHS_MAX: usize = 16;
@@ -45,18 +46,14 @@ enum Class {
     Active,
 }
 
-fn status(s: &Value) -> &str {
-    s["status"].as_str().unwrap_or("")
-}
-
 /// "Stop all OCP agent processes" -> "Stop all": the words that tell the steps apart.
 fn short(step: &str) -> &str {
     step.split(" OCP agent").next().unwrap_or(step)
 }
 
-fn host<'a>(chain: &[&'a Value]) -> Host<'a> {
-    let start = chain.iter().filter_map(|s| millis(&s["startTime"])).min();
-    let finish = chain.iter().filter_map(|s| millis(&s["finishTime"])).max();
+fn host<'a>(chain: &[&'a Subtask]) -> Host<'a> {
+    let start = chain.iter().filter_map(|s| s.start()).min();
+    let finish = chain.iter().filter_map(|s| s.finish()).max();
     let make = |state, glyph, step| Host {
         state,
         glyph,
@@ -64,30 +61,29 @@ fn host<'a>(chain: &[&'a Value]) -> Host<'a> {
         start,
         finish,
     };
-    let name = |s: &&'a Value| s["name"].as_str().unwrap_or("?");
-    if let Some(s) = chain.iter().find(|s| status(s) == "FAILED") {
-        return make(State::Failed, "✘", name(s));
+    if let Some(s) = chain.iter().find(|s| s.status.as_str() == "FAILED") {
+        return make(State::Failed, "✘", s.name());
     }
     if let Some(s) = chain
         .iter()
-        .find(|s| matches!(status(s), "RUNNING" | "CANCELING"))
+        .find(|s| matches!(s.status.as_str(), "RUNNING" | "CANCELING"))
     {
-        return make(State::Active, "▶", name(s));
+        return make(State::Active, "▶", s.name());
     }
-    if let Some(s) = chain.iter().find(|s| status(s) == "READY") {
-        return make(State::Active, "○", name(s));
+    if let Some(s) = chain.iter().find(|s| s.status.as_str() == "READY") {
+        return make(State::Active, "○", s.name());
     }
-    if !chain.is_empty() && chain.iter().all(|s| status(s) == "SUCCESSFUL") {
+    if !chain.is_empty() && chain.iter().all(|s| s.status.as_str() == "SUCCESSFUL") {
         return make(State::Done, "✔", "");
     }
-    if chain.iter().all(|s| status(s) == "PENDING") {
+    if chain.iter().all(|s| s.status.as_str() == "PENDING") {
         return make(State::Pending, "·", "");
     }
     // Between two steps: the next one is about to start.
     let next = chain
         .iter()
-        .find(|s| status(s) == "PENDING")
-        .map_or("?", name);
+        .find(|s| s.status.as_str() == "PENDING")
+        .map_or("?", |s| s.name());
     make(State::Active, "▶", next)
 }
 
@@ -152,14 +148,6 @@ fn plural(n: usize, one: &str, many: &str) -> String {
     }
 }
 
-/// The number of hosts a batch holds, as the controller resolved `batchSize`.
-fn hosts_per_batch(rollout: &Value) -> usize {
-    rollout["hostsPerBatch"]
-        .as_u64()
-        .map_or(1, |n| n as usize)
-        .max(1)
-}
-
 /// A row: one batch, or a run of alike batches (`first..=last`, 0-based).
 struct Row {
     first: usize,
@@ -168,227 +156,310 @@ struct Row {
 }
 
 pub(super) fn render(task: &Value, labels: &[String]) -> Vec<String> {
-    let subtasks = super::by_id(task);
-    let index = |s: &Value| s["parallelIdx"].as_i64().filter(|&i| i >= 0);
-    let n = subtasks
-        .iter()
-        .filter_map(|s| index(s))
-        .max()
-        .map_or(0, |i| i as usize + 1);
-    let rollout = &task["rollout"];
-    let per = hosts_per_batch(rollout);
-    let batches = n.div_ceil(per);
-    let paused = task["paused"].as_bool().unwrap_or(false);
-    let budget = rollout["maxFailedHosts"].as_u64().unwrap_or(0) as usize;
-    let pause_s = rollout["pauseSeconds"].as_u64().unwrap_or(0);
+    match Task::deserialize(task) {
+        Ok(task) => Rolling::of(&task).lines(labels),
+        Err(e) => vec![format!("task #{}: unreadable: {e}", task["id"])],
+    }
+}
 
-    let mut chains: Vec<Vec<&Value>> = vec![Vec::new(); n];
-    let mut waits: Vec<&Value> = Vec::new();
-    for s in &subtasks {
-        match index(s) {
-            Some(i) => chains[i as usize].push(s),
-            None if s["name"] == "Wait node" => waits.push(s),
-            None => {}
+/// A rolling task worked out batch by batch.
+struct Rolling<'a> {
+    task: &'a Task,
+    /// Each host's chain summed up, in host order.
+    hosts: Vec<Host<'a>>,
+    /// Hosts a batch (the last one may have fewer).
+    per: usize,
+    batches: usize,
+    /// Step names in id order, which is each chain's order.
+    steps: Vec<&'a str>,
+    /// The Wait node after each batch but the last.
+    wait_after: Vec<Option<&'a Subtask>>,
+    /// Where a paused rollout holds: before the first batch not yet let through.
+    hold: Option<usize>,
+    /// Where the budget stopped an ended rollout: the first barrier that never ran.
+    stopped: Option<usize>,
+    failed: usize,
+}
+
+impl<'a> Rolling<'a> {
+    fn of(task: &'a Task) -> Rolling<'a> {
+        let mut subtasks: Vec<&Subtask> = task.subtasks.iter().collect();
+        subtasks.sort_by_key(|s| s.id);
+        let n = subtasks
+            .iter()
+            .filter_map(|s| s.index())
+            .max()
+            .map_or(0, |i| i + 1);
+        let per = task.rollout.per_batch();
+        let batches = n.div_ceil(per);
+        let mut chains: Vec<Vec<&Subtask>> = vec![Vec::new(); n];
+        let mut waits: Vec<&Subtask> = Vec::new();
+        for s in &subtasks {
+            match s.index() {
+                Some(i) => chains[i].push(*s),
+                None if s.is_wait() => waits.push(*s),
+                None => {}
+            }
+        }
+        let hosts: Vec<Host> = chains.iter().map(|c| host(c)).collect();
+        let wait_after = wait_after(&subtasks, &waits, per, batches);
+        let first_unpassed = || {
+            wait_after
+                .iter()
+                .position(|w| w.is_some_and(Subtask::unpassed))
+        };
+        let hold = task.paused.then(first_unpassed).flatten();
+        let failed = count(&hosts, State::Failed);
+        let stopped = (task.status.as_deref() == Some("FAILED") && failed > task.rollout.budget())
+            .then(first_unpassed)
+            .flatten();
+        Rolling {
+            task,
+            hosts,
+            per,
+            batches,
+            steps: steps(&subtasks),
+            wait_after,
+            hold,
+            stopped,
+            failed,
         }
     }
-    let hosts: Vec<Host> = chains.iter().map(|c| host(c)).collect();
-    // Step names in id order, which is each chain's order.
+
+    fn lines(&self, labels: &[String]) -> Vec<String> {
+        let mut lines = vec![self.title(), self.settings(), self.tally()];
+        let rows = self.rows();
+        let cells: Vec<[String; 3]> = rows.iter().map(|row| self.cells(row)).collect();
+        let width = |k: usize| {
+            cells
+                .iter()
+                .map(|c| c[k].chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let (w0, w1, w2) = (width(0), width(1), width(2));
+        for (r, (row, [label, span, glyphs])) in rows.iter().zip(&cells).enumerate() {
+            let members = self.members(row);
+            let text = row_text(row, members);
+            lines.push(format!("{label:w0$}  {span:w1$}  {glyphs:w2$}  {text}"));
+            if row.class == Class::Active {
+                lines.extend(active_lines(
+                    members,
+                    row.first * self.per,
+                    labels,
+                    &self.steps,
+                ));
+            }
+            if r + 1 < rows.len()
+                && let Some(wait) = self.wait_after.get(row.last).copied().flatten()
+            {
+                lines.push(self.wait_line(wait, row.last));
+            }
+        }
+        lines.push(super::LEGEND.to_string());
+        lines
+    }
+
+    /// "Batch restart OCP agent #9: RUNNING (paused)".
+    fn title(&self) -> String {
+        let task = self.task;
+        format!(
+            "{} #{}: {}{}",
+            task.name.as_deref().unwrap_or("task"),
+            task.id,
+            task.status.as_deref().unwrap_or("?"),
+            if task.paused { " (paused)" } else { "" }
+        )
+    }
+
+    /// The rollout's settings; those left at their defaults are left out.
+    fn settings(&self) -> String {
+        let rollout = &self.task.rollout;
+        let size = rollout
+            .batch_size
+            .as_ref()
+            .map_or("1".to_string(), BatchSize::to_string);
+        let mut settings = format!(
+            "rolling: {} of {} (batchSize {size}), maxFailedHosts {}",
+            plural(self.batches, "batch", "batches"),
+            plural(self.per, "host", "hosts"),
+            rollout.budget(),
+        );
+        if rollout.pause_seconds > 0 {
+            settings.push_str(&format!(", pauseSeconds {}", rollout.pause_seconds));
+        }
+        if rollout.min_healthy_seconds > 0 {
+            settings.push_str(&format!(
+                ", minHealthySeconds {}",
+                rollout.min_healthy_seconds
+            ));
+        }
+        if rollout.pause_after_first_batch {
+            settings.push_str(", pauseAfterFirstBatch");
+        }
+        settings
+    }
+
+    /// How many hosts are in each state, and whether that is past the budget.
+    fn tally(&self) -> String {
+        let budget = self.task.rollout.budget();
+        format!(
+            "hosts: {}{}",
+            counts(&self.hosts),
+            if self.failed > budget {
+                format!("  (over the budget of {budget})")
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    /// One row a batch; beyond `ROWS_MAX` batches, runs of alike ones share a row, but
+    /// not across where a paused rollout holds.
+    fn rows(&self) -> Vec<Row> {
+        let mut rows: Vec<Row> = Vec::new();
+        for b in 0..self.batches {
+            let class = class(self.span(b, b));
+            match rows.last_mut() {
+                Some(row)
+                    if self.batches > ROWS_MAX
+                        && class != Class::Active
+                        && row.class == class
+                        && self.hold != Some(row.last) =>
+                {
+                    row.last = b
+                }
+                _ => rows.push(Row {
+                    first: b,
+                    last: b,
+                    class,
+                }),
+            }
+        }
+        rows
+    }
+
+    /// The hosts of batches `first..=last`.
+    fn span(&self, first: usize, last: usize) -> &[Host<'a>] {
+        let end = ((last + 1) * self.per).min(self.hosts.len());
+        &self.hosts[first * self.per..end]
+    }
+
+    /// The hosts of a row's batches.
+    fn members(&self, row: &Row) -> &[Host<'a>] {
+        self.span(row.first, row.last)
+    }
+
+    /// A row's batches, its hosts, and their glyphs (or counts, when many).
+    fn cells(&self, row: &Row) -> [String; 3] {
+        let batches = self.batches;
+        let label = if row.first == row.last {
+            format!("batch {}/{batches}", row.first + 1)
+        } else {
+            format!("batches {}-{}/{batches}", row.first + 1, row.last + 1)
+        };
+        let span = self.members(row);
+        let first = row.first * self.per;
+        let glyphs = if span.len() <= GLYPHS_MAX {
+            span.iter().map(|h| h.glyph).collect()
+        } else {
+            counts(span)
+        };
+        [label, range("host", first + 1, first + span.len()), glyphs]
+    }
+
+    /// The Wait node after batch `after`: passed, waiting, or why it holds.
+    fn wait_line(&self, wait: &Subtask, after: usize) -> String {
+        let pause_s = self.task.rollout.pause_seconds;
+        let resume = format!("POST /api/v2/tasks/instances/{}/resume", self.task.id);
+        let held = self.hold == Some(after);
+        let text = match wait.status.as_str() {
+            "SUCCESSFUL" => match (wait.start(), wait.finish()) {
+                (Some(s), Some(f)) => format!("passed in {}", seconds(f - s)),
+                _ => "passed".to_string(),
+            },
+            "RUNNING" | "CANCELING" if pause_s > 0 => {
+                format!("waiting (pauseSeconds {pause_s})")
+            }
+            "RUNNING" | "CANCELING" => "checking the batch".to_string(),
+            "READY" if held => format!("paused — resume with {resume}"),
+            "PENDING" if held => {
+                format!("paused: the rollout holds here after this batch — resume with {resume}")
+            }
+            "PENDING" | "READY" if self.stopped == Some(after) => format!(
+                "stopped: {} failed, budget {}; no further batch starts",
+                plural(self.failed, "host", "hosts"),
+                self.task.rollout.budget()
+            ),
+            other => other.to_lowercase(),
+        };
+        format!("  └ wait  {} {text}", super::glyph(&wait.status))
+    }
+}
+
+/// Step names in id order, which is each chain's order.
+fn steps<'a>(subtasks: &[&'a Subtask]) -> Vec<&'a str> {
     let mut steps: Vec<&str> = Vec::new();
-    for s in &subtasks {
-        if let (Some(_), Some(name)) = (index(s), s["name"].as_str())
+    for s in subtasks {
+        if let (Some(_), Some(name)) = (s.index(), s.name.as_deref())
             && !steps.contains(&name)
         {
             steps.push(name);
         }
     }
-    // The Wait node after batch b is the one whose upstreams are batch b's hosts.
-    let by_id: HashMap<i64, &Value> = subtasks
-        .iter()
-        .filter_map(|s| Some((s["id"].as_i64()?, *s)))
-        .collect();
-    let mut wait_after: Vec<Option<&Value>> = vec![None; batches.saturating_sub(1)];
+    steps
+}
+
+/// The Wait node after batch b is the one whose upstreams are batch b's hosts (else,
+/// the k-th Wait node comes after batch k).
+fn wait_after<'a>(
+    subtasks: &[&'a Subtask],
+    waits: &[&'a Subtask],
+    per: usize,
+    batches: usize,
+) -> Vec<Option<&'a Subtask>> {
+    let by_id: HashMap<i64, &Subtask> = subtasks.iter().map(|s| (s.id, *s)).collect();
+    let mut after: Vec<Option<&Subtask>> = vec![None; batches.saturating_sub(1)];
     for (k, w) in waits.iter().enumerate() {
-        let after = w["upstreams"]
-            .as_array()
-            .and_then(|ups| {
-                ups.iter()
-                    .filter_map(|u| by_id.get(&u.as_i64()?))
-                    .filter_map(|s| index(s))
-                    .map(|i| i as usize / per)
-                    .max()
-            })
+        let b = w
+            .upstreams
+            .iter()
+            .filter_map(|u| by_id.get(u))
+            .filter_map(|s| s.index())
+            .map(|i| i / per)
+            .max()
             .unwrap_or(k);
-        if let Some(slot) = wait_after.get_mut(after)
+        if let Some(slot) = after.get_mut(b)
             && slot.is_none()
         {
             *slot = Some(w);
         }
     }
-    // Where a paused rollout holds: before the first batch not yet let through.
-    let hold = paused
-        .then(|| {
-            wait_after
-                .iter()
-                .position(|w| w.is_some_and(|w| matches!(status(w), "PENDING" | "READY")))
-        })
-        .flatten();
-    // Where the budget stopped an ended rollout: the first barrier that never ran.
-    let failed_hosts = count(&hosts, State::Failed);
-    let stopped = (task["status"] == "FAILED" && failed_hosts > budget)
-        .then(|| {
-            wait_after
-                .iter()
-                .position(|w| w.is_some_and(|w| matches!(status(w), "PENDING" | "READY")))
-        })
-        .flatten();
-    let batch = |b: usize| &hosts[b * per..((b + 1) * per).min(n)];
+    after
+}
 
-    let mut rows: Vec<Row> = Vec::new();
-    for b in 0..batches {
-        let class = class(batch(b));
-        match rows.last_mut() {
-            Some(row)
-                if batches > ROWS_MAX
-                    && class != Class::Active
-                    && row.class == class
-                    && hold != Some(row.last) =>
-            {
-                row.last = b
+/// What a row says of its batches.
+fn row_text(row: &Row, members: &[Host]) -> String {
+    match row.class {
+        Class::Pending => "pending".to_string(),
+        Class::Done => {
+            let start = members.iter().filter_map(|h| h.start).min();
+            let finish = members.iter().filter_map(|h| h.finish).max();
+            match (start, finish, row.first == row.last) {
+                (Some(s), Some(f), true) => format!("done in {}", seconds(f - s)),
+                _ => "done".to_string(),
             }
-            _ => rows.push(Row {
-                first: b,
-                last: b,
-                class,
-            }),
         }
+        Class::Finished => match members {
+            [one] => format!("failed at {}", short(one.step)),
+            _ => format!(
+                "{} failed, {} done",
+                count(members, State::Failed),
+                count(members, State::Done)
+            ),
+        },
+        Class::Active => "running".to_string(),
     }
-
-    let id = &task["id"];
-    let resume = format!("POST /api/v2/tasks/instances/{id}/resume");
-    let mut lines = vec![format!(
-        "{} #{id}: {}{}",
-        task["name"].as_str().unwrap_or("task"),
-        task["status"].as_str().unwrap_or("?"),
-        if paused { " (paused)" } else { "" }
-    )];
-    let size = match &rollout["batchSize"] {
-        Value::String(s) => s.clone(),
-        Value::Null => "1".to_string(),
-        other => other.to_string(),
-    };
-    // The settings left at their defaults are left out.
-    let mut settings = format!(
-        "rolling: {} of {} (batchSize {size}), maxFailedHosts {budget}",
-        plural(batches, "batch", "batches"),
-        plural(per, "host", "hosts"),
-    );
-    if pause_s > 0 {
-        settings.push_str(&format!(", pauseSeconds {pause_s}"));
-    }
-    if let Some(healthy) = rollout["minHealthySeconds"].as_u64().filter(|&s| s > 0) {
-        settings.push_str(&format!(", minHealthySeconds {healthy}"));
-    }
-    if rollout["pauseAfterFirstBatch"] == true {
-        settings.push_str(", pauseAfterFirstBatch");
-    }
-    lines.push(settings);
-    let failed = failed_hosts;
-    lines.push(format!(
-        "hosts: {}{}",
-        counts(&hosts),
-        if failed > budget {
-            format!("  (over the budget of {budget})")
-        } else {
-            String::new()
-        }
-    ));
-
-    let cells: Vec<[String; 3]> = rows
-        .iter()
-        .map(|row| {
-            let label = if row.first == row.last {
-                format!("batch {}/{batches}", row.first + 1)
-            } else {
-                format!("batches {}-{}/{batches}", row.first + 1, row.last + 1)
-            };
-            let first = row.first * per;
-            let end = ((row.last + 1) * per).min(n);
-            let span = &hosts[first..end];
-            let glyphs = if span.len() <= GLYPHS_MAX {
-                span.iter().map(|h| h.glyph).collect()
-            } else {
-                counts(span)
-            };
-            [label, range("host", first + 1, end), glyphs]
-        })
-        .collect();
-    let width = |k: usize| {
-        cells
-            .iter()
-            .map(|c| c[k].chars().count())
-            .max()
-            .unwrap_or(0)
-    };
-    let (w0, w1, w2) = (width(0), width(1), width(2));
-    for (r, (row, [label, span, glyphs])) in rows.iter().zip(&cells).enumerate() {
-        let first = row.first * per;
-        let end = ((row.last + 1) * per).min(n);
-        let members = &hosts[first..end];
-        let text = match row.class {
-            Class::Pending => "pending".to_string(),
-            Class::Done => {
-                let start = members.iter().filter_map(|h| h.start).min();
-                let finish = members.iter().filter_map(|h| h.finish).max();
-                match (start, finish, row.first == row.last) {
-                    (Some(s), Some(f), true) => format!("done in {}", seconds(f - s)),
-                    _ => "done".to_string(),
-                }
-            }
-            Class::Finished => match members {
-                [one] => format!("failed at {}", short(one.step)),
-                _ => format!(
-                    "{} failed, {} done",
-                    count(members, State::Failed),
-                    count(members, State::Done)
-                ),
-            },
-            Class::Active => "running".to_string(),
-        };
-        lines.push(format!("{label:w0$}  {span:w1$}  {glyphs:w2$}  {text}"));
-        if row.class == Class::Active {
-            lines.extend(active_lines(members, first, labels, &steps));
-        }
-        if r + 1 < rows.len() {
-            let Some(wait) = wait_after.get(row.last).copied().flatten() else {
-                continue;
-            };
-            let held = hold == Some(row.last);
-            let text = match status(wait) {
-                "SUCCESSFUL" => match (millis(&wait["startTime"]), millis(&wait["finishTime"])) {
-                    (Some(s), Some(f)) => format!("passed in {}", seconds(f - s)),
-                    _ => "passed".to_string(),
-                },
-                "RUNNING" | "CANCELING" if pause_s > 0 => {
-                    format!("waiting (pauseSeconds {pause_s})")
-                }
-                "RUNNING" | "CANCELING" => "checking the batch".to_string(),
-                "READY" if held => format!("paused — resume with {resume}"),
-                "PENDING" if held => {
-                    format!(
-                        "paused: the rollout holds here after this batch — resume with {resume}"
-                    )
-                }
-                "PENDING" | "READY" if stopped == Some(row.last) => format!(
-                    "stopped: {} failed, budget {budget}; no further batch starts",
-                    plural(failed, "host", "hosts")
-                ),
-                other => other.to_lowercase(),
-            };
-            lines.push(format!("  └ wait  {} {text}", super::glyph(status(wait))));
-        }
-    }
-    lines.push("· pending  ○ ready  ▶ running  ✔ successful  ✘ failed".to_string());
-    lines
 }
 
 /// The running batch: host by host when it is small, else how many hosts are at
@@ -719,6 +790,47 @@ mod tests {
         assert!(
             waits[1].contains("holds here after this batch — resume with POST"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_running_wait_node_says_whether_it_pauses_or_checks_the_batch() {
+        let mut task = rolling(
+            4,
+            2,
+            json!({"batchSize": 2, "pauseSeconds": 5, "minHealthySeconds": 3}),
+            |i| if i < 2 { (5, "") } else { (0, "PENDING") },
+            |_| "RUNNING",
+        );
+        let lines = render(&task, &labels(4));
+        let text = lines.join("\n");
+        assert!(
+            lines[1].ends_with("maxFailedHosts 0, pauseSeconds 5, minHealthySeconds 3"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"  └ wait  ▶ waiting (pauseSeconds 5)".to_string()),
+            "{text}"
+        );
+
+        task["rollout"]["pauseSeconds"] = json!(0);
+        let lines = render(&task, &labels(4));
+        let text = lines.join("\n");
+        assert!(
+            lines.contains(&"  └ wait  ▶ checking the batch".to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_task_that_does_not_read_as_one_says_so() {
+        let task = json!({"id": 3, "rollout": {"batchSize": 1},
+            "subtasks": [{"id": 1, "parallelIdx": "first"}]});
+        let lines = render(&task, &[]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("task #3: unreadable: invalid type"),
+            "{lines:?}"
         );
     }
 }
