@@ -87,7 +87,7 @@ impl<T: Serialize> IntoResponse for Data<T> {
     }
 }
 
-/// Every route of SPEC section 2, at its documented path and under `/api/v2`.
+/// Every route of OCP's host-agent and task API, at its documented path and under `/api/v2`.
 pub fn router(state: GatewayState) -> Router {
     let (api, doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(hosts::batch_restart_agents))
@@ -148,7 +148,13 @@ pub fn router(state: GatewayState) -> Router {
             state.clone(),
             envelope,
         ))
-        .merge(crate::console::router())
+        // Beside the API's layers, but in the envelope, for its 404s.
+        .merge(
+            crate::console::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                envelope,
+            )),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.http(),
             crate::metrics::count_http,
