@@ -1,5 +1,5 @@
 //! The web console at `/console/`: the files of `controller/console/` (the page, its
-//! style and its script) compiled into the binary and served as they are,
+//! style and its JavaScript modules) compiled into the binary and served as they are,
 //! so a fresh machine needs no Node.js and the console always matches the API it was
 //! built with.
 //!
@@ -132,12 +132,26 @@ mod tests {
     }
 
     #[test]
-    fn every_file_the_page_loads_is_served_as_what_it_is() {
+    fn every_file_the_page_and_its_modules_load_is_served_as_what_it_is() {
         let page = text("index.html");
         let mut loaded: Vec<&str> = quoted_after(&page, "src=\"");
         loaded.extend(quoted_after(&page, "href=\""));
         loaded.retain(|name| !name.starts_with('#'));
         assert!(loaded.contains(&"app.js") && loaded.contains(&"app.css"));
+        assert!(page.contains("<script type=\"module\" src=\"app.js\">"));
+        let scripts: Vec<String> = Files::iter()
+            .filter(|name| name.ends_with(".js"))
+            .map(|name| name.into_owned())
+            .collect();
+        for script in &scripts {
+            let source = text(script);
+            assert!(source.starts_with("// "), "{script} says what it owns");
+            assert!(source.lines().count() <= 500, "{script} is too long");
+            for import in quoted_after(&source, "from \"") {
+                let name = import.strip_prefix("./").expect("a relative import");
+                assert!(find(name).is_some(), "{script} imports {import}");
+            }
+        }
         for name in loaded {
             assert!(find(name).is_some(), "index.html loads {name}");
         }

@@ -70,7 +70,10 @@ async fn the_console_is_served_with_its_headers_and_unknown_paths_keep_the_envel
     let h = Harness::start(false).await;
     let page = served(&h, "/console/", "text/html").await;
     assert_eq!(page, served(&h, "/console/index.html", "text/html").await);
-    assert!(page.contains("<script src=\"app.js\""), "{page}");
+    assert!(
+        page.contains("<script type=\"module\" src=\"app.js\">"),
+        "{page}"
+    );
     // Every file the page loads, then every module those import, transitively.
     let mut pending: Vec<String> = quoted_after(&page, "src=\"")
         .into_iter()
@@ -91,7 +94,9 @@ async fn the_console_is_served_with_its_headers_and_unknown_paths_keep_the_envel
             }
         }
     }
-    for name in ["app.js", "app.css"] {
+    for name in [
+        "app.js", "app.css", "api.js", "dom.js", "state.js", "hosts.js", "tasks.js", "dag.js",
+    ] {
         assert!(seen.contains(name), "{name} is loaded: {seen:?}");
     }
     let redirect = reqwest::Client::builder()
