@@ -1,6 +1,7 @@
 // The task pages: the task list with its filters, and one task's page — its head with
 // the task's operations, what runs now, its DAG kept current from the task's event
-// stream, and the drawer of a subtask with its operations and log.
+// stream, and the drawer of a subtask with its operations and log. Which operations
+// apply is the API's to say (`allowedOperations`); the page only reads it.
 
 import { ApiError, api, query, request, watchTask } from "./api.js";
 import { Dag, STATUSES, hostOf, legend } from "./dag.js";
@@ -58,14 +59,24 @@ function seqOf(read) {
   return Number(read.headers.get("X-Task-Event-Seq")) || 0;
 }
 
+/**
+ * Applies a transition to the task as read. A status the operations were not read with
+ * leaves them unknown (null) until the task is read again; a change of the task's own
+ * status may change its subtasks' too.
+ */
 function applyEvent(task, index, event) {
   if (event.subtaskId === undefined) {
+    if (task.status !== event.status || task.operation !== event.operation) {
+      task.allowedOperations = null;
+      for (const sub of task.subtasks) sub.allowedOperations = null;
+    }
     task.status = event.status;
     task.operation = event.operation;
     return;
   }
   const sub = index.get(event.subtaskId);
   if (!sub) return;
+  if (sub.status !== event.status) sub.allowedOperations = null;
   sub.status = event.status;
   sub.operation = event.operation;
   if (event.status === "RUNNING") sub.startTime = event.time;
@@ -74,7 +85,7 @@ function applyEvent(task, index, event) {
 
 /**
  * A task's page: its DAG, kept current from the task's event stream, and read again
- * when the stream ends.
+ * when the stream ends or a list of allowed operations on screen is out of date.
  */
 export async function taskView(id, view) {
   const signal = view.abort.signal;
@@ -87,18 +98,19 @@ export async function taskView(id, view) {
   const graph = h("div", { class: "graph", id: "dag" });
   const live = h("span", { class: "live", id: "live" });
   const dag = new Dag(graph,
-    (sid) => { page.selected = sid; openSubtask(page, sid, reloadTask); schedule(); },
+    (sid) => { page.selected = sid; openSubtask(page, sid, reloadTask, refresh); schedule(); },
     (key) => { page.unfolded.add(key); schedule(); });
   let scheduled = false;
 
   let drawnAs = "";
   function redraw() {
     scheduled = false;
+    const t = page.task;
+    if (t.allowedOperations === null) refresh();
     // Redrawn only when something changed: a quiet re-read must not swap a button
     // from under the user's pointer.
-    const t = page.task;
-    const seen = [t.status, t.paused, t.operation, t.finishTime, page.selected, [...page.unfolded].join(),
-      t.subtasks.map((x) => x.status + x.operation + x.runTime).join()].join("|");
+    const seen = [t.status, t.paused, t.operation, t.finishTime, JSON.stringify(t.allowedOperations), page.selected,
+      [...page.unfolded].join(), t.subtasks.map((x) => x.status + x.operation + x.runTime).join()].join("|");
     if (seen === drawnAs) return;
     drawnAs = seen;
     renderTaskHead(page, head, live, reloadTask);
@@ -134,6 +146,16 @@ export async function taskView(id, view) {
     schedule();
     if (page.task.status === "RUNNING") follow();
     document.dispatchEvent(new CustomEvent("task-changed"));
+  }
+  // One read at a time for out-of-date operations, and one more if asked meanwhile.
+  let refreshing = false, again = false;
+  function refresh() {
+    if (refreshing) { again = true; return; }
+    refreshing = true;
+    reloadTask().catch(() => {}).finally(() => {
+      refreshing = false;
+      if (again && !signal.aborted) { again = false; refresh(); }
+    });
   }
   let following = false;
   function setLive(text, on) {
@@ -184,31 +206,36 @@ export async function taskView(id, view) {
   return root;
 }
 
+/**
+ * An operation button for `name` among `allowed` (the API's `allowedOperations`; null
+ * while being read again), besides the permission it needs.
+ */
+function allowedButton(label, name, allowed, state, onclick) {
+  const b = opButton(label, "TASK_MANAGER", () => onclick(b));
+  if (!b.disabled && !(allowed || []).includes(name)) {
+    b.disabled = true;
+    b.title = allowed === null ? "checking what is allowed…" : `not allowed while ${state}`;
+  }
+  return b;
+}
+
 function renderTaskHead(page, head, live, reload) {
   const t = page.task;
-  const rolling = !!t.rollout;
-  const op = (label, path, enabled, why) => {
-    const b = opButton(label, "TASK_MANAGER", async () => { if (await act(b, () => api("POST", `/tasks/instances/${t.id}/${path}`))) reload().catch(showError); });
-    if (!b.disabled && !enabled) { b.disabled = true; b.title = why; }
-    return b;
-  };
-  const prohibit = t.context && t.context.stringMap && t.context.stringMap.prohibit_rollback === "true";
-  const paused = rolling && t.paused && t.status === "RUNNING";
+  const paused = !!t.rollout && t.paused && t.status === "RUNNING";
+  const state = `the task is ${t.status}${paused ? ", paused" : ""} (operation ${t.operation})`;
+  const op = (label, name, path) => allowedButton(label, name, t.allowedOperations, state, async (b) => {
+    if (await act(b, () => api("POST", `/tasks/instances/${t.id}/${path}`))) reload().catch(showError);
+  });
   head.replaceChildren(
     h("h1", {}, `Task ${t.id}: ${t.name} `, h("span", { id: "task-status" }, badge(t.status)), paused ? h("span", { id: "task-paused" }, " paused") : "", " ", live),
     h("div", { class: "bar" },
-      op("Retry", "retry", reopens(t), "only a FAILED task that is not a rollback is retried"),
-      op("Rollback", "rollback", t.status === "FAILED" && !prohibit, prohibit ? "this task prohibits rollback" : "only a FAILED task is rolled back"),
-      op("Pause", "pause", rolling && t.status === "RUNNING" && !t.paused && t.operation !== "ROLLBACK", "only a running rolling task is paused"),
-      op("Resume", "resume", paused && t.operation !== "ROLLBACK", "only a paused rolling task is resumed"),
+      op("Retry", "RETRY", "retry"),
+      op("Rollback", "ROLLBACK", "rollback"),
+      op("Pause", "PAUSE", "pause"),
+      op("Resume", "RESUME", "resume"),
       h("span", { class: "muted" }, `by ${t.creator} · started ${when(t.startTime)}${t.finishTime ? ` · finished ${when(t.finishTime)}` : ""}`),
     ),
   );
-}
-
-/** Whether the task may be reopened (retry, or a step's retry or skip): the store's rule. */
-function reopens(task) {
-  return task.status === "FAILED" && task.operation !== "ROLLBACK";
 }
 
 function renderNow(task, el) {
@@ -226,7 +253,7 @@ function renderNow(task, el) {
 }
 
 /** The subtask drawer: what it is, its operations, and its log, kept current. */
-function openSubtask(page, sid, reload) {
+function openSubtask(page, sid, reload, refresh) {
   const task = page.task;
   const pre = h("pre", { id: "subtask-log" }, "Loading…");
   const facts = h("dl");
@@ -250,17 +277,15 @@ function openSubtask(page, sid, reload) {
       h("dt", {}, "class"), h("dd", {}, sub.className),
     );
     facts.className = "panel";
-    const op = (label, path, enabled, why) => {
-      const b = opButton(label, "TASK_MANAGER", async () => {
-        if (await act(b, () => api("POST", `/tasks/instances/${task.id}/subtasks/${sid}/${path}`))) reload().catch(showError);
-      });
-      if (!b.disabled && !enabled) { b.disabled = true; b.title = why; }
-      return b;
-    };
+    if (sub.allowedOperations === null) refresh();
+    const state = `the step is ${sub.status} in a ${page.task.status} task (operation ${page.task.operation})`;
+    const op = (label, name, path) => allowedButton(label, name, sub.allowedOperations, state, async (b) => {
+      if (await act(b, () => api("POST", `/tasks/instances/${task.id}/subtasks/${sid}/${path}`))) reload().catch(showError);
+    });
     buttons.replaceChildren(
-      op("Retry step", "retry", sub.status === "FAILED" && reopens(page.task), "only a FAILED step of a FAILED task (not a rollback) is retried"),
-      op("Skip step", "skip", sub.status === "FAILED" && reopens(page.task), "only a FAILED step of a FAILED task (not a rollback) is skipped"),
-      op("Cancel step", "cancel", sub.status === "RUNNING", "only a RUNNING subtask is cancelled"),
+      op("Retry step", "RETRY", "retry"),
+      op("Skip step", "SKIP", "skip"),
+      op("Cancel step", "CANCEL", "cancel"),
     );
     try {
       const log = await api("GET", `/tasks/instances/${task.id}/subtasks/${sid}/log`);
