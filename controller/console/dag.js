@@ -1,6 +1,7 @@
 // A task's DAG as SVG: one row per stage, top to bottom, a box per subtask of a narrow
 // stage and a cell per subtask of a wide one, long runs of alike stages folded on big
-// graphs.
+// graphs. Drawn whole only when its shape changes; otherwise each status change only
+// changes the classes and texts of the boxes and cells it concerns.
 
 import { h, s, setAttr, setText } from "./dom.js";
 
@@ -26,20 +27,29 @@ export function hostOf(task, sub) {
 }
 
 /**
- * The DAG of the task on screen, in `container`: `show(page)` draws it. `onSelect(subtaskId)`
- * and `onUnfold(foldKey)` are called on clicks.
+ * The DAG of the task on screen, in `container`: `show(page)` draws it, or brings what is
+ * drawn up to date. `onSelect(subtaskId)` and `onUnfold(foldKey)` are called on clicks.
  */
 export class Dag {
   constructor(container, onSelect, onUnfold) {
     this.container = container;
     this.onSelect = onSelect;
     this.onUnfold = onUnfold;
+    this.shape = null;
+    this.drawn = null;
   }
 
   show(page) {
     const levels = stagesOf(page.task);
     const rows = rowsOf(levels, page.unfolded);
-    this.container.replaceChildren(draw(page, levels, rows, this.onSelect, this.onUnfold).svg);
+    const shape = shapeOf(page.task, rows);
+    if (shape !== this.shape) {
+      this.shape = shape;
+      this.drawn = draw(page, levels, rows, this.onSelect, this.onUnfold);
+      this.container.replaceChildren(this.drawn.svg);
+    } else {
+      update(this.drawn, page);
+    }
   }
 }
 
@@ -104,7 +114,16 @@ function rowsOf(levels, unfolded) {
   return rows;
 }
 
-/** The whole graph. */
+/** What decides where everything is drawn: the rows, their folds and their subtasks. */
+function shapeOf(task, rows) {
+  const parts = rows.map((row) => {
+    if (row.fold) return `${row.fold.key}:${row.fold.status}:${row.fold.count}`;
+    return `${row.index}=` + row.level.map((g) => g.map((x) => x.id).join(",")).join(";");
+  });
+  return `${task.id}|${task.subtasks.length}|${parts.join("/")}`;
+}
+
+/** The whole graph, and what `update` changes of it. */
 function draw(page, levels, rows, onSelect, onUnfold) {
   const task = page.task;
   const anchors = new Map(); // subtask id -> {x, top, bottom} of what stands for it
@@ -172,6 +191,21 @@ function draw(page, levels, rows, onSelect, onUnfold) {
   };
   drawn.svg = s("svg", { width, height: y, "data-subtasks": task.subtasks.length, onclick: pick }, defs, ...paths, ...items);
   return drawn;
+}
+
+/** Brings a drawn graph of the same shape up to date: attributes and texts only. */
+function update(drawn, page) {
+  const task = page.task;
+  const byId = new Map(task.subtasks.map((x) => [x.id, x]));
+  for (const [id, box] of drawn.boxes) {
+    const sub = byId.get(id);
+    if (sub) fillBox(box, task, sub, page.selected === id);
+  }
+  for (const [id, cell] of drawn.cells) {
+    const sub = byId.get(id);
+    if (sub) fillCell(cell, task, sub, page.selected === id);
+  }
+  for (const group of drawn.groups) fillGroup(group, group.ids.map((id) => byId.get(id)).filter(Boolean));
 }
 
 function pulse(status) {

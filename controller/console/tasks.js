@@ -102,18 +102,18 @@ export async function taskView(id, view) {
     (key) => { page.unfolded.add(key); schedule(); });
   let scheduled = false;
 
-  let drawnAs = "";
+  let headAs = "";
   function redraw() {
     scheduled = false;
     const t = page.task;
     if (t.allowedOperations === null) refresh();
-    // Redrawn only when something changed: a quiet re-read must not swap a button
+    // The head is redrawn only when it changed: a quiet re-read must not swap a button
     // from under the user's pointer.
-    const seen = [t.status, t.paused, t.operation, t.finishTime, JSON.stringify(t.allowedOperations), page.selected,
-      [...page.unfolded].join(), t.subtasks.map((x) => x.status + x.operation + x.runTime).join()].join("|");
-    if (seen === drawnAs) return;
-    drawnAs = seen;
-    renderTaskHead(page, head, live, reloadTask);
+    const seen = JSON.stringify([t.status, t.paused, t.operation, t.finishTime, t.allowedOperations]);
+    if (seen !== headAs) {
+      headAs = seen;
+      renderTaskHead(page, head, live, reloadTask);
+    }
     renderNow(t, now);
     dag.show(page);
   }
