@@ -1,39 +1,22 @@
-//! The web console at `/console/`: three files compiled into the binary and served as
-//! they are, so a fresh machine needs no Node.js and the console always matches the API
-//! it was built with.
+//! The web console at `/console/`: the files of `controller/console/` (the page, its
+//! style and its JavaScript modules) compiled into the binary and served as they are,
+//! so a fresh machine needs no Node.js and the console always matches the API it was
+//! built with.
 //!
 //! The console is a page over the REST API: it holds no secret and needs no sign-in to
 //! be fetched; what it may show and do is decided by the API, per request, with the
 //! credentials the user signs in with.
 
-use std::sync::LazyLock;
-
 use axum::Router;
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use sha2::{Digest, Sha256};
 
-/// One file of the console.
-struct Asset {
-    body: &'static str,
-    content_type: &'static str,
-    etag: LazyLock<HeaderValue>,
-}
-
-macro_rules! asset {
-    ($file:literal, $type:literal) => {
-        Asset {
-            body: include_str!(concat!("../console/", $file)),
-            content_type: $type,
-            etag: LazyLock::new(|| etag(include_str!(concat!("../console/", $file)))),
-        }
-    };
-}
-
-static INDEX: Asset = asset!("index.html", "text/html; charset=utf-8");
-static SCRIPT: Asset = asset!("app.js", "text/javascript; charset=utf-8");
-static STYLE: Asset = asset!("app.css", "text/css; charset=utf-8");
+/// Every file of `controller/console/`, embedded at build time.
+#[derive(rust_embed::Embed)]
+#[folder = "console/"]
+struct Files;
 
 /// Only the console's own files run and are fetched; it may not be framed, so that its
 /// operation buttons cannot be clicked through another site's page.
@@ -41,13 +24,41 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
      frame-ancestors 'none'";
 
-fn etag(body: &str) -> HeaderValue {
-    let digest = Sha256::digest(body.as_bytes());
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+/// The type a console file is served as, by its extension; None for any other file,
+/// which is not served.
+fn content_type(name: &str) -> Option<&'static str> {
+    match name.rsplit_once('.')?.1 {
+        "html" => Some("text/html; charset=utf-8"),
+        // What the HTML standard names for scripts and modules alike; browsers run a
+        // module only if it is served as JavaScript.
+        "js" => Some("text/javascript; charset=utf-8"),
+        "css" => Some("text/css; charset=utf-8"),
+        _ => None,
+    }
+}
+
+/// The embedded file a request's path below `/console/` names, with its type. Only the
+/// names of embedded files are found: no segment may be empty, `.` or `..`, so no path
+/// leads out of the folder whatever the store of files does with it.
+fn find(path: &str) -> Option<(rust_embed::EmbeddedFile, &'static str)> {
+    let plain = path
+        .split('/')
+        .all(|part| !part.is_empty() && part != "." && part != "..")
+        && !path.contains('\\');
+    if !plain {
+        return None;
+    }
+    let content_type = content_type(path)?;
+    Some((Files::get(path)?, content_type))
+}
+
+fn etag(digest: &[u8]) -> HeaderValue {
+    let hex: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
     HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// The console's routes, to be merged beside the API's.
+/// The console's routes, to be merged beside the API's. A path that names no file is
+/// answered 404 (in OCP's envelope, by the layer the gateway puts around these routes).
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -56,26 +67,21 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
         .route(
             "/console/",
-            get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }),
+            get(|headers: HeaderMap| async move { serve("index.html", &headers) }),
         )
         .route(
-            "/console/index.html",
-            get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }),
-        )
-        .route(
-            "/console/app.js",
-            get(|headers: HeaderMap| async move { serve(&SCRIPT, &headers) }),
-        )
-        .route(
-            "/console/app.css",
-            get(|headers: HeaderMap| async move { serve(&STYLE, &headers) }),
+            "/console/{*path}",
+            get(|Path(path): Path<String>, headers: HeaderMap| async move { serve(&path, &headers) }),
         )
 }
 
 /// The file, or 304 when the browser already holds this build of it: `no-cache` makes
 /// it ask every time, so a new controller's console is never mixed with an old one's.
-fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
-    let etag = (*asset.etag).clone();
+fn serve(path: &str, request: &HeaderMap) -> Response {
+    let Some((file, content_type)) = find(path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = etag(&file.metadata.sha256_hash());
     let fresh = request
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes());
@@ -85,10 +91,7 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
         StatusCode::OK
     };
     let headers = [
-        (
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        ),
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
         (header::ETAG, etag),
         (
@@ -108,7 +111,7 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
     if fresh {
         (status, headers).into_response()
     } else {
-        (status, headers, asset.body).into_response()
+        (status, headers, file.data).into_response()
     }
 }
 
@@ -116,17 +119,70 @@ fn serve(asset: &'static Asset, request: &HeaderMap) -> Response {
 mod tests {
     use super::*;
 
+    fn text(name: &str) -> String {
+        let (file, _) = find(name).unwrap_or_else(|| panic!("{name} is served"));
+        String::from_utf8(file.data.into_owned()).expect("utf-8")
+    }
+
+    /// The quoted names after `marker` in `text`, e.g. the `./x.js` of `from "./x.js"`.
+    fn quoted_after<'a>(text: &'a str, marker: &str) -> Vec<&'a str> {
+        text.match_indices(marker)
+            .filter_map(|(at, _)| text[at + marker.len()..].split('"').next())
+            .collect()
+    }
+
     #[test]
-    fn the_page_loads_only_the_files_this_module_serves() {
-        for file in ["app.js", "app.css"] {
-            assert!(INDEX.body.contains(&format!("\"{file}\"")), "{file}");
+    fn every_file_the_page_and_its_modules_load_is_served_as_what_it_is() {
+        let page = text("index.html");
+        let mut loaded: Vec<&str> = quoted_after(&page, "src=\"");
+        loaded.extend(quoted_after(&page, "href=\""));
+        loaded.retain(|name| !name.starts_with('#'));
+        assert!(loaded.contains(&"app.js") && loaded.contains(&"app.css"));
+        assert!(page.contains("<script type=\"module\" src=\"app.js\">"));
+        let scripts: Vec<String> = Files::iter()
+            .filter(|name| name.ends_with(".js"))
+            .map(|name| name.into_owned())
+            .collect();
+        for script in &scripts {
+            let source = text(script);
+            assert!(source.starts_with("// "), "{script} says what it owns");
+            assert!(source.lines().count() <= 500, "{script} is too long");
+            for import in quoted_after(&source, "from \"") {
+                let name = import.strip_prefix("./").expect("a relative import");
+                assert!(find(name).is_some(), "{script} imports {import}");
+            }
         }
-        assert!(SCRIPT.body.contains("/profiles/me"));
+        for name in loaded {
+            assert!(find(name).is_some(), "index.html loads {name}");
+        }
+        assert!(text("app.js").contains("/profiles/me"));
+    }
+
+    #[test]
+    fn only_embedded_files_are_found() {
+        assert!(find("app.js").is_some());
+        for path in [
+            "",
+            "nope.js",
+            "../Cargo.toml",
+            "../src/console.rs",
+            "./app.js",
+            "/app.js",
+            "a//app.js",
+            "..\\Cargo.toml",
+        ] {
+            assert!(find(path).is_none(), "{path:?}");
+        }
+        assert_eq!(
+            content_type("app.js"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(content_type("notes.txt"), None);
     }
 
     #[test]
     fn a_changed_file_gets_a_new_etag() {
-        assert_ne!(etag("a"), etag("b"));
-        assert_eq!(etag("a"), etag("a"));
+        assert_ne!(etag(b"a"), etag(b"b"));
+        assert_eq!(etag(b"a"), etag(b"a"));
     }
 }

@@ -1,5 +1,6 @@
 //! The task routes over HTTP: lists filtered and sorted as OCP's BasicTaskInstance,
-//! subtask logs, and the server-sent event stream resumed with Last-Event-ID.
+//! subtask logs, the server-sent event stream resumed with Last-Event-ID, and the
+//! operations a task and its subtasks allow.
 
 mod gateway_support;
 
@@ -184,5 +185,108 @@ async fn events_resume_after_the_last_event_id_and_logs_tell_what_ran() {
         )
         .await;
     missing.expect(StatusCode::NOT_FOUND).assert_envelope();
+    h.stop().await;
+}
+
+/// The operations of a task and of each subtask, by name, from a read over REST.
+fn allowed(task: &serde_json::Value) -> (serde_json::Value, Vec<(String, serde_json::Value)>) {
+    let subtasks = task["subtasks"]
+        .as_array()
+        .map(|subs| {
+            subs.iter()
+                .map(|s| {
+                    (
+                        s["status"].as_str().unwrap_or_default().to_string(),
+                        s["allowedOperations"].clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (task["allowedOperations"].clone(), subtasks)
+}
+
+/// A task's JSON and its subtasks' say which operations their state admits, by the rule
+/// the controller checks when one is asked for: a FAILED task offers retry and rollback
+/// and its FAILED step retry and skip; a SUCCESSFUL task, rolled back or not, offers
+/// nothing, and what it does not offer is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_subtasks_name_the_operations_they_allow() {
+    let h = Harness::start(true).await;
+    // A host whose address answers gRPC but is no agent (the controller's own): its
+    // first step fails at once, and not transiently.
+    let impostor = h.add_host("127.0.0.1", h.grpc_addr().port()).await;
+    let harness = &h;
+    let post =
+        |path: String| async move { harness.send(Method::POST, &path, Some(ADMIN), None).await };
+    let started = post(format!("/api/v2/compute/hosts/{impostor}/agent/restart")).await;
+    started.expect(StatusCode::OK);
+    let id = started.json["data"]["id"].as_i64().expect("task id");
+    let failed = h.wait_task(id).await;
+    assert_eq!(failed["status"], "FAILED", "{failed:#}");
+    let (task_ops, subtask_ops) = allowed(&failed);
+    assert_eq!(task_ops, json!(["RETRY", "ROLLBACK"]), "{failed:#}");
+    assert!(subtask_ops.iter().any(|(status, _)| status == "FAILED"));
+    for (status, ops) in &subtask_ops {
+        let expected = if status == "FAILED" {
+            json!(["RETRY", "SKIP"])
+        } else {
+            json!([])
+        };
+        assert_eq!(ops, &expected, "a {status} subtask: {failed:#}");
+    }
+    // Task lists carry the task's own.
+    let listed = h.get("/api/v2/tasks/instances?status=FAILED").await;
+    assert_eq!(
+        listed.json["data"]["contents"][0]["allowedOperations"],
+        json!(["RETRY", "ROLLBACK"]),
+        "{}",
+        listed.text
+    );
+
+    // What is offered is accepted: the rollback runs, and a running task offers nothing.
+    let rolling_back = post(format!("/api/v2/tasks/instances/{id}/rollback")).await;
+    rolling_back.expect(StatusCode::OK);
+    if rolling_back.json["data"]["status"] == "RUNNING" {
+        assert_eq!(rolling_back.json["data"]["allowedOperations"], json!([]));
+    }
+    let rolled_back = h.wait_task(id).await;
+    assert_eq!(
+        (&rolled_back["status"], &rolled_back["operation"]),
+        (&json!("SUCCESSFUL"), &json!("ROLLBACK")),
+        "{rolled_back:#}"
+    );
+    let (task_ops, subtask_ops) = allowed(&rolled_back);
+    assert_eq!(task_ops, json!([]));
+    assert!(subtask_ops.iter().all(|(_, ops)| ops == &json!([])));
+    let refused = post(format!("/api/v2/tasks/instances/{id}/retry")).await;
+    refused.expect(StatusCode::BAD_REQUEST).assert_envelope();
+    assert_eq!(refused.code(), 20003, "{}", refused.text);
+
+    // A task that did its work offers nothing either.
+    let host = h.add_agent_host().await;
+    let done = h
+        .post(
+            "/api/v2/compute/hosts/batchRestartAgents",
+            json!({"hostIds": [host]}),
+        )
+        .await;
+    done.expect(StatusCode::OK);
+    let done = h
+        .wait_task(done.json["data"]["id"].as_i64().expect("task id"))
+        .await;
+    assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
+    let (task_ops, subtask_ops) = allowed(&done);
+    assert_eq!(task_ops, json!([]));
+    assert_eq!(subtask_ops.len(), 9);
+    assert!(
+        subtask_ops
+            .iter()
+            .all(|(status, ops)| status == "SUCCESSFUL" && ops == &json!([])),
+        "{done:#}"
+    );
+    let refused = post(format!("/api/v2/tasks/instances/{}/rollback", done["id"])).await;
+    refused.expect(StatusCode::BAD_REQUEST).assert_envelope();
+    assert_eq!(refused.code(), 20003, "{}", refused.text);
     h.stop().await;
 }

@@ -783,3 +783,147 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
         },
     );
 }
+
+/// Counts, per batch of DOM changes under `#dag`, the elements removed and added (with
+/// everything inside them) and the attributes and texts changed; remembers the svg.
+const COUNT_DAG_CHANGES: &str = "
+    const dag = document.querySelector('#dag');
+    window.__dag = { svg: dag.querySelector('svg'), batches: [] };
+    const elements = (n) => n.nodeType === 1 ? 1 + n.querySelectorAll('*').length : 0;
+    new MutationObserver((records) => {
+      const batch = { removed: 0, added: 0, attributes: 0, texts: 0 };
+      for (const r of records) {
+        if (r.type === 'childList') {
+          r.removedNodes.forEach((n) => { batch.removed += elements(n); });
+          r.addedNodes.forEach((n) => { batch.added += elements(n); });
+        } else if (r.type === 'attributes') batch.attributes += 1;
+        else batch.texts += 1;
+      }
+      window.__dag.batches.push(batch);
+    }).observe(dag, { childList: true, subtree: true, attributes: true, characterData: true });
+    return true";
+
+#[test]
+fn the_dag_is_updated_in_place_as_its_task_goes_on() {
+    let ips = (1..=20).map(|i| Ipv4Addr::new(127, 0, 4, i));
+    let window = (1400, 1000);
+    with_console(
+        ips,
+        AgentProfile::Bench,
+        Transport::Plaintext,
+        window,
+        async |b, c| {
+            let Console {
+                base, rest, shots, ..
+            } = c;
+            sign_in(b, &base, ADMIN).await;
+            wait_hosts(b, 20, "ONLINE").await;
+            mark_document(b).await;
+
+            // A rolling restart in two batches of ten, held after the first: each step of
+            // a batch is one box of ten cells.
+            b.click("#select-page").await.expect("select");
+            b.click("#rollout-on").await.expect("rolling");
+            let size = b
+                .client
+                .find(fantoccini::Locator::Css("#rollout-batch-size"))
+                .await
+                .expect("batch size");
+            size.clear().await.expect("clear");
+            size.send_keys("50%").await.expect("50%");
+            b.click("#rollout-canary").await.expect("canary");
+            let task = restart_selected(b).await;
+            wait_paused(b).await;
+            // Which operations apply is the API's to say: a paused rolling task resumes.
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{task}"))
+                .expect("task");
+            assert_eq!(stored["allowedOperations"], json!(["RESUME"]), "{stored:#}");
+            wait(
+                b,
+                LONG,
+                "Resume, alone enabled",
+                "const on = [...document.querySelectorAll('button[data-op]')].filter(x => !x.disabled).map(x => x.dataset.op);
+                 return on.length === 1 && on[0] === 'Resume'",
+            )
+            .await;
+            let shape = b
+                .client
+                .execute(
+                    "return [document.querySelectorAll('#dag g.group').length, document.querySelectorAll('#dag rect.cell').length, document.querySelectorAll('#dag g.node').length]",
+                    vec![],
+                )
+                .await
+                .expect("shape");
+            assert_eq!(
+                shape,
+                json!([10, 100, 1]),
+                "ten stages of ten cells, one barrier"
+            );
+
+            b.client
+                .execute(COUNT_DAG_CHANGES, vec![])
+                .await
+                .expect("observer");
+            b.click("button[data-op=Resume]").await.expect("resume");
+            wait_task_status(b, "SUCCESSFUL").await;
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{task}"))
+                .expect("task");
+            assert_eq!(stored["status"], "SUCCESSFUL");
+            let expected: serde_json::Map<String, Value> = stored["subtasks"]
+                .as_array()
+                .expect("subtasks")
+                .iter()
+                .map(|s| (s["id"].to_string(), s["status"].clone()))
+                .collect();
+            assert_eq!(expected.len(), 5 * 20 + 1);
+            // What the page shows once the last events are drawn: every box and cell as
+            // the API has it, every group's counts, and no operation left.
+            let shown = wait(
+                b,
+                LONG,
+                "the DAG as the API has it",
+                &format!(
+                    "const expected = {};
+                     const shown = Object.fromEntries([...document.querySelectorAll('#dag [data-subtask-id]')].map(e => [e.dataset.subtaskId, e.dataset.status]));
+                     const counts = [...document.querySelectorAll('#dag g.group text.small')].map(t => t.textContent);
+                     const same = Object.keys(shown).length === Object.keys(expected).length
+                       && Object.keys(expected).every(k => shown[k] === expected[k]);
+                     return same && counts.length === 10 && counts.every(t => t === '10 successful') && shown",
+                    Value::Object(expected.clone())
+                ),
+            )
+            .await;
+            assert_eq!(shown, Value::Object(expected));
+            assert_eq!(enabled_operations(b).await, Vec::<String>::new());
+
+            let changes = b
+                .client
+                .execute(
+                    "return { same: document.querySelector('#dag svg') === window.__dag.svg, batches: window.__dag.batches }",
+                    vec![],
+                )
+                .await
+                .expect("changes");
+            let batches = changes["batches"].as_array().expect("batches");
+            let count =
+                |key: &str| -> u64 { batches.iter().map(|x| x[key].as_u64().unwrap_or(0)).sum() };
+            assert!(
+                batches.len() >= 3,
+                "the page followed the task in steps: {changes}"
+            );
+            assert_eq!(
+                (count("removed"), count("added")),
+                (0, 0),
+                "no element of the DAG was replaced: {changes}"
+            );
+            assert!(count("attributes") > 0, "{changes}");
+            assert_eq!(changes["same"], json!(true), "{changes}");
+            assert!(page_was_not_reloaded(b).await, "the page reloaded");
+            b.screenshot(&shots.join("task-20-in-place.png"))
+                .await
+                .expect("shot");
+        },
+    );
+}

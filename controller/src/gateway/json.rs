@@ -12,7 +12,9 @@ use utoipa::ToSchema;
 
 use crate::model::{AgentProcess, Host, Page, Subtask, Task, TaskContext, TaskEvent, ocp};
 use crate::rollout::{BatchSize, Problem, RolloutField, RolloutInput};
-use crate::service::{CurrentUser, HostAgentView};
+use crate::service::{
+    CurrentUser, HostAgentView, allowed_subtask_operations, allowed_task_operations,
+};
 use crate::time::format_millis;
 
 /// Every answer, success or failure, travels in this envelope.
@@ -436,6 +438,12 @@ pub struct BasicTaskJson {
     /// Only on rolling tasks: held before its next batch until resumed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused: Option<bool>,
+    /// This controller's addition: the task operations its state admits now, by the
+    /// rule the controller checks when one is asked for (the caller's permission aside):
+    /// RETRY and ROLLBACK of a FAILED task (no RETRY of a failed rollback, no ROLLBACK
+    /// under `prohibit_rollback`), PAUSE of a RUNNING rolling task, RESUME of a paused one.
+    #[schema(example = json!(["RETRY", "ROLLBACK"]))]
+    pub allowed_operations: Vec<String>,
 }
 
 /// A DAG task with its subtasks.
@@ -474,6 +482,7 @@ impl From<&Task> for BasicTaskJson {
                 hosts_per_batch: r.hosts_per_batch(t.host_count()),
             }),
             paused: t.rollout.map(|_| t.paused),
+            allowed_operations: words(allowed_task_operations(t)),
         }
     }
 }
@@ -482,7 +491,7 @@ impl From<&Task> for TaskJson {
     fn from(t: &Task) -> Self {
         TaskJson {
             task: t.into(),
-            subtasks: t.subtasks.iter().map(Into::into).collect(),
+            subtasks: t.subtasks.iter().map(|s| SubtaskJson::of(t, s)).collect(),
         }
     }
 }
@@ -594,10 +603,21 @@ pub struct SubtaskJson {
     pub prohibit_rollback: bool,
     pub upstreams: Vec<i64>,
     pub downstreams: Vec<i64>,
+    /// This controller's addition: the subtask operations its state and its task's
+    /// admit now, by the rule the controller checks when one is asked for: RETRY and
+    /// SKIP of a FAILED subtask of a FAILED task (not of a failed rollback), CANCEL of
+    /// a RUNNING one.
+    #[schema(example = json!(["RETRY", "SKIP"]))]
+    pub allowed_operations: Vec<String>,
 }
 
-impl From<&Subtask> for SubtaskJson {
-    fn from(s: &Subtask) -> Self {
+fn words(words: Vec<&'static str>) -> Vec<String> {
+    words.into_iter().map(str::to_string).collect()
+}
+
+impl SubtaskJson {
+    /// `s`, a subtask of `task`.
+    fn of(task: &Task, s: &Subtask) -> Self {
         SubtaskJson {
             id: s.id,
             series_id: s.series_id,
@@ -616,6 +636,7 @@ impl From<&Subtask> for SubtaskJson {
             prohibit_rollback: s.prohibit_rollback,
             upstreams: s.upstreams.clone(),
             downstreams: s.downstreams.clone(),
+            allowed_operations: words(allowed_subtask_operations(task, s)),
         }
     }
 }

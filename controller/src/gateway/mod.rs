@@ -148,7 +148,13 @@ pub fn router(state: GatewayState) -> Router {
             state.clone(),
             envelope,
         ))
-        .merge(crate::console::router())
+        // Beside the API's layers, but in the envelope, for its 404s.
+        .merge(
+            crate::console::router().layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                envelope,
+            )),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.http(),
             crate::metrics::count_http,

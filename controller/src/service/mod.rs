@@ -33,7 +33,9 @@ pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
 pub use profiles::CurrentUser;
-pub use tasks::{TaskQuery, log_text, task_filter};
+pub use tasks::{
+    TaskQuery, allowed_subtask_operations, allowed_task_operations, log_text, task_filter,
+};
 pub use watch::DEFAULT_MAX_WATCHES_PER_USER;
 
 #[derive(Debug, Clone)]

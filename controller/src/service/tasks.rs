@@ -10,9 +10,10 @@ use super::watch::WATCH_POLL;
 use super::{ApiOperation, Caller, Core, CoreError};
 use crate::engine::Start;
 use crate::model::{
-    Page, PageRequest, SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter, TaskSort,
-    TaskStatus, now_millis,
+    Page, PageRequest, Subtask, SubtaskLogLine, SubtaskStatus, Task, TaskEvent, TaskFilter,
+    TaskSort, TaskStatus, now_millis,
 };
+use crate::store::rules::{self, SubtaskOperation, TaskOperation};
 
 /// How long a cancel waits for the controller driving the step to record its end.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
@@ -356,6 +357,23 @@ pub fn task_filter(q: &TaskQuery<'_>) -> Result<TaskFilter, CoreError> {
         created_to: time(Field::CreatedBefore, q.created_before)?,
         sort,
     })
+}
+
+/// The operations `task` admits now, by name (RETRY, ROLLBACK, PAUSE, RESUME): the
+/// store's own rule, which it checks again when one is asked for.
+pub fn allowed_task_operations(task: &Task) -> Vec<&'static str> {
+    rules::task_operations(&task.into())
+        .into_iter()
+        .map(TaskOperation::as_str)
+        .collect()
+}
+
+/// The operations `subtask` of `task` admits now, by name (RETRY, SKIP, CANCEL).
+pub fn allowed_subtask_operations(task: &Task, subtask: &Subtask) -> Vec<&'static str> {
+    rules::subtask_operations(&task.into(), subtask.status)
+        .into_iter()
+        .map(SubtaskOperation::as_str)
+        .collect()
 }
 
 /// A subtask's log as one text, a line per entry: time, trace id, what happened.

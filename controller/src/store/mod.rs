@@ -12,6 +12,7 @@ mod events;
 mod hosts;
 mod leases;
 mod rollouts;
+pub mod rules;
 mod sqlite_lock;
 mod tasks;
 mod transitions;

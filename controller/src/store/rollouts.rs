@@ -6,11 +6,10 @@
 //! PostgreSQL), and every lease round reads the flags again, so a lost notification
 //! costs a few seconds, never a task stuck paused or running on.
 
-use sqlx::Row;
-
 use super::events::{self, NewEvent};
 use super::leases::{self, Fence};
-use super::{Store, StoreError, TransitionRefused};
+use super::rules::TaskOperation;
+use super::{Store, StoreError};
 use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskStatus};
 
 impl Store {
@@ -23,30 +22,13 @@ impl Store {
         by: &str,
         at: Millis,
     ) -> Result<(), StoreError> {
-        let action = if paused { "pause" } else { "resume" };
+        let op = if paused {
+            TaskOperation::Pause
+        } else {
+            TaskOperation::Resume
+        };
         let mut tx = self.begin_write().await?;
-        leases::lock_task(&mut tx, task_id).await?;
-        let row = sqlx::query("SELECT status, operation, rollout FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or(TransitionRefused::NoTask(task_id))?;
-        let rollout: Option<String> = row.try_get("rollout")?;
-        if rollout.is_none() {
-            return Err(TransitionRefused::NotRolling { task_id, action }.into());
-        }
-        let status: TaskStatus = super::get_word(&row, "tasks", "status")?;
-        let operation: Operation = super::get_word(&row, "tasks", "operation")?;
-        if status != TaskStatus::Running || operation == Operation::Rollback {
-            return Err(TransitionRefused::TaskState {
-                task_id,
-                status,
-                operation,
-                action,
-                needed: "RUNNING rolling (not rolling back)",
-            }
-            .into());
-        }
+        let operation = self.check_task_op(&mut tx, task_id, op).await?.operation;
         let changed = sqlx::query("UPDATE tasks SET paused = $1 WHERE id = $2 AND paused <> $1")
             .bind(i64::from(paused))
             .bind(task_id)

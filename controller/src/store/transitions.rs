@@ -2,13 +2,15 @@
 //! the operator's retry, skip, rollback and cancel.
 //!
 //! Each method is one transaction that also records its events. Operator operations
-//! update with the expected state in the `WHERE` clause first, so two racing requests
-//! cannot both succeed, and only explain a refusal afterwards.
+//! lock the task's row first, so two racing requests cannot both succeed, then check
+//! the state they find against [`rules`], the same rule that tells clients which
+//! operations a task and its subtasks allow.
 
 use sqlx::Row;
 
 use super::events::{self, NewEvent};
 use super::leases::{self, Claim, Fence};
+use super::rules::{self, SubtaskOperation, TaskOperation, TaskState, Unfit};
 use super::{LogEntry, Store, StoreError, Tx, get_word};
 use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskStatus};
 
@@ -382,11 +384,12 @@ impl Store {
         claim: &Claim,
     ) -> Result<(Vec<i64>, Fence), StoreError> {
         let mut tx = self.begin_write().await?;
-        self.reopen(
+        self.check_task_op(&mut tx, task_id, TaskOperation::Retry)
+            .await?;
+        reopen(
             &mut tx,
             task_id,
             Operation::Retry,
-            "retry",
             at,
             &format!("retried by {by}"),
         )
@@ -416,14 +419,12 @@ impl Store {
         claim: &Claim,
     ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
-        // The subtask's state first: it is what the operator pointed at.
-        self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "retry")
+        self.check_subtask_op(&mut tx, task_id, subtask_id, SubtaskOperation::Retry)
             .await?;
-        self.reopen(
+        reopen(
             &mut tx,
             task_id,
             Operation::Retry,
-            "retry",
             at,
             &format!("subtask {subtask_id} retried by {by}"),
         )
@@ -445,11 +446,10 @@ impl Store {
     ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
         let message = format!("subtask {subtask_id} skipped by {by}");
-        self.expect_subtask(&mut tx, task_id, subtask_id, SubtaskStatus::Failed, "skip")
+        let task = self
+            .check_subtask_op(&mut tx, task_id, subtask_id, SubtaskOperation::Skip)
             .await?;
-        let (_, operation) = self.task_state(&mut tx, task_id).await?;
-        self.reopen(&mut tx, task_id, operation, "skip", at, &message)
-            .await?;
+        reopen(&mut tx, task_id, task.operation, at, &message).await?;
         sqlx::query(
             "UPDATE subtasks SET status = $1, operation = $2, finish_time = $3 WHERE id = $4",
         )
@@ -483,37 +483,16 @@ impl Store {
         claim: &Claim,
     ) -> Result<Fence, StoreError> {
         let mut tx = self.begin_write().await?;
-        let prohibited: Option<i64> =
-            sqlx::query_scalar("SELECT prohibit_rollback FROM tasks WHERE id = $1")
-                .bind(task_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        match prohibited {
-            None => return Err(TransitionRefused::NoTask(task_id).into()),
-            Some(p) if p != 0 => return Err(TransitionRefused::RollbackProhibited(task_id).into()),
-            Some(_) => {}
-        }
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = $1, operation = $2, finish_time = NULL WHERE id = $3 AND status = $4",
+        self.check_task_op(&mut tx, task_id, TaskOperation::Rollback)
+            .await?;
+        sqlx::query(
+            "UPDATE tasks SET status = $1, operation = $2, finish_time = NULL WHERE id = $3",
         )
         .bind(TaskStatus::Running.as_str())
         .bind(Operation::Rollback.as_str())
         .bind(task_id)
-        .bind(TaskStatus::Failed.as_str())
         .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            let (status, operation) = self.task_state(&mut tx, task_id).await?;
-            return Err(TransitionRefused::TaskState {
-                task_id,
-                status,
-                operation,
-                action: "rollback",
-                needed: "FAILED",
-            }
-            .into());
-        }
+        .await?;
         sqlx::query("UPDATE subtasks SET status = $1 WHERE task_id = $2 AND status = $3")
             .bind(SubtaskStatus::Pending.as_str())
             .bind(task_id)
@@ -545,15 +524,8 @@ impl Store {
         at: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        leases::lock_task(&mut tx, task_id).await?;
-        self.expect_subtask(
-            &mut tx,
-            task_id,
-            subtask_id,
-            SubtaskStatus::Running,
-            "cancel",
-        )
-        .await?;
+        self.check_subtask_op(&mut tx, task_id, subtask_id, SubtaskOperation::Cancel)
+            .await?;
         sqlx::query("UPDATE subtasks SET status = $1 WHERE id = $2")
             .bind(SubtaskStatus::Canceling.as_str())
             .bind(subtask_id)
@@ -582,74 +554,30 @@ impl Store {
         Ok(())
     }
 
-    /// A FAILED task that is not a failed rollback becomes RUNNING again under `operation`.
-    async fn reopen(
+    /// The task's state, its row locked until the transaction ends, once `op` was found
+    /// to apply to it; the refusal that names the state otherwise.
+    pub(super) async fn check_task_op(
         &self,
         tx: &mut Tx<'_>,
         task_id: i64,
-        operation: Operation,
-        action: &'static str,
-        at: Millis,
-        message: &str,
-    ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE tasks SET status = $1, operation = $2, finish_time = NULL \
-             WHERE id = $3 AND status = $4 AND operation <> $5",
-        )
-        .bind(TaskStatus::Running.as_str())
-        .bind(operation.as_str())
-        .bind(task_id)
-        .bind(TaskStatus::Failed.as_str())
-        .bind(Operation::Rollback.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
-            let (status, operation) = self.task_state(tx, task_id).await?;
-            return Err(TransitionRefused::TaskState {
-                task_id,
-                status,
-                operation,
-                action,
-                needed: "FAILED (and not rolled back)",
-            }
-            .into());
-        }
-        event(
-            tx,
-            task_id,
-            Change::Task(TaskStatus::Running),
-            operation,
-            at,
-            message,
-        )
-        .await
+        op: TaskOperation,
+    ) -> Result<TaskState, StoreError> {
+        leases::lock_task(tx, task_id).await?;
+        let task = task_state(tx, task_id).await?;
+        rules::check_task(op, &task)
+            .map_err(|unfit| refusal(task_id, &task, None, op.action(), unfit))?;
+        Ok(task)
     }
 
-    async fn task_state(
-        &self,
-        tx: &mut Tx<'_>,
-        task_id: i64,
-    ) -> Result<(TaskStatus, Operation), StoreError> {
-        let row = sqlx::query("SELECT status, operation FROM tasks WHERE id = $1")
-            .bind(task_id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(TransitionRefused::NoTask(task_id))?;
-        Ok((
-            get_word(&row, "tasks", "status")?,
-            get_word(&row, "tasks", "operation")?,
-        ))
-    }
-
-    async fn expect_subtask(
+    /// Like [`Store::check_task_op`], for an operation on one of the task's subtasks.
+    async fn check_subtask_op(
         &self,
         tx: &mut Tx<'_>,
         task_id: i64,
         subtask_id: i64,
-        needed: SubtaskStatus,
-        action: &'static str,
-    ) -> Result<(), StoreError> {
+        op: SubtaskOperation,
+    ) -> Result<TaskState, StoreError> {
+        leases::lock_task(tx, task_id).await?;
         let row =
             sqlx::query("SELECT status, operation FROM subtasks WHERE id = $1 AND task_id = $2")
                 .bind(subtask_id)
@@ -661,19 +589,97 @@ impl Store {
                     subtask_id,
                 })?;
         let status: SubtaskStatus = get_word(&row, "subtasks", "status")?;
-        if status != needed {
-            return Err(TransitionRefused::SubtaskState {
+        let operation: Operation = get_word(&row, "subtasks", "operation")?;
+        let task = task_state(tx, task_id).await?;
+        rules::check_subtask(op, &task, status).map_err(|unfit| {
+            let subtask = Some((subtask_id, status, operation));
+            refusal(task_id, &task, subtask, op.action(), unfit)
+        })?;
+        Ok(task)
+    }
+}
+
+/// What the rule reads of the task's row.
+async fn task_state(tx: &mut Tx<'_>, task_id: i64) -> Result<TaskState, StoreError> {
+    let row = sqlx::query(
+        "SELECT status, operation, prohibit_rollback, rollout, paused FROM tasks WHERE id = $1",
+    )
+    .bind(task_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(TransitionRefused::NoTask(task_id))?;
+    Ok(TaskState {
+        status: get_word(&row, "tasks", "status")?,
+        operation: get_word(&row, "tasks", "operation")?,
+        prohibit_rollback: row.try_get::<i64, _>("prohibit_rollback")? != 0,
+        rolling: row.try_get::<Option<String>, _>("rollout")?.is_some(),
+        paused: row.try_get::<i64, _>("paused")? != 0,
+    })
+}
+
+/// The refusal of an operation the rule found unfit for the task, or for its subtask
+/// (id, status, operation) when the operation was on one.
+fn refusal(
+    task_id: i64,
+    task: &TaskState,
+    subtask: Option<(i64, SubtaskStatus, Operation)>,
+    action: &'static str,
+    unfit: Unfit,
+) -> TransitionRefused {
+    match (unfit, subtask) {
+        (Unfit::Subtask { needed }, Some((subtask_id, status, operation))) => {
+            TransitionRefused::SubtaskState {
                 task_id,
                 subtask_id,
                 status,
-                operation: get_word(&row, "subtasks", "operation")?,
+                operation,
                 action,
                 needed: needed.as_str(),
             }
-            .into());
         }
-        Ok(())
+        (Unfit::Task { needed }, _) => TransitionRefused::TaskState {
+            task_id,
+            status: task.status,
+            operation: task.operation,
+            action,
+            needed,
+        },
+        // Only a subtask's check finds a subtask unfit.
+        (Unfit::Subtask { needed }, None) => TransitionRefused::TaskState {
+            task_id,
+            status: task.status,
+            operation: task.operation,
+            action,
+            needed: needed.as_str(),
+        },
+        (Unfit::NotRolling, _) => TransitionRefused::NotRolling { task_id, action },
+        (Unfit::RollbackProhibited, _) => TransitionRefused::RollbackProhibited(task_id),
     }
+}
+
+/// The task, checked already, becomes RUNNING again under `operation`.
+async fn reopen(
+    tx: &mut Tx<'_>,
+    task_id: i64,
+    operation: Operation,
+    at: Millis,
+    message: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tasks SET status = $1, operation = $2, finish_time = NULL WHERE id = $3")
+        .bind(TaskStatus::Running.as_str())
+        .bind(operation.as_str())
+        .bind(task_id)
+        .execute(&mut **tx)
+        .await?;
+    event(
+        tx,
+        task_id,
+        Change::Task(TaskStatus::Running),
+        operation,
+        at,
+        message,
+    )
+    .await
 }
 
 async fn retry_one(
