@@ -224,8 +224,6 @@ impl FromStr for HostSort {
     }
 }
 
-/// A task with nothing in it but what a unit test sets.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,6 +212,7 @@ pub struct StoreCounts {
     pub hosts: Vec<(String, i64)>,
 }
 
+/// A task with nothing in it but what a unit test sets.
 #[cfg(test)]
 impl Task {
     pub(crate) fn bare(id: i64, status: TaskStatus, operation: Operation) -> Task {
