@@ -15,7 +15,7 @@ pub mod users;
 
 use std::time::Duration;
 
-pub use ports::{free_port, free_port_on};
+pub use ports::{free_port, port_free_on};
 
 /// Generous, so a slow machine passes; every wait polls a condition, so a fast one
 /// does not sit out the whole of it.

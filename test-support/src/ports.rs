@@ -9,11 +9,11 @@ static GIVEN: parking_lot::Mutex<Vec<(IpAddr, u16)>> = parking_lot::Mutex::new(V
 
 /// A port free on 127.0.0.1 now and never handed out before in this process.
 pub fn free_port() -> u16 {
-    free_port_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    port_free_on(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
 /// A port free on `ip` now and never handed out before in this process.
-pub fn free_port_on(ip: IpAddr) -> u16 {
+pub fn port_free_on(ip: IpAddr) -> u16 {
     let mut given = GIVEN.lock();
     loop {
         let port = TcpListener::bind((ip, 0))

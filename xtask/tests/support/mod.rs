@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use xtask::fleet::{AgentProfile, Fleet, FleetError, FleetSpec, Transport};
 
 pub use test_support::bins::bin_dir;
-use test_support::free_port_on as free_port;
+use test_support::port_free_on as free_port;
 
 /// A fleet in `root` with agents on `ips`; ports are picked free, and picked again if
 /// another program took one in between.
