@@ -16,7 +16,7 @@
 //! [`Membership`]); a controller that dies leaves its hosts to the others once it is no
 //! longer seen alive, a lease TTL later.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,13 @@ struct Checks {
     options: HeartbeatOptions,
     /// Hosts whose check has not come back yet.
     out: Mutex<HashSet<i64>>,
+    /// When this controller began checking each of its hosts: a host it took over (or
+    /// found at its start) gets a whole grace of its own, since the store's last answer
+    /// may trail the one the previous checker kept in memory.
+    since: Mutex<HashMap<i64, Millis>>,
+    /// Hosts whose reason this controller wrote: their next answer clears it, whatever
+    /// the snapshot the check was sent with says.
+    reasoned: Mutex<HashSet<i64>>,
     permits: Semaphore,
     membership: watch::Receiver<Membership>,
     misses: Counter,
@@ -86,6 +93,8 @@ impl Heartbeat {
             agents: self.agents,
             options: self.options,
             out: Mutex::new(HashSet::new()),
+            since: Mutex::new(HashMap::new()),
+            reasoned: Mutex::new(HashSet::new()),
             membership: self.membership,
             misses: self.misses,
         });
@@ -114,8 +123,22 @@ impl Checks {
         cancel: &CancellationToken,
     ) -> Result<(), StoreError> {
         let membership = *self.membership.borrow();
-        let hosts = self.store.all_hosts().await?;
-        for host in hosts.into_iter().filter(|h| membership.checks(h.id)) {
+        let hosts: Vec<Host> = self
+            .store
+            .all_hosts()
+            .await?
+            .into_iter()
+            .filter(|h| membership.checks(h.id))
+            .collect();
+        {
+            let now = now_millis();
+            let mut since = self.since.lock();
+            since.retain(|id, _| hosts.iter().any(|h| h.id == *id));
+            for host in &hosts {
+                since.entry(host.id).or_insert(now);
+            }
+        }
+        for host in hosts {
             let waiting = !self.lock_out().insert(host.id);
             if waiting {
                 self.judge(&host, "its last check is still unanswered")
@@ -181,7 +204,8 @@ impl Checks {
             Ok(info) => {
                 let summary = agent_client::summary(&info);
                 let now = now_millis();
-                if !must_record(host, &summary, now, self.options.offline_grace / 2) {
+                let reasoned = self.reasoned.lock().remove(&host.id);
+                if !reasoned && !must_record(host, &summary, now, self.options.offline_grace / 2) {
                     return Ok(());
                 }
                 if host.status != HostStatus::Online {
@@ -193,6 +217,7 @@ impl Checks {
                 // Shown at once, before the grace is over: a refused certificate will
                 // not mend by waiting, and the operator should not wait to learn of it.
                 self.store.set_host_reason(host.id, &reason).await?;
+                self.reasoned.lock().insert(host.id);
                 match self.store.get_host(host.id).await? {
                     Some(host) => self.judge(&host, &reason).await,
                     None => Ok(()),
@@ -202,21 +227,35 @@ impl Checks {
     }
 
     /// OFFLINE once nothing was heard from the agent for the whole grace, counted from
-    /// its last answer to anything (a heartbeat or a step's call).
+    /// its last answer to anything (a heartbeat or a step's call), and at the earliest a
+    /// grace after this controller began checking the host.
     async fn judge(&self, host: &Host, reason: &str) -> Result<(), StoreError> {
-        let since: Millis = host
+        let heard = host
             .last_available_time
-            .max(self.agents.last_answer(host.id))
-            .unwrap_or(host.create_time);
-        let grace = i64::try_from(self.options.offline_grace.as_millis()).unwrap_or(i64::MAX);
-        if now_millis().saturating_sub(since) >= grace && host.status != HostStatus::Offline {
+            .max(self.agents.last_answer(host.id));
+        let checked_since = self.since.lock().get(&host.id).copied();
+        let silent = silent_for_grace(
+            heard.max(checked_since).unwrap_or(host.create_time),
+            now_millis(),
+            self.options.offline_grace,
+        );
+        if silent && host.status != HostStatus::Offline {
             tracing::warn!(host_id = host.id, "host is OFFLINE: {reason}");
+            // The last answer this controller heard goes with the verdict, so the store
+            // (and every controller reading it) says when the agent was last heard.
             self.store
-                .set_host_status(host.id, HostStatus::Offline, None)
+                .set_host_status(host.id, HostStatus::Offline, heard)
                 .await?;
         }
         Ok(())
     }
+}
+
+/// Whether a host last heard of (or first checked by this controller) at `since` has
+/// been silent for the whole grace at `now`.
+fn silent_for_grace(since: Millis, now: Millis, grace: Duration) -> bool {
+    let grace = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    now.saturating_sub(since) >= grace
 }
 
 /// Whether an answer of the host's agent must be written to the store: when it changes
@@ -264,6 +303,21 @@ mod tests {
     }
 
     const REFRESH: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_host_taken_over_gets_a_whole_grace_from_its_new_checker() {
+        let grace = Duration::from_secs(30);
+        let now = 1_000_000;
+        // The store's answer trails by up to the refresh: 25 s old at the takeover.
+        let stored = Some(now - 25_000);
+        let checked_since = Some(now - 1_000);
+        let since = stored.max(checked_since).expect("since");
+        assert!(!silent_for_grace(since, now, grace));
+        assert!(!silent_for_grace(since, now + 28_999, grace));
+        assert!(silent_for_grace(since, now + 29_000, grace));
+        // A host it has checked all along goes by its last answer alone.
+        assert!(silent_for_grace(now - 30_000, now, grace));
+    }
 
     #[test]
     fn a_steady_host_is_written_only_once_its_stored_answer_is_old() {
