@@ -59,9 +59,10 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Subcommand {
-    /// Forget the controller cluster this agent belongs to, so that a controller of
-    /// another cluster may manage it: for when the first cluster is gone. Works beside
-    /// a running agent.
+    /// Forget the controller cluster this agent belongs to.
+    ///
+    /// For when that cluster is gone: a controller of another cluster may then manage
+    /// the agent. Works beside a running agent.
     ForgetCluster {
         /// The data dir the agent runs with.
         #[arg(long, env = "OCP_AGENT_DATA_DIR", default_value = "./ocp-agent-data")]
