@@ -2,6 +2,8 @@
 //!
 //! - `agent.lock`: held (flock) while an agent runs, so that two agents on one
 //!   data dir cannot both supervise, and so double, the same processes;
+//! - `cluster`: the id of the controller cluster this agent belongs to (see
+//!   [`crate::cluster`]), so that another cluster is refused after a restart too;
 //! - `processes/<alias>.desired`: `running` or `stopped`, what the operator last
 //!   asked for, so that a process the operator stopped stays stopped;
 //! - `processes/<alias>.pid`: `<pid> <start ticks>` of the running process, so
@@ -134,6 +136,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
 
 /// The data dir, locked for as long as this value lives.
 pub struct DataDir {
+    root: PathBuf,
     processes: PathBuf,
     _lock: Flock<File>,
 }
@@ -165,9 +168,14 @@ impl DataDir {
             }
         };
         Ok(DataDir {
+            root: root.to_path_buf(),
             processes,
             _lock: lock,
         })
+    }
+
+    pub fn cluster(&self) -> ClusterFile {
+        ClusterFile::in_data_dir(&self.root)
     }
 
     pub fn process(&self, alias: &str) -> ProcessFiles {
@@ -252,6 +260,58 @@ impl ProcessFiles {
 
     pub async fn remove_pid(&self) -> Result<(), DataDirError> {
         off_thread(&self.pid, remove_if_exists).await
+    }
+}
+
+/// `cluster`: the id of the controller cluster the agent belongs to, one line.
+#[derive(Debug, Clone)]
+pub struct ClusterFile {
+    path: PathBuf,
+}
+
+impl ClusterFile {
+    /// The file in the data dir `root`, locked or not: `ocp-agent forget-cluster` works
+    /// beside a running agent.
+    pub fn in_data_dir(root: &Path) -> ClusterFile {
+        ClusterFile {
+            path: root.join("cluster"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The id written, trimmed; `None` without the file or with an empty one. Blocking.
+    pub fn read(&self) -> Result<Option<String>, DataDirError> {
+        Ok(read_optional(&self.path)?
+            .map(|text| text.trim().to_string())
+            .filter(|id| !id.is_empty()))
+    }
+
+    /// Durable, like the desired state: a pin lost in a power cut would let another
+    /// cluster take the agent.
+    pub async fn write(&self, id: &str) -> Result<(), DataDirError> {
+        let text = format!("{id}\n");
+        off_thread(&self.path, move |path| write_atomic(path, &text, true)).await
+    }
+
+    pub async fn remove(&self) -> Result<(), DataDirError> {
+        off_thread(&self.path, remove_durably).await
+    }
+
+    /// Blocking, for the command line.
+    pub fn remove_blocking(&self) -> Result<(), DataDirError> {
+        remove_durably(&self.path)
+    }
+}
+
+/// Removes the file and fsyncs its folder, so that the removal survives a power cut.
+fn remove_durably(path: &Path) -> Result<(), DataDirError> {
+    remove_if_exists(path)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir).map_err(io_err(dir)),
+        None => Ok(()),
     }
 }
 

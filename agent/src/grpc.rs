@@ -10,6 +10,10 @@
 //! not get there is ABORTED (with the reason) or DEADLINE_EXCEEDED; a bulk call is
 //! OK and lists, in `failures`, the processes that did not get there and why.
 //!
+//! Every call first goes through the cluster check ([`crate::cluster`]): a call of
+//! another controller cluster's is refused before it reads or changes anything, and
+//! the first call that acts pins the agent to its caller's cluster.
+//!
 //! TailLog reads a log, which changes nothing: it serves any configured process,
 //! operable or not; the file work is `log_tail`'s. At most [`MAX_TAILS`] calls run at
 //! once, each holding its place until its stream ends: each may hold a few MiB, and a
@@ -27,7 +31,7 @@ use proto::agent::v1::agent_service_server::AgentService;
 use proto::agent::v1::{
     AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest,
     ListProcessesResponse, LogChunk, ProcessFailure, ProcessRequest, ProcessResponse,
-    ProcessStatus, TailLogRequest,
+    ProcessStatus, ReleaseClusterRequest, ReleaseClusterResponse, TailLogRequest,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +39,7 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response};
 use tracing::Instrument;
 
+use crate::cluster::{ClusterError, ClusterPin};
 use crate::config::{AgentSection, Kind};
 use crate::log_tail::{self, MAX_LINES, TailError};
 use crate::process_info;
@@ -76,6 +81,8 @@ pub enum CallError {
     Log(#[from] TailError),
     #[error("reading the processes' state from the OS: {0}")]
     Unread(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl From<CallError> for tonic::Status {
@@ -97,7 +104,15 @@ impl From<CallError> for tonic::Status {
                 tonic::Status::failed_precondition(message)
             }
             CallError::TooManyTails => tonic::Status::resource_exhausted(message),
-            CallError::Unread(_) => tonic::Status::internal(message),
+            CallError::Unread(_) | CallError::Cluster(ClusterError::File(_)) => {
+                tonic::Status::internal(message)
+            }
+            CallError::Cluster(ClusterError::BadId(_) | ClusterError::NoCaller) => {
+                tonic::Status::invalid_argument(message)
+            }
+            CallError::Cluster(ClusterError::OtherCluster { .. } | ClusterError::BadPin { .. }) => {
+                tonic::Status::failed_precondition(message)
+            }
         }
     }
 }
@@ -124,6 +139,7 @@ pub struct Agent {
     shutdown: CancellationToken,
     /// One permit per TailLog call under way.
     tails: Arc<Semaphore>,
+    cluster: ClusterPin,
 }
 
 /// The gRPC face; cheap to clone.
@@ -134,6 +150,7 @@ impl AgentServiceImpl {
     pub fn new(
         section: AgentSection,
         handles: Vec<Handle>,
+        cluster: ClusterPin,
         shutdown: CancellationToken,
     ) -> AgentServiceImpl {
         let by_alias = handles
@@ -148,6 +165,7 @@ impl AgentServiceImpl {
             started: Instant::now(),
             shutdown,
             tails: Arc::new(Semaphore::new(MAX_TAILS)),
+            cluster,
         }))
     }
 }
@@ -211,6 +229,7 @@ impl Agent {
         req: ProcessRequest,
         meta: &MetadataMap,
     ) -> Result<ProcessResponse, CallError> {
+        self.cluster.admit(meta, true).await?;
         let handle = self.operable(&req.alias)?;
         self.act(handle, command, deadline(req.timeout_ms, meta))
             .await?;
@@ -365,7 +384,9 @@ impl AgentService for AgentServiceImpl {
         request: Request<GetAgentInfoRequest>,
     ) -> Result<Response<AgentInfo>, tonic::Status> {
         let agent = self.0.clone();
-        traced("GetAgentInfo", request.metadata(), async {
+        let meta = request.metadata();
+        traced("GetAgentInfo", meta, async {
+            agent.cluster.admit(meta, false).await?;
             Ok(agent.info())
         })
         .await
@@ -375,7 +396,9 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<ListProcessesRequest>,
     ) -> Result<Response<ListProcessesResponse>, tonic::Status> {
-        traced("ListProcesses", request.metadata(), async {
+        let meta = request.metadata();
+        traced("ListProcesses", meta, async {
+            self.0.cluster.admit(meta, false).await?;
             Ok(ListProcessesResponse {
                 processes: process_info::snapshot_async(self.0.handles.clone()).await?,
             })
@@ -421,8 +444,10 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<BulkRequest>,
     ) -> Result<Response<BulkResponse>, tonic::Status> {
-        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
-        traced("StartAll", request.metadata(), async {
+        let meta = request.metadata();
+        let limit = deadline(request.get_ref().timeout_ms, meta);
+        traced("StartAll", meta, async {
+            self.0.cluster.admit(meta, true).await?;
             self.0.bulk(Command::Start, self.0.basic(), limit).await
         })
         .await
@@ -432,8 +457,10 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<BulkRequest>,
     ) -> Result<Response<BulkResponse>, tonic::Status> {
-        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
-        traced("StopAll", request.metadata(), async {
+        let meta = request.metadata();
+        let limit = deadline(request.get_ref().timeout_ms, meta);
+        traced("StopAll", meta, async {
+            self.0.cluster.admit(meta, true).await?;
             self.0.bulk(Command::Stop, self.0.basic(), limit).await
         })
         .await
@@ -443,8 +470,10 @@ impl AgentService for AgentServiceImpl {
         &self,
         request: Request<BulkRequest>,
     ) -> Result<Response<BulkResponse>, tonic::Status> {
-        let limit = deadline(request.get_ref().timeout_ms, request.metadata());
-        traced("RestartProxy", request.metadata(), async {
+        let meta = request.metadata();
+        let limit = deadline(request.get_ref().timeout_ms, meta);
+        traced("RestartProxy", meta, async {
+            self.0.cluster.admit(meta, true).await?;
             let proxy = self
                 .0
                 .basic()
@@ -461,7 +490,23 @@ impl AgentService for AgentServiceImpl {
         request: Request<TailLogRequest>,
     ) -> Result<Response<LogStream>, tonic::Status> {
         let (meta, _, req) = request.into_parts();
-        traced("TailLog", &meta, self.0.tail(req)).await
+        traced("TailLog", &meta, async {
+            self.0.cluster.admit(&meta, false).await?;
+            self.0.tail(req).await
+        })
+        .await
+    }
+
+    async fn release_cluster(
+        &self,
+        request: Request<ReleaseClusterRequest>,
+    ) -> Result<Response<ReleaseClusterResponse>, tonic::Status> {
+        let meta = request.metadata();
+        traced("ReleaseCluster", meta, async {
+            let released = self.0.cluster.release(meta).await?;
+            Ok(ReleaseClusterResponse { released })
+        })
+        .await
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod cgroup;
 mod child_log;
+mod cluster;
 pub mod config;
 mod data_dir;
 mod group;
@@ -23,6 +24,7 @@ mod sockdiag;
 mod spawn;
 mod supervisor;
 
+pub use cluster::{ClusterError, forget as forget_cluster};
 pub use config::{Config, ConfigError};
 pub use lifecycle::{Agent, AgentError, AgentOptions, Serving};
 pub use trust::{ConnLimits, ServerTlsFiles};

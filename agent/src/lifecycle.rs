@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::cgroup::Cgroups;
+use crate::cluster::{self, ClusterError, ClusterPin};
 use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::grpc::AgentServiceImpl;
@@ -52,6 +53,8 @@ pub enum AgentError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(
         "refusing to serve plaintext on {0}: anyone who reaches it could stop this host's processes; \
          give --tls-cert, --tls-key and --tls-client-ca (see `ocp-controller pki issue`), \
@@ -107,13 +110,24 @@ impl Agent {
             None => None,
         };
         let data_dir = options.data_dir.clone();
+        // As a refusal names it: the operator pastes it on the host, from any folder.
+        let shown_dir = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
         let aliases: Vec<String> = config.processes.iter().map(|p| p.alias.clone()).collect();
-        let data = tokio::task::spawn_blocking(move || {
-            let data = DataDir::open(&data_dir)?;
-            data.check_pid_files(aliases.iter().map(String::as_str))?;
-            Ok::<_, DataDirError>(data)
+        let (data, pinned) = tokio::task::spawn_blocking({
+            let shown_dir = shown_dir.clone();
+            move || {
+                let data = DataDir::open(&data_dir)?;
+                data.check_pid_files(aliases.iter().map(String::as_str))?;
+                let pinned = cluster::read_pin(&data.cluster(), &shown_dir)?;
+                Ok::<_, AgentError>((data, pinned))
+            }
         })
         .await??;
+        match &pinned {
+            Some(id) => info!("this agent belongs to controller cluster {id}"),
+            None => info!("this agent belongs to no controller cluster yet"),
+        }
+        let cluster = ClusterPin::new(data.cluster(), shown_dir, pinned);
         let listen_err = |source| AgentError::Listen {
             addr: options.listen,
             source,
@@ -164,7 +178,7 @@ impl Agent {
                 metrics_stop.clone(),
             ))
         });
-        let service = AgentServiceImpl::new(config.agent, handles, cancel.clone());
+        let service = AgentServiceImpl::new(config.agent, handles, cluster, cancel.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health

@@ -1,5 +1,5 @@
 //! ocp-agent: parses the command line, sets up logging and runs the library until
-//! SIGTERM or SIGINT.
+//! SIGTERM or SIGINT; or runs one of its subcommands.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -12,8 +12,10 @@ use clap::Parser;
 
 /// The per-host process supervisor of OCP, served over gRPC.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Subcommand>,
     /// Address to serve gRPC on.
     #[arg(long, env = "OCP_AGENT_LISTEN", default_value = "127.0.0.1:62888")]
     listen: SocketAddr,
@@ -55,6 +57,19 @@ struct Cli {
     metrics_addr: Option<SocketAddr>,
 }
 
+#[derive(clap::Subcommand)]
+enum Subcommand {
+    /// Forget the controller cluster this agent belongs to.
+    ///
+    /// For when that cluster is gone: a controller of another cluster may then manage
+    /// the agent. Works beside a running agent.
+    ForgetCluster {
+        /// The data dir the agent runs with.
+        #[arg(long, env = "OCP_AGENT_DATA_DIR", default_value = "./ocp-agent-data")]
+        data_dir: PathBuf,
+    },
+}
+
 /// Threads of the blocking pool, where `/proc` reads, fsyncs and spawns run off the
 /// runtime thread. Fifty processes starting at once would otherwise grow a thread
 /// each, with its stack and malloc arena, for work a host's few cores cannot run all
@@ -64,6 +79,9 @@ const BLOCKING_THREADS: usize = 8;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Subcommand::ForgetCluster { data_dir }) = &cli.command {
+        return forget_cluster(data_dir);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS)
@@ -79,6 +97,25 @@ fn main() -> ExitCode {
     // A reload still reading a file on a hung mount must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+fn forget_cluster(data_dir: &std::path::Path) -> ExitCode {
+    match agent::forget_cluster(data_dir) {
+        Ok(Some(id)) => {
+            println!(
+                "forgot controller cluster {id}: the next controller that acts on this agent owns it"
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("this agent belongs to no controller cluster: nothing to forget");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn async_main(cli: Cli) -> ExitCode {

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tower::layer::util::{Identity, Stack};
 use trust::{ClientTls, ClientTlsFiles, ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
-use crate::agent_client::AgentPool;
+use crate::agent_client::{AgentPool, BadClusterId, ClusterId};
 use crate::auth::{AuthLayer, Users};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
@@ -65,6 +65,8 @@ pub enum StartError {
     Tls(#[from] trust::TrustError),
     #[error(transparent)]
     Sole(#[from] SoleError),
+    #[error(transparent)]
+    Cluster(#[from] BadClusterId),
     #[error("taking the SQLite store: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -133,7 +135,9 @@ impl Controller {
         .await??;
         let store = Store::connect_with(&options.database_url, Some(options.lease_ttl)).await?;
         let metrics = Arc::new(Metrics::new(&crate::grpc::SERVICES));
-        let agents = Arc::new(AgentPool::new(agent_tls, metrics.agent_calls()));
+        let cluster = ClusterId::parse(&store.cluster_id().await?)?;
+        tracing::info!("this controller is of controller cluster {cluster}");
+        let agents = Arc::new(AgentPool::new(agent_tls, cluster, metrics.agent_calls()));
         let cancel = CancellationToken::new();
         let engine = Engine::new(
             store.clone(),
@@ -290,6 +294,11 @@ impl Controller {
     /// Where the REST gateway listens, when it was asked for.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The cluster this controller is of: every controller on its store is.
+    pub fn cluster(&self) -> &ClusterId {
+        self.agents.cluster()
     }
 
     pub fn core(&self) -> &Core {

@@ -1,9 +1,10 @@
 //! The controller's one way of calling an agent: the pool of connections, a client of
-//! one host's agent whose every call is timed, classified into an [`AgentError`] and
-//! counted as a sign of life when answered, the retry policy of the steps, and the
-//! translation of what agents say into the model.
+//! one host's agent whose every call is timed, tagged with this controller's cluster,
+//! classified into an [`AgentError`] and counted as a sign of life when answered, the
+//! retry policy of the steps, and the translation of what agents say into the model.
 
 mod channel;
+mod cluster;
 mod retry;
 
 use std::collections::HashMap;
@@ -11,11 +12,12 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use channel::AgentChannel;
+pub use cluster::{BadClusterId, CLUSTER_METADATA, ClusterId};
 use parking_lot::Mutex;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{
     AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest, ProcessInfo,
-    ProcessRequest, ProcessResponse, ProcessStatus, TailLogRequest,
+    ProcessRequest, ProcessResponse, ProcessStatus, ReleaseClusterRequest, TailLogRequest,
 };
 pub use retry::{Next, RetryPolicy};
 use trust::ClientTls;
@@ -150,6 +152,8 @@ pub enum ProcessAction {
 pub struct AgentPool {
     /// Every agent connection is mutual TLS when set; see docs/trust.md.
     tls: Option<ClientTls>,
+    /// Carried by every call: the agent serves one cluster only.
+    cluster: ClusterId,
     channel: Mutex<AgentChannel>,
     /// When each host's agent last answered any call. An agent busy with a fleet-wide
     /// restart may miss a heartbeat's short deadline while it plainly answers the steps:
@@ -159,10 +163,11 @@ pub struct AgentPool {
 }
 
 impl AgentPool {
-    pub fn new(tls: Option<ClientTls>, calls: AgentCalls) -> AgentPool {
+    pub fn new(tls: Option<ClientTls>, cluster: ClusterId, calls: AgentCalls) -> AgentPool {
         AgentPool {
             channel: Mutex::new(AgentChannel::new(tls.clone())),
             tls,
+            cluster,
             answered: Mutex::default(),
             calls,
         }
@@ -204,6 +209,11 @@ impl AgentPool {
             origin,
             grpc: AgentServiceClient::with_origin(channel, uri),
         })
+    }
+
+    /// The cluster this controller is of, as agents know it.
+    pub fn cluster(&self) -> &ClusterId {
+        &self.cluster
     }
 
     /// The agent's endpoint as this pool dials it.
@@ -283,6 +293,16 @@ impl AgentClient<'_> {
         }
     }
 
+    /// Asks the agent to forget this controller's cluster; whether it belonged to it.
+    pub async fn release_cluster(&self, timeout: Duration) -> Result<bool, AgentError> {
+        let request = self.request(ReleaseClusterRequest {}, timeout);
+        let mut grpc = self.grpc.clone();
+        let answer = self
+            .answer("ReleaseCluster", grpc.release_cluster(request))
+            .await?;
+        Ok(answer.released)
+    }
+
     /// The last `lines` lines of the process's log: the agent's TailLog stream, without
     /// following, read whole within `timeout`. Past [`MAX_LOG_TEXT`], the oldest
     /// messages are dropped: a tail keeps its newest lines.
@@ -351,13 +371,15 @@ impl AgentClient<'_> {
     }
 
     /// A request bounded by `timeout` on the wire and on this side (the agent enforces
-    /// the one, `channel` the other), tagged with where it comes from.
+    /// the one, `channel` the other), tagged with where it comes from and this
+    /// controller's cluster.
     fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request.set_timeout(timeout);
         request.extensions_mut().insert(channel::Deadline(timeout));
         let origin = &self.origin;
         let metadata = request.metadata_mut();
+        metadata.insert(CLUSTER_METADATA, self.pool.cluster.metadata());
         if let Ok(v) = origin.trace_id.parse() {
             metadata.insert("x-trace-id", v);
         }

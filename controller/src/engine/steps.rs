@@ -420,8 +420,15 @@ fn offline_error(host: &Host) -> Option<StepError> {
         .last_available_time
         .map(|t| format!("last answered at {}", crate::time::format_millis(t)))
         .unwrap_or_else(|| "never answered".to_string());
+    // The heartbeat's reason says why, when it is more than silence: an agent that
+    // refuses this controller (another cluster's, a wrong certificate).
+    let why = host
+        .status_reason
+        .as_deref()
+        .map(|reason| format!("; the last one failed: {reason}"))
+        .unwrap_or_default();
     Some(StepError(format!(
-        "host {} ({}:{}) is OFFLINE: its agent does not answer heartbeats ({since})",
+        "host {} ({}:{}) is OFFLINE: its agent does not answer heartbeats ({since}){why}",
         host.id, host.inner_ip_address, host.agent_port
     )))
 }

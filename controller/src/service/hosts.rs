@@ -132,11 +132,43 @@ impl Core {
         match self.store.delete_host(id).await {
             Ok(Some(host)) => {
                 self.forget_inventory(id);
+                self.release_agent(&host, caller).await;
                 Ok(host)
             }
             Ok(None) => Err(CoreError::HostNotFound(id)),
             Err(StoreError::HostBusy { host_id, .. }) => Err(self.busy(host_id).await),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Tells a deleted host's agent to forget this controller's cluster, so that another
+    /// cluster may manage it. Best effort, within `release_timeout`: the host is deleted
+    /// whether the agent answers or not, and the log says when it was not told.
+    async fn release_agent(&self, host: &Host, caller: &Caller) {
+        let cluster = self.agents.cluster();
+        let address = self.agents.uri(host);
+        let released = match self.client(host, caller) {
+            Ok(client) => client
+                .release_cluster(self.options.release_timeout)
+                .await
+                .map_err(|e| e.reason()),
+            Err(e) => Err(e.to_string()),
+        };
+        match released {
+            Ok(true) => tracing::info!(
+                host_id = host.id,
+                "the agent at {address} no longer belongs to controller cluster {cluster}"
+            ),
+            Ok(false) => tracing::info!(
+                host_id = host.id,
+                "the agent at {address} did not belong to controller cluster {cluster}: nothing to release"
+            ),
+            Err(reason) => tracing::warn!(
+                host_id = host.id,
+                "host deleted, but its agent at {address} was not told to forget controller cluster \
+                 {cluster} ({reason}); until it is, it refuses other clusters: run \
+                 `ocp-agent forget-cluster` on the host"
+            ),
         }
     }
 

@@ -49,6 +49,8 @@ pub struct CoreOptions {
     pub refresh_ttl: Duration,
     /// How long reading a process's log from its agent may take, up to 4 MiB of it.
     pub log_timeout: Duration,
+    /// How long a host's delete waits for its agent to forget this cluster.
+    pub release_timeout: Duration,
     pub executor: String,
     /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
     pub max_watches_per_user: usize,
@@ -61,6 +63,7 @@ impl Default for CoreOptions {
             refresh_timeout: Duration::from_secs(3),
             refresh_ttl: Duration::from_secs(1),
             log_timeout: Duration::from_secs(30),
+            release_timeout: Duration::from_secs(3),
             executor: "127.0.0.1".to_string(),
             max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
         }

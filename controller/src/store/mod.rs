@@ -1,4 +1,5 @@
-//! The controller's durable state: hosts, their processes, tasks, subtasks, logs and host locks.
+//! The controller's durable state: hosts, their processes, tasks, subtasks, logs, host
+//! locks and the cluster's id.
 //!
 //! One interface over SQLite (the default, a file in `--data-dir`) and PostgreSQL (for
 //! several controllers sharing one store), through sqlx's Any driver. Every query here is
@@ -7,6 +8,7 @@
 //! which database it talks to. Only the DDL differs, in `migrations/<dialect>`, and the
 //! one query that takes a list of ids as a single parameter (`existing_host_ids`).
 
+mod cluster;
 mod counts;
 mod events;
 mod hosts;

@@ -106,6 +106,11 @@ impl ProcAgent {
         agent
     }
 
+    /// Its `--data-dir`, the same across restarts.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("agent.log")
     }
@@ -149,7 +154,7 @@ impl ProcAgent {
             .arg("--config")
             .arg(self.dir.path().join("agent.toml"))
             .arg("--data-dir")
-            .arg(self.dir.path().join("data"))
+            .arg(self.data_dir())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
