@@ -49,7 +49,6 @@ pub struct CoreOptions {
     pub refresh_ttl: Duration,
     /// How long reading a process's log from its agent may take, up to 4 MiB of it.
     pub log_timeout: Duration,
-    pub executor: String,
     /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
     pub max_watches_per_user: usize,
 }
@@ -61,7 +60,6 @@ impl Default for CoreOptions {
             refresh_timeout: Duration::from_secs(3),
             refresh_ttl: Duration::from_secs(1),
             log_timeout: Duration::from_secs(30),
-            executor: "127.0.0.1".to_string(),
             max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
         }
     }
