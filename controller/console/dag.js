@@ -18,8 +18,9 @@ export function legend() {
   return h("div", { class: "legend" }, ...STATUSES.map((x) => h("span", {}, h("i", { class: `l-${x}` }), x)));
 }
 
-/** Host of a per-host subtask, from the task's host list. */
+/** Host of a per-host subtask: its own `hostId`, else (an older controller) the task's host list. */
 export function hostOf(task, sub) {
+  if (sub.hostId !== undefined) return `host ${sub.hostId}`;
   const ids = (task.context && task.context.listMap && task.context.listMap.host_ids) || [];
   if (sub.parallelIdx >= 0 && ids[sub.parallelIdx]) return `host ${ids[sub.parallelIdx]}`;
   if (task.hostId) return `host ${task.hostId}`;

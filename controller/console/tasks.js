@@ -62,9 +62,11 @@ function seqOf(read) {
 /**
  * Applies a transition to the task as read. A status the operations were not read with
  * leaves them unknown (null) until the task is read again; a change of the task's own
- * status may change its subtasks' too.
+ * status may change its subtasks' too. A takeover names the controller that drives the
+ * task from then on.
  */
 function applyEvent(task, index, event) {
+  if (event.takenOverBy !== undefined) task.executor = event.takenOverBy;
   if (event.subtaskId === undefined) {
     if (task.status !== event.status || task.operation !== event.operation) {
       task.allowedOperations = null;
@@ -109,7 +111,7 @@ export async function taskView(id, view) {
     if (t.allowedOperations === null) refresh();
     // The head is redrawn only when it changed: a quiet re-read must not swap a button
     // from under the user's pointer.
-    const seen = JSON.stringify([t.status, t.paused, t.operation, t.finishTime, t.allowedOperations]);
+    const seen = JSON.stringify([t.status, t.paused, t.operation, t.finishTime, t.executor, t.allowedOperations]);
     if (seen !== headAs) {
       headAs = seen;
       renderTaskHead(page, head, live, reloadTask);
@@ -233,7 +235,8 @@ function renderTaskHead(page, head, live, reload) {
       op("Rollback", "ROLLBACK", "rollback"),
       op("Pause", "PAUSE", "pause"),
       op("Resume", "RESUME", "resume"),
-      h("span", { class: "muted" }, `by ${t.creator} · started ${when(t.startTime)}${t.finishTime ? ` · finished ${when(t.finishTime)}` : ""}`),
+      h("span", { class: "muted", id: "task-origin" },
+        `by ${t.creator} · started ${when(t.startTime)}${t.finishTime ? ` · finished ${when(t.finishTime)}` : ""} · driven by ${t.executor}`),
     ),
   );
 }

@@ -158,7 +158,6 @@ impl Controller {
             engine.clone(),
             agents.clone(),
             CoreOptions {
-                executor: options.advertise.clone(),
                 max_watches_per_user: options.max_watches_per_user,
                 ..CoreOptions::default()
             },

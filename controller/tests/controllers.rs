@@ -14,7 +14,9 @@
 //! - a lease that no runner drives (its request was dropped after the commit) runs out
 //!   and the task is taken over, instead of being renewed forever;
 //! - an owner woken after a takeover sends its agents nothing more for the task;
-//! - an owner frozen inside a transaction on its task still loses the task.
+//! - an owner frozen inside a transaction on its task still loses the task;
+//! - a task taken over names the survivor as its executor, its watches on the survivor
+//!   carry the takeover event, and its reads and events name each subtask's host.
 //!
 //! Every test needs PostgreSQL and says SKIPPED without it (unless
 //! `OCP_REQUIRE_POSTGRES=1`), except the SQLite one. The tests run one at a time.
@@ -1209,4 +1211,243 @@ async fn a_rolling_task_driven_by_one_controller_is_paused_and_resumed_through_a
         .wait_task(a, id, Duration::from_secs(30), |t| t["status"] != "RUNNING")
         .await;
     assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
+}
+
+/// What an event says of a subtask, however it came: (subtask id, name, host id, status).
+type Labelled = (i64, String, Option<i64>, String);
+
+/// The subtask events of an SSE stream, with what each says of its subtask.
+fn sse_labels(events: &[(Value, SystemTime)]) -> Vec<Labelled> {
+    events
+        .iter()
+        .filter_map(|(e, _)| {
+            Some((
+                e["subtaskId"].as_i64()?,
+                e["name"]
+                    .as_str()
+                    .expect("a subtask event's name")
+                    .to_string(),
+                e["hostId"].as_i64(),
+                e["status"].as_str().expect("status").to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn grpc_labels(events: &[(proto::ocp::v1::TaskEvent, SystemTime)]) -> Vec<Labelled> {
+    events
+        .iter()
+        .filter(|(e, _)| e.subtask_id != 0)
+        .map(|(e, _)| (e.subtask_id, e.name.clone(), e.host_id, e.status.clone()))
+        .collect()
+}
+
+/// The batch restart's owner A is SIGKILLed while Start all runs (slow listeners keep it
+/// running); B takes the task over and finishes it. B's reads name B as the task's
+/// executor (A before the kill); B's watches, SSE and WatchTask, opened before the kill,
+/// carry exactly one takeover event naming B, in its place among every other event the
+/// store holds. Every read gives each per-host subtask its host and the barriers none,
+/// and every subtask event names its subtask and host beside its status, as the task
+/// shows that subtask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_taken_over_names_its_new_executor_in_reads_and_watches() {
+    let _serial = serial().await;
+    let Some(mut cluster) = Cluster::start(
+        "a_task_taken_over_names_its_new_executor_in_reads_and_watches",
+        2,
+        &["--heartbeat-interval", "1s", "--max-subtask-timeout", "15s"],
+    )
+    .await
+    else {
+        return;
+    };
+    let agents = start_agents(2, 3000, "1s").await;
+    for agent in &agents {
+        wait_all_started(agent).await;
+    }
+    let (a_name, b_name) = (
+        cluster.nodes[0].advertise.clone(),
+        cluster.nodes[1].advertise.clone(),
+    );
+    assert_ne!(a_name, b_name, "the controllers must tell apart");
+    let hosts = add_hosts(&cluster.nodes[1], &agents).await;
+    wait_online(&cluster.nodes[1], &hosts).await;
+    let rest = Rest::new();
+
+    let task = submit_batch(&cluster.nodes[0], &hosts).await;
+    let id = task.id;
+    assert_eq!(task.executor, a_name, "A drives what was submitted to it");
+    let sse = tokio::spawn({
+        let rest = rest.clone();
+        let url = cluster.nodes[1].url(&format!("/tasks/instances/{id}/events"));
+        async move { rest.watch_sse(&url).await }
+    });
+    let watched = tokio::spawn({
+        let grpc = cluster.nodes[1].grpc;
+        async move {
+            let mut stream = tasks_client(grpc)
+                .await
+                .watch_task(WatchTaskRequest { id, after_seq: 0 })
+                .await
+                .expect("WatchTask on B")
+                .into_inner();
+            let mut events = Vec::new();
+            while let Some(e) = stream.message().await.expect("WatchTask stream") {
+                events.push((e, SystemTime::now()));
+            }
+            events
+        }
+    });
+    wait_task(&cluster.nodes[1], id, Duration::from_secs(30), |t| {
+        t.subtasks
+            .iter()
+            .any(|s| s.name == START_ALL && s.status == "RUNNING")
+    })
+    .await;
+    let before = rest.task(&cluster.nodes[1], id).await;
+    assert_eq!(before["executor"], a_name.as_str(), "{before:#}");
+    cluster.nodes[0].kill();
+
+    let b = &cluster.nodes[1];
+    let done = wait_task(b, id, TAKEOVER_LIMIT + Duration::from_secs(30), |t| {
+        t.status != "RUNNING"
+    })
+    .await;
+    assert_eq!(done.status, "SUCCESSFUL", "{done:#?}");
+    assert_eq!(done.executor, b_name, "gRPC names the survivor: {done:#?}");
+    let read = rest.task(b, id).await;
+    assert_eq!(read["executor"], b_name.as_str(), "REST names the survivor");
+
+    // Per-host subtasks carry their host, barriers none, on both faces.
+    let host_of = |parallel_idx: i32| hosts[usize::try_from(parallel_idx).expect("a host")];
+    let subtasks = read["subtasks"].as_array().expect("subtasks");
+    assert_eq!(subtasks.len(), done.subtasks.len());
+    for (json, pb) in subtasks.iter().zip(&done.subtasks) {
+        let expected = (pb.name != "Wait node").then(|| host_of(pb.parallel_idx));
+        assert_eq!(pb.host_id, expected, "gRPC: {pb:#?}");
+        assert_eq!(json["hostId"].as_i64(), expected, "REST: {json:#}");
+        assert_eq!(
+            json.get("hostId").is_some(),
+            expected.is_some(),
+            "a barrier has no hostId, not even null: {json:#}"
+        );
+    }
+    assert_eq!(
+        done.subtasks.iter().filter(|s| s.host_id.is_none()).count(),
+        4,
+        "a batch restart has four barriers"
+    );
+
+    let sse = tokio::time::timeout(Duration::from_secs(15), sse)
+        .await
+        .expect("the SSE stream on B ends with the task")
+        .expect("SSE watcher");
+    let watched = tokio::time::timeout(Duration::from_secs(15), watched)
+        .await
+        .expect("WatchTask on B ends with the task")
+        .expect("WatchTask watcher");
+    let stored: Vec<Transition> = cluster
+        .db
+        .events(id)
+        .await
+        .iter()
+        .map(stored_transition)
+        .collect();
+    let over_sse: Vec<Transition> = sse.iter().map(|(e, _)| sse_transition(e)).collect();
+    let over_grpc: Vec<Transition> = watched.iter().map(|(e, _)| grpc_transition(e)).collect();
+    assert_eq!(
+        over_sse, stored,
+        "SSE on B lost, reordered or invented events"
+    );
+    assert_eq!(
+        over_grpc, stored,
+        "WatchTask on B lost, reordered or invented events"
+    );
+
+    let taken: Vec<&Value> = sse
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| e.get("takenOverBy").is_some())
+        .collect();
+    assert_eq!(taken.len(), 1, "one takeover: {taken:#?}");
+    let takeover = taken[0];
+    assert_eq!(takeover["takenOverBy"], b_name.as_str(), "{takeover:#}");
+    assert_eq!(
+        takeover["message"],
+        format!("taken over by {b_name}").as_str()
+    );
+    assert_eq!(takeover["status"], "RUNNING");
+    assert_eq!(takeover["operation"], "EXECUTE");
+    assert!(takeover.get("subtaskId").is_none(), "{takeover:#}");
+    let taken_grpc: Vec<&proto::ocp::v1::TaskEvent> = watched
+        .iter()
+        .map(|(e, _)| e)
+        .filter(|e| !e.taken_over_by.is_empty())
+        .collect();
+    assert_eq!(taken_grpc.len(), 1, "{taken_grpc:#?}");
+    assert_eq!(taken_grpc[0].taken_over_by, b_name);
+    assert_eq!(taken_grpc[0].seq, takeover["seq"].as_i64().expect("seq"));
+    // Start all was running at the kill: after the takeover, B queues it again.
+    let at = sse
+        .iter()
+        .position(|(e, _)| e.get("takenOverBy").is_some())
+        .expect("the takeover");
+    assert!(
+        sse[at + 1..].iter().any(|(e, _)| e["name"] == START_ALL
+            && e["status"] == "READY"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("queued again"))),
+        "Start all is queued again after the takeover: {:#?}",
+        &sse[at..]
+    );
+
+    // Each subtask event says which step of which host, and its status, as the task
+    // shows that subtask; the task's own events name none.
+    let by_id = |sid: i64| {
+        subtasks
+            .iter()
+            .find(|s| s["id"].as_i64() == Some(sid))
+            .unwrap_or_else(|| panic!("no subtask {sid}"))
+    };
+    let labels = sse_labels(&sse);
+    assert!(labels.len() > 20, "{labels:#?}");
+    for (sid, name, host, status) in &labels {
+        let s = by_id(*sid);
+        assert_eq!(s["name"], name.as_str(), "event of {s:#}");
+        assert_eq!(s["hostId"].as_i64(), *host, "event of {s:#}");
+        assert!(
+            [
+                "PENDING",
+                "READY",
+                "RUNNING",
+                "CANCELING",
+                "FAILED",
+                "SUCCESSFUL"
+            ]
+            .contains(&status.as_str()),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        labels,
+        grpc_labels(&watched),
+        "SSE and WatchTask say the same"
+    );
+    for (e, _) in sse.iter().filter(|(e, _)| e.get("subtaskId").is_none()) {
+        assert!(
+            e.get("name").is_none() && e.get("hostId").is_none(),
+            "the task's own event names no subtask: {e:#}"
+        );
+    }
+    // The last event of every subtask is the status a read shows.
+    for s in subtasks {
+        let sid = s["id"].as_i64().expect("id");
+        let last = labels
+            .iter()
+            .rev()
+            .find(|l| l.0 == sid)
+            .map(|l| l.3.as_str());
+        assert_eq!(last, Some("SUCCESSFUL"), "{s:#}");
+    }
 }

@@ -50,6 +50,15 @@ async fn seed_examples_get_seed_shaped_answers() {
         assert_eq!(data["status"], "RUNNING");
         assert_eq!(data["creator"], ADMIN);
         assert_eq!(data["subtasks"].as_array().map(Vec::len), Some(9));
+        for s in data["subtasks"].as_array().into_iter().flatten() {
+            // An addition of this controller's: the host of each per-host step.
+            let barrier = s["name"] == "Wait node";
+            assert_eq!(
+                s.get("hostId").and_then(Value::as_i64),
+                (!barrier).then_some(host),
+                "{s:#}"
+            );
+        }
         assert_eq!(data["context"]["listMap"]["host_ids"][0], host.to_string());
         assert!(data.get("hostId").is_none(), "batch tasks have no hostId");
         let done = h.wait_task(data["id"].as_i64().expect("id")).await;

@@ -290,3 +290,89 @@ async fn tasks_and_subtasks_name_the_operations_they_allow() {
     assert_eq!(refused.code(), 20003, "{}", refused.text);
     h.stop().await;
 }
+
+/// The keys of `object` that the OpenAPI document's schema `name` does not list, and
+/// those it requires that `object` lacks.
+fn off_schema(doc: &serde_json::Value, name: &str, object: &serde_json::Value) -> Vec<String> {
+    let schema = &doc["components"]["schemas"][name];
+    let listed = schema["properties"].as_object().expect("properties");
+    let keys = object.as_object().expect("an object");
+    let mut off: Vec<String> = keys
+        .keys()
+        .filter(|k| !listed.contains_key(*k))
+        .map(|k| format!("{name}: {k} is not documented"))
+        .collect();
+    for required in schema["required"].as_array().into_iter().flatten() {
+        let required = required.as_str().expect("a key");
+        if !keys.contains_key(required) {
+            off.push(format!("{name}: {required} is missing"));
+        }
+    }
+    off
+}
+
+/// A batch restart over one host: every per-host subtask a read shows carries the host,
+/// the barriers none; every subtask event names its subtask's name and host beside its
+/// status, the task's own events none of them; and the OpenAPI document lists every key
+/// of both, so the schema the API is checked against is the one served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtasks_and_their_events_carry_their_host_as_documented() {
+    let h = Harness::start(true).await;
+    let host = h.add_agent_host().await;
+    let created = h
+        .post(
+            "/compute/hosts/batchRestartAgents",
+            json!({"hostIds": [host]}),
+        )
+        .await;
+    created.expect(StatusCode::OK);
+    let id = created.json["data"]["id"].as_i64().expect("task id");
+    let done = h.wait_task(id).await;
+    assert_eq!(done["status"], "SUCCESSFUL", "{done:#}");
+    let doc = h.get("/api/v2/openapi.json").await.json;
+
+    let subtasks = done["subtasks"].as_array().expect("subtasks");
+    for s in subtasks {
+        let expected = (s["name"] != "Wait node").then_some(host);
+        assert_eq!(s.get("hostId").and_then(|v| v.as_i64()), expected, "{s:#}");
+        assert_eq!(off_schema(&doc, "SubtaskJson", s), Vec::<String>::new());
+    }
+
+    let stream = h.get(&format!("/api/v2/tasks/instances/{id}/events")).await;
+    stream.expect(StatusCode::OK);
+    let events: Vec<serde_json::Value> = stream
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| serde_json::from_str(d.trim()).expect("an event's JSON"))
+        .collect();
+    assert!(events.len() > 10, "{}", stream.text);
+    for e in &events {
+        assert_eq!(off_schema(&doc, "TaskEventJson", e), Vec::<String>::new());
+        assert!(
+            e.get("takenOverBy").is_none(),
+            "nothing was taken over: {e:#}"
+        );
+        match e["subtaskId"].as_i64() {
+            Some(sid) => {
+                let s = subtasks
+                    .iter()
+                    .find(|s| s["id"].as_i64() == Some(sid))
+                    .expect("the event's subtask");
+                assert_eq!(e["name"], s["name"], "{e:#}");
+                assert_eq!(e.get("hostId"), s.get("hostId"), "{e:#}");
+            }
+            None => assert!(
+                e.get("name").is_none() && e.get("hostId").is_none(),
+                "{e:#}"
+            ),
+        }
+    }
+    let stop_all: Vec<&str> = events
+        .iter()
+        .filter(|e| e["name"] == "Stop all OCP agent processes")
+        .map(|e| e["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(stop_all, ["READY", "RUNNING", "SUCCESSFUL"], "{events:#?}");
+    h.stop().await;
+}

@@ -5,8 +5,8 @@ mod common;
 use common::stores::test_stores;
 use controller::model::AgentAction;
 use controller::model::{
-    AgentSummary, HostFilter, HostSort, HostSortKey, HostStatus, NewHost, Operation, PageRequest,
-    ProcessSnapshot, SubtaskStatus, TaskFilter, TaskStatus,
+    AgentSummary, Change, EventSubtask, HostFilter, HostSort, HostSortKey, HostStatus, NewHost,
+    Operation, PageRequest, ProcessSnapshot, SubtaskStatus, TaskFilter, TaskStatus,
 };
 use controller::plans;
 use controller::store::{Claim, Store, StoreError, TaskOrigin};
@@ -32,13 +32,13 @@ fn claim() -> &'static Claim {
     CLAIM.get_or_init(|| Claim {
         owner: "127.0.0.1#1#test".into(),
         expires: i64::MAX,
+        executor: "127.0.0.1".into(),
     })
 }
 
 fn origin() -> TaskOrigin<'static> {
     TaskOrigin {
         creator: "admin",
-        executor: "127.0.0.1",
         trace_id: "135b61d1965d4be3",
         at: 1_630_650_026_243,
         claim: claim(),
@@ -665,10 +665,12 @@ async fn a_large_batch_is_written_whole_across_statement_chunks() {
     }
 }
 
+/// `owner`'s claim; its controller is advertised as `owner` too.
 fn claim_for(owner: &str, expires: i64) -> Claim {
     Claim {
         owner: owner.into(),
         expires,
+        executor: owner.into(),
     }
 }
 
@@ -716,9 +718,16 @@ async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_ol
             t.name
         );
 
+        assert_eq!(store.get_task(id).await.unwrap().unwrap().executor, "a");
         let taken = store.take_over_leases(&b, 2_500, false, 10).await.unwrap();
         assert_eq!(taken.len(), 1, "{}", t.name);
         let now_b = taken[0].clone();
+        assert_eq!(
+            store.get_task(id).await.unwrap().unwrap().executor,
+            "b",
+            "{}: the task names the controller that drives it now",
+            t.name
+        );
         assert_eq!(
             (now_b.task_id, now_b.generation),
             (id, held.generation + 1),
@@ -768,7 +777,38 @@ async fn a_lease_renewed_is_kept_and_one_run_out_is_taken_over_and_fences_its_ol
             .await
             .expect("the new holder writes");
         let events = store.events_after(id, 0, 100).await.unwrap();
-        assert_eq!(events.len(), 2, "{}: created, then b's start", t.name);
+        let changes: Vec<Change> = events.iter().map(|e| e.change.clone()).collect();
+        assert_eq!(
+            changes,
+            vec![
+                Change::Task(TaskStatus::Running),
+                Change::TakenOver { by: "b".into() },
+                Change::Subtask(first, SubtaskStatus::Running),
+            ],
+            "{}: created, taken over by b, then b's start",
+            t.name
+        );
+        let taken_over = &events[1];
+        assert_eq!(
+            (
+                taken_over.message.as_str(),
+                taken_over.operation,
+                taken_over.at
+            ),
+            ("taken over by b", Operation::Execute, 2_500),
+            "{}",
+            t.name
+        );
+        assert_eq!(taken_over.subtask, None, "{}", t.name);
+        assert_eq!(
+            events[2].subtask,
+            Some(EventSubtask {
+                name: "Prepare stop OCP agent".to_string(),
+                host_id: Some(host),
+            }),
+            "{}: a subtask's event says which step of which host",
+            t.name
+        );
     }
 }
 
@@ -943,6 +983,18 @@ async fn a_failure_counts_until_the_task_is_reopened() {
             .await
             .unwrap();
         assert!(store.failed_since_reopen(id).await.unwrap(), "{}", t.name);
+        store.release_leases(&claim().owner).await.unwrap();
+        let fence = store
+            .take_over_leases(&claim_for("b", i64::MAX), 6, false, 10)
+            .await
+            .unwrap()
+            .pop()
+            .expect("taken over");
+        assert!(
+            store.failed_since_reopen(id).await.unwrap(),
+            "{}: a takeover reopens nothing",
+            t.name
+        );
         store
             .finish_task(&fence, TaskStatus::Failed, Operation::Execute, 7)
             .await
@@ -954,6 +1006,12 @@ async fn a_failure_counts_until_the_task_is_reopened() {
         assert!(
             !store.failed_since_reopen(id).await.unwrap(),
             "{}: the retry reopened it",
+            t.name
+        );
+        assert_eq!(
+            store.get_task(id).await.unwrap().unwrap().executor,
+            "127.0.0.1",
+            "{}: the controller the retry was asked of drives the task now",
             t.name
         );
         store

@@ -554,10 +554,26 @@ pub struct TaskEventJson {
     /// Absent on the task's own transitions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subtask_id: Option<i64>,
+    /// The subtask's status after the transition (PENDING, READY, RUNNING, CANCELING,
+    /// FAILED or SUCCESSFUL), or the task's (RUNNING, FAILED or SUCCESSFUL) on its own.
     pub status: String,
     pub operation: String,
     pub time: String,
     pub message: String,
+    /// The subtask's name, e.g. "Stop all OCP agent processes"; absent on the task's own
+    /// transitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The host the subtask acts on; absent on a barrier ("Wait node") and on the task's
+    /// own transitions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<i64>,
+    /// Only on the event that says a controller took the task over (its previous owner
+    /// stopped renewing its lease): that controller's advertised address, the task's
+    /// `executor` from then on. The message reads "taken over by" the same address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "10.0.0.12")]
+    pub taken_over_by: Option<String>,
 }
 
 impl From<&TaskEvent> for TaskEventJson {
@@ -570,6 +586,9 @@ impl From<&TaskEvent> for TaskEventJson {
             operation: e.operation.to_string(),
             time: format_millis(e.at),
             message: e.message.clone(),
+            name: e.subtask.as_ref().map(|s| s.name.clone()),
+            host_id: e.subtask.as_ref().and_then(|s| s.host_id),
+            taken_over_by: e.change.taken_over_by().map(str::to_string),
         }
     }
 }
@@ -609,6 +628,10 @@ pub struct SubtaskJson {
     /// a RUNNING one.
     #[schema(example = json!(["RETRY", "SKIP"]))]
     pub allowed_operations: Vec<String>,
+    /// This controller's addition: the host a per-host step acts on (every step but the
+    /// barriers, one subtask per host); absent on a barrier ("Wait node").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<i64>,
 }
 
 fn words(words: Vec<&'static str>) -> Vec<String> {
@@ -637,6 +660,7 @@ impl SubtaskJson {
             upstreams: s.upstreams.clone(),
             downstreams: s.downstreams.clone(),
             allowed_operations: words(allowed_subtask_operations(task, s)),
+            host_id: s.host_id,
         }
     }
 }

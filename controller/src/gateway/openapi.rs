@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::json::ErrorEnvelope;
+use super::json::{ErrorEnvelope, TaskEventJson};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +25,9 @@ use super::json::ErrorEnvelope;
             own, or Sec-Fetch-Site cross-site or same-site, is refused with 403.",
     ),
     paths(openapi_json),
-    components(schemas(ErrorEnvelope)),
+    // The events route serves text, so no route names the JSON each event carries: it
+    // is listed here, for clients to read what `data:` holds.
+    components(schemas(ErrorEnvelope, TaskEventJson)),
     modifiers(&BasicAuth),
     tags(
         (name = "hosts", description = "host inventory and agent operations"),

@@ -140,6 +140,7 @@ pub fn subtask(s: &Subtask) -> pb::Subtask {
         prohibit_rollback: s.prohibit_rollback,
         upstreams: s.upstreams.clone(),
         downstreams: s.downstreams.clone(),
+        host_id: s.host_id,
     }
 }
 
@@ -152,5 +153,16 @@ pub fn event(e: &TaskEvent) -> pb::TaskEvent {
         operation: e.operation.to_string(),
         time: format_millis(e.at),
         message: e.message.clone(),
+        name: e
+            .subtask
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+        host_id: e.subtask.as_ref().and_then(|s| s.host_id),
+        taken_over_by: e
+            .change
+            .taken_over_by()
+            .map(str::to_string)
+            .unwrap_or_default(),
     }
 }

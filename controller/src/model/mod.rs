@@ -52,8 +52,8 @@ pub use query::{
 };
 pub use step::Step;
 pub use task::{
-    AgentAction, Change, NewSubtask, NewTask, Operation, StoreCounts, Subtask, SubtaskLogLine,
-    SubtaskStatus, Task, TaskContext, TaskEvent, TaskStatus,
+    AgentAction, Change, EventSubtask, NewSubtask, NewTask, Operation, StoreCounts, Subtask,
+    SubtaskLogLine, SubtaskStatus, Task, TaskContext, TaskEvent, TaskStatus,
 };
 
 /// A word read from the store or a request that names no known value.

@@ -128,26 +128,40 @@ pub struct NewSubtask {
 }
 
 /// What a transition changed: the task's status, or one subtask's, so that a subtask
-/// event cannot carry a task's status or the other way round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// event cannot carry a task's status or the other way round; or who drives the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Task(TaskStatus),
     Subtask(i64, SubtaskStatus),
+    /// The controller advertised as `by` took the task over from one whose lease ran
+    /// out, and drives it from now on. The task stays RUNNING.
+    TakenOver {
+        by: String,
+    },
 }
 
 impl Change {
-    pub fn subtask_id(self) -> Option<i64> {
+    pub fn subtask_id(&self) -> Option<i64> {
         match self {
-            Change::Task(_) => None,
-            Change::Subtask(id, _) => Some(id),
+            Change::Task(_) | Change::TakenOver { .. } => None,
+            Change::Subtask(id, _) => Some(*id),
         }
     }
 
-    /// The status as OCP spells it.
-    pub fn status(self) -> &'static str {
+    /// The status as OCP spells it: a takeover happens only to a RUNNING task.
+    pub fn status(&self) -> &'static str {
         match self {
             Change::Task(status) => status.as_str(),
             Change::Subtask(_, status) => status.as_str(),
+            Change::TakenOver { .. } => TaskStatus::Running.as_str(),
+        }
+    }
+
+    /// The controller that took the task over, on a takeover.
+    pub fn taken_over_by(&self) -> Option<&str> {
+        match self {
+            Change::TakenOver { by } => Some(by),
+            Change::Task(_) | Change::Subtask(..) => None,
         }
     }
 }
@@ -162,6 +176,17 @@ pub struct TaskEvent {
     pub operation: Operation,
     pub at: Millis,
     pub message: String,
+    /// On a subtask's events, what the subtask is, so that a watcher can say which step
+    /// of which host changed without reading the task; None on the task's own.
+    pub subtask: Option<EventSubtask>,
+}
+
+/// The subtask an event is about, as a watcher names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSubtask {
+    pub name: String,
+    /// The host of a per-host step; None for a barrier.
+    pub host_id: Option<i64>,
 }
 
 impl Task {

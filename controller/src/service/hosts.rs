@@ -225,7 +225,6 @@ impl Core {
         let claim = self.engine.claim();
         let origin = TaskOrigin {
             creator: caller.name(),
-            executor: &self.options.executor,
             trace_id: caller.trace_id(),
             at: now_millis(),
             claim: &claim,

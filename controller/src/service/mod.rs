@@ -51,7 +51,6 @@ pub struct CoreOptions {
     pub log_timeout: Duration,
     /// How long a host's delete waits for its agent to forget this cluster.
     pub release_timeout: Duration,
-    pub executor: String,
     /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
     pub max_watches_per_user: usize,
 }
@@ -64,7 +63,6 @@ impl Default for CoreOptions {
             refresh_ttl: Duration::from_secs(1),
             log_timeout: Duration::from_secs(30),
             release_timeout: Duration::from_secs(3),
-            executor: "127.0.0.1".to_string(),
             max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
         }
     }

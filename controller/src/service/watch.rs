@@ -394,6 +394,7 @@ mod tests {
             operation: Operation::Execute,
             at: 0,
             message: String::new(),
+            subtask: None,
         }
     }
 

@@ -14,13 +14,21 @@
 use sqlx::Row;
 
 use super::{CANCEL_CHANNEL, CancelRequest, NEWS_CHANNEL, Store, StoreError, get_word};
-use crate::model::{Change, Millis, Operation, SubtaskStatus, TaskEvent, TaskStatus, UnknownWord};
+use crate::model::{
+    Change, EventSubtask, Millis, Operation, SubtaskStatus, TaskEvent, TaskStatus, UnknownWord,
+};
 
-/// A stored transition's change, from its row.
-fn read_change(subtask_id: Option<i64>, word: &str) -> Result<Change, UnknownWord> {
-    Ok(match subtask_id {
-        None => Change::Task(word.parse()?),
-        Some(id) => Change::Subtask(id, word.parse()?),
+/// A stored event's change, from its row: a takeover is told by the controller it
+/// names, a subtask's transition by its subtask.
+fn read_change(
+    subtask_id: Option<i64>,
+    word: &str,
+    taken_over_by: Option<String>,
+) -> Result<Change, UnknownWord> {
+    Ok(match (taken_over_by, subtask_id) {
+        (Some(by), _) => Change::TakenOver { by },
+        (None, None) => Change::Task(word.parse()?),
+        (None, Some(id)) => Change::Subtask(id, word.parse()?),
     })
 }
 
@@ -41,7 +49,7 @@ pub(super) async fn insert(
     insert_many(tx, task_id, at, &[event]).await
 }
 
-/// Rows per multi-row INSERT: six parameters a row stays far below both dialects' limits.
+/// Rows per multi-row INSERT: seven parameters a row stays far below both dialects' limits.
 const EVENTS_PER_INSERT: usize = 200;
 
 /// One statement per 200 events: a stage of 1,000 hosts is a handful of round trips to
@@ -52,21 +60,32 @@ pub(super) async fn insert_many(
     at: Millis,
     events: &[NewEvent<'_>],
 ) -> Result<(), StoreError> {
-    for chunk in events.chunks(EVENTS_PER_INSERT) {
+    let rows: Vec<(i64, &NewEvent<'_>)> = events.iter().map(|e| (task_id, e)).collect();
+    insert_rows(tx, at, &rows).await
+}
+
+/// Events of any tasks, (task id, event), in the order given.
+pub(super) async fn insert_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    at: Millis,
+    rows: &[(i64, &NewEvent<'_>)],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(EVENTS_PER_INSERT) {
         let sql = format!(
-            "INSERT INTO task_events (task_id, subtask_id, status, operation, at, message) \
-             VALUES {}",
-            super::value_rows(chunk.len(), 6)
+            "INSERT INTO task_events \
+             (task_id, subtask_id, status, operation, at, message, taken_over_by) VALUES {}",
+            super::value_rows(chunk.len(), 7)
         );
         let mut insert = super::sized(&sql);
-        for event in chunk {
+        for (task_id, event) in chunk {
             insert = insert
-                .bind(task_id)
+                .bind(*task_id)
                 .bind(event.change.subtask_id())
                 .bind(event.change.status())
                 .bind(event.operation.as_str())
                 .bind(at)
-                .bind(event.message);
+                .bind(event.message)
+                .bind(event.change.taken_over_by());
         }
         insert.execute(&mut **tx).await?;
     }
@@ -74,7 +93,8 @@ pub(super) async fn insert_many(
 }
 
 impl Store {
-    /// Events of the task after `after` (0 for all), oldest first.
+    /// Events of the task after `after` (0 for all), oldest first, each subtask's with
+    /// its name and host.
     pub async fn events_after(
         &self,
         task_id: i64,
@@ -82,8 +102,10 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<TaskEvent>, StoreError> {
         sqlx::query(
-            "SELECT id, task_id, subtask_id, status, operation, at, message FROM task_events \
-             WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            "SELECT e.id, e.task_id, e.subtask_id, e.status, e.operation, e.at, e.message, \
+             e.taken_over_by, s.name AS subtask_name, s.host_id AS subtask_host_id \
+             FROM task_events e LEFT JOIN subtasks s ON s.id = e.subtask_id \
+             WHERE e.task_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3",
         )
         .bind(task_id)
         .bind(after)
@@ -91,23 +113,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|row| {
-            let word: String = row.try_get("status")?;
-            let change = read_change(row.try_get("subtask_id")?, &word).map_err(|e| {
-                StoreError::Corrupt {
-                    table: "task_events",
-                    detail: e.to_string(),
-                }
-            })?;
-            Ok(TaskEvent {
-                seq: row.try_get("id")?,
-                task_id: row.try_get("task_id")?,
-                change,
-                operation: get_word(row, "task_events", "operation")?,
-                at: row.try_get("at")?,
-                message: row.try_get("message")?,
-            })
-        })
+        .map(event_from_row)
         .collect()
     }
 
@@ -123,14 +129,16 @@ impl Store {
 
     /// Whether a subtask failed after the task's last RUNNING event (its creation, or a
     /// retry, skip or rollback that reopened it): what a resumed runner needs to know to
-    /// tell a task that had failed from one reopened around an older failure. A pause or
-    /// resume is a RUNNING event as well; it happens only to rolling tasks, whose runner
-    /// judges failures at its barriers and does not ask this.
+    /// tell a task that had failed from one reopened around an older failure. A takeover
+    /// is a RUNNING event that reopens nothing, so it does not count. A pause or resume
+    /// is a RUNNING event as well; it happens only to rolling tasks, whose runner judges
+    /// failures at its barriers and does not ask this.
     pub async fn failed_since_reopen(&self, task_id: i64) -> Result<bool, StoreError> {
         let failed: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM task_events WHERE task_id = $1 AND subtask_id IS NOT NULL \
              AND status = $2 AND id > COALESCE((SELECT MAX(id) FROM task_events \
-             WHERE task_id = $1 AND subtask_id IS NULL AND status = $3), 0) LIMIT 1",
+             WHERE task_id = $1 AND subtask_id IS NULL AND status = $3 \
+             AND taken_over_by IS NULL), 0) LIMIT 1",
         )
         .bind(task_id)
         .bind(SubtaskStatus::Failed.as_str())
@@ -164,6 +172,35 @@ impl Store {
         // Nobody listening is fine.
         let _ = self.news.send(task_id);
     }
+}
+
+fn event_from_row(row: &sqlx::any::AnyRow) -> Result<TaskEvent, StoreError> {
+    let word: String = row.try_get("status")?;
+    let change = read_change(
+        row.try_get("subtask_id")?,
+        &word,
+        row.try_get("taken_over_by")?,
+    )
+    .map_err(|e| StoreError::Corrupt {
+        table: "task_events",
+        detail: e.to_string(),
+    })?;
+    let subtask = match row.try_get::<Option<String>, _>("subtask_name")? {
+        Some(name) => Some(EventSubtask {
+            name,
+            host_id: row.try_get("subtask_host_id")?,
+        }),
+        None => None,
+    };
+    Ok(TaskEvent {
+        seq: row.try_get("id")?,
+        task_id: row.try_get("task_id")?,
+        change,
+        operation: get_word(row, "task_events", "operation")?,
+        at: row.try_get("at")?,
+        message: row.try_get("message")?,
+        subtask,
+    })
 }
 
 /// Listens to the other controllers' news and cancels until the store is closed.
@@ -240,6 +277,26 @@ mod tests {
         assert_eq!(parse_cancel(&cancel_payload(&request)), Some(request));
         assert_eq!(parse_cancel("7:x:a"), None);
         assert_eq!(parse_cancel("7"), None);
+    }
+
+    #[test]
+    fn a_stored_event_reads_back_as_the_change_it_recorded() {
+        let changes = [
+            Change::Task(TaskStatus::Failed),
+            Change::Subtask(7, SubtaskStatus::Canceling),
+            Change::TakenOver {
+                by: "10.0.0.2".to_string(),
+            },
+        ];
+        for change in changes {
+            let by = change.taken_over_by().map(str::to_string);
+            let read = read_change(change.subtask_id(), change.status(), by).unwrap();
+            assert_eq!(read, change);
+        }
+        assert!(
+            read_change(None, "PENDING", None).is_err(),
+            "not a task status"
+        );
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use sqlx::Row;
 
-use super::{Store, StoreError, Tx};
-use crate::model::{Millis, TaskStatus};
+use super::events::{self, NewEvent};
+use super::{Store, StoreError, Tx, get_word};
+use crate::model::{Change, Millis, TaskStatus};
 
 /// Task ids per renewal statement, far below both dialects' parameter limits.
 const RENEW_CHUNK: usize = 500;
@@ -35,6 +36,8 @@ pub struct Fence {
 pub struct Claim {
     pub owner: Arc<str>,
     pub expires: Millis,
+    /// The claiming controller's advertised address: the task's `executor` from then on.
+    pub executor: Arc<str>,
 }
 
 /// A live controller, as the others see it.
@@ -90,18 +93,19 @@ pub(super) async fn lock_task(tx: &mut Tx<'_>, task_id: i64) -> Result<(), Store
 }
 
 /// Hands the task to `claim.owner` with a new generation: whoever drove it before is
-/// fenced from now on.
+/// fenced from now on, and the task names its new executor.
 pub(super) async fn claim(
     tx: &mut Tx<'_>,
     task_id: i64,
     claim: &Claim,
 ) -> Result<Fence, StoreError> {
     let generation: i64 = sqlx::query_scalar(
-        "UPDATE tasks SET lease_owner = $1, lease_expires = $2, \
-         lease_generation = lease_generation + 1 WHERE id = $3 RETURNING lease_generation",
+        "UPDATE tasks SET lease_owner = $1, lease_expires = $2, executor = $3, \
+         lease_generation = lease_generation + 1 WHERE id = $4 RETURNING lease_generation",
     )
     .bind(&*claim.owner)
     .bind(claim.expires)
+    .bind(&*claim.executor)
     .bind(task_id)
     .fetch_one(&mut **tx)
     .await?;
@@ -112,7 +116,7 @@ pub(super) async fn claim(
     })
 }
 
-fn fences(owner: &Arc<str>, rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<Fence>, StoreError> {
+fn fences(owner: &Arc<str>, rows: &[sqlx::any::AnyRow]) -> Result<Vec<Fence>, StoreError> {
     rows.iter()
         .map(|row| {
             Ok(Fence {
@@ -149,7 +153,7 @@ impl Store {
             for &id in chunk {
                 query = query.bind(id);
             }
-            held.extend(fences(&claim.owner, query.fetch_all(&self.writer).await?)?);
+            held.extend(fences(&claim.owner, &query.fetch_all(&self.writer).await?)?);
         }
         Ok(held)
     }
@@ -159,6 +163,10 @@ impl Store {
     /// `limit`. Two controllers racing for a task cannot both get it: the update
     /// re-checks the expiry under the row's lock. A task whose row another transaction
     /// holds is left to a later scan.
+    ///
+    /// Each task taken names `claim.executor` as its executor and gets an event saying
+    /// who took it over, in the same transaction, so that no reader sees one without
+    /// the other and its watchers, on every controller, learn it in order.
     pub async fn take_over_leases(
         &self,
         claim: &Claim,
@@ -176,22 +184,46 @@ impl Store {
             super::Dialect::Sqlite => "",
         };
         let sql = format!(
-            "UPDATE tasks SET lease_owner = $1, lease_expires = $2, \
+            "UPDATE tasks SET lease_owner = $1, lease_expires = $2, executor = $3, \
              lease_generation = lease_generation + 1 \
-             WHERE id IN (SELECT id FROM tasks WHERE status = $3 AND lease_expires < $4 \
-                          ORDER BY id LIMIT $5 {skip_locked}) \
-               AND status = $3 AND lease_expires < $4 \
-             RETURNING id, lease_generation"
+             WHERE id IN (SELECT id FROM tasks WHERE status = $4 AND lease_expires < $5 \
+                          ORDER BY id LIMIT $6 {skip_locked}) \
+               AND status = $4 AND lease_expires < $5 \
+             RETURNING id, lease_generation, operation"
         );
+        let mut tx = self.begin_write().await?;
         let rows = sqlx::query(&sql)
             .bind(&*claim.owner)
             .bind(claim.expires)
+            .bind(&*claim.executor)
             .bind(TaskStatus::Running.as_str())
             .bind(expired_before)
             .bind(limit)
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *tx)
             .await?;
-        let mut taken = fences(&claim.owner, rows)?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut taken = fences(&claim.owner, &rows)?;
+        let message = format!("taken over by {}", claim.executor);
+        let mut events = Vec::with_capacity(rows.len());
+        for (fence, row) in taken.iter().zip(&rows) {
+            let event = NewEvent {
+                change: Change::TakenOver {
+                    by: claim.executor.to_string(),
+                },
+                // The task goes on with what it was doing: an execution, a retry, a rollback.
+                operation: get_word(row, "tasks", "operation")?,
+                message: &message,
+            };
+            events.push((fence.task_id, event));
+        }
+        events.sort_by_key(|(task_id, _)| *task_id);
+        let ordered: Vec<(i64, &NewEvent<'_>)> = events.iter().map(|(id, e)| (*id, e)).collect();
+        events::insert_rows(&mut tx, now, &ordered).await?;
+        let ids: Vec<i64> = events.iter().map(|(id, _)| *id).collect();
+        self.commit_tasks(tx, &ids).await?;
         taken.sort_by_key(|f| f.task_id);
         Ok(taken)
     }

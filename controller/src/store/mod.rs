@@ -218,16 +218,27 @@ impl Store {
     /// Commits a write of the task and wakes its watchers: in this process through the
     /// broadcast, in other controllers through a NOTIFY that PostgreSQL delivers only
     /// if the transaction commits.
-    async fn commit(&self, mut tx: Tx<'static>, task_id: i64) -> Result<(), StoreError> {
+    async fn commit(&self, tx: Tx<'static>, task_id: i64) -> Result<(), StoreError> {
+        self.commit_tasks(tx, &[task_id]).await
+    }
+
+    /// [`Store::commit`] of a write to several tasks: each one's watchers are woken.
+    async fn commit_tasks(&self, mut tx: Tx<'static>, task_ids: &[i64]) -> Result<(), StoreError> {
         if self.dialect == Dialect::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(NEWS_CHANNEL)
-                .bind(task_id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            // One statement for them all: a takeover scan commits up to a thousand tasks.
+            let ids = serde_json::Value::from(task_ids.to_vec()).to_string();
+            sqlx::query(
+                "SELECT pg_notify($1, t.id) FROM jsonb_array_elements_text($2::jsonb) AS t(id)",
+            )
+            .bind(NEWS_CHANNEL)
+            .bind(ids)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
-        self.announce(task_id);
+        for &task_id in task_ids {
+            self.announce(task_id);
+        }
         Ok(())
     }
 

@@ -49,10 +49,9 @@ pub struct LockHolder {
 #[derive(Debug, Clone)]
 pub struct TaskOrigin<'a> {
     pub creator: &'a str,
-    pub executor: &'a str,
     pub trace_id: &'a str,
     pub at: Millis,
-    /// The controller that will drive the task.
+    /// The controller that will drive the task, and so its executor.
     pub claim: &'a Claim,
 }
 
@@ -84,7 +83,7 @@ impl Store {
         )
         .bind(&plan.name)
         .bind(origin.creator)
-        .bind(origin.executor)
+        .bind(&*origin.claim.executor)
         .bind(plan.host_id)
         .bind(Operation::Execute.as_str())
         .bind(TaskStatus::Running.as_str())

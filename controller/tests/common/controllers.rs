@@ -198,6 +198,9 @@ pub struct Node {
     launched: Launched,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
+    /// What it writes as a task's `executor`: its gRPC address unless the flags say
+    /// otherwise, so that the controllers of one test tell apart.
+    pub advertise: String,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -214,6 +217,14 @@ impl Node {
         if let Some(url) = spec.database_url {
             launch = launch.args(["--database-url", url]);
         }
+        let advertise = match spec.flags.iter().position(|f| f == "--advertise") {
+            Some(i) => spec.flags.get(i + 1).cloned().unwrap_or_default(),
+            None => {
+                let own = launch.grpc.to_string();
+                launch = launch.args(["--advertise", &own]);
+                own
+            }
+        };
         let launched = launch
             .args(spec.flags)
             .spawn()
@@ -221,6 +232,7 @@ impl Node {
         Node {
             http: launched.http(),
             grpc: launched.grpc(),
+            advertise,
             launched,
             _dir: None,
         }

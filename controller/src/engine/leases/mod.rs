@@ -54,6 +54,7 @@ pub(super) fn claim(shared: &Shared) -> Claim {
     Claim {
         owner: shared.options.owner.clone(),
         expires: shared.clock.now().saturating_add(ttl),
+        executor: shared.options.executor.as_str().into(),
     }
 }
 
