@@ -222,6 +222,10 @@ async fn async_main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // stderr, so that stdout holds only what a command prints (a hash, a PKI's
+        // files); colours only for a person at a terminal, never into journald or a file.
+        .with_writer(std::io::stderr)
+        .with_ansi(colours())
         .init();
     let args = Args::parse();
     let result = match args.command {
@@ -233,9 +237,16 @@ async fn async_main() {
         None => run(args).await,
     };
     if let Err(e) = result {
-        eprintln!("ocp-controller: {e:#}");
+        // The context and every cause under it, each named once.
+        eprintln!("ocp-controller: {}", trust::causes(e.as_ref()));
         std::process::exit(1);
     }
+}
+
+/// Whether log lines are coloured: on a terminal, unless `NO_COLOR` says otherwise.
+fn colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

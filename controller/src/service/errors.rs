@@ -129,10 +129,10 @@ pub enum CoreError {
     /// error code of its own.
     #[error(transparent)]
     RollbackProhibited(TransitionRefused),
-    /// The store's message is in the text, for the faces that show one line; the store's
-    /// error stays the source, for what walks the chain.
+    /// The store's message is in the text, for the faces that show one line, and so the
+    /// store's error is not also the source: a chain printed whole would say it twice.
     #[error("internal store error: {0}")]
-    Store(#[source] StoreError),
+    Store(StoreError),
     /// The caller may not do this, or may not see this task.
     #[error(transparent)]
     Denied(#[from] AuthError),

@@ -32,19 +32,21 @@ pub use transitions::{Outcome, TransitionRefused};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Each message names its cause itself, and none is a `source`: a chain printed whole
+/// would name it again (sqlx's errors print their own source too).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", database_words(.0))]
+    Database(sqlx::Error),
+    #[error("{}: {error}", path.display())]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("migrating the database failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("host {inner_ip_address}:{agent_port} already exists with id {existing_id}")]
@@ -67,6 +69,27 @@ pub enum StoreError {
         generation: i64,
         holder: String,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migrate(error)
+    }
+}
+
+/// What the database said, in its own words (`database "ocp" does not exist`), without
+/// sqlx's preamble; sqlx's words for what never reached it (a refused connection).
+fn database_words(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
 }
 
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
@@ -253,7 +276,7 @@ async fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
         .await
         .map_err(|e| StoreError::File {
             path: PathBuf::from(url),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?
 }
 
@@ -287,10 +310,10 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
+            Err(error) => {
                 return Err(StoreError::File {
                     path: db.to_path_buf(),
-                    source,
+                    error,
                 });
             }
         }
@@ -304,7 +327,7 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
         };
         if meta.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| StoreError::File { path, source })?;
+                .map_err(|error| StoreError::File { path, error })?;
         }
     }
     Ok(())
