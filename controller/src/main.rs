@@ -2,7 +2,7 @@
 //! certificates), read into a `ControllerOptions`; the controller itself is the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use controller::auth::{self, Users};
 use controller::heartbeat::HeartbeatOptions;
 use controller::lifecycle::Reloaded;
-use controller::store::Store;
+use controller::store::{Dialect, Store};
 use controller::{Controller, ControllerOptions};
 use trust::{ClientTlsFiles, ServerTlsFiles, pki};
 
@@ -250,27 +250,29 @@ fn colours() -> bool {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    // 0700 whatever the umask: it holds the database and the admin password.
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.data_dir)
-        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let database_url = args
         .database_url
         .unwrap_or_else(|| Store::sqlite_url(&args.data_dir));
-    let users = match &args.users {
-        Some(path) => Users::load(path)?,
-        None => {
-            let (users, path) = Users::bootstrap(&args.data_dir)?;
-            tracing::warn!(
-                "no --users file: user admin has every permission; its password is in {}",
-                path.display()
-            );
-            users
+    let (users_file, data_dir) = (args.users.clone(), args.data_dir.clone());
+    let uses_dir = uses_data_dir(&database_url, users_file.is_some());
+    // File reads and a password hash: off the runtime's threads.
+    let users = tokio::task::spawn_blocking(move || -> anyhow::Result<Users> {
+        if uses_dir {
+            make_data_dir(&data_dir)?;
         }
-    }
+        Ok(match &users_file {
+            Some(path) => Users::load(path)?,
+            None => {
+                let (users, path) = Users::bootstrap(&data_dir)?;
+                tracing::warn!(
+                    "no --users file: user admin has every permission; its password is in {}",
+                    path.display()
+                );
+                users
+            }
+        })
+    })
+    .await??
     .with_login_limits(auth::LoginLimits {
         burst: args.login_failure_burst,
         interval: args.login_failure_interval,
@@ -333,6 +335,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     controller.shutdown().await;
     Ok(())
+}
+
+/// Whether the data dir holds anything: a SQLite store (the default one, or one an
+/// operator put there), or the bootstrap admin's password when there is no users file.
+/// A controller on PostgreSQL with a users file keeps nothing on disk, and makes no
+/// folder a read-only or shared host would have to allow.
+fn uses_data_dir(database_url: &str, users_file: bool) -> bool {
+    !users_file || Dialect::of_url(database_url) != Some(Dialect::Postgres)
+}
+
+/// 0700 whatever the umask: it holds the database and the admin password.
+fn make_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    match made {
+        Ok(()) => Ok(()),
+        Err(_) if dir.exists() && !dir.is_dir() => anyhow::bail!(
+            "data dir {} is not a folder: give --data-dir a folder, or a path where one may be made",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("creating data dir {}", dir.display())),
+    }
 }
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {
@@ -457,5 +484,20 @@ async fn until_shutdown(controller: &Controller) -> anyhow::Result<()> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sqlite_or_the_bootstrap_admin_needs_a_data_dir() {
+        let pg = "postgres://postgres@127.0.0.1:5432/ocp";
+        assert!(!uses_data_dir(pg, true));
+        assert!(!uses_data_dir("postgresql://db/ocp", true));
+        assert!(uses_data_dir(pg, false), "the admin's password lives there");
+        assert!(uses_data_dir("sqlite:///var/lib/ocp/controller.db", true));
+        assert!(uses_data_dir(&Store::sqlite_url(Path::new("d")), true));
     }
 }

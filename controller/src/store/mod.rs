@@ -106,6 +106,19 @@ pub enum Dialect {
     Postgres,
 }
 
+impl Dialect {
+    /// The database a url names; `None` for one the store does not open.
+    pub fn of_url(url: &str) -> Option<Dialect> {
+        if url.starts_with("sqlite:") {
+            Some(Dialect::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Dialect::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     /// Reads.
@@ -143,11 +156,7 @@ impl Store {
         idle_limit: Option<Duration>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Dialect::Postgres
-        } else {
+        let Some(dialect) = Dialect::of_url(url) else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         let options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
