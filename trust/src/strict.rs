@@ -74,9 +74,9 @@ impl StrictError {
                      user) and writable by no one else (chown, chmod go-w)"
                 )
             }
-            StrictError::Unreadable {
-                culprit, error, ..
-            } => format!("cannot check who may write {}: {error}", culprit.display()),
+            StrictError::Unreadable { culprit, error, .. } => {
+                format!("cannot check who may write {}: {error}", culprit.display())
+            }
         }
     }
 }

@@ -64,10 +64,7 @@ pub enum TailError {
     #[error("no log file yet at {}", .0.display())]
     NotYet(PathBuf),
     #[error("cannot read the log file {}: {error}", .path.display())]
-    Unreadable {
-        path: PathBuf,
-        error: io::Error,
-    },
+    Unreadable { path: PathBuf, error: io::Error },
     #[error("the log file {} {why}: refusing to read it", .path.display())]
     Refused { path: PathBuf, why: String },
     #[error("the agent is shutting down")]
