@@ -331,7 +331,12 @@ mod tests {
             store.to_string(),
             "internal store error: reading task 7 took too long"
         );
-        assert!(std::error::Error::source(&store).is_some_and(|s| s.is::<StoreError>()));
+        assert!(matches!(store, CoreError::Store(StoreError::Timeout(_))));
+        assert_eq!(
+            trust::causes(&store),
+            store.to_string(),
+            "the store's words, once, however the error is printed"
+        );
     }
 
     #[test]
