@@ -192,16 +192,16 @@ async fn read_pin_async(
     let path = file.path().to_path_buf();
     tokio::task::spawn_blocking(move || read_pin(&file, &data_dir))
         .await
-        .map_err(|source| DataDirError::Unfinished { path, source })?
+        .map_err(|error| DataDirError::Unfinished { path, error })?
 }
 
 /// `ocp-agent forget-cluster`: removes the pin of the agent whose data dir is
 /// `data_dir`, running or not; the cluster it named, if any. Blocking.
 pub fn forget(data_dir: &Path) -> Result<Option<String>, ClusterError> {
     // Not created: a mistyped --data-dir must say so, not succeed on a new folder.
-    std::fs::metadata(data_dir).map_err(|source| DataDirError::Io {
+    std::fs::metadata(data_dir).map_err(|error| DataDirError::Io {
         path: data_dir.to_path_buf(),
-        source,
+        error,
     })?;
     let file = ClusterFile::in_data_dir(data_dir);
     let pinned = file.read()?;

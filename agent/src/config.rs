@@ -37,10 +37,11 @@ use crate::limits::{self, Limits};
 
 /// A config problem, shown as the single line the agent exits with.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {key}: {problem}")]
+#[error("{file}: {}{problem}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
 pub struct ConfigError {
     pub file: String,
-    pub key: String,
+    /// The key at fault; `None` when the file as a whole is (unreadable, untrusted).
+    pub key: Option<String>,
     pub problem: String,
 }
 
@@ -211,17 +212,23 @@ impl Config {
         let file = path.display().to_string();
         let err = |key: &str, problem: String| ConfigError {
             file: file.clone(),
-            key: key.to_string(),
+            key: Some(key.to_string()),
             problem,
         };
+        let whole = |problem: String| ConfigError {
+            file: file.clone(),
+            key: None,
+            problem,
+        };
+        let unreadable = |e: std::io::Error| whole(format!("cannot read the config: {e}"));
         // What the config names runs as root: only root (or the agent's user) may have
         // written it, as sshd's StrictModes has it.
         trust::strict::check(path).map_err(|e| match e.into_unreadable_file() {
-            Ok(source) => err("(file)", source.to_string()),
-            Err(untrusted) => err("(file)", format!("not trusted: {}", untrusted.reason())),
+            Ok(error) => unreadable(error),
+            Err(untrusted) => whole(format!("not trusted: {}", untrusted.reason())),
         })?;
-        let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
-        let absolute = std::path::absolute(path).map_err(|e| err("(file)", e.to_string()))?;
+        let text = std::fs::read_to_string(path).map_err(unreadable)?;
+        let absolute = std::path::absolute(path).map_err(unreadable)?;
         let base = absolute.parent().unwrap_or(Path::new("/")).to_path_buf();
         let config = Config::parse(&text, &base).map_err(|(key, problem)| err(&key, problem))?;
         let path_var = std::env::var_os("PATH");

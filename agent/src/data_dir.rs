@@ -36,12 +36,12 @@ use nix::fcntl::{Flock, FlockArg};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: data dir is in use by another ocp-agent (lock held)")]
     Busy { path: PathBuf },
-    #[error("{path}: cannot lock: {source}")]
-    Lock { path: PathBuf, source: Errno },
+    #[error("{path}: cannot lock: {error}")]
+    Lock { path: PathBuf, error: Errno },
     #[error("{path}: {problem}; {}", problem.fix("700", path))]
     UntrustedDir { path: PathBuf, problem: Distrust },
     #[error("{path}: {problem}; {}", problem.pid_file_fix(alias, path))]
@@ -50,10 +50,10 @@ pub enum DataDirError {
         alias: String,
         problem: Distrust,
     },
-    #[error("{path}: the write did not finish: {source}")]
+    #[error("{path}: the write did not finish: {error}")]
     Unfinished {
         path: PathBuf,
-        source: tokio::task::JoinError,
+        error: tokio::task::JoinError,
     },
 }
 
@@ -128,9 +128,9 @@ pub fn distrust(mode: u32, owner: u32, euid: u32) -> Option<Distrust> {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
-    move |source| DataDirError::Io {
+    move |error| DataDirError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -160,10 +160,10 @@ impl DataDir {
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, Errno::EWOULDBLOCK)) => return Err(DataDirError::Busy { path: lock_path }),
-            Err((_, source)) => {
+            Err((_, error)) => {
                 return Err(DataDirError::Lock {
                     path: lock_path,
-                    source,
+                    error,
                 });
             }
         };
@@ -323,9 +323,9 @@ async fn off_thread(
     let owned = path.to_path_buf();
     tokio::task::spawn_blocking(move || operation(&owned))
         .await
-        .map_err(|source| DataDirError::Unfinished {
+        .map_err(|error| DataDirError::Unfinished {
             path: path.to_path_buf(),
-            source,
+            error,
         })?
 }
 

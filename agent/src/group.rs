@@ -24,8 +24,8 @@ pub enum StopError {
     Unkillable(i32),
     #[error("members of process group {0} still alive 5s after SIGKILL")]
     GroupSurvived(i32),
-    #[error("waiting for pid {pid}: {source}")]
-    Wait { pid: i32, source: io::Error },
+    #[error("waiting for pid {pid}: {error}")]
+    Wait { pid: i32, error: io::Error },
 }
 
 /// A group that is already gone is not an error: that is the goal.
@@ -72,7 +72,7 @@ pub async fn stop_child(
                 .map_err(|_| StopError::Unkillable(pgid))?
         }
     };
-    let status = waited.map_err(|source| StopError::Wait { pid: pgid, source })?;
+    let status = waited.map_err(|error| StopError::Wait { pid: pgid, error })?;
     clear_group(pgid, deadline).await?;
     Ok(status)
 }

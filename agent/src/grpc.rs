@@ -80,9 +80,15 @@ pub enum CallError {
     #[error(transparent)]
     Log(#[from] TailError),
     #[error("reading the processes' state from the OS: {0}")]
-    Unread(#[from] tokio::task::JoinError),
+    Unread(tokio::task::JoinError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+impl From<tokio::task::JoinError> for CallError {
+    fn from(error: tokio::task::JoinError) -> CallError {
+        CallError::Unread(error)
+    }
 }
 
 impl From<CallError> for tonic::Status {
@@ -366,6 +372,7 @@ where
         let outcome = call.await;
         let ms = started.elapsed().as_millis() as u64;
         match &outcome {
+            Ok(_) if reads_only(method) => tracing::debug!(ms, "ok"),
             Ok(_) => tracing::info!(ms, "ok"),
             Err(e) => tracing::warn!(ms, error = %e, "failed"),
         }
@@ -373,6 +380,13 @@ where
     }
     .instrument(span)
     .await
+}
+
+/// Whether `method` only reads. The controller's heartbeat calls GetAgentInfo every
+/// few seconds and each page that shows a host lists its processes: at INFO, their
+/// successes would bury the lines that say something changed.
+fn reads_only(method: &str) -> bool {
+    matches!(method, "GetAgentInfo" | "ListProcesses" | "TailLog")
 }
 
 #[tonic::async_trait]

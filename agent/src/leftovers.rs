@@ -40,9 +40,21 @@ pub enum LeftoverError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
     #[error("stopping leftover: {0}")]
-    Stop(#[from] StopError),
+    Stop(StopError),
     #[error("reading the pid file: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
+}
+
+impl From<StopError> for LeftoverError {
+    fn from(error: StopError) -> LeftoverError {
+        LeftoverError::Stop(error)
+    }
+}
+
+impl From<tokio::task::JoinError> for LeftoverError {
+    fn from(error: tokio::task::JoinError) -> LeftoverError {
+        LeftoverError::Task(error)
+    }
 }
 
 /// Returns the pid of the leftover it terminated, if there was one.

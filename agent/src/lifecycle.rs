@@ -63,16 +63,34 @@ pub enum AgentError {
     PlaintextExposed(SocketAddr),
     #[error(transparent)]
     Tls(#[from] trust::TrustError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen { addr: SocketAddr, source: io::Error },
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: io::Error },
     #[error("gRPC reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    Serve(tonic::transport::Error),
     #[error("cannot handle signals: {0}")]
     Signals(io::Error),
     #[error("agent task: {0}")]
-    Task(#[from] tokio::task::JoinError),
+    Task(tokio::task::JoinError),
+}
+
+impl From<tonic_reflection::server::Error> for AgentError {
+    fn from(error: tonic_reflection::server::Error) -> AgentError {
+        AgentError::Reflection(error)
+    }
+}
+
+impl From<tonic::transport::Error> for AgentError {
+    fn from(error: tonic::transport::Error) -> AgentError {
+        AgentError::Serve(error)
+    }
+}
+
+impl From<tokio::task::JoinError> for AgentError {
+    fn from(error: tokio::task::JoinError) -> AgentError {
+        AgentError::Task(error)
+    }
 }
 
 /// How long connected clients get to go away once shutdown began; in-flight calls
@@ -128,9 +146,9 @@ impl Agent {
             None => info!("this agent belongs to no controller cluster yet"),
         }
         let cluster = ClusterPin::new(data.cluster(), shown_dir, pinned);
-        let listen_err = |source| AgentError::Listen {
+        let listen_err = |error| AgentError::Listen {
             addr: options.listen,
-            source,
+            error,
         };
         let listener = TcpListener::bind(options.listen)
             .await
@@ -138,9 +156,9 @@ impl Agent {
         let addr = listener.local_addr().map_err(listen_err)?;
         let metrics_listener = match options.metrics_addr {
             Some(metrics_addr) => {
-                let metrics_err = |source| AgentError::Listen {
+                let metrics_err = |error| AgentError::Listen {
                     addr: metrics_addr,
-                    source,
+                    error,
                 };
                 let listener = TcpListener::bind(metrics_addr).await.map_err(metrics_err)?;
                 let bound = listener.local_addr().map_err(metrics_err)?;

@@ -124,8 +124,9 @@ async fn async_main(cli: Cli) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colours only for a person at a terminal, never into journald or a file.
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colours())
         .init();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -135,6 +136,11 @@ async fn async_main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether log lines are coloured: on a terminal, unless `NO_COLOR` says otherwise.
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

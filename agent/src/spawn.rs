@@ -24,26 +24,26 @@ pub enum SpawnError {
     NoSuchFile(String),
     #[error("no such directory: {0}")]
     NoSuchDir(String),
-    #[error("cannot {step} log file {} as {who}: {source}{hint}", path.display())]
+    #[error("cannot {step} log file {} as {who}: {error}{hint}", path.display())]
     LogFile {
         path: PathBuf,
         step: &'static str,
         /// Whose rights the log was opened with.
         who: String,
-        source: io::Error,
+        error: io::Error,
         /// What the file or folder in the way is, when that explains the failure.
         hint: String,
     },
     #[error("user {0:?} does not exist")]
     UnknownUser(String),
-    #[error("cannot look up user {user:?}: {source}")]
-    UserLookup { user: String, source: nix::Error },
+    #[error("cannot look up user {user:?}: {error}")]
+    UserLookup { user: String, error: nix::Error },
     #[error("cannot run as user {0:?}: the agent is not root")]
     NotRoot(String),
-    #[error("cannot join the cgroup {}: {source}", dir.display())]
-    Cgroup { dir: PathBuf, source: io::Error },
-    #[error("cannot start {command}: {source}")]
-    Io { command: String, source: io::Error },
+    #[error("cannot join the cgroup {}: {error}", dir.display())]
+    Cgroup { dir: PathBuf, error: io::Error },
+    #[error("cannot start {command}: {error}")]
+    Io { command: String, error: io::Error },
 }
 
 /// The environment variable that marks a child with its spawn's token, written to the
@@ -103,12 +103,12 @@ pub fn spawn(
         |id| format!("user {:?}", id.name),
     );
     let log = match &spec.log_file {
-        Some(path) => Some(Arc::new(ChildLog::prepare(path).map_err(|source| {
+        Some(path) => Some(Arc::new(ChildLog::prepare(path).map_err(|error| {
             SpawnError::LogFile {
                 path: path.clone(),
                 step: "prepare",
                 who: who.clone(),
-                source,
+                error,
                 hint: String::new(),
             }
         })?)),
@@ -172,7 +172,7 @@ pub fn spawn(
             cmd.pre_exec(move || log.open_in_child());
         }
     }
-    let child = cmd.spawn().map_err(|source| {
+    let child = cmd.spawn().map_err(|error| {
         if let Some((log, failed)) = log.as_ref().and_then(|l| Some((l, l.failure()?))) {
             let (step, hint) = match failed {
                 Failed::CreatingFolder => ("create the folder of its", String::new()),
@@ -182,21 +182,21 @@ pub fn spawn(
                 path: log.path().to_path_buf(),
                 step,
                 who,
-                source,
+                error,
                 hint,
             };
         }
         if let Some(dir) = cgroup.and_then(ProcessCgroup::missing_dir) {
             return SpawnError::Cgroup {
                 dir: dir.to_path_buf(),
-                source,
+                error,
             };
         }
-        match source.kind() {
+        match error.kind() {
             io::ErrorKind::NotFound => SpawnError::NoSuchFile(spec.command.clone()),
             _ => SpawnError::Io {
                 command: spec.command.clone(),
-                source,
+                error,
             },
         }
     })?;
@@ -210,9 +210,9 @@ pub(crate) fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnErro
         return Ok(None);
     };
     let user = User::from_name(name)
-        .map_err(|source| SpawnError::UserLookup {
+        .map_err(|error| SpawnError::UserLookup {
             user: name.clone(),
-            source,
+            error,
         })?
         .ok_or_else(|| SpawnError::UnknownUser(name.clone()))?;
     let me = geteuid();
@@ -225,9 +225,9 @@ pub(crate) fn identity(spec: &ProcessSpec) -> Result<Option<Identity>, SpawnErro
     let cname =
         std::ffi::CString::new(name.as_str()).map_err(|_| SpawnError::UnknownUser(name.clone()))?;
     let groups = nix::unistd::getgrouplist(&cname, user.gid)
-        .map_err(|source| SpawnError::UserLookup {
+        .map_err(|error| SpawnError::UserLookup {
             user: name.clone(),
-            source,
+            error,
         })?
         .into_iter()
         .map(Gid::as_raw)
@@ -280,7 +280,7 @@ pub async fn spawn_async(
         .unwrap_or_else(|e| {
             Err(SpawnError::Io {
                 command,
-                source: io::Error::other(e),
+                error: io::Error::other(e),
             })
         })
 }

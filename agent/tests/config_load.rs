@@ -155,7 +155,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     assert_eq!(
         setup.refusal().await,
         format!(
-            "{}: (file): not trusted: it may be written by others (mode 0666, owner uid {me}); {fix}",
+            "{}: not trusted: it may be written by others (mode 0666, owner uid {me}); {fix}",
             config.display()
         )
     );
@@ -173,7 +173,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
     assert_eq!(
         setup.refusal().await,
         format!(
-            "{}: (file): not trusted: its folder {} may be written by others (mode 0777, owner uid {me}); {fix}",
+            "{}: not trusted: its folder {} may be written by others (mode 0777, owner uid {me}); {fix}",
             config.display(),
             setup.dir.path().display()
         )
@@ -186,7 +186,7 @@ async fn a_config_someone_else_could_write_is_refused_before_it_is_read() {
         assert_eq!(
             setup.refusal().await,
             format!(
-                "{}: (file): not trusted: it is owned by another user (mode 0644, owner uid 65534); {fix}",
+                "{}: not trusted: it is owned by another user (mode 0644, owner uid 65534); {fix}",
                 config.display()
             )
         );

@@ -50,17 +50,19 @@ pub struct ControllerOptions {
     pub max_watches_per_user: usize,
 }
 
+/// Why the controller did not start, in one line: each message names its cause, which
+/// is then no `source`, so that a chain printed whole names it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("opening the store: {0}")]
-    Store(#[from] StoreError),
-    #[error("listening on {addr}: {source}")]
+    Store(StoreError),
+    #[error("listening on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("building the reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    Reflection(tonic_reflection::server::Error),
     #[error(transparent)]
     Tls(#[from] trust::TrustError),
     #[error(transparent)]
@@ -68,7 +70,25 @@ pub enum StartError {
     #[error(transparent)]
     Cluster(#[from] BadClusterId),
     #[error("taking the SQLite store: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(tokio::task::JoinError),
+}
+
+impl From<StoreError> for StartError {
+    fn from(error: StoreError) -> StartError {
+        StartError::Store(error)
+    }
+}
+
+impl From<tonic_reflection::server::Error> for StartError {
+    fn from(error: tonic_reflection::server::Error) -> StartError {
+        StartError::Reflection(error)
+    }
+}
+
+impl From<tokio::task::JoinError> for StartError {
+    fn from(error: tokio::task::JoinError) -> StartError {
+        StartError::Join(error)
+    }
 }
 
 /// Re-reads the controller's certificates and keys.
@@ -165,23 +185,23 @@ impl Controller {
 
         let listener = TcpListener::bind(options.grpc_addr)
             .await
-            .map_err(|source| StartError::Bind {
+            .map_err(|error| StartError::Bind {
                 addr: options.grpc_addr,
-                source,
+                error,
             })?;
-        let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        let grpc_addr = listener.local_addr().map_err(|error| StartError::Bind {
             addr: options.grpc_addr,
-            source,
+            error,
         })?;
 
         let http = match options.http_addr {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                    .map_err(|error| StartError::Bind { addr, error })?;
                 let local = listener
                     .local_addr()
-                    .map_err(|source| StartError::Bind { addr, source })?;
+                    .map_err(|error| StartError::Bind { addr, error })?;
                 Some((listener, local))
             }
             None => None,
@@ -212,10 +232,10 @@ impl Controller {
         .await?;
         let shutdown = cancel.clone();
         let grpc_incoming =
-            Incoming::new(listener, faces_tls.clone(), options.conns).map_err(|source| {
+            Incoming::new(listener, faces_tls.clone(), options.conns).map_err(|error| {
                 StartError::Bind {
                     addr: grpc_addr,
-                    source,
+                    error,
                 }
             })?;
         tracker.spawn(async move {
@@ -240,7 +260,7 @@ impl Controller {
             });
             let shutdown = cancel.clone();
             let incoming = Incoming::new(listener, faces_tls.clone(), options.conns)
-                .map_err(|source| StartError::Bind { addr, source })?;
+                .map_err(|error| StartError::Bind { addr, error })?;
             tracker.spawn(async move {
                 if let Err(e) = gateway::serve(incoming, router, shutdown).await {
                     tracing::error!("REST gateway failed: {e}");

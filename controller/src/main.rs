@@ -2,7 +2,7 @@
 //! certificates), read into a `ControllerOptions`; the controller itself is the library.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use controller::auth::{self, Users};
 use controller::heartbeat::HeartbeatOptions;
 use controller::lifecycle::Reloaded;
-use controller::store::Store;
+use controller::store::{Dialect, Store};
 use controller::{Controller, ControllerOptions};
 use trust::{ClientTlsFiles, ServerTlsFiles, pki};
 
@@ -222,6 +222,10 @@ async fn async_main() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // stderr, so that stdout holds only what a command prints (a hash, a PKI's
+        // files); colours only for a person at a terminal, never into journald or a file.
+        .with_writer(std::io::stderr)
+        .with_ansi(colours())
         .init();
     let args = Args::parse();
     let result = match args.command {
@@ -233,33 +237,42 @@ async fn async_main() {
         None => run(args).await,
     };
     if let Err(e) = result {
-        eprintln!("ocp-controller: {e:#}");
+        // The context and every cause under it, each named once.
+        eprintln!("ocp-controller: {}", trust::causes(e.as_ref()));
         std::process::exit(1);
     }
 }
 
+/// Whether log lines are coloured: on a terminal, unless `NO_COLOR` says otherwise.
+fn colours() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
-    // 0700 whatever the umask: it holds the database and the admin password.
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&args.data_dir)
-        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let database_url = args
         .database_url
         .unwrap_or_else(|| Store::sqlite_url(&args.data_dir));
-    let users = match &args.users {
-        Some(path) => Users::load(path)?,
-        None => {
-            let (users, path) = Users::bootstrap(&args.data_dir)?;
-            tracing::warn!(
-                "no --users file: user admin has every permission; its password is in {}",
-                path.display()
-            );
-            users
+    let (users_file, data_dir) = (args.users.clone(), args.data_dir.clone());
+    let uses_dir = uses_data_dir(&database_url, users_file.is_some());
+    // File reads and a password hash: off the runtime's threads.
+    let users = tokio::task::spawn_blocking(move || -> anyhow::Result<Users> {
+        if uses_dir {
+            make_data_dir(&data_dir)?;
         }
-    }
+        Ok(match &users_file {
+            Some(path) => Users::load(path)?,
+            None => {
+                let (users, path) = Users::bootstrap(&data_dir)?;
+                tracing::warn!(
+                    "no --users file: user admin has every permission; its password is in {}",
+                    path.display()
+                );
+                users
+            }
+        })
+    })
+    .await??
     .with_login_limits(auth::LoginLimits {
         burst: args.login_failure_burst,
         interval: args.login_failure_interval,
@@ -322,6 +335,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     controller.shutdown().await;
     Ok(())
+}
+
+/// Whether the data dir holds anything: a SQLite store (the default one, or one an
+/// operator put there), or the bootstrap admin's password when there is no users file.
+/// A controller on PostgreSQL with a users file keeps nothing on disk, and makes no
+/// folder a read-only or shared host would have to allow.
+fn uses_data_dir(database_url: &str, users_file: bool) -> bool {
+    !users_file || Dialect::of_url(database_url) != Some(Dialect::Postgres)
+}
+
+/// 0700 whatever the umask: it holds the database and the admin password.
+fn make_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let made = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    match made {
+        Ok(()) => Ok(()),
+        Err(_) if dir.exists() && !dir.is_dir() => anyhow::bail!(
+            "data dir {} is not a folder: give --data-dir a folder, or a path where one may be made",
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("creating data dir {}", dir.display())),
+    }
 }
 
 fn pki(command: PkiCommand) -> anyhow::Result<()> {
@@ -446,5 +484,20 @@ async fn until_shutdown(controller: &Controller) -> anyhow::Result<()> {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sqlite_or_the_bootstrap_admin_needs_a_data_dir() {
+        let pg = "postgres://postgres@127.0.0.1:5432/ocp";
+        assert!(!uses_data_dir(pg, true));
+        assert!(!uses_data_dir("postgresql://db/ocp", true));
+        assert!(uses_data_dir(pg, false), "the admin's password lives there");
+        assert!(uses_data_dir("sqlite:///var/lib/ocp/controller.db", true));
+        assert!(uses_data_dir(&Store::sqlite_url(Path::new("d")), true));
     }
 }

@@ -18,6 +18,8 @@ pub struct Launch {
     program: Vec<OsString>,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    /// Variables removed from what the test's own environment passes on.
+    unset: Vec<OsString>,
     pub http: SocketAddr,
     pub grpc: SocketAddr,
     pub data_dir: PathBuf,
@@ -40,6 +42,7 @@ impl Launch {
                 ("RUST_LOG".into(), "warn".into()),
                 ("NO_COLOR".into(), "1".into()),
             ],
+            unset: Vec::new(),
             http: local(free_port()),
             grpc: local(free_port()),
             data_dir: data_dir.to_path_buf(),
@@ -84,6 +87,7 @@ impl Launch {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Launch {
         let key = key.as_ref().to_os_string();
         self.envs.retain(|(k, _)| *k != key);
+        self.unset.retain(|k| *k != key);
         self.envs.push((key, value.as_ref().to_os_string()));
         self
     }
@@ -91,6 +95,16 @@ impl Launch {
     /// What it logs: a `RUST_LOG` value.
     pub fn log_filter(self, filter: &str) -> Launch {
         self.env("RUST_LOG", filter)
+    }
+
+    /// Logging as a service unit leaves it: neither `RUST_LOG` nor `NO_COLOR`, here or
+    /// in the test's environment, so that the binary alone decides what it writes.
+    pub fn default_logging(mut self) -> Launch {
+        for key in ["RUST_LOG", "NO_COLOR"] {
+            self.envs.retain(|(k, _)| k != key);
+            self.unset.push(key.into());
+        }
+        self
     }
 
     /// `--users path`: no bootstrap admin, the users of the file instead.
@@ -139,6 +153,9 @@ impl Launch {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        for key in &self.unset {
+            command.env_remove(key);
+        }
         let (limit, mask) = (self.max_open_files, self.umask);
         if limit.is_some() || mask.is_some() {
             use nix::sys::resource::{Resource, setrlimit};

@@ -101,12 +101,28 @@ impl ClientTls {
         name: ServerName<'static>,
         tcp: TcpStream,
     ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Box<dyn StdError + Send + Sync>> {
+        let address = name.to_str().into_owned();
         match TlsConnector::from(self.config()).connect(name, tcp).await {
             Ok(stream) => Ok(stream),
+            Err(e) if not_tls(&e) => Err(Box::new(Refusal(self.not_tls_words(&address)))),
             Err(e) => Err(match refusal(&e) {
                 Some(words) => Box::new(Refusal(words)),
                 None => Box::new(e),
             }),
+        }
+    }
+
+    /// What a peer at `address` that answered without TLS is told to do.
+    fn not_tls_words(&self, address: &str) -> String {
+        if self.peer == Role::Agent {
+            format!(
+                "the agent at {address} does not speak TLS: start it with --tls-cert, \
+                 --tls-key and --tls-client-ca, or the controller without --pki-dir"
+            )
+        } else {
+            format!(
+                "the controller at {address} does not speak TLS: is it running without --tls-cert?"
+            )
         }
     }
 
@@ -115,6 +131,14 @@ impl ClientTls {
         ServerName::try_from(address.to_string())
             .map_err(|_| TrustError::BadName(address.to_string()))
     }
+}
+
+/// Whether a client handshake failed because the peer's answer was no TLS at all.
+fn not_tls(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::InvalidMessage(_)))
 }
 
 async fn build_blocking(

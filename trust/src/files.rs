@@ -46,7 +46,13 @@ pub enum TrustError {
     #[error("TLS configuration: {0}")]
     Config(rustls::Error),
     #[error("loading TLS files: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    Join(tokio::task::JoinError),
+}
+
+impl From<tokio::task::JoinError> for TrustError {
+    fn from(error: tokio::task::JoinError) -> TrustError {
+        TrustError::Join(error)
+    }
 }
 
 /// Far more than any certificate chain or key; a bound, so that a path given by

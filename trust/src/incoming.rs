@@ -1,7 +1,8 @@
 //! The TLS half of accepting a connection: the handshake, bounded in time, and a
 //! connection that closes itself once a reload stops trusting its client. The accept
 //! loop (`guard`) runs each handshake in its own task, so a client that stalls
-//! mid-handshake delays nobody.
+//! mid-handshake delays nobody. A client that opens without TLS is answered in its own
+//! protocol ([`crate::plaintext`]) instead.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,9 +15,11 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+use crate::plaintext;
 use crate::rate_log::Refusals;
 use crate::server_tls::{Current, ServerTls};
 
@@ -29,7 +32,7 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const HANDSHAKES: usize = 256;
 
 /// The server's half of a handshake on `tcp`, within `limit`; `None` (logged, at most a
-/// line a second per kind) when the client was refused or too slow.
+/// line a second per kind) when the client was refused or too slow, or spoke plaintext.
 pub(crate) async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -37,10 +40,21 @@ pub(crate) async fn handshake(
     limit: Duration,
     refusals: &Refusals,
 ) -> Option<TlsConn> {
+    let deadline = Instant::now() + limit;
     // Subscribed before the handshake: a reload during it is seen afterwards.
     let mut trust = tls.subscribe();
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => return None,
+        Ok(Ok(_)) if !plaintext::opens_tls(first[0]) => {
+            tracing::debug!(%peer, "a plaintext client on a TLS port: told to use TLS");
+            plaintext::refuse(tcp, deadline).await;
+            return None;
+        }
+        Ok(Ok(_)) | Err(_) => {}
+    }
     let acceptor = TlsAcceptor::from(trust.borrow_and_update().config.clone());
-    match tokio::time::timeout(limit, acceptor.accept(tcp)).await {
+    match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
             let revoked = stream
                 .get_ref()

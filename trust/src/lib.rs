@@ -12,6 +12,7 @@ mod files;
 mod incoming;
 mod listener;
 pub mod pki;
+mod plaintext;
 mod rate_log;
 mod refusal;
 mod role;

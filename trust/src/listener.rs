@@ -106,13 +106,13 @@ fn below_cap_again(available: usize, max: usize) -> bool {
     available >= (max / 10).max(1)
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Spots the end of the first request head across reads split anywhere: an HTTP/1
 /// blank line (a bare LF counts, as hyper accepts it), or the whole HTTP/2 preface,
 /// whose first 18 bytes also hold a blank line.
 #[derive(Debug, Default)]
-struct HeadScan {
+pub(crate) struct HeadScan {
     /// Bytes of the HTTP/2 preface matched so far; `None` once the bytes diverged.
     preface: Option<usize>,
     newlines: u8,
@@ -121,7 +121,7 @@ struct HeadScan {
 
 impl HeadScan {
     /// True once the bytes fed so far hold a complete head.
-    fn feed(&mut self, bytes: &[u8]) -> bool {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> bool {
         for &byte in bytes {
             if !self.diverged {
                 let matched = self.preface.unwrap_or(0);

@@ -52,7 +52,13 @@ pub enum PkiError {
     #[error("validity must be from 1 to {MAX_DAYS} days, got {0}")]
     BadValidity(i64),
     #[error("generating a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(error: rcgen::Error) -> PkiError {
+        PkiError::Generate(error)
+    }
 }
 
 /// How long what is issued stays valid.

@@ -44,12 +44,17 @@ pub fn refusal(error: &(dyn StdError + 'static)) -> Option<String> {
 
 /// `error` and every cause under it in one line: what a failed connection says, where
 /// the outermost message alone ("transport error", "client error (Connect)") says nothing.
+/// A cause whose words the line already holds is left out: many errors (sqlx's, std's
+/// wrapped in a message) print their source themselves, and a reader wants it once.
 pub fn causes(error: &(dyn StdError + 'static)) -> String {
     let mut words = error.to_string();
     let mut next = error.source();
     while let Some(cause) = next {
-        words.push_str(": ");
-        words.push_str(&cause.to_string());
+        let said = cause.to_string();
+        if !said.is_empty() && !words.contains(&said) {
+            words.push_str(": ");
+            words.push_str(&said);
+        }
         next = cause.source();
     }
     words
@@ -126,6 +131,27 @@ mod tests {
         assert_eq!(
             causes(&outer),
             "client error (Connect): no connection in 3s"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_already_names_is_not_repeated() {
+        #[derive(Debug)]
+        struct Reading(io::Error);
+        impl std::fmt::Display for Reading {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "reading users.toml: {}", self.0)
+            }
+        }
+        impl StdError for Reading {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let denied = Reading(io::Error::from_raw_os_error(13));
+        assert_eq!(
+            causes(&denied),
+            "reading users.toml: Permission denied (os error 13)"
         );
     }
 }

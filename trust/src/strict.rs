@@ -29,11 +29,11 @@ pub enum StrictError {
         owner: u32,
         me: u32,
     },
-    #[error("cannot check who may write {}: {}: {source}", file.display(), culprit.display())]
+    #[error("cannot check who may write {}: {}: {error}", file.display(), culprit.display())]
     Unreadable {
         file: PathBuf,
         culprit: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -45,8 +45,8 @@ impl StrictError {
             StrictError::Unreadable {
                 file,
                 culprit,
-                source,
-            } if file == culprit => Ok(source),
+                error,
+            } if file == culprit => Ok(error),
             other => Err(other),
         }
     }
@@ -74,9 +74,9 @@ impl StrictError {
                      user) and writable by no one else (chown, chmod go-w)"
                 )
             }
-            StrictError::Unreadable {
-                culprit, source, ..
-            } => format!("cannot check who may write {}: {source}", culprit.display()),
+            StrictError::Unreadable { culprit, error, .. } => {
+                format!("cannot check who may write {}: {error}", culprit.display())
+            }
         }
     }
 }
@@ -109,10 +109,10 @@ pub fn judge(entry: Entry, me: u32) -> Option<&'static str> {
 /// Refuses `file` unless it and every folder above it pass [`judge`] for this process.
 pub fn check(file: &Path) -> Result<(), StrictError> {
     let me = nix::unistd::geteuid().as_raw();
-    let unreadable = |culprit: &Path, source| StrictError::Unreadable {
+    let unreadable = |culprit: &Path, error| StrictError::Unreadable {
         file: file.to_path_buf(),
         culprit: culprit.to_path_buf(),
-        source,
+        error,
     };
     for path in resolution(file).map_err(|(at, e)| unreadable(&at, e))? {
         let meta = std::fs::symlink_metadata(&path).map_err(|e| unreadable(&path, e))?;

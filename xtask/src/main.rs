@@ -32,7 +32,7 @@ fn main() {
         Command::Bench(bench) => xtask::bench::run(bench).map_err(anyhow::Error::from),
     };
     if let Err(e) = result {
-        eprintln!("xtask: {e:#}");
+        eprintln!("xtask: {}", trust::causes(e.as_ref()));
         std::process::exit(1);
     }
 }

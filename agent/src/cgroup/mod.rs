@@ -24,19 +24,19 @@ use layout::Layout;
 use crate::limits::{self, Limits};
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot {action} {}: {source}", path.display())]
+#[error("cannot {action} {}: {error}", path.display())]
 pub struct CgroupError {
     action: &'static str,
     path: PathBuf,
-    source: io::Error,
+    error: io::Error,
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
     let path = path.to_path_buf();
-    move |source| CgroupError {
+    move |error| CgroupError {
         action,
         path,
-        source,
+        error,
     }
 }
 
@@ -290,7 +290,7 @@ impl ProcessCgroup {
     /// For files older kernels or swapless hosts do not have.
     fn write_if_present(&self, file: &str, value: &str) -> Result<(), CgroupError> {
         match self.write(self.memory_dir(), file, value) {
-            Err(e) if e.source.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) if e.error.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
     }

@@ -63,12 +63,8 @@ pub const POLL: Duration = Duration::from_millis(250);
 pub enum TailError {
     #[error("no log file yet at {}", .0.display())]
     NotYet(PathBuf),
-    #[error("cannot read the log file {}: {source}", .path.display())]
-    Unreadable {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot read the log file {}: {error}", .path.display())]
+    Unreadable { path: PathBuf, error: io::Error },
     #[error("the log file {} {why}: refusing to read it", .path.display())]
     Refused { path: PathBuf, why: String },
     #[error("the agent is shutting down")]
@@ -106,10 +102,10 @@ pub async fn tail(
     })))
 }
 
-fn unreadable(path: &Path, source: io::Error) -> TailError {
+fn unreadable(path: &Path, error: io::Error) -> TailError {
     TailError::Unreadable {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

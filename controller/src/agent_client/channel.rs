@@ -23,6 +23,8 @@ use tokio_rustls::client::TlsStream;
 use tonic::body::Body;
 use trust::ClientTls;
 
+use super::mismatch::{self, Plain};
+
 /// How long dialling an agent (TLS handshake included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pings tell a dead peer from a quiet one between two heartbeats.
@@ -44,10 +46,13 @@ pub struct Deadline(pub Duration);
 #[derive(Clone)]
 pub struct AgentChannel {
     client: Client<Dialer, Body>,
+    /// Whether agents are dialled over TLS.
+    tls: bool,
 }
 
 impl AgentChannel {
     pub fn new(tls: Option<ClientTls>) -> AgentChannel {
+        let with_tls = tls.is_some();
         let client = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .timer(TokioTimer::new())
@@ -56,7 +61,10 @@ impl AgentChannel {
             .http2_keep_alive_interval(KEEP_ALIVE)
             .http2_keep_alive_while_idle(true)
             .build(Dialer { tls });
-        AgentChannel { client }
+        AgentChannel {
+            client,
+            tls: with_tls,
+        }
     }
 }
 
@@ -71,6 +79,8 @@ impl tower::Service<http::Request<Body>> for AgentChannel {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let deadline = request.extensions().get::<Deadline>().copied();
+        let host = request.uri().host().unwrap_or_default().to_string();
+        let plaintext = !self.tls;
         let response = self.client.request(request);
         Box::pin(async move {
             let answered = match deadline {
@@ -84,9 +94,23 @@ impl tower::Service<http::Request<Body>> for AgentChannel {
                 }
                 None => response.await,
             };
-            answered.map_err(status)
+            answered.map_err(|error| {
+                if plaintext && mismatch::speaks_tls(&error) {
+                    return speaks_tls(&host);
+                }
+                status(error)
+            })
         })
     }
+}
+
+/// The status of a call that found the agent speaking TLS: its source says so to
+/// `classify`, which makes it a mismatch no retry mends.
+fn speaks_tls(host: &str) -> tonic::Status {
+    let words = mismatch::words(host.trim_start_matches('[').trim_end_matches(']'));
+    let mut status = tonic::Status::failed_precondition(words.clone());
+    status.set_source(std::sync::Arc::new(mismatch::SpeaksTls(words)));
+    status
 }
 
 /// A refused connection is UNAVAILABLE, as gRPC's own clients say it (worth a retry);
@@ -147,13 +171,13 @@ async fn dial(uri: http::Uri, tls: Option<ClientTls>) -> Result<AgentStream, Box
             let name = ClientTls::server_name(host)?;
             AgentStream::Tls(Box::new(tls.handshake(name, tcp).await?))
         }
-        None => AgentStream::Plain(tcp),
+        None => AgentStream::Plain(Plain::new(tcp)),
     })
 }
 
 /// A connection to an agent, in the clear or over TLS.
 pub enum AgentStream {
-    Plain(TcpStream),
+    Plain(Plain),
     Tls(Box<TlsStream<TcpStream>>),
 }
 

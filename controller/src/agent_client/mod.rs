@@ -5,6 +5,7 @@
 
 mod channel;
 mod cluster;
+mod mismatch;
 mod retry;
 
 use std::collections::HashMap;
@@ -96,7 +97,10 @@ impl AgentError {
 /// codes but which no retry mends.
 fn classify(status: tonic::Status, address: &str) -> AgentError {
     let address = address.to_string();
-    if let Some(reason) = trust::refusal(&status) {
+    let mismatch = std::error::Error::source(&status)
+        .and_then(|e| e.downcast_ref::<mismatch::SpeaksTls>())
+        .map(|e| e.0.clone());
+    if let Some(reason) = mismatch.or_else(|| trust::refusal(&status)) {
         return AgentError::Untrusted {
             address,
             reason,
@@ -483,6 +487,40 @@ mod tests {
             );
             assert_eq!(error.reason(), "no such alias");
         }
+    }
+
+    #[tokio::test]
+    async fn a_tls_record_where_http2_was_expected_names_an_agent_that_speaks_tls() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        // What a TLS server sends a client that opened without TLS: a fatal alert.
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.expect("accept");
+            let mut preface = [0u8; 24];
+            let _ = tcp.read_exact(&mut preface).await;
+            let _ = tcp
+                .write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32])
+                .await;
+            let mut rest = Vec::new();
+            let _ = tcp.read_to_end(&mut rest).await;
+        });
+        let uri: http::Uri = address.parse().expect("uri");
+        let mut grpc = AgentServiceClient::with_origin(AgentChannel::new(None), uri);
+        let call = grpc.get_agent_info(GetAgentInfoRequest {});
+        let status = tokio::time::timeout(Duration::from_secs(30), call)
+            .await
+            .expect("an answer")
+            .expect_err("no agent answered");
+        let error = classify(status, &address);
+        assert!(matches!(&error, AgentError::Untrusted { .. }), "{error:?}");
+        assert!(!error.is_transient());
+        assert_eq!(
+            error.reason(),
+            "the agent at 127.0.0.1 speaks TLS; start the controller with --pki-dir"
+        );
     }
 
     #[test]

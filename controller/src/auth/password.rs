@@ -47,9 +47,9 @@ pub(super) fn random_password() -> String {
 /// so the password does not change under an operator's feet.
 pub(super) fn bootstrap_password(data_dir: &Path) -> Result<(String, PathBuf), UsersError> {
     let path = data_dir.join("admin-password");
-    let file_error = |source| UsersError::PasswordFile {
+    let file_error = |error| UsersError::PasswordFile {
         path: path.clone(),
-        source,
+        error,
     };
     let password = match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => {

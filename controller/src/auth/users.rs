@@ -14,12 +14,14 @@ use super::password::{bootstrap_password, hash_with, random_password};
 use super::verifier::Verifier;
 use super::{AuthError, LoginLimits, Permission, Permissions, Principal};
 
+/// Each message names its cause itself, none is a `source`: a chain printed whole
+/// would name it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
-    #[error("reading users file {path}: {source}")]
+    #[error("reading users file {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("users file {origin}, line {line}: {message}")]
     Parse {
@@ -37,10 +39,10 @@ pub enum UsersError {
     Untrusted(trust::strict::StrictError),
     #[error("users file {origin} names no user: add a [[users]] entry")]
     Empty { origin: String },
-    #[error("bootstrap admin password file {path}: {source}")]
+    #[error("bootstrap admin password file {path}: {error}")]
     PasswordFile {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("hashing a password: {0}")]
     Hash(String),
@@ -86,15 +88,15 @@ impl Users {
     /// or the controller's user may have written it ([`trust::strict`]).
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         trust::strict::check(path).map_err(|e| match e.into_unreadable_file() {
-            Ok(source) => UsersError::Read {
+            Ok(error) => UsersError::Read {
                 path: path.to_path_buf(),
-                source,
+                error,
             },
             Err(untrusted) => UsersError::Untrusted(untrusted),
         })?;
-        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| UsersError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Users::parse(&text, &path.display().to_string())
     }

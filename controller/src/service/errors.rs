@@ -129,10 +129,10 @@ pub enum CoreError {
     /// error code of its own.
     #[error(transparent)]
     RollbackProhibited(TransitionRefused),
-    /// The store's message is in the text, for the faces that show one line; the store's
-    /// error stays the source, for what walks the chain.
+    /// The store's message is in the text, for the faces that show one line, and so the
+    /// store's error is not also the source: a chain printed whole would say it twice.
     #[error("internal store error: {0}")]
-    Store(#[source] StoreError),
+    Store(StoreError),
     /// The caller may not do this, or may not see this task.
     #[error(transparent)]
     Denied(#[from] AuthError),
@@ -331,7 +331,12 @@ mod tests {
             store.to_string(),
             "internal store error: reading task 7 took too long"
         );
-        assert!(std::error::Error::source(&store).is_some_and(|s| s.is::<StoreError>()));
+        assert!(matches!(store, CoreError::Store(StoreError::Timeout(_))));
+        assert_eq!(
+            trust::causes(&store),
+            store.to_string(),
+            "the store's words, once, however the error is printed"
+        );
     }
 
     #[test]

@@ -34,19 +34,21 @@ pub use transitions::{Outcome, TransitionRefused};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// Each message names its cause itself, and none is a `source`: a chain printed whole
+/// would name it again (sqlx's errors print their own source too).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    #[error("{}: {source}", path.display())]
+    #[error("{}", database_words(.0))]
+    Database(sqlx::Error),
+    #[error("{}: {error}", path.display())]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("migrating the database failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
     #[error("host {inner_ip_address}:{agent_port} already exists with id {existing_id}")]
@@ -71,6 +73,27 @@ pub enum StoreError {
     },
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        StoreError::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> StoreError {
+        StoreError::Migrate(error)
+    }
+}
+
+/// What the database said, in its own words (`database "ocp" does not exist`), without
+/// sqlx's preamble; sqlx's words for what never reached it (a refused connection).
+fn database_words(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other.to_string(),
+    }
+}
+
 type Tx<'c> = sqlx::Transaction<'c, sqlx::Any>;
 
 /// The PostgreSQL channel that tells every controller which task has new events.
@@ -83,6 +106,19 @@ const CANCEL_CHANNEL: &str = "ocp_cancel";
 pub enum Dialect {
     Sqlite,
     Postgres,
+}
+
+impl Dialect {
+    /// The database a url names; `None` for one the store does not open.
+    pub fn of_url(url: &str) -> Option<Dialect> {
+        if url.starts_with("sqlite:") {
+            Some(Dialect::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Some(Dialect::Postgres)
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -122,11 +158,7 @@ impl Store {
         idle_limit: Option<Duration>,
     ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let dialect = if url.starts_with("sqlite:") {
-            Dialect::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Dialect::Postgres
-        } else {
+        let Some(dialect) = Dialect::of_url(url) else {
             return Err(StoreError::UnsupportedUrl(url.to_string()));
         };
         let options = || AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
@@ -266,7 +298,7 @@ async fn restrict_sqlite_files(url: &str) -> Result<(), StoreError> {
         .await
         .map_err(|e| StoreError::File {
             path: PathBuf::from(url),
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?
 }
 
@@ -300,10 +332,10 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
         {
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(source) => {
+            Err(error) => {
                 return Err(StoreError::File {
                     path: db.to_path_buf(),
-                    source,
+                    error,
                 });
             }
         }
@@ -317,7 +349,7 @@ fn restrict_files(db: &Path, create: bool) -> Result<(), StoreError> {
         };
         if meta.permissions().mode() & 0o077 != 0 {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-                .map_err(|source| StoreError::File { path, source })?;
+                .map_err(|error| StoreError::File { path, error })?;
         }
     }
     Ok(())

@@ -52,7 +52,7 @@ impl SoleController {
         let database = resolved(database);
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| StoreError::File { path, source }
+            move |error| StoreError::File { path, error }
         };
         if let Some(dir) = database.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
