@@ -21,6 +21,7 @@ mod waiting;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
+pub use incoming::ConnInfo;
 pub use listener::{Conn, ConnLimits, Incoming, parse_timeout};
 pub use refusal::{Refusal, causes, refusal};
 pub use role::Role;
