@@ -185,10 +185,7 @@ struct PeerVerifier {
 
 impl PeerVerifier {
     fn noun(&self) -> &'static str {
-        match self.peer {
-            Role::Controller => "controller",
-            Role::Agent => "agent",
-        }
+        self.peer.name()
     }
 
     fn refuse(

@@ -268,13 +268,15 @@ fn leaf(hosts: &[String], sans: Vec<SanType>, role: Role, validity: Validity) ->
     params.subject_alt_names = sans;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     // The controller dials agents and serves its faces; an agent only serves, so its
-    // certificate is refused as a client by any TLS stack, before the role is read.
+    // certificate is refused as a client by any TLS stack, before the role is read;
+    // an operator only calls, so no client can be fooled into taking it for a server.
     params.extended_key_usages = match role {
         Role::Controller => vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
         Role::Agent => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Role::Operator => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
     params.not_before = validity.not_before;
