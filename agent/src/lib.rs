@@ -16,6 +16,7 @@ mod lifecycle;
 mod limits;
 mod log_tail;
 mod metrics;
+mod operator_gate;
 mod policy;
 mod process_info;
 mod procfs;

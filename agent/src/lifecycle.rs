@@ -28,6 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::grpc::AgentServiceImpl;
 use crate::metrics::{self, MetricsBuilder};
+use crate::operator_gate::OperatorGateLayer;
 use crate::supervisor;
 
 /// Where the agent listens and what it reads; see docs/agent.md#command-line.
@@ -214,6 +215,7 @@ impl Agent {
             .max_concurrent_streams(Some(ConnLimits::MAX_STREAMS))
             .http2_keepalive_interval(Some(options.conns.keepalive_interval()))
             .http2_keepalive_timeout(Some(options.conns.keepalive_interval()))
+            .layer(OperatorGateLayer)
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
@@ -222,7 +224,7 @@ impl Agent {
         let incoming = Incoming::new(listener, tls.clone(), options.conns).map_err(listen_err)?;
         let config = options.config_path.display();
         if tls.is_some() {
-            info!(%addr, %config, "ocp-agent serving over TLS, to the controller only");
+            info!(%addr, %config, "ocp-agent serving over TLS to the controller, and read-only to operators");
         } else if addr.ip().is_loopback() {
             info!(%addr, %config, "ocp-agent serving plaintext on loopback");
         } else {

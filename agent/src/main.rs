@@ -31,7 +31,8 @@ struct Cli {
     /// Its private key (PEM).
     #[arg(long, env = "OCP_AGENT_TLS_KEY", requires_all = ["tls_cert", "tls_client_ca"])]
     tls_key: Option<PathBuf>,
-    /// The fleet's CA (PEM): only clients holding a controller certificate it issued are served.
+    /// The fleet's CA (PEM): only clients holding a controller certificate it issued are
+    /// served, and operator certificates, read-only.
     #[arg(long, env = "OCP_AGENT_TLS_CLIENT_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_client_ca: Option<PathBuf>,
     /// Serve plaintext on a non-loopback address: anyone who reaches the port can stop

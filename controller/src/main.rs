@@ -53,8 +53,9 @@ struct Args {
     /// How long an agent may stay silent before its host is OFFLINE.
     #[arg(long, env = "OCP_OFFLINE_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     offline_grace: Duration,
-    /// The folder `pki init` wrote: dial every agent over mutual TLS with its ca.pem,
-    /// controller.pem and controller-key.pem. Re-read on SIGHUP.
+    /// The controller's folder of the PKI (`pki init`'s <dir>/controller): dial every
+    /// agent over mutual TLS with its ca.pem, controller.pem and controller-key.pem.
+    /// Re-read on SIGHUP.
     #[arg(long, env = "OCP_PKI_DIR", conflicts_with_all = ["agent_ca", "agent_cert", "agent_key"])]
     pki_dir: Option<PathBuf>,
     /// The CA agents' certificates must chain to (instead of --pki-dir).
@@ -122,15 +123,16 @@ fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
 enum Command {
     /// Reads a password on stdin and prints its argon2id PHC string for the users file.
     HashPassword,
-    /// The fleet's certificates: a CA, the controller's certificate, one per agent.
+    /// The fleet's certificates: a CA, the controller's, one per agent, operators'.
     #[command(subcommand)]
     Pki(PkiCommand),
 }
 
 #[derive(Debug, Subcommand)]
 enum PkiCommand {
-    /// Writes a new CA (ca.pem, ca-key.pem) and the controller's certificate
-    /// (controller.pem, controller-key.pem) into --dir.
+    /// Writes a new CA (ca.pem, ca-key.pem) into --dir, and the controller's certificate
+    /// (controller.pem, controller-key.pem, with a copy of ca.pem) into --dir/controller,
+    /// the folder the controller's service user is given.
     Init {
         #[arg(long)]
         dir: PathBuf,
@@ -148,15 +150,25 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Writes agent.pem and agent-key.pem for one agent into --out, signed by the CA
-    /// in --dir, with ca.pem beside them.
+    /// Writes a certificate signed by the CA in --dir into --out, with ca.pem beside it:
+    /// agent.pem and agent-key.pem for an agent (the default), controller.pem and
+    /// controller-key.pem for a controller, operator.pem and operator-key.pem for an
+    /// operator.
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        /// The agent host's address as registered (innerIpAddress), and any other
-        /// name or address it is reached at; repeat for several.
-        #[arg(long = "host", required = true)]
+        /// Whom the certificate is for: an agent; a controller (a renewal, or another
+        /// controller); an operator calling agents' read-only methods with grpcurl.
+        #[arg(long, value_enum, default_value_t = RoleArg::Agent)]
+        role: RoleArg,
+        /// An agent's: the host's address as registered (innerIpAddress), and any other
+        /// name or address it is reached at. A controller's: every name and address
+        /// clients reach it at. Repeat for several; not for an operator.
+        #[arg(long = "host")]
         hosts: Vec<String>,
+        /// An operator's: who holds it, the certificate's common name [default: operator].
+        #[arg(long)]
+        name: Option<String>,
         #[arg(long)]
         out: PathBuf,
         /// Days the certificate stays valid.
@@ -166,6 +178,24 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `pki issue --role`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Agent,
+    Controller,
+    Operator,
+}
+
+impl From<RoleArg> for trust::Role {
+    fn from(role: RoleArg) -> trust::Role {
+        match role {
+            RoleArg::Agent => trust::Role::Agent,
+            RoleArg::Controller => trust::Role::Controller,
+            RoleArg::Operator => trust::Role::Operator,
+        }
+    }
 }
 
 fn days() -> clap::builder::RangedI64ValueParser<i64> {
@@ -383,41 +413,80 @@ fn pki(command: PkiCommand) -> anyhow::Result<()> {
             )?;
             report(&written);
             let d = dir.display();
+            let c = dir.join(pki::CONTROLLER_DIR);
+            let c = c.display();
             println!("\nThe controller's certificate names: {}", hosts.join(", "));
-            println!("Next, issue a certificate for each agent host, named by its innerIpAddress:");
+            println!(
+                "Next, give the controller's service user its folder, and nothing else of {d}:"
+            );
+            println!("  chown -R ocp:ocp {c}");
+            println!("issue a certificate for each agent host, named by its innerIpAddress:");
             println!(
                 "  ocp-controller pki issue --dir {d} --host 10.0.0.5 --out {d}/agents/10.0.0.5"
             );
-            println!("then start the controller with it:");
+            println!("then start the controller with its folder:");
             println!(
-                "  ocp-controller --pki-dir {d} --tls-cert {d}/{} --tls-key {d}/{} ...",
+                "  ocp-controller --pki-dir {c} --tls-cert {c}/{} --tls-key {c}/{} ...",
                 pki::CONTROLLER_CERT,
                 pki::CONTROLLER_KEY
             );
         }
         PkiCommand::Issue {
             dir,
+            role,
             hosts,
+            name,
             out,
             days,
             force,
         } => {
-            let written = pki::issue(&dir, &hosts, &out, pki::Validity::days(days)?, force)?;
+            let holder = pki::Holder::new(role.into(), hosts, name)?;
+            let written = pki::issue(&dir, &holder, &out, pki::Validity::days(days)?, force)?;
             report(&written);
-            let o = out.display();
-            println!("\nThe agent's certificate names: {}", hosts.join(", "));
+            next_after_issue(&holder, &out);
+        }
+    }
+    Ok(())
+}
+
+/// What to do with what `pki issue` wrote.
+fn next_after_issue(holder: &pki::Holder, out: &std::path::Path) {
+    let o = out.display();
+    let (cert, key) = holder.files();
+    let names = holder.names().join(", ");
+    match holder {
+        pki::Holder::Agent { .. } => {
+            println!("\nThe agent's certificate names: {names}");
+            println!("Next, copy {o} to that host (keep {key} 0600) and start its agent with:");
             println!(
-                "Next, copy {o} to that host (keep agent-key.pem 0600) and start its agent with:"
+                "  ocp-agent --listen 0.0.0.0:62888 --tls-cert {o}/{cert} --tls-key {o}/{key} --tls-client-ca {o}/{} ...",
+                pki::CA_CERT
+            );
+        }
+        pki::Holder::Controller { .. } => {
+            println!("\nThe controller's certificate names: {names}");
+            println!(
+                "If {o} is a running controller's --pki-dir, `systemctl reload ocp-controller` \
+                 (SIGHUP) loads it. A new controller starts with:"
             );
             println!(
-                "  ocp-agent --listen 0.0.0.0:62888 --tls-cert {o}/{} --tls-key {o}/{} --tls-client-ca {o}/{} ...",
-                pki::AGENT_CERT,
-                pki::AGENT_KEY,
+                "  ocp-controller --pki-dir {o} --tls-cert {o}/{cert} --tls-key {o}/{key} ..."
+            );
+            println!("its service user owning that folder: chown -R ocp:ocp {o}");
+        }
+        pki::Holder::Operator { .. } => {
+            println!("\nThe operator's certificate names: {names}");
+            println!(
+                "Agents serve it their read-only methods ({}), e.g.:",
+                trust::OPERATOR_METHODS.join(", ")
+            );
+            println!(
+                "  grpcurl -cacert {o}/{} -cert {o}/{cert} -key {o}/{key} 10.0.0.5:62888 \
+                 ocp.agent.v1.AgentService/ListProcesses",
                 pki::CA_CERT
             );
         }
     }
-    Ok(())
 }
 
 fn report(written: &[pki::Written]) {

@@ -139,8 +139,8 @@ fn a_users_file_or_a_tls_file_someone_else_could_write_stops_the_start() {
 
     // A PKI whose key someone else owns, then whose folder anyone may write.
     let pki = TestPki::new();
-    let cert = pki.file(trust::pki::CONTROLLER_CERT);
-    let key = pki.file(trust::pki::CONTROLLER_KEY);
+    let cert = pki.controller_file(trust::pki::CONTROLLER_CERT);
+    let key = pki.controller_file(trust::pki::CONTROLLER_KEY);
     let tls = |_: ()| {
         refused(&[
             "--data-dir".as_ref(),

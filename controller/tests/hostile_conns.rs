@@ -70,8 +70,8 @@ impl Controller {
         }
         if let Some(pki) = pki {
             launch = launch.tls(
-                &pki.file(pki::CONTROLLER_CERT),
-                &pki.file(pki::CONTROLLER_KEY),
+                &pki.pki.controller_file(pki::CONTROLLER_CERT),
+                &pki.pki.controller_file(pki::CONTROLLER_KEY),
                 &pki.file(pki::CA_CERT),
             );
         }
@@ -237,8 +237,8 @@ impl Pki {
             ClientTlsFiles {
                 ca: self.file(pki::CA_CERT),
                 identity: Some((
-                    self.file(pki::CONTROLLER_CERT),
-                    self.file(pki::CONTROLLER_KEY),
+                    self.pki.controller_file(pki::CONTROLLER_CERT),
+                    self.pki.controller_file(pki::CONTROLLER_KEY),
                 )),
             },
             Role::Agent,

@@ -57,10 +57,15 @@ impl Pki {
         .expect("client TLS")
     }
 
+    /// The controller's folder, its `--pki-dir`.
+    fn controller_dir(&self) -> PathBuf {
+        self.0.controller_dir()
+    }
+
     fn controller_identity(&self) -> Option<(PathBuf, PathBuf)> {
         Some((
-            self.file(pki::CONTROLLER_CERT),
-            self.file(pki::CONTROLLER_KEY),
+            self.0.controller_file(pki::CONTROLLER_CERT),
+            self.0.controller_file(pki::CONTROLLER_KEY),
         ))
     }
 }
@@ -410,7 +415,7 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
     };
     let expired = refused_agent("127.0.0.5", &pki.issue("127.0.0.5", yesterday)).await;
 
-    let controller = TlsController::start(pki.path()).await;
+    let controller = TlsController::start(&pki.controller_dir()).await;
     let before: Vec<u32> = futures::future::join_all(good.iter().map(listener_pid))
         .await
         .into_iter()
@@ -581,7 +586,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
         (pki::AGENT_KEY, pki::AGENT_KEY),
         (pki::CA_CERT, pki::CA_CERT),
     ];
-    copy_into(old.path(), &controller_files, &controller_dir);
+    copy_into(&old.controller_dir(), &controller_files, &controller_dir);
     copy_into(&old.issue("127.0.0.6", month()), &agent_files, &agent_dir);
     let new_agent_certs = new.issue("127.0.0.6", month());
 
@@ -644,7 +649,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
 
     // Then the controller: its HTTPS face presents the new certificate, and the failed
     // task's retry reaches the agent with the new controller certificate.
-    copy_into(new.path(), &controller_files, &controller_dir);
+    copy_into(&new.controller_dir(), &controller_files, &controller_dir);
     controller.signal(Signal::SIGHUP);
     let deadline = tokio::time::Instant::now() + WAIT;
     while controller.get(&new_ca, "/compute/hosts").await.is_err() {
@@ -772,22 +777,49 @@ fn pki_commands_write_private_keys_0600_and_never_overwrite_without_force() {
     assert!(!before_init.status.success());
     assert!(String::from_utf8_lossy(&before_init.stderr).contains("pki init"));
 
-    let init = pki_command(&["init", "--dir", pki_arg, "--host", "127.0.0.1"]);
+    // Under a umask that would keep the CA certificate from everyone else.
+    let init = Command::new("sh")
+        .arg("-c")
+        .arg(r#"umask 077 && exec "$0" pki init --dir "$1" --host 127.0.0.1"#)
+        .arg(env!("CARGO_BIN_EXE_ocp-controller"))
+        .arg(pki_arg)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ocp-controller pki init");
     assert!(init.status.success(), "{init:?}");
     let said = String::from_utf8_lossy(&init.stdout);
+    let controller_dir = pki_dir.join(pki::CONTROLLER_DIR);
     assert!(
-        said.contains("ca-key.pem") && said.contains("ocp-controller pki issue"),
+        said.contains("ca-key.pem")
+            && said.contains("ocp-controller pki issue")
+            && said.contains(&format!("chown -R ocp:ocp {}", controller_dir.display()))
+            && said.contains(&format!("--pki-dir {}", controller_dir.display())),
         "{said}"
     );
-    for (file, mode) in [
-        (pki::CA_CERT, 0o644),
-        (pki::CA_KEY, 0o600),
-        (pki::CONTROLLER_CERT, 0o644),
-        (pki::CONTROLLER_KEY, 0o600),
+    // The CA at the top, root's key 0600; the controller's files in a folder of their
+    // own, which is all its service user is given; the top traversable to reach it.
+    for (path, mode) in [
+        (pki_dir.clone(), 0o755),
+        (pki_dir.join(pki::CA_CERT), 0o644),
+        (pki_dir.join(pki::CA_KEY), 0o600),
+        (controller_dir.clone(), 0o700),
+        (controller_dir.join(pki::CONTROLLER_CERT), 0o644),
+        (controller_dir.join(pki::CONTROLLER_KEY), 0o600),
+        (controller_dir.join(pki::CA_CERT), 0o644),
     ] {
-        let meta = std::fs::metadata(pki_dir.join(file)).expect("written");
-        assert_eq!(meta.permissions().mode() & 0o777, mode, "{file}");
+        let meta = std::fs::metadata(&path).expect("written");
+        assert_eq!(
+            meta.permissions().mode() & 0o777,
+            mode,
+            "{}",
+            path.display()
+        );
     }
+    assert_eq!(
+        std::fs::read(controller_dir.join(pki::CA_CERT)).expect("copy"),
+        std::fs::read(pki_dir.join(pki::CA_CERT)).expect("CA"),
+    );
+    assert!(!controller_dir.join(pki::CA_KEY).exists());
 
     let ca = std::fs::read(pki_dir.join(pki::CA_KEY)).expect("CA key");
     let again = pki_command(&["init", "--dir", pki_arg]);
@@ -834,4 +866,42 @@ fn pki_commands_write_private_keys_0600_and_never_overwrite_without_force() {
     ]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a host"));
+
+    // Flags that make no sense for the role are refused, saying why, writing nothing.
+    let out = dir.path().join("nonsense");
+    let out_arg = out.to_str().expect("utf-8 path");
+    for (args, words) in [
+        (
+            vec!["--role", "agent"],
+            "a certificate for an agent (--role agent) needs at least one --host",
+        ),
+        (
+            vec!["--host", "10.0.0.5", "--name", "alice"],
+            "--name is for --role operator",
+        ),
+        (
+            vec!["--role", "controller"],
+            "(--role controller) needs at least one --host",
+        ),
+        (
+            vec!["--role", "operator", "--host", "10.0.0.5"],
+            "--role operator takes no --host",
+        ),
+        (
+            vec!["--role", "operator", "--name", ""],
+            "--name \"\" must be",
+        ),
+        (
+            vec!["--role", "auditor"],
+            "invalid value 'auditor' for '--role",
+        ),
+    ] {
+        let mut command = vec!["issue", "--dir", pki_arg, "--out", out_arg];
+        command.extend(&args);
+        let refused = pki_command(&command);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(words), "{args:?}: {stderr}");
+        assert!(!out.exists(), "{args:?} wrote {}", out.display());
+    }
 }

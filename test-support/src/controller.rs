@@ -28,6 +28,8 @@ pub struct Launch {
     umask: Option<u32>,
     /// The CA both faces' certificate chains to, when they serve TLS.
     ca: Option<PathBuf>,
+    /// The uid and gid it runs as, when not the test's.
+    user: Option<(u32, u32)>,
 }
 
 impl Launch {
@@ -50,6 +52,7 @@ impl Launch {
             max_open_files: None,
             umask: None,
             ca: None,
+            user: None,
         }
     }
 
@@ -130,6 +133,13 @@ impl Launch {
         self
     }
 
+    /// Run as `uid` and `gid` (no supplementary groups), as a service user: the test
+    /// must be root.
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Launch {
+        self.user = Some((uid, gid));
+        self
+    }
+
     /// Whether it was given a users file, and so has no bootstrap admin.
     pub fn has_users_file(&self) -> bool {
         self.args.iter().any(|a| a == "--users")
@@ -155,6 +165,10 @@ impl Launch {
             .stderr(log);
         for key in &self.unset {
             command.env_remove(key);
+        }
+        if let Some((uid, gid)) = self.user {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
         }
         let (limit, mask) = (self.max_open_files, self.umask);
         if limit.is_some() || mask.is_some() {

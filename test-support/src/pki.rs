@@ -3,10 +3,12 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use trust::pki::{self, Validity};
+use trust::Role;
+use trust::pki::{self, Holder, Validity};
 
-/// A CA and the controller's certificate for 127.0.0.1 in a temp dir; agents'
-/// certificates are issued into folders of it on demand.
+/// A CA and the controller's certificate for 127.0.0.1 in a temp dir, laid out as
+/// `pki init` writes them (the controller's files in a folder of their own);
+/// agents' and operators' certificates are issued into folders of it on demand.
 pub struct TestPki {
     dir: tempfile::TempDir,
 }
@@ -25,21 +27,33 @@ impl TestPki {
         TestPki { dir }
     }
 
-    /// Where `pki init` wrote, as `--pki-dir` of `pki issue` takes it.
+    /// Where `pki init` wrote the CA, as `--dir` of `pki issue` takes it.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// A file `pki init` wrote: [`pki::CA_CERT`], [`pki::CONTROLLER_CERT`]...
+    /// A file of the CA's: [`pki::CA_CERT`] or [`pki::CA_KEY`].
     pub fn file(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// The controller's folder, as `--pki-dir` takes it.
+    pub fn controller_dir(&self) -> PathBuf {
+        self.dir.path().join(pki::CONTROLLER_DIR)
+    }
+
+    /// A file of the controller's folder: [`pki::CONTROLLER_CERT`],
+    /// [`pki::CONTROLLER_KEY`] or its copy of [`pki::CA_CERT`].
+    pub fn controller_file(&self, name: &str) -> PathBuf {
+        self.controller_dir().join(name)
     }
 
     /// An agent certificate for `host`, valid `validity`, issued (again, if it was) into
     /// `agents/<host>`: that folder, which holds the CA's certificate too.
     pub fn issue_for(&self, host: &str, validity: Validity) -> PathBuf {
         let out = self.dir.path().join("agents").join(host);
-        pki::issue(self.path(), &[host.to_string()], &out, validity, true).expect("pki issue");
+        let holder = Holder::new(Role::Agent, vec![host.to_string()], None).expect("holder");
+        pki::issue(self.path(), &holder, &out, validity, true).expect("pki issue");
         out
     }
 
@@ -48,14 +62,23 @@ impl TestPki {
         self.issue_for(host, month())
     }
 
+    /// An operator certificate for `name`, valid a month, in `operators/<name>`.
+    pub fn issue_operator(&self, name: &str) -> PathBuf {
+        let out = self.dir.path().join("operators").join(name);
+        let holder =
+            Holder::new(Role::Operator, Vec::new(), Some(name.to_string())).expect("holder");
+        pki::issue(self.path(), &holder, &out, month(), true).expect("pki issue");
+        out
+    }
+
     /// `--tls-cert` and `--tls-key` of `ocp-controller`: both faces serve TLS with the
     /// controller's certificate.
     pub fn controller_flags(&self) -> Vec<OsString> {
         vec![
             "--tls-cert".into(),
-            self.file(pki::CONTROLLER_CERT).into(),
+            self.controller_file(pki::CONTROLLER_CERT).into(),
             "--tls-key".into(),
-            self.file(pki::CONTROLLER_KEY).into(),
+            self.controller_file(pki::CONTROLLER_KEY).into(),
         ]
     }
 }

@@ -209,10 +209,7 @@ struct PeerVerifier {
 
 impl PeerVerifier {
     fn noun(&self) -> &'static str {
-        match self.peer {
-            Role::Controller => "controller",
-            Role::Agent => "agent",
-        }
+        self.peer.name()
     }
 
     fn refuse(

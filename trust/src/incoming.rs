@@ -1,5 +1,6 @@
-//! The TLS half of accepting a connection: the handshake, bounded in time, and a
-//! connection that closes itself once a reload stops trusting its client. The accept
+//! The TLS half of accepting a connection: the handshake, bounded in time, a
+//! connection that closes itself once a reload stops trusting its client, and the role
+//! its client's certificate carries, handed to every request it makes. The accept
 //! loop (`guard`) runs each handshake in its own task, so a client that stalls
 //! mid-handshake delays nobody. A client that opens without TLS is answered in its own
 //! protocol ([`crate::plaintext`]) instead.
@@ -21,6 +22,7 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::plaintext;
 use crate::rate_log::Refusals;
+use crate::role::Role;
 use crate::server_tls::{Current, ServerTls};
 
 /// A client gets this long to finish its handshake: a real one needs milliseconds.
@@ -56,15 +58,14 @@ pub(crate) async fn handshake(
     let acceptor = TlsAcceptor::from(trust.borrow_and_update().config.clone());
     match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => {
-            let revoked = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|chain| revoked(trust, chain.to_vec(), peer));
+            let chain = stream.get_ref().1.peer_certificates();
+            let client_role = chain.and_then(|chain| chain.first()).and_then(Role::of);
+            let revoked = chain.map(|chain| revoked(trust, chain.to_vec(), peer));
             Some(TlsConn {
                 stream,
                 revoked,
                 aborted: false,
+                client_role,
             })
         }
         Ok(Err(e)) => {
@@ -114,6 +115,8 @@ pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     revoked: Option<BoxFuture<'static, ()>>,
     aborted: bool,
+    /// Read once, at the handshake: what the server lets this client do.
+    client_role: Option<Role>,
 }
 
 impl TlsConn {
@@ -134,10 +137,38 @@ impl TlsConn {
 }
 
 impl Connected for TlsConn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.get_ref().0.connect_info()
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.stream.get_ref().0.connect_info(),
+            client_role: self.client_role,
+        }
+    }
+}
+
+/// What a served request knows of its connection (tonic puts it in the request's
+/// extensions): the addresses, and the role of the client's certificate, so that a
+/// server can let each role do its own part.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub(crate) tcp: TcpConnectInfo,
+    pub(crate) client_role: Option<Role>,
+}
+
+impl ConnInfo {
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.remote_addr()
+    }
+
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// The role the client's certificate was issued for; `None` on plaintext, and for a
+    /// client that presented no certificate where none is asked.
+    pub fn client_role(&self) -> Option<Role> {
+        self.client_role
     }
 }
 

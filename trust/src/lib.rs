@@ -3,9 +3,11 @@
 //! ends that re-reads its files on demand, so that SIGHUP rotates them without a restart.
 //!
 //! An agent can stop every database process of its host, so it serves only clients
-//! whose certificate chains to the fleet's CA *and* was issued for the controller; the
-//! controller, in turn, talks to an agent only when the agent's certificate names the
-//! host's address. Both checks live here, once, for both binaries.
+//! whose certificate chains to the fleet's CA *and* was issued for the controller or an
+//! operator (whom the agent serves read-only, from the role each connection carries in
+//! its [`ConnInfo`]); the controller, in turn, talks to an agent only when the agent's
+//! certificate names the host's address. These checks live here, once, for both
+//! binaries.
 
 mod client;
 mod files;
@@ -22,9 +24,10 @@ mod waiting;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
 pub use files::TrustError;
+pub use incoming::ConnInfo;
 pub use listener::{Conn, ConnLimits, Incoming, parse_timeout};
 pub use refusal::{Refusal, causes, refusal};
-pub use role::Role;
+pub use role::{OPERATOR_METHODS, Role};
 pub use server_tls::{ServerTls, ServerTlsFiles};
 
 /// rustls needs one process-wide crypto provider when more than one could be compiled

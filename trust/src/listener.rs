@@ -20,9 +20,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 use tokio_util::either::Either;
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
-use crate::incoming::{self, TlsConn};
+use crate::incoming::{self, ConnInfo, TlsConn};
 use crate::rate_log::Refusals;
 use crate::server_tls::ServerTls;
 use crate::waiting::{Ticket, Waiting};
@@ -392,11 +392,14 @@ impl Conn {
 }
 
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
+    fn connect_info(&self) -> ConnInfo {
         match &self.io {
-            Either::Left(tcp) => tcp.connect_info(),
+            Either::Left(tcp) => ConnInfo {
+                tcp: tcp.connect_info(),
+                client_role: None,
+            },
             Either::Right(tls) => tls.connect_info(),
         }
     }

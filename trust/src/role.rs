@@ -7,20 +7,40 @@ use rustls::pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The agent's methods (of `ocp.agent.v1.AgentService`) a certificate of the operator
+/// role may call: those that change nothing. Every other method, one added later
+/// included, is the controller's alone.
+pub const OPERATOR_METHODS: [&str; 3] = ["GetAgentInfo", "ListProcesses", "TailLog"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// May command agents (client use) and serve the controller's faces (server use).
     Controller,
     /// Serves one host's agent; never accepted as a client of another agent.
     Agent,
+    /// A person with grpcurl (client use only): an agent serves it its read-only
+    /// methods and refuses it the rest.
+    Operator,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Controller, Role::Agent, Role::Operator];
+
     /// The URI SAN that marks a certificate's role. A URN, not a URL: nothing is fetched.
     pub fn uri(self) -> &'static str {
         match self {
             Role::Controller => "urn:ocp:role:controller",
             Role::Agent => "urn:ocp:role:agent",
+            Role::Operator => "urn:ocp:role:operator",
+        }
+    }
+
+    /// The role's word, as `pki issue --role` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Agent => "agent",
+            Role::Operator => "operator",
         }
     }
 
@@ -29,8 +49,7 @@ impl Role {
         let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
         let sans = parsed.subject_alternative_name().ok()??;
         sans.value.general_names.iter().find_map(|name| match name {
-            GeneralName::URI(uri) if *uri == Role::Controller.uri() => Some(Role::Controller),
-            GeneralName::URI(uri) if *uri == Role::Agent.uri() => Some(Role::Agent),
+            GeneralName::URI(uri) => Role::ALL.into_iter().find(|role| role.uri() == *uri),
             _ => None,
         })
     }
@@ -68,6 +87,7 @@ impl std::fmt::Display for Role {
         f.write_str(match self {
             Role::Controller => "the controller",
             Role::Agent => "an agent",
+            Role::Operator => "an operator",
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The serving end of TLS: the certificate a binary presents and, on an agent, the rule
-//! that only the controller is served. Reloadable: each new connection takes the
-//! config current at its handshake.
+//! that only the controller and operators are served (what an operator may call is the
+//! agent's to decide, from the role each connection carries). Reloadable: each new
+//! connection takes the config current at its handshake.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use crate::role::Role;
 pub struct ServerTlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
-    /// Clients must present a certificate from this CA issued for the controller.
-    /// `None` serves any client (the controller's own faces, which use passwords).
+    /// Clients must present a certificate from this CA issued for the controller or an
+    /// operator. `None` serves any client (the controller's own faces, which use
+    /// passwords).
     pub client_ca: Option<PathBuf>,
 }
 
@@ -101,7 +103,7 @@ fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<Current, TrustError
                         path: ca.clone(),
                         reason: e.to_string(),
                     })?;
-            Some(Arc::new(ControllerOnly { inner }))
+            Some(Arc::new(ControllerOrOperator { inner }))
         }
         None => None,
     };
@@ -124,13 +126,15 @@ fn build(files: &ServerTlsFiles, alpn: &[Vec<u8>]) -> Result<Current, TrustError
 }
 
 /// The certificate chains to the CA (rustls' WebPKI checks, which also want the
-/// clientAuth usage that agents' certificates lack) *and* carries the controller role.
+/// clientAuth usage that agents' certificates lack) *and* carries the controller's or
+/// an operator's role: another agent's certificate, or one without a role of ours, is
+/// refused before any call.
 #[derive(Debug)]
-struct ControllerOnly {
+struct ControllerOrOperator {
     inner: Arc<dyn ClientCertVerifier>,
 }
 
-impl ClientCertVerifier for ControllerOnly {
+impl ClientCertVerifier for ControllerOrOperator {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         self.inner.root_hint_subjects()
     }
@@ -145,9 +149,9 @@ impl ClientCertVerifier for ControllerOnly {
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
         match Role::of(end_entity) {
-            Some(Role::Controller) => Ok(verified),
+            Some(Role::Controller | Role::Operator) => Ok(verified),
             other => Err(refused(format!(
-                "the client's certificate was issued for {}, not for the controller",
+                "the client's certificate was issued for {}, not for the controller or an operator",
                 other.map_or("no role of ours".to_string(), |r| r.to_string())
             ))),
         }

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+use rustls::pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trust::pki::{self, Validity};
+use trust::pki::{self, Holder, Validity};
 use trust::{ClientTls, ClientTlsFiles, Role, ServerTls, ServerTlsFiles};
 
 fn month() -> Validity {
@@ -18,13 +19,26 @@ fn fleet() -> tempfile::TempDir {
     pki::init(dir.path(), &["127.0.0.1".into()], month(), month(), false).expect("init");
     pki::issue(
         dir.path(),
-        &["127.0.0.2".into()],
+        &agent("127.0.0.2"),
         &dir.path().join("agent"),
         month(),
         false,
     )
     .expect("issue");
     dir
+}
+
+fn agent(host: &str) -> Holder {
+    Holder::new(Role::Agent, vec![host.to_string()], None).expect("holder")
+}
+
+fn operator(name: &str) -> Holder {
+    Holder::new(Role::Operator, Vec::new(), Some(name.to_string())).expect("holder")
+}
+
+/// A file of the controller's folder of the PKI in `dir`.
+fn controller_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(pki::CONTROLLER_DIR).join(name)
 }
 
 /// A certificate this project never issues: the CA's signature, any usages and role.
@@ -83,8 +97,8 @@ async fn controller_client(dir: &Path) -> ClientTls {
     client(
         dir,
         Some((
-            dir.join(pki::CONTROLLER_CERT),
-            dir.join(pki::CONTROLLER_KEY),
+            controller_file(dir, pki::CONTROLLER_CERT),
+            controller_file(dir, pki::CONTROLLER_KEY),
         )),
     )
     .await
@@ -179,8 +193,8 @@ async fn the_controller_names_what_an_agent_presented() {
     // The controller's own certificate serves too, but is not an agent's.
     let impostor = agent_server(
         dir.path(),
-        dir.path().join(pki::CONTROLLER_CERT),
-        dir.path().join(pki::CONTROLLER_KEY),
+        controller_file(dir.path(), pki::CONTROLLER_CERT),
+        controller_file(dir.path(), pki::CONTROLLER_KEY),
     )
     .await;
     let (_, dialled) = handshake(&impostor, &controller, "127.0.0.1").await;
@@ -233,11 +247,11 @@ fn pki_refuses_what_could_never_be_verified() {
 fn pki_issue_signs_only_with_a_real_ca_and_its_own_key() {
     let dir = fleet();
     let out = dir.path().join("out");
-    let issue = || pki::issue(dir.path(), &["10.0.0.5".into()], &out, month(), true);
+    let issue = || pki::issue(dir.path(), &agent("10.0.0.5"), &out, month(), true);
 
     let ca_key = std::fs::read(dir.path().join(pki::CA_KEY)).unwrap();
     std::fs::copy(
-        dir.path().join(pki::CONTROLLER_KEY),
+        controller_file(dir.path(), pki::CONTROLLER_KEY),
         dir.path().join(pki::CA_KEY),
     )
     .unwrap();
@@ -252,12 +266,12 @@ fn pki_issue_signs_only_with_a_real_ca_and_its_own_key() {
 
     let ca = std::fs::read(dir.path().join(pki::CA_CERT)).unwrap();
     std::fs::copy(
-        dir.path().join(pki::CONTROLLER_CERT),
+        controller_file(dir.path(), pki::CONTROLLER_CERT),
         dir.path().join(pki::CA_CERT),
     )
     .unwrap();
     std::fs::copy(
-        dir.path().join(pki::CONTROLLER_KEY),
+        controller_file(dir.path(), pki::CONTROLLER_KEY),
         dir.path().join(pki::CA_KEY),
     )
     .unwrap();
@@ -351,5 +365,149 @@ async fn a_reload_closes_open_connections_the_new_ca_refuses() {
     assert!(
         matches!(read, Ok(Err(_))),
         "the open connection survived a CA change: {read:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_serves_an_operator_whose_certificate_serves_no_one() {
+    let dir = fleet();
+    let server = the_agent(dir.path()).await;
+    let alice = dir.path().join("alice");
+    let written =
+        pki::issue(dir.path(), &operator("alice"), &alice, month(), false).expect("issue");
+    let names: Vec<_> = written.iter().map(|w| w.path.clone()).collect();
+    assert_eq!(
+        names,
+        [
+            alice.join(pki::OPERATOR_CERT),
+            alice.join(pki::OPERATOR_KEY),
+            alice.join(pki::CA_CERT)
+        ]
+    );
+    let identity = (
+        alice.join(pki::OPERATOR_CERT),
+        alice.join(pki::OPERATOR_KEY),
+    );
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&identity.0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(Role::of(&chain), Some(Role::Operator));
+    let (served, dialled) = handshake(
+        &server,
+        &client(dir.path(), Some(identity.clone())).await,
+        "127.0.0.2",
+    )
+    .await;
+    assert_eq!(
+        (served, dialled),
+        (Ok(()), Ok(())),
+        "the operator was refused"
+    );
+
+    // For client use only: an agent serving it is refused by the controller.
+    let impostor = agent_server(dir.path(), identity.0, identity.1).await;
+    let (_, dialled) =
+        handshake(&impostor, &controller_client(dir.path()).await, "127.0.0.1").await;
+    assert!(
+        dialled.is_err(),
+        "an operator's certificate served as an agent's"
+    );
+}
+
+#[test]
+fn pki_issue_renews_a_controller_certificate_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = fleet();
+    let folder = dir.path().join(pki::CONTROLLER_DIR);
+    let cert = folder.join(pki::CONTROLLER_CERT);
+    let key = folder.join(pki::CONTROLLER_KEY);
+    let copy = folder.join(pki::CA_CERT);
+    let holder = Holder::new(
+        Role::Controller,
+        vec!["127.0.0.1".into(), "ctl.example".into()],
+        None,
+    )
+    .expect("holder");
+    let before = std::fs::read(&cert).unwrap();
+    let refused = pki::issue(dir.path(), &holder, &folder, month(), false)
+        .expect_err("replaced without --force");
+    assert!(refused.to_string().contains("--force"), "{refused}");
+    assert_eq!(std::fs::read(&cert).unwrap(), before);
+
+    // A CA change under way: the folder's CA file holds the new CA and this one. It is
+    // kept as it is; and, as root, the files keep the owner the service user was given.
+    let other = fleet();
+    let bundle = [
+        std::fs::read(other.path().join(pki::CA_CERT)).unwrap(),
+        std::fs::read(dir.path().join(pki::CA_CERT)).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&copy, &bundle).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    if root {
+        for file in [&cert, &key, &copy] {
+            std::os::unix::fs::chown(file, Some(65534), Some(65534)).unwrap();
+        }
+    }
+    let written = pki::issue(dir.path(), &holder, &folder, month(), true).expect("renewal");
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_ne!(std::fs::read(&cert).unwrap(), before);
+    assert_eq!(std::fs::read(&copy).unwrap(), bundle);
+    if root {
+        for file in [&cert, &key] {
+            let meta = std::fs::metadata(file).unwrap();
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (65534, 65534),
+                "{}",
+                file.display()
+            );
+        }
+    }
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(Role::of(&chain), Some(Role::Controller));
+}
+
+#[test]
+fn pki_issue_refuses_flags_that_make_no_sense_for_the_role() {
+    let hosts = || vec!["10.0.0.5".to_string()];
+    for (role, hosts, name, words) in [
+        (Role::Agent, vec![], None, "needs at least one --host"),
+        (Role::Controller, vec![], None, "needs at least one --host"),
+        (
+            Role::Agent,
+            hosts(),
+            Some("alice"),
+            "--name is for --role operator",
+        ),
+        (Role::Operator, hosts(), None, "takes no --host"),
+        (
+            Role::Operator,
+            vec![],
+            Some(" "),
+            "must be 1 to 64 printable",
+        ),
+        (
+            Role::Operator,
+            vec![],
+            Some("a\nb"),
+            "must be 1 to 64 printable",
+        ),
+    ] {
+        let error = Holder::new(role, hosts, name.map(String::from))
+            .expect_err("a holder of flags that make no sense");
+        assert!(error.to_string().contains(words), "{role:?}: {error}");
+    }
+    assert_eq!(
+        Holder::new(Role::Operator, vec![], None).expect("default name"),
+        Holder::Operator {
+            name: pki::DEFAULT_OPERATOR_NAME.to_string()
+        }
     );
 }

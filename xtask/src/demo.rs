@@ -130,7 +130,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut fleet = Fleet::start(spec).context("starting the demo fleet")?;
     if let Some(pki) = &fleet.pki {
         println!(
-            "Certificates (ocp-controller pki init, and pki issue for each agent): {}",
+            "Certificates (ocp-controller pki init, pki issue for each agent and an operator): {}",
             pki.dir.display()
         );
     }
@@ -271,8 +271,8 @@ impl Cli {
                     format!("-cacert {ca}"),
                     format!(
                         "-cacert {ca} -cert {} -key {}",
-                        shell_path(&pki.controller_cert),
-                        shell_path(&pki.controller_key)
+                        shell_path(&pki.operator_cert),
+                        shell_path(&pki.operator_key)
                     ),
                 )
             }
@@ -442,7 +442,9 @@ fn print_guide(fleet: &Fleet, cli: &Cli, rest: &Rest, host_ids: &[i64]) -> anyho
     }
     if fleet.pki.is_some() {
         println!(
-            "\nAn agent serves only the controller's certificate (without -cert/-key the handshake fails):"
+            "\nAn agent takes every call from the controller's certificate only; the operator's \
+             certificate reads ({}), and without -cert/-key the handshake fails:",
+            trust::OPERATOR_METHODS.join(", ")
         );
     } else {
         println!("\nAn agent:");

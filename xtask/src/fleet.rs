@@ -110,17 +110,24 @@ impl Transport {
     }
 }
 
-/// The certificates of a TLS fleet, as `pki init` wrote them; absolute paths, so that
-/// printed commands work from any folder.
+/// The certificates of a TLS fleet, as `pki init` and `pki issue` wrote them; absolute
+/// paths, so that printed commands work from any folder.
 #[derive(Debug, Clone)]
 pub struct Pki {
+    /// The CA's folder.
     pub dir: PathBuf,
     /// What every client verifies the controller and the agents against.
     pub ca: PathBuf,
-    /// The controller's certificate: its faces serve it, and it is the only client
-    /// certificate agents accept (grpcurl needs it to talk to an agent).
+    /// The controller's folder of the PKI: its `--pki-dir`.
+    pub controller_dir: PathBuf,
+    /// The controller's certificate: its faces serve it, and agents take every call
+    /// from it.
     pub controller_cert: PathBuf,
     pub controller_key: PathBuf,
+    /// An operator's certificate (`pki issue --role operator`): grpcurl calls an
+    /// agent's read-only methods with it.
+    pub operator_cert: PathBuf,
+    pub operator_key: PathBuf,
     /// How long the CA and every agent's certificate took to issue.
     pub issued_in: Duration,
 }
@@ -497,7 +504,7 @@ min_live = "200ms"
         if let Some(pki) = &self.pki {
             launch = launch
                 .arg("--pki-dir")
-                .arg(&pki.dir)
+                .arg(&pki.controller_dir)
                 .arg("--tls-cert")
                 .arg(&pki.controller_cert)
                 .arg("--tls-key")
@@ -552,8 +559,9 @@ impl Drop for Fleet {
 const ISSUE_BATCH: usize = 16;
 
 /// `ocp-controller pki init` for the controller (127.0.0.1, where every client reaches
-/// it) and one `pki issue` per agent, named by its address as the controller will
-/// register it: the commands an operator runs, so the fleet also tests them.
+/// it), one `pki issue` per agent, named by its address as the controller will
+/// register it, and one for an operator: the commands an operator runs, so the fleet
+/// also tests them.
 fn issue_certificates(spec: &FleetSpec, hosts: &[AgentHost]) -> Result<Pki, FleetError> {
     let started = Instant::now();
     let root = if spec.root.is_absolute() {
@@ -609,10 +617,26 @@ fn issue_certificates(spec: &FleetSpec, hosts: &[AgentHost]) -> Result<Pki, Flee
             check_pki(shown, output)?;
         }
     }
+    let operator = dir.join("operator");
+    run_pki(pki_command(&[
+        "issue".as_ref(),
+        "--role".as_ref(),
+        "operator".as_ref(),
+        "--name".as_ref(),
+        "demo".as_ref(),
+        "--dir".as_ref(),
+        dir.as_os_str(),
+        "--out".as_ref(),
+        operator.as_os_str(),
+    ]))?;
+    let controller_dir = dir.join("controller");
     Ok(Pki {
         ca: dir.join("ca.pem"),
-        controller_cert: dir.join("controller.pem"),
-        controller_key: dir.join("controller-key.pem"),
+        controller_cert: controller_dir.join("controller.pem"),
+        controller_key: controller_dir.join("controller-key.pem"),
+        controller_dir,
+        operator_cert: operator.join("operator.pem"),
+        operator_key: operator.join("operator-key.pem"),
         dir,
         issued_in: started.elapsed(),
     })

@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 use axum::extract::ConnectInfo;
 use http::header::AUTHORIZATION;
 use tokio::sync::OnceCell;
-use tonic::transport::server::TcpConnectInfo;
 
 use super::{AuthError, Principal, Users};
 
@@ -56,8 +55,8 @@ impl Credentials {
     }
 }
 
-/// The REST face's client address (axum's connect info); the gRPC face's is tonic's
-/// `TcpConnectInfo`. Failed logins are throttled by it.
+/// The REST face's client address (axum's connect info); the gRPC face's is the
+/// listener's `trust::ConnInfo`. Failed logins are throttled by it.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
@@ -67,8 +66,8 @@ fn peer_ip(extensions: &http::Extensions) -> Option<IpAddr> {
         .map(|ConnectInfo(Peer(addr))| addr.ip())
         .or_else(|| {
             extensions
-                .get::<TcpConnectInfo>()
-                .and_then(TcpConnectInfo::remote_addr)
+                .get::<trust::ConnInfo>()
+                .and_then(trust::ConnInfo::remote_addr)
                 .map(|addr| addr.ip())
         })
 }
