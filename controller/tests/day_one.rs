@@ -73,7 +73,10 @@ fn unit(doc: &str, name: &str) -> BTreeMap<String, Vec<String>> {
 fn exec_start(unit: &BTreeMap<String, Vec<String>>, binary: &str) -> Vec<(String, String)> {
     let line = &unit["ExecStart"][0];
     let mut words = line.split_whitespace();
-    assert_eq!(words.next(), Some(format!("/usr/local/bin/{binary}").as_str()));
+    assert_eq!(
+        words.next(),
+        Some(format!("/usr/local/bin/{binary}").as_str())
+    );
     let words: Vec<&str> = words.collect();
     words
         .chunks(2)
@@ -122,8 +125,16 @@ fn run_step(block: &str, root: &Path, cwd: &Path) {
     );
 }
 
-/// What systemd does for `StateDirectory=` or `ConfigurationDirectory=`.
+/// What systemd does for `StateDirectory=` or `ConfigurationDirectory=`; the folders
+/// above it are made as a machine has them, 0755 and root's.
 fn make_dir(path: &Path, mode: u32, owner: u32) {
+    if let Some(parent) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .expect("mkdir");
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)
@@ -230,7 +241,9 @@ impl Rest {
 
     /// Host id -> the pid of its `worker`.
     async fn worker_pid(&self, host: i64) -> i64 {
-        let page = self.get(&format!("/compute/hosts/{host}/agent/processes")).await;
+        let page = self
+            .get(&format!("/compute/hosts/{host}/agent/processes"))
+            .await;
         page["contents"]
             .as_array()
             .and_then(|all| all.iter().find(|p| p["alias"] == "worker"))
@@ -270,9 +283,8 @@ async fn the_install_walkthrough_gives_a_running_three_host_fleet() {
     let data_dir = ctl.join("var/lib/ocp-controller");
     make_dir(&data_dir, 0o700, SERVICE_ID);
     let log = root.join("controller.log");
-    let wrapper = format!("setpriv --reuid={SERVICE_ID} --regid={SERVICE_ID} --clear-groups");
     let mut launch = Launch::new(workspace_bin("ocp-controller"), &data_dir, &log)
-        .wrapped(&wrapper)
+        .run_as(SERVICE_ID, SERVICE_ID)
         .log_filter("info");
     let (mut cert, mut key) = (None, None);
     for (flag, value) in exec_start(&unit, "ocp-controller") {
@@ -371,6 +383,10 @@ async fn the_install_walkthrough_gives_a_running_three_host_fleet() {
     };
     assert_eq!(task["status"], "SUCCESSFUL", "{task:#}");
     for (id, old) in ids.iter().zip(before) {
-        assert_ne!(rest.worker_pid(*id).await, old, "host {id}'s worker kept its pid");
+        assert_ne!(
+            rest.worker_pid(*id).await,
+            old,
+            "host {id}'s worker kept its pid"
+        );
     }
 }
