@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::fleet::{WAIT, free_port, workspace_bin};
-use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
+use common::fleet::{WAIT, free_port};
+use common::proc_agent::{AgentTls, ProcAgent, listener_process, unique_tag};
 use nix::sys::signal::Signal;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{
@@ -79,50 +79,16 @@ async fn agent_on(pki_dir: &Path, ip: &str, client: ClientTls) -> ProcAgent {
     pki::issue(pki_dir, &holder, &certs, test_support::pki::month(), true).expect("issue");
     let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
     let tag = unique_tag();
-    let config = format!(
-        r#"[[process]]
-alias = "listener"
-command = {demo:?}
-args = ["--listen", "{ip}:{port}", "--tag", "{tag}-listener"]
-log_file = "log/listener.log"
-stop_timeout = "5s"
-min_live = "0s"
-"#,
-        demo = workspace_bin("ocp-demo-proc"),
-        port = free_port(),
-    );
+    let config = listener_process(&tag, ip, "log_file = \"log/listener.log\"\n");
     let agent = ProcAgent::start_tls(
         listen,
         tag,
         &config,
-        AgentTls {
-            cert: certs.join(pki::AGENT_CERT),
-            key: certs.join(pki::AGENT_KEY),
-            client_ca: certs.join(pki::CA_CERT),
-            client: Some(client),
-        },
+        AgentTls::issued_in(&certs, Some(client)),
     )
     .await;
-    // The agent answers before its process is up on a busy machine.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while listener(&agent).await.1 != ProcessStatus::Started {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the listener never started:\n{}",
-            agent.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    agent.started_listener().await;
     agent
-}
-
-async fn listener(agent: &ProcAgent) -> (u32, ProcessStatus) {
-    let processes = agent.processes().await;
-    let listener = processes
-        .iter()
-        .find(|p| p.alias == "listener")
-        .expect("listener process");
-    (listener.pid, listener.status())
 }
 
 /// A new connection to `agent` as the holder of `tls`.
@@ -271,7 +237,7 @@ impl Rest {
 
     /// Restarts the host's listener through its agent and checks it was.
     async fn restart_succeeds(&self, host: i64, agent: &ProcAgent) {
-        let (before, _) = listener(agent).await;
+        let (before, _) = agent.listener().await;
         let task = self.restart(host).await;
         assert_eq!(
             task["status"],
@@ -279,7 +245,7 @@ impl Rest {
             "on {}: {task}",
             agent.addr
         );
-        let (after, status) = listener(agent).await;
+        let (after, status) = agent.listener().await;
         assert_eq!(status, ProcessStatus::Started);
         assert_ne!(
             after, before,
@@ -377,7 +343,7 @@ async fn an_operator_certificate_reads_an_agent_and_is_refused_the_rest() {
     let ca = pki.file(pki::CA_CERT);
     let as_controller = agents_client(&ca, controller_identity(&pki.controller_dir())).await;
     let agent = agent_on(pki.path(), "127.0.0.1", as_controller.clone()).await;
-    let (pid, status) = listener(&agent).await;
+    let (pid, status) = agent.listener().await;
     assert_eq!(status, ProcessStatus::Started, "{}", agent.log_tail());
 
     let out = pki.path().join("operators/alice");
@@ -476,7 +442,7 @@ async fn an_operator_certificate_reads_an_agent_and_is_refused_the_rest() {
     assert_eq!(stop_one.code(), tonic::Code::PermissionDenied);
     assert!(stop_one.message().contains("StopProcess"), "{stop_one:?}");
     assert_eq!(
-        listener(&agent).await,
+        agent.listener().await,
         (pid, ProcessStatus::Started),
         "an operator's refused call touched the listener"
     );
@@ -496,7 +462,7 @@ async fn an_operator_certificate_reads_an_agent_and_is_refused_the_rest() {
         .into_inner();
     assert!(stopped.failures.is_empty(), "{stopped:?}");
     assert_eq!(
-        listener(&agent).await.1,
+        agent.listener().await.1,
         ProcessStatus::Stopped,
         "{stopped:?}"
     );

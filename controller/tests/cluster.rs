@@ -14,73 +14,18 @@ use std::time::Duration;
 
 use common::controllers::{Database, Node, NodeSpec, Rest, write_users_file};
 use common::fleet::{WAIT, free_port, workspace_bin};
-use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
-use proto::agent::v1::ProcessStatus;
+use common::proc_agent::{AgentTls, ProcAgent, listener_process, unique_tag};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use test_support::pki::TestPki;
-use trust::pki;
-use trust::{ClientTls, ClientTlsFiles, Role};
 
 /// An agent on `ip` with one listener process, serving TLS with a certificate of `pki`.
 async fn agent(pki: &TestPki, ip: &str) -> ProcAgent {
-    let demo = workspace_bin("ocp-demo-proc");
-    let port = free_port();
     let tag = unique_tag();
-    let config = format!(
-        r#"[[process]]
-alias = "listener"
-command = {demo:?}
-args = ["--listen", "{ip}:{port}", "--tag", "{tag}-listener"]
-ports = [{port}]
-stop_timeout = "5s"
-min_live = "0s"
-"#
-    );
-    let certs = pki.issue(ip);
-    let client = ClientTls::load(
-        ClientTlsFiles {
-            ca: pki.file(pki::CA_CERT),
-            identity: Some((
-                pki.file(pki::CONTROLLER_CERT),
-                pki.file(pki::CONTROLLER_KEY),
-            )),
-        },
-        Role::Agent,
-    )
-    .await
-    .expect("client TLS");
+    let config = listener_process(&tag, ip, "");
+    let tls = AgentTls::issued_in(&pki.issue(ip), Some(pki.controller_client().await));
     let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
-    ProcAgent::start_tls(
-        listen,
-        tag,
-        &config,
-        AgentTls {
-            cert: certs.join(pki::AGENT_CERT),
-            key: certs.join(pki::AGENT_KEY),
-            client_ca: certs.join(pki::CA_CERT),
-            client: Some(client),
-        },
-    )
-    .await
-}
-
-/// The listener's pid, once it runs.
-async fn listener_pid(agent: &ProcAgent) -> u32 {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let processes = agent.processes().await;
-        let listener = processes.iter().find(|p| p.alias == "listener");
-        let listener = listener.expect("the listener");
-        if listener.pid != 0 && listener.status() == ProcessStatus::Started {
-            return listener.pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the listener never ran: {listener:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    ProcAgent::start_tls(listen, tag, &config, tls).await
 }
 
 /// The cluster id the agent's data dir records, if any.
@@ -102,9 +47,10 @@ impl Controller {
     fn spawn(pki: &TestPki, database_url: Option<&str>) -> Controller {
         let dir = tempfile::tempdir().expect("tempdir");
         let users = write_users_file(dir.path());
+        let controller_dir = pki.controller_dir();
         let flags: Vec<String> = [
             "--pki-dir",
-            pki.path().to_str().expect("utf-8 path"),
+            controller_dir.to_str().expect("utf-8 path"),
             "--heartbeat-interval",
             "300ms",
             "--offline-grace",
@@ -282,7 +228,7 @@ async fn an_agent_serves_the_first_cluster_until_it_lets_the_agent_go() {
     // After a restart of the agent (SIGKILL: nothing tidied), it still is.
     agent.kill();
     agent.spawn().await;
-    let pid = listener_pid(&agent).await;
+    let pid = agent.started_listener().await;
 
     // B is refused, in its step log and its host's reason, and changes nothing.
     let refusal = format!(
@@ -300,7 +246,11 @@ async fn an_agent_serves_the_first_cluster_until_it_lets_the_agent_go() {
     );
     let host = b.wait_reason(host_b, &refusal).await;
     assert_ne!(host["status"], json!("ONLINE"), "{host}");
-    assert_eq!(listener_pid(&agent).await, pid, "B restarted the listener");
+    assert_eq!(
+        agent.started_listener().await,
+        pid,
+        "B restarted the listener"
+    );
     assert_eq!(pinned(&agent).as_deref(), Some(id_a.as_str()));
 
     // A deletes the host and tells the agent: B's next operation goes through.
@@ -317,7 +267,7 @@ async fn an_agent_serves_the_first_cluster_until_it_lets_the_agent_go() {
         b.failure_logs(&task).await
     );
     assert_ne!(
-        listener_pid(&agent).await,
+        agent.started_listener().await,
         pid,
         "B's restart did not happen"
     );
@@ -391,7 +341,7 @@ async fn the_controllers_of_one_postgresql_database_are_one_cluster() {
 
     let host = first.add_host(&agent).await;
     for controller in [&first, &second] {
-        let before = listener_pid(&agent).await;
+        let before = agent.started_listener().await;
         let task = controller.restart(host).await;
         assert_eq!(
             task["status"],
@@ -399,7 +349,7 @@ async fn the_controllers_of_one_postgresql_database_are_one_cluster() {
             "{}",
             controller.failure_logs(&task).await
         );
-        assert_ne!(listener_pid(&agent).await, before);
+        assert_ne!(agent.started_listener().await, before);
         assert_eq!(pinned(&agent).as_deref(), Some(cluster.as_str()));
     }
 }

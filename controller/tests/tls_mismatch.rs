@@ -19,25 +19,13 @@ use test_support::pki::TestPki;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use trust::pki;
-use trust::{ClientTls, ClientTlsFiles, Role};
 
 const CONTROLLER: &str = env!("CARGO_BIN_EXE_ocp-controller");
 
 /// A real agent on 127.0.0.1 serving mutual TLS with a certificate of `pki`.
 async fn tls_agent(pki: &TestPki) -> ProcAgent {
     let certs = pki.issue("127.0.0.1");
-    let controller = ClientTls::load(
-        ClientTlsFiles {
-            ca: pki.file(pki::CA_CERT),
-            identity: Some((
-                pki.file(pki::CONTROLLER_CERT),
-                pki.file(pki::CONTROLLER_KEY),
-            )),
-        },
-        Role::Agent,
-    )
-    .await
-    .expect("the controller's TLS");
+    let controller = pki.controller_client().await;
     let tag = unique_tag();
     let demo = workspace_bin("ocp-demo-proc");
     let sleeper = format!(
@@ -48,12 +36,7 @@ async fn tls_agent(pki: &TestPki) -> ProcAgent {
         listen,
         tag,
         &sleeper,
-        AgentTls {
-            cert: certs.join(pki::AGENT_CERT),
-            key: certs.join(pki::AGENT_KEY),
-            client_ca: certs.join(pki::CA_CERT),
-            client: Some(controller),
-        },
+        AgentTls::issued_in(&certs, Some(controller)),
     )
     .await
 }
@@ -191,7 +174,7 @@ async fn a_tls_controller_names_the_agent_that_does_not_speak_tls() {
         &dir.path().join("controller.log"),
     )
     .arg("--pki-dir")
-    .arg(pki.path())
+    .arg(pki.controller_dir())
     .args(["--heartbeat-interval", "200ms"])
     .start()
     .await;
@@ -226,8 +209,8 @@ async fn a_tls_controller_names_the_agent_that_does_not_speak_tls() {
 async fn tls_controller(pki: &TestPki, dir: &Path) -> Launched {
     Launch::new(CONTROLLER, &dir.join("data"), &dir.join("controller.log"))
         .tls(
-            &pki.file(pki::CONTROLLER_CERT),
-            &pki.file(pki::CONTROLLER_KEY),
+            &pki.controller_file(pki::CONTROLLER_CERT),
+            &pki.controller_file(pki::CONTROLLER_KEY),
             &pki.file(pki::CA_CERT),
         )
         .env("OCP_HEADER_TIMEOUT", "1s")

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::fleet::{WAIT, free_port, workspace_bin};
-use common::proc_agent::{AgentTls, ProcAgent, unique_tag};
+use common::proc_agent::{AgentTls, ProcAgent, listener_process, unique_tag};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proto::agent::v1::{BulkRequest, GetAgentInfoRequest, ProcessStatus};
@@ -72,24 +72,9 @@ impl Pki {
 
 use test_support::pki::month;
 
-fn processes(tag: &str, ip: &str) -> String {
-    let demo = workspace_bin("ocp-demo-proc");
-    let port = free_port();
-    format!(
-        r#"[[process]]
-alias = "listener"
-command = {demo:?}
-args = ["--listen", "{ip}:{port}", "--tag", "{tag}-listener"]
-ports = [{port}]
-stop_timeout = "5s"
-min_live = "0s"
-"#
-    )
-}
-
 /// A real agent on `ip` serving the certificate in `certs` (an `issue` folder).
 async fn tls_agent(pki: &Pki, ip: &str, certs: &Path) -> ProcAgent {
-    agent_serving(ip, certs, Some(pki.client(pki.controller_identity()).await)).await
+    agent_serving(ip, certs, Some(pki.0.controller_client().await)).await
 }
 
 /// A real agent on `ip` serving `certs`, which the controller is meant to refuse.
@@ -110,28 +95,8 @@ async fn refused_agent(ip: &str, certs: &Path) -> ProcAgent {
 async fn agent_serving(ip: &str, certs: &Path, client: Option<ClientTls>) -> ProcAgent {
     let listen: SocketAddr = format!("{ip}:{}", free_port()).parse().expect("addr");
     let tag = unique_tag();
-    let config = processes(&tag, ip);
-    ProcAgent::start_tls(
-        listen,
-        tag,
-        &config,
-        AgentTls {
-            cert: certs.join(pki::AGENT_CERT),
-            key: certs.join(pki::AGENT_KEY),
-            client_ca: certs.join(pki::CA_CERT),
-            client,
-        },
-    )
-    .await
-}
-
-async fn listener_pid(agent: &ProcAgent) -> (u32, ProcessStatus) {
-    let processes = agent.processes().await;
-    let listener = processes
-        .iter()
-        .find(|p| p.alias == "listener")
-        .expect("listener process");
-    (listener.pid, listener.status())
+    let config = listener_process(&tag, ip, "");
+    ProcAgent::start_tls(listen, tag, &config, AgentTls::issued_in(certs, client)).await
 }
 
 /// Asks the agent to stop every process through `client`, on a new connection.
@@ -167,7 +132,7 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
     let pki = Pki::new();
     let certs = pki.issue("127.0.0.1", month());
     let agent = tls_agent(&pki, "127.0.0.1", &certs).await;
-    let (pid, status) = listener_pid(&agent).await;
+    let (pid, status) = agent.listener().await;
     assert_eq!(status, ProcessStatus::Started);
 
     let stranger = Pki::new();
@@ -196,7 +161,7 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
     for (who, client) in refused {
         let outcome = stop_all_through(&agent, client).await;
         assert!(outcome.is_err(), "{who} was served: StopAll succeeded");
-        let (now, status) = listener_pid(&agent).await;
+        let (now, status) = agent.listener().await;
         assert_eq!(
             (now, status),
             (pid, ProcessStatus::Started),
@@ -225,7 +190,7 @@ async fn an_agent_serves_the_controller_and_refuses_everyone_else() {
     stop_all_through(&agent, Some(pki.client(pki.controller_identity()).await))
         .await
         .expect("the controller is served");
-    assert_eq!(listener_pid(&agent).await.1, ProcessStatus::Stopped);
+    assert_eq!(agent.listener().await.1, ProcessStatus::Stopped);
 }
 
 /// `ocp-controller` as an operator starts it with a PKI: mutual TLS to the agents and
@@ -416,7 +381,7 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
     let expired = refused_agent("127.0.0.5", &pki.issue("127.0.0.5", yesterday)).await;
 
     let controller = TlsController::start(&pki.controller_dir()).await;
-    let before: Vec<u32> = futures::future::join_all(good.iter().map(listener_pid))
+    let before: Vec<u32> = futures::future::join_all(good.iter().map(ProcAgent::listener))
         .await
         .into_iter()
         .map(|(pid, _)| pid)
@@ -439,7 +404,7 @@ async fn the_controller_drives_agents_over_mutual_tls_and_names_a_wrong_certific
         controller.failure_logs(&ca, &task).await
     );
     for (agent, before) in good.iter().zip(before) {
-        let (after, status) = listener_pid(agent).await;
+        let (after, status) = agent.listener().await;
         assert_eq!(status, ProcessStatus::Started);
         assert_ne!(
             after, before,
@@ -682,7 +647,7 @@ async fn sighup_rotates_certificates_on_both_binaries_without_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_never_ends_a_plaintext_agent() {
     let tag = unique_tag();
-    let config = processes(&tag, "127.0.0.1");
+    let config = listener_process(&tag, "127.0.0.1", "");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let agent = ProcAgent::start(listen, &[], tag, &config).await;
     let pid = i32::try_from(agent.pid().expect("agent pid")).expect("pid");
@@ -697,7 +662,7 @@ async fn sighup_never_ends_a_plaintext_agent() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(listener_pid(&agent).await.1, ProcessStatus::Started);
+    assert_eq!(agent.listener().await.1, ProcessStatus::Started);
 }
 
 async fn info_through(agent: &ProcAgent, tls: &ClientTls) -> Result<(), String> {

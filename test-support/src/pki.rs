@@ -48,6 +48,22 @@ impl TestPki {
         self.controller_dir().join(name)
     }
 
+    /// What the controller dials agents with: this CA, and its own certificate.
+    pub async fn controller_client(&self) -> trust::ClientTls {
+        trust::ClientTls::load(
+            trust::ClientTlsFiles {
+                ca: self.file(pki::CA_CERT),
+                identity: Some((
+                    self.controller_file(pki::CONTROLLER_CERT),
+                    self.controller_file(pki::CONTROLLER_KEY),
+                )),
+            },
+            Role::Agent,
+        )
+        .await
+        .expect("the controller's client TLS")
+    }
+
     /// An agent certificate for `host`, valid `validity`, issued (again, if it was) into
     /// `agents/<host>`: that folder, which holds the CA's certificate too.
     pub fn issue_for(&self, host: &str, validity: Validity) -> PathBuf {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
-use proto::agent::v1::{GetAgentInfoRequest, ListProcessesRequest, ProcessInfo};
+use proto::agent::v1::{GetAgentInfoRequest, ListProcessesRequest, ProcessInfo, ProcessStatus};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -42,6 +42,36 @@ pub struct AgentTls {
     /// Holds the controller's certificate. `None` for an agent whose certificate the
     /// controller is meant to refuse: it counts as ready once it says it serves.
     pub client: Option<trust::ClientTls>,
+}
+
+impl AgentTls {
+    /// Serving what `pki issue` wrote into `dir`: the agent's certificate, its key and
+    /// the CA's certificate.
+    pub fn issued_in(dir: &Path, client: Option<trust::ClientTls>) -> AgentTls {
+        AgentTls {
+            cert: dir.join(trust::pki::AGENT_CERT),
+            key: dir.join(trust::pki::AGENT_KEY),
+            client_ca: dir.join(trust::pki::CA_CERT),
+            client,
+        }
+    }
+}
+
+/// A `[[process]]` "listener": the demo process listening on `ip` at a free port,
+/// tagged `<tag>-listener`, started once the port listens; `extra` lines join its table.
+pub fn listener_process(tag: &str, ip: &str, extra: &str) -> String {
+    let demo = workspace_bin("ocp-demo-proc");
+    let port = super::fleet::free_port();
+    format!(
+        r#"[[process]]
+alias = "listener"
+command = {demo:?}
+args = ["--listen", "{ip}:{port}", "--tag", "{tag}-listener"]
+ports = [{port}]
+stop_timeout = "5s"
+min_live = "0s"
+{extra}"#
+    )
 }
 
 /// A tag no other test or run shares.
@@ -245,6 +275,33 @@ impl ProcAgent {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL ocp-agent");
             child.wait().expect("reap ocp-agent");
+        }
+    }
+
+    /// The pid and status of the process `listener_process` configures.
+    pub async fn listener(&self) -> (u32, ProcessStatus) {
+        let processes = self.processes().await;
+        let listener = processes
+            .iter()
+            .find(|p| p.alias == "listener")
+            .expect("a listener process");
+        (listener.pid, listener.status())
+    }
+
+    /// The listener's pid once it runs: an agent answers before its processes are up.
+    pub async fn started_listener(&self) -> u32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (pid, status) = self.listener().await;
+            if pid != 0 && status == ProcessStatus::Started {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the listener never ran ({status:?}):\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
