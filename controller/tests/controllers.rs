@@ -486,6 +486,73 @@ fn grpc_transition(e: &proto::ocp::v1::TaskEvent) -> Transition {
     )
 }
 
+/// Server-sent events and WatchTask opened on one controller for one task, each
+/// collecting what it is sent, with when, until the task ends.
+struct Watches {
+    sse: tokio::task::JoinHandle<Vec<(Value, SystemTime)>>,
+    grpc: tokio::task::JoinHandle<Vec<(proto::ocp::v1::TaskEvent, SystemTime)>>,
+}
+
+impl Watches {
+    fn open(rest: &Rest, node: &Node, id: i64) -> Watches {
+        let sse = tokio::spawn({
+            let rest = rest.clone();
+            let url = node.url(&format!("/tasks/instances/{id}/events"));
+            async move { rest.watch_sse(&url).await }
+        });
+        let grpc = tokio::spawn({
+            let grpc = node.grpc;
+            async move {
+                let mut stream = tasks_client(grpc)
+                    .await
+                    .watch_task(WatchTaskRequest { id, after_seq: 0 })
+                    .await
+                    .expect("WatchTask")
+                    .into_inner();
+                let mut events = Vec::new();
+                while let Some(e) = stream.message().await.expect("WatchTask stream") {
+                    events.push((e, SystemTime::now()));
+                }
+                events
+            }
+        });
+        Watches { sse, grpc }
+    }
+
+    /// Both streams once the task ended, and the transitions the store holds, which
+    /// each stream must carry exactly, in order: none lost, reordered or invented.
+    async fn agree_with_store(
+        self,
+        db: &Database,
+        id: i64,
+    ) -> (
+        Vec<(Value, SystemTime)>,
+        Vec<(proto::ocp::v1::TaskEvent, SystemTime)>,
+        Vec<Transition>,
+    ) {
+        let sse = tokio::time::timeout(Duration::from_secs(15), self.sse)
+            .await
+            .expect("the SSE stream ends with the task")
+            .expect("SSE watcher");
+        let grpc = tokio::time::timeout(Duration::from_secs(15), self.grpc)
+            .await
+            .expect("WatchTask ends with the task")
+            .expect("WatchTask watcher");
+        let stored: Vec<Transition> = db.events(id).await.iter().map(stored_transition).collect();
+        let over_sse: Vec<Transition> = sse.iter().map(|(e, _)| sse_transition(e)).collect();
+        assert_eq!(
+            over_sse, stored,
+            "SSE lost, reordered or invented transitions"
+        );
+        let over_grpc: Vec<Transition> = grpc.iter().map(|(e, _)| grpc_transition(e)).collect();
+        assert_eq!(
+            over_grpc, stored,
+            "WatchTask lost, reordered or invented transitions"
+        );
+        (sse, grpc, stored)
+    }
+}
+
 /// How late each event reached a watcher, after the time the event carries.
 fn lateness(events: impl Iterator<Item = (i64, SystemTime)>) -> Vec<Duration> {
     let mut late: Vec<Duration> = events
@@ -551,27 +618,7 @@ async fn a_task_made_on_one_controller_is_read_watched_and_cancelled_through_ano
     };
     assert_eq!(ids(&read), ids(&created), "B shows another task: {read:#}");
 
-    let sse = tokio::spawn({
-        let rest = rest.clone();
-        let url = b.url(&format!("/tasks/instances/{id}/events"));
-        async move { rest.watch_sse(&url).await }
-    });
-    let watched = tokio::spawn({
-        let grpc = b.grpc;
-        async move {
-            let mut stream = tasks_client(grpc)
-                .await
-                .watch_task(WatchTaskRequest { id, after_seq: 0 })
-                .await
-                .expect("WatchTask on B")
-                .into_inner();
-            let mut events = Vec::new();
-            while let Some(e) = stream.message().await.expect("WatchTask stream") {
-                events.push((e, SystemTime::now()));
-            }
-            events
-        }
-    });
+    let watches = Watches::open(&rest, b, id);
 
     let running = rest
         .wait_task(b, id, Duration::from_secs(30), |t| {
@@ -626,21 +673,7 @@ async fn a_task_made_on_one_controller_is_read_watched_and_cancelled_through_ano
     assert_eq!(ended["status"], "FAILED", "{ended:#}");
     assert_eq!(rest.task(a, id).await, ended, "A and B disagree");
 
-    let sse = tokio::time::timeout(Duration::from_secs(15), sse)
-        .await
-        .expect("the SSE stream on B ends with the task")
-        .expect("SSE watcher");
-    let watched = tokio::time::timeout(Duration::from_secs(15), watched)
-        .await
-        .expect("WatchTask on B ends with the task")
-        .expect("WatchTask watcher");
-    let stored: Vec<Transition> = cluster
-        .db
-        .events(id)
-        .await
-        .iter()
-        .map(stored_transition)
-        .collect();
+    let (sse, watched, stored) = watches.agree_with_store(&cluster.db, id).await;
     assert!(
         stored
             .iter()
@@ -648,16 +681,6 @@ async fn a_task_made_on_one_controller_is_read_watched_and_cancelled_through_ano
                 && status == "FAILED"
                 && op == "CANCEL"),
         "{stored:#?}"
-    );
-    let over_sse: Vec<Transition> = sse.iter().map(|(e, _)| sse_transition(e)).collect();
-    let over_grpc: Vec<Transition> = watched.iter().map(|(e, _)| grpc_transition(e)).collect();
-    assert_eq!(
-        over_sse, stored,
-        "SSE on B lost, reordered or invented transitions"
-    );
-    assert_eq!(
-        over_grpc, stored,
-        "WatchTask on B lost, reordered or invented transitions"
     );
 
     let sse_late = lateness(
@@ -1277,27 +1300,7 @@ async fn a_task_taken_over_names_its_new_executor_in_reads_and_watches() {
     let task = submit_batch(&cluster.nodes[0], &hosts).await;
     let id = task.id;
     assert_eq!(task.executor, a_name, "A drives what was submitted to it");
-    let sse = tokio::spawn({
-        let rest = rest.clone();
-        let url = cluster.nodes[1].url(&format!("/tasks/instances/{id}/events"));
-        async move { rest.watch_sse(&url).await }
-    });
-    let watched = tokio::spawn({
-        let grpc = cluster.nodes[1].grpc;
-        async move {
-            let mut stream = tasks_client(grpc)
-                .await
-                .watch_task(WatchTaskRequest { id, after_seq: 0 })
-                .await
-                .expect("WatchTask on B")
-                .into_inner();
-            let mut events = Vec::new();
-            while let Some(e) = stream.message().await.expect("WatchTask stream") {
-                events.push((e, SystemTime::now()));
-            }
-            events
-        }
-    });
+    let watches = Watches::open(&rest, &cluster.nodes[1], id);
     wait_task(&cluster.nodes[1], id, Duration::from_secs(30), |t| {
         t.subtasks
             .iter()
@@ -1338,31 +1341,7 @@ async fn a_task_taken_over_names_its_new_executor_in_reads_and_watches() {
         "a batch restart has four barriers"
     );
 
-    let sse = tokio::time::timeout(Duration::from_secs(15), sse)
-        .await
-        .expect("the SSE stream on B ends with the task")
-        .expect("SSE watcher");
-    let watched = tokio::time::timeout(Duration::from_secs(15), watched)
-        .await
-        .expect("WatchTask on B ends with the task")
-        .expect("WatchTask watcher");
-    let stored: Vec<Transition> = cluster
-        .db
-        .events(id)
-        .await
-        .iter()
-        .map(stored_transition)
-        .collect();
-    let over_sse: Vec<Transition> = sse.iter().map(|(e, _)| sse_transition(e)).collect();
-    let over_grpc: Vec<Transition> = watched.iter().map(|(e, _)| grpc_transition(e)).collect();
-    assert_eq!(
-        over_sse, stored,
-        "SSE on B lost, reordered or invented events"
-    );
-    assert_eq!(
-        over_grpc, stored,
-        "WatchTask on B lost, reordered or invented events"
-    );
+    let (sse, watched, _) = watches.agree_with_store(&cluster.db, id).await;
 
     let taken: Vec<&Value> = sse
         .iter()
