@@ -55,7 +55,10 @@ async fn start_agents(n: usize, startup_delay_ms: u64, stubborn_stop: &str) -> V
         let tag = unique_tag();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let config = basic_processes(&tag, startup_delay_ms, stubborn_stop);
-        agents.push(ProcAgent::start(addr, &[], tag, &config).await);
+        // Every call logged, reads included (the agent's default leaves those at
+        // DEBUG), so that the heartbeats can be counted in each agent's log.
+        let env = [("RUST_LOG", "info,agent::grpc=debug")];
+        agents.push(ProcAgent::start_with_env(addr, tag, &config, &env).await);
     }
     agents
 }
@@ -910,7 +913,10 @@ async fn hosts_are_heartbeated_by_one_controller_at_a_time() {
         let config = format!(
             "[[process]]\nalias = \"idle\"\ncommand = {demo:?}\nargs = [\"--tag\", \"{tag}-idle\"]\nmin_live = \"0s\"\n"
         );
-        agents.push(ProcAgent::start(addr, &[], tag, &config).await);
+        // Every call logged, reads included (the agent's default leaves those at
+        // DEBUG), so that the heartbeats can be counted in each agent's log.
+        let env = [("RUST_LOG", "info,agent::grpc=debug")];
+        agents.push(ProcAgent::start_with_env(addr, tag, &config, &env).await);
     }
     let hosts = add_hosts(&cluster.nodes[0], &agents).await;
     wait_online(&cluster.nodes[1], &hosts).await;

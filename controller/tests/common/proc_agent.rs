@@ -97,6 +97,16 @@ impl ProcAgent {
         Self::start_with(listen, &[], tag, processes, Some(tls), &[]).await
     }
 
+    /// As `start`, with further environment variables (`RUST_LOG`, the flags' `OCP_AGENT_*`).
+    pub async fn start_with_env(
+        listen: SocketAddr,
+        tag: String,
+        processes: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_with(listen, &[], tag, processes, None, env).await
+    }
+
     /// As `start_tls`, with further environment variables (the flags' `OCP_AGENT_*`).
     pub async fn start_tls_with_env(
         listen: SocketAddr,
@@ -185,8 +195,9 @@ impl ProcAgent {
             .arg(self.dir.path().join("agent.toml"))
             .arg("--data-dir")
             .arg(self.data_dir())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            // The agent's default; a test may ask for more in its environment.
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
