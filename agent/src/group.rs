@@ -9,9 +9,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::Child;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
+use crate::child::ChildProc;
 use crate::procfs;
 
 /// How long SIGKILL may take to show; beyond it the process is stuck in the kernel.
@@ -56,7 +56,7 @@ pub async fn wait_group_gone(pgid: i32, deadline: Instant) -> bool {
 /// `stop_timeout` passed, and returns only after the child was reaped and no other
 /// member of its group lives.
 pub async fn stop_child(
-    child: &mut Child,
+    child: &mut ChildProc,
     pgid: i32,
     sig: Signal,
     stop_timeout: Duration,

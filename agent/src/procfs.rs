@@ -30,6 +30,7 @@ use crate::sockdiag;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stat {
     pub state: char,
+    pub ppid: i32,
     pub pgrp: i32,
     /// Clock ticks after boot; with the pid, it identifies one process for good.
     pub start_ticks: u64,
@@ -66,6 +67,7 @@ fn parse_stat(text: &str) -> Option<Stat> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
         cpu_ticks: fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?,
@@ -388,6 +390,7 @@ mod tests {
             s,
             Stat {
                 state: 'S',
+                ppid: 1,
                 pgrp: 42,
                 start_ticks: 98765,
                 cpu_ticks: 3,

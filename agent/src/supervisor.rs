@@ -18,7 +18,6 @@ use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +25,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 
 use crate::cgroup::{OomCount, ProcessCgroup};
+use crate::child::{Adopted, ChildProc};
 use crate::config::ProcessSpec;
-use crate::data_dir::{PidRecord, ProcessFiles};
+use crate::data_dir::{PidFile, PidRecord, ProcessFiles};
 use crate::group;
 use crate::leftovers::terminate_leftover;
 use crate::metrics::ProcessMetrics;
@@ -146,15 +146,29 @@ impl Handle {
     }
 }
 
+/// How an actor begins and ends.
+#[derive(Clone)]
+pub struct Lifetime {
+    /// Stops the process, without recording that as the operator's wish.
+    pub cancel: CancellationToken,
+    /// Ends the actor and leaves its process running, for the next agent version
+    /// this process `exec`s (see [`crate::handover`]).
+    pub detach: CancellationToken,
+    /// This agent process was an earlier version a moment ago: a process its pid file
+    /// names that is still this process's child is taken over, not terminated.
+    pub adopt: bool,
+}
+
 /// Starts the actor of one process on `tracker`; it runs until `cancel`, then stops
-/// its process without recording that as the operator's wish. Without a recorded
-/// wish, `autostart` says whether it starts now.
+/// its process without recording that as the operator's wish, or until `detach`,
+/// then leaves it running. Without a recorded wish, `autostart` says whether it
+/// starts now.
 pub fn launch(
     spec: ProcessSpec,
     files: ProcessFiles,
     cgroup: Option<ProcessCgroup>,
     metrics: ProcessMetrics,
-    cancel: CancellationToken,
+    lifetime: Lifetime,
     tracker: &TaskTracker,
 ) -> Handle {
     let desired_running = match files.desired_running() {
@@ -188,7 +202,9 @@ pub fn launch(
         restart_after_exit: false,
         waiters: Vec::new(),
         metrics,
-        cancel,
+        cancel: lifetime.cancel,
+        detach: lifetime.detach,
+        adopt: lifetime.adopt,
     };
     tracker.spawn(actor.run(requests_rx).instrument(span));
     Handle {
@@ -200,7 +216,7 @@ pub fn launch(
 }
 
 struct Running {
-    child: Child,
+    child: ChildProc,
     pid: i32,
     spawned_at: Instant,
 }
@@ -222,26 +238,31 @@ struct Actor {
     waiters: Vec<Reply>,
     metrics: ProcessMetrics,
     cancel: CancellationToken,
+    detach: CancellationToken,
+    adopt: bool,
 }
 
 impl Actor {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        match terminate_leftover(&self.files, self.spec.stop_signal, self.spec.stop_timeout).await {
-            Ok(Some(pid)) => info!(pid, "terminated the leftover of an earlier agent run"),
-            Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot reconcile the leftover of an earlier agent run"),
+        if !(self.adopt && self.adopt_running().await) {
+            self.start_afresh().await;
         }
-        // What an earlier run left in the cgroup would share the new process's limits.
-        self.release_cgroup().await;
-        if self.status.borrow().desired_running && !self.cancel.is_cancelled() {
-            self.attempt().await;
-        }
+        let mut handles_left = true;
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => break,
-                request = requests.recv() => match request {
+                _ = self.detach.cancelled() => {
+                    self.settle(Err("the agent is being replaced by another version".into()));
+                    if let Some(running) = &self.child {
+                        info!(pid = running.pid, "left running for the next agent version");
+                    }
+                    return;
+                }
+                // Every handle gone means the server stopped; `cancel` or `detach`
+                // then says whether the process stops or is handed over.
+                request = requests.recv(), if handles_left => match request {
                     Some(request) => self.handle(request).await,
-                    None => break,
+                    None => handles_left = false,
                 },
                 waited = wait_child(&mut self.child) => self.exited(waited).await,
                 _ = sleep_until_some(self.retry_at) => {
@@ -257,6 +278,57 @@ impl Actor {
         if let Err(e) = self.stop().await {
             warn!(error = %e, "cannot stop at shutdown");
         }
+    }
+
+    /// Terminates what an earlier agent run left, then starts the process if wanted.
+    async fn start_afresh(&mut self) {
+        match terminate_leftover(&self.files, self.spec.stop_signal, self.spec.stop_timeout).await {
+            Ok(Some(pid)) => info!(pid, "terminated the leftover of an earlier agent run"),
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot reconcile the leftover of an earlier agent run"),
+        }
+        // What an earlier run left in the cgroup would share the new process's limits.
+        self.release_cgroup().await;
+        if self.status.borrow().desired_running && !self.cancel.is_cancelled() {
+            self.attempt().await;
+        }
+    }
+
+    /// Takes over the process the previous version of this agent left running: only
+    /// one its pid file names, with the recorded start time, that is still this
+    /// process's child. False when there is none, and the caller starts afresh.
+    async fn adopt_running(&mut self) -> bool {
+        let files = self.files.clone();
+        let found = tokio::task::spawn_blocking(move || adoptable(&files)).await;
+        let Ok(Some((pid, age))) = found else {
+            return false;
+        };
+        let adopted = match Adopted::new(pid) {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                warn!(pid, error = %e, "cannot adopt the running process; treating it as a leftover");
+                return false;
+            }
+        };
+        let spawned_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        self.policy.spawned(spawned_at);
+        if let Some(cgroup) = self.cgroup.clone()
+            && let Ok(count) = tokio::task::spawn_blocking(move || cgroup.oom_count()).await
+        {
+            self.oom_before = count;
+        }
+        self.child = Some(Running {
+            child: ChildProc::Adopted(adopted),
+            pid,
+            spawned_at,
+        });
+        self.update(|s| {
+            s.state = State::Running;
+            s.pid = pid;
+            s.last_alive_ms = unix_ms();
+        });
+        info!(pid, "kept running across the agent's replacement");
+        true
     }
 
     async fn handle(&mut self, Request { command, reply }: Request) {
@@ -373,7 +445,7 @@ impl Actor {
                     .start_latency
                     .observe(spawned_at.elapsed().as_secs_f64());
                 self.child = Some(Running {
-                    child,
+                    child: ChildProc::Spawned(child),
                     pid,
                     spawned_at,
                 });
@@ -383,6 +455,7 @@ impl Actor {
                 // A start cut short says only its reason; the count of OOM kills
                 // still tells, except on kernels that count none.
                 let reason = self.explain_exit(reason, false).await;
+                let mut child = ChildProc::Spawned(child);
                 let stopped = group::stop_child(
                     &mut child,
                     pid,
@@ -565,6 +638,22 @@ impl Actor {
     fn update(&self, change: impl FnOnce(&mut Status)) {
         self.status.send_modify(change);
     }
+}
+
+/// The pid and age of the process the pid file names, when it is alive and this
+/// process's child with the recorded start time: the one the previous image spawned.
+fn adoptable(files: &ProcessFiles) -> Option<(i32, Duration)> {
+    let Ok(Some(PidFile::Running(record))) = files.pid_file() else {
+        return None;
+    };
+    let stat = procfs::stat(record.pid)?;
+    let ours = stat.is_alive()
+        && stat.start_ticks == record.start_ticks
+        && u32::try_from(stat.ppid).ok() == Some(std::process::id());
+    ours.then(|| {
+        let age = procfs::elapsed(stat.start_ticks).unwrap_or_default();
+        (record.pid, age)
+    })
 }
 
 async fn wait_child(child: &mut Option<Running>) -> io::Result<ExitStatus> {
