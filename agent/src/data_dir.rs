@@ -6,6 +6,8 @@
 //!   [`crate::cluster`]), so that another cluster is refused after a restart too;
 //! - `processes/<alias>.desired`: `running` or `stopped`, what the operator last
 //!   asked for, so that a process the operator stopped stays stopped;
+//! - `versions/`: the agent binaries this host holds, and which one is committed
+//!   (see [`crate::versions`]);
 //! - `processes/<alias>.pid`: `<pid> <start ticks>` of the running process, so
 //!   that the next agent run can find it even when this one was killed; before the
 //!   spawn it holds `spawning <token>`, the mark the child carries in its
@@ -127,7 +129,7 @@ pub fn distrust(mode: u32, owner: u32, euid: u32) -> Option<Distrust> {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataDirError + '_ {
     move |error| DataDirError::Io {
         path: path.to_path_buf(),
         error,
@@ -172,6 +174,11 @@ impl DataDir {
             processes,
             _lock: lock,
         })
+    }
+
+    /// The agent versions this host holds (see [`crate::versions`]).
+    pub fn versions(&self) -> Result<crate::versions::Versions, DataDirError> {
+        crate::versions::Versions::open(&self.root)
     }
 
     pub fn cluster(&self) -> ClusterFile {
@@ -342,7 +349,7 @@ fn parse_pid_file(text: &str) -> Option<PidFile> {
 
 /// Creates the folder 0700 if it is missing, and refuses it if anyone but the agent's
 /// user could put files in it.
-fn private_dir(path: &Path) -> Result<(), DataDirError> {
+pub(crate) fn private_dir(path: &Path) -> Result<(), DataDirError> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -395,7 +402,7 @@ fn read_trusted(path: &Path, alias: &str) -> Result<Option<String>, DataDirError
     Ok(Some(text))
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -403,7 +410,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, DataDirError> {
     }
 }
 
-fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(path)(e)),
         _ => Ok(()),
@@ -413,7 +420,7 @@ fn remove_if_exists(path: &Path) -> Result<(), DataDirError> {
 /// `durable` asks for fsync of the file and then of its folder, which holds the
 /// rename: the operator's wish must survive a power cut, but a pid file need not,
 /// since a power cut also ends the process it names.
-fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirError> {
+pub(crate) fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -437,7 +444,7 @@ fn write_atomic(path: &Path, text: &str, durable: bool) -> Result<(), DataDirErr
 }
 
 /// fsync of a folder: makes the entries created, renamed or removed in it durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 

@@ -29,9 +29,11 @@ use futures::future::join_all;
 use futures::{Stream, StreamExt};
 use proto::agent::v1::agent_service_server::AgentService;
 use proto::agent::v1::{
-    AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest,
-    ListProcessesResponse, LogChunk, ProcessFailure, ProcessRequest, ProcessResponse,
-    ProcessStatus, ReleaseClusterRequest, ReleaseClusterResponse, TailLogRequest,
+    AgentInfo, BulkRequest, BulkResponse, CommitVersionRequest, CommitVersionResponse,
+    GetAgentInfoRequest, ListProcessesRequest, ListProcessesResponse, LogChunk, PackageChunk,
+    ProcessFailure, ProcessRequest, ProcessResponse, ProcessStatus, ReceivePackageResponse,
+    ReleaseClusterRequest, ReleaseClusterResponse, SwitchVersionRequest, SwitchVersionResponse,
+    TailLogRequest,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -44,6 +46,7 @@ use crate::config::{AgentSection, Kind};
 use crate::log_tail::{self, MAX_LINES, TailError};
 use crate::process_info;
 use crate::supervisor::{Command, Handle, SupervisorError};
+use crate::upgrade::{UpgradeError, Upgrades};
 
 /// Used when a request leaves `timeout_ms` at 0 and sends no shorter grpc-timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,6 +86,8 @@ pub enum CallError {
     Unread(tokio::task::JoinError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
 }
 
 impl From<tokio::task::JoinError> for CallError {
@@ -119,6 +124,7 @@ impl From<CallError> for tonic::Status {
             CallError::Cluster(ClusterError::OtherCluster { .. } | ClusterError::BadPin { .. }) => {
                 tonic::Status::failed_precondition(message)
             }
+            CallError::Upgrade(e) => e.into(),
         }
     }
 }
@@ -146,6 +152,7 @@ pub struct Agent {
     /// One permit per TailLog call under way.
     tails: Arc<Semaphore>,
     cluster: ClusterPin,
+    upgrades: Arc<Upgrades>,
 }
 
 /// The gRPC face; cheap to clone.
@@ -157,6 +164,7 @@ impl AgentServiceImpl {
         section: AgentSection,
         handles: Vec<Handle>,
         cluster: ClusterPin,
+        upgrades: Arc<Upgrades>,
         shutdown: CancellationToken,
     ) -> AgentServiceImpl {
         let by_alias = handles
@@ -172,6 +180,7 @@ impl AgentServiceImpl {
             shutdown,
             tails: Arc::new(Semaphore::new(MAX_TAILS)),
             cluster,
+            upgrades,
         }))
     }
 }
@@ -296,8 +305,15 @@ impl Agent {
     /// Reads no file: see [`process_info::is_started`].
     fn info(&self) -> AgentInfo {
         let all_started = self.basic().into_iter().all(process_info::is_started);
+        let versions = self.upgrades.report();
         AgentInfo {
-            version: self.section.version.clone(),
+            version: self.upgrades.running().to_string(),
+            committed_version: versions.committed,
+            trial_remaining_ms: versions.trial.map_or(0, |t| {
+                u64::try_from(t.until_ms - crate::supervisor::unix_ms()).unwrap_or(0)
+            }),
+            last_upgrade_error: versions.last_error,
+            held_versions: versions.held,
             install_home: self.section.install_home.clone(),
             log_home: self.section.log_home.clone(),
             hostname: hostname(),
@@ -391,6 +407,54 @@ fn reads_only(method: &str) -> bool {
 
 #[tonic::async_trait]
 impl AgentService for AgentServiceImpl {
+    async fn receive_package(
+        &self,
+        request: Request<tonic::Streaming<PackageChunk>>,
+    ) -> Result<Response<ReceivePackageResponse>, tonic::Status> {
+        let (meta, _, stream) = request.into_parts();
+        traced("ReceivePackage", &meta, async {
+            self.0.cluster.admit(&meta, true).await?;
+            let received = self.0.upgrades.receive(stream).await?;
+            Ok(ReceivePackageResponse {
+                version: received.version,
+                sha256: received.sha256,
+                already_held: received.already_held,
+            })
+        })
+        .await
+    }
+
+    async fn switch_version(
+        &self,
+        request: Request<SwitchVersionRequest>,
+    ) -> Result<Response<SwitchVersionResponse>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("SwitchVersion", &meta, async {
+            self.0.cluster.admit(&meta, true).await?;
+            Ok(self
+                .0
+                .upgrades
+                .switch(req.version, req.trial_seconds)
+                .await?)
+        })
+        .await
+    }
+
+    async fn commit_version(
+        &self,
+        request: Request<CommitVersionRequest>,
+    ) -> Result<Response<CommitVersionResponse>, tonic::Status> {
+        let (meta, _, req) = request.into_parts();
+        traced("CommitVersion", &meta, async {
+            self.0.cluster.admit(&meta, true).await?;
+            self.0.upgrades.commit(req.version.clone()).await?;
+            Ok(CommitVersionResponse {
+                version: req.version,
+            })
+        })
+        .await
+    }
+
     type TailLogStream = LogStream;
 
     async fn get_agent_info(

@@ -8,7 +8,9 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -19,7 +21,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Server;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use trust::{ConnLimits, Incoming, ServerTls, ServerTlsFiles};
 
 use crate::cgroup::Cgroups;
@@ -27,9 +29,12 @@ use crate::cluster::{self, ClusterError, ClusterPin};
 use crate::config::{Config, ConfigError};
 use crate::data_dir::{DataDir, DataDirError};
 use crate::grpc::AgentServiceImpl;
+use crate::handover::{self, ExecPlan, Inherited};
 use crate::metrics::{self, MetricsBuilder};
 use crate::operator_gate::OperatorGateLayer;
-use crate::supervisor;
+use crate::supervisor::{self, Lifetime};
+use crate::upgrade::Upgrades;
+use crate::versions::{self, Boot};
 
 /// Where the agent listens and what it reads; see docs/agent.md#command-line.
 #[derive(Debug, Clone)]
@@ -74,6 +79,8 @@ pub enum AgentError {
     Signals(io::Error),
     #[error("agent task: {0}")]
     Task(tokio::task::JoinError),
+    #[error("cannot become {binary}, nor this binary again: {error}")]
+    Exec { binary: PathBuf, error: io::Error },
 }
 
 impl From<tonic_reflection::server::Error> for AgentError {
@@ -116,6 +123,18 @@ impl Agent {
         options: AgentOptions,
         cancel: CancellationToken,
     ) -> Result<Serving, AgentError> {
+        Agent::serve_with(options, Inherited::default(), false, cancel).await
+    }
+
+    /// As `serve`, taking over what an earlier image of this process handed over;
+    /// `replaceable` lets SwitchVersion `exec` another binary in this process, which
+    /// only the `ocp-agent` binary allows, never a program that embeds the agent.
+    async fn serve_with(
+        options: AgentOptions,
+        inherited: Inherited,
+        replaceable: bool,
+        cancel: CancellationToken,
+    ) -> Result<Serving, AgentError> {
         if options.tls.is_none()
             && !options.insecure_plaintext
             && !options.listen.ip().is_loopback()
@@ -132,13 +151,22 @@ impl Agent {
         // As a refusal names it: the operator pastes it on the host, from any folder.
         let shown_dir = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
         let aliases: Vec<String> = config.processes.iter().map(|p| p.alias.clone()).collect();
-        let (data, pinned) = tokio::task::spawn_blocking({
+        // Stops the gRPC server: at shutdown, or for a switch to another version.
+        let serving = cancel.child_token();
+        let running = inherited
+            .version
+            .clone()
+            .unwrap_or_else(|| config.agent.version.clone());
+        let (data, pinned, upgrades) = tokio::task::spawn_blocking({
             let shown_dir = shown_dir.clone();
+            let (config_path, serving) = (options.config_path.clone(), serving.clone());
             move || {
                 let data = DataDir::open(&data_dir)?;
                 data.check_pid_files(aliases.iter().map(String::as_str))?;
                 let pinned = cluster::read_pin(&data.cluster(), &shown_dir)?;
-                Ok::<_, AgentError>((data, pinned))
+                let upgrades =
+                    Upgrades::load(data.versions()?, running, config_path, replaceable, serving)?;
+                Ok::<_, AgentError>((data, pinned, Arc::new(upgrades)))
             }
         })
         .await??;
@@ -151,10 +179,21 @@ impl Agent {
             addr: options.listen,
             error,
         };
-        let listener = TcpListener::bind(options.listen)
-            .await
-            .map_err(listen_err)?;
+        // A handed-over socket kept listening through the exec: nothing was refused.
+        let adopt = inherited.listener.is_some();
+        let listener = match inherited.listener {
+            Some(listener) => listener
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(listener))
+                .map_err(listen_err)?,
+            None => TcpListener::bind(options.listen)
+                .await
+                .map_err(listen_err)?,
+        };
         let addr = listener.local_addr().map_err(listen_err)?;
+        // The server closes its listener when it stops; this copy outlives it, for
+        // the next image.
+        let handed = listener.as_fd().try_clone_to_owned().map_err(listen_err)?;
         let metrics_listener = match options.metrics_addr {
             Some(metrics_addr) => {
                 let metrics_err = |error| AgentError::Listen {
@@ -171,6 +210,12 @@ impl Agent {
         let cgroups = cgroups_for(&config, options.data_dir.clone()).await;
         let tracker = TaskTracker::new();
         let supervisors = CancellationToken::new();
+        let detach = CancellationToken::new();
+        let lifetime = Lifetime {
+            cancel: supervisors.clone(),
+            detach: detach.clone(),
+            adopt,
+        };
         let metrics = MetricsBuilder::new();
         let handles: Vec<_> = config
             .processes
@@ -182,7 +227,7 @@ impl Agent {
                     .filter(|_| !spec.limits.is_empty())
                     .map(|c| c.process(&spec.alias, spec.limits));
                 let recorded = metrics.process(&spec.alias);
-                supervisor::launch(spec, files, cgroup, recorded, supervisors.clone(), &tracker)
+                supervisor::launch(spec, files, cgroup, recorded, lifetime.clone(), &tracker)
             })
             .collect();
         let registry = metrics.finish(handles.clone());
@@ -197,7 +242,14 @@ impl Agent {
                 metrics_stop.clone(),
             ))
         });
-        let service = AgentServiceImpl::new(config.agent, handles, cluster, cancel.clone());
+        let service = AgentServiceImpl::new(
+            config.agent,
+            handles,
+            cluster,
+            upgrades.clone(),
+            serving.clone(),
+        );
+        let trial = tokio::spawn(upgrades.clone().watch_trial(serving.clone()));
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health
@@ -220,7 +272,7 @@ impl Agent {
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(AgentServiceServer::new(service));
-        let shutdown = cancel.clone().cancelled_owned();
+        let shutdown = serving.clone().cancelled_owned();
         let incoming = Incoming::new(listener, tls.clone(), options.conns).map_err(listen_err)?;
         let config = options.config_path.display();
         if tls.is_some() {
@@ -236,7 +288,7 @@ impl Agent {
         let join = tokio::spawn(async move {
             tokio::pin!(server);
             let drained = async {
-                cancel.cancelled().await;
+                serving.cancelled().await;
                 tokio::time::sleep(DRAIN).await;
             };
             let served = tokio::select! {
@@ -251,6 +303,17 @@ impl Agent {
                 && let Err(e) = metrics.await
             {
                 warn!("the metrics listener failed: {e}");
+            }
+            if let Err(e) = trial.await {
+                warn!("the trial's watch failed: {e}");
+            }
+            if let Some(plan) = upgrades.take_plan().filter(|_| !cancel.is_cancelled()) {
+                info!(version = %plan.version, "stopped serving; handing the processes over");
+                detach.cancel();
+                tracker.close();
+                tracker.wait().await;
+                drop(data);
+                return Err(become_next(&plan, upgrades.running(), &handed));
             }
             info!("stopped serving; stopping processes");
             supervisors.cancel();
@@ -269,13 +332,16 @@ impl Agent {
 
     /// Runs the agent as the binary does: until SIGTERM or SIGINT, then a graceful
     /// shutdown. SIGHUP re-reads the TLS files; it never ends the agent, TLS or not.
-    pub async fn run_until_signal(options: AgentOptions) -> Result<(), AgentError> {
+    pub async fn run_until_signal(
+        options: AgentOptions,
+        inherited: Inherited,
+    ) -> Result<(), AgentError> {
         // Every handler first: a signal that arrives during start-up is not lethal.
         let mut term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
         let mut int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
         let mut hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
         let cancel = CancellationToken::new();
-        let mut serving = Agent::serve(options, cancel.clone()).await?;
+        let mut serving = Agent::serve_with(options, inherited, true, cancel.clone()).await?;
         loop {
             tokio::select! {
                 _ = term.recv() => info!("SIGTERM: shutting down"),
@@ -290,6 +356,73 @@ impl Agent {
         }
         cancel.cancel();
         serving.served.await?
+    }
+}
+
+/// Runs `plan`; when that exec fails, runs this binary again as `running`, which
+/// takes the processes back. Returns only when neither exec could be made.
+fn become_next(plan: &ExecPlan, running: &str, handed: &std::os::fd::OwnedFd) -> AgentError {
+    let error = handover::exec(plan, Some(handed));
+    error!(binary = %plan.binary.display(), "cannot run the new version: {error}; running this one again");
+    let again = ExecPlan {
+        binary: match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => {
+                return AgentError::Exec {
+                    binary: plan.binary.clone(),
+                    error: e,
+                };
+            }
+        },
+        version: running.to_string(),
+    };
+    AgentError::Exec {
+        binary: plan.binary.clone(),
+        error: handover::exec(&again, Some(handed)),
+    }
+}
+
+/// What a cold start (a boot, a crash, a service restart; not a switch) runs: a
+/// trial that was under way ended with the crash and is recorded as failed, and the
+/// committed version's binary replaces this one when it is another. Answers the
+/// version this binary runs as, when it stays. Blocking: call it before the runtime.
+///
+/// Nothing here refuses to start: a config or data dir that cannot be read is
+/// left for the start itself to report.
+pub fn cold_start(config_path: &Path, data_dir: &Path, running: Option<String>) -> Option<String> {
+    let configured = Config::load(config_path).ok()?.agent.version;
+    let data = DataDir::open(data_dir).ok()?;
+    let versions = data.versions().ok()?;
+    if let Ok(Some(trial)) = versions.trial() {
+        let why = format!(
+            "version {} stopped before it was committed; version {} started again",
+            trial.version, trial.committed
+        );
+        warn!("{why}");
+        if let Err(e) = versions
+            .set_last_error(&why)
+            .and_then(|()| versions.end_trial())
+        {
+            warn!("cannot record the end of the trial: {e}");
+        }
+    }
+    let committed = versions.committed().ok().flatten();
+    let held = committed
+        .as_deref()
+        .is_some_and(|c| versions.binary(c).is_file());
+    match versions::boot(running.as_deref(), &configured, committed.as_deref(), held) {
+        Boot::Run { version } => Some(version),
+        Boot::Exec { version } => {
+            let plan = ExecPlan {
+                binary: versions.binary(&version),
+                version,
+            };
+            info!(version = %plan.version, "starting the committed agent version");
+            drop(data);
+            let error = handover::exec(&plan, None);
+            error!(binary = %plan.binary.display(), "cannot run the committed version: {error}; running the installed one");
+            Some(configured)
+        }
     }
 }
 

@@ -69,6 +69,13 @@ enum Subcommand {
         #[arg(long, env = "OCP_AGENT_DATA_DIR", default_value = "./ocp-agent-data")]
         data_dir: PathBuf,
     },
+    /// Read the config and print this binary's version, then exit: what an agent runs
+    /// on a new version before it switches to it.
+    SelfCheck {
+        /// The TOML config the agent runs with.
+        #[arg(long, env = "OCP_AGENT_CONFIG", default_value = "agent.toml")]
+        config: PathBuf,
+    },
 }
 
 /// Threads of the blocking pool, where `/proc` reads, fsyncs and spawns run off the
@@ -79,9 +86,17 @@ enum Subcommand {
 const BLOCKING_THREADS: usize = 8;
 
 fn main() -> ExitCode {
+    // SAFETY: the process has one thread so far.
+    let mut inherited = unsafe { agent::handover::Inherited::take_from_env() };
     let cli = Cli::parse();
-    if let Some(Subcommand::ForgetCluster { data_dir }) = &cli.command {
-        return forget_cluster(data_dir);
+    match &cli.command {
+        Some(Subcommand::ForgetCluster { data_dir }) => return forget_cluster(data_dir),
+        Some(Subcommand::SelfCheck { config }) => return self_check(config),
+        None => {}
+    }
+    init_logging();
+    if inherited.listener.is_none() {
+        inherited.version = agent::cold_start(&cli.config, &cli.data_dir, inherited.version);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async_main(cli));
+    let code = runtime.block_on(async_main(cli, inherited));
     // A reload still reading a file on a hung mount must not keep the process alive.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
@@ -119,7 +134,24 @@ fn forget_cluster(data_dir: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn async_main(cli: Cli) -> ExitCode {
+fn self_check(config: &std::path::Path) -> ExitCode {
+    match agent::Config::load(config) {
+        Ok(_) => {
+            println!(
+                "{}{}",
+                agent::handover::SELF_CHECK_BANNER,
+                env!("CARGO_PKG_VERSION")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -129,7 +161,10 @@ async fn async_main(cli: Cli) -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(colours())
         .init();
-    match run(cli).await {
+}
+
+async fn async_main(cli: Cli, inherited: agent::handover::Inherited) -> ExitCode {
+    match run(cli, inherited).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the library's errors already name their causes.
@@ -144,7 +179,7 @@ fn colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli, inherited: agent::handover::Inherited) -> anyhow::Result<()> {
     // Not a clap conflict: with the environment variable set to false it would refuse
     // the TLS flags all the same.
     if cli.insecure_plaintext && cli.tls_cert.is_some() {
@@ -172,6 +207,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         metrics_addr: cli.metrics_addr,
     };
-    Agent::run_until_signal(options).await?;
+    Agent::run_until_signal(options, inherited).await?;
     Ok(())
 }

@@ -77,7 +77,11 @@ impl Setup {
         let mut agent = self.spawn_with(adjust);
         let addr = agent.wait_addr().await;
         let client = connect(addr).await;
-        RunningAgent { agent, client }
+        RunningAgent {
+            agent,
+            client,
+            addr,
+        }
     }
 
     /// Runs the agent on what this setup holds, which it must refuse at start; its one
@@ -199,6 +203,7 @@ impl Drop for AgentProcess {
 pub struct RunningAgent {
     pub agent: AgentProcess,
     pub client: Client,
+    pub addr: SocketAddr,
 }
 
 pub async fn connect(addr: SocketAddr) -> Client {
