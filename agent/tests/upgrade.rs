@@ -35,6 +35,16 @@ fn two_processes(setup: &Setup) -> Vec<String> {
     tags
 }
 
+/// An agent serving [`two_processes`], both running.
+async fn started() -> (Setup, Vec<String>, RunningAgent) {
+    let setup = Setup::new("");
+    let tags = two_processes(&setup);
+    let mut running = setup.start().await;
+    wait_running(&mut running.client, "one").await;
+    wait_running(&mut running.client, "two").await;
+    (setup, tags, running)
+}
+
 async fn info(client: &mut Client) -> AgentInfo {
     client
         .get_agent_info(GetAgentInfoRequest {})
@@ -151,12 +161,8 @@ async fn pids(client: &mut Client) -> Vec<(String, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_keeps_the_agents_pid_its_socket_and_every_process() {
-    let setup = Setup::new("");
-    let tags = two_processes(&setup);
-    let mut running = setup.start().await;
+    let (setup, tags, mut running) = started().await;
     let client = &mut running.client;
-    wait_running(client, "one").await;
-    wait_running(client, "two").await;
     let before = pids(client).await;
     let old = info(client).await;
     assert_eq!(old.pid, running.agent.child.id());
@@ -231,12 +237,8 @@ async fn a_switch_keeps_the_agents_pid_its_socket_and_every_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_left_uncommitted_goes_back_by_itself_processes_untouched() {
-    let setup = Setup::new("");
-    two_processes(&setup);
-    let mut running = setup.start().await;
+    let (_setup, _, mut running) = started().await;
     let client = &mut running.client;
-    wait_running(client, "one").await;
-    wait_running(client, "two").await;
     let before = pids(client).await;
     let old = info(client).await;
     push(client, NEW, Path::new(AGENT)).await;
@@ -270,11 +272,8 @@ async fn a_version_left_uncommitted_goes_back_by_itself_processes_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_failing_its_self_check_is_refused_and_changes_nothing() {
-    let setup = Setup::new("");
-    two_processes(&setup);
-    let mut running = setup.start().await;
+    let (_setup, _, mut running) = started().await;
     let client = &mut running.client;
-    wait_running(client, "one").await;
     let before = pids(client).await;
     let old = info(client).await;
     push(client, "exits-1", Path::new("/bin/false")).await;
@@ -331,12 +330,8 @@ async fn a_truncated_package_leaves_nothing_to_switch_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_on_trial_starts_its_committed_version_and_runs_each_process_once() {
-    let setup = Setup::new("");
-    let tags = two_processes(&setup);
-    let mut running = setup.start().await;
+    let (setup, tags, mut running) = started().await;
     let client = &mut running.client;
-    wait_running(client, "one").await;
-    wait_running(client, "two").await;
     let old = info(client).await;
     push(client, NEW, Path::new(AGENT)).await;
     switch(client, NEW, 60).await.expect("SwitchVersion");
