@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "ocp/v1/task.proto",
     "ocp/v1/host_agent.proto",
     "ocp/v1/profile.proto",
+    "ocp/v1/agent_package.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proto::ocp::v1::agent_package_service_server::AgentPackageServiceServer;
 use proto::ocp::v1::host_agent_service_server::HostAgentServiceServer;
 use proto::ocp::v1::profile_service_server::ProfileServiceServer;
 use proto::ocp::v1::task_service_server::TaskServiceServer;
@@ -18,7 +19,7 @@ use crate::agent_client::{AgentPool, BadClusterId, ClusterId};
 use crate::auth::{AuthLayer, Users};
 use crate::engine::{self, Engine, EngineOptions};
 use crate::gateway::{self, GatewayState};
-use crate::grpc::{HostAgentGrpc, ProfileGrpc, TaskGrpc};
+use crate::grpc::{AgentPackageGrpc, HostAgentGrpc, ProfileGrpc, TaskGrpc};
 use crate::heartbeat::{Heartbeat, HeartbeatOptions};
 use crate::metrics::{GrpcRequests, Metrics};
 use crate::service::{Core, CoreOptions};
@@ -48,6 +49,8 @@ pub struct ControllerOptions {
     pub lease_ttl: Duration,
     /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
     pub max_watches_per_user: usize,
+    /// The largest agent package an upload may bring (`--max-package-bytes`).
+    pub max_package_bytes: u64,
 }
 
 /// Why the controller did not start, in one line: each message names its cause, which
@@ -179,6 +182,7 @@ impl Controller {
             agents.clone(),
             CoreOptions {
                 max_watches_per_user: options.max_watches_per_user,
+                max_package_bytes: options.max_package_bytes,
                 ..CoreOptions::default()
             },
         );
@@ -356,6 +360,9 @@ async fn grpc_router(
     health_reporter
         .set_serving::<ProfileServiceServer<ProfileGrpc>>()
         .await;
+    health_reporter
+        .set_serving::<AgentPackageServiceServer<AgentPackageGrpc>>()
+        .await;
     // Advertise only what this server serves: the descriptor set also holds the agent's API.
     let reflection = || {
         crate::grpc::SERVICES.into_iter().fold(
@@ -380,5 +387,8 @@ async fn grpc_router(
             core.clone(),
         )))
         .add_service(ProfileServiceServer::new(ProfileGrpc::new(core.clone())))
+        .add_service(AgentPackageServiceServer::new(AgentPackageGrpc::new(
+            core.clone(),
+        )))
         .add_service(TaskServiceServer::new(TaskGrpc::new(core))))
 }

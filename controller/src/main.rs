@@ -107,6 +107,11 @@ struct Args {
     /// of a controller that was only slow.
     #[arg(long, env = "OCP_LEASE_TTL", default_value = "10s", value_parser = parse_lease_ttl)]
     lease_ttl: Duration,
+    /// The largest agent package an upload may bring, in bytes; a larger one is refused
+    /// (413) as soon as it passes this, without reading the rest.
+    #[arg(long, env = "OCP_MAX_PACKAGE_BYTES", default_value_t = controller::service::DEFAULT_MAX_PACKAGE_BYTES,
+        value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=(16_u64 << 30)))]
+    max_package_bytes: u64,
 }
 
 fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
@@ -359,6 +364,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         lease_ttl: args.lease_ttl,
         max_watches_per_user: args.max_watches_per_user,
+        max_package_bytes: args.max_package_bytes,
     };
     let controller = Controller::start(options).await?;
     until_shutdown(&controller).await?;

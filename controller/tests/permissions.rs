@@ -13,6 +13,7 @@ use controller::auth::{Permission, Permissions, Principal};
 use controller::service::{Access, ApiOperation};
 use gateway_support::*;
 use proto::ocp::v1 as pb;
+use proto::ocp::v1::agent_package_service_client::AgentPackageServiceClient;
 use proto::ocp::v1::host_agent_service_client::HostAgentServiceClient;
 use proto::ocp::v1::profile_service_client::ProfileServiceClient;
 use proto::ocp::v1::task_service_client::TaskServiceClient;
@@ -102,6 +103,9 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
         Op::GetSubtaskLog => ("GET", "/tasks/instances/{id}/subtasks/{subtaskId}/log"),
         Op::WatchTask => ("GET", "/tasks/instances/{id}/events"),
         Op::GetCurrentUser => ("GET", "/profiles/me"),
+        Op::UploadPackage => ("POST", "/agent/packages"),
+        Op::ListPackages => ("GET", "/agent/packages"),
+        Op::DeletePackage => ("DELETE", "/agent/packages/{id}"),
     };
     (Method::from_bytes(method.as_bytes()).expect("method"), path)
 }
@@ -119,6 +123,11 @@ fn first_answer(op: ApiOperation) -> StatusCode {
         | Op::RetrySubtask
         | Op::SkipSubtask
         | Op::CancelSubtask => StatusCode::BAD_REQUEST,
+        // The binary is no JSON body, and this loop sends JSON: refused for its type,
+        // which is checked after admission. agent_packages.rs uploads for real.
+        Op::UploadPackage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        // No package has the id (see `rest_path`); agent_packages.rs deletes for real.
+        Op::DeletePackage => StatusCode::NOT_FOUND,
         _ => StatusCode::OK,
     }
 }
@@ -156,12 +165,18 @@ async fn documented_routes(h: &Harness) -> HashMap<ApiOperation, (Method, String
     routes
 }
 
+/// The id the package deletes name: none has it, whatever the uploads before made.
+const NO_PACKAGE: i64 = i64::MAX;
+
 fn rest_path(template: &str, op: ApiOperation, ids: &Ids) -> String {
     let host = if op == ApiOperation::DeleteHost {
         ids.spare
     } else {
         ids.host
     };
+    if op == ApiOperation::DeletePackage {
+        return template.replace("{id}", &NO_PACKAGE.to_string());
+    }
     template
         .replace("{hostId}", &host.to_string())
         .replace("{agentProcessId}", &ids.process.to_string())
@@ -192,6 +207,7 @@ async fn call_grpc(
     let mut hosts = HostAgentServiceClient::new(channel.clone());
     let mut tasks = TaskServiceClient::new(channel.clone());
     let mut profiles = ProfileServiceClient::new(channel.clone());
+    let mut packages = AgentPackageServiceClient::new(channel.clone());
     macro_rules! r {
         ($message:expr) => {
             grpc_request($message, user, password)
@@ -357,6 +373,33 @@ async fn call_grpc(
             .map(|_| None),
         Op::GetCurrentUser => profiles
             .get_current_user(r!(pb::GetCurrentUserRequest {}))
+            .await
+            .map(|_| None),
+        Op::UploadPackage => {
+            use pb::upload_package_request::Part;
+            let mut binary = vec![0u8; 64];
+            binary[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
+            binary[16] = 2;
+            binary[18] = 62;
+            let messages = [
+                Part::Header(pb::UploadPackageHeader {
+                    version: "permissions".into(),
+                    sha256: String::new(),
+                }),
+                Part::Chunk(binary),
+            ]
+            .map(|part| pb::UploadPackageRequest { part: Some(part) });
+            packages
+                .upload_package(r!(futures::stream::iter(messages)))
+                .await
+                .map(|_| None)
+        }
+        Op::ListPackages => packages
+            .list_packages(r!(pb::ListPackagesRequest::default()))
+            .await
+            .map(|_| None),
+        Op::DeletePackage => packages
+            .delete_package(r!(pb::DeletePackageRequest { id: NO_PACKAGE }))
             .await
             .map(|_| None),
     }

@@ -7,7 +7,7 @@ pub mod agent {
     }
 }
 
-/// `ocp.v1`: the controller's host-agent, task and profile APIs.
+/// `ocp.v1`: the controller's host-agent, task, profile and agent package APIs.
 pub mod ocp {
     pub mod v1 {
         tonic::include_proto!("ocp.v1");

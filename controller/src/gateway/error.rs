@@ -205,6 +205,10 @@ pub fn field_name(field: Field) -> &'static str {
             RolloutField::MinHealthySeconds => "rollout.minHealthySeconds",
             RolloutField::PauseAfterFirstBatch => "rollout.pauseAfterFirstBatch",
         },
+        Field::PackageVersion => "version",
+        Field::PackageSha256 => "sha256",
+        Field::PackageContent => "body",
+        Field::PackageId => "id",
     }
 }
 
@@ -261,6 +265,7 @@ impl From<CoreError> for ApiError {
                 }
             }
             CoreError::HostNotFound(_)
+            | CoreError::PackageNotFound(_)
             | CoreError::ProcessNotFound { .. }
             | CoreError::NoProcessLog { .. }
             | CoreError::SubtaskNotFound { .. } => {
@@ -276,8 +281,19 @@ impl From<CoreError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, codes::TASK_NOT_FOUND, message)
             }
             // The address is the conflicting argument: the caller must pick another.
-            CoreError::HostExists { .. } => {
+            CoreError::HostExists { .. } | CoreError::PackageConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, codes::ILLEGAL_ARGUMENT, message)
+            }
+            CoreError::PackageInUse(_) => {
+                ApiError::new(StatusCode::CONFLICT, codes::AGENT_STATE, message)
+            }
+            CoreError::PackageTooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::ILLEGAL_ARGUMENT,
+                message,
+            ),
+            CoreError::UploadInterrupted(_) => {
+                ApiError::new(StatusCode::BAD_REQUEST, codes::ILLEGAL_ARGUMENT, message)
             }
             CoreError::HostBusy { .. }
             | CoreError::HostJustReleased(_)

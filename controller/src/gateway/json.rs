@@ -664,3 +664,33 @@ impl SubtaskJson {
         }
     }
 }
+
+/// An agent package, as the package routes answer with it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentPackageJson {
+    pub id: i64,
+    pub version: String,
+    /// x86_64 or aarch64, read from the binary's ELF header.
+    pub arch: String,
+    /// The binary's SHA-256, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Bytes.
+    pub size: i64,
+    pub uploaded_by: String,
+    pub upload_time: String,
+}
+
+impl From<&crate::model::AgentPackage> for AgentPackageJson {
+    fn from(p: &crate::model::AgentPackage) -> Self {
+        AgentPackageJson {
+            id: p.id,
+            version: p.version.clone(),
+            arch: p.arch.to_string(),
+            sha256: p.sha256.clone(),
+            size: p.size,
+            uploaded_by: p.uploaded_by.clone(),
+            upload_time: format_millis(p.upload_time),
+        }
+    }
+}

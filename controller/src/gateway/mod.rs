@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod json;
 pub mod metrics;
 pub mod openapi;
+pub mod packages;
 pub mod profiles;
 pub mod routes;
 pub mod tasks;
@@ -44,7 +45,8 @@ use extract::RequestContext;
 use json::{Envelope, ErrorEnvelope, Meta};
 pub use openapi::Failures;
 
-/// Requests with a larger body are refused with 413.
+/// Requests with a larger body are refused with 413; an agent package's upload is held
+/// to `--max-package-bytes` instead.
 pub const BODY_LIMIT: usize = 1 << 20;
 
 pub static X_TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
@@ -115,6 +117,8 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(tasks::get_subtask_log))
         .routes(routes!(tasks::watch_task))
         .routes(routes!(profiles::get_current_user))
+        .routes(routes!(packages::upload_package, packages::list_packages))
+        .routes(routes!(packages::delete_package))
         .split_for_parts();
     let routes = routes::Routes::from_openapi(&doc);
     let document = match serde_json::to_vec(&doc) {
@@ -247,11 +251,17 @@ async fn envelope(State(state): State<GatewayState>, mut request: Request, next:
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let span = tracing::info_span!("http", trace_id = %trace_id, %method, %path);
-    let mut response = if declared_length.is_some_and(|n| n > BODY_LIMIT as u64) {
+    let upload_limit = packages::upload_limit(&state, &method, &path);
+    let limit = upload_limit.unwrap_or(BODY_LIMIT as u64);
+    let mut response = if declared_length.is_some_and(|n| n > limit) {
         // Refused before routing, so that routes which ignore their body refuse it too;
         // read what is still coming first, or the client gets a reset, not this answer.
         extract::linger(request.into_body().into_data_stream(), 0).await;
-        ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, method.as_str(), &path).into_response()
+        match upload_limit {
+            Some(limit) => packages::too_large(limit).into_response(),
+            None => ApiError::from_status(StatusCode::PAYLOAD_TOO_LARGE, method.as_str(), &path)
+                .into_response(),
+        }
     } else {
         next.run(request).instrument(span.clone()).await
     };

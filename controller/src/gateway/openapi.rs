@@ -19,7 +19,8 @@ use super::json::{ErrorEnvelope, TaskEventJson};
             and under /api/v2. Every answer is an envelope {data, successful, timestamp, duration, \
             status, traceId, server}; a failure has no data and an error {code, message, target, \
             subErrors}. Authentication is HTTP Basic against the controller's users file. A request \
-            body is JSON sent with Content-Type: application/json (415 otherwise), and routes \
+            body is JSON sent with Content-Type: application/json (415 otherwise), but for the \
+            agent package upload's, the binary as application/octet-stream; routes \
             that document no body refuse one (400). A request that changes state (any method \
             but GET, HEAD and OPTIONS) carrying an Origin header other than the controller's \
             own, or Sec-Fetch-Site cross-site or same-site, is refused with 403.",
@@ -33,6 +34,7 @@ use super::json::{ErrorEnvelope, TaskEventJson};
         (name = "hosts", description = "host inventory and agent operations"),
         (name = "tasks", description = "DAG tasks"),
         (name = "profiles", description = "the signed-in user"),
+        (name = "packages", description = "agent packages: the ocp-agent binaries upgrades push"),
     )
 )]
 pub struct ApiDoc;
@@ -70,17 +72,21 @@ pub enum Failures {
     /// came from another origin than the controller's own (30014).
     #[response(status = 403)]
     Forbidden(ErrorEnvelope),
-    /// No such host or process (10002), or task (20000).
+    /// No such host, process or package (10002), or task (20000).
     #[response(status = 404)]
     NotFound(ErrorEnvelope),
     /// The host is held by an unfinished task, or the agent refused (40000); or a host
-    /// with that address already exists (10001).
+    /// with that address already exists (10001); or the package's version already has
+    /// other content for its architecture (10001), or an unfinished task uses the
+    /// package (40000).
     #[response(status = 409)]
     Conflict(ErrorEnvelope),
-    /// The request body is larger than 1 MiB.
+    /// The request body is larger than 1 MiB; an agent package larger than
+    /// --max-package-bytes (256 MiB by default).
     #[response(status = 413)]
     TooLarge(ErrorEnvelope),
-    /// A body sent without Content-Type: application/json (10001).
+    /// A body sent without Content-Type: application/json, or an agent package without
+    /// application/octet-stream (10001).
     #[response(status = 415)]
     UnsupportedMediaType(ErrorEnvelope),
     /// Too many failed logins as this user from the client's address, or from that

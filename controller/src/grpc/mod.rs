@@ -1,6 +1,8 @@
-//! The controller's gRPC face: `ocp.v1.HostAgentService`, `ocp.v1.TaskService` and
-//! `ocp.v1.ProfileService`, thin translations onto the service core.
+//! The controller's gRPC face: `ocp.v1.HostAgentService`, `ocp.v1.TaskService`,
+//! `ocp.v1.ProfileService` and `ocp.v1.AgentPackageService`, thin translations onto the
+//! service core.
 
+mod agent_package;
 mod convert;
 mod host_agent;
 mod profile;
@@ -13,16 +15,18 @@ use crate::model::PageRequest;
 use crate::rollout::RolloutField;
 use crate::service::{self, ApiOperation, Caller, CoreError, Field};
 
+pub use agent_package::AgentPackageGrpc;
 pub use host_agent::HostAgentGrpc;
 pub use profile::ProfileGrpc;
 pub use task::TaskGrpc;
 
 /// The services the gRPC port serves and reflection advertises, besides reflection
 /// itself (v1 and v1alpha).
-pub const SERVICES: [&str; 4] = [
+pub const SERVICES: [&str; 5] = [
     "ocp.v1.HostAgentService",
     "ocp.v1.TaskService",
     "ocp.v1.ProfileService",
+    "ocp.v1.AgentPackageService",
     "grpc.health.v1.Health",
 ];
 
@@ -31,19 +35,22 @@ impl From<CoreError> for Status {
     fn from(e: CoreError) -> Status {
         let code = match &e {
             CoreError::Denied(denied) => return auth_status(denied),
-            CoreError::InvalidArgument { .. } | CoreError::InvalidRollout(_) => {
-                Code::InvalidArgument
-            }
+            CoreError::InvalidArgument { .. }
+            | CoreError::InvalidRollout(_)
+            | CoreError::PackageTooLarge { .. } => Code::InvalidArgument,
+            CoreError::UploadInterrupted(_) => Code::Aborted,
             CoreError::HostNotFound(_)
             | CoreError::HostsNotFound { .. }
             | CoreError::ProcessNotFound { .. }
             | CoreError::NoProcessLog { .. }
             | CoreError::SubtaskNotFound { .. }
-            | CoreError::TaskNotFound(_) => Code::NotFound,
-            CoreError::IllegalState(_) | CoreError::RollbackProhibited(_) => {
-                Code::FailedPrecondition
-            }
+            | CoreError::TaskNotFound(_)
+            | CoreError::PackageNotFound(_) => Code::NotFound,
+            CoreError::IllegalState(_)
+            | CoreError::RollbackProhibited(_)
+            | CoreError::PackageInUse(_) => Code::FailedPrecondition,
             CoreError::HostExists { .. }
+            | CoreError::PackageConflict { .. }
             | CoreError::HostBusy { .. }
             | CoreError::HostJustReleased(_) => Code::AlreadyExists,
             CoreError::AgentUnavailable { .. } => Code::Unavailable,
@@ -104,6 +111,10 @@ fn field_name(field: Field) -> &'static str {
             RolloutField::MinHealthySeconds => "rollout.min_healthy_seconds",
             RolloutField::PauseAfterFirstBatch => "rollout.pause_after_first_batch",
         },
+        Field::PackageVersion => "version",
+        Field::PackageSha256 => "sha256",
+        Field::PackageContent => "chunk",
+        Field::PackageId => "id",
     }
 }
 

@@ -1,6 +1,7 @@
 //! The controller's domain: hosts and their agent processes (`host`), DAG tasks
 //! (`task`) and their steps (`step`), the lists' filters, sorts and pages (`query`),
-//! OCP's conventions (`ocp`) and the clock (`clock`).
+//! OCP's conventions (`ocp`), the clock (`clock`) and agent packages (`package`, and
+//! `elf` for what an uploaded binary runs on).
 //!
 //! Enumerations carry OCP's own words (`RUNNING`, `EXECUTE`, ...) as their
 //! string form, because both faces and the store speak them.
@@ -38,14 +39,17 @@ macro_rules! words {
 }
 
 mod clock;
+pub mod elf;
 mod host;
 pub mod ocp;
+pub mod package;
 mod query;
 mod step;
 mod task;
 
 pub use clock::{Millis, now_millis};
 pub use host::{AgentProcess, AgentSummary, Host, HostStatus, NewHost, ProcessSnapshot};
+pub use package::{AgentPackage, Arch};
 pub use query::{
     HostFilter, HostSort, HostSortKey, Page, PageRefused, PageRequest, TaskFilter, TaskSort,
     TaskSortKey,

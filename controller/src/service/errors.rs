@@ -37,6 +37,14 @@ pub enum Field {
     LogLines,
     /// A field of a batch's rollout.
     Rollout(RolloutField),
+    /// The version an agent package is uploaded as.
+    PackageVersion,
+    /// The SHA-256 the uploader says the package has.
+    PackageSha256,
+    /// The uploaded binary itself.
+    PackageContent,
+    /// An agent package's id.
+    PackageId,
 }
 
 impl std::fmt::Display for Field {
@@ -59,6 +67,10 @@ impl std::fmt::Display for Field {
             Field::Sort => "sort",
             Field::LogLines => "log lines",
             Field::Rollout(field) => return write!(f, "rollout {field}"),
+            Field::PackageVersion => "package version",
+            Field::PackageSha256 => "package sha256",
+            Field::PackageContent => "package content",
+            Field::PackageId => "package id",
         })
     }
 }
@@ -140,6 +152,27 @@ pub enum CoreError {
     /// bug of the face, refused rather than obeyed.
     #[error("this request was admitted to {} and asked for another operation", .admitted.name())]
     Misrouted { admitted: ApiOperation },
+    #[error("agent package {0} does not exist")]
+    PackageNotFound(i64),
+    /// The version already has a package for the architecture, with other content.
+    #[error(
+        "version {version} already has a package for {arch} (id {existing_id}) with other \
+         content (sha256 {existing_sha256}); delete it first or upload under another version"
+    )]
+    PackageConflict {
+        version: String,
+        arch: crate::model::Arch,
+        existing_id: i64,
+        existing_sha256: String,
+    },
+    #[error("agent package {0} is used by an unfinished task; delete it once that task ends")]
+    PackageInUse(i64),
+    /// Reading stopped at the limit: the rest of the upload was never read.
+    #[error("the package is larger than {limit} bytes (--max-package-bytes)")]
+    PackageTooLarge { limit: u64 },
+    /// The client's stream failed before its end; nothing of it was kept.
+    #[error("the upload was interrupted: {0}")]
+    UploadInterrupted(String),
     /// A watch beyond the user's limit; refused before any store read.
     #[error(
         "user {user:?} already has {limit} watches of tasks open (--max-watches-per-user): \

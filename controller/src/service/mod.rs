@@ -3,13 +3,14 @@
 //! The gRPC services and the REST gateway only translate requests and results; all
 //! checks, all store access and every agent call live here, so both faces behave alike.
 //! `Core` and what it is built from are here; its operations are in `hosts`,
-//! `inventory`, `tasks` and `profiles`, what they refuse in `errors`.
+//! `inventory`, `tasks`, `profiles` and `packages`, what they refuse in `errors`.
 
 mod errors;
 mod finished_cache;
 mod hosts;
 mod inventory;
 mod operations;
+mod packages;
 mod process_log;
 mod profiles;
 mod tasks;
@@ -31,6 +32,7 @@ pub use errors::{CoreError, Field, MAX_BATCH_HOSTS, NAMED_IDS, first_few, name_h
 pub use hosts::{HostQuery, MAX_KEYWORD_CHARS, host_filter};
 pub use inventory::HostAgentView;
 pub use operations::{Access, ApiOperation, Caller, admit};
+pub use packages::DEFAULT_MAX_PACKAGE_BYTES;
 pub use process_log::{DEFAULT_LOG_LINES, MAX_LOG_LINES};
 pub use profiles::CurrentUser;
 pub use tasks::{
@@ -53,6 +55,8 @@ pub struct CoreOptions {
     pub release_timeout: Duration,
     /// Watches of tasks (SSE and WatchTask) one user may hold open at once.
     pub max_watches_per_user: usize,
+    /// The largest agent package an upload may bring; reading stops there.
+    pub max_package_bytes: u64,
 }
 
 impl Default for CoreOptions {
@@ -64,6 +68,7 @@ impl Default for CoreOptions {
             log_timeout: Duration::from_secs(30),
             release_timeout: Duration::from_secs(3),
             max_watches_per_user: DEFAULT_MAX_WATCHES_PER_USER,
+            max_package_bytes: DEFAULT_MAX_PACKAGE_BYTES,
         }
     }
 }

@@ -80,6 +80,9 @@ operations! {
     GetSubtaskLog => TaskReader,
     WatchTask => TaskReader,
     GetCurrentUser => SignedIn,
+    UploadPackage => Holds(HostManager),
+    ListPackages => Holds(HostViewer),
+    DeletePackage => Holds(HostManager),
 }
 
 impl ApiOperation {

@@ -1,5 +1,5 @@
 //! The controller's durable state: hosts, their processes, tasks, subtasks, logs, host
-//! locks and the cluster's id.
+//! locks, the cluster's id and agent packages.
 //!
 //! One interface over SQLite (the default, a file in `--data-dir`) and PostgreSQL (for
 //! several controllers sharing one store), through sqlx's Any driver. Every query here is
@@ -13,6 +13,7 @@ mod counts;
 mod events;
 mod hosts;
 mod leases;
+mod packages;
 mod rollouts;
 pub mod rules;
 mod sqlite_lock;
@@ -27,6 +28,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor, Row};
 
 pub use leases::{Claim, ControllerRow, Fence};
+pub use packages::{CHUNK_BYTES, Finished};
 pub use sqlite_lock::{SoleController, SoleError};
 pub use tasks::{LockHolder, LogEntry, TaskOrigin};
 pub use transitions::{Outcome, TransitionRefused};

@@ -220,6 +220,7 @@ pub fn controller_options(
         conns: Default::default(),
         lease_ttl: Duration::from_secs(10),
         max_watches_per_user: controller::service::DEFAULT_MAX_WATCHES_PER_USER,
+        max_package_bytes: controller::service::DEFAULT_MAX_PACKAGE_BYTES,
     }
 }
 

@@ -173,6 +173,7 @@ impl Harness {
             conns: Default::default(),
             lease_ttl: Duration::from_secs(10),
             max_watches_per_user: controller::service::DEFAULT_MAX_WATCHES_PER_USER,
+            max_package_bytes: controller::service::DEFAULT_MAX_PACKAGE_BYTES,
         })
         .await
         .expect("controller starts");
