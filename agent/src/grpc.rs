@@ -314,6 +314,7 @@ impl Agent {
             }),
             last_upgrade_error: versions.last_error,
             held_versions: versions.held,
+            arch: std::env::consts::ARCH.to_string(),
             install_home: self.section.install_home.clone(),
             log_home: self.section.log_home.clone(),
             hostname: hostname(),

@@ -27,18 +27,19 @@ pub const BINARY: &str = "ocp-agent";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelError {
-    #[error("a version must be 1 to 64 of A-Z a-z 0-9 . _ -, not {0:?}")]
+    #[error(
+        "a version must be 1 to 64 of A-Z a-z 0-9 . _ - +, starting with a letter or a digit, not {0:?}"
+    )]
     Invalid(String),
 }
 
 /// A version's name is a folder's: nothing that could climb out of `versions/`.
 pub fn check_label(label: &str) -> Result<(), LabelError> {
     let fits = (1..=64).contains(&label.len())
+        && label.starts_with(|c: char| c.is_ascii_alphanumeric())
         && label
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && label != "."
-        && label != "..";
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'));
     if fits {
         Ok(())
     } else {
@@ -274,10 +275,20 @@ mod tests {
 
     #[test]
     fn labels_cannot_climb_out_of_the_folder() {
-        for good in ["4.2.1", "4.2.1-rc_1", "a"] {
+        for good in ["4.2.1", "4.2.1-rc_1+b7", "a"] {
             assert_eq!(check_label(good), Ok(()), "{good}");
         }
-        for bad in ["", ".", "..", "../x", "a/b", "a b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a b",
+            &"x".repeat(65),
+        ] {
             assert!(check_label(bad).is_err(), "{bad}");
         }
     }

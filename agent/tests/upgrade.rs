@@ -117,38 +117,6 @@ async fn wait_info(
     }
 }
 
-/// Calls GetAgentInfo back to back on its own connection until stopped; answers the
-/// calls that got no answer, the slowest answer and the number of calls. A call the
-/// transport never sent because the switch's GOAWAY closed its connection first is
-/// sent again, once, as gRPC's transparent retry does (tonic has none): the agent
-/// refused nothing, and a second failure counts.
-fn pester(
-    addr: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<(Vec<String>, Duration, u32)> {
-    tokio::spawn(async move {
-        let mut client = connect(addr).await;
-        let (mut errors, mut slowest, mut calls) = (Vec::new(), Duration::ZERO, 0);
-        while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let mut answer = client.get_agent_info(GetAgentInfoRequest {}).await;
-            if answer
-                .as_ref()
-                .is_err_and(|e| e.code() == tonic::Code::Cancelled)
-            {
-                answer = client.get_agent_info(GetAgentInfoRequest {}).await;
-            }
-            if let Err(e) = answer {
-                errors.push(e.to_string());
-            }
-            slowest = slowest.max(started.elapsed());
-            calls += 1;
-            sleep(Duration::from_millis(2)).await;
-        }
-        (errors, slowest, calls)
-    })
-}
-
 async fn pids(client: &mut Client) -> Vec<(String, u32)> {
     let mut pids: Vec<_> = list(client)
         .await
@@ -171,13 +139,17 @@ async fn a_switch_keeps_the_agents_pid_its_socket_and_every_process() {
     assert!(info(client).await.held_versions.contains(&NEW.to_string()));
     let addr = running.addr;
     let stop = Arc::new(AtomicBool::new(false));
-    let pestering = pester(addr, stop.clone());
+    let pestering = test_support::agent_calls::pester(connect(addr).await, stop.clone());
     sleep(Duration::from_millis(100)).await;
     switch(client, NEW, 60).await.expect("SwitchVersion");
     let new = wait_info(client, "on the new version", |i| i.version == NEW).await;
     sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);
-    let (errors, slowest, calls) = pestering.await.expect("pester");
+    let test_support::agent_calls::Pestered {
+        errors,
+        slowest,
+        calls,
+    } = pestering.await.expect("pester");
     assert!(
         errors.is_empty(),
         "{} of {calls} calls failed during the switch: {errors:?}",

@@ -20,6 +20,10 @@ fn own_timeout(step: Step) -> Duration {
     Duration::from_secs(match step {
         Step::StopAll | Step::StartAll => 600,
         Step::Wait => 30,
+        // A 256 MiB binary over a slow link, and the agent's fsync of it.
+        Step::PushPackage => 600,
+        // The self-check, the drain of the agent's connections and the way back up.
+        Step::SwitchAgent => 120,
         _ => 60,
     })
 }
@@ -32,7 +36,9 @@ fn waits(step: Step, rollout: Option<&Rollout>) -> Duration {
     };
     match step {
         Step::Wait => Duration::from_secs(u64::from(rollout.pause_seconds)),
-        Step::StartAll => Duration::from_secs(u64::from(rollout.min_healthy_seconds)),
+        Step::StartAll | Step::VerifyAgent => {
+            Duration::from_secs(u64::from(rollout.min_healthy_seconds))
+        }
         _ => Duration::ZERO,
     }
 }
@@ -106,6 +112,25 @@ fn slots(action: AgentAction, batch: bool) -> &'static [(Slot, i32)] {
             (W, 1),
             (H(Step::Finish), 2),
         ],
+        // No seed shows an upgrade: its ranks follow the chain.
+        (AgentAction::Upgrade, false) => &[
+            (H(Step::PrepareUpgrade), 0),
+            (H(Step::PushPackage), 1),
+            (H(Step::SwitchAgent), 2),
+            (H(Step::VerifyAgent), 3),
+            (H(Step::CommitAgent), 4),
+        ],
+        (AgentAction::Upgrade, true) => &[
+            (H(Step::PrepareUpgrade), 0),
+            (W, 1),
+            (H(Step::PushPackage), 2),
+            (W, 3),
+            (H(Step::SwitchAgent), 4),
+            (W, 5),
+            (H(Step::VerifyAgent), 6),
+            (W, 7),
+            (H(Step::CommitAgent), 8),
+        ],
     }
 }
 
@@ -118,6 +143,8 @@ pub fn task_name(action: AgentAction, batch: bool) -> &'static str {
         (AgentAction::Restart, true) => "Batch restart OCP agent",
         (AgentAction::Stop, true) => "Batch stop OCP agent",
         (AgentAction::Start, true) => "Batch start OCP agent",
+        (AgentAction::Upgrade, false) => "Upgrade OCP agent",
+        (AgentAction::Upgrade, true) => "Batch upgrade OCP agent",
     }
 }
 

@@ -69,6 +69,8 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
         Op::RestartAgent => ("POST", "/compute/hosts/{hostId}/agent/restart"),
         Op::StopAgent => ("POST", "/compute/hosts/{hostId}/agent/stop"),
         Op::StartAgent => ("POST", "/compute/hosts/{hostId}/agent/start"),
+        Op::BatchUpgradeAgents => ("POST", "/compute/hosts/batchUpgradeAgents"),
+        Op::UpgradeAgent => ("POST", "/compute/hosts/{hostId}/agent/upgrade"),
         Op::RestartAgentProcess => (
             "POST",
             "/compute/hosts/{hostId}/agent/processes/{agentProcessId}/restart",
@@ -111,7 +113,8 @@ fn spec_route(op: ApiOperation) -> (Method, &'static str) {
 }
 
 /// What the first admitted call of `op` answers: a task operation on the finished
-/// fixture task is refused for its state (400, code 20003), which still proves the
+/// fixture task is refused for its state (400, code 20003), and an upgrade to a
+/// version never uploaded for its argument (400, 10001), which still proves the
 /// permission passed; everything else succeeds.
 fn first_answer(op: ApiOperation) -> StatusCode {
     use ApiOperation as Op;
@@ -122,7 +125,9 @@ fn first_answer(op: ApiOperation) -> StatusCode {
         | Op::ResumeTask
         | Op::RetrySubtask
         | Op::SkipSubtask
-        | Op::CancelSubtask => StatusCode::BAD_REQUEST,
+        | Op::CancelSubtask
+        | Op::BatchUpgradeAgents
+        | Op::UpgradeAgent => StatusCode::BAD_REQUEST,
         // The binary is no JSON body, and this loop sends JSON: refused for its type,
         // which is checked after admission. agent_packages.rs uploads for real.
         Op::UploadPackage => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -191,6 +196,10 @@ fn rest_body(op: ApiOperation, ids: &Ids) -> Option<String> {
             Some(json!({ "hostIds": [ids.host] }).to_string())
         }
         Op::AddHost => Some(json!({"innerIpAddress": "127.0.0.10", "agentPort": 2}).to_string()),
+        Op::BatchUpgradeAgents => {
+            Some(json!({ "hostIds": [ids.host], "version": "never-uploaded" }).to_string())
+        }
+        Op::UpgradeAgent => Some(json!({ "version": "never-uploaded" }).to_string()),
         _ => None,
     }
 }
@@ -250,6 +259,21 @@ async fn call_grpc(
             .map(created),
         Op::StartAgent => hosts
             .start_agent(r!(pb::StartAgentRequest { host_id }))
+            .await
+            .map(created),
+        Op::BatchUpgradeAgents => hosts
+            .batch_upgrade_agents(r!(pb::BatchUpgradeAgentsRequest {
+                host_ids,
+                rollout: None,
+                version: "never-uploaded".into(),
+            }))
+            .await
+            .map(created),
+        Op::UpgradeAgent => hosts
+            .upgrade_agent(r!(pb::UpgradeAgentRequest {
+                host_id,
+                version: "never-uploaded".into(),
+            }))
             .await
             .map(created),
         Op::RestartAgentProcess => hosts
@@ -518,7 +542,11 @@ async fn every_operation_admits_exactly_whom_the_table_says_on_both_faces() {
                         reply.text
                     );
                     if reply.status == StatusCode::BAD_REQUEST {
-                        assert_eq!(reply.code(), 20003, "{what} as {user}: {}", reply.text);
+                        let code = match op {
+                            ApiOperation::BatchUpgradeAgents | ApiOperation::UpgradeAgent => 10001,
+                            _ => 20003,
+                        };
+                        assert_eq!(reply.code(), code, "{what} as {user}: {}", reply.text);
                     }
                 }
                 if admitted(op, user, permissions) {

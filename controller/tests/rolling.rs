@@ -342,50 +342,6 @@ stop_timeout = "5s"
     controller.shutdown().await;
 }
 
-/// REST, as an operator would call it, on the real binary.
-struct Rest {
-    http: reqwest::Client,
-}
-
-impl Rest {
-    async fn call(&self, c: &SpawnedController, method: &str, path: &str, body: Value) -> Value {
-        let request = match (method, body.is_null()) {
-            ("GET", _) => self.http.get(c.url(path)),
-            (_, true) => self.http.post(c.url(path)),
-            (_, false) => self.http.post(c.url(path)).json(&body),
-        };
-        let reply: Value = request
-            .basic_auth("admin", Some(&c.password))
-            .send()
-            .await
-            .expect("request")
-            .json()
-            .await
-            .expect("json");
-        assert_eq!(reply["successful"], true, "{method} {path}: {reply}");
-        reply["data"].clone()
-    }
-
-    async fn wait(&self, c: &SpawnedController, id: i64, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let task = self
-                .call(
-                    c,
-                    "GET",
-                    &format!("/api/v2/tasks/instances/{id}"),
-                    Value::Null,
-                )
-                .await;
-            if done(&task) {
-                return task;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{task}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 fn json_barrier(task: &Value) -> &Value {
     task["subtasks"]
         .as_array()
@@ -397,25 +353,16 @@ fn json_barrier(task: &Value) -> &Value {
 async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     let agents = agents(2).await;
     let mut controller = SpawnedController::start(&["--heartbeat-interval", "1s"]).await;
-    let rest = Rest {
-        http: reqwest::Client::new(),
-    };
     let mut hosts = Vec::new();
     for agent in &agents {
-        let host = rest
-            .call(
-                &controller,
-                "POST",
+        let host = controller.rest("POST",
                 "/api/v2/compute/hosts",
                 json!({"innerIpAddress": agent.addr.ip().to_string(), "agentPort": agent.addr.port()}),
             )
             .await;
         hosts.push(host["id"].as_i64().expect("host id"));
     }
-    let task = rest
-        .call(
-            &controller,
-            "POST",
+    let task = controller.rest("POST",
             "/api/v2/compute/hosts/batchRestartAgents",
             json!({"hostIds": hosts, "rollout": {"batchSize": "50%", "pauseAfterFirstBatch": true}}),
         )
@@ -424,10 +371,11 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     assert_eq!(task["rollout"]["hostsPerBatch"], 1);
     assert_eq!(task["paused"], false);
     let id = task["id"].as_i64().expect("task id");
-    rest.wait(&controller, id, |t| {
-        t["paused"] == true && json_barrier(t)["status"] == "READY"
-    })
-    .await;
+    controller
+        .wait_task(id, |t| {
+            t["paused"] == true && json_barrier(t)["status"] == "READY"
+        })
+        .await;
     let second_host = basic_pids(&agents[1].processes().await);
 
     controller.crash_and_restart().await;
@@ -438,9 +386,7 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     );
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let log = rest
-            .call(&controller, "GET", &barrier_log, Value::Null)
-            .await;
+        let log = controller.rest("GET", &barrier_log, Value::Null).await;
         let holds = log["log"]
             .as_str()
             .unwrap_or_default()
@@ -452,13 +398,8 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
         assert!(tokio::time::Instant::now() < deadline, "{log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after = rest
-        .call(
-            &controller,
-            "GET",
-            &format!("/api/v2/tasks/instances/{id}"),
-            Value::Null,
-        )
+    let after = controller
+        .rest("GET", &format!("/api/v2/tasks/instances/{id}"), Value::Null)
         .await;
     assert_eq!(after["status"], "RUNNING", "{after}");
     assert_eq!(after["paused"], true, "{after}");
@@ -474,18 +415,15 @@ async fn a_paused_canary_survives_sigkill_of_its_controller_between_batches() {
     );
     assert_eq!(basic_pids(&agents[1].processes().await), second_host);
 
-    let resumed = rest
-        .call(
-            &controller,
+    let resumed = controller
+        .rest(
             "POST",
             &format!("/api/v2/tasks/instances/{id}/resume"),
             Value::Null,
         )
         .await;
     assert_eq!(resumed["paused"], false);
-    let done = rest
-        .wait(&controller, id, |t| t["status"] != "RUNNING")
-        .await;
+    let done = controller.wait_task(id, |t| t["status"] != "RUNNING").await;
     assert_eq!(done["status"], "SUCCESSFUL", "{done}");
     let now = basic_pids(&agents[1].processes().await);
     for (alias, pid) in &second_host {

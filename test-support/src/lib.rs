@@ -2,9 +2,11 @@
 //! where cargo put the binaries, users files, a launched `ocp-controller`, a test PKI
 //! and a `/metrics` scrape read as Prometheus reads it.
 //!
-//! It depends on no crate of the workspace but `trust`, so every crate's integration
-//! tests (and xtask) may use it without linking a second copy of the crate under test.
+//! It depends on no crate of the workspace but `trust` and `proto`, so every crate's
+//! integration tests (and xtask) may use it without linking a second copy of the crate
+//! under test.
 
+pub mod agent_calls;
 pub mod bins;
 pub mod controller;
 pub mod pki;

@@ -17,8 +17,10 @@ pub use cluster::{BadClusterId, CLUSTER_METADATA, ClusterId};
 use parking_lot::Mutex;
 use proto::agent::v1::agent_service_client::AgentServiceClient;
 use proto::agent::v1::{
-    AgentInfo, BulkRequest, BulkResponse, GetAgentInfoRequest, ListProcessesRequest, ProcessInfo,
-    ProcessRequest, ProcessResponse, ProcessStatus, ReleaseClusterRequest, TailLogRequest,
+    AgentInfo, BulkRequest, BulkResponse, CommitVersionRequest, GetAgentInfoRequest,
+    ListProcessesRequest, PackageChunk, ProcessInfo, ProcessRequest, ProcessResponse,
+    ProcessStatus, ReceivePackageResponse, ReleaseClusterRequest, SwitchVersionRequest,
+    SwitchVersionResponse, TailLogRequest,
 };
 pub use retry::{Next, RetryPolicy};
 use trust::ClientTls;
@@ -305,6 +307,48 @@ impl AgentClient<'_> {
             .answer("ReleaseCluster", grpc.release_cluster(request))
             .await?;
         Ok(answer.released)
+    }
+
+    /// Streams a new agent binary to the agent, which keeps it once its size and sha256
+    /// check out: `chunks` is the header, then the bytes.
+    pub async fn receive_package(
+        &self,
+        chunks: impl futures::Stream<Item = PackageChunk> + Send + 'static,
+        timeout: Duration,
+    ) -> Result<ReceivePackageResponse, AgentError> {
+        let request = self.request(chunks, timeout);
+        let mut grpc = self.grpc.clone();
+        self.answer("ReceivePackage", grpc.receive_package(request))
+            .await
+    }
+
+    /// Asks the agent to self-check `version` and become it, on trial for `trial`.
+    pub async fn switch_version(
+        &self,
+        version: &str,
+        trial: Duration,
+        timeout: Duration,
+    ) -> Result<SwitchVersionResponse, AgentError> {
+        let body = SwitchVersionRequest {
+            version: version.to_string(),
+            trial_seconds: u32::try_from(trial.as_secs()).unwrap_or(u32::MAX).max(1),
+        };
+        let request = self.request(body, timeout);
+        let mut grpc = self.grpc.clone();
+        self.answer("SwitchVersion", grpc.switch_version(request))
+            .await
+    }
+
+    /// Makes the running `version` the one the agent starts from.
+    pub async fn commit_version(&self, version: &str, timeout: Duration) -> Result<(), AgentError> {
+        let body = CommitVersionRequest {
+            version: version.to_string(),
+        };
+        let request = self.request(body, timeout);
+        let mut grpc = self.grpc.clone();
+        self.answer("CommitVersion", grpc.commit_version(request))
+            .await
+            .map(drop)
     }
 
     /// The last `lines` lines of the process's log: the agent's TailLog stream, without

@@ -23,6 +23,7 @@ mod logbook;
 mod rolling;
 mod runner;
 mod steps;
+mod upgrade;
 
 use std::collections::HashMap;
 use std::sync::Arc;

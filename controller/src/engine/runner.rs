@@ -373,6 +373,7 @@ impl Steps {
                     subtask: &subtask,
                     deadline: Instant::now() + timeout,
                     rollout: task.rollout,
+                    context: &task.context,
                 };
                 let work = async {
                     if undo {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::leases::{Hold, call_margin};
 use crate::agent_client::{self, AgentClient, AgentError, BulkCall, CallOrigin, Next, RetryPolicy};
-use crate::model::{Host, HostStatus, Step, Subtask, now_millis};
+use crate::model::{Host, HostStatus, Step, Subtask, TaskContext, now_millis};
 use crate::rollout::Rollout;
 use crate::store::{Fence, LogEntry};
 
@@ -38,6 +38,8 @@ pub(super) struct StepRun<'a> {
     pub deadline: Instant,
     /// The task's rollout, for a rolling task: its pause and health time.
     pub rollout: Option<Rollout>,
+    /// The task's context: an upgrade's version, and each host's version before it.
+    pub context: &'a TaskContext,
 }
 
 impl StepRun<'_> {
@@ -52,6 +54,11 @@ impl StepRun<'_> {
                 self.stays_healthy(started).await
             }
             Step::Finish => self.finish().await,
+            Step::PrepareUpgrade => self.prepare_upgrade().await,
+            Step::PushPackage => self.push_package().await,
+            Step::SwitchAgent => self.switch_agent().await,
+            Step::VerifyAgent => self.verify_agent().await,
+            Step::CommitAgent => self.commit_agent().await,
         }
     }
 
@@ -63,7 +70,10 @@ impl StepRun<'_> {
                 self.log("rollback: nothing to undo for a barrier");
                 Ok(())
             }
-            Step::PrepareRestart | Step::PrepareStop | Step::PrepareStart => {
+            Step::PrepareRestart
+            | Step::PrepareStop
+            | Step::PrepareStart
+            | Step::PrepareUpgrade => {
                 let host = self.host().await?;
                 self.shared
                     .store
@@ -80,6 +90,17 @@ impl StepRun<'_> {
                 self.log("rollback: nothing to undo, Finish only recorded the inventory");
                 Ok(())
             }
+            Step::PushPackage => {
+                self.log(
+                    "rollback: nothing to undo, the agent keeps the binary and runs what it ran",
+                );
+                Ok(())
+            }
+            Step::VerifyAgent => {
+                self.log("rollback: nothing to undo, Verify only looked");
+                Ok(())
+            }
+            Step::SwitchAgent | Step::CommitAgent => self.undo_upgrade().await,
             Step::StopAll => {
                 if self.hold_host().await? {
                     self.log("rollback: starting what Stop all stopped");
@@ -99,7 +120,7 @@ impl StepRun<'_> {
 
     /// A rollback acts on a host only while this task holds it: Finish may have let it
     /// go, and another task may have taken it since.
-    async fn hold_host(&self) -> Result<bool, StepError> {
+    pub(super) async fn hold_host(&self) -> Result<bool, StepError> {
         let host = self.host().await?;
         match self
             .shared
@@ -180,7 +201,9 @@ impl StepRun<'_> {
 
     /// The step's host, a client of its agent, and what the agent says of itself: the
     /// first thing every step that talks to an agent needs.
-    async fn reach_agent(&self) -> Result<(Host, AgentClient<'_>, AgentInfo), StepError> {
+    pub(super) async fn reach_agent(
+        &self,
+    ) -> Result<(Host, AgentClient<'_>, AgentInfo), StepError> {
         let host = self.online_host().await?;
         let client = self.client(&host)?;
         let info = self
@@ -292,7 +315,7 @@ impl StepRun<'_> {
     }
 
     /// Refreshes the host's process inventory and lets go of the host.
-    async fn finish(&self) -> Result<(), StepError> {
+    pub(super) async fn finish(&self) -> Result<(), StepError> {
         let (host, client, info) = self.reach_agent().await?;
         let processes = self
             .call_with_retries("ListProcesses", &host, |timeout| client.processes(timeout))
@@ -319,7 +342,7 @@ impl StepRun<'_> {
     /// Calls the agent until it answers, as the agent client's `RetryPolicy` has it.
     /// What is the engine's own: each attempt waits on the task's lease, is abandoned
     /// when heartbeats find the host OFFLINE, and is logged when it fails.
-    async fn call_with_retries<T, F, Fut>(
+    pub(super) async fn call_with_retries<T, F, Fut>(
         &self,
         call: &str,
         host: &Host,

@@ -209,6 +209,7 @@ pub fn field_name(field: Field) -> &'static str {
         Field::PackageSha256 => "sha256",
         Field::PackageContent => "body",
         Field::PackageId => "id",
+        Field::AgentVersion => "version",
     }
 }
 
@@ -284,7 +285,7 @@ impl From<CoreError> for ApiError {
             CoreError::HostExists { .. } | CoreError::PackageConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, codes::ILLEGAL_ARGUMENT, message)
             }
-            CoreError::PackageInUse(_) => {
+            CoreError::PackageInUse { .. } => {
                 ApiError::new(StatusCode::CONFLICT, codes::AGENT_STATE, message)
             }
             CoreError::PackageTooLarge { .. } => ApiError::new(

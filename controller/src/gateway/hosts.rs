@@ -4,8 +4,8 @@ use axum::extract::State;
 
 use super::extract::{JsonBody, PathIds, QueryParams};
 use super::json::{
-    AddHostRequest, BatchHostsRequest, Envelope, HostAgentJson, HostAgentProcessJson, HostJson,
-    PageOf, ProcessLogJson, TaskJson,
+    AddHostRequest, BatchHostsRequest, BatchUpgradeRequest, Envelope, HostAgentJson,
+    HostAgentProcessJson, HostJson, PageOf, ProcessLogJson, TaskJson, UpgradeRequest,
 };
 use super::{ApiResult, Data, Failures, GatewayState};
 use crate::model::AgentAction;
@@ -66,6 +66,48 @@ pub async fn batch_start_agents(
     JsonBody(body): JsonBody<BatchHostsRequest>,
 ) -> ApiResult<TaskJson> {
     batch(&state, &caller, body, AgentAction::Start).await
+}
+
+/// Upgrade the OCP agent of hosts in place to an uploaded version, its processes kept
+/// running: returns the DAG task at once.
+#[utoipa::path(operation_id = ApiOperation::BatchUpgradeAgents.name(),
+    post, path = "/compute/hosts/batchUpgradeAgents", tag = "hosts",
+    request_body = BatchUpgradeRequest,
+    responses((status = 200, description = "task \"Batch upgrade OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["HOST_MANAGER"])))]
+pub async fn batch_upgrade_agents(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<BatchUpgradeRequest>,
+) -> ApiResult<TaskJson> {
+    let rollout = body.rollout.as_ref().map(RolloutInput::from);
+    let task = state
+        .core
+        .upgrade_agents(&caller, &body.host_ids, &body.version, rollout.as_ref())
+        .await?;
+    Ok(Data((&task).into()))
+}
+
+/// Upgrade one host's OCP agent in place to an uploaded version, its processes kept
+/// running: returns the DAG task at once.
+#[utoipa::path(operation_id = ApiOperation::UpgradeAgent.name(),
+    post, path = "/compute/hosts/{hostId}/agent/upgrade", tag = "hosts",
+    params(("hostId" = i64, Path, description = "host id")),
+    request_body = UpgradeRequest,
+    responses((status = 200, description = "task \"Upgrade OCP agent\", RUNNING", body = Envelope<TaskJson>), Failures),
+    security(("basic" = ["HOST_MANAGER"])))]
+pub async fn upgrade_agent(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    ids: PathIds,
+    JsonBody(body): JsonBody<UpgradeRequest>,
+) -> ApiResult<TaskJson> {
+    let host_id = ids.id("hostId")?;
+    let task = state
+        .core
+        .upgrade_agent(&caller, host_id, &body.version)
+        .await?;
+    Ok(Data((&task).into()))
 }
 
 async fn single(

@@ -91,6 +91,31 @@ pub struct BatchHostsRequest {
     pub rollout: Option<RolloutRequest>,
 }
 
+/// Body of `batchUpgradeAgents`: the batch routes' body, with the version to install.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchUpgradeRequest {
+    /// Distinct existing host ids, at most 10,000, as for the other batch routes.
+    #[serde(alias = "hostids")]
+    #[schema(example = json!([1001, 1002]), min_items = 1, max_items = 10_000)]
+    pub host_ids: Vec<i64>,
+    /// A version uploaded as an agent package (`POST /api/v2/agent/packages`).
+    #[schema(example = "4.3.0")]
+    pub version: String,
+    /// Goes through the hosts in batches instead of stage by stage (docs/rolling.md).
+    #[serde(default, deserialize_with = "object_or_null")]
+    pub rollout: Option<RolloutRequest>,
+}
+
+/// Body of one host's agent upgrade.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpgradeRequest {
+    /// A version uploaded as an agent package (`POST /api/v2/agent/packages`).
+    #[schema(example = "4.3.0")]
+    pub version: String,
+}
+
 /// A field that holds a JSON object, or null for none. serde's derived structs also
 /// take an array of their fields in order, which made `"rollout": []` a rolling task
 /// with every default; this takes the object's keys only, through the same access, so

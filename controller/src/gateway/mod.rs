@@ -97,6 +97,8 @@ pub fn router(state: GatewayState) -> Router {
         .routes(routes!(hosts::restart_agent))
         .routes(routes!(hosts::stop_agent))
         .routes(routes!(hosts::start_agent))
+        .routes(routes!(hosts::batch_upgrade_agents))
+        .routes(routes!(hosts::upgrade_agent))
         .routes(routes!(hosts::restart_agent_process))
         .routes(routes!(hosts::stop_agent_process))
         .routes(routes!(hosts::start_agent_process))

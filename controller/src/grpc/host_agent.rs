@@ -109,6 +109,33 @@ impl HostAgentService for HostAgentGrpc {
         self.single(AgentAction::Start, r, |m| m.host_id).await
     }
 
+    async fn batch_upgrade_agents(
+        &self,
+        r: Request<pb::BatchUpgradeAgentsRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = admit(ApiOperation::BatchUpgradeAgents, &r).await?;
+        let m = r.into_inner();
+        let rollout = m.rollout.as_ref().map(convert::rollout_input);
+        let task = self
+            .core
+            .upgrade_agents(&caller, &m.host_ids, &m.version, rollout.as_ref())
+            .await?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
+    async fn upgrade_agent(
+        &self,
+        r: Request<pb::UpgradeAgentRequest>,
+    ) -> Result<Response<pb::Task>, Status> {
+        let caller = admit(ApiOperation::UpgradeAgent, &r).await?;
+        let m = r.into_inner();
+        let task = self
+            .core
+            .upgrade_agent(&caller, m.host_id, &m.version)
+            .await?;
+        Ok(Response::new(convert::task(&task)))
+    }
+
     async fn restart_agent_process(
         &self,
         r: Request<pb::RestartAgentProcessRequest>,

@@ -48,7 +48,7 @@ impl From<CoreError> for Status {
             | CoreError::PackageNotFound(_) => Code::NotFound,
             CoreError::IllegalState(_)
             | CoreError::RollbackProhibited(_)
-            | CoreError::PackageInUse(_) => Code::FailedPrecondition,
+            | CoreError::PackageInUse { .. } => Code::FailedPrecondition,
             CoreError::HostExists { .. }
             | CoreError::PackageConflict { .. }
             | CoreError::HostBusy { .. }
@@ -115,6 +115,7 @@ fn field_name(field: Field) -> &'static str {
         Field::PackageSha256 => "sha256",
         Field::PackageContent => "chunk",
         Field::PackageId => "id",
+        Field::AgentVersion => "version",
     }
 }
 

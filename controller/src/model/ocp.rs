@@ -14,3 +14,8 @@ pub const PROHIBIT_ROLLBACK: &str = "prohibit_rollback";
 pub const ROLLED_BACK: &str = "rolled_back";
 /// The context list of a batch task's host ids, as strings.
 pub const HOST_IDS: &str = "host_ids";
+/// The context key of an upgrade task's target version.
+pub const AGENT_VERSION: &str = "agent_version";
+/// The context key prefix, followed by a host id, of the version that host's agent
+/// ran when the upgrade task was made: what its rollback goes back to.
+pub const FROM_VERSION: &str = "from_version:";

@@ -19,6 +19,11 @@ words!(
         StartAll = "START_ALL",
         Finish = "FINISH",
         Wait = "WAIT",
+        PrepareUpgrade = "PREPARE_UPGRADE",
+        PushPackage = "PUSH_PACKAGE",
+        SwitchAgent = "SWITCH_AGENT",
+        VerifyAgent = "VERIFY_AGENT",
+        CommitAgent = "COMMIT_AGENT",
     }
 );
 
@@ -33,6 +38,12 @@ impl Step {
             Step::StartAll => "Start all OCP agent processes",
             Step::Finish => "Finish OCP agent operation",
             Step::Wait => "Wait node",
+            Step::PrepareUpgrade => "Prepare upgrade OCP agent",
+            Step::PushPackage => "Push OCP agent package",
+            Step::SwitchAgent => "Switch OCP agent",
+            Step::VerifyAgent => "Verify OCP agent",
+            // An upgrade ends as every agent operation does, by name; this one commits.
+            Step::CommitAgent => "Finish OCP agent operation",
         }
     }
 
@@ -46,6 +57,11 @@ impl Step {
             Step::StartAll => "ocp.agent.StartAllProcesses",
             Step::Finish => "ocp.agent.FinishAgentOperation",
             Step::Wait => "ocp.task.WaitNode",
+            Step::PrepareUpgrade => "ocp.agent.PrepareUpgradeAgent",
+            Step::PushPackage => "ocp.agent.PushAgentPackage",
+            Step::SwitchAgent => "ocp.agent.SwitchAgent",
+            Step::VerifyAgent => "ocp.agent.VerifyAgent",
+            Step::CommitAgent => "ocp.agent.CommitAgentUpgrade",
         }
     }
 
@@ -57,8 +73,12 @@ impl Step {
             | Step::StartAll
             | Step::PrepareRestart
             | Step::PrepareStop
-            | Step::PrepareStart => 8,
-            Step::RestartProxy | Step::Finish => 5,
+            | Step::PrepareStart
+            | Step::PrepareUpgrade
+            | Step::PushPackage
+            | Step::SwitchAgent
+            | Step::VerifyAgent => 8,
+            Step::RestartProxy | Step::Finish | Step::CommitAgent => 5,
             Step::Wait => 0,
         }
     }

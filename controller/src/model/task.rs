@@ -94,12 +94,15 @@ pub struct Subtask {
     pub downstreams: Vec<i64>,
 }
 
-/// What an operator asks of a host's agent as a whole: OCP's three agent operations.
+/// What an operator asks of a host's agent as a whole: OCP's three agent operations,
+/// and replacing the agent in place with another version (the version is in the
+/// task's context, see [`crate::model::ocp`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentAction {
     Restart,
     Stop,
     Start,
+    Upgrade,
 }
 
 /// A task as it is about to be stored: nodes in chain order, edges by node index.

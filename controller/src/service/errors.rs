@@ -45,6 +45,8 @@ pub enum Field {
     PackageContent,
     /// An agent package's id.
     PackageId,
+    /// The version an upgrade installs.
+    AgentVersion,
 }
 
 impl std::fmt::Display for Field {
@@ -71,6 +73,7 @@ impl std::fmt::Display for Field {
             Field::PackageSha256 => "package sha256",
             Field::PackageContent => "package content",
             Field::PackageId => "package id",
+            Field::AgentVersion => "version",
         })
     }
 }
@@ -165,8 +168,10 @@ pub enum CoreError {
         existing_id: i64,
         existing_sha256: String,
     },
-    #[error("agent package {0} is used by an unfinished task; delete it once that task ends")]
-    PackageInUse(i64),
+    #[error(
+        "agent package {package_id} is used by unfinished task {task_id}; delete it once that task ends"
+    )]
+    PackageInUse { package_id: i64, task_id: i64 },
     /// Reading stopped at the limit: the rest of the upload was never read.
     #[error("the package is larger than {limit} bytes (--max-package-bytes)")]
     PackageTooLarge { limit: u64 },

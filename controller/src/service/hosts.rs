@@ -196,6 +196,18 @@ impl Core {
         rollout: Option<&RolloutInput>,
     ) -> Result<Task, CoreError> {
         caller.admitted(ApiOperation::batch(action))?;
+        let plan = self.batch_plan(action, host_ids, rollout).await?;
+        self.create_and_drive(plan, caller).await
+    }
+
+    /// The batch task of `action` over `host_ids`, once the whole batch checks out:
+    /// its rollout, its ids, and that every host exists.
+    pub(super) async fn batch_plan(
+        &self,
+        action: AgentAction,
+        host_ids: &[i64],
+        rollout: Option<&RolloutInput>,
+    ) -> Result<NewTask, CoreError> {
         let rollout = rollout
             .map(RolloutInput::validate)
             .transpose()
@@ -214,14 +226,17 @@ impl Core {
                 more,
             });
         }
-        let plan = match rollout {
+        Ok(match rollout {
             Some(rollout) => plans::rolling(action, host_ids, &rollout),
             None => plans::batch(action, host_ids),
-        };
-        self.create_and_drive(plan, caller).await
+        })
     }
 
-    async fn create_and_drive(&self, plan: NewTask, caller: &Caller) -> Result<Task, CoreError> {
+    pub(super) async fn create_and_drive(
+        &self,
+        plan: NewTask,
+        caller: &Caller,
+    ) -> Result<Task, CoreError> {
         let claim = self.engine.claim();
         let origin = TaskOrigin {
             creator: caller.name(),

@@ -14,6 +14,7 @@ mod packages;
 mod process_log;
 mod profiles;
 mod tasks;
+mod upgrades;
 mod watch;
 
 use std::collections::HashMap;

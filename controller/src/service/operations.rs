@@ -58,6 +58,8 @@ operations! {
     RestartAgent => Holds(HostManager),
     StopAgent => Holds(HostManager),
     StartAgent => Holds(HostManager),
+    BatchUpgradeAgents => Holds(HostManager),
+    UpgradeAgent => Holds(HostManager),
     RestartAgentProcess => Holds(HostManager),
     StopAgentProcess => Holds(HostManager),
     StartAgentProcess => Holds(HostManager),
@@ -99,6 +101,7 @@ impl ApiOperation {
             AgentAction::Restart => ApiOperation::RestartAgent,
             AgentAction::Stop => ApiOperation::StopAgent,
             AgentAction::Start => ApiOperation::StartAgent,
+            AgentAction::Upgrade => ApiOperation::UpgradeAgent,
         }
     }
 
@@ -108,6 +111,7 @@ impl ApiOperation {
             AgentAction::Restart => ApiOperation::BatchRestartAgents,
             AgentAction::Stop => ApiOperation::BatchStopAgents,
             AgentAction::Start => ApiOperation::BatchStartAgents,
+            AgentAction::Upgrade => ApiOperation::BatchUpgradeAgents,
         }
     }
 
@@ -217,7 +221,12 @@ mod tests {
     #[test]
     fn each_action_has_its_own_operation_of_its_kind() {
         use std::collections::HashSet;
-        let actions = [AgentAction::Restart, AgentAction::Stop, AgentAction::Start];
+        let actions = [
+            AgentAction::Restart,
+            AgentAction::Stop,
+            AgentAction::Start,
+            AgentAction::Upgrade,
+        ];
         let processes = [
             ProcessAction::Restart,
             ProcessAction::Stop,
@@ -228,7 +237,7 @@ mod tests {
             .flat_map(|&a| [ApiOperation::single(a), ApiOperation::batch(a)])
             .chain(processes.iter().map(|&p| ApiOperation::process(p)))
             .collect();
-        assert_eq!(ops.len(), 9);
+        assert_eq!(ops.len(), 11);
         assert_eq!(
             ApiOperation::batch(AgentAction::Stop).name(),
             "BatchStopAgents"

@@ -244,8 +244,11 @@ impl Core {
         let Some(package) = self.store.get_package(id).await? else {
             return Err(CoreError::PackageNotFound(id));
         };
-        if self.store.package_in_use(id).await? {
-            return Err(CoreError::PackageInUse(id));
+        if let Some(task_id) = self.store.package_in_use(id).await? {
+            return Err(CoreError::PackageInUse {
+                package_id: id,
+                task_id,
+            });
         }
         if !self.store.delete_package(id).await? {
             return Err(CoreError::PackageNotFound(id));

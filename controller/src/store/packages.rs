@@ -271,11 +271,17 @@ impl Store {
         })
     }
 
-    /// Whether an unfinished task uses the package, which may then not be deleted.
-    /// Upgrade tasks will record the package they push; until they exist no task
-    /// records one, so none uses any.
-    pub async fn package_in_use(&self, _id: i64) -> Result<bool, StoreError> {
-        Ok(false)
+    /// The unfinished task (RUNNING, or FAILED and so retryable) that upgrades agents to
+    /// the package's version, if one does: the package may not go while it may be pushed.
+    pub async fn package_in_use(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT t.id FROM tasks t JOIN agent_packages p ON p.version = t.agent_version \
+             WHERE p.id = $1 AND t.status <> $2 ORDER BY t.id LIMIT 1",
+        )
+        .bind(id)
+        .bind(crate::model::TaskStatus::Successful.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
     }
 
     /// Deletes a package and its content; false when there is none with this id.

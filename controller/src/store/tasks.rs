@@ -78,8 +78,8 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let task_id: i64 = sqlx::query_scalar(
             "INSERT INTO tasks (name, creator, executor, host_id, operation, status, \
-             prohibit_rollback, context, trace_id, start_time, rollout) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10) RETURNING id",
+             prohibit_rollback, context, trace_id, start_time, rollout, agent_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(&plan.name)
         .bind(origin.creator)
@@ -91,6 +91,11 @@ impl Store {
         .bind(origin.trace_id)
         .bind(origin.at)
         .bind(rollout)
+        .bind(
+            plan.context
+                .string_map
+                .get(crate::model::ocp::AGENT_VERSION),
+        )
         .fetch_one(&mut *tx)
         .await?;
         // Many rows per statement, in id order: two submissions racing for overlapping

@@ -85,6 +85,50 @@ impl SpawnedController {
         self.launched.cpu_time()
     }
 
+    /// A REST call as the admin, as an operator would make it; the envelope's `data`,
+    /// once it says the call succeeded.
+    pub async fn rest(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        let request = match (method, body.is_null()) {
+            ("GET", _) => http.get(self.url(path)),
+            (_, true) => http.post(self.url(path)),
+            (_, false) => http.post(self.url(path)).json(&body),
+        };
+        let reply: serde_json::Value = request
+            .basic_auth("admin", Some(&self.password))
+            .send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(reply["successful"], true, "{method} {path}: {reply}");
+        reply["data"].clone()
+    }
+
+    /// Polls the task over REST until `done` holds for it.
+    pub async fn wait_task(
+        &self,
+        id: i64,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + test_support::WAIT;
+        loop {
+            let path = format!("/api/v2/tasks/instances/{id}");
+            let task = self.rest("GET", &path, serde_json::Value::Null).await;
+            if done(&task) {
+                return task;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{task}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM, and waits for the controller to finish shutting down; its log.
     pub fn stop(mut self) -> String {
         self.launched.stop();
