@@ -432,11 +432,12 @@ impl AgentService for AgentServiceImpl {
         let (meta, _, req) = request.into_parts();
         traced("SwitchVersion", &meta, async {
             self.0.cluster.admit(&meta, true).await?;
-            Ok(self
-                .0
-                .upgrades
-                .switch(req.version, req.trial_seconds)
-                .await?)
+            let upgrades = self.0.upgrades.clone();
+            // A caller that goes away (a controller killed mid-call) must not cut a
+            // switch short halfway: it runs to its end on its own task.
+            let switched =
+                tokio::spawn(async move { upgrades.switch(req.version, req.trial_seconds).await });
+            Ok(switched.await.map_err(UpgradeError::from)??)
         })
         .await
     }
@@ -448,7 +449,9 @@ impl AgentService for AgentServiceImpl {
         let (meta, _, req) = request.into_parts();
         traced("CommitVersion", &meta, async {
             self.0.cluster.admit(&meta, true).await?;
-            self.0.upgrades.commit(req.version.clone()).await?;
+            let (upgrades, version) = (self.0.upgrades.clone(), req.version.clone());
+            let committed = tokio::spawn(async move { upgrades.commit(version).await });
+            committed.await.map_err(UpgradeError::from)??;
             Ok(CommitVersionResponse {
                 version: req.version,
             })

@@ -108,6 +108,7 @@ impl Upgrades {
         replaceable: bool,
         serving: CancellationToken,
     ) -> Result<Upgrades, DataDirError> {
+        versions.clear_incoming()?;
         let mut trial = versions.trial()?;
         if let Some(stale) = trial.as_ref().filter(|t| t.version != running) {
             if versions.last_error()?.is_empty() {

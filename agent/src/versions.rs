@@ -16,6 +16,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use crate::data_dir::{
@@ -24,6 +25,8 @@ use crate::data_dir::{
 
 /// The binary's name inside each version's folder.
 pub const BINARY: &str = "ocp-agent";
+/// How files of transfers under way begin.
+const INCOMING: &str = ".incoming-";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LabelError {
@@ -111,9 +114,24 @@ impl Versions {
         Ok(held.into_iter().map(|(_, name)| name).collect())
     }
 
-    /// A file in the folder, for a new version's bytes on their way in.
+    /// A file in the folder, for a new version's bytes on their way in; its own, so that
+    /// a transfer whose caller went away cannot collide with the next one.
     pub fn incoming(&self, version: &str) -> PathBuf {
-        self.root.join(format!(".incoming-{version}"))
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join(format!("{INCOMING}{version}.{}.{n}", std::process::id()))
+    }
+
+    /// Removes what transfers of an earlier run left half written.
+    pub fn clear_incoming(&self) -> Result<(), DataDirError> {
+        let entries = std::fs::read_dir(&self.root).map_err(io_err(&self.root))?;
+        for entry in entries.filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().starts_with(INCOMING) {
+                remove_if_exists(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves a checked binary into place as `version`.

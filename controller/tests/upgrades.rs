@@ -35,7 +35,8 @@ async fn fleet(n: usize) -> Vec<ProcAgent> {
     agents
 }
 
-async fn upload(controller: &SpawnedController, version: &str, binary: &std::path::Path) {
+/// Uploads `binary` as `version`; the package's id.
+async fn upload(controller: &SpawnedController, version: &str, binary: &std::path::Path) -> i64 {
     let body = std::fs::read(binary).expect("read the binary");
     let reply: Value = reqwest::Client::new()
         .post(controller.url(&format!("/api/v2/agent/packages?version={version}")))
@@ -49,6 +50,7 @@ async fn upload(controller: &SpawnedController, version: &str, binary: &std::pat
         .await
         .expect("json");
     assert_eq!(reply["data"]["version"], version, "{reply}");
+    reply["data"]["id"].as_i64().expect("package id")
 }
 
 async fn register(controller: &SpawnedController, agents: &[ProcAgent]) -> Vec<i64> {
@@ -122,6 +124,25 @@ async fn log_of(controller: &SpawnedController, task: &Value, name: &str) -> Str
     controller.rest("GET", &path, Value::Null).await.to_string()
 }
 
+/// The logs of the task's failed subtasks, for an assertion's message.
+async fn failures(controller: &SpawnedController, task: &Value) -> String {
+    let mut said = String::new();
+    for subtask in task["subtasks"].as_array().into_iter().flatten() {
+        if subtask["status"] == "FAILED" {
+            let path = format!(
+                "/api/v2/tasks/instances/{}/subtasks/{}/log",
+                task["id"], subtask["id"]
+            );
+            let log = controller.rest("GET", &path, Value::Null).await;
+            said.push_str(&format!(
+                "{} (host {}): {log}\n",
+                subtask["name"], subtask["hostId"]
+            ));
+        }
+    }
+    said
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_batch_task_upgrades_three_agents_under_their_running_processes() {
     let agents = fleet(3).await;
@@ -143,7 +164,12 @@ async fn one_batch_task_upgrades_three_agents_under_their_running_processes() {
     .await;
     let done = ended(&controller, id).await;
     stop.store(true, Ordering::Relaxed);
-    assert_eq!(done["status"], "SUCCESSFUL", "{done}");
+    assert_eq!(
+        done["status"],
+        "SUCCESSFUL",
+        "{}",
+        failures(&controller, &done).await
+    );
     assert_eq!(done["name"], "Batch upgrade OCP agent");
     for probe in probes {
         let Pestered {
@@ -181,6 +207,20 @@ async fn one_batch_task_upgrades_three_agents_under_their_running_processes() {
         assert_eq!(agent.live_copies("listener").len(), 1);
     }
 
+    for (version, hosts) in [(NEW, 3), (OLD, 0)] {
+        let path = format!("/api/v2/compute/hosts?agentVersion={version}");
+        let page = controller.rest("GET", &path, Value::Null).await;
+        assert_eq!(page["page"]["totalElements"], hosts, "{version}: {page}");
+    }
+
+    let scraped = test_support::scrape::Scrape::fetch(controller.http).await;
+    let by_version = "ocp_controller_hosts_by_agent_version";
+    assert_eq!(scraped.value(by_version, &[("version", NEW)]), 3.0);
+    assert_eq!(
+        scraped.label_values(by_version, "version"),
+        vec![NEW.to_string()]
+    );
+
     // Again: every host is at the version, and every step says so.
     let again = submit(
         &controller,
@@ -201,7 +241,7 @@ async fn one_batch_task_upgrades_three_agents_under_their_running_processes() {
 async fn a_package_failing_its_self_check_leaves_the_host_as_it_was() {
     let agents = fleet(1).await;
     let controller = SpawnedController::start(&["--heartbeat-interval", "1s"]).await;
-    upload(&controller, "exits-1", std::path::Path::new("/bin/false")).await;
+    let package = upload(&controller, "exits-1", std::path::Path::new("/bin/false")).await;
     let hosts = register(&controller, &agents).await;
     let before = pids(&agents).await;
     let id = submit(
@@ -216,6 +256,22 @@ async fn a_package_failing_its_self_check_leaves_the_host_as_it_was() {
     assert!(log.contains("the new agent exited with status 1"), "{log}");
     assert_eq!(pids(&agents).await, before);
     assert_eq!(info(&agents[0]).await.version, OLD);
+
+    // The failed task may be retried: its package stays until it ends.
+    let in_use = reqwest::Client::new()
+        .delete(controller.url(&format!("/api/v2/agent/packages/{package}")))
+        .basic_auth("admin", Some(&controller.password))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(in_use.status(), reqwest::StatusCode::CONFLICT);
+    let in_use: Value = in_use.json().await.expect("json");
+    assert!(
+        in_use["error"]["message"]
+            .to_string()
+            .contains(&format!("unfinished task {id}")),
+        "{in_use}"
+    );
 
     // An unknown version is refused before any task is made.
     let refused: Value = reqwest::Client::new()
@@ -312,7 +368,12 @@ async fn sigkill_of_the_controller_mid_upgrade_restarts_no_process() {
         .await;
     controller.crash_and_restart().await;
     let done = ended(&controller, id).await;
-    assert_eq!(done["status"], "SUCCESSFUL", "{done}");
+    assert_eq!(
+        done["status"],
+        "SUCCESSFUL",
+        "{}",
+        failures(&controller, &done).await
+    );
     assert_eq!(
         pids(&agents).await,
         before,

@@ -210,6 +210,7 @@ pub fn field_name(field: Field) -> &'static str {
         Field::PackageContent => "body",
         Field::PackageId => "id",
         Field::AgentVersion => "version",
+        Field::HostAgentVersion => "agentVersion",
     }
 }
 

@@ -311,6 +311,8 @@ pub async fn add_host(
             description = "NEW, ONLINE or OFFLINE; hosts in any of those given, repeated (status=NEW&status=ONLINE) or separated by commas (status=NEW,ONLINE)"),
         ("keyword" = Option<String>, Query, max_length = 256,
             description = "hosts whose name or inner IP address contains it, ASCII letters in either case; % and _ match themselves"),
+        ("agentVersion" = Option<String>, Query, max_length = 64,
+            description = "hosts whose agent runs exactly this version, as its last heartbeat said"),
         ("sort" = Option<String>, Query,
             description = "id, name, innerIpAddress, status, createTime or updateTime, with ,asc or ,desc (default id,asc)")),
     responses((status = 200, description = "the hosts", body = Envelope<PageOf<HostJson>>), Failures),
@@ -320,11 +322,12 @@ pub async fn list_hosts(
     caller: Caller,
     query: QueryParams,
 ) -> ApiResult<PageOf<HostJson>> {
-    let query = query.only(&["page", "size", "status", "keyword", "sort"])?;
+    let query = query.only(&["page", "size", "status", "keyword", "agentVersion", "sort"])?;
     let page = query.page()?;
     let filter = host_filter(&HostQuery {
         statuses: query.all("status"),
         keyword: query.get("keyword"),
+        agent_version: query.get("agentVersion"),
         sort: query.get("sort"),
     })?;
     let hosts = state.core.list_hosts(&caller, &filter, page).await?;

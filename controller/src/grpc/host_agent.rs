@@ -226,6 +226,7 @@ impl HostAgentService for HostAgentGrpc {
         let filter = host_filter(&HostQuery {
             statuses: r.status.iter().map(String::as_str).collect(),
             keyword: Some(&r.keyword),
+            agent_version: Some(&r.agent_version),
             sort: Some(&r.sort),
         })?;
         let hosts = self.core.list_hosts(&caller, &filter, page).await?;

@@ -116,6 +116,7 @@ fn field_name(field: Field) -> &'static str {
         Field::PackageContent => "chunk",
         Field::PackageId => "id",
         Field::AgentVersion => "version",
+        Field::HostAgentVersion => "agent_version",
     }
 }
 

@@ -271,6 +271,19 @@ impl Collector for StoreGauges {
             let labels = [("status", status.as_str())];
             ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
         }
+        // Drift after an upgrade shows as more than one series.
+        if !counts.agent_versions.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "hosts_by_agent_version",
+                "Hosts by the agent version their last heartbeat reported (empty before the first)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (version, count) in &counts.agent_versions {
+                let labels = [("version", version.as_str())];
+                ConstGauge::new(*count).encode(family.encode_family(&labels)?)?;
+            }
+        }
         Ok(())
     }
 }

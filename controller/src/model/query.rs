@@ -162,6 +162,8 @@ pub struct HostFilter {
     pub statuses: Vec<HostStatus>,
     /// Found in the name or the inner IP address, ASCII letters in either case.
     pub keyword: Option<String>,
+    /// Hosts whose agent runs exactly this version, as it last said.
+    pub agent_version: Option<String>,
     pub sort: HostSort,
 }
 

@@ -238,6 +238,8 @@ pub struct StoreCounts {
     /// Of the open tasks only.
     pub subtasks: Vec<(String, String, i64)>,
     pub hosts: Vec<(String, i64)>,
+    /// Hosts by the agent version their last heartbeat reported ("" before the first).
+    pub agent_versions: Vec<(String, i64)>,
 }
 
 /// A task with nothing in it but what a unit test sets.

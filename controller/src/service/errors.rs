@@ -47,6 +47,8 @@ pub enum Field {
     PackageId,
     /// The version an upgrade installs.
     AgentVersion,
+    /// The agent version a host list is filtered by.
+    HostAgentVersion,
 }
 
 impl std::fmt::Display for Field {
@@ -74,6 +76,7 @@ impl std::fmt::Display for Field {
             Field::PackageContent => "package content",
             Field::PackageId => "package id",
             Field::AgentVersion => "version",
+            Field::HostAgentVersion => "agent version",
         })
     }
 }

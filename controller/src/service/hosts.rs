@@ -291,6 +291,7 @@ pub const MAX_KEYWORD_CHARS: usize = 256;
 pub struct HostQuery<'a> {
     pub statuses: Vec<&'a str>,
     pub keyword: Option<&'a str>,
+    pub agent_version: Option<&'a str>,
     pub sort: Option<&'a str>,
 }
 
@@ -330,6 +331,14 @@ pub fn host_filter(q: &HostQuery<'_>) -> Result<HostFilter, CoreError> {
         }
         Some(k) => Some(k.to_string()),
     };
+    let agent_version = match q.agent_version.filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => {
+            crate::model::package::check_version(v)
+                .map_err(|m| CoreError::invalid(Field::HostAgentVersion, v, m))?;
+            Some(v.to_string())
+        }
+    };
     let sort = match q.sort.filter(|s| !s.is_empty()) {
         None => HostSort::default(),
         Some(s) => s.parse().map_err(|e| {
@@ -343,6 +352,7 @@ pub fn host_filter(q: &HostQuery<'_>) -> Result<HostFilter, CoreError> {
     Ok(HostFilter {
         statuses,
         keyword,
+        agent_version,
         sort,
     })
 }
@@ -405,6 +415,7 @@ mod tests {
             host_filter(&HostQuery {
                 statuses: statuses.to_vec(),
                 keyword,
+                agent_version: None,
                 sort,
             })
         };

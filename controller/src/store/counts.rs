@@ -1,5 +1,5 @@
-//! How many tasks, subtasks and hosts the store holds in each state, for the metrics
-//! scrape: one GROUP BY per table.
+//! How many tasks, subtasks and hosts the store holds in each state, and hosts by
+//! agent version, for the metrics scrape: one GROUP BY each.
 //!
 //! Subtasks are counted for open tasks only (RUNNING, or FAILED and so holding their
 //! hosts until a retry or a rollback): a batch over a thousand hosts leaves 5,004 rows
@@ -46,6 +46,13 @@ impl Store {
             counts
                 .hosts
                 .push((row.try_get("status")?, row.try_get("n")?));
+        }
+        let versions = "SELECT COALESCE(agent_version, '') AS version, COUNT(*) AS n FROM hosts \
+                        GROUP BY COALESCE(agent_version, '') ORDER BY version";
+        for row in sqlx::query(versions).fetch_all(&self.pool).await? {
+            counts
+                .agent_versions
+                .push((row.try_get("version")?, row.try_get("n")?));
         }
         Ok(counts)
     }

@@ -130,6 +130,9 @@ impl Store {
                 bytewise("inner_ip_address")
             ));
         }
+        if filter.agent_version.is_some() {
+            clauses.push(format!("agent_version = {}", next()));
+        }
         let filter_sql = if clauses.is_empty() {
             String::new()
         } else {
@@ -157,6 +160,10 @@ impl Store {
         if let Some(pattern) = pattern {
             count = count.bind(pattern.clone());
             rows = rows.bind(pattern);
+        }
+        if let Some(version) = &filter.agent_version {
+            count = count.bind(version.clone());
+            rows = rows.bind(version.clone());
         }
         self.fetch_page(count, rows, page, host_from_row).await
     }
