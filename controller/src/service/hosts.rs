@@ -410,6 +410,25 @@ mod tests {
     use crate::model::HostSortKey;
 
     #[test]
+    fn a_host_filter_takes_a_well_formed_agent_version() {
+        let filter = |version: &str| {
+            host_filter(&HostQuery {
+                statuses: Vec::new(),
+                keyword: None,
+                agent_version: Some(version),
+                sort: None,
+            })
+        };
+        assert_eq!(
+            filter("4.2.1+b7").expect("valid").agent_version.as_deref(),
+            Some("4.2.1+b7")
+        );
+        assert_eq!(filter("").expect("no filter").agent_version, None);
+        let refused = filter("../x").expect_err("refused").to_string();
+        assert!(refused.starts_with("agent version: "), "{refused}");
+    }
+
+    #[test]
     fn a_host_filter_reads_statuses_both_ways_and_names_what_is_wrong() {
         let filter = |statuses: &[&str], keyword: Option<&str>, sort: Option<&str>| {
             host_filter(&HostQuery {
@@ -434,6 +453,7 @@ mod tests {
             HostFilter {
                 statuses: vec![HostStatus::Online, HostStatus::New, HostStatus::Offline],
                 keyword: Some("Web_".to_string()),
+                agent_version: None,
                 sort: HostSort {
                     key: HostSortKey::Name,
                     ascending: true,
