@@ -35,16 +35,19 @@ function headers(extra) {
   return out;
 }
 
+/** The Content-Type and the body a call sends: a Blob (a chosen file) as it is, else JSON. */
+function payload(body) {
+  if (body === undefined) return [{}, undefined];
+  if (body instanceof Blob) return [{ "Content-Type": "application/octet-stream" }, body];
+  return [{ "Content-Type": "application/json" }, JSON.stringify(body)];
+}
+
 /** The call's `data` and its response headers; throws an ApiError for a refusal. */
 export async function request(method, path, body, signal) {
   let response;
+  const [type, sent] = payload(body);
   try {
-    response = await fetch(API + path, {
-      method,
-      headers: headers(body === undefined ? {} : { "Content-Type": "application/json" }),
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
+    response = await fetch(API + path, { method, headers: headers(type), body: sent, signal });
   } catch (e) {
     if (e.name === "AbortError") throw e;
     throw new ApiError(0, 0, `the controller cannot be reached (${e.message})`);

@@ -7,6 +7,7 @@
 import { api, onSessionLost } from "./api.js";
 import { clearBanner, closeDrawer, h, showError } from "./dom.js";
 import { hostView, hostsView } from "./hosts.js";
+import { packagesView } from "./packages.js";
 import {
   authorization, currentUser, endSession, keepSession, may, setCurrentUser, useCredentials,
 } from "./state.js";
@@ -44,6 +45,7 @@ function renderHeader() {
   if (!me) return;
   if (may("HOST_VIEWER")) nav.append(h("a", { href: "#/hosts", class: route === "hosts" ? "active" : null }, "Hosts"));
   if (may("TASK_VIEWER")) nav.append(h("a", { href: "#/tasks", class: route === "tasks" ? "active" : null }, "Tasks"));
+  if (may("HOST_VIEWER")) nav.append(h("a", { href: "#/packages", class: route === "packages" ? "active" : null }, "Packages"));
   who.append(
     h("span", { id: "username", title: me.permissions.join(", ") }, me.username),
     h("button", { id: "signout", onclick: () => signOut() }, "Sign out"),
@@ -74,6 +76,7 @@ async function render() {
   const routes = {
     hosts: () => (parts[1] ? hostView(Number(parts[1]), view) : hostsView(view)),
     tasks: () => (parts[1] ? taskView(Number(parts[1]), view) : tasksView(view)),
+    packages: () => packagesView(view),
   };
   const route = routes[parts[0]];
   if (!route) {

@@ -1,9 +1,10 @@
-// The host pages: the host list with OCP's filters, the selection and its batch
-// operations (plain or rolling), adding a host, and one host's agent and processes with
-// their operations and logs.
+// The host pages: the host list with OCP's filters and each agent's version, the
+// selection and its batch operations (plain or rolling, an upgrade among them), adding a
+// host, and one host's agent and processes with their operations and logs.
 
 import { ApiError, api, query } from "./api.js";
 import { act, badge, clearBanner, h, opButton, openDrawer, pager, showError, uptime, when } from "./dom.js";
+import { newestPackages, upgradeControl, versionCell, versionDrift } from "./packages.js";
 import { clearHostSelection, isHostSelected, may, selectHost, selectedHostIds } from "./state.js";
 import { taskTable } from "./tasks.js";
 
@@ -22,19 +23,21 @@ export async function hostsView(view) {
   let loads = 0;
   async function load() {
     const mine = ++loads;
-    const page = await api("GET", "/compute/hosts" + query({
+    const [page, packages] = await Promise.all([api("GET", "/compute/hosts" + query({
       status: [...hostFilter.status].join(","),
       keyword: hostFilter.keyword,
       sort: hostFilter.sort,
       page: hostFilter.page,
       size: hostFilter.size,
-    }), undefined, view.abort.signal);
+    }), undefined, view.abort.signal), newestPackages(view.abort.signal)]);
     // An answer overtaken by a later load (a refresh sent before a page or filter
     // change) is dropped.
     if (mine !== loads) return;
+    batch.upgrade.refresh(packages);
+    const newest = packages.length ? packages[0].version : null;
     // Redrawn only when more than the update times changed (a heartbeat rewrites
     // them), so that a refresh never swaps a row or a checkbox from under the pointer.
-    const seen = JSON.stringify([page.page, page.contents.map(({ updateTime, ...rest }) => rest)]);
+    const seen = JSON.stringify([page.page, newest, page.contents.map(({ updateTime, ...rest }) => rest)]);
     if (seen === shown) {
       for (const x of page.contents) {
         const cell = list.querySelector(`tr[data-host-id="${x.id}"] .updated`);
@@ -43,15 +46,17 @@ export async function hostsView(view) {
       return;
     }
     shown = seen;
-    list.replaceChildren(hostTable(page.contents, refreshCount), pager(page.page, (n) => { hostFilter.page = n; load().catch(showError); }));
+    list.replaceChildren(hostTable(page.contents, newest, refreshCount), pager(page.page, (n) => { hostFilter.page = n; load().catch(showError); }));
     refreshCount();
   }
   function refreshCount() {
     const count = selectedHostIds().length;
     selected.textContent = `${count} selected`;
-    batch.querySelectorAll("button[data-batch]").forEach((b) => {
+    batch.element.querySelectorAll("button[data-batch]").forEach((b) => {
       b.disabled = !may("HOST_MANAGER") || count === 0;
     });
+    // An upgrade needs a version to go to as well.
+    if (!batch.upgrade.ready()) batch.element.querySelector("button[data-batch=batchUpgradeAgents]").disabled = true;
   }
 
   const keyword = h("input", { id: "host-keyword", placeholder: "name or address contains", value: hostFilter.keyword, maxlength: 256 });
@@ -73,7 +78,7 @@ export async function hostsView(view) {
   root.append(
     h("h1", {}, "Hosts"),
     h("div", { class: "bar" }, keyword, ...statusBoxes, sort),
-    batch,
+    batch.element,
     list,
     may("HOST_MANAGER") ? addHostForm(load) : null,
   );
@@ -82,7 +87,8 @@ export async function hostsView(view) {
   return root;
 }
 
-function hostTable(hosts, onSelect) {
+/** The hosts of a page; `newest` is the newest package's version, which each agent's is held to. */
+function hostTable(hosts, newest, onSelect) {
   const all = h("input", {
     type: "checkbox", id: "select-page", title: "select the hosts on this page",
     checked: hosts.length > 0 && hosts.every((x) => isHostSelected(x.id)),
@@ -101,16 +107,20 @@ function hostTable(hosts, onSelect) {
     h("td", {}, x.name),
     h("td", {}, `${x.innerIpAddress}:${x.agentPort}`),
     h("td", {}, badge(x.status)),
+    versionCell(x.agentVersion, newest),
     h("td", { class: "wrap muted" }, x.statusReason || ""),
     h("td", { class: "updated" }, when(x.updateTime)),
   ));
   return h("table", { id: "host-table" },
-    h("thead", {}, h("tr", {}, h("th", {}, all), ...["id", "name", "agent address", "status", "reason", "updated"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No host matches."))),
+    h("thead", {}, h("tr", {}, h("th", {}, all), ...["id", "name", "agent address", "status", "agent version", "reason", "updated"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No host matches."))),
   );
 }
 
-/** Batch operations on the selected hosts, plain or rolling with the rollout's options. */
+/**
+ * Batch operations on the selected hosts, plain or rolling with the rollout's options: the
+ * panel, and the upgrade control whose versions the list keeps current.
+ */
 function batchForm(selected) {
   const rolling = h("input", { type: "checkbox", id: "rollout-on" });
   const field = (id, label, attrs) => h("label", {}, label, h("input", { id, class: "short", ...attrs }));
@@ -121,8 +131,8 @@ function batchForm(selected) {
   const canary = h("input", { type: "checkbox", id: "rollout-canary" });
   const number = (label) => Number(label.querySelector("input").value);
 
-  async function submit(button, route) {
-    const body = { hostIds: selectedHostIds() };
+  async function submit(button, route, extra) {
+    const body = { hostIds: selectedHostIds(), ...extra };
     if (rolling.checked) {
       const size = batchSize.querySelector("input").value.trim();
       body.rollout = {
@@ -143,14 +153,17 @@ function batchForm(selected) {
     const b = opButton(label, "HOST_MANAGER", () => submit(b, route), { "data-batch": route, disabled: true });
     return b;
   };
-  return h("div", { class: "panel", id: "batch" },
+  const upgrade = upgradeControl((b, version) => submit(b, "batchUpgradeAgents", { version }));
+  const element = h("div", { class: "panel", id: "batch" },
     h("div", { class: "bar" }, selected,
       button("Restart agents", "batchRestartAgents"),
       button("Stop agents", "batchStopAgents"),
-      button("Start agents", "batchStartAgents")),
+      button("Start agents", "batchStartAgents"),
+      h("span", { class: "group" }, ...upgrade.elements)),
     h("fieldset", {}, h("legend", {}, h("label", {}, rolling, "rolling, in batches")),
       batchSize, maxFailed, pause, healthy, h("label", {}, canary, "pause after the first batch")),
   );
+  return { element, upgrade };
 }
 
 function addHostForm(reload) {
@@ -174,21 +187,25 @@ function addHostForm(reload) {
 
 export async function hostView(id, view) {
   const signal = view.abort.signal;
-  const [host, agent] = await Promise.all([
+  const [host, agent, packages] = await Promise.all([
     api("GET", `/compute/hosts/${id}`, undefined, signal),
     api("GET", `/compute/hosts/${id}/agent`, undefined, signal),
+    newestPackages(signal),
   ]);
+  const newest = packages.length ? packages[0].version : null;
   const root = h("div", { id: "host" });
   const processes = h("div");
   const info = h("div", { class: "panel" });
 
   let shownProcesses = "";
   function renderAgent(a) {
+    const drift = versionDrift(a.version, newest);
     info.replaceChildren(h("dl", {},
       h("dt", {}, "address"), h("dd", {}, `${host.innerIpAddress}:${host.agentPort}`),
       h("dt", {}, "host status"), h("dd", {}, badge(host.status), host.statusReason ? ` ${host.statusReason}` : ""),
       h("dt", {}, "agent"), h("dd", { id: "agent-status" }, badge(a.status)),
-      h("dt", {}, "agent version"), h("dd", { id: "agent-version" }, a.version || "–"),
+      h("dt", {}, "agent version"), h("dd", { id: "agent-version", title: drift },
+        a.version || "–", drift ? h("span", { class: "drift" }, ` ⚠ ${drift}`) : null),
       h("dt", {}, "last heartbeat"), h("dd", { id: "last-heartbeat" }, when(a.lastAvailableTime)),
       h("dt", {}, "install home"), h("dd", {}, a.installHome || "–"),
       h("dt", {}, "log home"), h("dd", {}, a.logHome || "–"),

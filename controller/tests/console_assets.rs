@@ -95,7 +95,15 @@ async fn the_console_is_served_with_its_headers_and_unknown_paths_keep_the_envel
         }
     }
     for name in [
-        "app.js", "app.css", "api.js", "dom.js", "state.js", "hosts.js", "tasks.js", "dag.js",
+        "app.js",
+        "app.css",
+        "api.js",
+        "dom.js",
+        "state.js",
+        "hosts.js",
+        "packages.js",
+        "tasks.js",
+        "dag.js",
     ] {
         assert!(seen.contains(name), "{name} is loaded: {seen:?}");
     }

@@ -214,6 +214,8 @@ async fn seed_examples_get_seed_shaped_answers() {
         keys,
         [
             "agentPort",
+            // Not in OCP's Host: the version its agent runs.
+            "agentVersion",
             "createTime",
             "id",
             "innerIpAddress",

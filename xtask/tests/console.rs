@@ -626,7 +626,7 @@ fn an_operator_signs_in_restarts_three_hosts_reads_a_log_and_stops_a_process() {
                 .execute("return document.querySelector('#nav').textContent", vec![])
                 .await
                 .expect("nav");
-            assert_eq!(nav, "Hosts");
+            assert_eq!(nav, "HostsPackages");
 
             // Who may only read tasks starts on the task list, with nothing refused.
             sign_out(b).await;
@@ -924,6 +924,264 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
             b.screenshot(&shots.join("task-20-in-place.png"))
                 .await
                 .expect("shot");
+        },
+    );
+}
+
+/// The version the demo fleet's agents are configured as, and the one uploaded.
+const DEMO_VERSION: &str = "4.2.1-demo";
+const UPLOADED: &str = "9.9.9-console";
+
+/// Chooses `file` in the upload form, types `version` and sends it.
+async fn upload_package(b: &Browser, file: &Path, version: &str) {
+    let find = |css: &'static str| {
+        let client = b.client.clone();
+        async move { client.find(fantoccini::Locator::Css(css)).await.expect(css) }
+    };
+    find("#package-file")
+        .await
+        .send_keys(&file.display().to_string())
+        .await
+        .expect("choose the file");
+    let field = find("#package-version").await;
+    field.clear().await.expect("clear");
+    field.send_keys(version).await.expect("version");
+    b.click("#package-upload").await.expect("upload");
+}
+
+/// The agent version cells of the host table: `[version, title]` per host, once there
+/// are `n` of them and `ready` (a JS expression over `cells`) holds.
+async fn version_cells(b: &Browser, n: usize, what: &str, ready: &str) -> Value {
+    wait(
+        b,
+        LONG,
+        what,
+        &format!(
+            "const cells = [...document.querySelectorAll('#host-table tbody tr[data-host-id] td.agent-version')]
+               .map(td => [td.dataset.version, td.getAttribute('title')]);
+             return cells.length === {n} && ({ready}) ? cells : false"
+        ),
+    )
+    .await
+}
+
+#[test]
+fn an_operator_uploads_a_package_sees_hosts_differ_and_upgrades_them() {
+    let ips = (1..=2).map(|i| Ipv4Addr::new(127, 0, 5, i));
+    let window = (1400, 1000);
+    with_console(
+        ips,
+        AgentProfile::Demo,
+        Transport::MutualTls,
+        window,
+        async |b, c| {
+            let Console {
+                base,
+                rest,
+                hosts,
+                shots,
+            } = c;
+            sign_in(b, &base, ADMIN).await;
+            wait_hosts(b, 2, "ONLINE").await;
+            // Without a package nothing is flagged.
+            version_cells(
+                b,
+                2,
+                "the agents' versions, unflagged",
+                &format!("cells.every(([v, t]) => v === '{DEMO_VERSION}' && t === null)"),
+            )
+            .await;
+
+            // What is not an agent binary is refused, with the API's own words.
+            b.click("#nav a[href='#/packages']")
+                .await
+                .expect("packages");
+            wait(
+                b,
+                LONG,
+                "the empty package list",
+                "return document.querySelector('#package-table tbody')?.textContent === 'No package uploaded yet.'",
+            )
+            .await;
+            let scratch = tempfile::tempdir().expect("tempdir");
+            let script = scratch.path().join("not-an-agent.sh");
+            std::fs::write(&script, "#!/bin/sh\necho hello\n").expect("script");
+            upload_package(b, &script, UPLOADED).await;
+            let refused = wait(
+                b,
+                LONG,
+                "the refusal",
+                "const e = document.querySelector('#banner'); return !e.hidden && e.textContent",
+            )
+            .await;
+            let refused = refused.as_str().unwrap_or_default();
+            assert!(
+                refused.starts_with("Error 10001:") && refused.contains("body"),
+                "{refused}"
+            );
+
+            // The real agent binary is taken, and listed as the API lists it.
+            let binary = test_support::bins::workspace_bin("ocp-agent");
+            upload_package(b, &binary, UPLOADED).await;
+            let row = wait(
+                b,
+                LONG,
+                "the uploaded package in the list",
+                &format!(
+                    "const r = document.querySelector(\"#package-table tr[data-version='{UPLOADED}']\");
+                     return r ? [...r.querySelectorAll('td')].slice(0, 6).map(td => td.textContent) : false"
+                ),
+            )
+            .await;
+            let listed = rest.get("/api/v2/agent/packages").expect("packages");
+            let stored = &listed["contents"][0];
+            assert_eq!(stored["version"], UPLOADED, "{listed}");
+            assert_eq!(
+                stored["size"].as_u64(),
+                Some(std::fs::metadata(&binary).expect("binary").len())
+            );
+            let sha = stored["sha256"].as_str().expect("sha256");
+            assert_eq!(row[0], UPLOADED);
+            assert_eq!(row[1], stored["arch"]);
+            assert_eq!(row[3], ADMIN.0);
+            assert_eq!(row[5], format!("{}…", &sha[..12]), "{row}");
+            b.screenshot(&shots.join("packages.png"))
+                .await
+                .expect("shot");
+
+            // Every host now runs another version than the newest package's.
+            b.click("#nav a[href='#/hosts']").await.expect("hosts");
+            let flagged = version_cells(
+                b,
+                2,
+                "both hosts flagged",
+                "cells.every(([v, t]) => t !== null)",
+            )
+            .await;
+            for cell in flagged.as_array().expect("cells") {
+                assert_eq!(
+                    cell,
+                    &json!([
+                        DEMO_VERSION,
+                        format!("differs from the newest package {UPLOADED}")
+                    ])
+                );
+            }
+            b.screenshot(&shots.join("hosts-flagged.png"))
+                .await
+                .expect("shot");
+
+            // A rolling upgrade of both, one host a batch, started and followed here.
+            mark_document(b).await;
+            b.click("#select-page").await.expect("select");
+            b.click("#rollout-on").await.expect("rolling");
+            let chosen = b
+                .client
+                .execute(
+                    "return document.querySelector('#upgrade-version').value",
+                    vec![],
+                )
+                .await
+                .expect("chosen version");
+            assert_eq!(chosen, UPLOADED);
+            b.click("button[data-batch=batchUpgradeAgents]")
+                .await
+                .expect("upgrade");
+            let task = task_page(b).await;
+            wait_task_status(b, "SUCCESSFUL").await;
+            let stored = rest
+                .get(&format!("/api/v2/tasks/instances/{task}"))
+                .expect("task");
+            assert_eq!(stored["name"], "Batch upgrade OCP agent", "{stored:#}");
+            assert_eq!(stored["status"], "SUCCESSFUL");
+            assert_eq!(stored["creator"], ADMIN.0);
+            assert_eq!(stored["rollout"]["batchSize"], 1, "{stored:#}");
+            let statuses = drawn(b).await;
+            assert_eq!(
+                statuses.len(),
+                stored["subtasks"].as_array().map_or(0, Vec::len),
+                "every subtask is drawn"
+            );
+            assert!(statuses.iter().all(|s| s == "SUCCESSFUL"), "{statuses:?}");
+            assert!(page_was_not_reloaded(b).await, "the page reloaded");
+            b.screenshot(&shots.join("task-upgrade.png"))
+                .await
+                .expect("shot");
+            for host in &hosts {
+                let agent = rest
+                    .get(&format!("/api/v2/compute/hosts/{host}/agent"))
+                    .expect("agent");
+                assert_eq!(agent["version"], UPLOADED, "{agent}");
+            }
+
+            // Upgraded, the hosts are no longer flagged.
+            b.client
+                .goto(&format!("{base}/console/#/hosts"))
+                .await
+                .expect("hosts");
+            version_cells(
+                b,
+                2,
+                "both hosts at the new version, unflagged",
+                &format!("cells.every(([v, t]) => v === '{UPLOADED}' && t === null)"),
+            )
+            .await;
+
+            // A viewer sees the packages and the versions, and can neither upload,
+            // delete nor upgrade.
+            sign_out(b).await;
+            sign_in(b, &base, VIEWER).await;
+            wait_hosts(b, 2, "ONLINE").await;
+            b.click("#select-page").await.expect("select");
+            let upgrade = b
+                .client
+                .execute(
+                    "const b = document.querySelector('button[data-batch=batchUpgradeAgents]');
+                     return [b.disabled, b.title, document.querySelector('#upgrade-version').hidden]",
+                    vec![],
+                )
+                .await
+                .expect("upgrade control");
+            assert_eq!(upgrade, json!([true, "needs HOST_MANAGER", true]));
+            b.click("#nav a[href='#/packages']")
+                .await
+                .expect("packages");
+            wait(
+                b,
+                LONG,
+                "the package list",
+                &format!("return !!document.querySelector(\"#package-table tr[data-version='{UPLOADED}']\")"),
+            )
+            .await;
+            let controls = b
+                .client
+                .execute(
+                    "return [!!document.querySelector('#package-file'), [...document.querySelectorAll('button[data-package-op]')].map(x => x.disabled)]",
+                    vec![],
+                )
+                .await
+                .expect("controls");
+            assert_eq!(controls, json!([false, [true]]));
+
+            // The admin deletes it; the list is empty again.
+            sign_out(b).await;
+            sign_in(b, &base, ADMIN).await;
+            b.click("#nav a[href='#/packages']")
+                .await
+                .expect("packages");
+            b.click("button[data-package-op=delete]")
+                .await
+                .expect("delete");
+            b.client.accept_alert().await.expect("confirm");
+            wait(
+                b,
+                LONG,
+                "the empty package list",
+                "return document.querySelector('#package-table tbody')?.textContent === 'No package uploaded yet.'",
+            )
+            .await;
+            let listed = rest.get("/api/v2/agent/packages").expect("packages");
+            assert_eq!(listed["contents"], json!([]), "{listed}");
         },
     );
 }

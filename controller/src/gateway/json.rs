@@ -306,6 +306,10 @@ pub struct HostJson {
     /// Why the agent could not be reached at its last check (a refused certificate, no
     /// answer); null once it answered. Not in OCP's Host.
     pub status_reason: Option<String>,
+    /// The version its agent last reported running; empty until the agent first answered.
+    /// Not in OCP's Host: it lets a list show which hosts an upgrade has yet to reach
+    /// without a call per host.
+    pub agent_version: String,
     pub create_time: String,
     pub update_time: String,
 }
@@ -319,6 +323,7 @@ impl From<&Host> for HostJson {
             agent_port: h.agent_port,
             status: h.status.to_string(),
             status_reason: h.status_reason.clone(),
+            agent_version: h.agent.version.clone(),
             create_time: format_millis(h.create_time),
             update_time: format_millis(h.update_time),
         }

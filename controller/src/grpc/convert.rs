@@ -26,6 +26,7 @@ pub fn host(h: &Host) -> pb::Host {
         create_time: format_millis(h.create_time),
         update_time: format_millis(h.update_time),
         status_reason: h.status_reason.clone().unwrap_or_default(),
+        agent_version: h.agent.version.clone(),
     }
 }
 
