@@ -301,16 +301,21 @@ fn upgrade_rolling(r: &Results) -> Vec<Goal> {
         Some(u) => Goal::new(
             what,
             format!(
-                "{} of {} restarted, {} hosts not upgraded; {:.0} ms (batch restart {:.0} ms) at {} hosts, batchSize {}",
+                "{} of {} restarted, {} hosts not upgraded; {} (batch restart {:.0} ms) at {} hosts, batchSize {}",
                 u.processes_restarted,
                 u.processes,
                 u.hosts_not_upgraded,
-                u.rolling_upgrade_wall_ms,
+                u.rolling_upgrade_wall_ms
+                    .map_or("the task failed".into(), |ms| format!("{ms:.0} ms")),
                 u.batch_restart_wall_ms,
                 u.hosts,
                 u.batch_size
             ),
-            (u.hosts >= 100).then_some(u.processes_restarted == 0 && u.hosts_not_upgraded == 0),
+            (u.hosts >= 100).then_some(
+                u.rolling_error.is_none()
+                    && u.processes_restarted == 0
+                    && u.hosts_not_upgraded == 0,
+            ),
         ),
         None => Goal::not_measured(what),
     }]

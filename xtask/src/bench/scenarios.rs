@@ -277,9 +277,12 @@ pub(super) fn upgrade_in_place(
                 println!("  first failed call: {e}");
             }
             println!(
-                "  rolling upgrade of {} hosts: {:.0} ms (batch restart {:.0} ms); {} of {} processes restarted",
+                "  rolling upgrade of {} hosts: {} (batch restart {:.0} ms); {} of {} processes restarted",
                 u.hosts,
-                u.rolling_upgrade_wall_ms,
+                u.rolling_upgrade_wall_ms.map_or_else(
+                    || format!("failed: {}", u.rolling_error.as_deref().unwrap_or("?")),
+                    |ms| format!("{ms:.0} ms")
+                ),
                 u.batch_restart_wall_ms,
                 u.processes_restarted,
                 u.processes

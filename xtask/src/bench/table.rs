@@ -263,14 +263,18 @@ fn upgrade(results: &Results, t: &mut String) {
     );
     let _ = writeln!(
         t,
-        "{:>6} {:>16.0} {:>18.0} {:>10} {:>9} {:>9}",
+        "{:>6} {:>16.0} {:>18} {:>10} {:>9} {:>9}",
         u.hosts,
         u.batch_restart_wall_ms,
-        u.rolling_upgrade_wall_ms,
+        u.rolling_upgrade_wall_ms
+            .map_or("failed".into(), |ms| format!("{ms:.0}")),
         u.batch_size,
         u.processes,
         u.processes_restarted
     );
+    if let Some(e) = &u.rolling_error {
+        let _ = writeln!(t, "rolling upgrade: {e}");
+    }
 }
 
 /// Each controller's memory with the store filled.

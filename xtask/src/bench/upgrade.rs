@@ -68,7 +68,10 @@ pub struct UpgradeRun {
     /// The batch restart of the same hosts (stage-wise), for scale.
     pub batch_restart_wall_ms: f64,
     pub batch_size: String,
-    pub rolling_upgrade_wall_ms: f64,
+    /// None when the rolling upgrade failed: `rolling_error` says why, and the switch
+    /// gap measured before it is kept.
+    pub rolling_upgrade_wall_ms: Option<f64>,
+    pub rolling_error: Option<String>,
     /// Supervised processes over the hosts, and how many of them the rolling upgrade
     /// restarted (goal: 0).
     pub processes: usize,
@@ -98,18 +101,19 @@ pub fn measure(
     upgrade::upload(rest, &binary, &version)?;
     let before = upgrade::states(rest, host_ids)?;
     let body = upgrade::batch_body(host_ids, &version, Some(json!({ "batchSize": BATCH_SIZE })));
-    let (rolling_ms, task) = timed_task(
+    let rolled = timed_task(
         rest,
         "/api/v2/compute/hosts/batchUpgradeAgents",
         body,
         "rolling upgrade",
-    )?;
-    if task["rollout"].is_null() {
-        return Err(BenchError::Failed(format!(
+    )
+    .and_then(|(ms, task)| match task["rollout"].is_null() {
+        true => Err(BenchError::Failed(format!(
             "the controller answered rolling upgrade {} without `rollout`",
             task["id"]
-        )));
-    }
+        ))),
+        false => Ok(ms),
+    });
     let after = upgrade::states(rest, host_ids)?;
     Ok(UpgradeRun {
         hosts: host_ids.len(),
@@ -119,7 +123,8 @@ pub fn measure(
         switch,
         batch_restart_wall_ms,
         batch_size: BATCH_SIZE.to_string(),
-        rolling_upgrade_wall_ms: rolling_ms,
+        rolling_upgrade_wall_ms: rolled.as_ref().ok().copied(),
+        rolling_error: rolled.err().map(|e| e.to_string()),
         processes: before.iter().map(|h| h.pids.len()).sum(),
         processes_restarted: upgrade::pids_changed(&before, &after),
         hosts_not_upgraded: upgrade::not_at(&after, &version),
