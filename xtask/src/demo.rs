@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the whole product on one machine, for a newcomer's first look,
-//! with mutual TLS as in production, and the commands to try it by hand.
+//! with mutual TLS as in production, and the commands to try it by hand; with
+//! `--upgrade`, its agents upgraded in place (demo_upgrade).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -10,9 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::demo_upgrade;
 use crate::fleet::{AgentProfile, Fleet, FleetSpec, Transport, demo_controller_args};
 use crate::progress::{Screen, render};
 use crate::rest::Rest;
+use crate::upgrade;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -31,6 +34,11 @@ pub struct DemoArgs {
     /// (with --no-wait the demo resumes it itself after a few seconds).
     #[arg(long, value_name = "N", value_parser = batch_size)]
     pub rollout: Option<BatchSize>,
+    /// After the restart, upload the ocp-agent binary as a new agent version, upgrade
+    /// every agent to it in one batch task, and show each host's agent version and pid
+    /// and its processes' pids before and after: the same pids.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// `--rollout`: a number of hosts per batch, or a percentage of them, as `batchSize`
@@ -209,6 +217,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {}: basic process pids {old:?} -> {new:?}", host.ip);
     }
 
+    if args.upgrade {
+        upgrade_demo(&fleet, &cli, &rest, &host_ids)?;
+    }
     print_guide(&fleet, &cli, &rest, &host_ids)?;
     if args.no_wait {
         fleet.stop();
@@ -220,6 +231,54 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     fleet.stop();
     let _ = std::fs::remove_dir_all(&data);
     println!("Stopped; nothing is left running.");
+    Ok(())
+}
+
+/// `--upgrade`: the fleet upgraded in place to a fresh version, shown before and after,
+/// and the commands that do it by hand.
+fn upgrade_demo(fleet: &Fleet, cli: &Cli, rest: &Rest, host_ids: &[i64]) -> anyhow::Result<()> {
+    let version = upgrade::fresh_version_now("demo-next");
+    let binary = fleet.spec.binary("ocp-agent");
+    println!(
+        "\nUpgrading every agent in place to {version} (the package: {}):\n",
+        binary.display()
+    );
+    let mut screen = Screen::default();
+    let (task, changes) =
+        demo_upgrade::upgrade_fleet(fleet, rest, host_ids, &version, Some(&mut screen))?;
+    println!(
+        "\nTask {} ({}) ended {}. Before -> after:",
+        task["id"],
+        task["name"].as_str().unwrap_or("?"),
+        task["status"].as_str().unwrap_or("?")
+    );
+    for line in demo_upgrade::report(&changes) {
+        println!("{line}");
+    }
+    let all_hosts = host_ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    println!(
+        "\nThe same by hand (a new version each time: an agent at a version answers at once):"
+    );
+    for line in [
+        cli.upload(&shell_path(&binary), "<version>"),
+        format!("{} {}/agent/packages", cli.curl, cli.base),
+        cli.post_json(
+            "/compute/hosts/batchUpgradeAgents",
+            &format!(
+                r#"{{"hostIds":[{all_hosts}],"version":"<version>","rollout":{{"batchSize":1}}}}"#
+            ),
+        ),
+        format!(
+            "{} {}/compute/hosts/{}/agent",
+            cli.curl, cli.base, host_ids[0]
+        ),
+    ] {
+        println!("  {line}");
+    }
     Ok(())
 }
 
@@ -302,6 +361,14 @@ impl Cli {
     fn post_json(&self, path: &str, body: &str) -> String {
         format!(
             "{} -H 'Content-Type: application/json' -X POST {}{path} -d '{body}'",
+            self.curl, self.base
+        )
+    }
+
+    /// Uploading an ocp-agent binary as the package of `version`.
+    fn upload(&self, binary: &str, version: &str) -> String {
+        format!(
+            "{} -H 'Content-Type: application/octet-stream' --data-binary @{binary} '{}/agent/packages?version={version}'",
             self.curl, self.base
         )
     }

@@ -5,7 +5,9 @@
 pub mod bench;
 pub mod browser;
 pub mod demo;
+pub mod demo_upgrade;
 pub mod dial;
 pub mod fleet;
 pub mod progress;
 pub mod rest;
+pub mod upgrade;

@@ -16,7 +16,8 @@ struct Args {
 enum Command {
     /// Build, start a controller and three agents on 127.0.0.2-4 with mutual TLS, run a
     /// batch restart (with --rollout, a rolling one that pauses after its first batch)
-    /// while showing its DAG, print ready-to-paste commands, and run until Ctrl-C.
+    /// while showing its DAG (with --upgrade, then upgrade the agents in place and show
+    /// their pids unchanged), print ready-to-paste commands, and run until Ctrl-C.
     Demo(xtask::demo::DemoArgs),
     /// Build in release mode and measure: fleet batch restarts, against Ansible and
     /// supervisord, and the gateway's throughput, ours in plaintext and with mutual TLS,

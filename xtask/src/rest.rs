@@ -131,6 +131,13 @@ impl Reply {
     }
 }
 
+/// What a request carries.
+enum Body {
+    Empty,
+    Json(Value),
+    Bytes(Vec<u8>),
+}
+
 /// How a call failed before the gateway's envelope was read.
 enum Failure {
     Transport(reqwest::Error),
@@ -189,6 +196,12 @@ impl Rest {
         self.call("POST", path, None).map(|r| r.data().clone())
     }
 
+    /// A POST of raw bytes (`application/octet-stream`), as an agent package is uploaded.
+    pub fn post_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<Value, RestError> {
+        self.send("POST", path, Body::Bytes(bytes))
+            .map(|r| r.data().clone())
+    }
+
     /// Any call; a non-2xx answer becomes `RestError::Refused` with the envelope's error.
     pub fn call(
         &self,
@@ -196,14 +209,24 @@ impl Rest {
         path: &str,
         body: Option<Value>,
     ) -> Result<Reply, RestError> {
+        self.send(method, path, body.map_or(Body::Empty, Body::Json))
+    }
+
+    fn send(&self, method: &'static str, path: &str, body: Body) -> Result<Reply, RestError> {
         let verb = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| RestError::Client(format!("{method}: {e}")))?;
         let mut request = self
             .client
             .request(verb, format!("{}{path}", self.base))
             .header(reqwest::header::AUTHORIZATION, &self.authorization);
-        if let Some(body) = body {
-            request = request.json(&body);
+        match body {
+            Body::Empty => {}
+            Body::Json(body) => request = request.json(&body),
+            Body::Bytes(bytes) => {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                    .body(bytes)
+            }
         }
         let answer = self.wait(async move {
             let response = request.send().await.map_err(Failure::Transport)?;

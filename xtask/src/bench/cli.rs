@@ -63,6 +63,10 @@ pub struct BenchArgs {
 pub enum Only {
     /// GetAgentInfo latency while one agent starts 50 processes (scenario 8).
     AgentLatency,
+    /// Agents upgraded in place (scenario 10): the switch gap GetAgentInfo sees on 10
+    /// agents, then a rolling upgrade (batchSize 25%) of 100 hosts (or of the largest
+    /// of --hosts) beside their batch restart.
+    Upgrade,
     /// The console's first paint in Chromium, the store filled (scenario 9): 1,000
     /// hosts (or the largest of --hosts) and --fill-tasks finished tasks (10,000).
     Console,

@@ -43,6 +43,64 @@ pub fn wait_task(rest: &Rest, id: i64, every: Duration) -> Result<Value, BenchEr
     }
 }
 
+/// Submits a task at `path` and waits for it to succeed: from just before the POST to
+/// the task's own finishTime, and the finished task. `what` names it in errors.
+pub fn timed_task(
+    rest: &Rest,
+    path: &str,
+    body: Value,
+    what: &str,
+) -> Result<(f64, Value), BenchError> {
+    let hosts = body["hostIds"].as_array().map_or(0, Vec::len);
+    let posted = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    let task = rest.post(path, body)?;
+    let id = task["id"]
+        .as_i64()
+        .ok_or_else(|| BenchError::Failed(format!("no task id in {task}")))?;
+    let every = Duration::from_millis(if hosts > 50 { 500 } else { 20 });
+    let task = wait_task(rest, id, every)?;
+    if task["status"] != "SUCCESSFUL" {
+        return Err(BenchError::Failed(format!(
+            "{what} task {id} ended {}{}",
+            task["status"],
+            failed_step(rest, &task)
+        )));
+    }
+    let finished = millis(&task["finishTime"])
+        .ok_or_else(|| BenchError::Failed(format!("task {id} has no finishTime")))?;
+    Ok(((finished - posted) as f64, task))
+}
+
+/// The first failed step of a task and the end of its log: the run's folder, the
+/// controller's log with it, is gone once the bench ends.
+fn failed_step(rest: &Rest, task: &Value) -> String {
+    let failed = task["subtasks"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["status"] == "FAILED"));
+    let Some(step) = failed else {
+        return "; see the controller's log".into();
+    };
+    let path = format!(
+        "/api/v2/tasks/instances/{}/subtasks/{}/log",
+        task["id"], step["id"]
+    );
+    let log = rest
+        .get(&path)
+        .map_or_else(|e| e.to_string(), |l| l.to_string());
+    let tail: String = log
+        .chars()
+        .rev()
+        .take(600)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!(": step {} {} failed: {tail}", step["name"], step["id"])
+}
+
 fn mean_rss(pids: &[u32]) -> f64 {
     let sum: f64 = pids.iter().map(|&p| sys::memory(p).rss_mb).sum();
     sum / pids.len().max(1) as f64

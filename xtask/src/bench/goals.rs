@@ -19,6 +19,8 @@ const GOALS: &[fn(&Results) -> Vec<Goal>] = &[
     rolling_barrier,
     busy_agent,
     console_paint,
+    upgrade_switch,
+    upgrade_rolling,
     throughput,
 ];
 
@@ -262,6 +264,60 @@ fn console_paint(r: &Results) -> Vec<Goal> {
                 .then_some(c.hosts_shown.max_ms < console::GOAL_MS),
         ),
         None => Goal::not_measured(&what),
+    }]
+}
+
+/// An agent replaced in place answers throughout and leaves every pid as it was. The
+/// slowest answer is shown, not judged: it is the switch itself on a shared machine.
+fn upgrade_switch(r: &Results) -> Vec<Goal> {
+    let what = "agent upgrade in place: 0 GetAgentInfo calls failed, 0 pids changed";
+    vec![match &r.upgrade {
+        Some(u) => {
+            let s = &u.switch;
+            Goal::new(
+                what,
+                format!(
+                    "{} of {} calls failed, {} process and {} agent pids changed; slowest answer per agent median {:.0} ms, max {:.0} ms ({} agents)",
+                    s.failed_calls,
+                    s.calls,
+                    s.process_pids_changed,
+                    s.agent_pids_changed,
+                    s.slowest_median_ms,
+                    s.slowest_max_ms,
+                    s.hosts
+                ),
+                Some(
+                    s.failed_calls == 0 && s.process_pids_changed == 0 && s.agent_pids_changed == 0,
+                ),
+            )
+        }
+        None => Goal::not_measured(what),
+    }]
+}
+
+fn upgrade_rolling(r: &Results) -> Vec<Goal> {
+    let what = "rolling upgrade of 100 hosts: 0 supervised processes restarted";
+    vec![match &r.upgrade {
+        Some(u) => Goal::new(
+            what,
+            format!(
+                "{} of {} restarted, {} hosts not upgraded; {} (batch restart {:.0} ms) at {} hosts, batchSize {}",
+                u.processes_restarted,
+                u.processes,
+                u.hosts_not_upgraded,
+                u.rolling_upgrade_wall_ms
+                    .map_or("the task failed".into(), |ms| format!("{ms:.0} ms")),
+                u.batch_restart_wall_ms,
+                u.hosts,
+                u.batch_size
+            ),
+            (u.hosts >= 100).then_some(
+                u.rolling_error.is_none()
+                    && u.processes_restarted == 0
+                    && u.hosts_not_upgraded == 0,
+            ),
+        ),
+        None => Goal::not_measured(what),
     }]
 }
 

@@ -2,8 +2,9 @@
 //! what an operator would use instead (Ansible, supervisord), with one command, and
 //! what mutual TLS costs: each of our figures is measured in plaintext and with TLS;
 //! and what rolling a restart batch by batch costs against the stage-wise DAG.
-//! One controller on SQLite throughout, then two on one PostgreSQL database; and how
-//! promptly one agent answers while it starts 50 processes.
+//! One controller on SQLite throughout, then two on one PostgreSQL database; how
+//! promptly one agent answers while it starts 50 processes, and while it is upgraded
+//! in place.
 //!
 //! Everything runs from release binaries: a debug xtask builds them, itself included,
 //! and hands over to the release xtask so that the load tool is not the bottleneck.
@@ -27,6 +28,7 @@ mod sys;
 mod table;
 mod throughput;
 mod two_controllers;
+mod upgrade;
 
 pub use cli::{BenchArgs, Only};
 pub use run::run;

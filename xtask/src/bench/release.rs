@@ -48,7 +48,7 @@ pub(super) fn build_or_hand_over(root: &Path, args: &BenchArgs) -> Result<Option
     }
     let packages: &[&str] = match args.only {
         Some(Only::AgentLatency) => &["agent"],
-        Some(Only::Console) | None => &["agent", "controller"],
+        Some(Only::Console | Only::Upgrade) | None => &["agent", "controller"],
     };
     if args.debug_binaries {
         cargo_build(root, packages, false)?;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 pub use super::agent_latency::AgentLatencyRun;
 pub use super::console::ConsoleRun;
+pub use super::upgrade::UpgradeRun;
 
 /// Which store the controllers of a figure ran on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -232,6 +233,9 @@ pub struct Results {
     pub agent_latency: Option<AgentLatencyRun>,
     /// The console in Chromium with the store as the largest fleet left it (scenario 9).
     pub console: Option<ConsoleRun>,
+    /// Agents upgraded in place: the switch gap, and a rolling upgrade beside a batch
+    /// restart (scenario 10).
+    pub upgrade: Option<UpgradeRun>,
     /// Each figure measured in both transports, side by side.
     pub tls_cost: Vec<TlsCost>,
     pub goals: Vec<Goal>,

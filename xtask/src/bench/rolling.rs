@@ -3,12 +3,11 @@
 //! two batches costs beyond its pause.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::fleet_restart::wait_task;
+use super::fleet_restart::timed_task;
 use super::report::{RollingRun, StoreKind};
 use crate::rest::{Rest, millis};
 
@@ -34,13 +33,6 @@ pub fn plan(sizes: &[usize]) -> Result<(usize, usize), String> {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
-
 /// One batch restart of `host_ids`, rolling with `rollout`: from just before the POST
 /// to the task's own finishTime, and the finished task.
 fn restart(
@@ -53,32 +45,19 @@ fn restart(
     if let Some(rollout) = rollout {
         body["rollout"] = rollout;
     }
-    let posted = now_ms();
-    let task = rest.post("/api/v2/compute/hosts/batchRestartAgents", body)?;
-    let id = task["id"]
-        .as_i64()
-        .ok_or_else(|| BenchError::Failed(format!("no task id in {task}")))?;
-    let every = Duration::from_millis(if host_ids.len() > 50 { 500 } else { 20 });
-    let task = wait_task(rest, id, every)?;
+    let what = if rolling {
+        "rolling restart"
+    } else {
+        "batch restart"
+    };
+    let (wall, task) = timed_task(rest, "/api/v2/compute/hosts/batchRestartAgents", body, what)?;
     if rolling && task["rollout"].is_null() {
         return Err(BenchError::Failed(format!(
-            "the controller answered rolling task {id} without `rollout`: it ran stage-wise"
+            "the controller answered rolling task {} without `rollout`: it ran stage-wise",
+            task["id"]
         )));
     }
-    if task["status"] != "SUCCESSFUL" {
-        return Err(BenchError::Failed(format!(
-            "{} task {id} ended {}; see the controller's log",
-            if rolling {
-                "rolling restart"
-            } else {
-                "batch restart"
-            },
-            task["status"]
-        )));
-    }
-    let finished = millis(&task["finishTime"])
-        .ok_or_else(|| BenchError::Failed(format!("task {id} has no finishTime")))?;
-    Ok(((finished - posted) as f64, task))
+    Ok((wall, task))
 }
 
 /// The stage-wise restart of `host_ids`, then the rolling one. The stage-wise one is

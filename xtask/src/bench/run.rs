@@ -9,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::python::Python;
 use super::release::{build_or_hand_over, target_dir, workspace_root};
-use super::report::Results;
-use super::scenarios::{agent_latency, console_paint, fill_store, fleet, single_host};
+use super::report::{Results, StoreKind};
+use super::scenarios::{
+    agent_latency, console_paint, fill_store, fleet, single_host, upgrade_in_place,
+};
 use super::{
     BenchArgs, BenchError, Only, chart, console, fleet_restart, io, rolling, sys, two_controllers,
 };
@@ -184,6 +186,28 @@ pub fn run(args: BenchArgs) -> Result<(), BenchError> {
             .skipped
             .push("every other scenario: --only agent-latency".into());
         agent_latency(&bench, &args, &mut results)?;
+        return finish(&out, results, true);
+    }
+    if args.only == Some(Only::Upgrade) {
+        results
+            .skipped
+            .push("every other scenario: --only upgrade".into());
+        let n = sizes
+            .last()
+            .copied()
+            .filter(|_| args.hosts.is_some())
+            .unwrap_or(rolling::HOSTS);
+        let (fleet, rest, ids, took) = bench.start("upgrade", n, Transport::Plaintext)?;
+        println!(
+            "\n== {n} hosts: started in {:.1} s; batch restart...",
+            took.as_secs_f64()
+        );
+        let run = fleet_restart::measure(&fleet, &rest, StoreKind::Sqlite, &ids, took)?;
+        println!("  batch restart of {n} hosts: {:.0} ms", run.wall_ms);
+        let restarted = run.wall_ms;
+        results.fleet.push(run);
+        upgrade_in_place(&bench, &fleet, &rest, &ids, restarted, &mut results);
+        drop(fleet);
         return finish(&out, results, true);
     }
     let python = if args.no_python {

@@ -10,7 +10,7 @@ use super::report::{self, Results, StoreKind};
 use super::run::{Bench, GRPC};
 use super::{
     BenchArgs, BenchError, agent_latency, ansible, console, fleet_restart, restart, rolling,
-    supervisord, throughput,
+    supervisord, throughput, upgrade,
 };
 use crate::dial::Dialer;
 use crate::fleet::{Fleet, Transport};
@@ -244,6 +244,58 @@ fn rolling_restart(rest: &Rest, ids: &[i64], results: &mut Results) {
     }
 }
 
+/// Scenario 10, on the first hosts of a fleet, whose batch restart took
+/// `batch_restart_ms`. A failure is reported as skipped, with its reason, as the
+/// rolling restart's is.
+pub(super) fn upgrade_in_place(
+    bench: &Bench,
+    fleet: &Fleet,
+    rest: &Rest,
+    ids: &[i64],
+    batch_restart_ms: f64,
+    results: &mut Results,
+) {
+    println!(
+        "  upgrade in place: {} agents under GetAgentInfo loops, then a rolling upgrade of {} hosts (batchSize {})...",
+        ids.len().min(upgrade::SWITCH_HOSTS),
+        ids.len(),
+        upgrade::BATCH_SIZE
+    );
+    match upgrade::measure(&bench.rt, fleet, rest, ids, batch_restart_ms) {
+        Ok(u) => {
+            let s = &u.switch;
+            println!(
+                "  switch gap: slowest answer per agent median {:.1} ms, max {:.1} ms; {} of {} calls failed; pids changed: {} processes, {} agents",
+                s.slowest_median_ms,
+                s.slowest_max_ms,
+                s.failed_calls,
+                s.calls,
+                s.process_pids_changed,
+                s.agent_pids_changed
+            );
+            if let Some(e) = &s.first_error {
+                println!("  first failed call: {e}");
+            }
+            println!(
+                "  rolling upgrade of {} hosts: {} (batch restart {:.0} ms); {} of {} processes restarted",
+                u.hosts,
+                u.rolling_upgrade_wall_ms.map_or_else(
+                    || format!("failed: {}", u.rolling_error.as_deref().unwrap_or("?")),
+                    |ms| format!("{ms:.0} ms")
+                ),
+                u.batch_restart_wall_ms,
+                u.processes_restarted,
+                u.processes
+            );
+            results.upgrade = Some(u);
+        }
+        Err(e) => {
+            println!("  upgrade in place: {e}");
+            results.skipped.push(format!("upgrade in place: {e}"));
+        }
+    }
+}
+
 /// Puts `tasks` finished tasks in the one SQLite controller's store; its memory then.
 pub(super) fn fill_store(
     fleet: &Fleet,
@@ -264,7 +316,7 @@ pub(super) fn fill_store(
 
 /// N hosts: the batch restart (and, with 1,000 or more, the store filled with finished
 /// tasks; with `rolling`, a rolling restart of that many of the hosts beside a
-/// stage-wise one, in plaintext), then Ansible doing the same on the same addresses
+/// stage-wise one, then their upgrade in place, in plaintext), then Ansible doing the same on the same addresses
 /// once the agents are gone.
 pub(super) fn fleet(
     bench: &Bench,
@@ -291,6 +343,7 @@ pub(super) fn fleet(
             "  batch restart of {n} hosts: {:.0} ms (agents {:.0} ms, overhead {:.0} ms)",
             run.wall_ms, run.agents_ms, run.overhead_ms
         );
+        let run_wall = run.wall_ms;
         if !tls {
             ours = run.wall_ms;
         }
@@ -306,6 +359,11 @@ pub(super) fn fleet(
         // After the store is filled: a rolling task that failed keeps its hosts.
         if let Some(m) = rolling.filter(|_| !tls) {
             rolling_restart(&rest, &ids[..m], results);
+            let restarted = match &results.rolling {
+                Some(r) => r.stage_wise_wall_ms,
+                None => run_wall,
+            };
+            upgrade_in_place(bench, &fleet, &rest, &ids[..m], restarted, results);
         }
         hosts = fleet.hosts.clone();
         drop(fleet);

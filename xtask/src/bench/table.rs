@@ -15,6 +15,7 @@ const SECTIONS: &[fn(&Results, &mut String)] = &[
     tls_cost,
     rolling,
     agent_latency,
+    upgrade,
     store,
     goals,
 ];
@@ -218,6 +219,61 @@ fn agent_latency(results: &Results, t: &mut String) {
             "{:<44} {:>7} {:>10.2} {:>10.2} {:>10.2}",
             l.name, l.samples, l.median_ms, l.p99_ms, l.max_ms
         );
+    }
+}
+
+/// 10.: agents upgraded in place.
+fn upgrade(results: &Results, t: &mut String) {
+    let Some(u) = &results.upgrade else {
+        return;
+    };
+    let s = &u.switch;
+    let _ = writeln!(
+        t,
+        "\n10. agent upgrade in place ({:.1} MB package, {}{})\nswitch gap: one batch upgrade of {} agents, each under a GetAgentInfo loop\n{:>6} {:>7} {:>7} {:>12} {:>12} {:>9} {:>10} {:>10}",
+        u.package_mb,
+        u.store.label(),
+        if u.tls { ", mutual TLS" } else { "" },
+        s.hosts,
+        "agents",
+        "calls",
+        "failed",
+        "slowest_med",
+        "slowest_max",
+        "wall_ms",
+        "agent_pids",
+        "proc_pids"
+    );
+    let _ = writeln!(
+        t,
+        "{:>6} {:>7} {:>7} {:>10.1}ms {:>10.1}ms {:>9.0} {:>10} {:>10}",
+        s.hosts,
+        s.calls,
+        s.failed_calls,
+        s.slowest_median_ms,
+        s.slowest_max_ms,
+        s.wall_ms,
+        s.agent_pids_changed,
+        s.process_pids_changed
+    );
+    let _ = writeln!(
+        t,
+        "{:>6} {:>16} {:>18} {:>10} {:>9} {:>9}",
+        "hosts", "batch_restart_ms", "rolling_upgrade_ms", "batchSize", "processes", "restarted"
+    );
+    let _ = writeln!(
+        t,
+        "{:>6} {:>16.0} {:>18} {:>10} {:>9} {:>9}",
+        u.hosts,
+        u.batch_restart_wall_ms,
+        u.rolling_upgrade_wall_ms
+            .map_or("failed".into(), |ms| format!("{ms:.0}")),
+        u.batch_size,
+        u.processes,
+        u.processes_restarted
+    );
+    if let Some(e) = &u.rolling_error {
+        let _ = writeln!(t, "rolling upgrade: {e}");
     }
 }
 
