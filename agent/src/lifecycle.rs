@@ -6,6 +6,7 @@
 //! certificate; without TLS, only clients on this machine (a loopback address), unless
 //! the operator insists with `--insecure-plaintext`.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -32,7 +33,7 @@ use crate::grpc::AgentServiceImpl;
 use crate::handover::{self, ExecPlan, Inherited};
 use crate::metrics::{self, MetricsBuilder};
 use crate::operator_gate::OperatorGateLayer;
-use crate::supervisor::{self, Lifetime};
+use crate::supervisor::{self, Adoptable, Lifetime};
 use crate::upgrade::Upgrades;
 use crate::versions::{self, Boot};
 
@@ -157,16 +158,24 @@ impl Agent {
             .version
             .clone()
             .unwrap_or_else(|| config.agent.version.clone());
-        let (data, pinned, upgrades) = tokio::task::spawn_blocking({
+        // A handover: the processes the previous image left are taken over before
+        // anything is served, so that no call sees them as anything but running.
+        let adopt = inherited.listener.is_some();
+        let (data, pinned, upgrades, mut adoptable) = tokio::task::spawn_blocking({
             let shown_dir = shown_dir.clone();
             let (config_path, serving) = (options.config_path.clone(), serving.clone());
             move || {
                 let data = DataDir::open(&data_dir)?;
                 data.check_pid_files(aliases.iter().map(String::as_str))?;
+                let adoptable: HashMap<String, Adoptable> = aliases
+                    .iter()
+                    .filter(|_| adopt)
+                    .filter_map(|a| Some((a.clone(), supervisor::adoptable(&data.process(a))?)))
+                    .collect();
                 let pinned = cluster::read_pin(&data.cluster(), &shown_dir)?;
                 let upgrades =
                     Upgrades::load(data.versions()?, running, config_path, replaceable, serving)?;
-                Ok::<_, AgentError>((data, pinned, Arc::new(upgrades)))
+                Ok::<_, AgentError>((data, pinned, Arc::new(upgrades), adoptable))
             }
         })
         .await??;
@@ -180,7 +189,6 @@ impl Agent {
             error,
         };
         // A handed-over socket kept listening through the exec: nothing was refused.
-        let adopt = inherited.listener.is_some();
         let listener = match inherited.listener {
             Some(listener) => listener
                 .set_nonblocking(true)
@@ -214,7 +222,6 @@ impl Agent {
         let lifetime = Lifetime {
             cancel: supervisors.clone(),
             detach: detach.clone(),
-            adopt,
         };
         let metrics = MetricsBuilder::new();
         let handles: Vec<_> = config
@@ -227,7 +234,16 @@ impl Agent {
                     .filter(|_| !spec.limits.is_empty())
                     .map(|c| c.process(&spec.alias, spec.limits));
                 let recorded = metrics.process(&spec.alias);
-                supervisor::launch(spec, files, cgroup, recorded, lifetime.clone(), &tracker)
+                let adopted = adoptable.remove(&spec.alias);
+                supervisor::launch(
+                    spec,
+                    files,
+                    cgroup,
+                    recorded,
+                    lifetime.clone(),
+                    adopted,
+                    &tracker,
+                )
             })
             .collect();
         let registry = metrics.finish(handles.clone());

@@ -154,21 +154,27 @@ pub struct Lifetime {
     /// Ends the actor and leaves its process running, for the next agent version
     /// this process `exec`s (see [`crate::handover`]).
     pub detach: CancellationToken,
-    /// This agent process was an earlier version a moment ago: a process its pid file
-    /// names that is still this process's child is taken over, not terminated.
-    pub adopt: bool,
+}
+
+/// A process the previous version of this agent left running, found by [`adoptable`].
+#[derive(Debug, Clone, Copy)]
+pub struct Adoptable {
+    pid: i32,
+    age: Duration,
 }
 
 /// Starts the actor of one process on `tracker`; it runs until `cancel`, then stops
 /// its process without recording that as the operator's wish, or until `detach`,
-/// then leaves it running. Without a recorded wish, `autostart` says whether it
-/// starts now.
+/// then leaves it running. `adoptable` is taken over as it runs, RUNNING from the
+/// first moment anyone can ask; otherwise what an earlier run left is terminated, and
+/// without a recorded wish `autostart` says whether the process starts now.
 pub fn launch(
     spec: ProcessSpec,
     files: ProcessFiles,
     cgroup: Option<ProcessCgroup>,
     metrics: ProcessMetrics,
     lifetime: Lifetime,
+    adoptable: Option<Adoptable>,
     tracker: &TaskTracker,
 ) -> Handle {
     let desired_running = match files.desired_running() {
@@ -180,31 +186,50 @@ pub fn launch(
         }
     };
     let cgroup = cgroup.map(Arc::new);
+    let mut policy = RestartPolicy::new(spec.min_live);
+    let adopted = adoptable.and_then(|Adoptable { pid, age }| match Adopted::new(pid) {
+        Ok(child) => {
+            let spawned_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+            policy.spawned(spawned_at);
+            Some(Running {
+                child: ChildProc::Adopted(child),
+                pid,
+                spawned_at,
+            })
+        }
+        Err(e) => {
+            warn!(alias = %spec.alias, pid, error = %e, "cannot take over the running process; treating it as a leftover");
+            None
+        }
+    });
+    let (state, pid) = match &adopted {
+        Some(running) => (State::Running, running.pid),
+        None => (State::Stopped, 0),
+    };
     let (status_tx, status_rx) = watch::channel(Status {
-        state: State::Stopped,
-        pid: 0,
+        state,
+        pid,
         desired_running,
         last_error: String::new(),
-        last_alive_ms: 0,
+        last_alive_ms: if adopted.is_some() { unix_ms() } else { 0 },
     });
     let (requests_tx, requests_rx) = mpsc::channel(8);
     let spec = Arc::new(spec);
     let span = tracing::info_span!("process", alias = %spec.alias);
     let actor = Actor {
-        policy: RestartPolicy::new(spec.min_live),
+        policy,
         spec: spec.clone(),
         files,
         cgroup: cgroup.clone(),
         oom_before: OomCount::Kills(0),
         status: status_tx,
-        child: None,
+        child: adopted,
         retry_at: None,
         restart_after_exit: false,
         waiters: Vec::new(),
         metrics,
         cancel: lifetime.cancel,
         detach: lifetime.detach,
-        adopt: lifetime.adopt,
     };
     tracker.spawn(actor.run(requests_rx).instrument(span));
     Handle {
@@ -239,12 +264,13 @@ struct Actor {
     metrics: ProcessMetrics,
     cancel: CancellationToken,
     detach: CancellationToken,
-    adopt: bool,
 }
 
 impl Actor {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        if !(self.adopt && self.adopt_running().await) {
+        if self.child.is_some() {
+            self.adopted().await;
+        } else {
             self.start_afresh().await;
         }
         let mut handles_left = true;
@@ -294,41 +320,19 @@ impl Actor {
         }
     }
 
-    /// Takes over the process the previous version of this agent left running: only
-    /// one its pid file names, with the recorded start time, that is still this
-    /// process's child. False when there is none, and the caller starts afresh.
-    async fn adopt_running(&mut self) -> bool {
-        let files = self.files.clone();
-        let found = tokio::task::spawn_blocking(move || adoptable(&files)).await;
-        let Ok(Some((pid, age))) = found else {
-            return false;
-        };
-        let adopted = match Adopted::new(pid) {
-            Ok(adopted) => adopted,
-            Err(e) => {
-                warn!(pid, error = %e, "cannot adopt the running process; treating it as a leftover");
-                return false;
-            }
-        };
-        let spawned_at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        self.policy.spawned(spawned_at);
+    /// Reads what the OOM counter says of the process taken over at launch.
+    async fn adopted(&mut self) {
         if let Some(cgroup) = self.cgroup.clone()
             && let Ok(count) = tokio::task::spawn_blocking(move || cgroup.oom_count()).await
         {
             self.oom_before = count;
         }
-        self.child = Some(Running {
-            child: ChildProc::Adopted(adopted),
-            pid,
-            spawned_at,
-        });
-        self.update(|s| {
-            s.state = State::Running;
-            s.pid = pid;
-            s.last_alive_ms = unix_ms();
-        });
-        info!(pid, "kept running across the agent's replacement");
-        true
+        if let Some(running) = &self.child {
+            info!(
+                pid = running.pid,
+                "kept running across the agent's replacement"
+            );
+        }
     }
 
     async fn handle(&mut self, Request { command, reply }: Request) {
@@ -640,9 +644,9 @@ impl Actor {
     }
 }
 
-/// The pid and age of the process the pid file names, when it is alive and this
-/// process's child with the recorded start time: the one the previous image spawned.
-fn adoptable(files: &ProcessFiles) -> Option<(i32, Duration)> {
+/// The process the pid file names, when it is alive and this process's child with the
+/// recorded start time: the one the previous image of this process spawned. Blocking.
+pub fn adoptable(files: &ProcessFiles) -> Option<Adoptable> {
     let Ok(Some(PidFile::Running(record))) = files.pid_file() else {
         return None;
     };
@@ -650,9 +654,9 @@ fn adoptable(files: &ProcessFiles) -> Option<(i32, Duration)> {
     let ours = stat.is_alive()
         && stat.start_ticks == record.start_ticks
         && u32::try_from(stat.ppid).ok() == Some(std::process::id());
-    ours.then(|| {
-        let age = procfs::elapsed(stat.start_ticks).unwrap_or_default();
-        (record.pid, age)
+    ours.then(|| Adoptable {
+        pid: record.pid,
+        age: procfs::elapsed(stat.start_ticks).unwrap_or_default(),
     })
 }
 

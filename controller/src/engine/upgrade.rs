@@ -213,18 +213,9 @@ impl StepRun<'_> {
                 }
             }
         }
-        let now = self.until_version(&host, &client, version).await?;
-        let after = self
-            .call_with_retries("ListProcesses", &host, |timeout| client.processes(timeout))
+        let now = self
+            .on_version_as_before(&host, &client, version, &watched)
             .await?;
-        let lost = health::unhealthy(&watched, &after);
-        if !lost.is_empty() {
-            return Err(StepError(format!(
-                "host {} runs agent version {version}, but not every process kept running: {}",
-                host.id,
-                lost.join("; ")
-            )));
-        }
         let same = if now.pid == info.pid {
             "the same pid"
         } else {
@@ -238,6 +229,30 @@ impl StepRun<'_> {
             watched.len()
         ));
         Ok(())
+    }
+
+    /// Waits for the agent on `version`, then checks that every process of `watched`
+    /// (alias, pid) still runs with its pid.
+    async fn on_version_as_before(
+        &self,
+        host: &Host,
+        client: &AgentClient<'_>,
+        version: &str,
+        watched: &[(String, u32)],
+    ) -> Result<AgentInfo, StepError> {
+        let now = self.until_version(host, client, version).await?;
+        let after = self
+            .call_with_retries("ListProcesses", host, |timeout| client.processes(timeout))
+            .await?;
+        let lost = health::unhealthy(watched, &after);
+        if !lost.is_empty() {
+            return Err(StepError(format!(
+                "host {} runs agent version {version}, but not every process kept running: {}",
+                host.id,
+                lost.join("; ")
+            )));
+        }
+        Ok(now)
     }
 
     async fn info_now(&self, client: &AgentClient<'_>) -> Option<AgentInfo> {
@@ -304,18 +319,9 @@ impl StepRun<'_> {
             ));
             tokio::time::sleep(Duration::from_secs(u64::from(seconds))).await;
         }
-        let now = self.until_version(&host, &client, version).await?;
-        let after = self
-            .call_with_retries("ListProcesses", &host, |timeout| client.processes(timeout))
+        let now = self
+            .on_version_as_before(&host, &client, version, &watched)
             .await?;
-        let lost = health::unhealthy(&watched, &after);
-        if !lost.is_empty() {
-            return Err(StepError(format!(
-                "host {} unhealthy on agent version {version}: {}",
-                host.id,
-                lost.join("; ")
-            )));
-        }
         self.log(&format!(
             "host {}: agent version {version} answers (pid {}), {} process(es) running as before",
             host.id,
