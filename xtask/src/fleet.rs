@@ -333,6 +333,25 @@ impl Fleet {
         format!("{scheme}://{http}")
     }
 
+    /// Registers every host with the controller; their ids, in host order.
+    pub fn register_hosts(&self, rest: &Rest) -> Result<Vec<i64>, RestError> {
+        const PATH: &str = "/api/v2/compute/hosts";
+        self.hosts
+            .iter()
+            .map(|h| {
+                let host = rest.post(
+                    PATH,
+                    serde_json::json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
+                )?;
+                host["id"].as_i64().ok_or_else(|| RestError::Unreadable {
+                    method: "POST",
+                    path: PATH.to_string(),
+                    reason: format!("no host id in {host}"),
+                })
+            })
+            .collect()
+    }
+
     /// The REST gateway as user admin, trusting the fleet's CA in TLS mode.
     pub fn rest(&self) -> Result<Rest, RestError> {
         self.rest_at(self.spec.http)

@@ -88,24 +88,8 @@ fn setup(
     let ips = ips.map(IpAddr::V4).collect();
     let fleet = start_fleet(dir.path(), ips, profile, transport);
     let rest = fleet.rest().expect("REST client");
-    let hosts = register_hosts(&fleet, &rest);
+    let hosts = fleet.register_hosts(&rest).expect("register the hosts");
     (dir, fleet, rest, hosts)
-}
-
-fn register_hosts(fleet: &Fleet, rest: &Rest) -> Vec<i64> {
-    fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            let host = rest
-                .post(
-                    "/api/v2/compute/hosts",
-                    json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
-                )
-                .expect("add host");
-            host["id"].as_i64().expect("id")
-        })
-        .collect()
 }
 
 const LONG: Duration = Duration::from_secs(60);

@@ -7,7 +7,6 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use xtask::demo_upgrade::{report, upgrade_fleet};
 use xtask::fleet::{AgentProfile, Transport, demo_controller_args};
 use xtask::rest::Rest;
@@ -46,19 +45,7 @@ fn the_demo_upgrade_moves_every_agent_to_a_new_version_under_its_processes() {
         demo_controller_args(),
     );
     let rest = fleet.rest().expect("REST client");
-    let ids: Vec<i64> = fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            let host = rest
-                .post(
-                    "/api/v2/compute/hosts",
-                    json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
-                )
-                .expect("register");
-            host["id"].as_i64().expect("host id")
-        })
-        .collect();
+    let ids = fleet.register_hosts(&rest).expect("register the hosts");
     let before = running(&rest, &ids);
 
     let version = upgrade::fresh_version_now("test-next");

@@ -85,16 +85,7 @@ fn the_real_binaries_restart_stop_and_restart_one_process_as_a_user_would() {
         .rest()
         .expect("an HTTPS client trusting the fleet's CA");
 
-    let mut hosts = Vec::new();
-    for h in &fleet.hosts {
-        let host = rest
-            .post(
-                "/api/v2/compute/hosts",
-                json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
-            )
-            .expect("add host");
-        hosts.push(host["id"].as_i64().expect("id"));
-    }
+    let hosts = fleet.register_hosts(&rest).expect("add the hosts");
     let before: Vec<_> = hosts.iter().map(|&h| processes(&rest, h)).collect();
     for ps in &before {
         for alias in BASIC {

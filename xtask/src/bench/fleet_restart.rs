@@ -14,23 +14,6 @@ use super::sys;
 use crate::fleet::Fleet;
 use crate::rest::{Rest, millis};
 
-/// Registers every host of the fleet with the controller; their ids, in host order.
-pub fn register(fleet: &Fleet, rest: &Rest) -> Result<Vec<i64>, BenchError> {
-    fleet
-        .hosts
-        .iter()
-        .map(|h| {
-            let host = rest.post(
-                "/api/v2/compute/hosts",
-                json!({"innerIpAddress": h.ip.to_string(), "agentPort": h.addr.port()}),
-            )?;
-            host["id"]
-                .as_i64()
-                .ok_or_else(|| BenchError::Failed(format!("no host id in {host}")))
-        })
-        .collect()
-}
-
 /// Polls a task until it ends. Large tasks are big JSON documents, so they are polled
 /// less often: the wall time comes from the task's own finishTime, not from the poll.
 pub fn wait_task(rest: &Rest, id: i64, every: Duration) -> Result<Value, BenchError> {

@@ -79,7 +79,7 @@ impl Bench {
             );
         }
         let rest = fleet.rest()?;
-        let ids = fleet_restart::register(&fleet, &rest)?;
+        let ids = fleet.register_hosts(&rest)?;
         Ok((fleet, rest, ids, took))
     }
 

@@ -64,7 +64,7 @@ pub fn run(
     let took = started.elapsed();
     let first = fleet.rest()?;
     let second = fleet.rest_at(http_2)?;
-    let ids = fleet_restart::register(&fleet, &first)?;
+    let ids = fleet.register_hosts(&first)?;
     println!(
         "  started in {:.1} s; batch restart through the first controller...",
         took.as_secs_f64()
