@@ -307,10 +307,15 @@ pub async fn wait_for_task(
         if done(&task) {
             return task;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "task {task_id} did not reach the condition in {WAIT:?}: {task:#?}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            // What a failed step said is what tells a flaky run from a broken one.
+            let mut logs = String::new();
+            for failed in task.subtasks.iter().filter(|s| s.status == "FAILED") {
+                let log = subtask_log(controller, task_id, failed.id).await;
+                logs += &format!("\n--- {} ({}):\n{log}", failed.name, failed.id);
+            }
+            panic!("task {task_id} did not reach the condition in {WAIT:?}: {task:#?}{logs}");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
