@@ -789,7 +789,7 @@ const COUNT_DAG_CHANGES: &str = "
 
 #[test]
 fn the_dag_is_updated_in_place_as_its_task_goes_on() {
-    let ips = (1..=20).map(|i| Ipv4Addr::new(127, 0, 4, i));
+    let ips = (1..=30).map(|i| Ipv4Addr::new(127, 0, 4, i));
     let window = (1400, 1000);
     with_console(
         ips,
@@ -801,11 +801,13 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
                 base, rest, shots, ..
             } = c;
             sign_in(b, &base, ADMIN).await;
-            wait_hosts(b, 20, "ONLINE").await;
+            wait_hosts(b, 30, "ONLINE").await;
             mark_document(b).await;
 
-            // A rolling restart in two batches of ten, held after the first: each step of
-            // a batch is one box of ten cells.
+            // A rolling restart in three batches of ten, held after the first: each step
+            // of a batch is one box of ten cells. Each batch watches its hosts for a
+            // second, so what the two batches after the resume do comes in three bursts
+            // at least a second apart however fast the machine: three moments to draw.
             b.click("#select-page").await.expect("select");
             b.click("#rollout-on").await.expect("rolling");
             let size = b
@@ -814,7 +816,14 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
                 .await
                 .expect("batch size");
             size.clear().await.expect("clear");
-            size.send_keys("50%").await.expect("50%");
+            size.send_keys("10").await.expect("10");
+            let healthy = b
+                .client
+                .find(fantoccini::Locator::Css("#rollout-healthy"))
+                .await
+                .expect("healthy after");
+            healthy.clear().await.expect("clear");
+            healthy.send_keys("1").await.expect("1 s");
             b.click("#rollout-canary").await.expect("canary");
             let task = restart_selected(b).await;
             wait_paused(b).await;
@@ -841,8 +850,8 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
                 .expect("shape");
             assert_eq!(
                 shape,
-                json!([10, 100, 1]),
-                "ten stages of ten cells, one barrier"
+                json!([15, 150, 2]),
+                "fifteen stages of ten cells, two barriers"
             );
 
             b.client
@@ -861,7 +870,7 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
                 .iter()
                 .map(|s| (s["id"].to_string(), s["status"].clone()))
                 .collect();
-            assert_eq!(expected.len(), 5 * 20 + 1);
+            assert_eq!(expected.len(), 5 * 30 + 2);
             // What the page shows once the last events are drawn: every box and cell as
             // the API has it, every group's counts, and no operation left.
             let shown = wait(
@@ -874,7 +883,7 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
                      const counts = [...document.querySelectorAll('#dag g.group text.small')].map(t => t.textContent);
                      const same = Object.keys(shown).length === Object.keys(expected).length
                        && Object.keys(expected).every(k => shown[k] === expected[k]);
-                     return same && counts.length === 10 && counts.every(t => t === '10 successful') && shown",
+                     return same && counts.length === 15 && counts.every(t => t === '10 successful') && shown",
                     Value::Object(expected.clone())
                 ),
             )
