@@ -20,6 +20,7 @@ mod refusal;
 mod role;
 mod server_tls;
 pub mod strict;
+mod untaken;
 mod waiting;
 
 pub use client::{AgentConnector, ClientTls, ClientTlsFiles};
@@ -29,6 +30,7 @@ pub use listener::{Conn, ConnLimits, Incoming, parse_timeout};
 pub use refusal::{Refusal, causes, refusal};
 pub use role::{OPERATOR_METHODS, Role};
 pub use server_tls::{ServerTls, ServerTlsFiles};
+pub use untaken::untaken;
 
 /// rustls needs one process-wide crypto provider when more than one could be compiled
 /// in; this workspace builds with ring only, and every config here names it directly.
