@@ -19,10 +19,11 @@ pub struct Pestered {
     pub calls: u32,
 }
 
-/// Calls GetAgentInfo back to back on `client` until `stop`. A call the transport never
-/// sent, because the connection it was queued on was closing (an agent's GOAWAY),
-/// comes back CANCELLED and is sent again, once, as gRPC's transparent retry does
-/// (tonic has none): the agent refused nothing, and a second failure counts.
+/// Calls GetAgentInfo back to back on `client` until `stop`. A call the agent never
+/// took, because the connection it was on was closing (an agent's GOAWAY), comes back
+/// CANCELLED when it was still queued, or refused by the GOAWAY when it was already on
+/// its way ([`trust::untaken`]); it is sent again, once, as gRPC's transparent retry
+/// does (tonic has none): the agent refused nothing, and a second failure counts.
 pub fn pester(
     mut client: AgentServiceClient<Channel>,
     stop: Arc<AtomicBool>,
@@ -34,7 +35,7 @@ pub fn pester(
             let mut answer = client.get_agent_info(GetAgentInfoRequest {}).await;
             if answer
                 .as_ref()
-                .is_err_and(|e| e.code() == tonic::Code::Cancelled)
+                .is_err_and(|e| e.code() == tonic::Code::Cancelled || trust::untaken(e))
             {
                 answer = client.get_agent_info(GetAgentInfoRequest {}).await;
             }

@@ -95,8 +95,9 @@ impl AgentError {
 }
 
 /// The one reading of a failed call. Transient are the codes a restarting agent or a
-/// lost connection give; not a refused certificate, whose status may carry the same
-/// codes but which no retry mends.
+/// lost connection give, and a call refused by a draining agent's GOAWAY (INTERNAL to
+/// tonic, though the agent did nothing with it); not a refused certificate, whose status
+/// may carry the same codes but which no retry mends.
 fn classify(status: tonic::Status, address: &str) -> AgentError {
     let address = address.to_string();
     let mismatch = std::error::Error::source(&status)
@@ -106,6 +107,13 @@ fn classify(status: tonic::Status, address: &str) -> AgentError {
         return AgentError::Untrusted {
             address,
             reason,
+            status,
+        };
+    }
+    if trust::untaken(&status) {
+        return AgentError::Unreachable {
+            address,
+            reason: "the agent was closing the connection and did not take the call".into(),
             status,
         };
     }
