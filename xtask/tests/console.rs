@@ -719,13 +719,7 @@ fn a_hundred_host_dag_is_drawn_grouped_and_followed_live() {
             wait_hosts(b, 50, "ONLINE").await;
             select_both_pages(b).await;
             b.click("#rollout-on").await.expect("rolling");
-            let size = b
-                .client
-                .find(fantoccini::Locator::Css("#rollout-batch-size"))
-                .await
-                .expect("batch size");
-            size.clear().await.expect("clear");
-            size.send_keys("25%").await.expect("25%");
+            fill(b, "#rollout-batch-size", "25%").await;
             b.click("#rollout-canary").await.expect("canary");
             let rolling = restart_selected(b).await;
             wait_paused(b).await;
@@ -810,20 +804,8 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
             // at least a second apart however fast the machine: three moments to draw.
             b.click("#select-page").await.expect("select");
             b.click("#rollout-on").await.expect("rolling");
-            let size = b
-                .client
-                .find(fantoccini::Locator::Css("#rollout-batch-size"))
-                .await
-                .expect("batch size");
-            size.clear().await.expect("clear");
-            size.send_keys("10").await.expect("10");
-            let healthy = b
-                .client
-                .find(fantoccini::Locator::Css("#rollout-healthy"))
-                .await
-                .expect("healthy after");
-            healthy.clear().await.expect("clear");
-            healthy.send_keys("1").await.expect("1 s");
+            fill(b, "#rollout-batch-size", "10").await;
+            fill(b, "#rollout-healthy", "1").await;
             b.click("#rollout-canary").await.expect("canary");
             let task = restart_selected(b).await;
             wait_paused(b).await;
@@ -925,20 +907,27 @@ fn the_dag_is_updated_in_place_as_its_task_goes_on() {
 const DEMO_VERSION: &str = "4.2.1-demo";
 const UPLOADED: &str = "9.9.9-console";
 
+/// Replaces what the field `css` holds with `text`.
+async fn fill(b: &Browser, css: &str, text: &str) {
+    let field = b
+        .client
+        .find(fantoccini::Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.clear().await.expect("clear");
+    field.send_keys(text).await.expect("type");
+}
+
 /// Chooses `file` in the upload form, types `version` and sends it.
 async fn upload_package(b: &Browser, file: &Path, version: &str) {
-    let find = |css: &'static str| {
-        let client = b.client.clone();
-        async move { client.find(fantoccini::Locator::Css(css)).await.expect(css) }
-    };
-    find("#package-file")
+    b.client
+        .find(fantoccini::Locator::Css("#package-file"))
         .await
+        .expect("the file field")
         .send_keys(&file.display().to_string())
         .await
         .expect("choose the file");
-    let field = find("#package-version").await;
-    field.clear().await.expect("clear");
-    field.send_keys(version).await.expect("version");
+    fill(b, "#package-version", version).await;
     b.click("#package-upload").await.expect("upload");
 }
 
